@@ -1,0 +1,39 @@
+# defectforge: `make demo` and `make test` each build .venv on first use (pip only:
+# torch 2.14.1 / torchvision 0.29.1 come from the local wheels) and reuse it afterwards.
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.stamp-installed
+DEMO_OUT ?= demo_out
+PYTEST_ARGS ?=
+
+.PHONY: demo test venv bench bench-exdd bench-synth2d bench-synth3d clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV) || python3 -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(BIN)/python -m pip install -q -e ".[test]"
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/defectforge demo --out $(DEMO_OUT)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+bench: bench-exdd bench-synth2d bench-synth3d
+
+bench-exdd: $(STAMP)
+	$(BIN)/python bench/bench_exdd.py
+
+bench-synth2d: $(STAMP)
+	$(BIN)/python bench/bench_synth2d.py
+
+bench-synth3d: $(STAMP)
+	$(BIN)/python bench/bench_synth3d.py
+
+clean:
+	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache build dist src/*.egg-info

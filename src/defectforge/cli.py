@@ -1,0 +1,81 @@
+"""The ``defectforge`` command line (typer + rich).
+
+Each area registers its own commands from a small module (``defectforge.<area>.cli``
+with a ``register(app)`` function), so this file stays a table of contents. Heavy
+imports (torch, timm) happen inside commands, never at start-up.
+
+Errors that are the user's input (:class:`~defectforge.errors.DefectforgeError`) are
+printed as one line, ``error: <file>: <problem>``, with exit code 2.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import typer
+
+from defectforge import __version__
+from defectforge.errors import DefectforgeError
+
+app = typer.Typer(
+    name="defectforge",
+    help="Synthetic industrial defects with exact labels, filtering, and detectors that use them.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+# area -> module with register(app); order is the order in --help.
+COMMAND_MODULES = (
+    "defectforge.data.cli",
+    "defectforge.synth2d.cli",
+    "defectforge.synth3d.cli",
+    "defectforge.detect.cli",
+    "defectforge.demo",
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"defectforge {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    """defectforge: generate, filter and use synthetic defects."""
+
+
+def _register_all() -> None:
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:  # area not built yet
+                continue
+            raise
+        module.register(app)
+
+
+_register_all()
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        app(args=argv, prog_name="defectforge")
+    except DefectforgeError as exc:
+        from rich.console import Console
+        from rich.markup import escape
+
+        Console(stderr=True, highlight=False, soft_wrap=True).print(f"[bold red]error:[/] {escape(str(exc))}")
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted: outputs written so far are complete and kept; run again to resume", file=sys.stderr)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

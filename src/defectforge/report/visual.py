@@ -1,0 +1,63 @@
+"""Pure functions that turn arrays into pictures (nothing is written to disk here)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from defectforge.data.image_io import as_rgb8
+
+
+def mask_overlay(image: np.ndarray, mask: np.ndarray | None, color=(255, 40, 40), alpha: float = 0.45,
+                 contour: bool = True) -> np.ndarray:
+    """The image with the mask tinted and outlined."""
+    import cv2
+
+    out = as_rgb8(image).copy()
+    if mask is None:
+        return out
+    m = np.asarray(mask) > 0
+    if m.shape != out.shape[:2]:
+        raise ValueError(f"mask shape {m.shape} differs from image shape {out.shape[:2]}")
+    col = np.array(color, dtype=np.float32)
+    out[m] = np.clip(out[m].astype(np.float32) * (1 - alpha) + col * alpha, 0, 255).astype(np.uint8)
+    if contour and m.any():
+        cnts, _ = cv2.findContours(m.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+        cv2.drawContours(out, cnts, -1, tuple(int(c) for c in color), 1)
+    return out
+
+
+def heatmap_overlay(image: np.ndarray, amap: np.ndarray, vmin: float | None = None, vmax: float | None = None,
+                    alpha: float = 0.5, mask: np.ndarray | None = None) -> np.ndarray:
+    """The image blended with a jet-coloured anomaly map (display normalisation only)."""
+    import cv2
+
+    base = as_rgb8(image)
+    a = np.asarray(amap, dtype=np.float32)
+    if a.shape != base.shape[:2]:
+        a = cv2.resize(a, (base.shape[1], base.shape[0]), interpolation=cv2.INTER_LINEAR)
+    lo = float(np.min(a)) if vmin is None else vmin
+    hi = float(np.max(a)) if vmax is None else vmax
+    norm = np.clip((a - lo) / (hi - lo if hi > lo else 1.0), 0, 1)
+    colored = cv2.applyColorMap((norm * 255).astype(np.uint8), cv2.COLORMAP_JET)[..., ::-1]
+    out = (base.astype(np.float32) * (1 - alpha) + colored.astype(np.float32) * alpha).astype(np.uint8)
+    if mask is not None and np.any(mask):
+        cnts, _ = cv2.findContours((np.asarray(mask) > 0).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+        out = np.ascontiguousarray(out)
+        cv2.drawContours(out, cnts, -1, (255, 255, 255), 1)
+    return out
+
+
+def side_by_side(*images: np.ndarray, gap: int = 4) -> np.ndarray:
+    """Images of the same height next to each other (resized to the first's height)."""
+    import cv2
+
+    ims = [as_rgb8(im) for im in images]
+    h = ims[0].shape[0]
+    ims = [im if im.shape[0] == h else cv2.resize(im, (max(1, round(im.shape[1] * h / im.shape[0])), h)) for im in ims]
+    spacer = np.full((h, gap, 3), 255, np.uint8)
+    parts = []
+    for i, im in enumerate(ims):
+        if i:
+            parts.append(spacer)
+        parts.append(im)
+    return np.concatenate(parts, axis=1)
