@@ -1,0 +1,232 @@
+"""COCO instance annotations (boxes, polygons, RLE).
+
+Layout written and read::
+
+    root/annotations/instances_<split>.json
+    root/images/<split>/<file_name>
+
+Reading also accepts a single COCO ``.json`` file (its split taken from the file name:
+``train``/``val``/``test`` in it, else ``train``) and looks for ``file_name`` beside the
+JSON, under ``image_root``, ``root/images/<split>/``, ``root/images/`` and ``root/<split>/``.
+
+Categories become labels (lower-cased); an image without annotations is ``good``; the
+sample label is its first annotation's category. Polygons, uncompressed RLE (list counts)
+and compressed RLE (string counts) are rasterised and united into ``Sample.mask_array``;
+every annotation's ``bbox`` ``[x, y, w, h]`` (pixel edges) becomes a :class:`Box`.
+Polygon vertices use the pixel-centre convention of :mod:`defectforge.data.polygons`.
+
+Writing (``mode="rle"``, the default, or ``"polygon"``) gives one annotation per connected component:
+``bbox`` and ``area`` from the component's pixels, ``segmentation`` a polygon (holes
+filled) or a compressed RLE (exact). Samples with boxes but no mask get box-only
+annotations.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from defectforge._atomic import atomic_write_json
+from defectforge.data._files import export_image, header_size, image_suffix, read_json, staged_dir, unique_name
+from defectforge.data.polygons import component_masks, mask_to_polygons, polygons_to_mask
+from defectforge.data.rle import decode_rle, encode_rle
+from defectforge.data.sample import GOOD, Box, Dataset, Sample
+from defectforge.errors import InputError
+
+_SPLIT_RE = re.compile(r"(?<![a-z])(train|val|valid|validation|test)", re.IGNORECASE)
+
+
+def _split_from_name(name: str) -> str:
+    m = _SPLIT_RE.search(name.lower())
+    if not m:
+        return "train"
+    s = m.group(1).lower()
+    return "val" if s.startswith("val") else s
+
+
+def load_coco_json(p: Path) -> dict[str, Any]:
+    """Parse a COCO file; :class:`InputError` for bad JSON or missing ``images``."""
+    data = read_json(p)
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
+        raise InputError(p, "not a COCO file (expected an object with an 'images' list)")
+    return data
+
+
+def is_coco_file(p: Path) -> bool:
+    try:
+        data = read_json(p)
+    except InputError:
+        return False
+    return isinstance(data, dict) and isinstance(data.get("images"), list) and (
+        "annotations" in data or "categories" in data)
+
+
+def coco_files(root: Path) -> list[Path]:
+    """COCO JSON files of a dataset folder: ``annotations/*.json``, else ``*.json``."""
+    root = Path(root)
+    for d in (root / "annotations", root):
+        if d.is_dir():
+            found = [p for p in sorted(d.glob("*.json")) if not p.name.startswith(".") and is_coco_file(p)]
+            if found:
+                return found
+    return []
+
+
+def _resolve_image(fn: str, json_path: Path, root: Path, split: str, image_root: Path | None) -> Path:
+    fn = fn.replace("\\", "/")
+    cands = []
+    if image_root is not None:
+        cands.append(image_root / fn)
+    cands += [json_path.parent / fn, root / fn, root / "images" / split / fn, root / "images" / fn,
+              root / split / fn, json_path.parent.parent / "images" / split / fn]
+    for c in cands:
+        if c.is_file():
+            return c
+    return cands[0]  # missing: reported by check / on access
+
+
+def _ann_mask(seg: Any, hw: tuple[int, int], p: Path, aid: Any) -> np.ndarray | None:
+    if seg is None or (isinstance(seg, list) and len(seg) == 0):
+        return None
+    try:
+        if isinstance(seg, dict):
+            m = decode_rle(seg)
+            if m.shape != tuple(hw):
+                raise ValueError(f"RLE size {m.shape[0]}x{m.shape[1]} (HxW) differs from the image {hw[0]}x{hw[1]}")
+            return m
+        polys = [np.asarray(poly, dtype=float).reshape(-1, 2) for poly in seg]
+        return polygons_to_mask(polys, hw)
+    except (ValueError, TypeError) as exc:
+        raise InputError(p, f"annotation {aid}: bad segmentation ({exc})") from None
+
+
+def read_coco_file(json_path: str | Path, image_root: str | Path | None = None, split: str | None = None,
+                   root: Path | None = None) -> list[Sample]:
+    """Samples of one COCO JSON file."""
+    p = Path(json_path)
+    data = load_coco_json(p)
+    root = root or (p.parent.parent if p.parent.name == "annotations" else p.parent)
+    split = split or _split_from_name(p.stem)
+    iroot = Path(image_root) if image_root is not None else None
+    cats = {}
+    for c in data.get("categories") or []:
+        try:
+            cats[c["id"]] = str(c["name"]).strip().lower()
+        except (KeyError, TypeError):
+            raise InputError(p, f"category without id/name: {c!r}") from None
+    by_image: dict[Any, list[dict[str, Any]]] = {}
+    for a in data.get("annotations") or []:
+        if not isinstance(a, dict) or "image_id" not in a:
+            raise InputError(p, f"annotation without image_id: {str(a)[:80]}")
+        by_image.setdefault(a["image_id"], []).append(a)
+    samples: list[Sample] = []
+    for im in data["images"]:
+        if not isinstance(im, dict) or "file_name" not in im or "id" not in im:
+            raise InputError(p, f"image entry without id/file_name: {str(im)[:80]}")
+        path = _resolve_image(str(im["file_name"]), p, root, split, iroot)
+        anns = by_image.get(im["id"], [])
+        meta: dict[str, Any] = {}
+        if not anns:
+            samples.append(Sample(label=GOOD, split=split, path=path, meta=meta))
+            continue
+        h, w = im.get("height"), im.get("width")
+        if not (isinstance(h, int) and isinstance(w, int)):
+            h, w = header_size(path)
+        boxes: list[Box] = []
+        mask = None
+        for a in anns:
+            label = cats.get(a.get("category_id"), str(a.get("category_id")))
+            am = _ann_mask(a.get("segmentation"), (h, w), p, a.get("id"))
+            if am is not None:
+                mask = am if mask is None else (mask | am)
+            bb = a.get("bbox")
+            if bb is not None:
+                try:
+                    x, y, bw, bh = (float(v) for v in bb)
+                except (TypeError, ValueError):
+                    raise InputError(p, f"annotation {a.get('id')}: bbox must be [x, y, w, h]") from None
+                boxes.append(Box(x, y, x + bw, y + bh, label))
+            elif am is not None and am.any():
+                ys, xs = np.nonzero(am)
+                boxes.append(Box(float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1), label))
+        first = cats.get(anns[0].get("category_id"), str(anns[0].get("category_id")))
+        samples.append(Sample(label=first, split=split, path=path, boxes=boxes, mask_array=mask, meta=meta))
+    return samples
+
+
+def read_coco(path: str | Path, image_root: str | Path | None = None) -> Dataset:
+    """Read a COCO dataset: a JSON file or a folder (``annotations/*.json``)."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError(p, "file not found")
+    if p.is_file():
+        root = p.parent.parent if p.parent.name == "annotations" else p.parent
+        return Dataset(read_coco_file(p, image_root, root=root), root=root, format="coco")
+    files = coco_files(p)
+    if not files:
+        raise InputError(p, "no COCO JSON here (looked for annotations/*.json and *.json with 'images')")
+    samples: list[Sample] = []
+    for f in files:
+        samples += read_coco_file(f, image_root, root=p)
+    return Dataset(samples, root=p, format="coco")
+
+
+def _flat_poly(poly: np.ndarray) -> list[float]:
+    if len(poly) < 3:
+        poly = np.concatenate([poly] * 3)[:3]
+    return [float(v) for v in poly.reshape(-1)]
+
+
+def write_coco(dataset: Dataset, dst: str | Path, mode: str = "rle", overwrite: bool = False) -> Path:
+    """Write ``dataset`` as COCO (``annotations/instances_<split>.json`` + ``images/<split>/``)."""
+    if mode not in ("polygon", "rle"):
+        raise ValueError(f"mode must be 'polygon' or 'rle', not {mode!r}")
+    dst = Path(dst)
+    types = list(dataset.defect_types)
+    for s in dataset:
+        for b in s.boxes or []:
+            if b.label != GOOD and b.label not in types:
+                types.append(b.label)
+    cat_id = {t: i + 1 for i, t in enumerate(types)}
+    categories = [{"id": i, "name": t, "supercategory": "defect"} for t, i in cat_id.items()]
+    with staged_dir(dst, overwrite, (dataset.root,)) as tmp:
+        per_split: dict[str, dict[str, Any]] = {}
+        used: dict[str, set[str]] = {}
+        ann_id = 1
+        for s in dataset:
+            doc = per_split.setdefault(s.split, {"images": [], "annotations": [], "categories": categories})
+            name = unique_name(s.name, image_suffix(s), used.setdefault(s.split, set()))
+            export_image(s, tmp / "images" / s.split / name)
+            h, w = s.image_array.shape[:2] if s.image_array is not None else header_size(s.path)
+            img_id = len(doc["images"]) + 1
+            doc["images"].append({"id": img_id, "file_name": name, "width": int(w), "height": int(h)})
+            if not s.is_defect:
+                continue
+            m = s.mask
+            if m is not None and m.shape != (h, w):
+                raise InputError(s.mask_path or s.path, f"mask is {m.shape[1]}x{m.shape[0]} (WxH) but the image is {w}x{h}")
+            cid = cat_id[s.label]
+            if m is not None:
+                for comp in component_masks(m):
+                    ys, xs = np.nonzero(comp)
+                    x0, y0 = int(xs.min()), int(ys.min())
+                    bbox = [x0, y0, int(xs.max()) + 1 - x0, int(ys.max()) + 1 - y0]
+                    seg: Any = (encode_rle(comp) if mode == "rle"
+                                else [_flat_poly(poly) for poly in mask_to_polygons(comp)])
+                    doc["annotations"].append({"id": ann_id, "image_id": img_id, "category_id": cid,
+                                               "bbox": bbox, "area": int(comp.sum()),
+                                               "segmentation": seg, "iscrowd": 0})
+                    ann_id += 1
+            else:
+                for b in s.boxes or []:
+                    doc["annotations"].append({"id": ann_id, "image_id": img_id,
+                                               "category_id": cat_id.get(b.label, cid),
+                                               "bbox": [b.x0, b.y0, b.width, b.height], "area": b.area,
+                                               "segmentation": [], "iscrowd": 0})
+                    ann_id += 1
+        for split, doc in per_split.items():
+            atomic_write_json(tmp / "annotations" / f"instances_{split}.json", doc)
+    return dst

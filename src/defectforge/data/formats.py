@@ -1,0 +1,134 @@
+"""Which dataset format a path holds, and one entry point to load any of them.
+
+Detection order (first match wins):
+
+1. ``manifest``: a ``.csv`` file, or a folder with ``split.csv`` / ``manifest.csv``
+   (so ``shared/datasets/bsdata`` is a manifest dataset);
+2. ``coco``: a COCO ``.json`` file, or a folder with ``annotations/*.json`` (or ``*.json``)
+   holding ``images``;
+3. ``labelme``: a labelme ``.json`` file, or a folder of labelme ``*.json`` files;
+4. ``yolo``: a folder with ``data.yaml`` or ``labels/`` + ``images/<split>/``;
+5. ``mvtec``: a folder with ``train/<label>/`` or ``test/<label>/`` image folders.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from defectforge.data.sample import Dataset
+from defectforge.errors import InputError
+
+FORMATS = ("mvtec", "manifest", "labelme", "yolo", "coco")
+
+_LOOKED_FOR = ("a manifest (.csv file, or split.csv / manifest.csv in the folder), "
+               "COCO (annotations/*.json or *.json with 'images'), labelme (*.json with 'shapes'), "
+               "YOLO (data.yaml, or labels/ with images/<split>/), "
+               "MVTec (train/<label>/ or test/<label>/ with images)")
+
+
+def detect_format(path: str | Path) -> str:
+    """``"mvtec" | "manifest" | "labelme" | "yolo" | "coco"`` for ``path``.
+
+    Raises :class:`InputError` for a missing path or an unknown layout, listing what
+    was looked for.
+    """
+    from defectforge.data.coco import coco_files, is_coco_file
+    from defectforge.data.labelme import is_labelme_file
+    from defectforge.data.manifest import find_manifest
+    from defectforge.data.mvtec import looks_like_mvtec
+    from defectforge.data.yolo import looks_like_yolo
+
+    p = Path(path)
+    if not p.exists():
+        raise InputError(p, "path not found")
+    if p.is_file():
+        suf = p.suffix.lower()
+        if suf == ".csv":
+            return "manifest"
+        if suf == ".json":
+            if is_coco_file(p):
+                return "coco"
+            if is_labelme_file(p):
+                return "labelme"
+            _check_json(p)
+            raise InputError(p, "JSON is neither COCO (needs 'images' and 'annotations'/'categories') "
+                                "nor labelme (needs 'shapes' and 'imagePath')")
+        if suf in (".yaml", ".yml") and looks_like_yolo(p.parent):
+            return "yolo"
+        raise InputError(p, f"unknown dataset file type {suf or '(no suffix)'!r}; looked for {_LOOKED_FOR}")
+    if find_manifest(p) is not None:
+        return "manifest"
+    if coco_files(p):
+        return "coco"
+    jsons = sorted(q for q in p.glob("*.json") if not q.name.startswith("."))
+    if jsons and is_labelme_file(jsons[0]):
+        return "labelme"
+    if looks_like_yolo(p):
+        return "yolo"
+    if looks_like_mvtec(p):
+        return "mvtec"
+    raise InputError(p, f"unknown dataset layout; looked for {_LOOKED_FOR}")
+
+
+def _check_json(p: Path) -> None:
+    """Raise the precise JSON syntax error, if there is one."""
+    from defectforge.data._files import read_json
+
+    read_json(p)
+
+
+def load_dataset(path: str | Path, format: str | None = None) -> Dataset:
+    """Load a dataset of any supported format (detected unless ``format`` is given)."""
+    p = Path(path)
+    fmt = format or detect_format(p)
+    if fmt not in FORMATS:
+        raise InputError(p, f"unknown format {fmt!r} (choose from {', '.join(FORMATS)})")
+    if not p.exists():
+        raise InputError(p, "path not found")
+    if fmt == "manifest":
+        from defectforge.data.manifest import read_manifest
+
+        return read_manifest(p)
+    if fmt == "mvtec":
+        from defectforge.data.mvtec import read_mvtec
+
+        return read_mvtec(p)
+    if fmt == "coco":
+        from defectforge.data.coco import read_coco
+
+        return read_coco(p)
+    if fmt == "yolo":
+        from defectforge.data.yolo import read_yolo
+
+        return read_yolo(p.parent if p.is_file() else p)
+    from defectforge.data.labelme import read_labelme, read_labelme_folder
+
+    if p.is_file():
+        return Dataset([read_labelme(p)], root=p.parent, format="labelme")
+    return read_labelme_folder(p)
+
+
+def write_dataset(dataset: Dataset, dst: str | Path, format: str, overwrite: bool = False,
+                  mode: str | None = None) -> Path:
+    """Write ``dataset`` to ``dst`` in ``format`` (``mode``: yolo detect|segment, coco polygon|rle)."""
+    if format == "mvtec":
+        from defectforge.data.mvtec import write_mvtec
+
+        return write_mvtec(dataset, dst, overwrite=overwrite)
+    if format == "manifest":
+        from defectforge.data.manifest import export_manifest
+
+        return export_manifest(dataset, dst, overwrite=overwrite)
+    if format == "yolo":
+        from defectforge.data.yolo import write_yolo
+
+        return write_yolo(dataset, dst, mode=mode or "segment", overwrite=overwrite)
+    if format == "coco":
+        from defectforge.data.coco import write_coco
+
+        return write_coco(dataset, dst, mode=mode or "rle", overwrite=overwrite)
+    if format == "labelme":
+        from defectforge.data.labelme import write_labelme
+
+        return write_labelme(dataset, dst, overwrite=overwrite)
+    raise InputError(Path(dst), f"cannot write format {format!r} (choose from {', '.join(FORMATS)})")
