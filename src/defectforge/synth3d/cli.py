@@ -1,0 +1,126 @@
+"""``defectforge synth3d`` and ``defectforge parts``.
+
+INPUT for ``synth3d`` is a point-cloud/mesh file (PLY, PCD, XYZ/TXT, NPY, OBJ, STL), a
+folder of them, or a parametric part: ``part:flange``, ``part:bracket``,
+``part:stepped_shaft``, ``part:spur_gear``, ``part:hex_bolt``, ``part:plate_pockets``,
+``part:pipe_elbow`` or ``part:all`` (cycles through every part).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def _progress():
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TimeRemainingColumn(), TextColumn("{task.fields[item]}"))
+
+
+def _part_diag(input_spec: str, n_points: int) -> tuple[float, str]:
+    from defectforge.synth3d.pipeline import resolve_inputs
+
+    src = resolve_inputs(input_spec)[0]
+    import numpy as np
+
+    cloud = src.load(np.random.default_rng(0), min(n_points, 5000))
+    return cloud.diag, src.name
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("synth3d")
+    def synth3d_cmd(
+        input: str = typer.Argument(..., help="Cloud/mesh file (ply pcd xyz txt npy obj stl), a folder of them, or part:NAME with NAME one of flange, bracket, stepped_shaft, spur_gear, hex_bolt, plate_pockets, pipe_elbow, all."),
+        instructions: Path = typer.Option(None, "--instructions", "-i", help="YAML/JSON instruction file."),
+        describe: str = typer.Option(None, "--describe", "-d", help='Short description, e.g. "two 5 mm scratches on the top face and a dent near the hole".'),
+        n: int = typer.Option(50, "--n", help="Number of defective samples."),
+        seed: int = typer.Option(0, "--seed", help="Run seed (sample i uses SeedSequence(seed, i))."),
+        out: Path = typer.Option(..., "--out", "-o", help="Output folder (rerun to resume)."),
+        n_points: int = typer.Option(20000, "--points", help="Points per parametric part / sampled mesh."),
+        part_diag: float = typer.Option(None, "--part-diag", help="Part diagonal in mm for absolute sizes in --describe (default: each sample's own part)."),
+        llm_url: str = typer.Option(None, "--llm-url", help="OpenAI-compatible base URL (e.g. http://127.0.0.1:8000/v1) to turn --describe into instructions; falls back to the rule-based parser."),
+        llm_model: str = typer.Option("gpt-4o-mini", "--llm-model", help="Model name for --llm-url."),
+        scan_noise: float = typer.Option(0.0, "--scan-noise", help="Scanner noise std along normals, fraction of diag (e.g. 0.0005)."),
+        partial: bool = typer.Option(False, "--partial", help="Keep only a partial view facing the defects (like Real3D-AD test scans)."),
+    ) -> None:
+        """Synthesise defective point clouds with exact point-wise masks (Real3D-AD layout)."""
+        from rich.console import Console
+
+        from defectforge.errors import ConfigError
+        from defectforge.synth3d.describe import instructions_from_llm, parse_description
+        from defectforge.synth3d.instructions import load_instructions
+        from defectforge.synth3d.pipeline import run_synthesis
+
+        console = Console(stderr=True)
+        if (instructions is None) == (describe is None):
+            raise ConfigError("give exactly one of --instructions FILE or --describe TEXT")
+        text = ""
+        if instructions is not None:
+            inst = load_instructions(instructions)
+            text = str(instructions)
+        else:
+            text = describe
+            diag = part_diag
+            if diag is None:
+                diag, _ = _part_diag(input, n_points)
+            parse_description(describe, part_diag=diag)  # fail early, before any output
+            inst = None
+            if llm_url:
+                from defectforge.llm import ChatClient, LLMError
+
+                try:
+                    inst = instructions_from_llm(describe, ChatClient(llm_url, llm_model), part_diag=diag)
+                except LLMError as exc:
+                    console.print(f"[yellow]LLM unavailable ({exc}); using the rule-based parser[/]")
+            if inst is None:
+                if part_diag is None:  # absolute sizes refer to each sample's own part
+                    def inst(d: float, _text: str = describe):
+                        return parse_description(_text, part_diag=d)
+                else:
+                    inst = parse_description(describe, part_diag=part_diag)
+        with _progress() as prog:
+            task = prog.add_task("synth3d", total=n, item="")
+
+            def tick(done: int, total: int, name: str) -> None:
+                prog.update(task, completed=done, item=name)
+
+            summary = run_synthesis(input, inst, n, seed, out, n_points=n_points, progress=tick, instruction_text=text,
+                                    scan_noise=scan_noise, partial=partial)
+        Console().print(f"[green]done[/]: {summary['generated']} generated, {summary['skipped']} already present, "
+                        f"{summary['samples']} samples in {summary['out']} (manifest.csv)")
+
+    @app.command("parts")
+    def parts_cmd(
+        n: int = typer.Option(10, "--n", help="Number of parts."),
+        out: Path = typer.Option(..., "--out", "-o", help="Output folder."),
+        part: str = typer.Option("all", "--part", help="Part name or 'all' (cycle through every part)."),
+        n_points: int = typer.Option(20000, "--points", help="Points per part."),
+        seed: int = typer.Option(0, "--seed"),
+        fmt: str = typer.Option("ply", "--format", help="ply, pcd, txt or npy."),
+    ) -> None:
+        """Write parametric industrial parts (good samples) as point clouds with normals."""
+        import numpy as np
+        from rich.console import Console
+
+        from defectforge.errors import ConfigError
+        from defectforge.synth3d.cloud_io import write_cloud
+        from defectforge.synth3d.parts import PART_NAMES, make_part
+
+        if fmt not in ("ply", "pcd", "txt", "npy"):
+            raise ConfigError(f"--format must be ply, pcd, txt or npy, got {fmt!r}")
+        if n < 1:
+            raise ConfigError(f"--n must be at least 1, got {n}")
+        names = PART_NAMES if part == "all" else (part,)
+        with _progress() as prog:
+            task = prog.add_task("parts", total=n, item="")
+            for i in range(n):
+                name = names[i % len(names)]
+                path = out / f"{i:05d}_{name}.{fmt}"
+                if not path.exists():
+                    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(i,)))
+                    write_cloud(path, make_part(name, n_points, rng))
+                prog.update(task, completed=i + 1, item=path.name)
+        Console().print(f"[green]done[/]: {n} parts in {out}")
