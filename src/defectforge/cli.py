@@ -14,11 +14,34 @@ import importlib
 import sys
 
 import typer
+from typer.core import TyperGroup
 
 from defectforge import __version__
 from defectforge.errors import DefectforgeError
 
+
+def print_error(message: str) -> None:
+    """Print ``error: <message>`` as one line on stderr."""
+    from rich.console import Console
+    from rich.markup import escape
+
+    Console(stderr=True, highlight=False, soft_wrap=True).print(f"[bold red]error:[/] {escape(message)}")
+
+
+class _Group(TyperGroup):
+    """Root command group: a :class:`DefectforgeError` from any sub-command becomes one line
+    on stderr and exit code 2 (also under ``typer.testing.CliRunner``), never a traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except DefectforgeError as exc:
+            print_error(str(exc))
+            raise typer.Exit(2) from None
+
+
 app = typer.Typer(
+    cls=_Group,
     name="defectforge",
     help="Synthetic industrial defects with exact labels, filtering, and detectors that use them.",
     no_args_is_help=True,
@@ -32,6 +55,10 @@ COMMAND_MODULES = (
     "defectforge.synth2d.cli",
     "defectforge.synth3d.cli",
     "defectforge.detect.cli",
+    "defectforge.detect3d.cli",
+    "defectforge.filter.cli",
+    "defectforge.supervised.cli",
+    "defectforge.experiments.cli",
     "defectforge.demo",
 )
 
@@ -54,7 +81,7 @@ def _register_all() -> None:
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:
-            if exc.name == name:  # area not built yet
+            if exc.name and name.startswith(exc.name):  # area not installed
                 continue
             raise
         module.register(app)
@@ -66,11 +93,8 @@ _register_all()
 def main(argv: list[str] | None = None) -> None:
     try:
         app(args=argv, prog_name="defectforge")
-    except DefectforgeError as exc:
-        from rich.console import Console
-        from rich.markup import escape
-
-        Console(stderr=True, highlight=False, soft_wrap=True).print(f"[bold red]error:[/] {escape(str(exc))}")
+    except DefectforgeError as exc:  # raised outside a command (e.g. while parsing)
+        print_error(str(exc))
         sys.exit(2)
     except KeyboardInterrupt:
         print("interrupted: outputs written so far are complete and kept; run again to resume", file=sys.stderr)
