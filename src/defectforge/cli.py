@@ -53,6 +53,7 @@ app = typer.Typer(
 COMMAND_MODULES = (
     "defectforge.data.cli",
     "defectforge.synth2d.cli",
+    "defectforge.synth2d.diffusion.cli",
     "defectforge.synth3d.cli",
     "defectforge.detect.cli",
     "defectforge.detect3d.cli",
