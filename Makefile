@@ -7,14 +7,14 @@ STAMP := $(VENV)/.stamp-installed
 DEMO_OUT ?= demo_out
 PYTEST_ARGS ?=
 
-.PHONY: demo test venv bench bench-exdd bench-synth2d bench-synth3d clean
+.PHONY: demo test venv bench bench-data bench-metrics bench-exdd bench-synth2d bench-diffusion bench-synth3d bench-detect3d clean
 
 venv: $(STAMP)
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV) || python3 -m venv $(VENV)
 	$(BIN)/python -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(BIN)/python -m pip install -q -e ".[test]"
+	$(BIN)/python -m pip install -q -e ".[test,diffusion]"
 	@touch $(STAMP)
 
 demo: $(STAMP)
@@ -23,7 +23,20 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
-bench: bench-exdd bench-synth2d bench-synth3d
+bench: bench-data bench-metrics bench-exdd bench-synth2d bench-diffusion bench-synth3d bench-detect3d
+	$(BIN)/python bench/collect.py
+
+bench-data: $(STAMP)
+	$(BIN)/python bench/bench_data.py
+
+bench-metrics: $(STAMP)
+	$(BIN)/python bench/bench_metrics.py
+
+bench-diffusion: $(STAMP)
+	$(BIN)/python bench/bench_diffusion.py
+
+bench-detect3d: $(STAMP)
+	$(BIN)/python bench/bench_detect3d.py
 
 bench-exdd: $(STAMP)
 	$(BIN)/python bench/bench_exdd.py
