@@ -42,7 +42,9 @@ def _is_loopback(host: object) -> bool:
 
 def _audit(event: str, args: tuple) -> None:
     if event == "socket.connect":
-        addr = args[1]
+        sock, addr = args[0], args[1]
+        if getattr(sock, "family", None) == getattr(socket, "AF_UNIX", object()):
+            return  # local IPC (multiprocessing forkserver, etc.)
         host = addr[0] if isinstance(addr, tuple) and addr else addr
         if not _is_loopback(host):
             _network_events.append(f"{event} {addr!r}")

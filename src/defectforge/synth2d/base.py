@@ -1,0 +1,223 @@
+"""Generator contract and registry.
+
+Every 2D generator is a class with a pydantic config model and a method
+``generate(image, rng, roi=None) -> SynthResult``. The result image differs from the
+input **only inside** ``result.mask`` (the base class enforces this by compositing the
+untouched source back outside the mask), so the mask is an exact label of where pixels
+may have changed; :func:`defectforge.synth2d.labels.derive_label` then keeps only the
+part that visibly changed.
+
+Generators are looked up by name (``get_generator("pitting", size=...)``); third
+parties add theirs with ``@register_generator("name")``. Seeding is only through the
+``numpy.random.Generator`` passed in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar, Sequence
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from defectforge.errors import ConfigError, InputError
+
+
+@dataclass
+class SynthResult:
+    """A generated image (H x W x 3 uint8), its exact defect mask (bool H x W) and the
+    parameters that were sampled (JSON-serialisable)."""
+
+    image: np.ndarray
+    mask: np.ndarray
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RealDefect:
+    """A real defect cut from a labelled image: the crop around one mask (with context),
+    its mask and where it came from. Used by real-mask makers and real-defect transplant."""
+
+    image: np.ndarray  # h x w x 3 uint8 crop
+    mask: np.ndarray  # h x w bool
+    source: str = ""
+    center_yx: tuple[float, float] = (0.0, 0.0)  # centroid in the source image, relative (0..1)
+    image_shape: tuple[int, int] = (0, 0)
+
+
+class GeneratorConfig(BaseModel):
+    """Common options for every generator (subclasses add their own fields)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    defect_type: str = "defect"
+    """Label written for samples of this generator (e.g. ``"pitting"``)."""
+
+
+class Generator:
+    """Base class. Subclasses set ``name``, ``Config`` and implement :meth:`_render`."""
+
+    name: ClassVar[str] = "base"
+    Config: ClassVar[type[GeneratorConfig]] = GeneratorConfig
+    needs_real: ClassVar[bool] = False
+
+    def __init__(self, config: GeneratorConfig | None = None, **params: Any):
+        if config is None:
+            try:
+                config = self.Config(**params)
+            except ValidationError as exc:
+                raise ConfigError(f"generator {self.name!r}: {_pydantic_msg(exc)}") from None
+        elif params:
+            raise ConfigError(f"generator {self.name!r}: give either a config object or keyword parameters")
+        self.config = config
+        self.real: list[RealDefect] = []
+        self.stats = None  # MaskStats fitted from real masks, when any
+
+    # -- real defects ------------------------------------------------------------------
+    def fit(self, real: Sequence[RealDefect]) -> "Generator":
+        """Attach real defects (crops + masks): they drive mask statistics and, for
+        generators that use them, real shapes and transplant sources."""
+        from defectforge.synth2d.masks import MaskStats
+
+        self.real = list(real)
+        self.stats = MaskStats.fit([r.mask for r in self.real], [r for r in self.real]) if self.real else None
+        return self
+
+    @property
+    def defect_type(self) -> str:
+        return self.config.defect_type
+
+    # -- generation --------------------------------------------------------------------
+    def generate(self, image: np.ndarray, rng: np.random.Generator, roi: np.ndarray | None = None) -> SynthResult:
+        """Return a defective version of ``image`` with its exact mask and sampled params."""
+        img = _check_image(image)
+        if roi is not None:
+            roi = np.asarray(roi, dtype=bool)
+            if roi.shape != img.shape[:2]:
+                raise InputError(None, f"region of interest is {roi.shape[1]}x{roi.shape[0]} but the image is "
+                                       f"{img.shape[1]}x{img.shape[0]}")
+            if not roi.any():
+                raise InputError(None, "region of interest is empty: no place to put a defect")
+        if self.needs_real and not self.real:
+            raise ConfigError(f"generator {self.name!r} needs real defects with masks (none were given)")
+        out, mask, meta = self._render(img, rng, roi)
+        mask = np.asarray(mask, dtype=bool)
+        if roi is not None:
+            mask &= roi
+        out = np.where(mask[..., None], np.clip(out, 0, 255).astype(np.uint8), img)
+        meta = {"generator": self.name, **_jsonable(meta)}
+        return SynthResult(np.ascontiguousarray(out), mask, meta)
+
+    def _render(self, image: np.ndarray, rng: np.random.Generator,
+                roi: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.config!r})"
+
+
+# -- registry ----------------------------------------------------------------------------
+_REGISTRY: dict[str, type[Generator]] = {}
+
+
+def register_generator(name: str) -> Callable[[type[Generator]], type[Generator]]:
+    """Class decorator: make a :class:`Generator` subclass available as ``name``."""
+
+    def deco(cls: type[Generator]) -> type[Generator]:
+        if not (isinstance(cls, type) and issubclass(cls, Generator)):
+            raise TypeError("register_generator expects a Generator subclass")
+        if name in _REGISTRY and _REGISTRY[name] is not cls:
+            raise ConfigError(f"generator name {name!r} is already registered by {_REGISTRY[name].__name__}")
+        cls.name = name
+        _REGISTRY[name] = cls
+        return cls
+
+    return deco
+
+
+_LOADED = False
+
+
+def _ensure_builtin() -> None:
+    """Register the built-in generators, the diffusion backend (its module imports no
+    diffusers at import time) and third-party plug-ins declared as entry points in the
+    group ``defectforge.generators2d`` (``name = "package.module:Class"``)."""
+    global _LOADED
+    from defectforge.synth2d import procedural, transplant  # noqa: F401
+
+    if _LOADED:
+        return
+    _LOADED = True
+    import importlib
+    import warnings
+
+    try:
+        importlib.import_module("defectforge.synth2d.diffusion")
+    except ModuleNotFoundError as exc:
+        if not (exc.name or "").startswith("defectforge.synth2d.diffusion"):
+            warnings.warn(f"diffusion generators unavailable: {exc}", stacklevel=2)
+    except Exception as exc:  # a broken optional backend must not break the weight-free ones
+        warnings.warn(f"diffusion generators unavailable: {exc.__class__.__name__}: {exc}", stacklevel=2)
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group="defectforge.generators2d"):
+        try:
+            cls = ep.load()
+            if isinstance(cls, type) and issubclass(cls, Generator) and ep.name not in _REGISTRY:
+                register_generator(ep.name)(cls)
+        except Exception as exc:
+            warnings.warn(f"generator plug-in {ep.name!r} failed to load: {exc}", stacklevel=2)
+
+
+def list_generators() -> list[str]:
+    """Names of all registered generators, sorted."""
+    _ensure_builtin()
+    return sorted(_REGISTRY)
+
+
+def generator_class(name: str) -> type[Generator]:
+    _ensure_builtin()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ConfigError(f"unknown generator {name!r}; known: {', '.join(sorted(_REGISTRY))}") from None
+
+
+def get_generator(name: str, **config: Any) -> Generator:
+    """An instance of generator ``name`` configured by keyword parameters."""
+    return generator_class(name)(**config)
+
+
+def config_schema(name: str) -> dict[str, Any]:
+    """JSON schema of a generator's config (for docs and UIs)."""
+    return generator_class(name).Config.model_json_schema()
+
+
+# -- helpers -------------------------------------------------------------------------------
+def _check_image(image: np.ndarray) -> np.ndarray:
+    img = np.asarray(image)
+    if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
+        raise InputError(None, f"generators expect an H x W x 3 uint8 image, got shape {img.shape} {img.dtype}")
+    return img
+
+
+def _pydantic_msg(exc: ValidationError) -> str:
+    parts = []
+    for e in exc.errors():
+        loc = ".".join(str(x) for x in e.get("loc", ()))
+        parts.append(f"{loc}: {e.get('msg')}" if loc else str(e.get("msg")))
+    return "; ".join(parts)
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float):
+        return round(obj, 5)
+    if isinstance(obj, np.ndarray):
+        return _jsonable(obj.tolist())
+    return obj
