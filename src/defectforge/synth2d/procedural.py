@@ -83,10 +83,10 @@ class PittingConfig(ProceduralConfig):
     clusters: tuple[int, int] = (1, 2)
     pits_per_cluster: tuple[int, int] = (1, 4)
     aspect: Range = (0.4, 1.0)
-    darkness: Range = (0.45, 0.75)
+    darkness: Range = (0.25, 0.5)
     grain: Range = (0.15, 0.3)
     lip: Range = (0.0, 0.25)
-    blur: Range = (0.3, 0.6)
+    blur: Range = (0.6, 1.1)
     specks: float = Field(0.004, ge=0, le=0.2, description="density of bright specks on the pit floor")
 
 
