@@ -1,0 +1,68 @@
+"""``defectforge experiment NAME --data ...``: run one of the papers' experiments."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from defectforge.data.cli import _user_errors  # one-line 'error: ...' and exit 2
+
+
+def experiment_cmd(
+    name: str = typer.Argument(..., help="exdd-augmentation | synsur-regimes | filtering-ablation"),
+    data: Path = typer.Option(..., "--data", help="Dataset with train and test splits (e.g. shared/datasets/bsdata)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder (journal, results.csv/.md, report.html)."),
+    seeds: List[int] = typer.Option([0, 1, 2], "--seed", help="Seeds (repeatable)."),
+    exdd_image_size: int = typer.Option(256),
+    n_synth: Optional[List[int]] = typer.Option(None, help="ExDD: synthetic counts (default 0 50 100 150)."),
+    arch: str = typer.Option("fasterrcnn-lite0", help="Supervised detector."),
+    det_image_size: int = typer.Option(256),
+    epochs: int = typer.Option(12),
+    batch_size: int = typer.Option(4),
+    lr: float = typer.Option(0.01),
+    patience: int = typer.Option(4),
+    ratio: Optional[List[float]] = typer.Option(None, help="Synthetic:real defect ratios (default 0.5 1 2)."),
+    few_real: Optional[List[int]] = typer.Option(None, help="Few-real regimes (default 10 25 63)."),
+    few_real_synth: int = typer.Option(50),
+    filter_n: int = typer.Option(50, help="Filtering ablation: synthetic set size."),
+    filter_detector: Optional[List[str]] = typer.Option(None, help="Filtering ablation: exdd and/or supervised "
+                                                        "(default both)."),
+    generator: str = typer.Option("pitting", help="synth2d generator for the synthetic sets."),
+    max_test: Optional[int] = typer.Option(None, help="Deterministic TEST subsample for speed (default: all)."),
+    overwrite: bool = typer.Option(False, help="Discard runs of other settings in --out."),
+) -> None:
+    """Run an experiment over seeds (resumable) and write results.csv/.md and report.html."""
+    from rich.console import Console
+    from rich.markdown import Markdown
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from defectforge.experiments.runner import ExperimentSettings, run_experiment
+
+    with _user_errors():
+        st = ExperimentSettings(seeds=tuple(seeds), exdd_image_size=exdd_image_size, arch=arch,
+                                det_image_size=det_image_size, epochs=epochs, batch_size=batch_size, lr=lr,
+                                patience=patience, few_real_synth=few_real_synth, filter_n=filter_n,
+                                generator=generator, max_test=max_test)
+        if n_synth:
+            st.n_synth = tuple(n_synth)
+        if ratio:
+            st.ratios = tuple(ratio)
+        if few_real:
+            st.few_real = tuple(few_real)
+        if filter_detector:
+            st.filter_detectors = tuple(filter_detector)
+        st.check()
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()) as prog:
+            task = prog.add_task(name, total=None)
+            res = run_experiment(name, data, out, st, overwrite=overwrite,
+                                 progress=lambda c, k, n: prog.update(task, completed=k, total=n, description=c))
+        con = Console(highlight=False)
+        con.print(Markdown(res["markdown"]))
+        con.print(f"results: {out / 'results.md'}, {out / 'results.csv'}, {out / 'report.html'}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``defectforge experiment``."""
+    app.command("experiment")(experiment_cmd)

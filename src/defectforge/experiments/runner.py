@@ -1,0 +1,423 @@
+"""Experiment runner: conditions x seeds, journaled, summarised as mean ± std.
+
+``run_experiment(name, data, out, settings)`` writes into ``out``:
+
+- ``journal.jsonl`` — one line per finished (condition, seed) run; a rerun skips them
+  (resume). ``settings.json`` must match to resume (else :class:`ConfigError`, or pass
+  ``overwrite=True``).
+- ``results_runs.csv`` (per seed), ``results.csv`` and ``results.md`` (mean ± std, sample
+  standard deviation with ddof = 1 over seeds), ``report.html`` with bar plots.
+
+Splits (never test): the real TRAIN split is divided per seed into train-part and
+validation (stratified, ``val_fraction``). Detectors early-stop on that validation part;
+synthetic images are made from train-part good images with statistics of train-part
+defects; the filter compares with train-part defects. ExDD uses all TRAIN good images
+(it carves its own validation split for thresholds; AUROCs are threshold-free).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import shutil
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from defectforge.data.sample import Dataset, Sample
+from defectforge.errors import ConfigError, InputError
+
+EXPERIMENTS = ("exdd-augmentation", "synsur-regimes", "filtering-ablation")
+
+
+@dataclass
+class ExperimentSettings:
+    """Every knob of the experiments (recorded in ``settings.json``)."""
+
+    seeds: tuple[int, ...] = (0, 1, 2)
+    generator: str = "pitting"
+    # ExDD
+    exdd_image_size: int = 256
+    n_synth: tuple[int, ...] = (0, 50, 100, 150)
+    # supervised detector
+    arch: str = "fasterrcnn-lite0"
+    det_image_size: int = 256
+    epochs: int = 12
+    batch_size: int = 4
+    lr: float = 0.01
+    patience: int = 4
+    val_fraction: float = 0.2
+    neg_per_pos: float | None = 1.0
+    ratios: tuple[float, ...] = (0.5, 1.0, 2.0)
+    synth_only_n: int | None = None  # default: as many as the real train-part defects
+    few_real: tuple[int, ...] = (10, 25, 63)
+    few_real_synth: int = 50
+    # filtering ablation
+    filter_n: int = 50
+    filter_pool_factor: float = 2.0
+    filter_rules: tuple[str, ...] = ("fidelity>=p10",)
+    filter_rank_by: str = "realism_distance"
+    filter_detectors: tuple[str, ...] = ("exdd", "supervised")
+    # evaluation
+    max_test: int | None = None  # deterministic subsample of TEST for speed (None = all)
+
+    def check(self) -> None:
+        if not self.seeds:
+            raise ConfigError("at least one seed is needed")
+        if any(n < 0 for n in self.n_synth) or any(r <= 0 for r in self.ratios):
+            raise ConfigError("n_synth must be >= 0 and ratios > 0")
+        if self.filter_pool_factor < 1.0:
+            raise ConfigError("filter_pool_factor must be >= 1 (the pool must hold at least filter_n samples)")
+        bad = [d for d in self.filter_detectors if d not in ("exdd", "supervised")]
+        if bad:
+            raise ConfigError(f"filter_detectors must be exdd and/or supervised, got {bad}")
+        self.train_config(0).check()
+
+    def train_config(self, seed: int):
+        from defectforge.supervised.train import TrainConfig
+
+        return TrainConfig(arch=self.arch, image_size=self.det_image_size, epochs=self.epochs,
+                           batch_size=self.batch_size, lr=self.lr, patience=self.patience,
+                           val_fraction=self.val_fraction, neg_per_pos=self.neg_per_pos, seed=seed)
+
+
+def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
+    return json.loads(json.dumps(d, default=list))
+
+
+class _Ctx:
+    """Per-seed data: splits and cached synthetic pools."""
+
+    def __init__(self, ds: Dataset, st: ExperimentSettings, out: Path):
+        self.st, self.out = st, out
+        self.train = list(ds.filter(split="train"))
+        test = list(ds.filter(split="test"))
+        if not self.train:
+            raise InputError(ds.root, "dataset has no train split")
+        if not test:
+            raise InputError(ds.root, "dataset has no test split")
+        if st.max_test is not None and st.max_test < len(test):
+            from defectforge.experiments.data import subsample
+
+            good = [s for s in test if not s.is_defect]
+            bad = [s for s in test if s.is_defect]
+            k = st.max_test // 2
+            test = subsample(good, st.max_test - min(k, len(bad)), 12345) + subsample(bad, k, 12345)
+        self.test = test
+        from defectforge.supervised.train import gt_boxes
+
+        self.classes = sorted({b.label for s in self.train for b in gt_boxes(s)})
+        if not self.classes:
+            raise InputError(ds.root, "the train split has no defect samples")
+        if not any(s.is_defect for s in self.test):
+            raise InputError(ds.root, "the test split has no defect samples")
+        self._pools: dict[tuple[str, int], list[Sample]] = {}
+        self._embedder = None
+
+    def split(self, seed: int):
+        from defectforge.supervised.train import split_train_val
+
+        return split_train_val(self.train, self.st.val_fraction, seed)
+
+    def pool(self, kind: str, seed: int, n: int) -> list[Sample]:
+        """Synthetic pool: ``kind='all'`` from all TRAIN, ``'part'`` from the train part only."""
+        from defectforge.experiments.data import make_synthetic
+
+        key = (kind, seed)
+        have = self._pools.get(key, [])
+        if len(have) < n:
+            src = self.train if kind == "all" else self.split(seed)[0]
+            goods = [s for s in src if not s.is_defect]
+            defs = [s for s in src if s.is_defect]
+            have = make_synthetic(goods, defs, n, seed, self.st.generator, self.classes)
+            self._pools[key] = have
+        return have[:n]
+
+    def embedder(self):
+        if self._embedder is None:
+            from defectforge.filter.embed import default_embedder
+
+            self._embedder = default_embedder()
+        return self._embedder
+
+
+def _exdd(ctx: _Ctx, seed: int, synth: list[Sample]) -> dict[str, Any]:
+    from defectforge.detect import ExDD, evaluate_detector
+
+    goods = [s for s in ctx.train if not s.is_defect]
+    defects = [s for s in ctx.train if s.is_defect] + list(synth)
+    model = ExDD(image_size=ctx.st.exdd_image_size, seed=seed).fit(goods, defects=defects)
+    r = evaluate_detector(model, ctx.test)
+    m = r["metrics"]
+    return {"i_auroc": float(m["image_auroc"]), "p_auroc": float(m["pixel_auroc"]),
+            "n_bank_defect_images": len(defects)}
+
+
+def _det(ctx: _Ctx, seed: int, key: str, train: list[Sample], val: list[Sample]) -> dict[str, Any]:
+    from defectforge.supervised.train import evaluate_boxes, train_detector
+
+    run_dir = ctx.out / "runs" / key.replace("/", "_").replace(" ", "_")
+    det = train_detector(train, run_dir, ctx.st.train_config(seed), val=val, classes=ctx.classes)
+    m = evaluate_boxes(det, ctx.test)
+    hist = det.info.get("history", [])
+    res = {"map50": float(m["map50"]), "map50_95": float(m["map50_95"]), "epochs_run": len(hist),
+           "n_train_defect": sum(s.is_defect for s in train), "n_train_good": sum(not s.is_defect for s in train),
+           "best_val_map50": float(det.info.get("best_val", [float("nan")])[0])}
+    shutil.rmtree(run_dir, ignore_errors=True)  # checkpoints only matter while the run is unfinished
+    return res
+
+
+def _conditions(name: str, ctx: _Ctx) -> list[tuple[str, Callable[[int], dict[str, Any]]]]:
+    st = ctx.st
+    conds: list[tuple[str, Callable[[int], dict[str, Any]]]] = []
+    if name == "exdd-augmentation":
+        for n in st.n_synth:
+            conds.append((f"exdd +{n} synthetic", lambda seed, n=n: _exdd(ctx, seed, ctx.pool("all", seed, n))))
+        return conds
+    if name == "synsur-regimes":
+        def real_only(seed: int) -> dict[str, Any]:
+            tr, va = ctx.split(seed)
+            return _det(ctx, seed, f"real_s{seed}", tr, va)
+
+        def synth_only(seed: int) -> dict[str, Any]:
+            tr, va = ctx.split(seed)
+            n = st.synth_only_n or sum(s.is_defect for s in tr)
+            goods = [s for s in tr if not s.is_defect]
+            return _det(ctx, seed, f"synth_s{seed}", goods + ctx.pool("part", seed, n), va)
+
+        def mixed(seed: int, r: float) -> dict[str, Any]:
+            tr, va = ctx.split(seed)
+            n = max(1, int(round(r * sum(s.is_defect for s in tr))))
+            return _det(ctx, seed, f"mix{r:g}_s{seed}", tr + ctx.pool("part", seed, n), va)
+
+        def few(seed: int, k: int, n_syn: int) -> dict[str, Any]:
+            from defectforge.experiments.data import subsample
+
+            tr, va = ctx.split(seed)
+            defs = subsample([s for s in tr if s.is_defect], k, seed)
+            goods = [s for s in tr if not s.is_defect]
+            return _det(ctx, seed, f"few{k}_{n_syn}_s{seed}", goods + defs + ctx.pool("part", seed, n_syn), va)
+
+        conds.append(("real only", real_only))
+        conds.append(("synthetic only", synth_only))
+        for r in st.ratios:
+            conds.append((f"real + synthetic x{r:g}", lambda seed, r=r: mixed(seed, r)))
+        n_avail = min(sum(s.is_defect for s in ctx.split(seed)[0]) for seed in st.seeds)
+        for k in st.few_real:
+            if k > n_avail:  # more than the train part holds: that is the "real only" row
+                warnings.warn(f"few-real regime {k} skipped: the train part has only {n_avail} real defects",
+                              UserWarning, stacklevel=2)
+                continue
+            conds.append((f"{k} real", lambda seed, k=k: few(seed, k, 0)))
+            conds.append((f"{k} real + {st.few_real_synth} synthetic", lambda seed, k=k: few(seed, k, st.few_real_synth)))
+        return conds
+    if name == "filtering-ablation":
+        cache: dict[int, tuple[list[Sample], list[Sample], dict[str, Any]]] = {}
+
+        def sets(seed: int):
+            if seed not in cache:
+                from defectforge.experiments.data import subsample
+                from defectforge.filter.quality import set_quality
+                from defectforge.filter.scores import score_samples
+                from defectforge.filter.select import SelectionPolicy, select
+
+                tr, _va = ctx.split(seed)
+                real_defs = [s for s in tr if s.is_defect]
+                pool = ctx.pool("part", seed, int(math.ceil(st.filter_n * st.filter_pool_factor)))
+                unf = subsample(pool, st.filter_n, seed)
+                rows = score_samples(pool, real_defs, embedder=ctx.embedder())
+                keep, _ = select(rows, SelectionPolicy(rules=list(st.filter_rules), rank_by=st.filter_rank_by,
+                                                       top_k=st.filter_n))
+                fil = [s for s, k in zip(pool, keep) if k]
+                q = {}
+                for tag, ss in (("unfiltered", unf), ("filtered", fil)):
+                    try:
+                        qq = set_quality(real_defs, ss, embedder=ctx.embedder(), kid_subsets=50, seed=seed)
+                        q[tag] = {k: qq[k] for k in ("kid_mean", "precision", "recall", "density", "coverage")}
+                    except (InputError, ConfigError) as exc:
+                        q[tag] = {"error": str(exc)}
+                cache[seed] = (unf, fil, q)
+            return cache[seed]
+
+        def run(seed: int, which: str, detector: str) -> dict[str, Any]:
+            unf, fil, q = sets(seed)
+            syn = unf if which == "unfiltered" else fil
+            if detector == "exdd":
+                res = _exdd(ctx, seed, syn)
+            else:
+                tr, va = ctx.split(seed)
+                res = _det(ctx, seed, f"{which}_{detector}_s{seed}", tr + syn, va)
+            res.update({f"set_{k}": v for k, v in q[which].items() if k != "error"})
+            res["n_synthetic"] = len(syn)
+            return res
+
+        for d in st.filter_detectors:
+            label = "ExDD" if d == "exdd" else st.arch
+            for which in ("unfiltered", "filtered"):
+                conds.append((f"{label}: {which}", lambda seed, w=which, d=d: run(seed, w, d)))
+        return conds
+    raise ConfigError(f"unknown experiment {name!r} (choose from {', '.join(EXPERIMENTS)})")
+
+
+PRIMARY = {"exdd-augmentation": ("i_auroc", "p_auroc"), "synsur-regimes": ("map50", "map50_95"),
+           "filtering-ablation": ("i_auroc", "p_auroc", "map50", "map50_95")}
+
+
+def summarize(runs: list[dict[str, Any]], metrics: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Per condition (in first-seen order): n seeds, mean and std (ddof=1) of each metric."""
+    order: list[str] = []
+    by: dict[str, list[dict[str, Any]]] = {}
+    for r in runs:
+        if r["condition"] not in by:
+            order.append(r["condition"])
+            by[r["condition"]] = []
+        by[r["condition"]].append(r)
+    out = []
+    for c in order:
+        rows = by[c]
+        row: dict[str, Any] = {"condition": c, "n_seeds": len(rows)}
+        for m in metrics:
+            vals = np.array([float(r[m]) for r in rows if m in r and r[m] is not None], dtype=np.float64)
+            vals = vals[np.isfinite(vals)]
+            if len(vals) == 0:
+                continue
+            row[f"{m}_mean"] = float(vals.mean())
+            row[f"{m}_std"] = float(vals.std(ddof=1)) if len(vals) > 1 else float("nan")
+        out.append(row)
+    return out
+
+
+def _markdown(summary: list[dict[str, Any]], metrics: tuple[str, ...]) -> str:
+    ms = [m for m in metrics if any(f"{m}_mean" in r for r in summary)]
+    lines = ["| condition | seeds | " + " | ".join(ms) + " |", "|---|---|" + "---|" * len(ms)]
+    for r in summary:
+        cells = []
+        for m in ms:
+            if f"{m}_mean" not in r:
+                cells.append("–")
+            else:
+                sd = r[f"{m}_std"]
+                cells.append(f"{r[f'{m}_mean']:.4f} ± {sd:.4f}" if math.isfinite(sd) else f"{r[f'{m}_mean']:.4f}")
+        lines.append(f"| {r['condition']} | {r['n_seeds']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _csv_text(rows: list[dict[str, Any]]) -> str:
+    cols: list[str] = []
+    for r in rows:
+        cols += [k for k in r if k not in cols]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
+    return buf.getvalue()
+
+
+def run_experiment(name: str, data: str | Path | Dataset, out: str | Path, settings: ExperimentSettings | None = None,
+                   overwrite: bool = False, progress: Callable[[str, int, int], None] | None = None) -> dict[str, Any]:
+    """Run (or resume) experiment ``name``; returns ``{"runs", "summary", "markdown", "out"}``."""
+    from defectforge._atomic import atomic_write_text
+
+    if name not in EXPERIMENTS:
+        raise ConfigError(f"unknown experiment {name!r} (choose from {', '.join(EXPERIMENTS)})")
+    st = settings or ExperimentSettings()
+    st.check()
+    if isinstance(data, Dataset):
+        ds = data
+    else:
+        from defectforge.data import load_dataset
+
+        ds = load_dataset(Path(data))
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    sj = {"experiment": name, "settings": _jsonable(asdict(st)),
+          "data": str(ds.root) if ds.root is not None else "memory", "counts": ds.counts()}
+    sfile, jfile = out / "settings.json", out / "journal.jsonl"
+    if sfile.exists() and jfile.exists():
+        old = json.loads(sfile.read_text())
+        if old != sj:
+            if not overwrite:
+                raise ConfigError(f"{out}: holds runs of other settings or data; use another folder or --overwrite")
+            jfile.unlink()
+            shutil.rmtree(out / "runs", ignore_errors=True)
+    atomic_write_text(sfile, json.dumps(sj, indent=2))
+    done: dict[str, dict[str, Any]] = {}
+    if jfile.exists():
+        for line in jfile.read_text().splitlines():
+            if line.strip():
+                try:
+                    r = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a torn last line from a crash: that run is redone
+                done[f"{r['condition']}|{r['seed']}"] = r
+    ctx = _Ctx(ds, st, out)
+    conds = _conditions(name, ctx)
+    total = len(conds) * len(st.seeds)
+    k = 0
+    runs: list[dict[str, Any]] = []
+    for seed in st.seeds:
+        for cond, fn in conds:
+            key = f"{cond}|{seed}"
+            if key in done:
+                runs.append(done[key])
+            else:
+                t0 = time.perf_counter()
+                res = fn(seed)
+                rec = {"condition": cond, "seed": seed, **res, "seconds": round(time.perf_counter() - t0, 1)}
+                with open(jfile, "a") as fh:
+                    fh.write(json.dumps(rec, default=float) + "\n")
+                    fh.flush()
+                runs.append(rec)
+            k += 1
+            if progress is not None:
+                progress(cond, k, total)
+    metrics = PRIMARY[name]
+    order = {c: i for i, (c, _) in enumerate(conds)}
+    runs.sort(key=lambda r: (order[r["condition"]], r["seed"]))
+    summary = summarize(runs, metrics)
+    md = f"### {name}\n\n" + _markdown(summary, metrics)
+    atomic_write_text(out / "results_runs.csv", _csv_text(runs))
+    atomic_write_text(out / "results.csv", _csv_text(summary))
+    atomic_write_text(out / "results.md", md)
+    _report(out, name, sj, runs, summary, metrics, md)
+    return {"runs": runs, "summary": summary, "markdown": md, "out": out}
+
+
+def _report(out: Path, name: str, sj: dict[str, Any], runs: list[dict[str, Any]], summary: list[dict[str, Any]],
+            metrics: tuple[str, ...], md: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from defectforge.report import Report
+
+    rep = Report(f"Experiment: {name}", out, subtitle=f"data: {sj['data']}")
+    rep.section("settings", "Settings").kv({k: str(v) for k, v in sj["settings"].items()}).kv(
+        {k: v for k, v in sj["counts"].items()})
+    ms = [m for m in metrics if any(f"{m}_mean" in r for r in summary)]
+    cols = ["condition", "n_seeds"] + [c for m in ms for c in (f"{m}_mean", f"{m}_std")]
+    rep.section("summary", "Mean ± std over seeds (std: ddof = 1)").table(summary, columns=cols)
+    sec = rep.section("plots", "Plots")
+    for m in ms:
+        rows = [r for r in summary if f"{m}_mean" in r]
+        fig, ax = plt.subplots(figsize=(max(5, 0.9 * len(rows) + 2), 3.6))
+        y = [r[f"{m}_mean"] for r in rows]
+        e = [0 if not math.isfinite(r[f"{m}_std"]) else r[f"{m}_std"] for r in rows]
+        ax.bar(range(len(rows)), y, yerr=e, capsize=4, color="#4a7ab5")
+        ax.set_xticks(range(len(rows)))
+        ax.set_xticklabels([r["condition"] for r in rows], rotation=30, ha="right", fontsize=8)
+        ax.set_ylabel(m)
+        ax.set_title(f"{m} (mean ± std over seeds)")
+        fig.tight_layout()
+        sec.figure(fig, caption=m, name=f"plot_{m}")
+        plt.close(fig)
+    rep.section("runs", "Per-seed runs").table(runs)
+    rep.save()

@@ -1,0 +1,20 @@
+"""Per-sample filtering of synthetic defects and set-level quality metrics.
+
+- :mod:`~defectforge.filter.embed`: the :class:`Embedder` protocol; the weight-free default
+  (bundled EfficientNet-Lite0 ImageNet weights, pooled stride-8/16 features of a defect crop);
+  optional CLIPScore / DreamSim adapters that load **local** weights only.
+- :mod:`~defectforge.filter.scores`: realism (feature distance to the nearest real defect
+  crop), fidelity (change inside the mask, none outside), diversity.
+- :mod:`~defectforge.filter.select`: selection policies (rules with absolute or
+  percentile-within-batch thresholds, top-k, per-type quotas, minimum diversity).
+- :mod:`~defectforge.filter.quality`: KID (unbiased polynomial-kernel MMD over subsets) and
+  precision / recall / density / coverage on embeddings.
+- :mod:`~defectforge.filter.run`: :func:`filter_dataset` (scores CSV, kept subset, HTML report).
+
+Heavy imports (torch, timm) happen on first use.
+"""
+
+from defectforge.filter.quality import kid, prdc
+from defectforge.filter.select import Rule, SelectionPolicy, parse_rule, select
+
+__all__ = ["Rule", "SelectionPolicy", "kid", "parse_rule", "prdc", "select"]

@@ -1,0 +1,107 @@
+"""``defectforge filter ...``: score and select synthetic samples; set-level quality."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from defectforge.data.cli import _user_errors  # one-line 'error: ...' and exit 2
+from defectforge.errors import ConfigError
+
+filter_app = typer.Typer(help="Filter synthetic defects (realism, fidelity, diversity) and measure set quality.",
+                         no_args_is_help=True)
+
+
+def _quotas(items: list[str] | None) -> dict[str, int] | None:
+    if not items:
+        return None
+    out = {}
+    for it in items:
+        if "=" not in it:
+            raise ConfigError(f"quota {it!r}: write TYPE=N, e.g. pitting=50")
+        k, v = it.split("=", 1)
+        try:
+            out[k.strip()] = int(v)
+        except ValueError:
+            raise ConfigError(f"quota {it!r}: {v!r} is not an integer") from None
+    return out
+
+
+@filter_app.command("select")
+def select_cmd(
+    synthetic: Path = typer.Argument(..., help="Synthetic set (manifest/MVTec/YOLO/COCO/labelme)."),
+    real: Path = typer.Option(..., "--real", help="Real set; its train-split defects are the reference."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder (scores.csv, kept/, report.html)."),
+    rule: Optional[List[str]] = typer.Option(None, "--keep", help="Rule COLUMN OP VALUE, VALUE a number or pNN "
+                                             "(percentile within the batch), e.g. 'realism_distance<=p80'."),
+    rank_by: str = typer.Option("realism_distance", help="Column to rank by (best first)."),
+    top_k: Optional[int] = typer.Option(None, help="Keep at most this many."),
+    quota: Optional[List[str]] = typer.Option(None, help="Per-type quota TYPE=N (repeatable)."),
+    min_diversity: Optional[float] = typer.Option(None, help="Skip samples closer than this to a kept one."),
+    clip_dir: Optional[Path] = typer.Option(None, help="Local transformers CLIP dir -> clipscore column (w=2.5)."),
+    prompt: Optional[str] = typer.Option(None, help="Prompt for CLIPScore."),
+    dreamsim_dir: Optional[Path] = typer.Option(None, help="Local DreamSim cache dir -> dreamsim_distance column."),
+    overwrite: bool = typer.Option(False, help="Replace a non-empty output folder."),
+) -> None:
+    """Score synthetic samples against real defects and keep the ones the policy selects."""
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from defectforge.filter.run import filter_dataset
+    from defectforge.filter.select import SelectionPolicy
+
+    with _user_errors():
+        policy = SelectionPolicy(rules=list(rule or []), rank_by=rank_by, top_k=top_k, quotas=_quotas(quota),
+                                 min_diversity=min_diversity)
+        clip = dreamsim = None
+        if clip_dir is not None:
+            from defectforge.filter.embed import load_clip
+
+            clip = load_clip(clip_dir)
+        if dreamsim_dir is not None:
+            from defectforge.filter.embed import load_dreamsim
+
+            dreamsim = load_dreamsim(dreamsim_dir)
+        with Progress(TextColumn("scoring"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                      TimeRemainingColumn(), transient=True) as prog:
+            task = prog.add_task("score", total=None)
+            res = filter_dataset(synthetic, real, out, policy, clip=clip, prompt=prompt, dreamsim=dreamsim,
+                                 overwrite=overwrite, progress=lambda k: prog.advance(task, k))
+        Console(highlight=False).print(f"kept {res['n_kept']} / {res['n_scored']} -> {out}/kept "
+                                       f"(scores.csv, report.html)")
+
+
+@filter_app.command("quality")
+def quality_cmd(
+    real: Path = typer.Argument(..., help="Real set (its train-split defects are used)."),
+    synthetic: Path = typer.Argument(..., help="Synthetic set."),
+    k: int = typer.Option(5, help="k for precision/recall/density/coverage."),
+    subsets: int = typer.Option(100, help="KID subsets."),
+    seed: int = typer.Option(0),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the numbers here."),
+) -> None:
+    """KID and precision/recall/density/coverage between real and synthetic defect crops
+    (bundled EfficientNet-Lite0 features; not comparable to Inception-based values)."""
+    from rich.console import Console
+
+    from defectforge._atomic import atomic_write_text
+    from defectforge.data import load_dataset
+    from defectforge.filter.quality import set_quality
+    from defectforge.filter.run import check_sets
+
+    with _user_errors():
+        syn, reals = check_sets(load_dataset(synthetic), load_dataset(real))
+        q = set_quality(reals, syn, k=k, kid_subsets=subsets, seed=seed)
+        con = Console(highlight=False)
+        for key, v in q.items():
+            con.print(f"{key:>14}: {v:.5g}" if isinstance(v, float) else f"{key:>14}: {v}")
+        if json_out is not None:
+            atomic_write_text(json_out, json.dumps(q, indent=2))
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``defectforge filter select|quality``."""
+    app.add_typer(filter_app, name="filter")

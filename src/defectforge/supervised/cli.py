@@ -1,0 +1,85 @@
+"""``defectforge train-detector DATA --arch ...``: train a box detector, evaluate on test."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from defectforge.data.cli import _user_errors  # one-line 'error: ...' and exit 2
+
+
+def train_detector_cmd(
+    data: Path = typer.Argument(..., help="Dataset (YOLO, COCO, manifest, MVTec, labelme); boxes from masks when needed."),
+    out: Path = typer.Option(..., "--out", "-o", help="Run folder (checkpoints, model.pt, metrics.json, report.html)."),
+    arch: str = typer.Option("fasterrcnn-lite0", help="fasterrcnn-lite0 | retinanet-lite0 | fcos-lite0"),
+    synthetic: Optional[List[Path]] = typer.Option(None, help="Extra synthetic set(s) added to TRAIN (never to val/test)."),
+    image_size: int = typer.Option(256, help="Shorter image side."),
+    epochs: int = typer.Option(20),
+    batch_size: int = typer.Option(4),
+    lr: float = typer.Option(0.01),
+    val_fraction: float = typer.Option(0.2, help="Validation share carved from TRAIN (early stopping)."),
+    patience: int = typer.Option(5, help="Epochs without validation improvement before stopping."),
+    trainable_stages: int = typer.Option(0, help="Unfreeze the last k backbone stages (0 = FPN + heads only)."),
+    seed: int = typer.Option(0),
+    overwrite: bool = typer.Option(False, help="Discard a checkpoint of a different run in --out."),
+) -> None:
+    """Train a detector on TRAIN (validation carved from it), resume if interrupted, and report
+    mAP@0.5 / mAP@0.5:0.95 on TEST."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from defectforge._atomic import atomic_write_text
+    from defectforge.data import load_dataset
+    from defectforge.supervised.train import TrainConfig, evaluate_boxes, gt_boxes, split_train_val, train_detector
+
+    con = Console(highlight=False)
+    with _user_errors():
+        cfg = TrainConfig(arch=arch, image_size=image_size, epochs=epochs, batch_size=batch_size, lr=lr,
+                          val_fraction=val_fraction, patience=patience, trainable_stages=trainable_stages, seed=seed)
+        cfg.check()
+        ds = load_dataset(data)
+        real_train = list(ds.filter(split="train"))
+        test = list(ds.filter(split="test"))
+        if not real_train:
+            from defectforge.errors import InputError
+
+            raise InputError(data, "dataset has no train split")
+        tr, va = split_train_val(real_train, val_fraction, seed)
+        classes = sorted({b.label for s in real_train for b in gt_boxes(s)})
+        for sp in synthetic or []:
+            from defectforge.experiments.data import check_synthetic
+
+            tr += check_synthetic(list(load_dataset(sp)), classes, sp)
+        with Progress(TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
+                      TimeRemainingColumn(), transient=True) as prog:
+            task = prog.add_task("train", total=None, epoch=1)
+            state = {"epoch": 1}
+
+            def on_batch(_stage: str, done: int, total: int) -> None:
+                prog.update(task, completed=done, total=total, epoch=state["epoch"])
+
+            def on_epoch(ep: int, rec: dict) -> None:
+                state["epoch"] = ep + 1
+                con.print(f"epoch {ep}: loss {rec['loss']:.4f}"
+                          + (f", val mAP50 {rec['val_map50']:.4f}" if rec.get("val_map50") is not None else ""))
+
+            det = train_detector(tr, out, cfg, val=va, classes=classes, overwrite=overwrite, progress=on_batch,
+                                 on_epoch=on_epoch)
+        metrics: dict = {"arch": arch, "n_train": len(tr), "n_val": len(va), "classes": classes,
+                         "history": det.info.get("history", [])}
+        if test:
+            m = evaluate_boxes(det, test)
+            metrics["test"] = {k: m[k] for k in ("map50", "map50_95", "per_class", "n_images", "n_gt_boxes")}
+            con.print(f"test mAP@0.5 {m['map50']:.4f}  mAP@0.5:0.95 {m['map50_95']:.4f}  ({len(test)} images)")
+        else:
+            con.print("no test split: skipped evaluation")
+        atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2, default=str))
+        con.print(f"model: {out / 'model.pt'}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``defectforge train-detector``."""
+    app.command("train-detector")(train_detector_cmd)

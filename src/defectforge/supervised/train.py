@@ -1,0 +1,444 @@
+"""Training, checkpoints, resume, prediction and mAP evaluation of box detectors.
+
+Training data are :class:`~defectforge.data.Sample` s: defect samples give boxes (explicit
+``boxes`` or one per connected component of the mask), ``good`` samples are negatives.
+Images are resized once (shorter side = ``image_size``) and kept in memory as uint8.
+
+Determinism and resume: model initialisation and every epoch run inside
+``torch.random.fork_rng`` seeded from ``(seed, epoch)`` (torchvision's samplers use the
+global generator; forking keeps the caller's global state untouched), and the shuffling /
+flip generator state is saved with each checkpoint. So a run interrupted after epoch k
+and restarted continues from epoch k+1 and ends with the same weights as an uninterrupted
+run. ``out_dir`` holds ``checkpoint.pt`` (every epoch, atomic), ``best.pt`` (best
+validation mAP@0.5, ties broken by mAP@0.5:0.95), ``model.pt`` (final = best) and
+``history.json``.
+
+Early stopping and model choice use a validation split carved from TRAIN (stratified into
+defect and good images); test data are only used by :func:`evaluate_boxes`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from defectforge.data.sample import Box, Sample
+from defectforge.errors import ConfigError, InputError
+
+CKPT, BEST, FINAL, HISTORY = "checkpoint.pt", "best.pt", "model.pt", "history.json"
+
+
+@dataclass
+class TrainConfig:
+    """Parameters of a training run (stored in every checkpoint)."""
+
+    arch: str = "fasterrcnn-lite0"
+    image_size: int = 256
+    epochs: int = 20
+    batch_size: int = 4
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    warmup_iters: int = 50
+    val_fraction: float = 0.2
+    patience: int = 5
+    neg_per_pos: float | None = 1.0
+    hflip: bool = True
+    vflip: bool = False
+    trainable_stages: int = 0
+    score_thresh: float = 0.05
+    random_init: bool = False
+    seed: int = 0
+
+    def check(self) -> None:
+        from defectforge.supervised.models import ARCHS
+
+        if self.arch not in ARCHS:
+            raise ConfigError(f"unknown detector architecture {self.arch!r} (choose from {', '.join(ARCHS)})")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ConfigError("epochs and batch_size must be >= 1")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ConfigError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        if self.lr <= 0:
+            raise ConfigError(f"lr must be > 0, got {self.lr}")
+        if self.image_size < 32:
+            raise ConfigError(f"image_size must be >= 32, got {self.image_size}")
+        if self.patience < 1:
+            raise ConfigError(f"patience must be >= 1, got {self.patience}")
+
+    def resume_key(self) -> dict[str, Any]:
+        """Fields that must match to resume (epochs/patience may change)."""
+        d = asdict(self)
+        d.pop("epochs")
+        d.pop("patience")
+        return d
+
+
+def gt_boxes(sample: Sample) -> list[Box]:
+    """Ground-truth boxes of a sample (none for good samples)."""
+    if not sample.is_defect:
+        return []
+    return [Box(b.x0, b.y0, b.x1, b.y1, b.label if sample.boxes is not None else sample.label)
+            for b in sample.derived_boxes()]
+
+
+# -- data ----------------------------------------------------------------------------------------------
+@dataclass
+class _Item:
+    image: np.ndarray  # resized uint8 HxWx3
+    boxes: np.ndarray  # (n, 4) float32, resized coordinates
+    labels: np.ndarray  # (n,) int64, 1..C
+    scale: float
+    name: str
+
+
+def _resize(rgb: np.ndarray, size: int) -> tuple[np.ndarray, float]:
+    import cv2
+
+    h, w = rgb.shape[:2]
+    s = size / min(h, w)
+    if abs(s - 1.0) < 1e-9:
+        return rgb, 1.0
+    nh, nw = max(1, round(h * s)), max(1, round(w * s))
+    return cv2.resize(rgb, (nw, nh), interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR), s
+
+
+def _prepare(samples: Sequence[Sample], classes: Sequence[str], size: int) -> list[_Item]:
+    idx = {c: i + 1 for i, c in enumerate(classes)}
+    items = []
+    for s in samples:
+        bx = gt_boxes(s)
+        unknown = sorted({b.label for b in bx} - set(idx))
+        if unknown:
+            raise InputError(s.path or s.name, f"box classes {unknown} are not among the detector's classes {list(classes)}")
+        if s.is_defect and not bx:
+            raise InputError(s.path or s.name, f"defect sample ({s.label}) has no labels (no mask pixels and no boxes)")
+        img, sc = _resize(s.rgb(), size)
+        b = np.array([[x.x0, x.y0, x.x1, x.y1] for x in bx], np.float32).reshape(-1, 4) * sc
+        items.append(_Item(np.ascontiguousarray(img), b, np.array([idx[x.label] for x in bx], np.int64), sc, s.name))
+    return items
+
+
+def _batch(items: Sequence[_Item], flips: Sequence[tuple[bool, bool]]):
+    import torch
+
+    imgs, tgts = [], []
+    for it, (fh, fv) in zip(items, flips):
+        x = torch.from_numpy(it.image.copy()).permute(2, 0, 1).float().div_(255.0)
+        b = torch.from_numpy(it.boxes.copy())
+        h, w = it.image.shape[:2]
+        if fh:
+            x = x.flip(-1)
+            b[:, [0, 2]] = w - b[:, [2, 0]]
+        if fv:
+            x = x.flip(-2)
+            b[:, [1, 3]] = h - b[:, [3, 1]]
+        imgs.append(x)
+        tgts.append({"boxes": b, "labels": torch.from_numpy(it.labels.copy())})
+    return imgs, tgts
+
+
+def split_train_val(samples: Sequence[Sample], val_fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:
+    """Stratified (defect / good) random split of TRAIN into train and validation."""
+    rng = np.random.default_rng(seed)
+    tr, va = [], []
+    for group in ([s for s in samples if s.is_defect], [s for s in samples if not s.is_defect]):
+        n_val = int(round(val_fraction * len(group)))
+        if val_fraction > 0 and len(group) >= 2:
+            n_val = max(1, n_val)
+        n_val = min(n_val, len(group) - 1) if group else 0
+        perm = rng.permutation(len(group))
+        va += [group[i] for i in sorted(perm[:n_val])]
+        tr += [group[i] for i in sorted(perm[n_val:])]
+    return tr, va
+
+
+def _fingerprint(samples: Sequence[Sample]) -> str:
+    h = hashlib.sha256()
+    for s in samples:
+        h.update(f"{s.name}|{s.label}|{len(gt_boxes(s))}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def _mem_available() -> int | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def check_memory(items: Sequence[_Item], cfg: TrainConfig) -> None:
+    """Refuse a configuration whose rough training footprint exceeds available memory."""
+    if not items:
+        return
+    px = max(it.image.shape[0] * it.image.shape[1] for it in items)
+    per_px = 3000 if cfg.trainable_stages else 1500  # measured order of magnitude, bytes per input pixel
+    need = int(cfg.batch_size * px * per_px) + sum(it.image.nbytes for it in items)
+    avail = _mem_available()
+    if avail is not None and need > avail:
+        raise ConfigError(f"this detector config needs about {need / 2**30:.1f} GiB (batch {cfg.batch_size} x "
+                          f"{px} px) but {avail / 2**30:.1f} GiB are available: lower --batch-size or --image-size")
+
+
+# -- the detector --------------------------------------------------------------------------------------
+class BoxDetector:
+    """A trained (or fresh) detector with its classes and config; ``predict`` -> boxes."""
+
+    def __init__(self, config: TrainConfig, classes: Sequence[str]):
+        import torch
+
+        from defectforge.supervised.models import build_detector
+
+        config.check()
+        self.config, self.classes = config, list(classes)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.seed)
+            self.model = build_detector(config.arch, len(self.classes), config.image_size, config.trainable_stages,
+                                        config.random_init, score_thresh=config.score_thresh)
+        self.info: dict[str, Any] = {}
+
+    def predict(self, samples: Sequence[Sample | np.ndarray], batch_size: int = 4) -> list[list[Box]]:
+        """Boxes with scores per image, in the images' original pixel coordinates."""
+        import torch
+
+        from defectforge.data.image_io import as_rgb8
+
+        self.model.eval()
+        out: list[list[Box]] = []
+        with torch.inference_mode():
+            for s in range(0, len(samples), batch_size):
+                imgs, scales = [], []
+                for it in samples[s:s + batch_size]:
+                    rgb = it.rgb() if isinstance(it, Sample) else as_rgb8(np.asarray(it))
+                    r, sc = _resize(rgb, self.config.image_size)
+                    imgs.append(torch.from_numpy(np.array(r, copy=True)).permute(2, 0, 1).float().div_(255.0))
+                    scales.append(sc)
+                for det, sc in zip(self.model(imgs), scales):
+                    bx = (det["boxes"].numpy() / sc).tolist()
+                    out.append([Box(b[0], b[1], b[2], b[3], self.classes[int(l) - 1], float(p))
+                                for b, l, p in zip(bx, det["labels"].tolist(), det["scores"].tolist())])
+        return out
+
+    def weights(self) -> dict[str, Any]:
+        """The learnt weights: everything but a frozen backbone body (that one is rebuilt
+        from the bundled ImageNet weights), which keeps checkpoints small."""
+        sd = self.model.state_dict()
+        if self.config.trainable_stages == 0 and not self.config.random_init:
+            sd = {k: v for k, v in sd.items() if not k.startswith("backbone.body.")}
+        return sd
+
+    def load_weights(self, sd: dict[str, Any]) -> None:
+        missing, unexpected = self.model.load_state_dict(sd, strict=False)
+        bad = [k for k in missing if not k.startswith("backbone.body.")] + list(unexpected)
+        if bad:
+            raise KeyError(f"weights do not fit the detector: {bad[:3]}")
+
+    def state(self) -> dict[str, Any]:
+        return {"config": asdict(self.config), "classes": self.classes, "model": self.weights(), "info": self.info}
+
+    def save(self, path: str | Path) -> Path:
+        from defectforge._atomic import atomic_write_bytes
+
+        buf = io.BytesIO()
+        import torch
+
+        torch.save(self.state(), buf)
+        atomic_write_bytes(Path(path), buf.getvalue())
+        return Path(path)
+
+    @classmethod
+    def from_state(cls, st: dict[str, Any]) -> "BoxDetector":
+        names = {f.name for f in fields(TrainConfig)}
+        det = cls(TrainConfig(**{k: v for k, v in st["config"].items() if k in names}), st["classes"])
+        det.load_weights(st["model"])
+        det.info = st.get("info", {})
+        return det
+
+    @classmethod
+    def load(cls, path: str | Path) -> "BoxDetector":
+        import torch
+
+        p = Path(path)
+        if not p.is_file():
+            raise InputError(p, "detector file not found")
+        try:
+            st = torch.load(p, map_location="cpu", weights_only=False)
+            return cls.from_state(st)
+        except (KeyError, RuntimeError, EOFError, OSError, TypeError) as exc:
+            raise InputError(p, f"not a defectforge detector file ({exc.__class__.__name__})") from None
+
+
+def evaluate_boxes(detector: BoxDetector, samples: Sequence[Sample], batch_size: int = 4) -> dict[str, Any]:
+    """COCO mAP@0.5 and mAP@0.5:0.95 of ``detector`` on ``samples`` (good images count as
+    images without ground truth: their detections are false positives)."""
+    from defectforge.metrics import mean_average_precision
+
+    if not samples:
+        raise InputError(None, "no samples to evaluate")
+    preds = detector.predict(list(samples), batch_size)
+    gts = [gt_boxes(s) for s in samples]
+    res = mean_average_precision(gts, preds, classes=detector.classes, nan_on_undefined=True)
+    res["n_gt_boxes"] = sum(len(g) for g in gts)
+    return res
+
+
+def _lr_at(step: int, total: int, cfg: TrainConfig) -> float:
+    w = min(cfg.warmup_iters, max(1, total // 5))
+    if step < w:
+        return cfg.lr * (0.1 + 0.9 * step / w)
+    t = (step - w) / max(1, total - w)
+    return cfg.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
+
+
+def train_detector(train: Sequence[Sample], out_dir: str | Path, config: TrainConfig | None = None,
+                   val: Sequence[Sample] | None = None, classes: Sequence[str] | None = None,
+                   overwrite: bool = False, progress: Callable[[str, int, int], None] | None = None,
+                   on_epoch: Callable[[int, dict[str, Any]], None] | None = None) -> BoxDetector:
+    """Train (or resume training) a detector; returns the best model on validation.
+
+    ``val=None`` carves ``config.val_fraction`` of ``train`` (stratified). ``classes``
+    default to the sorted defect labels of ``train``. An existing ``checkpoint.pt`` in
+    ``out_dir`` of the same run (same config and data) is resumed; one of another run
+    raises :class:`ConfigError` unless ``overwrite``. ``progress(stage, done, total)`` is
+    called per batch; ``on_epoch(epoch, record)`` after each epoch (an exception there
+    interrupts the run after the epoch's checkpoint was written).
+    """
+    import torch
+
+    from defectforge._atomic import atomic_write_bytes, atomic_write_text
+
+    cfg = config or TrainConfig()
+    cfg.check()
+    train = list(train)
+    if not any(s.is_defect for s in train):
+        raise InputError(None, "training set has no defect samples (nothing to learn boxes from)")
+    if val is None:
+        tr, va = split_train_val(train, cfg.val_fraction, cfg.seed)
+    else:
+        tr, va = train, list(val)
+    cls = list(classes) if classes is not None else sorted({b.label for s in tr for b in gt_boxes(s)})
+    if not cls:
+        raise InputError(None, "training set has no labelled defect boxes")
+    items = _prepare(tr, cls, cfg.image_size)
+    check_memory(items, cfg)
+    pos = [i for i, it in enumerate(items) if len(it.boxes)]
+    neg = [i for i, it in enumerate(items) if not len(it.boxes)]
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    run_key = {"config": cfg.resume_key(), "classes": cls, "train": _fingerprint(tr), "val": _fingerprint(va)}
+
+    det = BoxDetector(cfg, cls)
+    params = [p for p in det.model.parameters() if p.requires_grad]
+    opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    n_neg = len(neg) if cfg.neg_per_pos is None else min(len(neg), int(round(cfg.neg_per_pos * len(pos))))
+    iters_per_epoch = max(1, math.ceil((len(pos) + n_neg) / cfg.batch_size))
+    total = iters_per_epoch * cfg.epochs
+    history: list[dict[str, Any]] = []
+    best = (-1.0, -1.0)
+    bad = 0
+    start = 0
+    ck = out / CKPT
+    if ck.exists():
+        try:
+            st = torch.load(ck, map_location="cpu", weights_only=False)
+        except Exception as exc:
+            raise InputError(ck, f"cannot read the checkpoint ({exc.__class__.__name__}); delete it or pass overwrite") from None
+        if st.get("run_key") != run_key and not overwrite:
+            raise ConfigError(f"{out}: holds a checkpoint of a different run (config, classes or data differ); "
+                              "use another folder or overwrite=True (--overwrite)")
+        if st.get("run_key") == run_key:
+            det.load_weights(st["model"])
+            opt.load_state_dict(st["optimizer"])
+            gen.set_state(st["generator"])
+            history, best, bad, start = st["history"], tuple(st["best"]), st["bad"], st["epoch"] + 1
+            if st.get("finished") and (out / FINAL).exists():
+                return BoxDetector.load(out / FINAL)
+    elif overwrite:
+        for f in (BEST, FINAL, HISTORY):
+            (out / f).unlink(missing_ok=True)
+    det.info["resumed_from_epoch"] = start if start else None
+
+    stopped = False
+    for epoch in range(start, cfg.epochs):
+        if bad >= cfg.patience:
+            stopped = True
+            break
+        t0 = time.perf_counter()
+        negs = [neg[i] for i in torch.randperm(len(neg), generator=gen)[:n_neg].tolist()] if neg else []
+        order = [(pos + negs)[i] for i in torch.randperm(len(pos) + len(negs), generator=gen).tolist()]
+        flips = torch.rand(len(order), 2, generator=gen) < 0.5
+        det.model.train()
+        losses = []
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed * 100003 + epoch)
+            for b in range(0, len(order), cfg.batch_size):
+                idx = order[b:b + cfg.batch_size]
+                fl = [(bool(flips[b + j, 0]) and cfg.hflip, bool(flips[b + j, 1]) and cfg.vflip) for j in range(len(idx))]
+                imgs, tgts = _batch([items[i] for i in idx], fl)
+                step = epoch * iters_per_epoch + b // cfg.batch_size
+                for g in opt.param_groups:
+                    g["lr"] = _lr_at(step, total, cfg)
+                try:
+                    ld = det.model(imgs, tgts)
+                except RuntimeError as exc:
+                    if "memory" in str(exc).lower():
+                        raise ConfigError(f"the detector ran out of memory (batch {cfg.batch_size}, image size "
+                                          f"{cfg.image_size}): lower --batch-size or --image-size") from None
+                    raise
+                loss = sum(ld.values())
+                if not torch.isfinite(loss):
+                    raise ConfigError(f"training diverged at epoch {epoch + 1} (loss {float(loss)}): lower --lr")
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, 10.0)
+                opt.step()
+                losses.append(float(loss.detach()))
+                if progress is not None:
+                    progress("train", b // cfg.batch_size + 1, iters_per_epoch)
+        rec: dict[str, Any] = {"epoch": epoch + 1, "loss": float(np.mean(losses)) if losses else float("nan"),
+                               "seconds_train": round(time.perf_counter() - t0, 2)}
+        improved = True
+        if va and any(s.is_defect for s in va):
+            m = evaluate_boxes(det, va)
+            rec["val_map50"], rec["val_map50_95"] = m["map50"], m["map50_95"]
+            score = (float(np.nan_to_num(m["map50"], nan=0.0)), float(np.nan_to_num(m["map50_95"], nan=0.0)))
+            improved = score > best
+            if improved:
+                best = score
+        if improved:
+            bad = 0
+            det.save(out / BEST)
+        else:
+            bad += 1
+        history.append(rec)
+        buf = io.BytesIO()
+        torch.save({"run_key": run_key, "model": det.weights(), "optimizer": opt.state_dict(),
+                    "generator": gen.get_state(), "history": history, "best": list(best), "bad": bad,
+                    "epoch": epoch, "finished": False}, buf)
+        atomic_write_bytes(ck, buf.getvalue())
+        atomic_write_text(out / HISTORY, json.dumps(history, indent=1))
+        if on_epoch is not None:
+            on_epoch(epoch + 1, rec)
+    final = BoxDetector.load(out / BEST) if (out / BEST).exists() else det
+    final.info.update({"history": history, "best_val": list(best), "early_stopped": stopped,
+                       "n_train": len(tr), "n_val": len(va), "resumed_from_epoch": det.info.get("resumed_from_epoch"),
+                       "val_names": [s.name for s in va]})
+    final.save(out / FINAL)
+    st = torch.load(ck, map_location="cpu", weights_only=False)
+    st["finished"] = True
+    buf = io.BytesIO()
+    torch.save(st, buf)
+    atomic_write_bytes(ck, buf.getvalue())
+    return final

@@ -1,0 +1,116 @@
+"""Experiment runner: tiny settings on the bundled sample -> tables with mean ± std, resume, bad input."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+import torch
+
+from defectforge.data import Dataset, Sample
+from defectforge.datasets import load_sample
+from defectforge.errors import ConfigError, InputError
+from defectforge.experiments import ExperimentSettings, run_experiment, summarize
+from defectforge.experiments.data import check_synthetic
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One torch thread: on a shared, busy 2-core machine two threads oversubscribe badly."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def small() -> Dataset:
+    ds = load_sample()
+    tr = list(ds.filter(split="train"))
+    goods = [s for s in tr if not s.is_defect][:10]
+    defs = [s for s in tr if s.is_defect][:6]
+    te = list(ds.filter(split="test"))
+    test = [s for s in te if not s.is_defect][:3] + [s for s in te if s.is_defect][:3]
+    return Dataset(goods + defs + test, root=ds.root, format=ds.format)
+
+
+def _st(**kw) -> ExperimentSettings:
+    base = dict(seeds=(0, 1), exdd_image_size=32, n_synth=(0, 3), det_image_size=48, epochs=1, arch="fcos-lite0",
+                ratios=(), few_real=(), val_fraction=0.34, filter_n=2)
+    base.update(kw)
+    return ExperimentSettings(**base)
+
+
+def test_exdd_augmentation_table_and_resume(small, tmp_path, monkeypatch):
+    res = run_experiment("exdd-augmentation", small, tmp_path / "e", _st())
+    s = res["summary"]
+    assert [r["condition"] for r in s] == ["exdd +0 synthetic", "exdd +3 synthetic"]
+    for r in s:
+        assert r["n_seeds"] == 2 and 0 <= r["i_auroc_mean"] <= 1 and r["i_auroc_std"] >= 0
+    runs = res["runs"]
+    vals = [r["i_auroc"] for r in runs if r["condition"] == "exdd +3 synthetic"]
+    assert s[1]["i_auroc_mean"] == pytest.approx(np.mean(vals))
+    assert s[1]["i_auroc_std"] == pytest.approx(np.std(vals, ddof=1))
+    for r in runs:  # 6 real train defects, plus the synthetic ones
+        assert r["n_bank_defect_images"] == (9 if r["condition"] == "exdd +3 synthetic" else 6)
+    md = (tmp_path / "e" / "results.md").read_text()
+    assert "±" in md and "i_auroc" in md and "exdd +3 synthetic" in md
+    with open(tmp_path / "e" / "results.csv") as fh:
+        assert len(list(csv.DictReader(fh))) == 2
+    assert (tmp_path / "e" / "report.html").exists()
+    # resume: finished runs come from the journal, nothing is recomputed
+    monkeypatch.setattr("defectforge.experiments.runner._exdd", lambda *a, **k: pytest.fail("recomputed"))
+    again = run_experiment("exdd-augmentation", small, tmp_path / "e", _st())
+    assert again["summary"] == s
+    with pytest.raises(ConfigError, match="other settings"):
+        run_experiment("exdd-augmentation", small, tmp_path / "e", _st(n_synth=(0, 1)))
+
+
+def test_synsur_regimes_tiny(small, tmp_path):
+    res = run_experiment("synsur-regimes", small, tmp_path / "s", _st(seeds=(0, 1), few_real=(2,), few_real_synth=2))
+    conds = [r["condition"] for r in res["summary"]]
+    assert conds == ["real only", "synthetic only", "2 real", "2 real + 2 synthetic"]
+    for r in res["summary"]:
+        assert r["n_seeds"] == 2 and 0 <= r["map50_mean"] <= 1 and np.isfinite(r["map50_std"])
+    by = {(r["condition"], r["seed"]): r for r in res["runs"]}
+    assert by[("2 real", 0)]["n_train_defect"] == 2 and by[("2 real + 2 synthetic", 0)]["n_train_defect"] == 4
+    assert not (tmp_path / "s" / "runs").exists() or not any((tmp_path / "s" / "runs").iterdir())
+
+
+def test_filtering_ablation_tiny(small, tmp_path):
+    res = run_experiment("filtering-ablation", small, tmp_path / "f",
+                         _st(seeds=(0,), filter_detectors=("exdd",), filter_n=2, filter_pool_factor=2.0))
+    assert [r["condition"] for r in res["summary"]] == ["ExDD: unfiltered", "ExDD: filtered"]
+    for r in res["runs"]:
+        assert r["n_synthetic"] == 2 and 0 <= r["i_auroc"] <= 1
+
+
+def test_summarize_and_bad_input(tmp_path):
+    s = summarize([{"condition": "a", "seed": 0, "m": 1.0}, {"condition": "a", "seed": 1, "m": 3.0}], ("m",))
+    assert s == [{"condition": "a", "n_seeds": 2, "m_mean": 2.0, "m_std": pytest.approx(np.sqrt(2.0))}]
+    with pytest.raises(ConfigError, match="unknown experiment"):
+        run_experiment("nope", Dataset([]), tmp_path / "x")
+    img = np.zeros((8, 8, 3), np.uint8)
+    with pytest.raises(InputError, match="no labels"):
+        check_synthetic([Sample(label="pitting", image_array=img)], ["pitting"])
+    m = np.zeros((8, 8), bool)
+    m[2:4, 2:4] = True
+    with pytest.raises(InputError, match="classes differ"):
+        check_synthetic([Sample(label="scratch", image_array=img, mask_array=m)], ["pitting"])
+    only_train = Dataset([Sample(label="good", split="train", image_array=img)])
+    with pytest.raises(InputError, match="no test split"):
+        run_experiment("exdd-augmentation", only_train, tmp_path / "y", _st())
+
+
+def test_experiment_cli_registers(tmp_path):
+    import typer
+    from typer.testing import CliRunner
+
+    from defectforge.experiments import cli as ecli
+
+    app = typer.Typer()
+    ecli.register(app)
+    app.command("noop")(lambda: None)
+    r = CliRunner().invoke(app, ["experiment", "nope", "--data", str(tmp_path), "-o", str(tmp_path / "o")])
+    assert r.exit_code == 2 and "unknown experiment" in r.output
