@@ -77,3 +77,15 @@ def bsdata_dir() -> Path:
     if not (BSDATA / "split.csv").is_file():
         pytest.skip(f"BSData not found at {BSDATA} (CI provides ../shared/datasets/bsdata)")
     return BSDATA
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch intra-op thread for a module: on 2 cores shared with other work, OpenMP
+    spin-waiting made torch-heavy tests up to ~10x slower with more threads."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

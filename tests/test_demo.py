@@ -16,7 +16,8 @@ runner = CliRunner()
 def test_help_lists_every_area():
     res = runner.invoke(app, ["--help"], terminal_width=200)
     assert res.exit_code == 0, res.output
-    for cmd in ("data", "synth", "synth3d", "parts", "detect", "detect3d", "demo", "lora", "diffusion"):
+    for cmd in ("data", "synth", "synth3d", "parts", "detect", "detect3d", "filter", "train-detector", "experiment",
+                "demo", "lora", "diffusion"):
         assert re.search(rf"^\W*{re.escape(cmd)}\s", res.output, re.M), f"command {cmd!r} missing from --help"
 
 

@@ -6,7 +6,6 @@ import csv
 
 import numpy as np
 import pytest
-import torch
 
 from defectforge.data import Dataset, Sample
 from defectforge.datasets import load_sample
@@ -15,13 +14,7 @@ from defectforge.experiments import ExperimentSettings, run_experiment, summariz
 from defectforge.experiments.data import check_synthetic
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread: on a shared, busy 2-core machine two threads oversubscribe badly."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -16,13 +16,7 @@ from defectforge.filter.scores import fidelity, score_samples
 from defectforge.filter.select import SelectionPolicy, parse_rule, select
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread: on a shared, busy 2-core machine two threads oversubscribe badly."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _img(rng: np.random.Generator, h: int = 64, w: int = 64) -> np.ndarray:

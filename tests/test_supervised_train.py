@@ -13,13 +13,7 @@ from defectforge.errors import ConfigError, InputError
 from defectforge.supervised import BoxDetector, TrainConfig, build_detector, evaluate_boxes, train_detector
 from defectforge.supervised.train import split_train_val
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread: on a shared, busy 2-core machine two threads oversubscribe badly."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 SIZE = 48

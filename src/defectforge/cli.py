@@ -17,15 +17,8 @@ import typer
 from typer.core import TyperGroup
 
 from defectforge import __version__
+from defectforge._cliutil import print_error
 from defectforge.errors import DefectforgeError
-
-
-def print_error(message: str) -> None:
-    """Print ``error: <message>`` as one line on stderr."""
-    from rich.console import Console
-    from rich.markup import escape
-
-    Console(stderr=True, highlight=False, soft_wrap=True).print(f"[bold red]error:[/] {escape(message)}")
 
 
 class _Group(TyperGroup):

@@ -7,37 +7,19 @@ Exit codes of ``data check``: 0 no problems, 1 problems found (warnings included
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Optional
 
 import typer
 
+from defectforge._cliutil import console as _console
+from defectforge._cliutil import user_errors as _user_errors
 from defectforge.errors import DefectforgeError
 
 data_app = typer.Typer(help="Check and convert defect datasets (MVTec, manifest CSV, labelme, YOLO, COCO).",
                        no_args_is_help=True)
 
 FORMAT_CHOICES = ("mvtec", "manifest", "labelme", "yolo", "coco")
-
-
-@contextlib.contextmanager
-def _user_errors() -> Iterator[None]:
-    """Print a user error as one line ``error: <file>: <problem>`` and exit 2."""
-    try:
-        yield
-    except DefectforgeError as exc:
-        from rich.console import Console
-        from rich.markup import escape
-
-        Console(stderr=True, highlight=False, soft_wrap=True).print(f"[bold red]error:[/] {escape(str(exc))}")
-        raise typer.Exit(2) from None
-
-
-def _console():
-    from rich.console import Console
-
-    return Console(highlight=False, soft_wrap=True)
 
 
 @data_app.command("check")

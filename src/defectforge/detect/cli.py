@@ -16,20 +16,10 @@ from typing import List, Optional
 
 import typer
 
+from defectforge._cliutil import console as _console
+from defectforge._cliutil import user_errors as _user_errors
+
 detect_app = typer.Typer(help="Anomaly detection with PatchCore and ExDD (dual memory bank).", no_args_is_help=True)
-
-
-def _user_errors():
-    """Print a user error as one line ``error: <file>: <problem>`` and exit 2."""
-    from defectforge.data.cli import _user_errors as user_errors
-
-    return user_errors()
-
-
-def _console():
-    from rich.console import Console
-
-    return Console(highlight=False, soft_wrap=True)
 
 
 def _parse_size(text: str | None) -> int | tuple[int, int] | None:

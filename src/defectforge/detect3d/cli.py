@@ -19,7 +19,8 @@ from typing import List, Optional
 import typer
 
 # the one-line "error: ..." / exit 2 wrapper and the console shared by the CLI modules
-from defectforge.data.cli import _console, _user_errors
+from defectforge._cliutil import console as _console
+from defectforge._cliutil import user_errors as _user_errors
 
 detect3d_app = typer.Typer(help="3D anomaly detection: FPFH memory bank and a point transformer.",
                            no_args_is_help=True)

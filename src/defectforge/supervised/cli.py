@@ -8,7 +8,7 @@ from typing import List, Optional
 
 import typer
 
-from defectforge.data.cli import _user_errors  # one-line 'error: ...' and exit 2
+from defectforge._cliutil import user_errors as _user_errors
 
 
 def train_detector_cmd(
