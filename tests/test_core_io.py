@@ -108,3 +108,16 @@ def test_atomic_write_keeps_old_file_on_failure(tmp_path):
             raise RuntimeError("crash")
     assert p.read_text() == "old"
     assert [x.name for x in tmp_path.iterdir()] == ["out.txt"]
+
+
+@pytest.mark.parametrize("suffix", [".png", ".jpg"])
+def test_header_size_agrees_with_read_image_on_exif_orientation(tmp_path, suffix):
+    from defectforge.data._files import header_size
+
+    im = Image.fromarray(np.zeros((10, 20, 3), np.uint8))
+    exif = im.getexif()
+    exif[0x0112] = 6
+    im.save(tmp_path / f"o{suffix}", exif=exif)
+    Image.fromarray(np.zeros((10, 20, 3), np.uint8)).save(tmp_path / f"plain{suffix}")
+    assert header_size(tmp_path / f"o{suffix}") == read_image(tmp_path / f"o{suffix}").shape[:2] == (20, 10)
+    assert header_size(tmp_path / f"plain{suffix}") == (10, 20)

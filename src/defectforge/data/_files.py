@@ -137,15 +137,31 @@ def header_size(path: Path) -> tuple[int, int]:
     try:
         with Image.open(path) as im:
             w, h = im.size
-            try:
-                orient = im.getexif().get(0x0112, 1)
-            except Exception:
-                orient = 1
+            orient = _orientation(im)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise InputError(path, f"unreadable or corrupt image ({exc.__class__.__name__}: {exc})") from None
     if orient in (5, 6, 7, 8):
         w, h = h, w
     return h, w
+
+
+def _orientation(im) -> int:
+    """EXIF orientation from the header. For PNG only an ``eXIf`` chunk before the image data
+    is seen (where the PNG spec puts it): ``getexif()`` would decode the whole image to look
+    further, which made header reads as slow as full decodes."""
+    try:
+        if im.format == "PNG":
+            raw = im.info.get("exif")
+            if not raw:
+                return 1
+            from PIL import Image
+
+            exif = Image.Exif()
+            exif.load(raw)
+            return int(exif.get(0x0112, 1))
+        return int(im.getexif().get(0x0112, 1))
+    except Exception:
+        return 1
 
 
 def list_images(folder: Path) -> list[Path]:
