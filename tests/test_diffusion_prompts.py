@@ -8,67 +8,47 @@ Every failure must fall back to the templates with a PromptFallbackWarning.
 from __future__ import annotations
 
 import json
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
 
 from defectforge.errors import ConfigError
+from fake_chat import FakeChatServer, Reply
 from defectforge.prompts import (EXDD_NEGATIVE, PromptFallbackWarning, VLMConfig, build_prompts, defect_types, lookup,
                                  template_prompts)
 from defectforge.prompts.taxonomy import DefectType, register_defect
 
 
 class _ChatServer:
-    """A tiny OpenAI-compatible ``/v1/chat/completions`` endpoint with scripted replies."""
+    """Scripted replies, in order: ("content", text), ("refusal", text), ("http", status) or
+    ("sleep", seconds: answer late with valid JSON). Default: "{}"."""
 
     def __init__(self):
         self.replies: list[tuple[str, object]] = []
-        self.requests: list[dict] = []
-        self.headers: list[dict] = []
-        srv = self
+        self._srv = FakeChatServer(self._respond)
+        self.url = self._srv.url
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *a):  # keep test output clean
-                pass
+    @property
+    def requests(self) -> list[dict]:
+        return [body for _, body, _ in self._srv.requests]
 
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                srv.requests.append(json.loads(body))
-                srv.headers.append(dict(self.headers))
-                kind, payload = srv.replies.pop(0) if srv.replies else ("content", "{}")
-                if kind == "sleep":
-                    time.sleep(float(payload))
-                    kind, payload = "content", json.dumps({"prompts": ["late"], "negative_prompt": ""})
-                if kind == "http":
-                    self.send_response(int(payload))
-                    self.end_headers()
-                    return
-                msg = {"role": "assistant", "content": payload if kind == "content" else None}
-                if kind == "refusal":
-                    msg["refusal"] = payload
-                data = json.dumps({"id": "x", "object": "chat.completion",
-                                   "choices": [{"index": 0, "message": msg, "finish_reason": "stop"}]}).encode()
-                try:
-                    self.send_response(200)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(data)))
-                    self.end_headers()
-                    self.wfile.write(data)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass
+    @property
+    def headers(self) -> list[dict]:
+        return [h for _, _, h in self._srv.requests]
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
+    def _respond(self, path, body, headers) -> Reply:
+        kind, payload = self.replies.pop(0) if self.replies else ("content", "{}")
+        if kind == "sleep":
+            return Reply(json.dumps({"prompts": ["late"], "negative_prompt": ""}), delay=float(payload))
+        if kind == "http":
+            return Reply(status=int(payload))
+        if kind == "refusal":
+            return Reply(None, refusal=str(payload))
+        return Reply(str(payload))
 
     def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self._srv.close()
 
 
 @pytest.fixture(scope="module")

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import threading
-import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+
+from fake_chat import FakeChatServer, Reply
 
 from defectforge.errors import DefectforgeError
 from defectforge.llm import ChatClient, LLMConnectionError, LLMHTTPError, LLMMalformed, LLMRefusal, LLMTimeout
@@ -18,50 +17,30 @@ GOOD = {"version": 1, "defects": [{"type": "scratch", "location": {"kind": "regi
                                    "params": {"length": 0.1}, "count": 2}]}
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler:
+    """Answers by ``mode`` (set by each test); ``seen`` holds (path, body, Authorization)."""
+
     mode = "good"
     seen: list = []
 
-    def log_message(self, *args):  # keep test output clean
-        pass
-
-    def do_POST(self):
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        type(self).seen.append((self.path, body, self.headers.get("Authorization")))
-        mode = type(self).mode
-        if mode == "http500":
-            self.send_response(500)
-            self.end_headers()
-            self.wfile.write(b"boom")
-            return
-        if mode == "timeout":
-            time.sleep(1.0)
+    @classmethod
+    def respond(cls, path, body, headers) -> Reply:
+        cls.seen.append((path, body, headers.get("Authorization")))
+        if cls.mode == "http500":
+            return Reply(status=500)
         content = {"good": json.dumps(GOOD), "fenced": "```json\n" + json.dumps(GOOD) + "\n```",
                    "malformed": '{"version": 1, "defects": [', "timeout": "{}", "refusal": None,
                    "bounds": json.dumps({"defects": [{"type": "dent", "params": {"radius": 3.0}}]}),
-                   "schema": json.dumps({"defects": [{"type": "melt"}]})}[mode]
-        msg = {"role": "assistant", "content": content}
-        if mode == "refusal":
-            msg["refusal"] = "I cannot help with that."
-        data = json.dumps({"choices": [{"index": 0, "message": msg, "finish_reason": "stop"}]}).encode()
-        try:
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-        except (BrokenPipeError, ConnectionResetError):
-            pass
+                   "schema": json.dumps({"defects": [{"type": "melt"}]})}[cls.mode]
+        return Reply(content, refusal="I cannot help with that." if cls.mode == "refusal" else None,
+                     delay=1.0 if cls.mode == "timeout" else 0.0)
 
 
 @pytest.fixture(scope="module")
 def server():
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    t = threading.Thread(target=srv.serve_forever, daemon=True)
-    t.start()
-    yield f"http://127.0.0.1:{srv.server_address[1]}/v1"
-    srv.shutdown()
-    srv.server_close()
+    srv = FakeChatServer(_Handler.respond)
+    yield srv.url
+    srv.close()
 
 
 def _client(url, timeout=5.0):

@@ -265,7 +265,10 @@ class PointTransformerAD(PersistentDetector, Detector):
             pts, nrm = pts @ R.T, nrm @ R.T
         if self.jitter > 0:
             pts = pts + np.clip(rng.normal(0, self.jitter, pts.shape), -3 * self.jitter, 3 * self.jitter)
-        return pts, nrm, mask
+        # normals as prediction computes them (PCA on the points the network sees), not the
+        # operator's or the rotated ones: otherwise training clouds carry normal cues that test
+        # clouds never have, and the head learns them instead of the geometry
+        return pts, pca_normals_centroid(pts, 10), mask
 
     # ------------------------------------------------------------------ fit
     def fit(self, normal: Iterable[Any], defects: Iterable[Any] | None = None) -> "PointTransformerAD":
