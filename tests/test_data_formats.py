@@ -284,3 +284,29 @@ def test_detect_format_and_load(synth, tmp_path):
     (tmp_path / "bad.json").write_text('{"images": [')
     with pytest.raises(InputError, match=r"bad\.json: malformed JSON at line 1"):
         detect_format(tmp_path / "bad.json")
+
+
+def test_coco_rle_per_component_equals_whole_image_encoding(tmp_path):
+    """The writer encodes each component from its box; the result must equal encoding the
+    full-size component mask (and decode back to exactly that component)."""
+    from defectforge.data import write_coco
+    from defectforge.data.polygons import component_masks
+    from defectforge.data.rle import counts_from_indices
+
+    rng = np.random.default_rng(3)
+    mask = rng.random((37, 53)) < 0.08  # many small 8-connected components, some touching borders
+    mask[0, :5] = mask[-1, -4:] = mask[:, 0] = True
+    ds = Dataset([Sample(label="pit", split="test", image_array=np.zeros((37, 53, 3), np.uint8), mask_array=mask)])
+    dst = write_coco(ds, tmp_path / "coco", mode="rle")
+    doc = json.loads(next((dst / "annotations").glob("*.json")).read_text())
+    comps = component_masks(mask)
+    anns = doc["annotations"]
+    assert len(anns) == len(comps) > 10
+    for ann, comp in zip(anns, comps):
+        assert ann["segmentation"] == encode_rle(comp)
+        assert np.array_equal(decode_rle(ann["segmentation"]), comp)
+        ys, xs = np.nonzero(comp)
+        assert ann["bbox"] == [xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1]
+        assert ann["area"] == comp.sum()
+    for m in (np.zeros((4, 5), bool), np.ones((4, 5), bool)):
+        assert counts_from_indices(np.flatnonzero(m.ravel(order="F")), m.size) == rle_counts(m)

@@ -31,8 +31,8 @@ import numpy as np
 
 from defectforge._atomic import atomic_write_json
 from defectforge.data._files import export_image, header_size, image_suffix, read_json, staged_dir, unique_name
-from defectforge.data.polygons import component_masks, mask_to_polygons, polygons_to_mask
-from defectforge.data.rle import decode_rle, encode_rle
+from defectforge.data.polygons import mask_to_polygons, polygons_to_mask
+from defectforge.data.rle import counts_from_indices, counts_to_string, decode_rle, encode_rle
 from defectforge.data.sample import GOOD, Box, Dataset, Sample
 from defectforge.errors import InputError
 
@@ -180,6 +180,18 @@ def _flat_poly(poly: np.ndarray) -> list[float]:
     return [float(v) for v in poly.reshape(-1)]
 
 
+def _component_crops(mask: np.ndarray):
+    """``((x0, y0, w, h, area), crop)`` per 8-connected component, top-left first (the order of
+    :func:`~defectforge.data.polygons.component_masks`); ``crop`` is the component's boolean
+    mask inside its box, so per-component work scales with the component, not the image."""
+    import cv2
+
+    n, labels, stats, _ = cv2.connectedComponentsWithStats((np.asarray(mask) > 0).astype(np.uint8), connectivity=8)
+    for i in sorted(range(1, n), key=lambda k: (stats[k][1], stats[k][0])):
+        x0, y0, bw, bh, area = (int(v) for v in stats[i][:5])
+        yield (x0, y0, bw, bh, area), labels[y0:y0 + bh, x0:x0 + bw] == i
+
+
 def write_coco(dataset: Dataset, dst: str | Path, mode: str = "rle", overwrite: bool = False) -> Path:
     """Write ``dataset`` as COCO (``annotations/instances_<split>.json`` + ``images/<split>/``)."""
     if mode not in ("polygon", "rle"):
@@ -210,14 +222,17 @@ def write_coco(dataset: Dataset, dst: str | Path, mode: str = "rle", overwrite: 
                 raise InputError(s.mask_path or s.path, f"mask is {m.shape[1]}x{m.shape[0]} (WxH) but the image is {w}x{h}")
             cid = cat_id[s.label]
             if m is not None:
-                for comp in component_masks(m):
-                    ys, xs = np.nonzero(comp)
-                    x0, y0 = int(xs.min()), int(ys.min())
-                    bbox = [x0, y0, int(xs.max()) + 1 - x0, int(ys.max()) + 1 - y0]
-                    seg: Any = (encode_rle(comp) if mode == "rle"
-                                else [_flat_poly(poly) for poly in mask_to_polygons(comp)])
+                for (x0, y0, bw, bh, area), crop in _component_crops(m):
+                    if mode == "rle":
+                        cx, cy = np.nonzero(crop.T)  # column-major order, as COCO's RLE
+                        idx = (cx.astype(np.int64) + x0) * h + (cy + y0)
+                        seg: Any = {"size": [int(h), int(w)], "counts": counts_to_string(counts_from_indices(idx, h * w))}
+                    else:
+                        comp = np.zeros(m.shape, dtype=bool)
+                        comp[y0:y0 + bh, x0:x0 + bw] = crop
+                        seg = [_flat_poly(poly) for poly in mask_to_polygons(comp)]
                     doc["annotations"].append({"id": ann_id, "image_id": img_id, "category_id": cid,
-                                               "bbox": bbox, "area": int(comp.sum()),
+                                               "bbox": [x0, y0, bw, bh], "area": area,
                                                "segmentation": seg, "iscrowd": 0})
                     ann_id += 1
             else:

@@ -28,6 +28,27 @@ def rle_counts(mask: np.ndarray) -> list[int]:
     return [int(r) for r in runs]
 
 
+def counts_from_indices(idx: np.ndarray, total: int) -> list[int]:
+    """Run lengths (zeros first) of a mask of ``total`` pixels whose foreground pixels have the
+    sorted column-major indices ``idx``. Costs O(len(idx)), not O(total): the COCO writer
+    encodes each component from its bounding box instead of scanning the whole image."""
+    idx = np.asarray(idx, dtype=np.int64)
+    if idx.size == 0:
+        return [int(total)] if total else []
+    breaks = np.flatnonzero(np.diff(idx) != 1)
+    starts = idx[np.concatenate([[0], breaks + 1])]
+    ends = idx[np.concatenate([breaks, [idx.size - 1]])] + 1
+    runs = np.empty(2 * starts.size + 1, dtype=np.int64)
+    runs[0] = starts[0]
+    runs[1::2] = ends - starts
+    runs[2:-1:2] = starts[1:] - ends[:-1]
+    runs[-1] = total - ends[-1]
+    out = runs.tolist()
+    if out[-1] == 0:
+        out.pop()
+    return [int(r) for r in out]
+
+
 def counts_to_mask(counts: list[int], shape: tuple[int, int]) -> np.ndarray:
     """Boolean ``H x W`` mask from column-major run lengths (zeros first)."""
     h, w = int(shape[0]), int(shape[1])
