@@ -45,7 +45,8 @@ GENERATORS = ["pitting", "scratch", "crack", "stain", "dent", "texture", "cutpas
 def _header(title: str, cmd: str) -> list[str]:
     return [f"## {title}", "", f"- date: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC",
             f"- machine: {os.cpu_count()}-core CPU ({platform.machine()}), Python {platform.python_version()}; "
-            "other engineers' jobs were running on the same 2 cores", f"- command: `{cmd}`", ""]
+            f"load average {os.getloadavg()[0]:.1f} when the run started (above ~{os.cpu_count()} means other jobs "
+            "shared the cores)", f"- command: `{cmd}`", ""]
 
 
 def _write_section(name: str, lines: list[str]) -> None:
