@@ -7,7 +7,7 @@ STAMP := $(VENV)/.stamp-installed
 DEMO_OUT ?= demo_out
 PYTEST_ARGS ?=
 
-.PHONY: demo test venv bench bench-data bench-metrics bench-exdd bench-synth2d bench-diffusion bench-synth3d bench-detect3d clean
+.PHONY: demo test venv bench clean
 
 venv: $(STAMP)
 
@@ -26,26 +26,9 @@ test: $(STAMP)
 bench: bench-data bench-metrics bench-exdd bench-synth2d bench-diffusion bench-synth3d bench-detect3d
 	$(BIN)/python bench/collect.py
 
-bench-data: $(STAMP)
-	$(BIN)/python bench/bench_data.py
-
-bench-metrics: $(STAMP)
-	$(BIN)/python bench/bench_metrics.py
-
-bench-diffusion: $(STAMP)
-	$(BIN)/python bench/bench_diffusion.py
-
-bench-detect3d: $(STAMP)
-	$(BIN)/python bench/bench_detect3d.py
-
-bench-exdd: $(STAMP)
-	$(BIN)/python bench/bench_exdd.py
-
-bench-synth2d: $(STAMP)
-	$(BIN)/python bench/bench_synth2d.py
-
-bench-synth3d: $(STAMP)
-	$(BIN)/python bench/bench_synth3d.py
+# bench-NAME runs bench/bench_NAME.py (each writes docs/bench/NAME.md)
+bench-%: $(STAMP)
+	$(BIN)/python bench/bench_$*.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache build dist src/*.egg-info
