@@ -7,14 +7,16 @@
   crop), fidelity (change inside the mask, none outside), diversity.
 - :mod:`~defectforge.filter.select`: selection policies (rules with absolute or
   percentile-within-batch thresholds, top-k, per-type quotas, minimum diversity).
-- :mod:`~defectforge.filter.quality`: KID (unbiased polynomial-kernel MMD over subsets) and
-  precision / recall / density / coverage on embeddings.
+- :mod:`~defectforge.filter.quality`: KID (unbiased polynomial-kernel MMD over subsets),
+  precision / recall / density / coverage and the Fréchet distance (FID) on embeddings.
+- :mod:`~defectforge.filter.inception`: Inception-v3 pool features from a **local**
+  torchvision-layout weights file (for FID / Inception-KID; never downloaded).
 - :mod:`~defectforge.filter.run`: :func:`filter_dataset` (scores CSV, kept subset, HTML report).
 
 Heavy imports (torch, timm) happen on first use.
 """
 
-from defectforge.filter.quality import kid, prdc
+from defectforge.filter.quality import frechet_distance, kid, prdc
 from defectforge.filter.select import Rule, SelectionPolicy, parse_rule, select
 
-__all__ = ["Rule", "SelectionPolicy", "kid", "parse_rule", "prdc", "select"]
+__all__ = ["Rule", "SelectionPolicy", "frechet_distance", "kid", "parse_rule", "prdc", "select"]

@@ -82,9 +82,14 @@ def quality_cmd(
     subsets: int = typer.Option(100, help="KID subsets."),
     seed: int = typer.Option(0),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the numbers here."),
+    inception_weights: Optional[Path] = typer.Option(
+        None, "--inception-weights", help="Local torchvision Inception-v3 state dict (.pth): adds fid and "
+        "kid_inception on its 2048-d pool features. Never downloaded; torchvision's weights are not the "
+        "TF-FID ones, so values compare across our runs, not with published FID."),
 ) -> None:
     """KID and precision/recall/density/coverage between real and synthetic defect crops
-    (bundled EfficientNet-Lite0 features; not comparable to Inception-based values)."""
+    (bundled EfficientNet-Lite0 features; not comparable to Inception-based values); with
+    --inception-weights also FID and KID on Inception features."""
     from rich.console import Console
 
     from defectforge._atomic import atomic_write_text
@@ -94,7 +99,12 @@ def quality_cmd(
 
     with _user_errors():
         syn, reals = check_sets(load_dataset(synthetic), load_dataset(real))
-        q = set_quality(reals, syn, k=k, kid_subsets=subsets, seed=seed)
+        inception = None
+        if inception_weights is not None:
+            from defectforge.filter.inception import inception_embedder
+
+            inception = inception_embedder(inception_weights)
+        q = set_quality(reals, syn, k=k, kid_subsets=subsets, seed=seed, inception=inception)
         con = Console(highlight=False)
         for key, v in q.items():
             con.print(f"{key:>14}: {v:.5g}" if isinstance(v, float) else f"{key:>14}: {v}")
