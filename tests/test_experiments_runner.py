@@ -107,3 +107,33 @@ def test_experiment_cli_registers(tmp_path):
     app.command("noop")(lambda: None)
     r = CliRunner().invoke(app, ["experiment", "nope", "--data", str(tmp_path), "-o", str(tmp_path / "o")])
     assert r.exit_code == 2 and "unknown experiment" in r.output
+
+
+def test_experiment_cli_passes_settings(tmp_path, monkeypatch):
+    """CLI options reach ExperimentSettings; ``--few-real 0`` means no few-real regimes."""
+    import typer
+    from typer.testing import CliRunner
+
+    from defectforge.experiments import cli as ecli
+    from defectforge.experiments import runner
+
+    seen = {}
+
+    def fake_run(name, data, out, st, overwrite=False, progress=None):
+        seen["name"], seen["st"] = name, st
+        return {"markdown": "| x |\n"}
+
+    monkeypatch.setattr(runner, "run_experiment", fake_run)
+    app = typer.Typer()
+    ecli.register(app)
+    app.command("noop")(lambda: None)
+    r = CliRunner().invoke(app, ["experiment", "synsur-regimes", "--data", str(tmp_path), "-o", str(tmp_path / "o"),
+                                 "--arch", "retinanet-lite0", "--ratio", "1", "--few-real", "0", "--seed", "4",
+                                 "--seed", "5", "--epochs", "3"])
+    assert r.exit_code == 0, r.output
+    st = seen["st"]
+    assert seen["name"] == "synsur-regimes" and st.arch == "retinanet-lite0" and st.ratios == (1.0,)
+    assert st.few_real == () and st.seeds == (4, 5) and st.epochs == 3
+    r = CliRunner().invoke(app, ["experiment", "synsur-regimes", "--data", str(tmp_path), "-o", str(tmp_path / "p"),
+                                 "--few-real", "10", "--few-real", "25"])
+    assert r.exit_code == 0 and seen["st"].few_real == (10, 25)

@@ -24,7 +24,7 @@ def experiment_cmd(
     lr: float = typer.Option(0.01),
     patience: int = typer.Option(4),
     ratio: Optional[List[float]] = typer.Option(None, help="Synthetic:real defect ratios (default 0.5 1 2)."),
-    few_real: Optional[List[int]] = typer.Option(None, help="Few-real regimes (default 10 25 63)."),
+    few_real: Optional[List[int]] = typer.Option(None, help="Few-real regimes (default 10 25 63; 0 = none)."),
     few_real_synth: int = typer.Option(50),
     filter_n: int = typer.Option(50, help="Filtering ablation: synthetic set size."),
     filter_detector: Optional[List[str]] = typer.Option(None, help="Filtering ablation: exdd and/or supervised "
@@ -50,7 +50,7 @@ def experiment_cmd(
         if ratio:
             st.ratios = tuple(ratio)
         if few_real:
-            st.few_real = tuple(few_real)
+            st.few_real = tuple(k for k in few_real if k > 0)
         if filter_detector:
             st.filter_detectors = tuple(filter_detector)
         st.check()
