@@ -14,7 +14,8 @@ from defectforge._cliutil import user_errors as _user_errors
 def train_detector_cmd(
     data: Path = typer.Argument(..., help="Dataset (YOLO, COCO, manifest, MVTec, labelme); boxes from masks when needed."),
     out: Path = typer.Option(..., "--out", "-o", help="Run folder (checkpoints, model.pt, metrics.json, report.html)."),
-    arch: str = typer.Option("fasterrcnn-lite0", help="fasterrcnn-lite0 | retinanet-lite0 | fcos-lite0"),
+    arch: str = typer.Option("fasterrcnn-lite0", help="fasterrcnn-lite0 | retinanet-lite0 | fcos-lite0 | yolox-nano | "
+                             "yolox-tiny (needs yolox-datamint) | yolov8n | yolo11n (ultralytics, extra [yolo])"),
     synthetic: Optional[List[Path]] = typer.Option(None, help="Extra synthetic set(s) added to TRAIN (never to val/test)."),
     image_size: int = typer.Option(256, help="Shorter image side."),
     epochs: int = typer.Option(20),
@@ -27,19 +28,31 @@ def train_detector_cmd(
     overwrite: bool = typer.Option(False, help="Discard a checkpoint of a different run in --out."),
 ) -> None:
     """Train a detector on TRAIN (validation carved from it), resume if interrupted, and report
-    mAP@0.5 / mAP@0.5:0.95 on TEST."""
+    mAP@0.5 / mAP@0.5:0.95 on TEST. Ultralytics models (yolov8n, yolo11n) train offline
+    from scratch in ultralytics' own loop (its optimizer and learning rate; not resumable)."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from defectforge._atomic import atomic_write_text
     from defectforge.data import load_dataset
     from defectforge.supervised.train import TrainConfig, evaluate_boxes, gt_boxes, split_train_val, train_detector
+    from defectforge.supervised.ultralytics_adapter import is_ultralytics_arch
 
     con = Console(highlight=False)
     with _user_errors():
+        ultra = is_ultralytics_arch(arch)
         cfg = TrainConfig(arch=arch, image_size=image_size, epochs=epochs, batch_size=batch_size, lr=lr,
                           val_fraction=val_fraction, patience=patience, trainable_stages=trainable_stages, seed=seed)
-        cfg.check()
+        if ultra:
+            from defectforge.errors import ConfigError
+            from defectforge.supervised.ultralytics_adapter import require_ultralytics, resolve_model
+
+            resolve_model(arch)
+            require_ultralytics()
+            if not 0.0 <= val_fraction < 1.0:
+                raise ConfigError(f"val_fraction must be in [0, 1), got {val_fraction}")
+        else:
+            cfg.check()
         ds = load_dataset(data)
         real_train = list(ds.filter(split="train"))
         test = list(ds.filter(split="test"))
@@ -53,22 +66,31 @@ def train_detector_cmd(
             from defectforge.experiments.data import check_synthetic
 
             tr += check_synthetic(list(load_dataset(sp)), classes, sp)
-        with Progress(TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
-                      TimeRemainingColumn(), transient=True) as prog:
-            task = prog.add_task("train", total=None, epoch=1)
-            state = {"epoch": 1}
+        if ultra:
+            from defectforge.supervised.ultralytics_adapter import train_ultralytics
 
-            def on_batch(_stage: str, done: int, total: int) -> None:
-                prog.update(task, completed=done, total=total, epoch=state["epoch"])
+            con.print(f"{arch}: ultralytics, trained from scratch on the CPU (its own optimizer and learning "
+                      "rate: --lr and --trainable-stages do not apply)")
+            det = train_ultralytics(tr, out, arch, val=va, image_size=image_size, epochs=epochs,
+                                    batch_size=batch_size, patience=patience, seed=seed, overwrite=overwrite)
+        else:
+            with Progress(TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
+                          TimeRemainingColumn(), transient=True) as prog:
+                task = prog.add_task("train", total=None, epoch=1)
+                state = {"epoch": 1}
 
-            def on_epoch(ep: int, rec: dict) -> None:
-                state["epoch"] = ep + 1
-                con.print(f"epoch {ep}: loss {rec['loss']:.4f}"
-                          + (f", val mAP50 {rec['val_map50']:.4f}" if rec.get("val_map50") is not None else ""))
+                def on_batch(_stage: str, done: int, total: int) -> None:
+                    prog.update(task, completed=done, total=total, epoch=state["epoch"])
 
-            det = train_detector(tr, out, cfg, val=va, classes=classes, overwrite=overwrite, progress=on_batch,
-                                 on_epoch=on_epoch)
-        metrics: dict = {"arch": arch, "n_train": len(tr), "n_val": len(va), "classes": classes,
+                def on_epoch(ep: int, rec: dict) -> None:
+                    state["epoch"] = ep + 1
+                    con.print(f"epoch {ep}: loss {rec['loss']:.4f}"
+                              + (f", val mAP50 {rec['val_map50']:.4f}" if rec.get("val_map50") is not None else ""))
+
+                det = train_detector(tr, out, cfg, val=va, classes=classes, overwrite=overwrite, progress=on_batch,
+                                     on_epoch=on_epoch)
+        metrics: dict = {"arch": arch, "n_train": len(tr), "n_val": len(va),
+                         "classes": list(det.classes) if ultra else classes,
                          "history": det.info.get("history", [])}
         if test:
             m = evaluate_boxes(det, test)

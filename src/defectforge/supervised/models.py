@@ -15,6 +15,10 @@ the last k of the 7 stages.
 
 Images are normalised with mean = std = 0.5 (the lite weights' convention).
 Class ids: 0 is background; the dataset classes are 1..n.
+
+- ``yolox-nano`` / ``yolox-tiny``: YOLOX from the optional ``yolox-datamint`` package,
+  trained from scratch (no pretrained weights exist offline), wrapped by
+  :class:`defectforge.supervised.yolox.YoloxDetector` in the same calling convention.
 """
 
 from __future__ import annotations
@@ -24,7 +28,9 @@ from typing import Sequence
 
 from defectforge.errors import ConfigError
 
-ARCHS = ("fasterrcnn-lite0", "retinanet-lite0", "fcos-lite0")
+TORCHVISION_ARCHS = ("fasterrcnn-lite0", "retinanet-lite0", "fcos-lite0")
+YOLOX_ARCHS = ("yolox-nano", "yolox-tiny")
+ARCHS = TORCHVISION_ARCHS + YOLOX_ARCHS
 
 
 def _lite_fpn(extra: str, trainable_stages: int, random_init: bool):
@@ -80,8 +86,18 @@ def build_detector(arch: str, num_classes: int, image_size: int = 256, trainable
     """A torchvision detector for ``num_classes`` defect classes (background added here).
 
     ``image_size`` is the shorter side the detector's transform resizes to (``max_size``
-    caps the longer side, default 4x). Nothing is downloaded.
+    caps the longer side, default 4x). Nothing is downloaded. YOLOX archs are always
+    randomly initialised (``random_init`` does not apply) and have no backbone stages to
+    unfreeze (``trainable_stages`` must be 0).
     """
+    if arch in YOLOX_ARCHS:
+        if trainable_stages != 0:
+            raise ConfigError(f"{arch} trains all its layers from scratch: trainable_stages must be 0, "
+                              f"got {trainable_stages}")
+        from defectforge.supervised.yolox import build_yolox
+
+        return build_yolox(arch, num_classes, image_size=image_size, max_size=max_size,
+                           score_thresh=score_thresh, detections_per_img=detections_per_img)
     from torchvision.models.detection import FCOS, FasterRCNN, RetinaNet
     from torchvision.models.detection.anchor_utils import AnchorGenerator
     from torchvision.ops import MultiScaleRoIAlign

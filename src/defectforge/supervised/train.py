@@ -26,7 +26,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 
@@ -62,6 +62,12 @@ class TrainConfig:
         from defectforge.supervised.models import ARCHS
 
         if self.arch not in ARCHS:
+            from defectforge.supervised.ultralytics_adapter import is_ultralytics_arch
+
+            if is_ultralytics_arch(self.arch):
+                raise ConfigError(f"{self.arch} is trained by ultralytics' own loop, which only "
+                                  f"`defectforge train-detector --arch {self.arch}` runs (choose from "
+                                  f"{', '.join(ARCHS)} here)")
             raise ConfigError(f"unknown detector architecture {self.arch!r} (choose from {', '.join(ARCHS)})")
         if self.epochs < 1 or self.batch_size < 1:
             raise ConfigError("epochs and batch_size must be >= 1")
@@ -279,7 +285,16 @@ class BoxDetector:
             raise InputError(p, f"not a defectforge detector file ({exc.__class__.__name__})") from None
 
 
-def evaluate_boxes(detector: BoxDetector, samples: Sequence[Sample], batch_size: int = 4) -> dict[str, Any]:
+class BoxPredictor(Protocol):
+    """What :func:`evaluate_boxes` scores: class names and boxes per image (a
+    :class:`BoxDetector`, an ultralytics ``UltralyticsDetector``, ...)."""
+
+    classes: list[str]
+
+    def predict(self, samples: Sequence[Sample], batch_size: int = 4) -> list[list[Box]]: ...
+
+
+def evaluate_boxes(detector: BoxPredictor, samples: Sequence[Sample], batch_size: int = 4) -> dict[str, Any]:
     """COCO mAP@0.5 and mAP@0.5:0.95 of ``detector`` on ``samples`` (good images count as
     images without ground truth: their detections are false positives)."""
     from defectforge.metrics import mean_average_precision
