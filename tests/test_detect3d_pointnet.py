@@ -27,7 +27,7 @@ def test_training_steps_reduce_the_loss_on_a_synthetic_anomaly():
     import torch
 
     from defectforge.detect3d.fpfh import pca_normals_centroid
-    from defectforge.detect3d.pointnet import IN_DIM, _bce, _build_model, _init_params
+    from defectforge.detect3d.pointnet import _bce, _build_model, _init_params, input_dim
     from defectforge.synth3d.geometry import voxel_downsample
 
     det = PointTransformerAD(**TINY)
@@ -38,7 +38,7 @@ def test_training_steps_reduce_the_loss_on_a_synthetic_anomaly():
     assert 0 < mask.sum() < len(mask)
     f, x, nbr = det._tensors(pts, nrm)
     y = torch.from_numpy(mask.astype(np.float32))
-    model = _build_model(IN_DIM, 16, 2, 8)
+    model = _build_model(input_dim(det.features), 16, 2, 8)
     _init_params(model, torch.Generator().manual_seed(0))
     opt = torch.optim.Adam(model.parameters(), lr=5e-3)
     losses = []
@@ -94,3 +94,62 @@ def test_bad_configuration_and_input(trained):
         PointTransformerAD().predict([make_part("flange", 1000, 0).points])
     with pytest.raises(InputError, match="different units"):
         trained.predict([make_part("flange", 3000, 3).points / 1000.0])
+
+
+def _toy_validation(informative: str):
+    """Per-cloud (points, proto, head, mask): 6 good + 6 anomalous clouds on a plane, where
+    only the ``informative`` component is higher on the anomalous points and the other one
+    points at a decoy region of the good clouds."""
+    rng = np.random.default_rng(0)
+    pts, proto, head, masks = [], [], [], []
+    for c in range(12):
+        p = np.column_stack([rng.uniform(-1, 1, (300, 2)), np.zeros(300)])
+        m = (np.linalg.norm(p[:, :2] - 0.3, axis=1) < 0.3) if c >= 6 else np.zeros(300, bool)
+        signal = m * 1.0 + rng.normal(0, 0.1, 300)
+        # a misleading component: high on a decoy region of the good clouds
+        decoy = (np.linalg.norm(p[:, :2] + 0.3, axis=1) < 0.3) * (c < 6) + rng.uniform(0, 0.2, 300)
+        pr, hd = (signal, decoy) if informative == "proto" else (0.1 * decoy, np.clip(signal, 0, 1))
+        pts.append(p)
+        proto.append(pr)
+        head.append(hd)
+        masks.append(m)
+    return pts, proto, head, masks
+
+
+def test_head_weight_selection_follows_the_validation_data():
+    from defectforge.detect3d.pointnet import HEAD_WEIGHTS, select_head_weight
+
+    w, table = select_head_weight(*_toy_validation("proto"), smooth_k=4, top_k=10)
+    assert w == 0.0 and len(table) == len(HEAD_WEIGHTS)
+    assert table[0]["p_auroc"] > table[-1]["p_auroc"]  # a noisy head only hurts
+    w, table = select_head_weight(*_toy_validation("head"), smooth_k=4, top_k=10)
+    assert w >= 1.0 and table[-1]["p_auroc"] > table[0]["p_auroc"]
+
+
+def test_auto_fusion_multilayer_prototypes_and_shape_inputs(tmp_path):
+    from defectforge.detect3d.pointnet import HEAD_WEIGHTS
+
+    det = PointTransformerAD(steps=12, **{**TINY, "features": "fpfh,shape", "proto_layers": "all",
+                                          "fusion": "auto"}).fit(_parts())
+    assert det.bank.shape[1] == 16 * 3  # embedding + 2 blocks
+    assert det.head_weight_ in HEAD_WEIGHTS
+    table = det.fit_info["validation"]["head_weight_table"]
+    assert [r["head_weight"] for r in table] == list(HEAD_WEIGHTS)
+    assert det.fit_info["validation"]["n_anomalous"] > 0
+    c = make_part("flange", 3000, 9)
+    r = apply("dent", c.points, c.normals, np.random.default_rng(1), radius=0.09, depth=0.04)
+    w = det.head_weight_
+    pred = det.predict([r.points, c.points])
+    assert det.head_weight_ == w  # scoring clouds never changes the chosen weight
+    loaded = PointTransformerAD.load(det.save(tmp_path / "auto.pt"))
+    assert loaded.head_weight_ == w and loaded.features == "fpfh,shape"
+    np.testing.assert_array_equal(loaded.predict([r.points, c.points]).pred_score, pred.pred_score)
+    variants = det.score_variants([r.points], [0.0, w], [5, 10])
+    np.testing.assert_allclose(variants[(w, det.top_k)][0], pred.pred_score[:1])
+
+
+def test_bad_feature_options():
+    with pytest.raises(ConfigError, match="features"):
+        PointTransformerAD(features="normal,colour")
+    with pytest.raises(ConfigError, match="proto_layers"):
+        PointTransformerAD(proto_layers="first")

@@ -1,13 +1,21 @@
 """A small point transformer trained on synthetic 3D anomalies (Synthesis4AD-style, CPU-sized).
 
-Model (:class:`PointTransformer`, plain PyTorch): per-point input ``[normal,
-FPFH(k=24) / 100]`` (36 values; the local histogram makes small surface changes visible
-at the coarse network resolution; absolute coordinates are left out so the head cannot
-memorise where defects were synthesised, positions enter only as relative offsets) ->
-linear embedding -> ``n_layers`` pre-norm blocks of kNN vector attention (``k``
-neighbours; weights ``softmax(W (q_i - k_j + pe_ij))`` over the neighbours, values
-``v_j + pe_ij``, ``pe`` an MLP of the relative position ``p_i - p_j``) plus a point-wise
-MLP -> ``C``-d point features -> a per-point anomaly logit (supervised head).
+Model (:class:`PointTransformer`, plain PyTorch): per-point inputs chosen by ``features``,
+a comma-separated subset of
+
+- ``normal`` (3): the PCA normal (oriented away from the centroid; not rotation invariant),
+- ``fpfh`` (33): FPFH from 24 neighbours / 100 (the local histogram makes small surface
+  changes visible at the coarse network resolution),
+- ``shape`` (10): rotation-invariant neighbourhood-PCA descriptors at two scales (16 and
+  48 points): eigenvalue shares, spread and signed height above the local mean
+  (:mod:`defectforge.detect3d.shape`).
+
+Absolute coordinates are left out so the head cannot memorise where defects were
+synthesised; positions enter only as relative offsets. Inputs -> linear embedding ->
+``n_layers`` pre-norm blocks of kNN vector attention (``k`` neighbours; weights
+``softmax(W (q_i - k_j + pe_ij))`` over the neighbours, values ``v_j + pe_ij``, ``pe`` an
+MLP of the relative position ``p_i - p_j``) plus a point-wise MLP -> ``C``-d point
+features -> a per-point anomaly logit (supervised head).
 
 Training (:meth:`PointTransformerAD.fit`) uses good clouds only:
 
@@ -22,13 +30,27 @@ Training (:meth:`PointTransformerAD.fit`) uses good clouds only:
 - Loss: per-point binary cross-entropy with the positive weight ``n_neg / n_pos`` (<= 20).
 
 Inference: point features of the normal training clouds form the prototype bank
-(greedy coreset to ``bank_ratio``); a point's prototype score is the distance to its
-nearest prototype divided by a reference distance (99th percentile of held-out good
-points: each training cloud re-augmented and matched against the other clouds'
-prototypes). ``fusion``: ``"proto"`` (prototype score only), ``"head"`` (sigmoid of the
-logit) or ``"fused"`` (their sum, default). Point scores are smoothed over ``smooth_k``
-neighbours, interpolated (IDW, 3-NN) to every input point; the object score is the mean
-of the ``top_k`` largest network-point scores.
+(greedy coreset to ``bank_ratio``). ``proto_layers="last"`` uses the final features;
+``"all"`` concatenates the (parameter-free layer-normed) outputs of the embedding and of
+every block, so the prototypes keep low-level geometry that the supervised training may
+have discarded. A point's prototype score is the distance to its nearest prototype
+divided by a reference distance (99th percentile on held-out good points). Fusion:
+``"proto"`` (prototype score only), ``"head"`` (sigmoid of the logit), ``"fused"``
+(prototype + ``head_weight`` x head) or ``"auto"`` (``head_weight`` chosen in
+:data:`HEAD_WEIGHTS`, 0 included, by :func:`select_head_weight` on a synthetic validation
+set built from the training clouds only: re-augmented good copies and copies with a
+training-type anomaly, each scored against the prototypes of the other clouds). Point
+scores are smoothed over ``smooth_k`` neighbours, interpolated (IDW, 3-NN) to every
+input point; the object score is the mean of the ``top_k`` largest network-point scores.
+The reference distance and the thresholds come from the same leave-one-cloud-out
+validation clouds.
+
+Defaults (inputs ``normal,fpfh,shape``, ``proto_layers="all"``, 6,144 network points,
+600 steps, ``fusion="proto"``, ``top_k=10``) were chosen on the validation splits of
+``bench/bench_detect3d.py`` (training-type anomalies for the network, a held-out type for
+the head weight), never on its test defects; see ``docs/bench/detect3d.md``. About
+3 minutes of fit per category on one busy core; the supervised head still shapes the
+features even when its probability is not added to the score.
 
 Threads: fit/predict run with ``threads`` (default 1) torch intra-op threads and restore
 the previous setting afterwards. The tensors are small (a few thousand points), so extra
@@ -53,16 +75,32 @@ from defectforge.detect.base import Detector, Prediction
 from defectforge.detect3d.persist import PersistentDetector
 from defectforge.detect3d.common import SDN, as_cloud, idw_interpolate, knn_smooth, topk_mean
 from defectforge.detect3d.fpfh import pca_normals_centroid
+from defectforge.detect3d.shape import SHAPE_KS, local_shape_features
 from defectforge.errors import ConfigError, InputError
 
 FPFH_K = 24
-IN_DIM = 3 + 33
+IN_DIM = 3 + 33  # width of the default input ("normal,fpfh")
+FEATURE_WIDTHS = {"normal": 3, "fpfh": 33, "shape": 5 * len(SHAPE_KS)}
+HEAD_WEIGHTS = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0)
 TRAIN_OPS = ("bump", "dent", "scratch")
 TRAIN_RANGES: dict[str, dict[str, tuple[float, float]]] = {
     "bump": {"radius": (0.03, 0.06), "depth": (0.006, 0.015)},
     "dent": {"radius": (0.03, 0.06), "depth": (0.006, 0.015)},
     "scratch": {"length": (0.1, 0.2), "width": (0.015, 0.025), "depth": (0.003, 0.006)},
 }
+
+
+def parse_features(features: str) -> tuple[str, ...]:
+    """Validated input parts of a ``features`` spec such as ``"normal,fpfh,shape"``."""
+    parts = tuple(f.strip() for f in str(features).split(",") if f.strip())
+    bad = [f for f in parts if f not in FEATURE_WIDTHS]
+    if not parts or bad or len(set(parts)) != len(parts):
+        raise ConfigError(f"features must be a comma-separated subset of {', '.join(FEATURE_WIDTHS)}, got {features!r}")
+    return parts
+
+
+def input_dim(features: str) -> int:
+    return sum(FEATURE_WIDTHS[f] for f in parse_features(features))
 
 
 def _build_model(in_dim: int, channels: int, n_layers: int, k: int):
@@ -103,12 +141,20 @@ def _build_model(in_dim: int, channels: int, n_layers: int, k: int):
             self.norm = nn.LayerNorm(channels)
             self.head = nn.Sequential(nn.Linear(channels, channels), nn.ReLU(), nn.Linear(channels, 1))
 
-        def forward(self, feats, xyz, nbr):
+        def forward(self, feats, xyz, nbr, all_layers: bool = False):
+            """(features, logits); ``all_layers`` concatenates the parameter-free layer-normed
+            outputs of the embedding and of every block (multi-layer prototype features)."""
             x = self.embed(feats)
+            layers = [x]
             for b in self.blocks:
                 x = b(x, xyz, nbr)
+                layers.append(x)
             f = self.norm(x)
-            return f, self.head(f).squeeze(-1)
+            logit = self.head(f).squeeze(-1)
+            if all_layers:
+                c = x.shape[-1]
+                f = torch.cat([nn.functional.layer_norm(h, (c,)) for h in layers], dim=-1) / math.sqrt(len(layers))
+            return f, logit
 
     return PointTransformer()
 
@@ -139,6 +185,40 @@ def _bce(logit, y):
     return torch.nn.functional.binary_cross_entropy_with_logits(logit, y, pos_weight=pw)
 
 
+VAL_GOOD, VAL_ANOMALOUS = 2, 3
+
+
+def _sigmoid(logit: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.clip(logit, -50, 50)))
+
+
+def select_head_weight(points: list[np.ndarray], proto: list[np.ndarray], head: list[np.ndarray],
+                       masks: list[np.ndarray], smooth_k: int, top_k: int,
+                       weights: Iterable[float] = HEAD_WEIGHTS) -> tuple[float, list[dict[str, float]]]:
+    """The head weight ``w`` (score = prototype + w x head) with the best mean of object and
+    pooled point AUROC on the given validation clouds (ties: the smaller weight).
+
+    Inputs are per-cloud arrays over network points; clouds with an empty mask are the good
+    ones. Returns ``(w, table)`` with one row per weight. Pure function of its inputs, so
+    it can only see the validation data it is given.
+    """
+    from sklearn.metrics import roc_auc_score
+
+    labels = np.array([bool(np.any(m)) for m in masks])
+    pl = np.concatenate(masks).astype(bool)
+    trees = [cKDTree(p) for p in points]
+    table, best = [], (-np.inf, 0.0)
+    for w in weights:
+        sm = [knn_smooth(p, pr + w * h, smooth_k, t) for p, pr, h, t in zip(points, proto, head, trees)]
+        o = roc_auc_score(labels, [topk_mean(v, top_k) for v in sm]) if 0 < labels.sum() < len(labels) else float("nan")
+        pa = roc_auc_score(pl, np.concatenate(sm)) if 0 < pl.sum() < len(pl) else float("nan")
+        crit = float(np.nanmean([o, pa])) if np.isfinite([o, pa]).any() else -np.inf
+        table.append({"head_weight": float(w), "o_auroc": float(o), "p_auroc": float(pa)})
+        if crit > best[0] + 1e-9:
+            best = (crit, float(w))
+    return best[1], table
+
+
 def _rotation(rng: np.random.Generator, max_deg: float) -> np.ndarray:
     axis = rng.normal(size=3)
     axis /= max(np.linalg.norm(axis), 1e-12)
@@ -152,12 +232,13 @@ class PointTransformerAD(PersistentDetector, Detector):
 
     name = "pointnet"
 
-    def __init__(self, channels: int = 32, n_layers: int = 3, k: int = 16, net_points: int = 2048,
-                 steps: int = 300, lr: float = 2e-3, anomaly_prob: float = 0.8,
+    def __init__(self, channels: int = 32, n_layers: int = 3, k: int = 16, net_points: int = 6144,
+                 steps: int = 600, lr: float = 2e-3, anomaly_prob: float = 0.8,
                  train_ops: tuple[str, ...] = TRAIN_OPS, train_ranges: dict | None = None,
                  rotate_deg: float = 15.0, jitter: float = 0.002, dropout: float = 0.1,
-                 bank_ratio: float = 0.25, fusion: str = "fused", smooth_k: int = 8, top_k: int = 20,
+                 bank_ratio: float = 0.25, fusion: str = "proto", smooth_k: int = 8, top_k: int = 10,
                  scale: str = "category", voxel: float = 0.02, max_scale_ratio: float = 4.0,
+                 features: str = "normal,fpfh,shape", proto_layers: str = "all", head_weight: float = 1.0,
                  seed: int = 0, threads: int | None = 1, progress: bool = False):
         from defectforge.synth3d.operators import OPERATORS
 
@@ -171,11 +252,17 @@ class PointTransformerAD(PersistentDetector, Detector):
         self.smooth_k, self.top_k, self.seed = int(smooth_k), int(top_k), int(seed)
         self.threads = None if threads is None else int(threads)
         self.progress = progress
+        self.features = ",".join(parse_features(features))
+        self.proto_layers, self.head_weight = proto_layers, float(head_weight)
+        if proto_layers not in ("last", "all"):
+            raise ConfigError(f"proto_layers must be 'last' or 'all', got {proto_layers!r}")
+        if not self.head_weight >= 0:
+            raise ConfigError(f"head_weight must be >= 0, got {head_weight}")
         for o in self.train_ops:
             if o not in OPERATORS:
                 raise ConfigError(f"unknown synthesis operator {o!r}; choose from {', '.join(OPERATORS)}")
-        if fusion not in ("proto", "head", "fused"):
-            raise ConfigError(f"fusion must be 'proto', 'head' or 'fused', got {fusion!r}")
+        if fusion not in ("proto", "head", "fused", "auto"):
+            raise ConfigError(f"fusion must be 'proto', 'head', 'fused' or 'auto', got {fusion!r}")
         if self.channels < 4 or self.n_layers < 1 or self.k < 2 or self.net_points < 64 or self.steps < 0:
             raise ConfigError("channels >= 4, n_layers >= 1, k >= 2, net_points >= 64 and steps >= 0 are required")
         if not 0 < self.bank_ratio <= 1:
@@ -185,6 +272,8 @@ class PointTransformerAD(PersistentDetector, Detector):
         self.model = None
         self.bank: np.ndarray | None = None
         self.ref_distance = 1.0
+        self.head_weight_ = self.head_weight  # the weight in use ("auto": chosen at fit)
+        self.validation: dict[str, Any] = {}
         self.threshold = float("inf")
         self.point_threshold = float("inf")
         self.fit_info: dict[str, Any] = {}
@@ -198,6 +287,7 @@ class PointTransformerAD(PersistentDetector, Detector):
                 "rotate_deg": self.rotate_deg, "jitter": self.jitter, "dropout": self.dropout,
                 "bank_ratio": self.bank_ratio, "fusion": self.fusion, "smooth_k": self.smooth_k, "top_k": self.top_k,
                 "scale": self.sdn.scale, "voxel": self.sdn.voxel, "max_scale_ratio": self.sdn.max_scale_ratio,
+                "features": self.features, "proto_layers": self.proto_layers, "head_weight": self.head_weight,
                 "seed": self.seed, "threads": self.threads}
 
     @contextlib.contextmanager
@@ -237,9 +327,16 @@ class PointTransformerAD(PersistentDetector, Detector):
         tree = cKDTree(pts)
         kf = int(min(FPFH_K, len(pts) - 1))
         dist, nbr = tree.query(pts, k=max(self.k, kf + 1), workers=-1)
-        local = fpfh_from_neighbours(pts, nrm, nbr[:, 1:kf + 1], dist[:, 1:kf + 1]) / 100.0
+        parts = []
+        for name in self.features.split(","):
+            if name == "normal":
+                parts.append(nrm)
+            elif name == "fpfh":
+                parts.append(fpfh_from_neighbours(pts, nrm, nbr[:, 1:kf + 1], dist[:, 1:kf + 1]) / 100.0)
+            else:  # "shape": spread relative to the network voxel, so O(1) values
+                parts.append(local_shape_features(pts, nrm, SHAPE_KS, unit=4 * (self.net_voxel or 0.02), tree=tree))
         nbr = nbr[:, :int(min(self.k, len(pts)))]
-        feats = np.concatenate([nrm, local], axis=1)
+        feats = np.concatenate(parts, axis=1)
         return (torch.from_numpy(feats.astype(np.float32)), torch.from_numpy(pts.astype(np.float32)),
                 torch.from_numpy(nbr.astype(np.int64)))
 
@@ -307,7 +404,7 @@ class PointTransformerAD(PersistentDetector, Detector):
                 raise InputError(src, f"only {len(net)} points remain on the network voxel grid")
             train.append((net, pca_normals_centroid(net, 10)))
         gen = torch.Generator().manual_seed(self.seed)
-        model = _build_model(IN_DIM, self.channels, self.n_layers, self.k)
+        model = _build_model(input_dim(self.features), self.channels, self.n_layers, self.k)
         _init_params(model, gen)
         opt = torch.optim.Adam(model.parameters(), lr=self.lr)
         rng = np.random.default_rng(self.seed)
@@ -355,22 +452,35 @@ class PointTransformerAD(PersistentDetector, Detector):
         n = coreset_size(len(allf), self.bank_ratio, minimum=1)
         self.bank = np.ascontiguousarray(allf[greedy_kcenter(allf, n, seed=self.seed)])
         self._nn = NearestNeighbors(self.bank, "faiss")
-        # reference distance and thresholds from held-out (re-augmented, leave-one-out) good clouds
-        obj, dists, heads, aug = [], [], [], []
+        # synthetic validation from the training clouds, each scored against the prototypes
+        # of the others (leave-one-cloud-out): VAL_GOOD re-augmented good copies and
+        # VAL_ANOMALOUS copies with a training-type synthetic anomaly per cloud (own random
+        # stream). It gives the reference distance, the thresholds and, with
+        # fusion="auto", the head weight; no test data is involved.
         if len(train) > 1:
+            vrng = np.random.default_rng([self.seed, 2])
             owner = np.concatenate([np.full(len(f), i) for i, f in enumerate(feats)])
+            val = []
             for i, (p, nr) in enumerate(train):
-                ap, an, _ = self._augment(p, nr, np.zeros(len(p), bool), rng)
-                fi, lg = self._features(ap, an)
-                d, _ = NearestNeighbors(allf[owner != i], "faiss").search(fi, 1)
-                dists.append(d[:, 0])
-                heads.append(lg)
-                aug.append(ap)
-            self.ref_distance = float(max(np.quantile(np.concatenate(dists), 0.99), 1e-6))
-            pscores = [self._combine(d, h) for d, h in zip(dists, heads)]
-            sm = [knn_smooth(p, s, self.smooth_k) for p, s in zip(aug, pscores)]
-            obj = [topk_mean(s, self.top_k) for s in sm]
-            self.threshold = float(max(obj))
+                nn_i = NearestNeighbors(allf[owner != i], "faiss")
+                for j in range(VAL_GOOD + VAL_ANOMALOUS):
+                    q, qn, m = p, nr, np.zeros(len(p), dtype=bool)
+                    if j >= VAL_GOOD:
+                        q, qn, m = self._synth(p, nr, vrng)
+                    ap, an, m = self._augment(q, qn, m, vrng)
+                    fi, lg = self._features(ap, an)
+                    val.append((ap, nn_i.search(fi, 1)[0][:, 0], lg, m))
+            good = [v for v in val if not v[3].any()]
+            self.ref_distance = float(max(np.quantile(np.concatenate([v[1] for v in good]), 0.99), 1e-6))
+            comps = [(pt, d / self.ref_distance, _sigmoid(lg), m) for pt, d, lg, m in val]
+            if self.fusion == "auto":
+                self.head_weight_, table = select_head_weight(
+                    [c[0] for c in comps], [c[1] for c in comps], [c[2] for c in comps], [c[3] for c in comps],
+                    self.smooth_k, self.top_k)
+                self.validation = {"head_weight_table": table, "n_clouds": len(comps),
+                                   "n_anomalous": int(sum(c[3].any() for c in comps))}
+            sm = [self._point_scores(pt, pr, hd)[0] for pt, pr, hd, m in comps if not m.any()]
+            self.threshold = float(max(topk_mean(v, self.top_k) for v in sm))
             self.point_threshold = float(np.quantile(np.concatenate(sm), 0.999))
         else:
             warnings.warn("one training cloud: no held-out scores, thresholds set to +inf", stacklevel=2)
@@ -379,25 +489,32 @@ class PointTransformerAD(PersistentDetector, Detector):
                          "loss_first": float(np.mean(losses[:10])) if losses else float("nan"),
                          "loss_last": float(np.mean(losses[-10:])) if losses else float("nan"),
                          "losses": [float(v) for v in losses], "heldout_loss_before": loss_before,
-                         "heldout_loss_after": loss_after, "category_scale": self.sdn.category_scale}
+                         "heldout_loss_after": loss_after, "category_scale": self.sdn.category_scale,
+                         "head_weight": self.effective_head_weight(), "validation": self.validation}
         return self
 
     def _features(self, pts: np.ndarray, nrm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(prototype features, head logits) of the network points."""
         import torch
 
         f, x, nbr = self._tensors(pts, nrm)
         with torch.no_grad():
-            feat, logit = self.model(f, x, nbr)
+            feat, logit = self.model(f, x, nbr, all_layers=self.proto_layers == "all")
         return feat.numpy().astype(np.float32), logit.numpy().astype(np.float64)
 
-    def _combine(self, dist: np.ndarray, logit: np.ndarray) -> np.ndarray:
-        proto = dist / self.ref_distance
-        head = 1.0 / (1.0 + np.exp(-np.clip(logit, -50, 50)))
-        if self.fusion == "proto":
-            return proto
-        if self.fusion == "head":
-            return head
-        return proto + head
+    def effective_head_weight(self) -> float:
+        """Weight of the head probability added to the prototype score (0 for "proto")."""
+        return 0.0 if self.fusion == "proto" else self.head_weight_
+
+    def _point_scores(self, net: np.ndarray, proto: np.ndarray, head: np.ndarray, weight: float | None = None,
+                      top_k: int | None = None, tree: cKDTree | None = None) -> tuple[np.ndarray, float]:
+        """Smoothed network-point scores and the object score (top-k mean)."""
+        if self.fusion == "head" and weight is None:
+            s = head
+        else:
+            s = proto + (self.effective_head_weight() if weight is None else weight) * head
+        s = knn_smooth(net, s, self.smooth_k, tree)
+        return s, topk_mean(s, self.top_k if top_k is None else top_k)
 
     # ------------------------------------------------------------------ predict
     def _check_fitted(self) -> None:
@@ -417,19 +534,41 @@ class PointTransformerAD(PersistentDetector, Detector):
         scores, maps = [], []
         with progress_task("pointnet scoring", len(items), bool(self.progress)) as t:
             for i, c in enumerate(items):
-                p, src = as_cloud(c, i)
-                npts, net = self._coarse(p, src)
-                nrm = pca_normals_centroid(net, 10)
-                feat, logit = self._features(net, nrm)
-                d, _ = self._nn.search(feat, 1)
-                s = self._combine(d[:, 0], logit)
+                npts, net, proto, head = self._components(c, i)
                 tree = cKDTree(net)
-                s = knn_smooth(net, s, self.smooth_k, tree)
-                scores.append(topk_mean(s, self.top_k))
+                s, obj = self._point_scores(net, proto, head, tree=tree)
+                scores.append(obj)
                 maps.append(idw_interpolate(net, s, npts, k=3, tree=tree).astype(np.float32))
                 t.advance()
         s = np.asarray(scores, dtype=np.float64)
         return Prediction(s, maps, s >= self.threshold, [m >= self.point_threshold for m in maps])
+
+    def _components(self, cloud: Any, i: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(normalised input points, network points, prototype score, head probability)."""
+        p, src = as_cloud(cloud, i)
+        npts, net = self._coarse(p, src)
+        feat, logit = self._features(net, pca_normals_centroid(net, 10))
+        d, _ = self._nn.search(feat, 1)
+        return npts, net, d[:, 0] / self.ref_distance, _sigmoid(logit)
+
+    def score_variants(self, clouds: Iterable[Any], head_weights: Iterable[float],
+                       top_ks: Iterable[int]) -> dict[tuple[float, int], tuple[np.ndarray, list[np.ndarray]]]:
+        """(object scores, point maps) for every (head weight, top_k) pair from one network
+        pass per cloud: for choosing these settings on validation clouds (never on test)."""
+        self._check_fitted()
+        hw, tk = sorted({float(w) for w in head_weights}), sorted({int(k) for k in top_ks})
+        out = {(w, k): ([], []) for w in hw for k in tk}
+        with self._torch_threads():
+            for i, c in enumerate(clouds):
+                npts, net, proto, head = self._components(c, i)
+                tree = cKDTree(net)
+                for w in hw:
+                    s, _ = self._point_scores(net, proto, head, weight=w, tree=tree)
+                    m = idw_interpolate(net, s, npts, k=3, tree=tree).astype(np.float32)
+                    for k in tk:
+                        out[(w, k)][0].append(topk_mean(s, k))
+                        out[(w, k)][1].append(m)
+        return {key: (np.asarray(v[0]), v[1]) for key, v in out.items()}
 
     # ------------------------------------------------------------------ persistence
     def to_payload(self) -> dict[str, Any]:
@@ -440,6 +579,7 @@ class PointTransformerAD(PersistentDetector, Detector):
         return {"config": self.get_params(), "category_scale": self.sdn.category_scale, "net_voxel": self.net_voxel,
                 "state_dict": {k: v.detach().clone() for k, v in self.model.state_dict().items()},
                 "bank": torch.from_numpy(self.bank), "ref_distance": self.ref_distance,
+                "head_weight_": self.head_weight_,
                 "threshold": self.threshold, "point_threshold": self.point_threshold, "fit_info": info}
 
     @classmethod
@@ -452,14 +592,16 @@ class PointTransformerAD(PersistentDetector, Detector):
         m = cls(progress=progress, **cfg)
         m.sdn.category_scale = float(payload["category_scale"])
         m.net_voxel = float(payload["net_voxel"])
-        model = _build_model(IN_DIM, m.channels, m.n_layers, m.k)
+        model = _build_model(input_dim(m.features), m.channels, m.n_layers, m.k)
         model.load_state_dict(payload["state_dict"])
         model.eval()
         m.model = model
         m.bank = payload["bank"].numpy().astype(np.float32)
-        if m.bank.ndim != 2 or m.bank.shape[1] != m.channels:
+        width = m.channels * (m.n_layers + 1 if m.proto_layers == "all" else 1)
+        if m.bank.ndim != 2 or m.bank.shape[1] != width:
             raise ValueError("bank width does not match the network channels")
         m.ref_distance = float(payload["ref_distance"])
+        m.head_weight_ = float(payload.get("head_weight_", m.head_weight))
         m.threshold = float(payload["threshold"])
         m.point_threshold = float(payload["point_threshold"])
         m.fit_info = dict(payload.get("fit_info", {}))

@@ -10,6 +10,14 @@ Sizes are in millimetres and drawn from seeded ranges, so ``make_part("flange", 
 rng)`` gives a different but plausible flange for each generator. Each point carries a
 region tag (``top``, ``bottom``, ``side``, ``hole``) in ``cloud.meta["tags"]`` that the
 instruction layer uses for named locations.
+
+Products: ``make_part(name, n, rng, design=7)`` draws the *nominal* design of one product
+from the seed ``design`` (all dimensions and every discrete choice: tooth count, number
+of bolt holes, pockets) and lets ``rng`` vary only the continuous dimensions by a small
+relative amount (``variation``, default +-2 %, uniform) plus the point sampling. Parts of
+one design are therefore "the same product" with manufacturing-like tolerance, as in
+Real3D-AD, while ``design=None`` (default) keeps the original behaviour of drawing every
+dimension from ``rng``.
 """
 
 from __future__ import annotations
@@ -275,6 +283,25 @@ def _pipe_elbow_patches(rng):
     return patches, {"bend_radius": R, "outer_radius": ro, "inner_radius": ri}
 
 
+class _ProductDraws:
+    """Stand-in for a Generator inside the part builders: the nominal value of every draw
+    comes from the design generator; continuous draws are then scaled by
+    ``1 + U(-variation, variation)`` from the part generator, discrete ones are kept."""
+
+    def __init__(self, design: np.random.Generator, part: np.random.Generator, variation: float):
+        self.design, self.part, self.variation = design, part, float(variation)
+
+    def uniform(self, low=0.0, high=1.0, size=None):
+        nominal = self.design.uniform(low, high, size)
+        return nominal * (1.0 + self.part.uniform(-self.variation, self.variation, size))
+
+    def integers(self, *args, **kwargs):
+        return self.design.integers(*args, **kwargs)
+
+    def choice(self, *args, **kwargs):
+        return self.design.choice(*args, **kwargs)
+
+
 PART_BUILDERS = {
     "flange": _flange,
     "bracket": _bracket,
@@ -287,22 +314,30 @@ PART_BUILDERS = {
 PART_NAMES = tuple(PART_BUILDERS)
 
 
-def make_part(name: str, n_points: int = 20000, rng: np.random.Generator | int | None = 0) -> PointCloud:
+def make_part(name: str, n_points: int = 20000, rng: np.random.Generator | int | None = 0, *,
+              design: int | None = None, variation: float = 0.02) -> PointCloud:
     """Sample the parametric part ``name`` with ``n_points`` points and exact outward normals.
 
-    ``meta`` holds ``part``, the drawn dimensions (``params``, mm) and per-point region
-    ``tags`` (indices into :data:`TAG_NAMES`).
+    ``design``: ``None`` draws every dimension from ``rng`` (each call a different part);
+    an integer seed fixes the nominal design (dimensions and discrete counts) of one
+    product, and ``rng`` then varies the continuous dimensions by up to ``variation``
+    (relative, uniform) and samples the points (see the module docstring).
+    ``meta`` holds ``part``, the drawn dimensions (``params``, mm), ``design`` and per-point
+    region ``tags`` (indices into :data:`TAG_NAMES`).
     """
     if name not in PART_BUILDERS:
         raise ConfigError(f"unknown part {name!r}; choose one of {', '.join(PART_NAMES)}")
     if n_points < 100:
         raise ConfigError(f"part {name!r}: n_points must be at least 100, got {n_points}")
+    if not 0.0 <= variation < 0.5:
+        raise ConfigError(f"part {name!r}: variation must be in [0, 0.5), got {variation}")
     rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+    draws = rng if design is None else _ProductDraws(np.random.default_rng(int(design)), rng, variation)
     if name == "pipe_elbow":
-        patches, params = _pipe_elbow_patches(rng)
+        patches, params = _pipe_elbow_patches(draws)
         rot = None
     else:
-        levels, params = PART_BUILDERS[name](rng)
+        levels, params = PART_BUILDERS[name](draws)
         rot = params.pop("_rotation", None)
         patches = stacked_extrusion(levels, rng)
     pts, nrm, hole = _sample_patches(patches, n_points, rng)
@@ -310,4 +345,7 @@ def make_part(name: str, n_points: int = 20000, rng: np.random.Generator | int |
         pts, nrm = pts @ rot.T, nrm @ rot.T
     tags = np.where(hole, 3, np.where(nrm[:, 2] > 0.8, 0, np.where(nrm[:, 2] < -0.8, 1, 2))).astype(np.int8)
     params = {k: (float(v) if isinstance(v, (float, np.floating)) else v) for k, v in params.items()}
-    return PointCloud(pts, nrm, None, {"part": name, "params": params, "tags": tags, "tag_names": TAG_NAMES})
+    meta = {"part": name, "params": params, "tags": tags, "tag_names": TAG_NAMES}
+    if design is not None:
+        meta["design"] = int(design)
+    return PointCloud(pts, nrm, None, meta)
