@@ -71,6 +71,13 @@ def test_synsur_regimes_tiny(small, tmp_path):
     assert not (tmp_path / "s" / "runs").exists() or not any((tmp_path / "s" / "runs").iterdir())
 
 
+def test_only_runs_the_named_conditions(small, tmp_path):
+    res = run_experiment("exdd-augmentation", small, tmp_path / "o", _st(seeds=(0,), only=("exdd +3 synthetic",)))
+    assert [r["condition"] for r in res["runs"]] == ["exdd +3 synthetic"]
+    with pytest.raises(ConfigError, match="unknown condition.*available: exdd \\+0 synthetic"):
+        run_experiment("exdd-augmentation", small, tmp_path / "p", _st(seeds=(0,), only=("nope",)))
+
+
 def test_filtering_ablation_tiny(small, tmp_path):
     res = run_experiment("filtering-ablation", small, tmp_path / "f",
                          _st(seeds=(0,), filter_detectors=("exdd",), filter_n=2, filter_pool_factor=2.0))
@@ -129,11 +136,11 @@ def test_experiment_cli_passes_settings(tmp_path, monkeypatch):
     app.command("noop")(lambda: None)
     r = CliRunner().invoke(app, ["experiment", "synsur-regimes", "--data", str(tmp_path), "-o", str(tmp_path / "o"),
                                  "--arch", "retinanet-lite0", "--ratio", "1", "--few-real", "0", "--seed", "4",
-                                 "--seed", "5", "--epochs", "3"])
+                                 "--seed", "5", "--epochs", "3", "--only", "real only"])
     assert r.exit_code == 0, r.output
     st = seen["st"]
     assert seen["name"] == "synsur-regimes" and st.arch == "retinanet-lite0" and st.ratios == (1.0,)
-    assert st.few_real == () and st.seeds == (4, 5) and st.epochs == 3
+    assert st.few_real == () and st.seeds == (4, 5) and st.epochs == 3 and st.only == ("real only",)
     r = CliRunner().invoke(app, ["experiment", "synsur-regimes", "--data", str(tmp_path), "-o", str(tmp_path / "p"),
                                  "--few-real", "10", "--few-real", "25"])
     assert r.exit_code == 0 and seen["st"].few_real == (10, 25)

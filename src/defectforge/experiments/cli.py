@@ -31,6 +31,8 @@ def experiment_cmd(
                                                         "(default both)."),
     generator: str = typer.Option("pitting", help="synth2d generator for the synthetic sets."),
     max_test: Optional[int] = typer.Option(None, help="Deterministic TEST subsample for speed (default: all)."),
+    only: Optional[List[str]] = typer.Option(None, "--only", help="Run only this condition (repeatable), e.g. "
+                                             "--only 'real only'."),
     overwrite: bool = typer.Option(False, help="Discard runs of other settings in --out."),
 ) -> None:
     """Run an experiment over seeds (resumable) and write results.csv/.md and report.html."""
@@ -53,6 +55,8 @@ def experiment_cmd(
             st.few_real = tuple(k for k in few_real if k > 0)
         if filter_detector:
             st.filter_detectors = tuple(filter_detector)
+        if only:
+            st.only = tuple(only)
         st.check()
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()) as prog:
             task = prog.add_task(name, total=None)

@@ -66,6 +66,7 @@ class ExperimentSettings:
     filter_detectors: tuple[str, ...] = ("exdd", "supervised")
     # evaluation
     max_test: int | None = None  # deterministic subsample of TEST for speed (None = all)
+    only: tuple[str, ...] = ()  # run only these conditions (by name; empty = all)
 
     def check(self) -> None:
         if not self.seeds:
@@ -359,6 +360,12 @@ def run_experiment(name: str, data: str | Path | Dataset, out: str | Path, setti
                 done[f"{r['condition']}|{r['seed']}"] = r
     ctx = _Ctx(ds, st, out)
     conds = _conditions(name, ctx)
+    if st.only:
+        names = [c for c, _ in conds]
+        unknown = [c for c in st.only if c not in names]
+        if unknown:
+            raise ConfigError(f"unknown condition(s) {unknown} for {name} (available: {', '.join(names)})")
+        conds = [(c, fn) for c, fn in conds if c in st.only]
     total = len(conds) * len(st.seeds)
     k = 0
     runs: list[dict[str, Any]] = []
