@@ -79,7 +79,6 @@ from defectforge.detect3d.shape import SHAPE_KS, local_shape_features
 from defectforge.errors import ConfigError, InputError
 
 FPFH_K = 24
-IN_DIM = 3 + 33  # width of the default input ("normal,fpfh")
 FEATURE_WIDTHS = {"normal": 3, "fpfh": 33, "shape": 5 * len(SHAPE_KS)}
 HEAD_WEIGHTS = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0)
 TRAIN_OPS = ("bump", "dent", "scratch")

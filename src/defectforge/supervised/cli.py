@@ -44,13 +44,11 @@ def train_detector_cmd(
         cfg = TrainConfig(arch=arch, image_size=image_size, epochs=epochs, batch_size=batch_size, lr=lr,
                           val_fraction=val_fraction, patience=patience, trainable_stages=trainable_stages, seed=seed)
         if ultra:
-            from defectforge.errors import ConfigError
             from defectforge.supervised.ultralytics_adapter import require_ultralytics, resolve_model
 
             resolve_model(arch)
             require_ultralytics()
-            if not 0.0 <= val_fraction < 1.0:
-                raise ConfigError(f"val_fraction must be in [0, 1), got {val_fraction}")
+            cfg.check_values()
         else:
             cfg.check()
         ds = load_dataset(data)

@@ -69,6 +69,10 @@ class TrainConfig:
                                   f"`defectforge train-detector --arch {self.arch}` runs (choose from "
                                   f"{', '.join(ARCHS)} here)")
             raise ConfigError(f"unknown detector architecture {self.arch!r} (choose from {', '.join(ARCHS)})")
+        self.check_values()
+
+    def check_values(self) -> None:
+        """The checks that do not depend on the architecture (also used for ultralytics runs)."""
         if self.epochs < 1 or self.batch_size < 1:
             raise ConfigError("epochs and batch_size must be >= 1")
         if not 0.0 <= self.val_fraction < 1.0:
