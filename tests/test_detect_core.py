@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from defectforge.detect.base import Prediction, available_detectors, get_detector
-from defectforge.detect.coreset import coreset_size, greedy_kcenter, greedy_kcenter_bruteforce
-from defectforge.detect.features import embed, input_size_for, mask_to_grid, random_projection
-from defectforge.detect.knn import NearestNeighbors
+from defectforge.bank.coreset import coreset_size, greedy_kcenter, greedy_kcenter_bruteforce
+from defectforge.bank.features import embed, input_size_for, mask_to_grid, random_projection
+from defectforge.bank.knn import NearestNeighbors
 from defectforge.detect.scoring import exdd_ratio, gaussian_blur, patchcore_weight
 from defectforge.errors import ConfigError
 

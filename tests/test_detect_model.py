@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from defectforge.data.sample import Sample
-from defectforge.detect.backbone import RandomInitWarning
+from defectforge.bank.backbone import RandomInitWarning
 from defectforge.detect.exdd import FORMAT_VERSION, EmptyDefectMaskWarning, ExDD, PatchCore
 from defectforge.errors import ConfigError, InputError
 from defectforge.metrics import auroc, pixel_auroc, select_threshold
@@ -98,7 +98,7 @@ def test_defect_bank_holds_only_masked_rows(data, fitted):
     row of a defect image than to any normal-bank row."""
     _, defects, _ = data
     exdd, _ = fitted
-    from defectforge.detect.features import mask_to_grid
+    from defectforge.bank.features import mask_to_grid
 
     inside, outside = [], []
     for s in defects:

@@ -1,7 +1,7 @@
 """ExDD (explicit dual memory bank) with PatchCore as its one-bank case.
 
 A frozen backbone turns each image into a grid of locally aware patch rows
-(:mod:`~defectforge.detect.features`). The **normal bank** M- is a greedy k-center
+(:mod:`~defectforge.bank.features`). The **normal bank** M- is a greedy k-center
 coreset (~1 %) of the rows of defect-free training images; the **defect bank** M+ a
 coreset (~10 %) of the rows that lie *inside defect masks* of real and/or synthetic
 defect images. A test patch is anomalous when it is far from M- and close to M+:
@@ -151,7 +151,7 @@ class ExDD(Detector):
     @property
     def extractor(self):
         if self._extractor is None:
-            from defectforge.detect.backbone import build_extractor
+            from defectforge.bank.backbone import build_extractor
 
             c = self.config
             self._extractor, _ = build_extractor(c.backbone, c.layers, c.weights, c.random_init, seed=c.seed)
@@ -164,7 +164,7 @@ class ExDD(Detector):
         """Patch rows ``(B*h*w, C)`` of a batch of RGB uint8 images at the input size."""
         import torch
 
-        from defectforge.detect.features import embed, to_rows, to_tensor
+        from defectforge.bank.features import embed, to_rows, to_tensor
 
         ex = self.extractor
         x = to_tensor(images, self.input_size, ex.mean, ex.std).contiguous(memory_format=torch.channels_last)
@@ -176,7 +176,7 @@ class ExDD(Detector):
     def _setup_size(self, first_rgb: np.ndarray) -> None:
         import torch
 
-        from defectforge.detect.features import embed, input_size_for
+        from defectforge.bank.features import embed, input_size_for
 
         s = self.config.image_size
         self.input_size = tuple(int(v) for v in s) if isinstance(s, (tuple, list)) else input_size_for(first_rgb.shape[:2], int(s))
@@ -190,10 +190,10 @@ class ExDD(Detector):
         """Build the banks from defect-free ``normal`` images and (ExDD) the masked
         regions of ``defects`` (``Sample`` s with masks, or ``(image, mask)`` pairs), then
         choose thresholds on a validation split carved from ``normal``."""
-        from defectforge.detect._progress import progress_task
-        from defectforge.detect.coreset import coreset_size, greedy_kcenter
-        from defectforge.detect.features import random_projection, to_rgb
-        from defectforge.detect.knn import NearestNeighbors
+        from defectforge.bank.progress import progress_task
+        from defectforge.bank.coreset import coreset_size, greedy_kcenter
+        from defectforge.bank.features import random_projection, to_rgb
+        from defectforge.bank.knn import NearestNeighbors
 
         c = self.config
         normal = list(normal)
@@ -294,7 +294,7 @@ class ExDD(Detector):
     def _defect_rows(self, item: Any, k: int) -> np.ndarray | None:
         """Rows of one defect image whose grid cell is at least ``mask_fraction`` defect."""
         from defectforge.data.sample import Sample
-        from defectforge.detect.features import mask_to_grid, to_rgb
+        from defectforge.bank.features import mask_to_grid, to_rgb
 
         if isinstance(item, Sample):
             rgb, mask, name = to_rgb(item), item.mask, item.name
@@ -355,8 +355,8 @@ class ExDD(Detector):
 
     def _score(self, items: list[Any], keep_input_maps: bool = True, return_shapes: bool = False):
         """Image scores and maps at the model input size for ``items``."""
-        from defectforge.detect._progress import progress_task
-        from defectforge.detect.features import to_rgb
+        from defectforge.bank.progress import progress_task
+        from defectforge.bank.features import to_rgb
         from defectforge.detect.scoring import patch_maps_to_input
 
         c = self.config
@@ -477,7 +477,7 @@ class ExDD(Detector):
             model.fit_info = dict(obj.get("fit_info", {}))
         except (KeyError, TypeError, AttributeError) as exc:
             raise InputError(path, f"model file is incomplete ({exc.__class__.__name__}: {exc})") from None
-        from defectforge.detect.knn import NearestNeighbors
+        from defectforge.bank.knn import NearestNeighbors
 
         model._nn_normal = NearestNeighbors(model.bank_normal, model.config.nn_backend)
         model._nn_defect = (NearestNeighbors(model.bank_defect, model.config.nn_backend)

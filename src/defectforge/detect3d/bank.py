@@ -9,7 +9,7 @@ Pipeline per cloud (all in SDN-normalised space, see :mod:`defectforge.detect3d.
 3. Groups: ``n_groups`` (1,024) farthest-point-sampled centres; a group's feature is
    the mean FPFH of the ``group_size`` (64) voxel points nearest to its centre.
 4. Fit: group features of all training (good) clouds, greedy k-center coreset to
-   ``coreset_ratio`` (10 %, seeded, :func:`defectforge.detect.coreset.greedy_kcenter`).
+   ``coreset_ratio`` (10 %, seeded, :func:`defectforge.bank.coreset.greedy_kcenter`).
 5. Predict: group score = Euclidean distance to the nearest bank row (faiss); voxel-point
    score = inverse-distance interpolation from the 3 nearest centres, then the mean over
    the ``smooth_k`` (12) nearest voxel points; every input point gets the IDW (3-NN) of
@@ -110,9 +110,9 @@ class FPFHBank(PersistentDetector, Detector):
     # ------------------------------------------------------------------ fit / predict
     def fit(self, normal: Iterable[Any], defects: Iterable[Any] | None = None) -> "FPFHBank":
         """Fit on good clouds (PointCloud, (N, 3) arrays, paths or samples); ``defects`` is ignored."""
-        from defectforge.detect.coreset import coreset_size, greedy_kcenter
-        from defectforge.detect.knn import NearestNeighbors
-        from defectforge.detect._progress import progress_task
+        from defectforge.bank.coreset import coreset_size, greedy_kcenter
+        from defectforge.bank.knn import NearestNeighbors
+        from defectforge.bank.progress import progress_task
 
         clouds = [as_cloud(c, i) for i, c in enumerate(normal)]
         if not clouds:
@@ -153,7 +153,7 @@ class FPFHBank(PersistentDetector, Detector):
 
     def predict(self, clouds: Iterable[Any]) -> Prediction:
         """Object scores and per-point scores (aligned with each input cloud's points)."""
-        from defectforge.detect._progress import progress_task
+        from defectforge.bank.progress import progress_task
 
         self._check_fitted()
         items = list(clouds)
@@ -181,7 +181,7 @@ class FPFHBank(PersistentDetector, Detector):
 
     @classmethod
     def from_payload(cls, payload: dict[str, Any], progress: bool = False) -> "FPFHBank":
-        from defectforge.detect.knn import NearestNeighbors
+        from defectforge.bank.knn import NearestNeighbors
 
         cfg = dict(payload["config"])
         cfg["ks"] = tuple(cfg["ks"])

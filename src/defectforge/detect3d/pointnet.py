@@ -375,9 +375,9 @@ class PointTransformerAD(PersistentDetector, Detector):
     def _fit(self, normal: Iterable[Any]) -> "PointTransformerAD":
         import torch
 
-        from defectforge.detect._progress import progress_task
-        from defectforge.detect.coreset import coreset_size, greedy_kcenter
-        from defectforge.detect.knn import NearestNeighbors
+        from defectforge.bank.progress import progress_task
+        from defectforge.bank.coreset import coreset_size, greedy_kcenter
+        from defectforge.bank.knn import NearestNeighbors
         from defectforge.synth3d.geometry import voxel_downsample
 
         clouds = [as_cloud(c, i) for i, c in enumerate(normal)]
@@ -527,7 +527,7 @@ class PointTransformerAD(PersistentDetector, Detector):
             return self._predict(clouds)
 
     def _predict(self, clouds: Iterable[Any]) -> Prediction:
-        from defectforge.detect._progress import progress_task
+        from defectforge.bank.progress import progress_task
 
         items = list(clouds)
         scores, maps = [], []
@@ -583,7 +583,7 @@ class PointTransformerAD(PersistentDetector, Detector):
 
     @classmethod
     def from_payload(cls, payload: dict[str, Any], progress: bool = False) -> "PointTransformerAD":
-        from defectforge.detect.knn import NearestNeighbors
+        from defectforge.bank.knn import NearestNeighbors
 
         cfg = dict(payload["config"])
         cfg["train_ops"] = tuple(cfg["train_ops"])
