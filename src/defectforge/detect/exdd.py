@@ -25,7 +25,7 @@ import math
 import warnings
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -67,6 +67,7 @@ class ExDDConfig:
     defects_for: str = "bank"
     batch_size: int = 4
     nn_backend: str = "faiss"
+    device: str = "cpu"
     seed: int = 0
 
     def check(self) -> None:
@@ -90,11 +91,22 @@ class ExDDConfig:
             raise ConfigError("num_neighbors and batch_size must be >= 1")
         if self.eps <= 0:
             raise ConfigError(f"eps must be > 0, got {self.eps}")
+        if not (self.device == "cpu" or self.device.startswith("cuda")):
+            raise ConfigError(f"device must be 'cpu' or 'cuda[:N]', got {self.device!r}")
         if isinstance(self.image_size, (tuple, list)):
             if len(self.image_size) != 2 or min(self.image_size) < 16:
                 raise ConfigError(f"image_size must be an int or (H, W) >= 16, got {self.image_size}")
         elif int(self.image_size) < 16:
             raise ConfigError(f"image_size must be >= 16, got {self.image_size}")
+
+
+def _torch_device(name: str):
+    """``torch.device(name)``; a clear error when CUDA is asked for but not available."""
+    import torch
+
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} requested but torch sees no CUDA device")
+    return torch.device(name)
 
 
 @register_detector("exdd")
@@ -155,7 +167,7 @@ class ExDD(Detector):
 
             c = self.config
             self._extractor, _ = build_extractor(c.backbone, c.layers, c.weights, c.random_init, seed=c.seed)
-            self._extractor = self._extractor.to(memory_format=__import__("torch").channels_last)
+            self._extractor = self._extractor.to(_torch_device(c.device), memory_format=__import__("torch").channels_last)
             if c.layers is None:
                 self.config.layers = tuple(self._extractor.layers)
         return self._extractor
@@ -167,9 +179,10 @@ class ExDD(Detector):
         from defectforge.bank.features import embed, to_rows, to_tensor
 
         ex = self.extractor
-        x = to_tensor(images, self.input_size, ex.mean, ex.std).contiguous(memory_format=torch.channels_last)
+        x = to_tensor(images, self.input_size, ex.mean, ex.std).to(_torch_device(self.config.device))
+        x = x.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
-            emb = embed(ex(x), self.config.upsample)
+            emb = embed(ex(x), self.config.upsample).cpu()
         self.grid = (int(emb.shape[2]), int(emb.shape[3]))
         return to_rows(emb)
 
@@ -181,23 +194,33 @@ class ExDD(Detector):
         s = self.config.image_size
         self.input_size = tuple(int(v) for v in s) if isinstance(s, (tuple, list)) else input_size_for(first_rgb.shape[:2], int(s))
         with torch.inference_mode():
-            emb = embed(self.extractor(torch.zeros(1, 3, *self.input_size)), self.config.upsample)
+            x = torch.zeros(1, 3, *self.input_size, device=_torch_device(self.config.device))
+            emb = embed(self.extractor(x), self.config.upsample)
         self.grid = (int(emb.shape[2]), int(emb.shape[3]))
         self.feature_dim = int(emb.shape[1])
 
     # ------------------------------------------------------------------ fit
-    def fit(self, normal: Iterable[Any], defects: Iterable[Any] | None = None) -> "ExDD":
+    def fit(self, normal: Iterable[Any], defects: Iterable[Any] | dict[str, Iterable[Any]] | None = None) -> "ExDD":
         """Build the banks from defect-free ``normal`` images and (ExDD) the masked
         regions of ``defects`` (``Sample`` s with masks, or ``(image, mask)`` pairs), then
-        choose thresholds on a validation split carved from ``normal``."""
-        from defectforge.bank.progress import progress_task
-        from defectforge.bank.coreset import coreset_size, greedy_kcenter
+        choose thresholds on a validation split carved from ``normal``.
+
+        ``defects`` may also be a dict ``{set name: items}`` (e.g. the train split's real
+        defects and one or more synthetic sets); ``fit_info["defect_sets"]`` then records,
+        per set, how many images it had and how many put rows in the defect bank.
+
+        Memory: only the rows projected for the coreset choice stay in memory; the full
+        rows wait in a temporary file and only the chosen ones are read back."""
+        import time
+
         from defectforge.bank.features import random_projection, to_rgb
-        from defectforge.bank.knn import NearestNeighbors
 
         c = self.config
         normal = list(normal)
-        defects = list(defects) if defects is not None else []
+        if isinstance(defects, dict):
+            def_sets = {str(k): list(v) for k, v in defects.items()}
+        else:
+            def_sets = {"defects": list(defects)} if defects is not None else {}
         if len(normal) == 0:
             raise ConfigError("fit needs at least one normal (defect-free) training image")
         rng = np.random.default_rng(c.seed)
@@ -214,63 +237,35 @@ class ExDD(Detector):
 
         first = to_rgb(train_items[0])
         self._setup_size(first)
-        h, w = self.grid
-        per = h * w
-        n_rows = len(train_items) * per
         D = self.feature_dim
         proj = None
         if c.projection_dim is not None and c.projection_dim < D:
             proj = random_projection(D, int(c.projection_dim), c.seed)
-        store = np.empty((n_rows, D), dtype=np.float32)
-        sel_store = np.empty((n_rows, proj.shape[1]), dtype=np.float32) if proj is not None else store
-
-        import time
 
         t0 = time.perf_counter()
-        with progress_task("features (normal)", len(train_items), self.progress) as bar:
-            for s in range(0, len(train_items), c.batch_size):
-                batch = [first if s + j == 0 else to_rgb(it) for j, it in enumerate(train_items[s:s + c.batch_size])]
-                rows = self._rows(batch)
-                store[s * per:s * per + len(rows)] = rows
-                if proj is not None:
-                    np.matmul(rows, proj, out=sel_store[s * per:s * per + len(rows)])
-                bar.advance(len(batch))
-        t1 = time.perf_counter()
-        target = coreset_size(n_rows, c.normal_ratio, c.coreset_min)
-        with progress_task("coreset (normal bank)", target, self.progress) as bar:
-            idx = greedy_kcenter(sel_store, target, seed=c.seed, progress=bar.update)
-        self.bank_normal = np.ascontiguousarray(store[np.sort(idx)])
-        del store, sel_store
+        self.bank_normal, n_rows, t1 = self._bank_from(
+            "normal", ((first if k == 0 else it, None) for k, it in enumerate(train_items)), len(train_items),
+            proj, c.normal_ratio)
         t2 = time.perf_counter()
 
         # ---- defect bank (ExDD) or defect validation images (PatchCore)
         val_defects: list[Any] = []
         self.bank_defect = np.zeros((0, D), dtype=np.float32)
-        n_def_used = 0
-        if defects and c.defects_for == "bank":
-            parts = []
-            with progress_task("features (defect regions)", len(defects), self.progress) as bar:
-                for k, it in enumerate(defects):
-                    sel = self._defect_rows(it, k)
-                    if sel is not None:
-                        parts.append(sel)
-                        n_def_used += 1
-                    bar.advance()
-            if parts:
-                drows = np.concatenate(parts)
-                dsel = drows @ proj if proj is not None else drows
-                target_d = coreset_size(len(drows), c.defect_ratio, c.coreset_min)
-                with progress_task("coreset (defect bank)", target_d, self.progress) as bar:
-                    didx = greedy_kcenter(dsel, target_d, seed=c.seed, progress=bar.update)
-                self.bank_defect = np.ascontiguousarray(drows[np.sort(didx)])
-            else:
+        set_info = []
+        if def_sets and c.defects_for == "bank":
+            tagged = [(it, name) for name, items in def_sets.items() for it in items]
+            used: dict[str, int] = {name: 0 for name in def_sets}
+            self.bank_defect, n_drows, _ = self._bank_from("defect", iter(tagged), len(tagged), proj, c.defect_ratio,
+                                                           used=used)
+            if n_drows == 0:
                 warnings.warn("no defect image contributed rows: the defect bank is empty (PatchCore behaviour)",
                               EmptyDefectMaskWarning, stacklevel=2)
-        elif defects:
-            val_defects = defects
+            set_info = [{"name": k, "images": len(v), "in_bank": used[k], "use": "bank"} for k, v in def_sets.items()]
+        elif def_sets:
+            val_defects = [it for items in def_sets.values() for it in items]
+            set_info = [{"name": k, "images": len(v), "in_bank": 0, "use": "validation"} for k, v in def_sets.items()]
         t3 = time.perf_counter()
-        self._nn_normal = NearestNeighbors(self.bank_normal, c.nn_backend)
-        self._nn_defect = NearestNeighbors(self.bank_defect, c.nn_backend) if len(self.bank_defect) else None
+        self._make_indexes()
 
         # ---- thresholds on validation (never test)
         self.threshold = self.pixel_threshold = None
@@ -283,13 +278,71 @@ class ExDD(Detector):
                           "pred_label / pred_mask will be all False", UserWarning, stacklevel=2)
         self.fit_info = {
             "n_train_normal": len(train_items), "n_val_normal": len(val_items), "n_val_defect": n_val_def,
-            "n_defect_images_in_bank": n_def_used, "n_rows_normal": int(n_rows),
+            "n_defect_images_in_bank": int(sum(x["in_bank"] for x in set_info)), "defect_sets": set_info,
+            "n_rows_normal": int(n_rows),
             "bank_normal": int(len(self.bank_normal)), "bank_defect": int(len(self.bank_defect)),
             "feature_dim": D, "grid": list(self.grid), "input_size": list(self.input_size),
             "seconds_features": round(t1 - t0, 3), "seconds_coreset": round(t2 - t1, 3),
             "seconds_defect_bank": round(t3 - t2, 3),
         }
         return self
+
+    def _bank_from(self, which: str, items: Iterator[tuple[Any, Any]], n_items: int, proj: np.ndarray | None,
+                   ratio: float, used: dict[str, int] | None = None) -> tuple[np.ndarray, int, float]:
+        """``(bank rows, rows seen, time features ended)`` for the normal or the defect
+        bank: features batch by batch (full rows spooled to disk, projected rows kept),
+        then the greedy k-center coreset on the projected rows. ``items`` yields
+        ``(item, tag)``; defect items go through :meth:`_defect_rows` and ``used[tag]``
+        counts the ones that gave rows."""
+        import time
+
+        from defectforge.bank.coreset import coreset_size, greedy_kcenter
+        from defectforge.bank.features import to_rgb
+        from defectforge.bank.progress import progress_task
+        from defectforge.bank.spool import RowSpool
+
+        c = self.config
+        D = self.feature_dim
+        sel_dim = proj.shape[1] if proj is not None else D
+        sel_parts: list[np.ndarray] = []
+        with RowSpool(D) as spool:
+            with progress_task(f"features ({which})", n_items, self.progress) as bar:
+                batch: list[Any] = []
+                for k, (it, tag) in enumerate(items):
+                    if which == "normal":
+                        batch.append(it)
+                        if len(batch) < c.batch_size and k + 1 < n_items:
+                            continue
+                        rows = self._rows([to_rgb(b) for b in batch])
+                        bar.advance(len(batch))
+                        batch = []
+                    else:
+                        rows = self._defect_rows(it, k)
+                        bar.advance()
+                        if rows is None:
+                            continue
+                        used[tag] += 1
+                    spool.append(rows)
+                    sel_parts.append(rows @ proj if proj is not None else rows)
+            t_feat = time.perf_counter()
+            n_rows = spool.n_rows
+            if n_rows == 0:
+                return np.zeros((0, D), np.float32), 0, t_feat
+            sel = np.concatenate(sel_parts) if len(sel_parts) > 1 else sel_parts[0]
+            del sel_parts
+            target = coreset_size(n_rows, ratio, c.coreset_min)
+            with progress_task(f"coreset ({which} bank)", target, self.progress) as bar:
+                idx = greedy_kcenter(sel, target, seed=c.seed, progress=bar.update)
+            del sel
+            return np.ascontiguousarray(spool.gather(np.sort(idx))), n_rows, t_feat
+
+    def _make_indexes(self) -> None:
+        from defectforge.bank.knn import NearestNeighbors
+
+        c = self.config
+        self._nn_normal = NearestNeighbors(self.bank_normal, c.nn_backend, device=c.device)
+        self._nn_defect = (NearestNeighbors(self.bank_defect, c.nn_backend, device=c.device)
+                           if len(self.bank_defect) else None)
 
     def _defect_rows(self, item: Any, k: int) -> np.ndarray | None:
         """Rows of one defect image whose grid cell is at least ``mask_fraction`` defect."""
@@ -455,9 +508,10 @@ class ExDD(Detector):
         return write_model_file(path, obj)
 
     @classmethod
-    def load(cls, path: str | Path, progress: bool = False) -> "ExDD":
+    def load(cls, path: str | Path, progress: bool = False, device: str | None = None) -> "ExDD":
         """A fitted model from :meth:`save`; the class stored in the file is returned
-        (``ExDD.load`` of a PatchCore file gives a :class:`PatchCore`)."""
+        (``ExDD.load`` of a PatchCore file gives a :class:`PatchCore`). ``device`` overrides
+        the stored one (a model fitted on a GPU loads on a CPU-only machine)."""
         from defectforge.detect.persist import read_model_file
 
         path = Path(path)
@@ -465,6 +519,9 @@ class ExDD(Detector):
         try:
             klass = {"ExDD": ExDD, "PatchCore": PatchCore}[obj["class"]]
             cfg = dict(obj["config"])
+            if device is not None:
+                cfg["device"] = device
+            cfg.setdefault("device", "cpu")
             model = klass.__new__(klass)
             ExDD.__init__(model, progress=progress, **cfg)
             model.input_size = tuple(int(v) for v in obj["input_size"])
@@ -477,11 +534,7 @@ class ExDD(Detector):
             model.fit_info = dict(obj.get("fit_info", {}))
         except (KeyError, TypeError, AttributeError) as exc:
             raise InputError(path, f"model file is incomplete ({exc.__class__.__name__}: {exc})") from None
-        from defectforge.bank.knn import NearestNeighbors
-
-        model._nn_normal = NearestNeighbors(model.bank_normal, model.config.nn_backend)
-        model._nn_defect = (NearestNeighbors(model.bank_defect, model.config.nn_backend)
-                            if len(model.bank_defect) else None)
+        model._make_indexes()
         _ = model.extractor  # rebuild the backbone now: a missing weights file fails at load time
         if model.bank_normal.shape[1] != model.feature_dim:
             raise InputError(path, "bank width does not match the recorded feature dimension")
