@@ -40,8 +40,8 @@ def greedy_kcenter(x: np.ndarray, n: int, seed: int = 0, progress: Callable[[int
                    leaf_size: int = 32, tree_dim: int = 32, stats: dict | None = None) -> np.ndarray:
     """Indices of ``n`` rows of ``x`` chosen by greedy k-center (farthest-first), exact.
 
-    ``x`` is ``(N, d)``; float32 and float16 rows are used as they are (no copy), other
-    types are converted to float32. The first row is drawn from
+    ``x`` is ``(N, d)``; float32 rows are used as they are (no copy), other types are
+    converted to float32 (exactly, for float16). The first row is drawn from
     ``numpy.random.default_rng(seed)``. Stops early when every row coincides with a chosen
     row (duplicates), so the result can be shorter than ``n``. ``progress`` is called with
     the number of rows chosen so far (about every 1 % and at the end). ``stats``, when
@@ -50,7 +50,7 @@ def greedy_kcenter(x: np.ndarray, n: int, seed: int = 0, progress: Callable[[int
     from defectforge.bank import _balltree as bt
 
     x = np.asarray(x)
-    if x.dtype not in (np.float32, np.float16):
+    if x.dtype != np.float32:
         x = x.astype(np.float32)
     x = np.ascontiguousarray(x)
     N = x.shape[0]

@@ -1,9 +1,12 @@
 """``defectforge detect ...``: fit, predict and evaluate PatchCore / ExDD.
 
-- ``detect fit DATA --model exdd|patchcore --out MODEL``: normal images = ``train/good``;
-  the train split's defect images (with masks) fill ExDD's defect bank, or serve PatchCore
-  as validation positives for the threshold.
-- ``detect predict MODEL IMAGES... --out DIR``: ``heatmaps/``, ``masks/``, ``scores.csv``.
+- ``detect fit DATA --model exdd|patchcore --out MODEL [--synthetic DIR ...] [--no-real-defects]``:
+  normal images = ``train/good``; the train split's defect images (with masks) and those of
+  each ``--synthetic`` set fill ExDD's defect bank, or serve PatchCore as validation
+  positives for the threshold.
+- ``detect predict MODEL IMAGES... --out DIR``: ``heatmaps/``, ``masks/``, ``scores.csv``,
+  written chunk by chunk and resumed when rerun.
+- ``--device cuda`` runs the backbone and the nearest-neighbour search on a GPU.
 - ``detect eval MODEL DATA --json metrics.json --report DIR``: metrics of the test split.
 
 User errors print one line ``error: ...`` and exit 2.
@@ -51,8 +54,16 @@ def fit_cmd(
     random_init: bool = typer.Option(False, "--random-init", help="Random backbone weights (tests only)."),
     seed: int = typer.Option(0, "--seed"),
     format: Optional[str] = typer.Option(None, "--format", "-f", help="Force the dataset format."),
+    synthetic: Optional[List[Path]] = typer.Option(
+        None, "--synthetic", help="Synthetic set (any readable dataset, e.g. a 'synth' output) whose defects go into "
+                                  "ExDD's defect bank (PatchCore: its validation positives); repeatable."),
+    real_defects: bool = typer.Option(True, "--real-defects/--no-real-defects",
+                                      help="Also use the train split's real defect images."),
+    device: str = typer.Option("cpu", "--device", help="cpu, or cuda[:N] when a GPU is available."),
 ) -> None:
-    """Fit a detector on the train split of DATA and save it."""
+    """Fit a detector on the train split of DATA and save it.
+
+    The model file records which defect sets went in (``fit_info.defect_sets``)."""
     with _user_errors():
         import warnings
 
@@ -68,7 +79,16 @@ def fit_cmd(
         defects = list(train.filter(defect=True))
         if not normal:
             raise InputError(data, "no good images in the train split")
-        kw: dict = {"backbone": backbone, "random_init": random_init, "seed": seed}
+        from defectforge.filter.run import check_synthetic
+
+        def_sets: dict = {}
+        if real_defects and defects:
+            def_sets[f"real:{data}"] = defects
+        for sp in synthetic or []:
+            sds = load_dataset(sp)
+            syn = check_synthetic(list(sds), sorted({s.label for s in sds if s.is_defect}), sp)
+            def_sets[f"synthetic:{sp}"] = syn
+        kw: dict = {"backbone": backbone, "random_init": random_init, "seed": seed, "device": device}
         if weights is not None:
             kw["weights"] = str(weights.resolve())
         if layers:
@@ -79,14 +99,18 @@ def fit_cmd(
                 kw[k] = v
         det = get_detector(model, progress=True, **kw)
         con = _console()
-        con.print(f"fitting {model} on {len(normal)} good + {len(defects)} defect train images of {data}")
+        n_def = sum(len(v) for v in def_sets.values())
+        con.print(f"fitting {model} on {len(normal)} good train images of {data} + {n_def} defect images "
+                  f"from {len(def_sets)} set(s)")
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            det.fit(normal, defects or None)
+            det.fit(normal, def_sets or None)
         for w in caught:
             con.print(f"[yellow]warning:[/] {w.message}")
         det.save(out)
         info = det.fit_info
+        for st in info.get("defect_sets", []):
+            con.print(f"  defect set {st['name']}: {st['images']} images, {st['in_bank']} in the bank ({st['use']})")
         con.print(f"saved {out}: input {info['input_size'][0]}x{info['input_size'][1]}, normal bank "
                   f"{info['bank_normal']} rows, defect bank {info['bank_defect']} rows, threshold {det.threshold}")
 
@@ -112,18 +136,48 @@ def _collect_images(paths: List[Path]) -> list[Path]:
     return out
 
 
+_SCORE_HEADER = ["file", "score", "anomalous", "threshold", "heatmap", "mask"]
+
+
+def _done_rows(out: Path, thr: str) -> list[list[str]]:
+    """Complete rows of an earlier, interrupted run into ``out`` (a torn last line and rows
+    whose heatmap or mask is missing are dropped); refuses a folder scored by another model."""
+    import csv
+
+    from defectforge.errors import InputError
+
+    path = out / "scores.csv"
+    if not path.is_file():
+        return []
+    text = path.read_text(encoding="utf-8", errors="replace")
+    lines = text.split("\n")[:-1]  # the part after the last newline is torn (or empty)
+    rows = list(csv.reader(lines))
+    if not rows or rows[0] != _SCORE_HEADER:
+        raise InputError(path, "exists but is not a scores file of 'detect predict'; choose another --out")
+    done = [r for r in rows[1:] if len(r) == len(_SCORE_HEADER)
+            and (out / r[4]).is_file() and (out / r[5]).is_file()]
+    if any(r[3] != thr for r in done):
+        raise InputError(path, "was written with another model (threshold differs); choose another --out")
+    return done
+
+
 @detect_app.command("predict")
 def predict_cmd(
     model_path: Path = typer.Argument(..., metavar="MODEL", help="Model file from 'detect fit'."),
     images: List[Path] = typer.Argument(..., help="Image files or folders."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (heatmaps/, masks/, scores.csv)."),
+    device: str = typer.Option("cpu", "--device", help="cpu, or cuda[:N] when a GPU is available."),
+    chunk: int = typer.Option(16, "--chunk", help="Images scored (and written) per step.", min=1),
 ) -> None:
-    """Score images: heatmap overlays, predicted masks and a scores CSV."""
+    """Score images: heatmap overlays, predicted masks and a scores CSV.
+
+    Results are written as they come (``scores.csv`` grows chunk by chunk, flushed to disk);
+    rerun the same command after an interruption and the images already scored are skipped."""
     with _user_errors():
         import csv
         import io
+        import os
 
-        from defectforge._atomic import atomic_write_text
         from defectforge.data._files import unique_name
         from defectforge.data.image_io import read_image, write_image, write_mask
         from defectforge.data.sample import Sample
@@ -131,26 +185,42 @@ def predict_cmd(
         from defectforge.report.visual import heatmap_overlay
 
         files = _collect_images(images)
-        det = ExDD.load(model_path, progress=True)
-        used: set[str] = set()
+        det = ExDD.load(model_path, progress=False, device=device)
         thr = "" if det.threshold is None else f"{det.threshold:.6g}"
+        done = _done_rows(out, thr)
+        seen = {r[0] for r in done}
+        used: set[str] = {Path(r[4]).stem.lower() for r in done}
+        todo = [f for f in files if str(f) not in seen]
+        out.mkdir(parents=True, exist_ok=True)
         buf = io.StringIO()
         wr = csv.writer(buf, lineterminator="\n")
-        wr.writerow(["file", "score", "anomalous", "threshold", "heatmap", "mask"])
-        for s in range(0, len(files), 16):
-            part = [Sample(path=f) for f in files[s:s + 16]]
-            pred = det.predict(part)
-            for smp, score, lab, amap, mask in zip(part, pred.pred_score, pred.pred_label, pred.anomaly_map,
-                                                   pred.pred_mask):
-                name = unique_name(smp.path.stem, ".png", used)
-                used.add(name.lower())
-                hm = f"heatmaps/{name}.png"
-                mk = f"masks/{name}.png"
-                write_image(out / hm, heatmap_overlay(read_image(smp.path), amap))
-                write_mask(out / mk, mask)
-                wr.writerow([str(smp.path), f"{float(score):.6g}", int(bool(lab)), thr, hm, mk])
-        atomic_write_text(out / "scores.csv", buf.getvalue())
-        _console().print(f"scored {len(files)} images -> {out}/scores.csv")
+        wr.writerows([_SCORE_HEADER, *done])
+        from defectforge._atomic import atomic_write_text
+
+        atomic_write_text(out / "scores.csv", buf.getvalue())  # drops a torn line of an earlier run
+        con = _console()
+        if done:
+            con.print(f"resuming: {len(done)} of {len(files)} images already scored in {out}")
+        from defectforge.bank.progress import progress_task
+
+        with open(out / "scores.csv", "a", encoding="utf-8", newline="") as fh, \
+                progress_task("scoring", len(todo), True) as bar:
+            wr = csv.writer(fh, lineterminator="\n")
+            for s in range(0, len(todo), chunk):
+                part = [Sample(path=f) for f in todo[s:s + chunk]]
+                pred = det.predict(part)
+                for smp, score, lab, amap, mask in zip(part, pred.pred_score, pred.pred_label, pred.anomaly_map,
+                                                       pred.pred_mask):
+                    name = unique_name(smp.path.stem, "", used)
+                    hm = f"heatmaps/{name}.png"
+                    mk = f"masks/{name}.png"
+                    write_image(out / hm, heatmap_overlay(read_image(smp.path), amap))
+                    write_mask(out / mk, mask)
+                    wr.writerow([str(smp.path), f"{float(score):.6g}", int(bool(lab)), thr, hm, mk])
+                fh.flush()
+                os.fsync(fh.fileno())
+                bar.advance(len(part))
+        con.print(f"scored {len(files)} images -> {out}/scores.csv")
 
 
 @detect_app.command("eval")
@@ -161,6 +231,7 @@ def eval_cmd(
     report: Optional[Path] = typer.Option(None, "--report", help="Folder for report.html."),
     split: str = typer.Option("test", "--split", help="Split to evaluate (never the one fitted on)."),
     format: Optional[str] = typer.Option(None, "--format", "-f", help="Force the dataset format."),
+    device: str = typer.Option("cpu", "--device", help="cpu, or cuda[:N] when a GPU is available."),
 ) -> None:
     """Evaluate a model on the test split: metrics JSON and an HTML report."""
     with _user_errors():
@@ -170,7 +241,7 @@ def eval_cmd(
         from defectforge.detect.exdd import ExDD
         from defectforge.report import Report
 
-        det = ExDD.load(model_path, progress=True)
+        det = ExDD.load(model_path, progress=True, device=device)
         ds = load_dataset(data, format=format)
         res = evaluate_detector(det, ds, split=split)
         out = metrics_json(res, {"model": str(model_path), "detector": det.name, "data": str(data), "split": split})
