@@ -277,13 +277,11 @@ class BoxDetector:
 
     @classmethod
     def load(cls, path: str | Path) -> "BoxDetector":
-        import torch
+        from defectforge.runfolder import load_state
 
         p = Path(path)
-        if not p.is_file():
-            raise InputError(p, "detector file not found")
+        st = load_state(p, "detector")
         try:
-            st = torch.load(p, map_location="cpu", weights_only=False)
             return cls.from_state(st)
         except (KeyError, RuntimeError, EOFError, OSError, TypeError) as exc:
             raise InputError(p, f"not a defectforge detector file ({exc.__class__.__name__})") from None
@@ -336,6 +334,7 @@ def train_detector(train: Sequence[Sample], out_dir: str | Path, config: TrainCo
     import torch
 
     from defectforge._atomic import atomic_write_bytes, atomic_write_text
+    from defectforge.runfolder import load_state
 
     cfg = config or TrainConfig()
     cfg.check()
@@ -370,10 +369,7 @@ def train_detector(train: Sequence[Sample], out_dir: str | Path, config: TrainCo
     start = 0
     ck = out / CKPT
     if ck.exists():
-        try:
-            st = torch.load(ck, map_location="cpu", weights_only=False)
-        except Exception as exc:
-            raise InputError(ck, f"cannot read the checkpoint ({exc.__class__.__name__}); delete it or pass overwrite") from None
+        st = load_state(ck, "checkpoint")
         if st.get("run_key") != run_key and not overwrite:
             raise ConfigError(f"{out}: holds a checkpoint of a different run (config, classes or data differ); "
                               "use another folder or overwrite=True (--overwrite)")
@@ -455,7 +451,7 @@ def train_detector(train: Sequence[Sample], out_dir: str | Path, config: TrainCo
                        "n_train": len(tr), "n_val": len(va), "resumed_from_epoch": det.info.get("resumed_from_epoch"),
                        "val_names": [s.name for s in va]})
     final.save(out / FINAL)
-    st = torch.load(ck, map_location="cpu", weights_only=False)
+    st = load_state(ck, "checkpoint")
     st["finished"] = True
     buf = io.BytesIO()
     torch.save(st, buf)

@@ -400,10 +400,12 @@ class LoraTrainer:
         import torch
         from peft.utils import set_peft_model_state_dict
 
+        from defectforge.runfolder import load_state
+
+        state = load_state(ck / "state.pt", "LoRA checkpoint")
         try:
             meta = json.loads((ck / "state.json").read_text())
-            state = torch.load(ck / "state.pt", map_location="cpu", weights_only=False)
-        except (OSError, ValueError, RuntimeError) as exc:
+        except (OSError, ValueError) as exc:
             raise InputError(ck, f"unreadable checkpoint ({exc})") from None
         set_peft_model_state_dict(self._pipe.unet, state["adapter"])
         self.optimizer.load_state_dict(state["optimizer"])
