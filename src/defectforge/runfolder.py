@@ -38,6 +38,7 @@ Typical use::
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import hashlib
 import json
@@ -128,7 +129,7 @@ def load_state(path: str | Path, what: str = "checkpoint") -> Any:
         raise InputError(p, f"refused to load this {what}: it holds Python objects other than tensors and plain "
                             f"data, which could run code{detail}") from None
     except Exception as exc:
-        raise InputError(p, f"not a readable {what} file (truncated or corrupt?): {exc.__class__.__name__}") from None
+        raise InputError(p, f"cannot read the {what} ({exc.__class__.__name__}: truncated or corrupt?)") from None
 
 
 # -- journal -----------------------------------------------------------------------------------
@@ -291,6 +292,7 @@ class RunFolder:
                 raise InputError(path, f"output folder is not empty and holds {what}; pass --overwrite or "
                                        "choose another --out")
             clear = True
+        created = [p for p in (path, *path.parents) if not p.exists()]
         path.mkdir(parents=True, exist_ok=True)
         lock = _Lock(sdir / LOCK_FILE, path)
         lock.acquire()
@@ -305,6 +307,11 @@ class RunFolder:
                                                        "outputs": list(outputs)})
         except BaseException:
             lock.release()
+            if created and not (sdir / RUN_FILE).exists():  # a failed check leaves no trace
+                shutil.rmtree(sdir, ignore_errors=True)
+                for p in created:
+                    with contextlib.suppress(OSError):
+                        p.rmdir()
             raise
         return cls(path, job, config, fp, state, tuple(outputs), resumed, lock)
 

@@ -397,7 +397,6 @@ class LoraTrainer:
         return final
 
     def _load_checkpoint(self, ck: Path, gen, rng: np.random.Generator) -> tuple[int, list[float]]:
-        import torch
         from peft.utils import set_peft_model_state_dict
 
         from defectforge.runfolder import load_state
