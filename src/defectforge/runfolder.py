@@ -262,13 +262,14 @@ class RunFolder:
     @classmethod
     def open(cls, path: str | Path, *, job: str, config: Any, inputs: Iterable[str | Path | None] = (),
              outputs: Sequence[str] = (), overwrite: bool = False, state: str = STATE,
-             check: Callable[[], Any] | None = None) -> "RunFolder":
+             check: Callable[[], Any] | None = None, overwrite_flag: str | None = "--overwrite") -> "RunFolder":
         """Check, lock and prepare ``path`` for the run ``job`` with ``config``.
 
         ``outputs``: top-level names (glob patterns allowed) the job writes; with
         ``overwrite`` only they and the state folder are cleared. ``check`` runs after the
         folder checks and before anything is removed or written (validate the inputs there,
-        so a bad input never costs the previous run). Raises :class:`InputError` (overlap,
+        so a bad input never costs the previous run). ``overwrite_flag``: how the command
+        spells overwrite in its hints (None: it has no such option). Raises :class:`InputError` (overlap,
         not a folder, foreign non-empty folder, in use) or :class:`ConfigError` (other config).
         """
         path = Path(path)
@@ -277,20 +278,20 @@ class RunFolder:
         if path.exists() and not path.is_dir():
             raise InputError(path, "output path exists and is not a folder")
         fp = fingerprint(config)
+        hint = f"pass {overwrite_flag} or choose another --out" if overwrite_flag else "choose another --out"
         sdir = path / state
         old = _read_run(sdir / RUN_FILE)
         clear = False
         if old is not None and old.get("job") == job:
             if old.get("fingerprint") != fp:
                 if not overwrite:
-                    raise ConfigError(f"{path}: holds a {job} run with a different config (fingerprint "
-                                      f"{old.get('fingerprint')} vs {fp}); pass --overwrite or choose another --out")
+                    raise ConfigError(f"{path}: holds a different run of {job} (different config: fingerprint "
+                                      f"{old.get('fingerprint')} vs {fp}); {hint}")
                 clear = True
         elif path.is_dir() and any(_visible(path, state)):
             if not overwrite:
                 what = f"a {old.get('job')} run" if old else "no run of this command"
-                raise InputError(path, f"output folder is not empty and holds {what}; pass --overwrite or "
-                                       "choose another --out")
+                raise InputError(path, f"output folder is not empty and holds {what}; {hint}")
             clear = True
         created = [p for p in (path, *path.parents) if not p.exists()]
         path.mkdir(parents=True, exist_ok=True)
