@@ -262,14 +262,17 @@ class RunFolder:
     @classmethod
     def open(cls, path: str | Path, *, job: str, config: Any, inputs: Iterable[str | Path | None] = (),
              outputs: Sequence[str] = (), overwrite: bool = False, state: str = STATE,
-             check: Callable[[], Any] | None = None, overwrite_flag: str | None = "--overwrite") -> "RunFolder":
+             check: Callable[[], Any] | None = None, overwrite_flag: str | None = "--overwrite",
+             adopt: bool = False) -> "RunFolder":
         """Check, lock and prepare ``path`` for the run ``job`` with ``config``.
 
         ``outputs``: top-level names (glob patterns allowed) the job writes; with
         ``overwrite`` only they and the state folder are cleared. ``check`` runs after the
         folder checks and before anything is removed or written (validate the inputs there,
         so a bad input never costs the previous run). ``overwrite_flag``: how the command
-        spells overwrite in its hints (None: it has no such option). Raises :class:`InputError` (overlap,
+        spells overwrite in its hints (None: it has no such option). ``adopt``: the caller
+        has checked that the folder, which has no state yet, holds this very run (a run
+        folder written before this helper existed); it is resumed. Raises :class:`InputError` (overlap,
         not a folder, foreign non-empty folder, in use) or :class:`ConfigError` (other config).
         """
         path = Path(path)
@@ -288,6 +291,8 @@ class RunFolder:
                     raise ConfigError(f"{path}: holds a different run of {job} (different config: fingerprint "
                                       f"{old.get('fingerprint')} vs {fp}); {hint}")
                 clear = True
+        elif old is None and adopt:
+            old = {"job": job, "fingerprint": fp}
         elif path.is_dir() and any(_visible(path, state)):
             if not overwrite:
                 what = f"a {old.get('job')} run" if old else "no run of this command"
