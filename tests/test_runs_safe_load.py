@@ -111,6 +111,7 @@ def test_lora_resume_checkpoint_is_never_executed(tmp_path):
     (ck / "state.json").write_text(json.dumps({"step": 2, "losses": [1.0, 1.0], "numpy_rng": {}}))
     cfg = LoraTrainConfig(model=str(tiny), out=str(out), instance_prompt="pit", rank=4, steps=4, resolution=64,
                           min_crop=32, checkpoint_every=2, samples=0, seed=0)
+    (out / "train_config.json").write_text(json.dumps(cfg.model_dump()))  # a handed-over run folder
     img = np.full((48, 64, 3), 120, np.uint8)
     m = np.zeros((48, 64), bool)
     m[10:20, 10:20] = True
