@@ -281,28 +281,26 @@ class RunFolder:
         if path.exists() and not path.is_dir():
             raise InputError(path, "output path exists and is not a folder")
         fp = fingerprint(config)
-        hint = f"pass {overwrite_flag} or choose another --out" if overwrite_flag else "choose another --out"
         sdir = path / state
-        old = _read_run(sdir / RUN_FILE)
-        clear = False
-        if old is not None and old.get("job") == job:
-            if old.get("fingerprint") != fp:
-                if not overwrite:
-                    raise ConfigError(f"{path}: holds a different run of {job} (different config: fingerprint "
-                                      f"{old.get('fingerprint')} vs {fp}); {hint}")
-                clear = True
-        elif old is None and adopt:
-            old = {"job": job, "fingerprint": fp}
-        elif path.is_dir() and any(_visible(path, state)):
-            if not overwrite:
-                what = f"a {old.get('job')} run" if old else "no run of this command"
-                raise InputError(path, f"output folder is not empty and holds {what}; {hint}")
-            clear = True
         created = [p for p in (path, *path.parents) if not p.exists()]
+        made_state = not sdir.exists()
         path.mkdir(parents=True, exist_ok=True)
         lock = _Lock(sdir / LOCK_FILE, path)
-        lock.acquire()
+
+        def undo() -> None:  # a refused or failed start leaves no trace
+            if made_state and not (sdir / RUN_FILE).exists():
+                shutil.rmtree(sdir, ignore_errors=True)
+            for p in created:
+                with contextlib.suppress(OSError):
+                    p.rmdir()
+
         try:
+            lock.acquire()  # first, so that the folder cannot change under the checks below
+        except BaseException:
+            undo()
+            raise
+        try:
+            old, clear = _decide(path, job, fp, state, overwrite, adopt, overwrite_flag)
             if check is not None:
                 check()
             if clear:
@@ -310,14 +308,10 @@ class RunFolder:
             remove_leftovers(path)
             resumed = old is not None and not clear and old.get("job") == job
             _write_run_file(sdir / RUN_FILE, {"job": job, "fingerprint": fp, "config": config,
-                                                       "outputs": list(outputs)})
+                                              "outputs": list(outputs)})
         except BaseException:
             lock.release()
-            if created and not (sdir / RUN_FILE).exists():  # a failed check leaves no trace
-                shutil.rmtree(sdir, ignore_errors=True)
-                for p in created:
-                    with contextlib.suppress(OSError):
-                        p.rmdir()
+            undo()
             raise
         return cls(path, job, config, fp, state, tuple(outputs), resumed, lock)
 
@@ -337,6 +331,28 @@ class RunFolder:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def _decide(path: Path, job: str, fp: str, state: str, overwrite: bool, adopt: bool,
+            overwrite_flag: str | None) -> tuple[dict[str, Any] | None, bool]:
+    """(the run the folder holds, whether to clear the job's outputs) or a refusal."""
+    hint = f"pass {overwrite_flag} or choose another --out" if overwrite_flag else "choose another --out"
+    old = _read_run(path / state / RUN_FILE)
+    if old is not None and old.get("job") == job:
+        if old.get("fingerprint") == fp:
+            return old, False
+        if not overwrite:
+            raise ConfigError(f"{path}: holds a different run of {job} (different config: fingerprint "
+                              f"{old.get('fingerprint')} vs {fp}); {hint}")
+        return old, True
+    if old is None and adopt:
+        return {"job": job, "fingerprint": fp}, False
+    if any(_visible(path, state)):
+        if not overwrite:
+            what = f"a {old.get('job')} run" if old else "no run of this command"
+            raise InputError(path, f"output folder is not empty and holds {what}; {hint}")
+        return old, True
+    return old, False
 
 
 def _write_run_file(path: Path, obj: Any) -> None:
