@@ -36,7 +36,7 @@ from defectforge.errors import ConfigError, InputError
 from defectforge.runfolder import RunFolder
 
 EXPERIMENTS = ("exdd-augmentation", "synsur-regimes", "filtering-ablation")
-OUTPUTS = ("settings.json", "results_runs.csv", "results.csv", "results.md", "report.html", "assets", "runs")
+OUTPUTS = ("settings.json", "journal.jsonl", "results_runs.csv", "results.csv", "results.md", "report.html", "assets", "runs")
 
 
 @dataclass
@@ -345,8 +345,13 @@ def run_experiment(name: str, data: str | Path | Dataset, out: str | Path, setti
     sj = {"experiment": name, "settings": _jsonable(asdict(st)),
           "data": str(ds.root) if ds.root is not None else "memory", "counts": ds.counts()}
     inputs = [ds.root] if ds.root is not None else []
-    with RunFolder.open(out, job="experiment", config=sj, inputs=inputs, outputs=OUTPUTS, overwrite=overwrite) as rf:
+    legacy = _legacy_journal(out, sj)  # a folder written before run folders kept their state
+    with RunFolder.open(out, job="experiment", config=sj, inputs=inputs, outputs=OUTPUTS, overwrite=overwrite,
+                        adopt=legacy is not None) as rf:
         rf.write_artifact("settings.json", json.dumps(sj, indent=2))
+        if legacy and not rf.journal.records():
+            for r in legacy.records():
+                rf.journal.append(r)
         done = {f"{r['condition']}|{r['seed']}": r for r in rf.journal.records() if "condition" in r}
         ctx = _Ctx(ds, st, out)
         conds = _conditions(name, ctx)
@@ -374,6 +379,19 @@ def run_experiment(name: str, data: str | Path | Dataset, out: str | Path, setti
                 if progress is not None:
                     progress(cond, k, total)
         return _write_results(out, name, sj, conds, runs)
+
+
+def _legacy_journal(out: Path, sj: dict[str, Any]):
+    """The top-level journal of an older run folder of these very settings (else None)."""
+    from defectforge.runfolder import STATE, Journal
+
+    if (out / STATE / "run.json").is_file() or not (out / "settings.json").is_file():
+        return None
+    try:
+        same = json.loads((out / "settings.json").read_text()) == sj
+    except (OSError, ValueError):
+        return None
+    return Journal(out / "journal.jsonl") if same else None
 
 
 def _write_results(out: Path, name: str, sj: dict[str, Any], conds: list, runs: list[dict[str, Any]]) -> dict[str, Any]:
