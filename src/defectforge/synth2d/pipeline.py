@@ -76,8 +76,12 @@ def synthesize(config: SynthConfig, out: str | Path | None = None, workers: int 
     def load_sources() -> None:
         loaded["engine"], loaded["facts"] = prepare(cfg, dataset)
 
+    legacy = out / STATE / "config.json"  # state of a folder written before run folders
+    adopt = legacy.is_file() and not (out / STATE / "run.json").is_file() and _legacy_fp(legacy) == cfg.fingerprint()
     with RunFolder.open(out, job="synth", config=cfg.model_dump(mode="json", exclude={"out"}), state=STATE,
-                        inputs=_inputs(cfg), outputs=OUR_OUTPUTS, overwrite=overwrite, check=load_sources) as rf:
+                        inputs=_inputs(cfg), outputs=OUR_OUTPUTS, overwrite=overwrite, check=load_sources,
+                        adopt=adopt) as rf:
+        legacy.unlink(missing_ok=True)
         engine: Engine = loaded["engine"]
         # 3. what earlier runs finished (journaled, files intact)
         done = {i: r for i, r in ((i, SynthRecord.from_journal(d)) for i, d in rf.done_ids("index").items())
@@ -115,6 +119,15 @@ def _resolve(cfg: SynthConfig, out: str | Path | None) -> tuple[SynthConfig, Pat
 
         warnings.warn("synth sources come from the test split: do not evaluate on these images", stacklevel=3)
     return cfg, Path(out)
+
+
+def _legacy_fp(path: Path) -> str | None:
+    import json
+
+    try:
+        return json.loads(path.read_text(encoding="utf-8")).get("fingerprint")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def _inputs(cfg: SynthConfig) -> list[str]:

@@ -113,11 +113,15 @@ def run_synthesis(input_spec: str, instructions: InstructionSet | Callable[[floa
               "instructions": inst_json, "scan_noise": float(scan_noise),
               "partial": bool(partial)}
     inputs = [] if input_spec.startswith("part:") else [input_spec]
-    with RunFolder.open(out, job="synth3d", config=json.loads(json.dumps(config)), inputs=inputs, outputs=OUTPUTS,
-                        overwrite_flag=None) as rf:
+    config = json.loads(json.dumps(config))
+    adopt = _same_legacy_run(out, config)
+    with RunFolder.open(out, job="synth3d", config=config, inputs=inputs, outputs=OUTPUTS, overwrite_flag=None,
+                        adopt=adopt) as rf:
         if not (out / "run.json").exists():
             rf.write_artifact("run.json", json.dumps({**config, "n": int(n)}, indent=2) + "\n")
         finished = set(rf.done_ids("name", valid=lambda r: (out / "meta" / f"{r['name']}.json").is_file()))
+        if adopt:  # an older folder: its meta records mark the finished samples
+            finished |= {p.stem for p in (out / "meta").glob("*.json")}
         done = skipped = 0
         for i in range(n):
             src = sources[i % len(sources)]
@@ -134,6 +138,19 @@ def run_synthesis(input_spec: str, instructions: InstructionSet | Callable[[floa
                 progress(i + 1, n, name)
         rows = write_manifest(out)
     return {"out": str(out), "generated": done, "skipped": skipped, "samples": len(rows)}
+
+
+def _same_legacy_run(out: Path, config: dict) -> bool:
+    """A folder written before run folders (``run.json`` at the top, no state) of this run."""
+    from defectforge.runfolder import STATE
+
+    if not (out / "run.json").is_file() or (out / STATE / "run.json").is_file():
+        return False
+    try:
+        old = json.loads((out / "run.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(old, dict) and {k: old.get(k) for k in config} == config
 
 
 def _make_sample(rf: RunFolder, src: InputSource, name: str, i: int, seed: int, make_inst, n_points: int,
