@@ -207,3 +207,33 @@ def test_experiment_killed_at_random_points(tmp_path):
     for name in ("results.csv", "results.md", "settings.json"):
         assert (out / name).read_bytes() == (ref / name).read_bytes(), name
     _no_partial_files(out)
+
+
+def test_lora_training_killed_at_random_points(tmp_path):
+    pytest.importorskip("diffusers")
+    pytest.importorskip("peft")
+    import json as _json
+
+    from safetensors.numpy import load_file
+
+    from defectforge.synth2d.diffusion.tiny import build_tiny_inpaint_pipeline
+
+    tiny = build_tiny_inpaint_pipeline(tmp_path / "tiny", kind="sdxl", seed=0)
+    data = _dataset(tmp_path / "data")
+
+    def args(out: Path) -> list[str]:
+        return _cmd("lora", "train", str(data), "--model", str(tiny), "--prompt", "dark pit", "--out", str(out),
+                    "--steps", "6", "--checkpoint-every", "2", "--resolution", "64", "--min-crop", "32",
+                    "--samples", "0", "--lr", "1e-3", "--resume")
+
+    ref = tmp_path / "ref"
+    duration = _run(args(ref))
+    want = load_file(ref / "pytorch_lora_weights.safetensors")
+    out = tmp_path / "cut"
+    _kill_at(args(out), float(np.random.default_rng(4).uniform(0.5, 1.0)) * duration)
+    _run(args(out))
+    got = load_file(out / "pytorch_lora_weights.safetensors")
+    assert got.keys() == want.keys() and all(np.allclose(got[k], want[k], rtol=1e-5, atol=1e-6) for k in want)
+    assert _json.loads((out / "losses.json").read_text())["losses"] == pytest.approx(
+        _json.loads((ref / "losses.json").read_text())["losses"], rel=1e-5)
+    _no_partial_files(out)

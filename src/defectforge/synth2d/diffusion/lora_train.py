@@ -377,7 +377,7 @@ class LoraTrainer:
 
         sd = convert_state_dict_to_diffusers(get_peft_model_state_dict(self._pipe.unet))
         sd = {k: v.detach().to("cpu").float().contiguous() for k, v in sd.items()}
-        with tempfile.TemporaryDirectory(dir=out, prefix=".lora-") as tmp:
+        with tempfile.TemporaryDirectory(dir=out, prefix=".lora.", suffix=".tmp") as tmp:  # see runfolder
             type(self._pipe).save_lora_weights(tmp, unet_lora_layers=sd, safe_serialization=True)
             final = out / "pytorch_lora_weights.safetensors"
             os.replace(Path(tmp) / "pytorch_lora_weights.safetensors", final)
@@ -389,7 +389,7 @@ class LoraTrainer:
 
         ckdir = out / "checkpoints"
         ckdir.mkdir(exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=ckdir, prefix=".tmp-"))
+        tmp = Path(tempfile.mkdtemp(dir=ckdir, prefix=f".step-{step:07d}.", suffix=".tmp"))
         try:
             torch.save({"adapter": {k: v.detach().cpu() for k, v in get_peft_model_state_dict(self._pipe.unet).items()},
                         "optimizer": self.optimizer.state_dict(), "torch_rng": gen.get_state()}, tmp / "state.pt")
