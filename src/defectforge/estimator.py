@@ -140,18 +140,23 @@ class Estimator:
         return {"class": type(self).__name__, "params": params, "state": self._get_state()}
 
     @classmethod
+    def resolve_class(cls, class_name: str) -> "type[Estimator]":
+        """The class a model file names, looked up in the family's registry; KeyError when
+        it is unknown, TypeError when it is not a ``cls``."""
+        if class_name == cls.__name__:
+            return cls
+        fam = cls.registry
+        klass = fam.class_named(class_name) if fam is not None else None
+        if klass is None:
+            raise KeyError(class_name)
+        if not issubclass(klass, cls):
+            raise TypeError(f"the file holds a {class_name}, not a {cls.__name__}")
+        return klass
+
+    @classmethod
     def from_entry(cls, entry: dict[str, Any], **runtime: Any) -> "Estimator":
-        """The estimator described by ``entry``; its class is looked up in the registry."""
-        name = entry["class"]
-        klass: type[Estimator]
-        if name == cls.__name__:
-            klass = cls
-        elif cls.registry is not None:
-            klass = cls.registry.class_named(name)
-        else:
-            raise KeyError(name)
-        if not (isinstance(klass, type) and issubclass(klass, cls)):
-            raise KeyError(name)
+        """The estimator described by ``entry`` (its class resolved by :meth:`resolve_class`)."""
+        klass = cls.resolve_class(entry["class"])
         names = set(klass._param_names())
         params = {k: v for k, v in dict(entry["params"]).items() if k in names}
         params.update({k: v for k, v in runtime.items() if k in names})
@@ -244,8 +249,8 @@ def read_model_file(path: str | Path, family: type[Estimator]) -> dict[str, Any]
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise InputError(path, f"not a readable defectforge {what} file (truncated, corrupt, or written by "
-                               f"something else): {exc.__class__.__name__}") from None
+        raise InputError(path, f"not a readable defectforge {what} file (truncated or corrupt?): "
+                               f"{exc.__class__.__name__}") from None
     if not isinstance(obj, dict):
         raise InputError(path, f"not a defectforge {what} file")
     ver = obj.get("format_version")
@@ -270,23 +275,21 @@ def load_models(path: str | Path, family: type[Estimator], **runtime: Any) -> di
     obj = read_model_file(path, family)
     entries = obj["models"] if "models" in obj else {"default": obj}
     out: dict[str, Estimator] = {}
-    try:
-        for name, entry in entries.items():
-            out[str(name)] = family.from_entry(entry, **runtime)
-    except DefectforgeError:
-        raise
-    except KeyError as exc:
-        cls_name = None
+    for name, entry in entries.items():
+        cls_name = entry.get("class") if isinstance(entry, dict) else None
         try:
-            cls_name = entry.get("class")  # type: ignore[union-attr]
-        except Exception:
-            pass
-        if cls_name is not None and exc.args and exc.args[0] == cls_name:
-            raise InputError(path, f"model class {cls_name!r} is not a registered {family.file_what} class "
+            family.resolve_class(str(cls_name))
+        except KeyError:
+            raise InputError(path, f"model class {cls_name!r} is not a registered {family.file_what} "
                                    f"({family.model_kind})") from None
-        raise InputError(path, f"model file is incomplete (KeyError: {exc})") from None
-    except (TypeError, AttributeError, ValueError, RuntimeError) as exc:
-        raise InputError(path, f"model file is incomplete ({exc.__class__.__name__}: {exc})") from None
+        except TypeError as exc:
+            raise InputError(path, str(exc)) from None
+        try:
+            out[str(name)] = family.from_entry(entry, **runtime)
+        except DefectforgeError:
+            raise
+        except (KeyError, TypeError, AttributeError, ValueError, RuntimeError) as exc:
+            raise InputError(path, f"model file is incomplete ({exc.__class__.__name__}: {exc})") from None
     if not out:
         raise InputError(path, "model file holds no model")
     return out
