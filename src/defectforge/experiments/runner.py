@@ -166,10 +166,10 @@ def _det(ctx: _Ctx, seed: int, key: str, train: list[Sample], val: list[Sample])
     run_dir = ctx.out / "runs" / key.replace("/", "_").replace(" ", "_")
     det = train_detector(train, run_dir, ctx.st.train_config(seed), val=val, classes=ctx.classes)
     m = evaluate_boxes(det, ctx.test)
-    hist = det.info.get("history", [])
+    hist = det.info_.get("history", [])
     res = {"map50": float(m["map50"]), "map50_95": float(m["map50_95"]), "epochs_run": len(hist),
            "n_train_defect": sum(s.is_defect for s in train), "n_train_good": sum(not s.is_defect for s in train),
-           "best_val_map50": float(det.info.get("best_val", [float("nan")])[0])}
+           "best_val_map50": float(det.info_.get("best_val", [float("nan")])[0])}
     shutil.rmtree(run_dir, ignore_errors=True)  # checkpoints only matter while the run is unfinished
     return res
 
