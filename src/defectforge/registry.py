@@ -61,18 +61,18 @@ class Registry(Generic[T]):
 
         Registering a different object under a taken name raises :class:`ConfigError`;
         re-registering the same object (a module imported twice) is a no-op. A class
-        gets ``name`` as its ``name`` attribute when it has none of its own.
+        gets ``name`` as its ``name`` attribute.
         """
 
         def deco(o: T) -> T:
             if self._base is not None and not (isinstance(o, type) and issubclass(o, self._base)):
-                raise TypeError(f"a {self.kind} must be a subclass of {self._base.__name__}, got {o!r}")
+                raise TypeError(f"register: a {self.kind} must be a {self._base.__name__} subclass, got {o!r}")
             key = self._key(name)
             old = self._members.get(key)
             if old is not None and old is not o and _qualname(old) != _qualname(o):
                 raise ConfigError(f"{self.kind} name {name!r} is already registered by {_qualname(old)}")
             self._members[key] = o
-            if isinstance(o, type) and "name" not in vars(o):
+            if isinstance(o, type):
                 o.name = key  # type: ignore[attr-defined]
             return o
 
