@@ -258,8 +258,8 @@ class ExDD(Detector):
             else:
                 warnings.warn("no defect image contributed rows: the defect bank is empty (PatchCore behaviour)",
                               EmptyDefectMaskWarning, stacklevel=2)
-        elif defects:
-            val_defects = defects
+        elif defects:  # (image, mask) pairs are scored by their image
+            val_defects = [d[0] if isinstance(d, (tuple, list)) else d for d in defects]
         t3 = time.perf_counter()
         self._nn_normal = NearestNeighbors(self.bank_normal_, c.nn_backend)
         self._nn_defect = NearestNeighbors(self.bank_defect_, c.nn_backend) if len(self.bank_defect_) else None
