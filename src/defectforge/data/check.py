@@ -10,7 +10,10 @@ orientation) and hashes its bytes; it fully decodes masks only. Problems found:
 - ``mask on good image`` (warning): a non-empty mask given for a ``good`` image;
 - ``non-binary mask`` (warning): a mask file with more than two values;
 - ``duplicate``: an image file with the same bytes as an earlier one;
-- ``listed twice``: the same image file listed more than once.
+- ``listed twice``: the same image file listed more than once;
+- ``bad label`` / ``outside root``: what the reader skipped (broken COCO ids, boxes and
+  categories, YOLO lines, labelme vertices; files outside the dataset folder), see
+  :mod:`defectforge.data.problems`.
 
 Each problem is ``{"file": ..., "problem": ..., "kind": ..., "severity": "error"|"warning"}``.
 """
@@ -27,6 +30,7 @@ from typing import Any, Callable
 import numpy as np
 
 from defectforge.data.image_io import NonBinaryMaskWarning, read_mask
+from defectforge.data.problems import ReadProblems
 from defectforge.data.sample import Dataset, Sample
 from defectforge.errors import InputError
 
@@ -75,19 +79,22 @@ def _full_decode(data: bytes) -> None:
 
 
 def check_dataset(data: str | Path | Dataset, format: str | None = None, decode: bool = False,
-                  progress: Callable[[int, int], None] | None = None) -> CheckReport:
+                  progress: Callable[[int, int], None] | None = None,
+                  allow_outside_root: bool = False) -> CheckReport:
     """Check a dataset (a path of any supported format, or a :class:`Dataset`).
 
     ``decode=True`` also fully decodes every image (finds truncated files; slower).
-    ``progress(done, total)`` is called after each sample.
+    ``progress(done, total)`` is called after each sample. A path is read with a collecting
+    :class:`~defectforge.data.problems.ReadProblems`, so broken labels and files outside the
+    dataset folder are listed (kinds ``bad label`` / ``outside root``) rather than raised.
     """
     if isinstance(data, Dataset):
         ds = data
     else:
         from defectforge.data.formats import load_dataset
 
-        ds = load_dataset(data, format)
-    problems: list[dict[str, str]] = []
+        ds = load_dataset(data, format, problems=ReadProblems(collect=True, allow_outside_root=allow_outside_root))
+    problems: list[dict[str, str]] = list(ds.read_problems)
 
     def problem(file: Any, kind: str, text: str, severity: str = "error") -> None:
         problems.append({"file": str(file), "problem": text, "kind": kind, "severity": severity})
