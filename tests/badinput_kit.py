@@ -98,14 +98,17 @@ def invoke(*args: str | Path, input: str | None = None):
 
 
 def one_line_error(res, *needles: str) -> str:
-    """Exit 2 and exactly one non-empty output line ``error: ...`` containing every needle."""
+    """Exit 2, no traceback, and exactly one line ``error: ...`` (the last on stderr; progress
+    bars that a command drew before may precede it) containing every needle."""
     out = res.output
-    lines = [ln for ln in out.splitlines() if ln.strip()]
     assert res.exit_code == 2, f"exit {res.exit_code}: {out}\n{res.exception!r}"
-    assert len(lines) == 1 and lines[0].startswith("error: "), out
+    assert "Traceback" not in out, out
+    errors = [ln for ln in out.splitlines() if ln.startswith("error:")]
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert len(errors) == 1 and lines and lines[-1] == errors[0], out
     for n in needles:
-        assert n in lines[0], (n, lines[0])
-    return lines[0]
+        assert n in errors[0], (n, errors[0])
+    return errors[0]
 
 
 def check_lists(path: Path, *needles: str, tmp: Path | None = None, extra: tuple[str, ...] = ()) -> list[dict]:
@@ -119,3 +122,19 @@ def check_lists(path: Path, *needles: str, tmp: Path | None = None, extra: tuple
     assert hits, (needles, problems)
     js.unlink()
     return hits
+
+
+def png_claiming(path: Path, width: int, height: int, mode: int = 0) -> Path:
+    """A ~100-byte PNG whose header claims ``width x height`` pixels (grey, 8 bit): a
+    decompression bomb as far as any reader that trusts the header is concerned."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, mode, 0, 0, 0)
+    idat = zlib.compress(b"\x00" * 64)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+    return path

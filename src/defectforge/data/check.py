@@ -21,7 +21,6 @@ Each problem is ``{"file": ..., "problem": ..., "kind": ..., "severity": "error"
 from __future__ import annotations
 
 import hashlib
-import io
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,7 +28,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from defectforge.data.image_io import NonBinaryMaskWarning, read_mask
+from defectforge.data.image_io import NonBinaryMaskWarning, open_image, read_mask
 from defectforge.data.problems import ReadProblems
 from defectforge.data.sample import Dataset, Sample
 from defectforge.errors import InputError
@@ -58,11 +57,9 @@ class CheckReport:
         return asdict(self)
 
 
-def _header(data: bytes) -> tuple[int, int]:
+def _header(data: bytes, path: Path) -> tuple[int, int]:
     """``(height, width)`` as displayed, from the image header in ``data``."""
-    from PIL import Image
-
-    with Image.open(io.BytesIO(data)) as im:
+    with open_image(data, path, load=False) as im:
         w, h = im.size
         try:
             orient = im.getexif().get(0x0112, 1)
@@ -71,11 +68,8 @@ def _header(data: bytes) -> tuple[int, int]:
     return (w, h) if orient in (5, 6, 7, 8) else (h, w)
 
 
-def _full_decode(data: bytes) -> None:
-    from PIL import Image
-
-    with Image.open(io.BytesIO(data)) as im:
-        im.load()
+def _full_decode(data: bytes, path: Path) -> None:
+    open_image(data, path).close()
 
 
 def check_dataset(data: str | Path | Dataset, format: str | None = None, decode: bool = False,
@@ -142,9 +136,12 @@ def _check_image(s: Sample, problem: Callable[..., None], seen_paths: dict[Path,
     else:
         seen_hash[digest] = s.path
     try:
-        hw = _header(data)
+        hw = _header(data, s.path)
         if decode:
-            _full_decode(data)
+            _full_decode(data, s.path)
+    except InputError as exc:
+        problem(s.path, "unreadable", exc.problem)
+        return None
     except Exception as exc:  # any decoder failure means the file is unusable
         problem(s.path, "unreadable", f"unreadable or corrupt image ({exc.__class__.__name__}: {exc})")
         return None

@@ -32,6 +32,7 @@ import numpy as np
 
 from defectforge._atomic import atomic_write_json
 from defectforge.data._files import export_image, header_size, image_suffix, read_json, staged_dir, unique_name
+from defectforge.data.image_io import check_pixels
 from defectforge.data.polygons import mask_to_polygons, polygons_to_mask
 from defectforge.data.problems import ReadProblems, finite_number, point_problem, strict
 from defectforge.data.rle import counts_from_indices, counts_to_string, decode_rle, encode_rle
@@ -232,6 +233,7 @@ def read_coco_file(json_path: str | Path, image_root: str | Path | None = None, 
         h, w = im.get("height"), im.get("width")
         if not (_int_id(h) and _int_id(w) and h > 0 and w > 0):
             h, w = header_size(path)
+        check_pixels(p, w, h)  # masks are allocated at this size
         boxes: list[Box] = []
         mask = None
         kept = []

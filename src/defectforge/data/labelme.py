@@ -48,10 +48,13 @@ def is_labelme_file(path: Path) -> bool:
 
 
 def _shape_hw(data: dict[str, Any], p: Path, shape: tuple[int, int] | None) -> tuple[int, int]:
+    from defectforge.data.image_io import check_pixels
+
     if shape is not None:
         return int(shape[0]), int(shape[1])
     h, w = data.get("imageHeight"), data.get("imageWidth")
     if isinstance(h, int) and isinstance(w, int) and h > 0 and w > 0:
+        check_pixels(p, w, h)  # the mask is allocated at this size
         return h, w
     img = _find_image(p, data)
     if img is not None:
@@ -129,16 +132,14 @@ def _image_from_data(data: dict[str, Any], p: Path) -> np.ndarray | None:
     if not b64:
         return None
     import base64
-    import io
 
-    from defectforge.data.image_io import _pil_to_array
+    from defectforge.data.image_io import _pil_to_array, open_image
 
     try:
-        im = Image.open(io.BytesIO(base64.b64decode(b64)))
-        im.load()
-    except Exception as exc:
-        raise InputError(p, f"imageData is not a readable image ({exc.__class__.__name__})") from None
-    return _pil_to_array(im, p)
+        raw = base64.b64decode(b64)
+    except (ValueError, TypeError) as exc:
+        raise InputError(p, f"imageData is not base64 ({exc.__class__.__name__})") from None
+    return _pil_to_array(open_image(raw, p), p)
 
 
 def _roots(p: Path, image_dir: Path | None, folder: Path | None = None) -> tuple[Path | None, ...]:
