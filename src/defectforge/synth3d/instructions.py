@@ -197,9 +197,14 @@ def load_instructions(path: str | Path) -> InstructionSet:
     path = Path(path)
     if not path.is_file():
         raise InputError(path, "instruction file not found")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(path, f"not a UTF-8 text file ({exc.reason} at byte {exc.start})") from None
     try:
         data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+    except RecursionError:
+        raise InputError(path, "nested too deeply to be an instruction file") from None
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
         raise InputError(path, f"not valid {'JSON' if path.suffix.lower() == '.json' else 'YAML'}: {exc}") from exc
     try:
