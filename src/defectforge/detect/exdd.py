@@ -269,6 +269,10 @@ class ExDD(Detector):
         elif defects:
             val_defects = defects
         t3 = time.perf_counter()
+        from defectforge.detect.model_checks import check_finite_state
+
+        check_finite_state(c.weights, {"bank_normal": self.bank_normal, "bank_defect": self.bank_defect},
+                           cause="the backbone produced non-finite features (corrupt --weights?)")
         self._nn_normal = NearestNeighbors(self.bank_normal, c.nn_backend)
         self._nn_defect = NearestNeighbors(self.bank_defect, c.nn_backend) if len(self.bank_defect) else None
 
@@ -478,6 +482,11 @@ class ExDD(Detector):
         except (KeyError, TypeError, AttributeError) as exc:
             raise InputError(path, f"model file is incomplete ({exc.__class__.__name__}: {exc})") from None
         from defectforge.detect.knn import NearestNeighbors
+        from defectforge.detect.model_checks import check_finite_state, check_input_size
+
+        check_input_size(path, model.input_size)
+        check_finite_state(path, {"bank_normal": model.bank_normal, "bank_defect": model.bank_defect},
+                           {"threshold": model.threshold, "pixel_threshold": model.pixel_threshold})
 
         model._nn_normal = NearestNeighbors(model.bank_normal, model.config.nn_backend)
         model._nn_defect = (NearestNeighbors(model.bank_defect, model.config.nn_backend)
