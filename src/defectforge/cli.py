@@ -18,7 +18,7 @@ from typer.core import TyperGroup
 
 from defectforge import __version__
 from defectforge._cliutil import print_error
-from defectforge.errors import DefectforgeError
+from defectforge.errors import DefectforgeError, user_error_message
 
 
 class _Group(TyperGroup):
@@ -28,8 +28,11 @@ class _Group(TyperGroup):
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
-        except DefectforgeError as exc:
-            print_error(str(exc))
+        except (DefectforgeError, OSError) as exc:
+            message = user_error_message(exc)  # OSError: unwritable output, full disk, ...
+            if message is None:
+                raise
+            print_error(message)
             raise typer.Exit(2) from None
 
 
