@@ -297,7 +297,7 @@ def bad_model_nan_bank(w, t):
     import torch
 
     obj = torch.load(w.model, map_location="cpu", weights_only=True)
-    obj["bank_normal"][0, 0] = float("nan")
+    (obj["state"] if "state" in obj else obj)["bank_normal"][0, 0] = float("nan")
     torch.save(obj, t / "nan.dfm")
     return t / "nan.dfm"
 
@@ -306,7 +306,7 @@ def bad_model_huge_input(w, t):
     import torch
 
     obj = torch.load(w.model, map_location="cpu", weights_only=True)
-    obj["input_size"] = [100000, 100000]
+    (obj["state"] if "state" in obj else obj)["input_size"] = [100000, 100000]
     torch.save(obj, t / "huge.dfm")
     return t / "huge.dfm"
 
