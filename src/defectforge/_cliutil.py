@@ -27,7 +27,7 @@ def user_errors() -> Iterator[None]:
     """
     try:
         yield
-    except (DefectforgeError, OSError) as exc:
+    except (DefectforgeError, OSError, UnicodeDecodeError) as exc:
         message = user_error_message(exc)
         if message is None:
             raise

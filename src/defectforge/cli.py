@@ -28,7 +28,7 @@ class _Group(TyperGroup):
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
-        except (DefectforgeError, OSError) as exc:
+        except (DefectforgeError, OSError, UnicodeDecodeError) as exc:
             message = user_error_message(exc)  # OSError: unwritable output, full disk, ...
             if message is None:
                 raise

@@ -48,6 +48,8 @@ def user_error_message(exc: BaseException) -> str | None:
     reason with a hint. The CLI boundary calls this for every command."""
     if isinstance(exc, DefectforgeError):
         return str(exc)
+    if isinstance(exc, UnicodeDecodeError):  # a text input that is not UTF-8 (readers name the file when they can)
+        return f"an input text file is not UTF-8 ({exc.reason} at byte {exc.start})"
     if isinstance(exc, OSError) and exc.errno in _USER_ERRNOS:
         where = exc.filename if exc.filename is not None else None
         reason = exc.strerror or exc.__class__.__name__

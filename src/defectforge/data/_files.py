@@ -107,17 +107,28 @@ def export_mask(mask: np.ndarray, dst: Path) -> Path:
     return write_mask(dst, mask)
 
 
+def read_text(path: str | Path, encoding: str = "utf-8") -> str:
+    """A text file's contents; :class:`InputError` naming the file when it is missing or not
+    UTF-8 (every reader of user text files goes through here)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "file not found")
+    try:
+        return path.read_text(encoding=encoding)
+    except UnicodeDecodeError as exc:
+        raise InputError(path, f"not a UTF-8 text file ({exc.reason} at byte {exc.start})") from None
+
+
 def read_json(path: Path) -> Any:
     """Parse a JSON file; :class:`InputError` naming the file (and line) when it cannot."""
     import json
 
     path = Path(path)
-    if not path.is_file():
-        raise InputError(path, "file not found")
+    text = read_text(path)
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as exc:
-        raise InputError(path, f"not a UTF-8 text file ({exc.reason})") from None
+        return json.loads(text)
+    except RecursionError:
+        raise InputError(path, "JSON nested too deeply") from None
     except json.JSONDecodeError as exc:
         raise InputError(path, f"malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
 

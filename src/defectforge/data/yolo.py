@@ -30,7 +30,8 @@ import numpy as np
 import yaml
 
 from defectforge._atomic import atomic_write_text
-from defectforge.data._files import export_image, header_size, image_suffix, list_images, staged_dir, unique_name
+from defectforge.data._files import (export_image, header_size, image_suffix, list_images, read_text, staged_dir,
+                                     unique_name)
 from defectforge.data.polygons import mask_to_polygons, polygon_bbox, polygons_to_mask
 from defectforge.data.problems import ReadProblems, strict
 from defectforge.data.sample import GOOD, Box, Dataset, Sample, boxes_from_mask
@@ -72,7 +73,7 @@ def _read_names(yml: Path | None) -> dict[int, str]:
     if yml is None:
         return {}
     try:
-        data = yaml.safe_load(yml.read_text(encoding="utf-8")) or {}
+        data = yaml.safe_load(read_text(yml)) or {}
     except yaml.YAMLError as exc:
         raise InputError(yml, f"malformed YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(data, dict):
