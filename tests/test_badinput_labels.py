@@ -209,3 +209,11 @@ def test_check_lists_label_problems_and_still_checks_the_rest(tmp_path):
     (p.parent.parent / "images" / "train" / "b.png").write_bytes(b"not a png")
     check_lists(p.parent.parent, "b.png", "unreadable", tmp=tmp_path)
     check_lists(p.parent.parent, "image_id 7 matches no image", tmp=tmp_path)
+
+
+def test_check_warns_about_unknown_split_names(tmp_path):
+    root = small_manifest(tmp_path / "ds", 1, 1)
+    root = root.parent
+    text = (root / "split.csv").read_text().replace("images/d0.png,test", "images/d0.png,Test")
+    (root / "split.csv").write_text(text)
+    check_lists(root, "1 image(s) have split 'Test'", tmp=tmp_path)

@@ -11,6 +11,7 @@ orientation) and hashes its bytes; it fully decodes masks only. Problems found:
 - ``non-binary mask`` (warning): a mask file with more than two values;
 - ``duplicate``: an image file with the same bytes as an earlier one;
 - ``listed twice``: the same image file listed more than once;
+- ``unknown split`` (warning): a split other than train/val/test (``Test``, ``valid``);
 - ``bad label`` / ``outside root``: what the reader skipped (broken COCO ids, boxes and
   categories, YOLO lines, labelme vertices; files outside the dataset folder), see
   :mod:`defectforge.data.problems`.
@@ -32,6 +33,9 @@ from defectforge.data.image_io import NonBinaryMaskWarning, open_image, read_mas
 from defectforge.data.problems import ReadProblems
 from defectforge.data.sample import Dataset, Sample
 from defectforge.errors import InputError
+
+
+KNOWN_SPLITS = ("train", "val", "test")
 
 
 @dataclass
@@ -106,6 +110,11 @@ def check_dataset(data: str | Path | Dataset, format: str | None = None, decode:
         _check_mask(s, hw, problem, fractions)
         if progress is not None:
             progress(i + 1, total)
+    for split in sorted({s.split for s in ds} - set(KNOWN_SPLITS)):
+        n = sum(s.split == split for s in ds)
+        problem(ds.root or split, "unknown split",
+                f"{n} image(s) have split {split!r}, not one of {', '.join(KNOWN_SPLITS)}; commands that take a split "
+                "(test by default) leave them out", "warning")
     stats = {t: {"n": len(v), "min": float(np.min(v)), "median": float(np.median(v)), "max": float(np.max(v))}
              for t, v in sorted(fractions.items())}
     return CheckReport(format=ds.format, root=None if ds.root is None else str(ds.root), counts=ds.counts(),
