@@ -24,7 +24,7 @@ from typer.core import TyperGroup
 
 from defectforge import __version__
 from defectforge._cliutil import print_error
-from defectforge.errors import DefectforgeError
+from defectforge.errors import DefectforgeError, user_error_message
 
 
 INTERRUPTED = "interrupted: outputs written so far are complete and kept; run again to resume"
@@ -38,8 +38,11 @@ class _Group(TyperGroup):
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
-        except DefectforgeError as exc:
-            print_error(str(exc))
+        except (DefectforgeError, OSError, UnicodeDecodeError) as exc:
+            message = user_error_message(exc)  # OSError: unwritable output, full disk, ...
+            if message is None:
+                raise
+            print_error(message)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             print(INTERRUPTED, file=sys.stderr)

@@ -288,6 +288,10 @@ def load_models(path: str | Path, family: type[Estimator], **runtime: Any) -> di
             raise InputError(path, str(exc)) from None
         try:
             out[str(name)] = family.from_entry(entry, **runtime)
+        except InputError as exc:
+            if exc.path is None:  # a check inside _set_state: name the model file
+                raise InputError(path, exc.problem) from None
+            raise
         except DefectforgeError:
             raise
         except (KeyError, TypeError, AttributeError, ValueError, RuntimeError) as exc:

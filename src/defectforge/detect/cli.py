@@ -160,6 +160,7 @@ def eval_cmd(
     report: Optional[Path] = typer.Option(None, "--report", help="Folder for report.html."),
     split: str = typer.Option("test", "--split", help="Split to evaluate (never the one fitted on)."),
     format: Optional[str] = typer.Option(None, "--format", "-f", help="Force the dataset format."),
+    image_only: bool = typer.Option(False, "--image-only", help="Image metrics only (for data without masks)."),
 ) -> None:
     """Evaluate a model on the test split: metrics JSON and an HTML report."""
     with _user_errors():
@@ -171,7 +172,7 @@ def eval_cmd(
 
         det = load_detector(model_path, progress=True)
         ds = load_dataset(data, format=format)
-        res = evaluate_detector(det, ds, split=split)
+        res = evaluate_detector(det, ds, split=split, pixel_metrics=not image_only)
         out = metrics_json(res, {"model": str(model_path), "detector": det.name, "data": str(data), "split": split})
         if json_out is not None:
             atomic_write_json(json_out, out)
