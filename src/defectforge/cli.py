@@ -54,6 +54,7 @@ COMMAND_MODULES = (
     "defectforge.supervised.cli",
     "defectforge.experiments.cli",
     "defectforge.demo",
+    "defectforge.studio.cli",
 )
 
 

@@ -7,6 +7,12 @@ describe box with validation). The server is FastAPI (:func:`create_app`); the f
 plain HTML/JS in ``static/``. Needs the ``[studio]`` extra.
 """
 
-from defectforge.studio.app import create_app
-
 __all__ = ["create_app"]
+
+
+def __getattr__(name: str):  # the web stack is imported only when the app is asked for
+    if name == "create_app":
+        from defectforge.studio.app import create_app
+
+        return create_app
+    raise AttributeError(name)
