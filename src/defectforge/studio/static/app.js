@@ -211,7 +211,7 @@ $("#a2-accept").onclick = async () => {
 async function a2LoadGenerators() {
   const r = await api("/api/generators"); state.a2.generators = r.generators;
   $("#a2-gen").innerHTML = r.generators.map(g => `<option>${g.name}</option>`).join("");
-  $("#a2-gen").value = r.generators.some(g => g.name === "scratch") ? "scratch" : r.generators[0].name;
+  $("#a2-gen").value = r.generators.some(g => g.name === "pitting") ? "pitting" : r.generators[0].name;
   a2ShowForm();
 }
 function a2ShowForm() {
