@@ -1,0 +1,173 @@
+"""Studio in a real headless Chromium (Debian's ``chromium`` + ``chromium-driver``, driven by
+Selenium): open the bundled sample, author a 2D defect by clicking and accept it, author a
+3D defect by clicking a point, see a describe-box validation error. Screenshots go to
+``$STUDIO_SCREENSHOTS`` when set (docs/studio/*.png were made that way)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("fastapi")
+uvicorn = pytest.importorskip("uvicorn")
+pytest.importorskip("selenium")
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+DRIVER = shutil.which("chromedriver")
+pytestmark = [
+    pytest.mark.skipif(CHROMIUM is None or DRIVER is None,
+                       reason="Debian chromium + chromium-driver not installed (apt-get install chromium chromium-driver)"),
+    pytest.mark.slow,
+]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    from defectforge.studio.app import create_app
+
+    project = tmp_path_factory.mktemp("project")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    srv = uvicorn.Server(uvicorn.Config(create_app(project), host="127.0.0.1", port=port, log_level="warning"))
+    th = threading.Thread(target=srv.run, daemon=True)
+    th.start()
+    t0 = time.time()
+    while not srv.started:
+        if time.time() - t0 > 30:
+            raise RuntimeError("studio server did not start")
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}/", project
+    srv.should_exit = True
+    th.join(10)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run",
+                 "--disable-dev-shm-usage", "--window-size=1400,1000"):
+        opts.add_argument(flag)
+    drv = webdriver.Chrome(service=Service(DRIVER), options=opts)
+    drv.set_script_timeout(60)
+    yield drv
+    drv.quit()
+
+
+def shot(drv, name: str) -> None:
+    folder = os.environ.get("STUDIO_SCREENSHOTS")
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        drv.save_screenshot(str(Path(folder) / f"{name}.png"))
+
+
+def wait(drv, cond, timeout=60.0, what="condition"):
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        v = cond()
+        if v:
+            return v
+        time.sleep(0.1)
+    status = drv.execute_script("return document.querySelector('#status').textContent")
+    raise AssertionError(f"timed out waiting for {what}; page status: {status!r}")
+
+
+def js(drv, script, *args):
+    return drv.execute_script(script, *args)
+
+
+def tab(drv, name):
+    drv.find_element("css selector", f'#tabs button[data-page="{name}"]').click()
+
+
+def test_data_page_opens_the_sample_and_filters(server, browser):
+    url, _ = server
+    browser.get(url)
+    wait(browser, lambda: js(browser, "return document.body.dataset.ready === '1'"), what="page ready")
+    n_all = len(browser.find_elements("css selector", "#ds-grid .tile"))
+    assert n_all == 90
+    from selenium.webdriver.support.ui import Select
+
+    Select(browser.find_element("id", "ds-label")).select_by_visible_text("pitting")
+    wait(browser, lambda: len(browser.find_elements("css selector", "#ds-grid .tile")) == 30, what="filtered grid")
+    assert all("defect" in t.get_attribute("class") for t in browser.find_elements("css selector", "#ds-grid .tile"))
+    assert "test/pitting: 20" in browser.find_element("id", "ds-counts").text
+    wait(browser, lambda: js(browser, "return [...document.querySelectorAll('#ds-grid img')].slice(0, 8)"
+                                      ".every(i => i.complete && i.naturalWidth > 0)"), what="thumbnails")
+    browser.find_elements("css selector", "#ds-grid .tile")[0].click()
+    wait(browser, lambda: js(browser, "const i = document.querySelector('#ds-large img'); return i && i.complete && i.naturalWidth > 0"),
+         what="large image")
+    shot(browser, "data")
+
+
+def test_author_2d_by_click_preview_and_accept(server, browser):
+    url, project = server
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    tab(browser, "author2d")
+    wait(browser, lambda: js(browser, "return document.querySelector('#a2-canvas').width > 0"), what="image on canvas")
+    canvas = browser.find_element("id", "a2-canvas")
+    # click at image pixel (565, 230): offsets are from the element's centre in CSS pixels
+    w_css = canvas.size["width"]
+    scale = w_css / js(browser, "return document.querySelector('#a2-canvas').width")
+    ActionChains(browser).move_to_element_with_offset(canvas, int((565 - 565) * scale), int((230 - 230) * scale)).click().perform()
+    wait(browser, lambda: int(js(browser, "return document.querySelector('#a2-qc').dataset.labelPixels || 0")) > 0,
+         what="preview with a non-empty label")
+    wait(browser, lambda: js(browser, "const i = document.querySelector('#a2-result'); return i.complete && i.naturalWidth > 0"),
+         what="preview image")
+    shot(browser, "author2d")
+    browser.find_element("id", "a2-accept").click()
+    wait(browser, lambda: "accepted as" in browser.find_element("id", "a2-accepted").text, what="accepted")
+    assert (project / "studio_sets" / "default" / "manifest.csv").is_file()
+    # the accepted sample is found again in the Data page
+    tab(browser, "data")
+    box = browser.find_element("id", "ds-path")
+    box.clear()
+    box.send_keys("studio_sets/default")
+    browser.find_element("id", "ds-open").click()
+    wait(browser, lambda: len(browser.find_elements("css selector", "#ds-grid .tile")) == 1, what="set in the grid")
+    assert "train/pitting" in browser.find_element("id", "ds-grid").text
+
+
+def test_author_3d_click_a_point_and_describe(server, browser):
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    tab(browser, "author3d")
+    browser.find_element("id", "a3-load").click()
+    wait(browser, lambda: js(browser, "return a3viewer.points !== null && a3viewer.points.length > 0"), what="part loaded")
+    # a visible point near the middle of the view
+    x, y, W = js(browser, """
+        const v = a3viewer, W = v.canvas.width, H = v.canvas.height; let best = -1, bd = Infinity;
+        for (let i = 0; i < v.sx.length; i++) {
+          const o = Math.round(v.sy[i]) * W + Math.round(v.sx[i]);
+          if (!(v.sz[i] <= v.zbuf[o] + 1e-6)) continue;
+          const d = Math.hypot(v.sx[i] - W / 2, v.sy[i] - H / 2);
+          if (d < bd) { bd = d; best = i; }
+        }
+        return [v.sx[best], v.sy[best], W];""")
+    canvas = browser.find_element("id", "a3-viewer")
+    s = canvas.size["width"] / W
+    ActionChains(browser).move_to_element_with_offset(
+        canvas, int((x - W / 2) * s), int((y - canvas.size["height"] / s / 2) * s)).click().perform()
+    wait(browser, lambda: int(js(browser, "return document.querySelector('#a3-info').dataset.defectPoints || 0")) > 0,
+         what="coloured defect points")
+    assert '"kind": "point"' in browser.find_element("id", "a3-json").get_attribute("value")
+    red = js(browser, """const c = document.querySelector('#a3-viewer'), d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+        let n = 0; for (let i = 0; i < d.length; i += 4) if (d[i] === 255 && d[i + 1] === 60) n++; return n;""")
+    assert red > 0
+    shot(browser, "author3d")
+    browser.find_element("id", "a3-text").send_keys("a blorp on the top")
+    browser.find_element("id", "a3-describe").click()
+    wait(browser, lambda: browser.find_element("id", "a3-text-error").text, what="validation error")
+    assert "cannot find a defect type" in browser.find_element("id", "a3-text-error").text
+    shot(browser, "author3d_error")
