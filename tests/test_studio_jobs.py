@@ -1,0 +1,97 @@
+"""Studio jobs: a synth run from the browser API goes through ``synthesize`` (same files as
+the CLI), reports progress, can be cancelled and resumed, and the list survives a restart."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+pytest.importorskip("fastapi")
+pytest.importorskip("httpx")
+
+import warnings  # noqa: E402
+
+with warnings.catch_warnings():  # starlette's note about its httpx client, not about this project
+    warnings.simplefilter("ignore")
+    from fastapi.testclient import TestClient  # noqa: E402
+
+from defectforge.studio.app import create_app  # noqa: E402
+
+CONFIG = {"source": {"path": "@sample", "split": "train", "real_defects": False},
+          "generators": [{"name": "pitting"}], "seed": 1}
+
+
+def _wait(c, jid, states, timeout=120):
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        j = next(j for j in c.get("/api/jobs").json()["jobs"] if j["id"] == jid)
+        if j["status"] in states:
+            return j
+        time.sleep(0.1)
+    raise AssertionError(f"job {jid} stuck in {j['status']}")
+
+
+def test_synth_job_runs_the_synth_pipeline(tmp_path):
+    from defectforge.data.formats import load_dataset
+
+    c = TestClient(create_app(tmp_path))
+    j = c.post("/api/jobs", json={"kind": "synth", "config": {**CONFIG, "n": 3}, "out": "runs/a"}).json()
+    done = _wait(c, j["id"], ("done", "failed"))
+    assert done["status"] == "done", done["message"]
+    assert done["done"] == done["total"] == 3
+    ds = load_dataset(tmp_path / "runs" / "a")
+    assert len(ds) == 3 and {s.label for s in ds} == {"pitting"}
+    assert (tmp_path / "runs" / "a" / ".synth" / "journal.jsonl").is_file()
+    y = c.get(f"/api/jobs/{j['id']}/config.yaml")
+    assert "pitting" in y.text and "attachment" in y.headers["content-disposition"]
+
+
+def test_bad_job_configs_are_refused_before_queueing(tmp_path):
+    c = TestClient(create_app(tmp_path))
+    r = c.post("/api/jobs", json={"kind": "synth", "config": {**CONFIG, "n": 0}, "out": "runs/a"})
+    assert r.status_code == 400 and r.json()["field"] == "config" and "impossible count" in r.json()["error"]
+    r = c.post("/api/jobs", json={"kind": "synth", "config": {**CONFIG, "n": 2}, "out": "../x"})
+    assert r.status_code == 403
+    r = c.post("/api/jobs", json={"kind": "synth", "yaml_text": "source: [", "out": "runs/a"})
+    assert r.status_code == 400 and r.json()["field"] == "config"
+    assert c.get("/api/jobs").json()["jobs"] == []
+
+
+def test_cancel_resume_and_restart(tmp_path):
+    from defectforge.data.formats import load_dataset
+
+    c = TestClient(create_app(tmp_path))
+    j = c.post("/api/jobs", json={"kind": "synth", "config": {**CONFIG, "n": 10}, "out": "runs/b"}).json()
+    t0 = time.time()
+    while c.get("/api/jobs").json()["jobs"][0]["done"] < 1 and time.time() - t0 < 60:
+        time.sleep(0.05)
+    c.post(f"/api/jobs/{j['id']}/cancel")
+    stopped = _wait(c, j["id"], ("cancelled", "done"))
+    assert stopped["status"] == "cancelled" and stopped["done"] < 10
+    journal = (tmp_path / "runs" / "b" / ".synth" / "journal.jsonl").read_text().splitlines()
+    assert len(journal) >= 1  # what was written before the cancel is kept
+    # a restarted server sees the same list (and marks a job that was running as interrupted)
+    store = tmp_path / ".studio" / "jobs.json"
+    data = json.loads(store.read_text())
+    data.append({**data[0], "id": "zzz", "status": "running", "created": data[0]["created"] + 1})
+    store.write_text(json.dumps(data))
+    c2 = TestClient(create_app(tmp_path))
+    jobs = {x["id"]: x for x in c2.get("/api/jobs").json()["jobs"]}
+    assert jobs[j["id"]]["status"] == "cancelled" and jobs["zzz"]["status"] == "interrupted"
+    c2.post(f"/api/jobs/{j['id']}/resume")
+    done = _wait(c2, j["id"], ("done", "failed"))
+    assert done["status"] == "done" and "resumed" in done["message"]
+    assert int(done["message"].split("(")[1].split(" new, ")[1].split(" resumed")[0]) >= 1
+    assert len(load_dataset(tmp_path / "runs" / "b")) == 10
+
+
+def test_synth3d_job(tmp_path):
+    c = TestClient(create_app(tmp_path))
+    inst = {"version": 1, "defects": [{"type": "dent", "location": "top"}]}
+    j = c.post("/api/jobs", json={"kind": "synth3d", "config": {"input": "part:flange", "instructions": inst, "n": 2,
+                                                                "n_points": 3000}, "out": "runs/c"}).json()
+    done = _wait(c, j["id"], ("done", "failed"))
+    assert done["status"] == "done", done["message"]
+    assert (tmp_path / "runs" / "c" / "manifest.csv").is_file() and len(list((tmp_path / "runs" / "c").glob("*.txt"))) == 2
