@@ -67,4 +67,8 @@ def accept(out: Path, rec: dict[str, Any], source: dict[str, Any], formats: list
              "real_defect_images": None, "made_with": "defectforge studio (one sample per accepted preview)"}
     run = pl.SynthRun(cfg, out)
     pl._finish(run, out, cfg, done, len(done), facts, gallery=12)
+    from defectforge.studio.review import apply, decisions
+
+    if decisions(out):  # keep earlier review decisions in the rebuilt manifest and exports
+        apply(out, decisions(out))
     return {"index": index, "file": jrec.get("file"), "n": len(run.samples)}

@@ -292,3 +292,89 @@ $("#a3-save").onclick = async () => {
         document.body.dataset.ready = "1"; }
   catch (e) { status(e.message, true); }
 })();
+
+// ---------------------------------------------------------------- Jobs
+const JOB_TEMPLATES = {
+  synth: "source:\n  path: '@sample'        # a dataset in the project, or the bundled sample\n  split: train\n  real_defects: true\ngenerators:\n  - {name: pitting, weight: 2}\n  - {name: scratch, weight: 1}\nn: 6\nseed: 0\nformats: [mvtec]\n",
+  synth3d: "input: part:flange        # part:NAME, part:all, or a cloud/mesh file in the project\ninstructions:\n  version: 1\n  defects:\n    - {type: dent, location: top}\n    - {type: scratch, location: side}\nn: 4\nseed: 0\nn_points: 20000\n",
+};
+$("#job-kind").onchange = () => { $("#job-yaml").value = JOB_TEMPLATES[$("#job-kind").value]; };
+$("#job-yaml").value = JOB_TEMPLATES.synth;
+let jobTimer = null;
+async function refreshJobs() {
+  const r = await api("/api/jobs"); const tb = $("#jobs-table tbody"); tb.innerHTML = "";
+  for (const j of r.jobs) {
+    const tr = document.createElement("tr"); tr.dataset.id = j.id; tr.dataset.status = j.status;
+    const pct = j.total ? `<progress max="${j.total}" value="${j.done}"></progress> ${j.done}/${j.total}` : "";
+    tr.innerHTML = `<td><a href="/api/jobs/${j.id}/config.yaml">${j.id}</a></td><td>${j.kind}</td><td>${j.out}</td><td>${pct}</td>` +
+                   `<td class="job-status">${j.status}<div class="help">${j.message || ""}</div></td><td></td>`;
+    const act = tr.lastChild;
+    const btn = (label, path) => { const b = document.createElement("button"); b.textContent = label;
+      b.onclick = async () => { try { await api(`/api/jobs/${j.id}/${path}`, {}); refreshJobs(); } catch (e) { status(e.message, true); } }; act.append(b); };
+    if (j.status === "running" || j.status === "queued") btn("Cancel", "cancel");
+    else if (j.status !== "done") btn("Resume", "resume");
+    tb.append(tr);
+  }
+  const busy = r.jobs.some(j => j.status === "running" || j.status === "queued");
+  clearTimeout(jobTimer); if (busy) jobTimer = setTimeout(() => refreshJobs().catch(() => {}), 700);
+}
+$("#job-submit").onclick = async () => {
+  $("#job-error").textContent = "";
+  try { await api("/api/jobs", { kind: $("#job-kind").value, yaml_text: $("#job-yaml").value, out: $("#job-out").value,
+                                 workers: Number($("#job-workers").value) });
+        status("job queued"); refreshJobs();
+  } catch (e) { $("#job-error").textContent = e.message; status(e.message, true); }
+};
+document.querySelector('#tabs button[data-page="jobs"]').addEventListener("click", () => refreshJobs().catch(e => status(e.message, true)));
+
+// ---------------------------------------------------------------- Review
+const rv = { items: [], cur: 0, scores: {} };
+async function rvOpen() {
+  try {
+    const r = await api("/api/review?" + q({ set: $("#rv-set").value }));
+    rv.items = r.items; rv.cur = 0; rvRender(r.counts);
+    status(`${r.items.length} samples in ${r.set}`);
+  } catch (e) { status(e.message, true); }
+}
+function rvRender(counts) {
+  const set = $("#rv-set").value, real = $("#rv-real").value, grid = $("#rv-grid"); grid.innerHTML = "";
+  if (counts) $("#rv-summary").innerHTML = Object.entries(counts).map(([k, v]) => `<span>${k}: ${v}</span>`).join("");
+  rv.items.forEach((it, k) => {
+    const d = document.createElement("div"); d.className = `rv-item ${it.decision}` + (k === rv.cur ? " current" : "");
+    d.dataset.index = it.index; d.dataset.decision = it.decision;
+    const sc = rv.scores[it.index];
+    d.innerHTML = `<img title="synthetic (label outlined)" src="/api/review/crop?${q({ set, index: it.index })}">` +
+      `<img title="real defect, same zoom" src="/api/review/real?${q({ real, label: it.label, k })}">` +
+      `<div><b>#${it.index} ${it.label}</b> · ${it.generator} · ${it.decision}<br>fill ${it.qc.fill} · leak ${it.qc.leak} · contrast ${it.qc.contrast}` +
+      (sc ? `<br>realism ${sc.realism_distance} · fidelity ${sc.fidelity} · diversity ${sc.diversity}` : "") + "</div>";
+    d.onclick = () => { rv.cur = k; rvMark(); };
+    grid.append(d);
+  });
+}
+function rvMark() { document.querySelectorAll(".rv-item").forEach((el, k) => el.classList.toggle("current", k === rv.cur)); }
+async function rvDecide(decision) {
+  const it = rv.items[rv.cur]; if (!it) return;
+  try {
+    const r = await api("/api/review/decide", { set: $("#rv-set").value, index: it.index, decision });
+    it.decision = decision; const el = document.querySelectorAll(".rv-item")[rv.cur];
+    el.className = `rv-item ${decision} current`; el.dataset.decision = decision;
+    el.querySelector("div").innerHTML = el.querySelector("div").innerHTML.replace(/(accepted|rejected|undecided)/, decision);
+    status(`#${it.index} ${decision}; ${r.kept} samples kept in the manifest`);
+    if (rv.cur < rv.items.length - 1) { rv.cur++; rvMark(); }
+  } catch (e) { status(e.message, true); }
+}
+document.addEventListener("keydown", e => {
+  if (!$("#page-review").classList.contains("active") || /INPUT|TEXTAREA|SELECT/.test(document.activeElement.tagName)) return;
+  if (e.key === "ArrowRight") { rv.cur = Math.min(rv.cur + 1, rv.items.length - 1); rvMark(); }
+  else if (e.key === "ArrowLeft") { rv.cur = Math.max(rv.cur - 1, 0); rvMark(); }
+  else if (e.key === "a") rvDecide("accepted");
+  else if (e.key === "r") rvDecide("rejected");
+  else if (e.key === "u") rvDecide("undecided");
+});
+$("#rv-open").onclick = rvOpen;
+$("#rv-scores").onclick = async () => {
+  status("computing filter scores (embeds every crop; may take a while)…");
+  try { const r = await api("/api/review/scores", { set: $("#rv-set").value, real: $("#rv-real").value });
+        rv.scores = r.scores; rvRender(); status("filter scores ready");
+  } catch (e) { status(e.message, true); }
+};
