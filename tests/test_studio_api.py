@@ -215,3 +215,38 @@ def test_author3d_place_preview_describe_save(tmp_path, client):
     assert e.status_code == 400 and e.json()["field"] == "text" and "defect type" in e.json()["error"]
     s = client.post("/api/author3d/save", json={"path": "inst/a.yaml", "instructions": d["instructions"]}).json()
     assert load_instructions(tmp_path / s["path"]).defects[0].type == "scratch"
+
+
+def test_review_decisions_rebuild_the_manifest(tmp_path, client):
+    from defectforge.data.formats import load_dataset
+
+    for k in range(3):
+        r = client.post("/api/author2d/preview", json={"dataset": "@sample", "index": k, "generator": "pitting",
+                                                       "click": [500, 230], "radius": 100}).json()
+        assert client.post("/api/author2d/accept", json={"id": r["id"], "set": "sets/r", "formats": ["mvtec"]}).status_code == 200
+    items = client.get("/api/review", params={"set": "sets/r"}).json()["items"]
+    assert [it["decision"] for it in items] == ["undecided"] * 3
+    d = client.post("/api/review/decide", json={"set": "sets/r", "index": items[1]["index"], "decision": "rejected"}).json()
+    assert d["kept"] == 2
+    out = tmp_path / "sets" / "r"
+    names = sorted(s.path.name for s in load_dataset(out))
+    assert items[1]["file"].split("/")[-1] not in names and len(names) == 2
+    assert len(list((out / "export" / "mvtec").rglob("*.png"))) < len(list((out / "images").glob("*.png"))) * 2
+    assert (out / items[1]["file"]).is_file()  # the image stays: a decision can be undone
+    # a later accept keeps the decision
+    r = client.post("/api/author2d/preview", json={"dataset": "@sample", "index": 4, "generator": "pitting",
+                                                   "click": [500, 230], "radius": 100}).json()
+    client.post("/api/author2d/accept", json={"id": r["id"], "set": "sets/r", "formats": ["mvtec"]})
+    assert len(load_dataset(out)) == 3
+    client.post("/api/review/decide", json={"set": "sets/r", "index": items[1]["index"], "decision": "undecided"})
+    assert len(load_dataset(out)) == 4
+    bad = client.post("/api/review/decide", json={"set": "sets/r", "index": 99, "decision": "rejected"})
+    assert bad.status_code == 400 and bad.json()["field"] == "index"
+    crop = client.get("/api/review/crop", params={"set": "sets/r", "index": 0, "size": 128})
+    real = client.get("/api/review/real", params={"real": "@sample", "label": "pitting", "size": 128})
+    import cv2
+
+    a = cv2.imdecode(np.frombuffer(crop.content, np.uint8), cv2.IMREAD_COLOR)
+    b = cv2.imdecode(np.frombuffer(real.content, np.uint8), cv2.IMREAD_COLOR)
+    assert a.shape == b.shape == (128, 128, 3)  # same window, same zoom
+    assert client.get("/api/review", params={"set": "@sample"}).status_code == 400

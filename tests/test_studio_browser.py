@@ -32,6 +32,14 @@ def server(tmp_path_factory):
     from defectforge.studio.app import create_app
 
     project = tmp_path_factory.mktemp("project")
+    import numpy as np
+
+    from defectforge.synth3d.cloud_io import write_xyz_label
+    from defectforge.synth3d.parts import make_part
+
+    pc = make_part("hex_bolt", 4000, 0)
+    labels = (np.linalg.norm(pc.points - pc.points[0], axis=1) < 0.1 * pc.diag).astype(np.int64)
+    write_xyz_label(project / "clouds" / "bolt.txt", pc.points, labels)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -108,6 +116,13 @@ def test_data_page_opens_the_sample_and_filters(server, browser):
     wait(browser, lambda: js(browser, "const i = document.querySelector('#ds-large img'); return i && i.complete && i.naturalWidth > 0"),
          what="large image")
     shot(browser, "data")
+    # a cloud file opens in the 3D viewer with its defect points coloured
+    browser.find_element("link text", "clouds/bolt.txt").click()
+    wait(browser, lambda: "defect points" in browser.find_element("id", "status").text, what="cloud in the viewer")
+    red = js(browser, """const c = document.querySelector('#data-viewer'), d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+        let n = 0; for (let i = 0; i < d.length; i += 4) if (d[i] === 255 && d[i + 1] === 60) n++; return n;""")
+    assert red > 0
+    shot(browser, "data_3d")
 
 
 def test_author_2d_by_click_preview_and_accept(server, browser):
@@ -171,3 +186,44 @@ def test_author_3d_click_a_point_and_describe(server, browser):
     wait(browser, lambda: browser.find_element("id", "a3-text-error").text, what="validation error")
     assert "cannot find a defect type" in browser.find_element("id", "a3-text-error").text
     shot(browser, "author3d_error")
+
+
+def test_review_with_keyboard(server, browser):
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    url, project = server
+    tab(browser, "review")
+    browser.find_element("id", "rv-open").click()
+    wait(browser, lambda: len(browser.find_elements("css selector", ".rv-item")) == 1, what="review grid")
+    wait(browser, lambda: js(browser, "return [...document.querySelectorAll('.rv-item img')].every(i => i.complete && i.naturalWidth > 0)"),
+         what="crops")
+    browser.find_element("css selector", ".rv-item").click()
+    ActionChains(browser).send_keys("r").perform()
+    wait(browser, lambda: browser.find_element("css selector", ".rv-item").get_attribute("data-decision") == "rejected",
+         what="rejected by key")
+    shot(browser, "review")
+    from defectforge.data.manifest import read_manifest
+
+    assert len(read_manifest(project / "studio_sets" / "default")) == 0
+    ActionChains(browser).send_keys("a").perform()
+    wait(browser, lambda: browser.find_element("css selector", ".rv-item").get_attribute("data-decision") == "accepted",
+         what="accepted by key")
+    assert len(read_manifest(project / "studio_sets" / "default")) == 1
+
+
+def test_small_synth_job_runs_to_completion(server, browser):
+    url, project = server
+    tab(browser, "jobs")
+    yml = browser.find_element("id", "job-yaml")
+    yml.clear()
+    yml.send_keys("source: {path: '@sample', split: train, real_defects: false}\n"
+                  "generators: [{name: pitting}]\nn: 3\nseed: 0\n")
+    out = browser.find_element("id", "job-out")
+    out.clear()
+    out.send_keys("runs/job1")
+    browser.find_element("id", "job-submit").click()
+    wait(browser, lambda: js(browser, "const r = document.querySelector('#jobs-table tbody tr'); return r && r.dataset.status === 'done'"),
+         timeout=120, what="job done")
+    assert js(browser, "const p = document.querySelector('#jobs-table progress'); return [p.value, p.max]") == [3, 3]
+    shot(browser, "jobs")
+    assert (project / "runs" / "job1" / "manifest.csv").is_file()

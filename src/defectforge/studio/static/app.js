@@ -332,13 +332,16 @@ const rv = { items: [], cur: 0, scores: {} };
 async function rvOpen() {
   try {
     const r = await api("/api/review?" + q({ set: $("#rv-set").value }));
-    rv.items = r.items; rv.cur = 0; rvRender(r.counts);
+    rv.items = r.items; rv.cur = 0; rvRender();
     status(`${r.items.length} samples in ${r.set}`);
   } catch (e) { status(e.message, true); }
 }
-function rvRender(counts) {
-  const set = $("#rv-set").value, real = $("#rv-real").value, grid = $("#rv-grid"); grid.innerHTML = "";
-  if (counts) $("#rv-summary").innerHTML = Object.entries(counts).map(([k, v]) => `<span>${k}: ${v}</span>`).join("");
+function rvCounts() {
+  const c = { accepted: 0, rejected: 0, undecided: 0 }; rv.items.forEach(it => c[it.decision]++);
+  $("#rv-summary").innerHTML = Object.entries(c).map(([k, v]) => `<span>${k}: ${v}</span>`).join("");
+}
+function rvRender() {
+  const set = $("#rv-set").value, real = $("#rv-real").value, grid = $("#rv-grid"); grid.innerHTML = ""; rvCounts();
   rv.items.forEach((it, k) => {
     const d = document.createElement("div"); d.className = `rv-item ${it.decision}` + (k === rv.cur ? " current" : "");
     d.dataset.index = it.index; d.dataset.decision = it.decision;
@@ -359,7 +362,7 @@ async function rvDecide(decision) {
     it.decision = decision; const el = document.querySelectorAll(".rv-item")[rv.cur];
     el.className = `rv-item ${decision} current`; el.dataset.decision = decision;
     el.querySelector("div").innerHTML = el.querySelector("div").innerHTML.replace(/(accepted|rejected|undecided)/, decision);
-    status(`#${it.index} ${decision}; ${r.kept} samples kept in the manifest`);
+    rvCounts(); status(`#${it.index} ${decision}; ${r.kept} samples kept in the manifest`);
     if (rv.cur < rv.items.length - 1) { rv.cur++; rvMark(); }
   } catch (e) { status(e.message, true); }
 }
