@@ -95,3 +95,36 @@ def test_synth3d_job(tmp_path):
     done = _wait(c, j["id"], ("done", "failed"))
     assert done["status"] == "done", done["message"]
     assert (tmp_path / "runs" / "c" / "manifest.csv").is_file() and len(list((tmp_path / "runs" / "c").glob("*.txt"))) == 2
+
+
+def test_cli_job_runs_the_detect_commands(tmp_path):
+    """``detect fit`` then ``detect eval`` as child processes of the CLI (tiny random-init model)."""
+    c = TestClient(create_app(tmp_path))
+    form = {f["name"]: f for f in c.get("/api/jobs/commands").json()["commands"]["detect fit"]}
+    assert form["data"]["option"] is None and form["random_init"]["flag"] and form["out"]["path"]
+    fit = {"command": "detect fit", "args": {"data": "@sample", "out": "models/m.pt", "model": "patchcore",
+                                             "image_size": "64", "random_init": True}}
+    j = c.post("/api/jobs", json={"kind": "cli", "config": fit}).json()
+    done = _wait(c, j["id"], ("done", "failed"), timeout=400)
+    assert done["status"] == "done", done["message"]
+    assert (tmp_path / "models" / "m.pt").is_file()
+    ev = {"command": "detect eval", "args": {"model_path": "models/m.pt", "data": "@sample", "json_out": "eval/m.json"}}
+    j = c.post("/api/jobs", json={"kind": "cli", "config": ev}).json()
+    done = _wait(c, j["id"], ("done", "failed"), timeout=400)
+    assert done["status"] == "done", done["message"]
+    assert "image_auroc" in json.loads((tmp_path / "eval" / "m.json").read_text())
+    log = (tmp_path / done["log"]).read_text()
+    assert log.startswith("$ defectforge detect eval")
+
+
+def test_cli_jobs_refuse_unknown_commands_params_and_paths(tmp_path):
+    c = TestClient(create_app(tmp_path))
+    for cfg, field in (({"command": "rm -rf", "args": {}}, "command"),
+                       ({"command": "detect fit", "args": {"data": "@sample", "out": "m.pt", "evil": 1}}, "config"),
+                       ({"command": "detect fit", "args": {"out": "m.pt"}}, "config")):
+        r = c.post("/api/jobs", json={"kind": "cli", "config": cfg})
+        assert r.status_code == 400 and r.json()["field"] == field, r.json()
+    r = c.post("/api/jobs", json={"kind": "cli", "config": {"command": "detect fit",
+                                                            "args": {"data": "@sample", "out": "../m.pt"}}})
+    assert r.status_code == 403
+    assert c.get("/api/jobs").json()["jobs"] == []

@@ -145,19 +145,9 @@ def preview(request: Request, req: Run3D) -> dict[str, Any]:
     out, records = synthesize(pc, validate_instructions(data), np.random.default_rng(req.seed),
                               source=str(pc.meta.get("source", "cloud")))
     payload = cloud_payload(out.points, out.labels, MAX_POINTS)
+    from defectforge.synth2d.base import _jsonable  # the toolkit's one JSON-safe conversion of params
+
     return {**payload, "instructions": data, "records": _jsonable(records)}
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist()) if obj.size <= 64 else f"array{list(obj.shape)}"
-    if isinstance(obj, np.generic):
-        return obj.item()
-    return obj
 
 
 class Describe(BaseModel):

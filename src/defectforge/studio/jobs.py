@@ -30,7 +30,7 @@ from defectforge.studio.forms import FieldError
 from defectforge.studio.paths import PathRefused
 
 router = APIRouter(prefix="/api")
-KINDS = ("synth", "synth3d")
+KINDS = ("synth", "synth3d", "cli")
 STORE = ".studio/jobs.json"
 
 
@@ -41,6 +41,11 @@ class Cancelled(Exception):
 def _paths(st, kind: str, config: dict[str, Any], out: str) -> tuple[dict[str, Any], Path]:
     """The config with client paths made absolute (inside the project) and the output folder."""
     cfg = json.loads(json.dumps(config))
+    if kind == "cli":  # the command's own --out (and other paths) are checked there
+        from defectforge.studio.cli_jobs import argv
+
+        argv(st, cfg)
+        return cfg, st.paths.root
     dst = st.paths.resolve(out, write=True)
     if dst == st.paths.root:
         raise FieldError("out", "give the job its own output folder inside the project")
@@ -107,6 +112,8 @@ class JobQueue:
             raise
         except DefectforgeError as exc:
             raise FieldError("config", str(exc)) from None
+        if kind == "cli":
+            out = str((config.get("args") or {}).get("out") or (config.get("args") or {}).get("json_out") or "")
         job = {"id": self.st.new_id(), "kind": kind, "config": config, "out": out, "workers": int(workers),
                "status": "queued", "done": 0, "total": None, "message": "", "created": time.time()}
         with self.lock:
@@ -173,6 +180,10 @@ class JobQueue:
                 last[0] = time.time()
                 self._save()
 
+        if job["kind"] == "cli":
+            from defectforge.studio.cli_jobs import run
+
+            return run(self.st, job, lambda: jid in self.cancel)
         if job["kind"] == "synth":
             from defectforge.synth2d.config import parse_config
             from defectforge.synth2d.pipeline import synthesize
@@ -195,8 +206,16 @@ class Submit(BaseModel):
     kind: str = "synth"
     config: dict[str, Any] | None = None
     yaml_text: str | None = Field(None, max_length=200_000)
-    out: str
+    out: str = ""
     workers: int = Field(1, ge=1, le=8)
+
+
+@router.get("/jobs/commands")
+def commands() -> dict[str, Any]:
+    """The CLI commands a ``cli`` job may run, with their parameters (from the CLI itself)."""
+    from defectforge.studio.cli_jobs import COMMANDS, command_form
+
+    return {"commands": {c: command_form(c) for c in COMMANDS}}
 
 
 @router.get("/jobs")
