@@ -28,7 +28,7 @@ def create_app(project: str | Path, token: str | None = None, llm=None) -> FastA
     """The app for ``project``; with ``token``, every request must carry it
     (``X-Studio-Token`` header, ``?token=`` query or the ``studio_token`` cookie); ``llm``:
     a :class:`defectforge.llm.ChatClient` for the describe box (rule parser otherwise)."""
-    from defectforge.studio import author2d, author3d, data_api, jobs, review
+    from defectforge.studio import author2d, author3d, data_api, jobs, results, review
 
     app = FastAPI(title="defectforge studio", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.studio = Studio(project, token, llm)
@@ -63,7 +63,7 @@ def create_app(project: str | Path, token: str | None = None, llm=None) -> FastA
         return JSONResponse({"error": f"internal error: {exc.__class__.__name__}: {exc}", "field": None},
                             status_code=500)
 
-    for mod in (data_api, author2d, author3d, jobs, review):
+    for mod in (data_api, author2d, author3d, jobs, review, results):
         app.include_router(mod.router)
 
     @app.get("/")

@@ -296,9 +296,18 @@ $("#a3-save").onclick = async () => {
 // ---------------------------------------------------------------- Jobs
 const JOB_TEMPLATES = {
   synth: "source:\n  path: '@sample'        # a dataset in the project, or the bundled sample\n  split: train\n  real_defects: true\ngenerators:\n  - {name: pitting, weight: 2}\n  - {name: scratch, weight: 1}\nn: 6\nseed: 0\nformats: [mvtec]\n",
+  cli: "command: detect fit      # detect fit | detect eval | detect predict (the CLI itself runs)\nargs:\n  data: '@sample'\n  out: models/exdd.pt\n  model: exdd\n  image_size: '128'\n",
   synth3d: "input: part:flange        # part:NAME, part:all, or a cloud/mesh file in the project\ninstructions:\n  version: 1\n  defects:\n    - {type: dent, location: top}\n    - {type: scratch, location: side}\nn: 4\nseed: 0\nn_points: 20000\n",
 };
-$("#job-kind").onchange = () => { $("#job-yaml").value = JOB_TEMPLATES[$("#job-kind").value]; };
+$("#job-kind").onchange = async () => {
+  const kind = $("#job-kind").value; $("#job-yaml").value = JOB_TEMPLATES[kind]; $("#job-help").textContent = "";
+  $("#job-out").disabled = kind === "cli";
+  if (kind === "cli") {
+    const r = await api("/api/jobs/commands");
+    $("#job-help").innerHTML = Object.entries(r.commands).map(([c, ps]) => `<b>${c}</b>: ` +
+      ps.map(p => `${p.name}${p.required ? "*" : ""}${p.flag ? " (flag)" : ""}`).join(", ")).join("<br>");
+  }
+};
 $("#job-yaml").value = JOB_TEMPLATES.synth;
 let jobTimer = null;
 async function refreshJobs() {
@@ -381,3 +390,41 @@ $("#rv-scores").onclick = async () => {
         rv.scores = r.scores; rvRender(); status("filter scores ready");
   } catch (e) { status(e.message, true); }
 };
+
+// ---------------------------------------------------------------- Results
+const rs = { items: [], sort: "score", desc: true };
+async function rsOpen() {
+  try {
+    const r = await api("/api/results?" + q({ path: $("#rs-path").value, dataset: $("#rs-ds").value }));
+    rs.items = r.items;
+    const sc = r.items.map(i => i.score), lo = Math.min(...sc), hi = Math.max(...sc), sl = $("#rs-thr");
+    sl.min = lo; sl.max = hi; sl.step = (hi - lo) / 500 || 0.001; sl.value = r.threshold ?? (lo + hi) / 2;
+    rsRender(); status(`${r.items.length} scored images, ${r.matched} with ground truth`);
+  } catch (e) { status(e.message, true); }
+}
+function rsRender() {
+  const thr = Number($("#rs-thr").value); $("#rs-thr-value").textContent = thr.toFixed(4);
+  const items = rs.items.slice().sort((a, b) => (a[rs.sort] > b[rs.sort] ? 1 : a[rs.sort] < b[rs.sort] ? -1 : 0) * (rs.desc ? -1 : 1));
+  let tp = 0, fp = 0, fn = 0, tn = 0;
+  const tb = $("#rs-table tbody"); tb.innerHTML = "";
+  for (const it of items) {
+    const pred = it.score >= thr;
+    if (it.defect !== null) { if (pred && it.defect) tp++; else if (pred) fp++; else if (it.defect) fn++; else tn++; }
+    const tr = document.createElement("tr"); tr.className = it.defect !== null && pred !== it.defect ? "wrong" : "";
+    tr.innerHTML = `<td>${it.name}</td><td>${it.label ?? "?"}</td><td>${it.score.toFixed(4)}</td><td>${pred ? "defect" : "good"}</td>`;
+    tr.onclick = () => rsShow(it.k); tb.append(tr);
+  }
+  const prec = tp + fp ? tp / (tp + fp) : 0, rec = tp + fn ? tp / (tp + fn) : 0;
+  $("#rs-metrics").innerHTML = `<span>TP ${tp}</span><span>FP ${fp}</span><span>FN ${fn}</span><span>TN ${tn}</span>` +
+    `<span>precision ${prec.toFixed(3)}</span><span>recall ${rec.toFixed(3)}</span>`;
+  $("#rs-metrics").dataset.tp = tp; $("#rs-metrics").dataset.fp = fp;
+}
+function rsShow(k) {
+  const base = { path: $("#rs-path").value, k, dataset: $("#rs-ds").value };
+  $("#rs-view").innerHTML = ["image", "gt", "heatmap", "mask"].map(kind =>
+    `<img title="${kind}" alt="${kind}" src="/api/results/image?${q({ ...base, kind })}">`).join("");
+}
+$("#rs-open").onclick = rsOpen;
+$("#rs-thr").addEventListener("input", rsRender);
+document.querySelectorAll("#rs-table th[data-key]").forEach(th => th.onclick = () => {
+  rs.desc = rs.sort === th.dataset.key ? !rs.desc : true; rs.sort = th.dataset.key; rsRender(); });
