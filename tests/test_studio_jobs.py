@@ -115,6 +115,26 @@ def test_cli_job_runs_the_detect_commands(tmp_path):
     assert "image_auroc" in json.loads((tmp_path / "eval" / "m.json").read_text())
     log = (tmp_path / done["log"]).read_text()
     assert log.startswith("$ defectforge detect eval")
+    # predict into the project, then open it on the Results page with ground truth
+    import shutil
+
+    from defectforge.datasets import sample_path
+
+    shutil.copytree(sample_path(), tmp_path / "data")
+    ds = c.get("/api/samples", params={"path": "data", "split": "test", "limit": 100}).json()["items"]
+    picked = [it for it in ds if it["defect"]][:3] + [it for it in ds if not it["defect"]][:3]
+    files = [f"data/images/{it['name']}.jpg" for it in picked]
+    pr = {"command": "detect predict", "args": {"model_path": "models/m.pt", "images": files, "out": "pred"}}
+    j = c.post("/api/jobs", json={"kind": "cli", "config": pr}).json()
+    done = _wait(c, j["id"], ("done", "failed"), timeout=400)
+    assert done["status"] == "done", done["message"]
+    res = c.get("/api/results", params={"path": "pred", "dataset": "data"}).json()
+    assert len(res["items"]) == 6 and res["matched"] == 6
+    assert sum(it["defect"] for it in res["items"]) == 3
+    k = next(it["k"] for it in res["items"] if it["defect"])
+    for kind in ("image", "gt", "heatmap", "mask"):
+        r = c.get("/api/results/image", params={"path": "pred", "k": k, "kind": kind, "dataset": "data"})
+        assert r.status_code == 200 and r.headers["content-type"] == "image/png", (kind, r.text[:200])
 
 
 def test_cli_jobs_refuse_unknown_commands_params_and_paths(tmp_path):

@@ -50,9 +50,10 @@ def results(request: Request, path: str, dataset: str = "") -> dict[str, Any]:
     st = studio(request)
     _, rows = _rows(st, path)
     gt = _gt(st, dataset)
+    out = st.paths.resolve(path)
     items = []
     for k, r in enumerate(rows):
-        s = gt.get(str(Path(r["file"]).resolve()))
+        s = gt.get(str(_source(st, out, r["file"])))
         items.append({"k": k, "name": Path(r["file"]).stem, "score": float(r["score"]), "anomalous": int(r["anomalous"]),
                       "label": None if s is None else s.label, "defect": None if s is None else s.is_defect,
                       "split": None if s is None else s.split})
@@ -73,7 +74,7 @@ def result_image(request: Request, path: str, k: int, kind: str = "heatmap", dat
     if kind in ("heatmap", "mask"):
         img = as_rgb8(read_image(st.paths.resolve(f"{path}/{r[kind]}", must_exist=True)))
     else:
-        src = Path(r["file"]).resolve()
+        src = _source(st, out, r["file"])
         if not _inside(st, src):
             raise FieldError("path", "the scored image lies outside the project; it is not shown")
         if kind == "image":
@@ -85,6 +86,18 @@ def result_image(request: Request, path: str, k: int, kind: str = "heatmap", dat
             m = s.mask_or_empty()
             img = np.repeat((m.astype(np.uint8) * 255)[..., None], 3, axis=2)
     return png_response(fit(img, size))
+
+
+def _source(st, out: Path, file: str) -> Path:
+    """The scored image: absolute as written, or relative to where ``predict`` most likely ran
+    (the project folder, else the output's parent)."""
+    p = Path(file)
+    if p.is_absolute():
+        return p.resolve()
+    for base in (st.paths.root, out.parent):
+        if (base / p).exists():
+            return (base / p).resolve()
+    return (st.paths.root / p).resolve()
 
 
 def _inside(st, p: Path) -> bool:
