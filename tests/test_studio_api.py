@@ -145,12 +145,12 @@ def test_author2d_errors_name_the_field(client):
 
 
 def test_generator_forms_come_from_the_config_models(client):
-    from defectforge.synth2d.base import generator_class, list_generators
+    from defectforge.synth2d.base import GENERATORS
 
     gens = {g["name"]: g for g in client.get("/api/generators").json()["generators"]}
-    assert set(gens) == set(list_generators())
+    assert set(gens) == set(GENERATORS.names())
     for name, g in gens.items():
-        props = generator_class(name).Config.model_json_schema()["properties"]
+        props = GENERATORS.get(name).Config.model_json_schema()["properties"]
         assert [f["name"] for f in g["fields"]] == list(props)
         for f in g["fields"]:
             assert f["default"] == props[f["name"]].get("default")

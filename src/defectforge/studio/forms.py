@@ -3,8 +3,8 @@
 One field is ``{name, kind, default, min, max, choices, help}`` with ``kind`` one of
 ``number | integer | boolean | choice | range | text | json``. 2D generator forms come from
 each generator's pydantic config (JSON schema: defaults, bounds, ``description`` as help);
-3D operator forms from :data:`defectforge.synth3d.operators.OPERATORS` (bounds, default
-ranges, choice parameters). This module is the one place the studio reads the
+3D operator forms from the operator registry :data:`defectforge.synth3d.operators.OPERATORS`
+(bounds, default ranges, integer parameters, choice parameters). This module is the one place the studio reads the
 registries, so switching to another registry API changes only this file.
 """
 
@@ -40,16 +40,16 @@ def _field(name: str, prop: dict[str, Any]) -> dict[str, Any]:
 
 
 def generator_names() -> list[str]:
-    from defectforge.synth2d.base import list_generators
+    from defectforge.synth2d.base import GENERATORS
 
-    return list_generators()
+    return GENERATORS.names()
 
 
 def generator_form(name: str) -> dict[str, Any]:
     """The form of 2D generator ``name``: its fields in config order, and whether it needs real defects."""
-    from defectforge.synth2d.base import generator_class
+    from defectforge.synth2d.base import GENERATORS
 
-    cls = generator_class(name)
+    cls = GENERATORS.get(name)
     schema = cls.Config.model_json_schema()
     fields = [_field(k, v) for k, v in schema.get("properties", {}).items()]
     doc = (cls.__doc__ or "").strip().split("\n\n")[0]
@@ -58,9 +58,9 @@ def generator_form(name: str) -> dict[str, Any]:
 
 def make_generator(name: str, params: dict[str, Any]):
     """An instance of generator ``name``; a bad parameter raises :class:`FieldError` naming it."""
-    from defectforge.synth2d.base import generator_class
+    from defectforge.synth2d.base import GENERATORS
 
-    cls = generator_class(name)
+    cls = GENERATORS.get(name)
     for f in generator_form(name)["fields"]:
         v = params.get(f["name"])
         if f["kind"] == "range" and isinstance(v, (list, tuple)) and len(v) == 2:
@@ -89,10 +89,12 @@ def operator_forms() -> list[dict[str, Any]]:
 
     out = []
     for name, op in OPERATORS.items():
+        ints = set(getattr(op, "int_params", ()))
         fields = []
         for key, (lo, hi) in op.bounds.items():
             default = op.defaults.get(key)
-            fields.append({"name": key, "title": key, "kind": "range" if default is not None else "number",
+            fields.append({"name": key, "title": key,
+                           "kind": "range" if default is not None else ("integer" if key in ints else "number"),
                            "default": list(default) if default is not None else None, "min": lo, "max": hi,
                            "help": f"bounds [{lo:g}, {hi:g}]" + (" (degrees)" if key == "angle" else
                                                                   " (fraction of the part diagonal)"
