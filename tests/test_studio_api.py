@@ -183,8 +183,10 @@ def test_accept_writes_a_synth_layout_set(tmp_path, client):
     prev = cv2.imdecode(np.frombuffer(img, np.uint8), cv2.IMREAD_COLOR)[..., ::-1]
     written = [s for s in ds if s.label == "pitting"][0]
     assert np.array_equal(read_image(written.path), prev)
-    # the set opens in the data page
-    assert client.get("/api/dataset", params={"path": "sets/s1"}).json()["n"] == 2
+    # the set and its exports open in the data page (manifest, MVTec, COCO readers)
+    for path, fmt in (("sets/s1", "manifest"), ("sets/s1/export/mvtec", "mvtec"), ("sets/s1/export/coco", "coco")):
+        d = client.get("/api/dataset", params={"path": path}).json()
+        assert (d["format"], d["n"], d["defect_types"]) == (fmt, 2, ["pitting", "scratch"]), (path, d)
     # a folder that is not a set is refused, and nothing is written into it
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "keep.txt").write_text("x")
@@ -250,3 +252,14 @@ def test_review_decisions_rebuild_the_manifest(tmp_path, client):
     b = cv2.imdecode(np.frombuffer(real.content, np.uint8), cv2.IMREAD_COLOR)
     assert a.shape == b.shape == (128, 128, 3)  # same window, same zoom
     assert client.get("/api/review", params={"set": "@sample"}).status_code == 400
+
+
+def test_studio_command_errors(tmp_path):
+    from typer.testing import CliRunner
+
+    from defectforge.cli import app
+
+    r = CliRunner().invoke(app, ["studio", str(tmp_path / "missing")])
+    assert r.exit_code == 2 and "project folder not found" in r.output
+    r = CliRunner().invoke(app, ["studio", str(tmp_path), "--port", "70000"])
+    assert r.exit_code == 2 and "not a valid port" in r.output
