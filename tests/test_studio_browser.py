@@ -154,6 +154,31 @@ def test_author_2d_by_click_preview_and_accept(server, browser):
     assert "train/pitting" in browser.find_element("id", "ds-grid").text
 
 
+def test_author_2d_polygon_mask(server, browser):
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    tab(browser, "author2d")
+    browser.find_element("css selector", 'input[name="a2-mode"][value="polygon"]').click()
+    canvas = browser.find_element("id", "a2-canvas")
+    s = canvas.size["width"] / js(browser, "return document.querySelector('#a2-canvas').width")
+    W, H = js(browser, "const c = document.querySelector('#a2-canvas'); return [c.width, c.height]")
+    corners = [(700, 120), (900, 120), (900, 300), (700, 300)]  # image pixels
+    chain = ActionChains(browser)
+    for x, y in corners:
+        chain.move_to_element_with_offset(canvas, int((x - W / 2) * s), int((y - H / 2) * s)).click()
+    chain.double_click().perform()
+    browser.find_element("id", "a2-preview").click()
+    wait(browser, lambda: int(js(browser, "return document.querySelector('#a2-qc').dataset.labelPixels || 0")) > 0
+         and "boxes" in browser.find_element("id", "a2-qc").text, what="preview from the polygon")
+    import json as _json
+    import re
+
+    boxes = _json.loads(re.search(r"boxes (\[.*?\]\])", browser.find_element("id", "a2-qc").text).group(1))
+    for x0, y0, x1, y1 in boxes:  # inside the polygon (a few px of slack for the drawn edge)
+        assert 695 <= x0 and x1 <= 905 and 115 <= y0 and y1 <= 305
+    shot(browser, "author2d_polygon")
+
+
 def test_author_3d_click_a_point_and_describe(server, browser):
     from selenium.webdriver.common.action_chains import ActionChains
 

@@ -158,6 +158,10 @@ function a2Draw() {
   const ctx = a2canvas.getContext("2d"), s = state.a2; if (!s.img) return;
   ctx.drawImage(s.img, 0, 0);
   if (s.painted) { ctx.globalAlpha = 0.45; ctx.drawImage(s.brush, 0, 0); ctx.globalAlpha = 1; }
+  if (s.poly && s.poly.length) {
+    ctx.strokeStyle = "#ff3030"; ctx.lineWidth = 2; ctx.beginPath(); ctx.moveTo(...s.poly[0]);
+    s.poly.slice(1).forEach(p => ctx.lineTo(...p)); ctx.stroke();
+  }
   if (s.click) {
     ctx.strokeStyle = "#f0b429"; ctx.lineWidth = 2; ctx.beginPath();
     ctx.arc(s.click[0], s.click[1], Number($("#a2-radius").value), 0, 2 * Math.PI); ctx.stroke();
@@ -176,18 +180,26 @@ function a2Paint(e) {
   state.a2.painted = true; state.a2.click = null; a2Draw();
 }
 a2canvas.addEventListener("click", e => {
+  if (a2Mode() === "polygon") { (state.a2.poly = state.a2.poly || []).push(a2Pos(e)); a2Draw(); return; }
   if (a2Mode() !== "click") return;
   state.a2.click = a2Pos(e); a2Draw(); a2Preview();
 });
-$("#a2-clear").onclick = () => { const s = state.a2; if (!s.brush) return;
+a2canvas.addEventListener("dblclick", () => {  // close the polygon into the mask
+  const s = state.a2; if (a2Mode() !== "polygon" || !s.poly || s.poly.length < 3) return;
+  const c = s.brush.getContext("2d"); c.fillStyle = "#ff3030"; c.beginPath(); c.moveTo(...s.poly[0]);
+  s.poly.slice(1).forEach(p => c.lineTo(...p)); c.closePath(); c.fill();
+  s.poly = []; s.painted = true; s.click = null; a2Draw();
+});
+$("#a2-clear").onclick = () => { const s = state.a2; if (!s.brush) return; s.poly = [];
   s.brush.getContext("2d").clearRect(0, 0, s.brush.width, s.brush.height); s.painted = false; s.click = null; a2Draw(); };
 async function a2Preview() {
   const s = state.a2, body = { dataset: $("#a2-ds").value, index: Number($("#a2-image").value), generator: $("#a2-gen").value,
     params: formValues($("#a2-form"), true), seed: Number($("#a2-seed").value), radius: Number($("#a2-radius").value),
     real_defects: $("#a2-real").checked };
-  if (s.painted && a2Mode() === "brush") body.mask_png = s.brush.toDataURL("image/png");
+  if (s.painted && a2Mode() !== "click") body.mask_png = s.brush.toDataURL("image/png");
   else if (s.click) body.click = s.click;
   status("generating preview…");
+  $("#a2-qc").textContent = ""; delete $("#a2-qc").dataset.labelPixels; $("#a2-accept").disabled = true;
   try {
     const r = await api("/api/author2d/preview", body);
     fieldErrors($("#a2-form"), null);
