@@ -95,6 +95,11 @@ def test_synth3d_job(tmp_path):
     done = _wait(c, j["id"], ("done", "failed"))
     assert done["status"] == "done", done["message"]
     assert (tmp_path / "runs" / "c" / "manifest.csv").is_file() and len(list((tmp_path / "runs" / "c").glob("*.txt"))) == 2
+    # the output opens in the data page as a 3D dataset, with labelled points for the viewer
+    d = c.get("/api/dataset", params={"path": "runs/c"}).json()
+    assert (d["kind"], d["format"], d["n"]) == ("3d", "synth3d", 2)
+    cl = c.get("/api/cloud", params={"path": "runs/c", "i": 0}).json()
+    assert cl["n"] > 2000 and cl["n_defect"] > 0
 
 
 def test_cli_job_runs_the_detect_commands(tmp_path):
