@@ -70,6 +70,7 @@ COMMAND_MODULES = (
     "defectforge.supervised.cli",
     "defectforge.experiments.cli",
     "defectforge.demo",
+    "defectforge.studio.cli",
 )
 
 
