@@ -125,7 +125,9 @@ def convert_cmd(
         ds = load_dataset(src, from_)
         with con.status(f"writing {len(ds)} images as {to} ..."):
             out = write_dataset(ds, dst, to, overwrite=overwrite, mode=mode)
-    counts = ", ".join(f"{k} {v}" for k, v in ds.counts().items())
+    with _user_errors():  # the counts of what was written (MVTec moves train defects / val to test)
+        written = load_dataset(out, to).counts() if to != "labelme" else ds.counts()
+    counts = ", ".join(f"{k} {v}" for k, v in written.items())
     con.print(f"wrote {escape(str(out))} ({to}): {counts}")
 
 
