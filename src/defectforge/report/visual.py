@@ -7,9 +7,16 @@ import numpy as np
 from defectforge.data.image_io import as_rgb8
 
 
+def line_width(shape: tuple[int, ...], display_width: int = 480) -> int:
+    """Contour width in pixels that stays at least ~1.5 px when the image is shown
+    ``display_width`` wide (a 1-px outline vanishes when a 1130-px image is shrunk)."""
+    return max(1, int(np.ceil(1.5 * max(shape[:2]) / display_width)))
+
+
 def mask_overlay(image: np.ndarray, mask: np.ndarray | None, color=(255, 40, 40), alpha: float = 0.45,
-                 contour: bool = True) -> np.ndarray:
-    """The image with the mask tinted and outlined."""
+                 contour: bool = True, thickness: int | None = None) -> np.ndarray:
+    """The image with the mask filled translucent and outlined (outline width from
+    :func:`line_width` unless ``thickness``)."""
     import cv2
 
     out = as_rgb8(image).copy()
@@ -22,28 +29,37 @@ def mask_overlay(image: np.ndarray, mask: np.ndarray | None, color=(255, 40, 40)
     out[m] = np.clip(out[m].astype(np.float32) * (1 - alpha) + col * alpha, 0, 255).astype(np.uint8)
     if contour and m.any():
         cnts, _ = cv2.findContours(m.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
-        cv2.drawContours(out, cnts, -1, tuple(int(c) for c in color), 1)
+        cv2.drawContours(out, cnts, -1, tuple(int(c) for c in color), thickness or line_width(out.shape))
     return out
 
 
 def heatmap_overlay(image: np.ndarray, amap: np.ndarray, vmin: float | None = None, vmax: float | None = None,
-                    alpha: float = 0.5, mask: np.ndarray | None = None) -> np.ndarray:
-    """The image blended with a jet-coloured anomaly map (display normalisation only)."""
+                    alpha: float = 0.5, mask: np.ndarray | None = None, scale: "MapScale | None" = None) -> np.ndarray:
+    """The image blended with the coloured anomaly map.
+
+    Pass one ``scale`` (:class:`~defectforge.report.panels.MapScale`) for every image of a
+    report or a predict run, so colours compare across images; ``vmin``/``vmax`` are the
+    older spelling of the same; with neither, the map is stretched to its own min-max
+    (only for a lone picture). ``mask`` is outlined in white.
+    """
     import cv2
+
+    from defectforge.report.panels import MapScale, colorize
 
     base = as_rgb8(image)
     a = np.asarray(amap, dtype=np.float32)
     if a.shape != base.shape[:2]:
         a = cv2.resize(a, (base.shape[1], base.shape[0]), interpolation=cv2.INTER_LINEAR)
-    lo = float(np.min(a)) if vmin is None else vmin
-    hi = float(np.max(a)) if vmax is None else vmax
-    norm = np.clip((a - lo) / (hi - lo if hi > lo else 1.0), 0, 1)
-    colored = cv2.applyColorMap((norm * 255).astype(np.uint8), cv2.COLORMAP_JET)[..., ::-1]
+    if scale is None:
+        lo = float(np.min(a)) if vmin is None else vmin
+        hi = float(np.max(a)) if vmax is None else vmax
+        scale = MapScale(lo, hi if hi > lo else lo + 1.0)
+    colored = colorize(a, scale)
     out = (base.astype(np.float32) * (1 - alpha) + colored.astype(np.float32) * alpha).astype(np.uint8)
     if mask is not None and np.any(mask):
         cnts, _ = cv2.findContours((np.asarray(mask) > 0).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
         out = np.ascontiguousarray(out)
-        cv2.drawContours(out, cnts, -1, (255, 255, 255), 1)
+        cv2.drawContours(out, cnts, -1, (255, 255, 255), line_width(out.shape))
     return out
 
 
