@@ -117,36 +117,45 @@ def predict_cmd(
     model_path: Path = typer.Argument(..., metavar="MODEL", help="Model file from 'detect fit'."),
     images: List[Path] = typer.Argument(..., help="Image files or folders."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (heatmaps/, masks/, scores.csv)."),
+    threshold: Optional[float] = typer.Option(None, "--threshold", help="Image score threshold for 'anomalous' (default: the model's, chosen on validation)."),
+    pixel_threshold: Optional[float] = typer.Option(None, "--pixel-threshold", help="Map threshold for masks/ (default: the model's)."),
 ) -> None:
-    """Score images: heatmap overlays, predicted masks and a scores CSV."""
+    """Score images: heatmap panels (image | map | predicted mask | colour bar, one colour
+    scale for the whole run with the pixel threshold at its middle), predicted masks and
+    a scores CSV."""
     with _user_errors():
         import csv
         import io
+
+        import numpy as np
 
         from defectforge._atomic import atomic_write_text
         from defectforge.data._files import unique_name
         from defectforge.data.image_io import read_image, write_image, write_mask
         from defectforge.data.sample import Sample
         from defectforge.detect.exdd import ExDD
-        from defectforge.report.visual import heatmap_overlay
+        from defectforge.report.panels import prediction_panel, run_thresholds
 
         files = _collect_images(images)
         det = ExDD.load(model_path, progress=True)
         used: set[str] = set()
-        thr = "" if det.threshold is None else f"{det.threshold:.6g}"
+        img_thr, px_thr, scale = run_thresholds(det, threshold, pixel_threshold)
+        thr = "" if img_thr is None else f"{img_thr:.6g}"
         buf = io.StringIO()
         wr = csv.writer(buf, lineterminator="\n")
         wr.writerow(["file", "score", "anomalous", "threshold", "heatmap", "mask"])
         for s in range(0, len(files), 16):
             part = [Sample(path=f) for f in files[s:s + 16]]
             pred = det.predict(part)
-            for smp, score, lab, amap, mask in zip(part, pred.pred_score, pred.pred_label, pred.anomaly_map,
-                                                   pred.pred_mask):
+            scale = scale or run_thresholds(det, threshold, pixel_threshold, pred.anomaly_map)[2]
+            for smp, score, amap in zip(part, pred.pred_score, pred.anomaly_map):
+                lab = img_thr is not None and score >= img_thr
+                mask = amap >= px_thr if px_thr is not None else np.zeros(amap.shape, bool)
                 name = unique_name(smp.path.stem, ".png", used)
                 used.add(name.lower())
                 hm = f"heatmaps/{name}.png"
                 mk = f"masks/{name}.png"
-                write_image(out / hm, heatmap_overlay(read_image(smp.path), amap))
+                write_image(out / hm, prediction_panel(read_image(smp.path), amap, scale, mask))
                 write_mask(out / mk, mask)
                 wr.writerow([str(smp.path), f"{float(score):.6g}", int(bool(lab)), thr, hm, mk])
         atomic_write_text(out / "scores.csv", buf.getvalue())
@@ -161,6 +170,8 @@ def eval_cmd(
     report: Optional[Path] = typer.Option(None, "--report", help="Folder for report.html."),
     split: str = typer.Option("test", "--split", help="Split to evaluate (never the one fitted on)."),
     format: Optional[str] = typer.Option(None, "--format", "-f", help="Force the dataset format."),
+    threshold: Optional[float] = typer.Option(None, "--threshold", help="Image score threshold for the confusion counts (default: the model's, chosen on validation)."),
+    pixel_threshold: Optional[float] = typer.Option(None, "--pixel-threshold", help="Map threshold for the pixel counts and masks (default: the model's)."),
 ) -> None:
     """Evaluate a model on the test split: metrics JSON and an HTML report."""
     with _user_errors():
@@ -171,9 +182,11 @@ def eval_cmd(
         from defectforge.report import Report
 
         det = ExDD.load(model_path, progress=True)
+        given = _override_thresholds(det, threshold, pixel_threshold)
         ds = load_dataset(data, format=format)
         res = evaluate_detector(det, ds, split=split)
-        out = metrics_json(res, {"model": str(model_path), "detector": det.name, "data": str(data), "split": split})
+        out = metrics_json(res, {"model": str(model_path), "detector": det.name, "data": str(data), "split": split,
+                                 **given})
         if json_out is not None:
             atomic_write_json(json_out, out)
         if report is not None:
@@ -183,6 +196,18 @@ def eval_cmd(
         con = _console()
         con.print("  ".join(f"{k} {out[k]:.4f}" if isinstance(out[k], float) else f"{k} {out[k]}"
                             for k in ("image_auroc", "pixel_auroc", "aupro", "n_images")))
+
+
+def _override_thresholds(det, threshold: float | None, pixel_threshold: float | None) -> dict:
+    """Set user-given thresholds on a loaded model; the JSON keys that say so."""
+    out = {}
+    if threshold is not None:
+        det.threshold = float(threshold)
+        out["threshold_source"] = "--threshold"
+    if pixel_threshold is not None:
+        det.pixel_threshold = float(pixel_threshold)
+        out["pixel_threshold_source"] = "--pixel-threshold"
+    return out
 
 
 def register(app: typer.Typer) -> None:

@@ -104,12 +104,13 @@ def colorbar(height: int, scale: MapScale, width: int | None = None, font: float
 
 
 def panel(image: np.ndarray, amap: np.ndarray, scale: MapScale, gt: np.ndarray | None = None,
-          pred: np.ndarray | None = None, gap: int = 6) -> np.ndarray:
+          pred: np.ndarray | None = None, gap: int = 6, with_gt: bool = True) -> np.ndarray:
     """``image | ground truth | anomaly map | predicted mask | colour bar`` as one RGB array.
 
     The ground truth is filled translucent red with a thick outline (it survives the
     shrinking of a report gallery); the predicted mask (``map >= threshold`` unless given)
     is filled cyan with the ground-truth outline on top, so misses and false alarms show.
+    ``with_gt=False`` leaves the ground-truth tile out (``detect predict`` has none).
     """
     import cv2
 
@@ -123,19 +124,22 @@ def panel(image: np.ndarray, amap: np.ndarray, scale: MapScale, gt: np.ndarray |
     if pred is None and scale.threshold is not None:
         pred = a >= scale.threshold
     gt_b = None if gt is None else np.asarray(gt) > 0
-    tiles = [("image", rgb), ("ground truth", mask_overlay(rgb, gt_b, GT_COLOR, alpha=0.4)),
-             ("anomaly map", heatmap_overlay(rgb, a, scale=scale, alpha=0.6))]
+    tiles = [("image", rgb)]
+    if with_gt:
+        tiles.append(("ground truth", mask_overlay(rgb, gt_b, GT_COLOR, alpha=0.4)))
+    tiles.append(("anomaly map", heatmap_overlay(rgb, a, scale=scale, alpha=0.6)))
     pm = mask_overlay(rgb, pred, PRED_COLOR, alpha=0.5)
     if gt_b is not None and gt_b.any():
         cnts, _ = cv2.findContours(gt_b.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
         cv2.drawContours(pm, cnts, -1, GT_COLOR, line_width(pm.shape))
     tiles.append(("predicted mask" + (" (thr)" if scale.threshold is not None else ""), pm))
     # wide images (BSData is 1130 x 460) as 2 x 2, others in a row; text sized for ~1000 px display
-    cols = 2 if w > 1.5 * h else 4
+    cols = 2 if w > 1.5 * h else len(tiles)
     bar_w = max(110, w // 3)
     fs = max(0.45, (cols * w + bar_w) / 1500.0)
     band = int(34 * fs)
     labelled = [_label(t, name, band) for name, t in tiles]
+    labelled += [np.full_like(labelled[0], 255)] * (-len(labelled) % cols)  # fill the last row
     rows = [labelled[i:i + cols] for i in range(0, len(labelled), cols)]
     grid = [np.concatenate(_join(r, np.full((h + band, gap, 3), 255, np.uint8)), axis=1) for r in rows]
     body = np.concatenate(_join(grid, np.full((gap, grid[0].shape[1], 3), 255, np.uint8)), axis=0)
@@ -150,3 +154,24 @@ def _join(items: list[np.ndarray], spacer: np.ndarray) -> list[np.ndarray]:
             out.append(spacer)
         out.append(it)
     return out
+
+
+def run_thresholds(model, threshold: float | None = None, pixel_threshold: float | None = None,
+                   maps: Sequence[np.ndarray] | None = None) -> tuple[float | None, float | None, MapScale | None]:
+    """``(image threshold, pixel threshold, colour scale)`` of a predict run: the given
+    values, else the model's (chosen on validation at fit time). The scale is ``None`` until
+    it can be fixed: at once with a pixel threshold, else from the first chunk's ``maps``
+    (then kept for the whole run)."""
+
+    def finite(v):
+        return None if v is None or not np.isfinite(v) else float(v)
+
+    thr = finite(threshold if threshold is not None else getattr(model, "threshold", None))
+    pthr = finite(pixel_threshold if pixel_threshold is not None else getattr(model, "pixel_threshold", None))
+    scale = map_scale(pthr) if pthr is not None else (map_scale(None, maps) if maps else None)
+    return thr, pthr, scale
+
+
+def prediction_panel(image: np.ndarray, amap: np.ndarray, scale: MapScale, mask: np.ndarray | None) -> np.ndarray:
+    """``image | anomaly map | predicted mask | colour bar`` of one ``detect predict`` image."""
+    return panel(image, amap, scale, pred=mask, with_gt=False)
