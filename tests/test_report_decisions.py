@@ -167,6 +167,9 @@ def test_eval_json_has_thresholds_confusion_and_per_image_scores(tmp_path, fitte
     assert r.exit_code == 0, r.output
     m2 = json.loads(js.read_text())
     assert m2["threshold_source"] == "--threshold"
+    r = CliRunner().invoke(app, ["detect", "eval", str(model), str(root), "--json", "-"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["per_image"] == m["per_image"]  # stdout holds only the JSON
     assert m2["confusion"]["tp"] + m2["confusion"]["fp"] == int((scores >= np.median(scores)).sum())
 
 

@@ -166,7 +166,7 @@ def predict_cmd(
 def eval_cmd(
     model_path: Path = typer.Argument(..., metavar="MODEL", help="Model file from 'detect fit'."),
     data: Path = typer.Argument(..., help="Dataset with a labelled test split."),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Metrics JSON to write."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Metrics JSON to write ('-': stdout)."),
     report: Optional[Path] = typer.Option(None, "--report", help="Folder for report.html."),
     split: str = typer.Option("test", "--split", help="Split to evaluate (never the one fitted on)."),
     format: Optional[str] = typer.Option(None, "--format", "-f", help="Force the dataset format."),
@@ -175,7 +175,7 @@ def eval_cmd(
 ) -> None:
     """Evaluate a model on the test split: metrics JSON and an HTML report."""
     with _user_errors():
-        from defectforge._atomic import atomic_write_json
+        from defectforge._jsonout import console_for, write_json_out
         from defectforge.data.formats import load_dataset
         from defectforge.detect.evaluate import add_eval_section, evaluate_detector, metrics_json
         from defectforge.detect.exdd import ExDD
@@ -188,12 +188,12 @@ def eval_cmd(
         out = metrics_json(res, {"model": str(model_path), "detector": det.name, "data": str(data), "split": split,
                                  **given})
         if json_out is not None:
-            atomic_write_json(json_out, out)
+            write_json_out(json_out, out)
         if report is not None:
             rep = Report(f"defectforge detect eval: {det.name}", report, subtitle=f"{model_path} on {data} ({split})")
             add_eval_section(rep, det.name, res)
             rep.save()
-        con = _console()
+        con = console_for(json_out)
         con.print("  ".join(f"{k} {out[k]:.4f}" if isinstance(out[k], float) else f"{k} {out[k]}"
                             for k in ("image_auroc", "pixel_auroc", "aupro", "n_images")))
 

@@ -132,7 +132,7 @@ def predict_cmd(
 def eval_cmd(
     model_path: Path = typer.Argument(..., metavar="MODEL", help="Model file from 'detect3d fit'."),
     data: Path = typer.Argument(..., help="3D dataset folder; its test split is evaluated."),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the metrics as JSON here."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the metrics as JSON here ('-': stdout)."),
     report: Optional[Path] = typer.Option(None, "--report", help="Write an HTML report into this folder."),
     format: Optional[str] = typer.Option(None, "--format", "-f"),
     max_renders: int = typer.Option(12, "--max-renders", help="Clouds rendered per category in the report."),
@@ -142,7 +142,7 @@ def eval_cmd(
         import numpy as np
         from rich.table import Table
 
-        from defectforge._atomic import atomic_write_json
+        from defectforge._jsonout import console_for, write_json_out
         from defectforge.detect3d.data import load_dataset3d
         from defectforge.detect3d.metrics import METRICS_3D, evaluate_3d, metrics_table
         from defectforge.detect3d.persist import load_models
@@ -177,10 +177,10 @@ def eval_cmd(
             table.add_column(m, justify="right")
         for r in rows:
             table.add_row(r["class"], *[f"{r[m]:.4f}" for m in METRICS_3D])
-        _console().print(table)
+        console_for(json_out).print(table)
         res["objects"] = [{"name": n, "label": bool(lb), "score": s} for n, lb, s in zip(names, labels, scores)]
         if json_out is not None:
-            atomic_write_json(json_out, res)
+            write_json_out(json_out, res)
         if report is not None:
             from defectforge.report import Report
             from defectforge.report.visual import side_by_side
@@ -201,7 +201,7 @@ def eval_cmd(
                     items.append((side_by_side(left, right), f"{names[i]} score {scores[i]:.4g}"))
                 g.gallery(items)
             rep.save()
-            _console().print(f"report: {report / 'report.html'}")
+            console_for(json_out).print(f"report: {report / 'report.html'}")
 
 
 def register(app: typer.Typer) -> None:
