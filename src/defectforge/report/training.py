@@ -65,12 +65,12 @@ def write_training_report(out_dir: str | Path, metrics: dict[str, Any], detector
     ex = rep.section("val_predictions", "Predictions on validation images")
     if shown:
         preds = detector.predict(shown)
-        ex.text(f"Ground truth green, predictions orange (score >= {min_score}); the first {len(shown)} "
-                "validation images (never test images).")
+        ex.text(f"Ground truth green, predictions orange with their scores (score >= {min_score}); the "
+                f"first {len(shown)} validation images (never test images).")
         ex.gallery([(draw_boxes(s.rgb(), gt_boxes(s), p, min_score),
                      f"{s.name} ({s.label}): {len(gt_boxes(s))} true, "
                      f"{sum(1 for b in p if b.score is None or b.score >= min_score)} predicted")
-                    for s, p in zip(shown, preds)], max_width=700)
+                    for s, p in zip(shown, preds)], max_width=560)
     else:
         ex.text("No validation images in this run (--val-fraction 0).")
     return rep.save()

@@ -81,22 +81,29 @@ def side_by_side(*images: np.ndarray, gap: int = 4) -> np.ndarray:
 
 def draw_boxes(image: np.ndarray, gt: list | None = None, pred: list | None = None, min_score: float = 0.0,
                gt_color=(40, 220, 40), pred_color=(255, 140, 0)) -> np.ndarray:
-    """Ground-truth boxes (green) and predicted boxes with their scores (orange, those with
-    ``score >= min_score``) drawn on the image; line widths survive a report's shrinking."""
+    """Predicted boxes (orange, those with ``score >= min_score``, highest first, the score
+    written where it does not overlap an earlier label) and ground-truth boxes on top
+    (green); line widths survive a report's shrinking."""
     import cv2
 
     out = as_rgb8(image).copy()
     lw = line_width(out.shape)
     fs = max(0.4, lw * 0.35)
+    kept = [b for b in pred or [] if b.score is None or b.score >= min_score]
+    kept.sort(key=lambda b: -(b.score if b.score is not None else np.inf))
+    taken: list[tuple[int, int, int, int]] = []
+    for b in kept:
+        p0 = (int(round(b.x0)), int(round(b.y0)))
+        cv2.rectangle(out, p0, (int(round(b.x1)) - 1, int(round(b.y1)) - 1), pred_color, lw)
+        text = b.label if b.score is None else f"{b.score:.2f}"
+        (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, fs, max(1, lw // 2))
+        org = (p0[0], max(th + 2, p0[1] - 3))
+        rect = (org[0], org[1] - th, org[0] + tw, org[1])
+        if any(not (rect[2] < r[0] or r[2] < rect[0] or rect[3] < r[1] or r[3] < rect[1]) for r in taken):
+            continue
+        taken.append(rect)
+        cv2.putText(out, text, org, cv2.FONT_HERSHEY_SIMPLEX, fs, pred_color, max(1, lw // 2), cv2.LINE_AA)
     for b in gt or []:
         cv2.rectangle(out, (int(round(b.x0)), int(round(b.y0))), (int(round(b.x1)) - 1, int(round(b.y1)) - 1),
                       gt_color, lw)
-    for b in pred or []:
-        if b.score is not None and b.score < min_score:
-            continue
-        p0 = (int(round(b.x0)), int(round(b.y0)))
-        cv2.rectangle(out, p0, (int(round(b.x1)) - 1, int(round(b.y1)) - 1), pred_color, lw)
-        text = b.label if b.score is None else f"{b.label} {b.score:.2f}"
-        cv2.putText(out, text, (p0[0], max(10, p0[1] - 3)), cv2.FONT_HERSHEY_SIMPLEX, fs, pred_color,
-                    max(1, lw // 2), cv2.LINE_AA)
     return out
