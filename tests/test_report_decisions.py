@@ -182,6 +182,7 @@ def test_predict_uses_one_scale_and_the_given_threshold(tmp_path, fitted):
     assert r.exit_code == 0, r.output
     rows = list(csv.DictReader(open(out / "scores.csv")))
     assert len(rows) == 8 and all(row["anomalous"] == "1" for row in rows)  # everything >= -1e9
+    assert all(row["heatmap"].count(".png") == 1 for row in rows)
     assert all(float(row["threshold"]) == -1e9 for row in rows)
     assert all(not read_image(out / row["mask"]).any() for row in rows)  # nothing >= 1e9
     # panels (image | map | mask | colour bar), all the same size

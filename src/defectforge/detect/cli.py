@@ -151,8 +151,7 @@ def predict_cmd(
             for smp, score, amap in zip(part, pred.pred_score, pred.anomaly_map):
                 lab = img_thr is not None and score >= img_thr
                 mask = amap >= px_thr if px_thr is not None else np.zeros(amap.shape, bool)
-                name = unique_name(smp.path.stem, ".png", used)
-                used.add(name.lower())
+                name = unique_name(smp.path.stem, "", used)
                 hm = f"heatmaps/{name}.png"
                 mk = f"masks/{name}.png"
                 write_image(out / hm, prediction_panel(read_image(smp.path), amap, scale, mask))

@@ -134,7 +134,7 @@ def panel(image: np.ndarray, amap: np.ndarray, scale: MapScale, gt: np.ndarray |
         cv2.drawContours(pm, cnts, -1, GT_COLOR, line_width(pm.shape))
     tiles.append(("predicted mask" + (" (thr)" if scale.threshold is not None else ""), pm))
     # wide images (BSData is 1130 x 460) as 2 x 2, others in a row; text sized for ~1000 px display
-    cols = 2 if w > 1.5 * h else len(tiles)
+    cols = 2 if w > 1.5 * h and len(tiles) == 4 else len(tiles)
     bar_w = max(110, w // 3)
     fs = max(0.45, (cols * w + bar_w) / 1500.0)
     band = int(34 * fs)
