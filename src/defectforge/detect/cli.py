@@ -40,7 +40,7 @@ def _parse_size(text: str | None) -> int | tuple[int, int] | None:
 def fit_cmd(
     data: Path = typer.Argument(..., help="Dataset (MVTec folder, manifest CSV, ...); its train split is used."),
     out: Path = typer.Option(..., "--out", "-o", help="Model file to write."),
-    model: str = typer.Option("exdd", "--model", "-m", help="exdd or patchcore."),
+    model: str = typer.Option("exdd", "--model", "-m", help="A registered 2D detector: exdd, patchcore, ..."),
     backbone: str = typer.Option("efficientnet_lite0", "--backbone", help="efficientnet_lite0|efficientnet_lite2|wide_resnet50_2|any timm name."),
     weights: Optional[Path] = typer.Option(None, "--weights", help="Local backbone checkpoint (needed except for the lite backbones)."),
     layers: Optional[str] = typer.Option(None, "--layers", help="Comma-separated layer names (default: the stride-8/16 stages)."),
@@ -57,11 +57,10 @@ def fit_cmd(
         import warnings
 
         from defectforge.data.formats import load_dataset
-        from defectforge.detect.base import get_detector
-        from defectforge.errors import ConfigError, InputError
+        from defectforge.detect.base import DETECTORS, get_detector
+        from defectforge.errors import InputError
 
-        if model not in ("exdd", "patchcore"):
-            raise ConfigError(f"--model must be exdd or patchcore, got {model!r}")
+        DETECTORS.get(model)  # an unknown name fails before the data are read
         ds = load_dataset(data, format=format)
         train = ds.filter(split="train")
         normal = list(train.filter(defect=False))
@@ -86,9 +85,9 @@ def fit_cmd(
         for w in caught:
             con.print(f"[yellow]warning:[/] {w.message}")
         det.save(out)
-        info = det.fit_info
+        info = det.fit_info_
         con.print(f"saved {out}: input {info['input_size'][0]}x{info['input_size'][1]}, normal bank "
-                  f"{info['bank_normal']} rows, defect bank {info['bank_defect']} rows, threshold {det.threshold}")
+                  f"{info['bank_normal']} rows, defect bank {info['bank_defect']} rows, threshold {det.threshold_}")
 
 
 def _collect_images(paths: List[Path]) -> list[Path]:
@@ -133,11 +132,11 @@ def predict_cmd(
         from defectforge.data._files import unique_name
         from defectforge.data.image_io import read_image, write_image, write_mask
         from defectforge.data.sample import Sample
-        from defectforge.detect.exdd import ExDD
+        from defectforge.detect.base import load_detector
         from defectforge.report.panels import prediction_panel, run_thresholds
 
         files = _collect_images(images)
-        det = ExDD.load(model_path, progress=True)
+        det = load_detector(model_path, progress=True)
         used: set[str] = set()
         img_thr, px_thr, scale = run_thresholds(det, threshold, pixel_threshold)
         thr = "" if img_thr is None else f"{img_thr:.6g}"
@@ -176,11 +175,11 @@ def eval_cmd(
     with _user_errors():
         from defectforge._jsonout import console_for, write_json_out
         from defectforge.data.formats import load_dataset
+        from defectforge.detect.base import load_detector
         from defectforge.detect.evaluate import add_eval_section, evaluate_detector, metrics_json
-        from defectforge.detect.exdd import ExDD
         from defectforge.report import Report
 
-        det = ExDD.load(model_path, progress=True)
+        det = load_detector(model_path, progress=True)
         given = _override_thresholds(det, threshold, pixel_threshold)
         ds = load_dataset(data, format=format)
         res = evaluate_detector(det, ds, split=split)
@@ -201,10 +200,10 @@ def _override_thresholds(det, threshold: float | None, pixel_threshold: float | 
     """Set user-given thresholds on a loaded model; the JSON keys that say so."""
     out = {}
     if threshold is not None:
-        det.threshold = float(threshold)
+        det.threshold_ = float(threshold)
         out["threshold_source"] = "--threshold"
     if pixel_threshold is not None:
-        det.pixel_threshold = float(pixel_threshold)
+        det.pixel_threshold_ = float(pixel_threshold)
         out["pixel_threshold_source"] = "--pixel-threshold"
     return out
 

@@ -43,7 +43,7 @@ def evaluate_detector(model: Any, dataset: Any, split: str | None = "test", eval
     """
     from defectforge.data.sample import Dataset
     from defectforge.metrics import evaluate_anomaly, pro_curve, roc_curve
-    from defectforge.report.threshold import decision_summary
+    from defectforge.report.threshold import decision_summary, model_thresholds
 
     if isinstance(dataset, Dataset):
         samples = list(dataset.filter(split=split)) if split else list(dataset)
@@ -70,18 +70,18 @@ def evaluate_detector(model: Any, dataset: Any, split: str | None = "test", eval
     labels = [s.label for s in samples]
     is_def = np.array([s.is_defect for s in samples])
     has_maps = len(maps) == len(samples)
+    thr, pthr = model_thresholds(model)
     metrics = evaluate_anomaly(is_def, scores_a, masks if has_maps else None, maps if has_maps else None,
-                               threshold=getattr(model, "threshold", None),
-                               pixel_threshold=getattr(model, "pixel_threshold", None) if has_maps else None,
+                               threshold=thr, pixel_threshold=pthr if has_maps else None,
                                nan_on_undefined=True)
     result: dict[str, Any] = {
         "metrics": metrics, "names": [s.name for s in samples], "labels": labels, "scores": scores_a,
-        "threshold": getattr(model, "threshold", None), "eval_size": list(size),
+        "threshold": thr, "eval_size": list(size),
         "seconds_predict": t_pred, "seconds_total": time.perf_counter() - t0,
         "ms_per_image": 1000.0 * t_pred / len(samples),
     }
     result.update(decision_summary(labels, is_def, scores_a, result["threshold"], masks if has_maps else None,
-                                   maps if has_maps else None, getattr(model, "pixel_threshold", None)))
+                                   maps if has_maps else None, pthr))
     if is_def.any() and (~is_def).any():
         fpr, tpr, _ = roc_curve(is_def, scores_a)
         result["roc"] = {"fpr": fpr, "tpr": tpr}

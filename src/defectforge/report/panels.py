@@ -166,8 +166,11 @@ def run_thresholds(model, threshold: float | None = None, pixel_threshold: float
     def finite(v):
         return None if v is None or not np.isfinite(v) else float(v)
 
-    thr = finite(threshold if threshold is not None else getattr(model, "threshold", None))
-    pthr = finite(pixel_threshold if pixel_threshold is not None else getattr(model, "pixel_threshold", None))
+    from defectforge.report.threshold import model_thresholds
+
+    m_thr, m_pthr = model_thresholds(model)
+    thr = finite(threshold if threshold is not None else m_thr)
+    pthr = finite(pixel_threshold if pixel_threshold is not None else m_pthr)
     scale = map_scale(pthr) if pthr is not None else (map_scale(None, maps) if maps else None)
     return thr, pthr, scale
 

@@ -15,6 +15,19 @@ import numpy as np
 from defectforge.data.sample import GOOD
 
 
+def model_thresholds(model: Any) -> tuple[float | None, float | None]:
+    """``(image threshold, pixel threshold)`` stored in a fitted model (``threshold_`` /
+    ``pixel_threshold_``, or the older attribute names without ``_``); ``None`` when absent."""
+
+    def get(name: str) -> float | None:
+        v = getattr(model, name + "_", None)
+        if v is None:
+            v = getattr(model, name, None)
+        return None if v is None else float(v)
+
+    return get("threshold"), get("pixel_threshold")
+
+
 def _rates(tp: int, fp: int, fn: int) -> dict[str, float | None]:
     prec = tp / (tp + fp) if tp + fp else None
     rec = tp / (tp + fn) if tp + fn else None

@@ -65,6 +65,7 @@ def write_training_report(out_dir: str | Path, metrics: dict[str, Any], detector
     ex = rep.section("val_predictions", "Predictions on validation images")
     if shown:
         preds = detector.predict(shown)
+        preds = getattr(preds, "boxes", preds)  # a Prediction (boxes per image) or a plain list
         ex.text(f"Ground truth green, predictions orange with their scores (score >= {min_score}); the "
                 f"first {len(shown)} validation images (never test images).")
         ex.gallery([(draw_boxes(s.rgb(), gt_boxes(s), p, min_score),
