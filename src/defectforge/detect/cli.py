@@ -91,30 +91,16 @@ def fit_cmd(
 
 
 def _collect_images(paths: List[Path]) -> list[Path]:
-    from defectforge.data._files import list_images
-    from defectforge.data.image_io import is_image_file
-    from defectforge.errors import InputError
+    """Image files of the given files, folders and glob patterns (the same rules as the API)."""
+    from defectforge.data.inputs import as_items
 
-    out: list[Path] = []
-    for p in paths:
-        if p.is_dir():
-            found = list_images(p)
-            if not found:
-                raise InputError(p, "folder holds no images")
-            out.extend(found)
-        elif p.is_file():
-            if not is_image_file(p):
-                raise InputError(p, "not an image file (by its suffix)")
-            out.append(p)
-        else:
-            raise InputError(p, "file not found")
-    return out
+    return [s.path for s in as_items(list(paths))]
 
 
 @detect_app.command("predict")
 def predict_cmd(
     model_path: Path = typer.Argument(..., metavar="MODEL", help="Model file from 'detect fit'."),
-    images: List[Path] = typer.Argument(..., help="Image files or folders."),
+    images: List[Path] = typer.Argument(..., help="Image files, folders or quoted glob patterns ('parts/*.jpg')."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (heatmaps/, masks/, scores.csv)."),
     threshold: Optional[float] = typer.Option(None, "--threshold", help="Image score threshold for 'anomalous' (default: the model's, chosen on validation)."),
     pixel_threshold: Optional[float] = typer.Option(None, "--pixel-threshold", help="Map threshold for masks/ (default: the model's)."),

@@ -322,12 +322,15 @@ class ExDD(Detector):
 
     # ------------------------------------------------------------------ predict
     def predict(self, images: Iterable[Any]) -> Prediction:
-        """Scores, maps (at each image's own size), labels and masks for ``images``
-        (``Sample`` s or H x W [x C] arrays of any size; grey is converted to RGB)."""
+        """Scores, maps (at each image's own size), labels and masks for ``images``: image
+        paths, folders, glob patterns, ``Sample`` s, PIL images or H x W [x C] arrays of any
+        size, one or a list (see :func:`defectforge.data.inputs.as_items`)."""
         self._check_fitted()
         import cv2
 
-        items = list(images)
+        from defectforge.data.inputs import as_items
+
+        items = as_items(images)
         scores, maps, shapes = self._score(items, keep_input_maps=True, return_shapes=True)
         out_maps = []
         for m, (H, W) in zip(maps, shapes):

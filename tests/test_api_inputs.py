@@ -1,0 +1,65 @@
+"""The Python API takes what the CLI takes: ``model.predict`` accepts image paths, folders,
+glob patterns, numpy arrays, PIL images and Samples, one or a list."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from defectforge.data import Dataset, Sample, write_image
+from defectforge.data.inputs import as_items
+from defectforge.errors import InputError
+
+pytestmark = [pytest.mark.filterwarnings("ignore::defectforge.detect.backbone.RandomInitWarning"),
+              pytest.mark.filterwarnings("ignore:val_fraction=0")]
+
+
+@pytest.fixture
+def files(tmp_path):
+    rng = np.random.default_rng(0)
+    paths = []
+    for name in ("a.png", "b.jpg", "sub/c.png"):
+        p = tmp_path / "imgs" / name
+        write_image(p, rng.integers(0, 255, (24, 32, 3), dtype=np.uint8))
+        paths.append(p)
+    (tmp_path / "imgs" / "notes.txt").write_text("x")
+    return tmp_path / "imgs", paths
+
+
+def test_as_items_expands_paths_folders_globs_and_keeps_arrays(files):
+    root, (a, b, c) = files
+    assert [s.path for s in as_items(str(a))] == [a]  # one path, as str
+    assert [s.path for s in as_items([a, b])] == [a, b]
+    assert [s.path for s in as_items(root)] == [a, b]  # folder: its images, not sub-folders or .txt
+    assert [s.path for s in as_items(str(root / "**" / "*.png"))] == [a, c]
+    arr = np.zeros((5, 6, 3), np.uint8)
+    assert as_items(arr)[0] is arr  # one H x W x C array is one image, not 5 rows
+    assert len(as_items(np.zeros((4, 5, 6, 3), np.uint8))) == 4
+    pil = as_items(Image.fromarray(arr))[0]
+    assert isinstance(pil, np.ndarray) and pil.shape == (5, 6, 3)
+    smp = Sample(path=a)
+    assert as_items([smp, arr])[0] is smp and len(as_items(Dataset([smp, smp]))) == 2
+    with pytest.raises(InputError, match="missing.png: file not found"):
+        as_items([a, root / "missing.png"])
+    with pytest.raises(InputError, match="matches no image files"):
+        as_items(str(root / "*.bmp"))
+    with pytest.raises(InputError, match="notes.txt: not an image file"):
+        as_items(root / "notes.txt")
+    with pytest.raises(InputError, match="cannot predict on a dict"):
+        as_items([{"x": 1}])
+
+
+def test_model_predict_accepts_paths_like_the_cli(files):
+    from defectforge.detect.base import get_detector
+    from defectforge.data.image_io import read_image
+
+    root, (a, b, c) = files
+    rng = np.random.default_rng(1)
+    normal = [rng.integers(0, 255, (24, 32, 3), dtype=np.uint8) for _ in range(6)]
+    det = get_detector("patchcore", random_init=True, image_size=(32, 32), val_fraction=0).fit(normal)
+    by_path = det.predict([str(a)])
+    by_array = det.predict([read_image(a)])
+    assert np.allclose(by_path.pred_score, by_array.pred_score)
+    assert len(det.predict(root)) == 2 and len(det.predict(str(a))) == 1
+    assert len(det.predict(Image.open(b))) == 1
