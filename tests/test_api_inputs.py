@@ -63,3 +63,29 @@ def test_model_predict_accepts_paths_like_the_cli(files):
     assert np.allclose(by_path.pred_score, by_array.pred_score)
     assert len(det.predict(root)) == 2 and len(det.predict(str(a))) == 1
     assert len(det.predict(Image.open(b))) == 1
+
+
+def test_prediction_items_plot_save_and_to_dict(files, tmp_path):
+    import json
+
+    from defectforge.data.image_io import read_image
+    from defectforge.detect.base import get_detector
+
+    root, (a, b, c) = files
+    rng = np.random.default_rng(1)
+    normal = [rng.integers(0, 255, (24, 32, 3), dtype=np.uint8) for _ in range(10)]
+    det = get_detector("patchcore", random_init=True, image_size=(32, 32), val_fraction=0.3).fit(normal)
+    pred = det.predict(root)
+    assert len(pred) == 2 and [it.name for it in pred] == ["a", "b"]
+    last = pred[-1]
+    assert last.index == 1 and last.score == pred.pred_score[1]
+    d = last.to_dict()
+    json.dumps(d)
+    assert d["name"] == "b" and d["mask_pixels"] == int(pred.pred_mask[1].sum())
+    assert d["map_max"] == pytest.approx(float(pred.anomaly_map[1].max()))
+    pic = last.plot()
+    assert pic.ndim == 3 and pic.shape[1] > 3 * 32  # image | map | mask | colour bar
+    out = last.save(tmp_path / "b_pred.png")
+    assert np.array_equal(read_image(out)[..., :3], pic)
+    with pytest.raises(IndexError):
+        pred[2]

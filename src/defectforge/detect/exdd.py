@@ -337,12 +337,14 @@ class ExDD(Detector):
             out_maps.append(m if m.shape == (H, W) else cv2.resize(m, (W, H), interpolation=cv2.INTER_LINEAR))
         thr = self.threshold_ if self.threshold_ is not None else float("inf")
         pthr = self.pixel_threshold_ if self.pixel_threshold_ is not None else float("inf")
-        return Prediction(
+        pred = Prediction(
             pred_score=scores.astype(np.float64),
             anomaly_map=out_maps,
             pred_label=scores >= thr,
             pred_mask=[m >= pthr for m in out_maps],
         )
+        pred.inputs, pred.pixel_threshold = items, self.pixel_threshold_  # for pred[i].plot()
+        return pred
 
     def _score(self, items: list[Any], keep_input_maps: bool = True, return_shapes: bool = False):
         """Image scores and maps at the model input size for ``items``."""
