@@ -89,3 +89,13 @@ def test_prediction_items_plot_save_and_to_dict(files, tmp_path):
     assert np.array_equal(read_image(out)[..., :3], pic)
     with pytest.raises(IndexError):
         pred[2]
+
+
+def test_dataset_repr_is_a_summary():
+    from defectforge.datasets import load_sample
+
+    ds = load_sample()
+    r = repr(ds)
+    assert len(r) < 300 and r.startswith("Dataset(90 samples, format='manifest'")
+    assert "train/good: 40" in r and "test/pitting: 20" in r
+    assert repr(Dataset([])) == "Dataset(0 samples, format='memory', root=None)"
