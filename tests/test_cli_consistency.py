@@ -62,3 +62,22 @@ def test_size_summary_is_bounded():
     assert line.count(" x") == 3 and "250 different" in line and "247 other sizes" in line
     assert "width 100-349, height 50-299" in line and len(line) < 250
     assert size_summary({"10x20": 4}) == "image sizes (WxH): 10x20 x4"
+
+
+def test_quiet_prints_only_errors_and_requested_output(tmp_path):
+    from defectforge import _verbosity
+    from defectforge.cli import app as root
+
+    root_dir = _mvtec_with_bare_manifest(tmp_path / "mv")
+    (root_dir / "manifest.csv").unlink()
+    try:
+        r = CliRunner().invoke(root, ["-q", "data", "check", str(root_dir)])
+        assert r.exit_code == 0 and r.stdout == "" and r.stderr == ""
+        r = CliRunner().invoke(root, ["-q", "data", "check", str(root_dir), "--json", "-"])
+        assert r.exit_code == 0 and json.loads(r.stdout)["format"] == "mvtec" and r.stderr == ""
+        r = CliRunner().invoke(root, ["-q", "data", "check", str(tmp_path / "nope")])
+        assert r.exit_code == 2 and r.stderr.startswith("error:")
+        r = CliRunner().invoke(root, ["data", "check", str(root_dir)])
+        assert "images per split" in r.stdout  # back to normal without -q
+    finally:
+        _verbosity.set_level(_verbosity.NORMAL)

@@ -22,7 +22,9 @@ def console_for(json_out: str | Path | None):
     """The console for a command's human output: stderr when the JSON goes to stdout."""
     from rich.console import Console
 
-    return Console(highlight=False, soft_wrap=True, stderr=is_stdout(json_out))
+    from defectforge._verbosity import is_quiet
+
+    return Console(highlight=False, soft_wrap=True, stderr=is_stdout(json_out), quiet=is_quiet())
 
 
 def write_json_out(path: str | Path, obj: Any) -> str:

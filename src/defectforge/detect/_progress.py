@@ -23,7 +23,9 @@ class _Task:
 @contextlib.contextmanager
 def progress_task(description: str, total: int, enabled: bool) -> Iterator[_Task]:
     """``with progress_task("features", n, enabled) as t: ... t.advance()``."""
-    if not enabled:
+    from defectforge._verbosity import is_quiet
+
+    if not enabled or is_quiet():
         yield _Task(None, None)
         return
     from rich.console import Console
