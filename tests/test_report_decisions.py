@@ -9,10 +9,9 @@ import json
 
 import numpy as np
 import pytest
-import typer
 from typer.testing import CliRunner
 
-from defectforge.data.image_io import read_image, write_image, write_mask
+from defectforge.data.image_io import read_image
 from defectforge.report.panels import colorize, map_scale, panel
 from defectforge.report.threshold import (confusion_counts, per_type_rows, pixel_confusion, threshold_sweep)
 from defectforge.report.visual import line_width, mask_overlay
@@ -106,39 +105,16 @@ def test_panel_has_tiles_and_colour_bar():
 
 
 # --------------------------------------------------------------------------- CLI end to end
-app = typer.Typer()
+from test_detect_cli import app, mvtec  # noqa: E402,F401  (the detect app and the toy MVTec fixture)
 
 
 @pytest.fixture(scope="module")
-def fitted(tmp_path_factory):
-    from test_detect_model import blob, texture
-
-    from defectforge.detect.cli import register
-
-    register(app)
-
-    @app.callback()
-    def _root() -> None:
-        """test root"""
-
-    root = tmp_path_factory.mktemp("toy")
-    rng = np.random.default_rng(5)
-    for i in range(10):
-        write_image(root / "train" / "good" / f"g{i:02d}.png", texture(rng))
-    for i in range(3):
-        img, m = blob(rng)
-        write_image(root / "train" / "blob" / f"tb{i:02d}.png", img)
-        write_mask(root / "ground_truth" / "blob" / f"tb{i:02d}_mask.png", m)
-    for i in range(4):
-        write_image(root / "test" / "good" / f"t{i:02d}.png", texture(rng))
-        img, m = blob(rng)
-        write_image(root / "test" / "blob" / f"b{i:02d}.png", img)
-        write_mask(root / "ground_truth" / "blob" / f"b{i:02d}_mask.png", m)
-    model = root.parent / "toy_model.dfm"
-    r = CliRunner().invoke(app, ["detect", "fit", str(root), "--out", str(model), "--random-init",
+def fitted(mvtec, tmp_path_factory):  # noqa: F811
+    model = tmp_path_factory.mktemp("model") / "toy_model.dfm"
+    r = CliRunner().invoke(app, ["detect", "fit", str(mvtec), "--out", str(model), "--random-init",
                                  "--image-size", "64x96"])
     assert r.exit_code == 0, r.output
-    return root, model
+    return mvtec, model
 
 
 def test_eval_json_has_thresholds_confusion_and_per_image_scores(tmp_path, fitted):

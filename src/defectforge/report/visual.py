@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from defectforge.data.image_io import as_rgb8
+
+if TYPE_CHECKING:
+    from defectforge.report.panels import MapScale
 
 
 def line_width(shape: tuple[int, ...], display_width: int = 480) -> int:
