@@ -16,6 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
+from defectforge.data.problems import ReadProblems
 from defectforge.data.sample import Dataset
 from defectforge.errors import InputError
 from defectforge.registry import Registry
@@ -126,8 +127,15 @@ def _check_json(p: Path) -> None:
     read_json(p)
 
 
-def load_dataset(path: str | Path, format: str | None = None) -> Dataset:
-    """Load a dataset of any supported format (detected unless ``format`` is given)."""
+def load_dataset(path: str | Path, format: str | None = None, *, allow_outside_root: bool = False,
+                 problems: ReadProblems | None = None) -> Dataset:
+    """Load a dataset of any supported format (detected unless ``format`` is given).
+
+    Broken labels and files outside the dataset folder raise :class:`InputError` naming the
+    file; ``allow_outside_root`` accepts the latter; a collecting ``problems``
+    (``ReadProblems(collect=True)``, what ``data check`` uses) lists both in
+    ``Dataset.read_problems`` instead (see :mod:`defectforge.data.problems`)."""
+    problems = problems if problems is not None else ReadProblems(allow_outside_root=allow_outside_root)
     p = Path(path)
     fmt = format or detect_format(p)
     if fmt not in FORMATS:
@@ -137,7 +145,7 @@ def load_dataset(path: str | Path, format: str | None = None) -> Dataset:
     if fmt == "manifest":
         from defectforge.data.manifest import read_manifest
 
-        return read_manifest(p)
+        return read_manifest(p, problems)
     if fmt == "mvtec":
         from defectforge.data.mvtec import read_mvtec
 
@@ -145,16 +153,18 @@ def load_dataset(path: str | Path, format: str | None = None) -> Dataset:
     if fmt == "coco":
         from defectforge.data.coco import read_coco
 
-        return read_coco(p)
+        return read_coco(p, problems=problems)
     if fmt == "yolo":
         from defectforge.data.yolo import read_yolo
 
-        return read_yolo(p.parent if p.is_file() else p)
+        return read_yolo(p.parent if p.is_file() else p, problems)
     from defectforge.data.labelme import read_labelme, read_labelme_folder
 
     if p.is_file():
-        return Dataset([read_labelme(p)], root=p.parent, format="labelme")
-    return read_labelme_folder(p)
+        one = read_labelme(p, problems=problems)
+        return Dataset([one] if one is not None else [], root=p.parent, format="labelme",
+                       read_problems=problems.items)
+    return read_labelme_folder(p, problems=problems)
 
 
 #: format name -> writer ``(dataset, dst, overwrite, mode) -> Path``; plug-ins register more

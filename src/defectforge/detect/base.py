@@ -98,6 +98,8 @@ class Detector(Estimator):
     def predict(self, images: Iterable[Any]) -> Prediction:
         raise NotImplementedError
 
+    legacy_kinds = ("defectforge.detect.exdd",)
+
     @classmethod
     def _upgrade(cls, obj: dict[str, Any], version: Any) -> dict[str, Any] | None:
         # round-1 files: kind "defectforge.detect.exdd", format 1, a "config" and flat state

@@ -154,6 +154,7 @@ def eval_cmd(
     report: Optional[Path] = typer.Option(None, "--report", help="Folder for report.html."),
     split: str = typer.Option("test", "--split", help="Split to evaluate (never the one fitted on)."),
     format: Optional[str] = typer.Option(None, "--format", "-f", help="Force the dataset format."),
+    image_only: bool = typer.Option(False, "--image-only", help="Image metrics only (for data without masks)."),
     threshold: Optional[float] = typer.Option(None, "--threshold", help="Image score threshold for the confusion counts (default: the model's, chosen on validation)."),
     pixel_threshold: Optional[float] = typer.Option(None, "--pixel-threshold", help="Map threshold for the pixel counts and masks (default: the model's)."),
 ) -> None:
@@ -168,7 +169,7 @@ def eval_cmd(
         det = load_detector(model_path, progress=True)
         given = _override_thresholds(det, threshold, pixel_threshold)
         ds = load_dataset(data, format=format)
-        res = evaluate_detector(det, ds, split=split)
+        res = evaluate_detector(det, ds, split=split, pixel_metrics=not image_only)
         out = metrics_json(res, {"model": str(model_path), "detector": det.name, "data": str(data), "split": split,
                                  **given})
         if json_out is not None:

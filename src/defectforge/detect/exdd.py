@@ -258,9 +258,13 @@ class ExDD(Detector):
             else:
                 warnings.warn("no defect image contributed rows: the defect bank is empty (PatchCore behaviour)",
                               EmptyDefectMaskWarning, stacklevel=2)
-        elif defects:
-            val_defects = defects
+        elif defects:  # (image, mask) pairs are scored by their image
+            val_defects = [d[0] if isinstance(d, (tuple, list)) else d for d in defects]
         t3 = time.perf_counter()
+        from defectforge.detect.model_checks import check_finite_state
+
+        check_finite_state(c.weights, {"bank_normal": self.bank_normal_, "bank_defect": self.bank_defect_},
+                           cause="the backbone produced non-finite features (corrupt --weights?)")
         self._nn_normal = NearestNeighbors(self.bank_normal_, c.nn_backend)
         self._nn_defect = NearestNeighbors(self.bank_defect_, c.nn_backend) if len(self.bank_defect_) else None
 
@@ -431,6 +435,7 @@ class ExDD(Detector):
 
     def _set_state(self, state: dict[str, Any]) -> None:
         from defectforge.detect.knn import NearestNeighbors
+        from defectforge.detect.model_checks import check_finite_state, check_input_size
 
         self.layers_ = tuple(state["layers"])
         self.input_size_ = tuple(int(v) for v in state["input_size"])
@@ -443,6 +448,10 @@ class ExDD(Detector):
         self.fit_info_ = dict(state.get("fit_info", {}))
         if self.bank_normal_.ndim != 2 or self.bank_normal_.shape[1] != self.feature_dim_:
             raise ValueError("bank width does not match the recorded feature dimension")
+        # a tampered or corrupt file: refused before any allocation or scoring (the loader names the file)
+        check_input_size(None, self.input_size_)
+        check_finite_state(None, {"bank_normal": self.bank_normal_, "bank_defect": self.bank_defect_},
+                           {"threshold": self.threshold_, "pixel_threshold": self.pixel_threshold_})
         backend = self.config.nn_backend
         self._nn_normal = NearestNeighbors(self.bank_normal_, backend)
         self._nn_defect = NearestNeighbors(self.bank_defect_, backend) if len(self.bank_defect_) else None
