@@ -99,3 +99,19 @@ def test_dataset_repr_is_a_summary():
     assert len(r) < 300 and r.startswith("Dataset(90 samples, format='manifest'")
     assert "train/good: 40" in r and "test/pitting: 20" in r
     assert repr(Dataset([])) == "Dataset(0 samples, format='memory', root=None)"
+
+
+def test_box_detector_predict_accepts_paths(tmp_path):
+    from test_supervised_train import _cfg, _data
+
+    from defectforge.data import write_dataset
+    from defectforge.data.formats import load_dataset
+    from defectforge.supervised import train_detector
+
+    det = train_detector(_data(8), tmp_path / "run", _cfg(epochs=1))
+    root = write_dataset(Dataset(_data(3, seed=4, split="test")), tmp_path / "ds", "manifest")
+    files = [s.path for s in load_dataset(root)]
+    by_path = det.predict([str(f) for f in files])
+    by_sample = det.predict(list(load_dataset(root)))
+    assert len(by_path) == 3
+    assert [[b.xywh() for b in bs] for bs in by_path.boxes] == [[b.xywh() for b in bs] for bs in by_sample.boxes]
