@@ -74,7 +74,7 @@ def rich_progress(console: Any = None, transient: bool = False) -> Iterator[Call
 
     tasks: dict[str, Any] = {}
     with RichProgress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      TimeRemainingColumn(), console=console or Console(stderr=True), transient=transient) as bar:
+                      TimeRemainingColumn(), console=console or _stderr_console(), transient=transient) as bar:
 
         def callback(stage: str, done: int, total: int | None) -> None:
             if stage not in tasks:
@@ -82,3 +82,12 @@ def rich_progress(console: Any = None, transient: bool = False) -> Iterator[Call
             bar.update(tasks[stage], completed=done, total=total)
 
         yield callback
+
+
+def _stderr_console():
+    """The bars' console: stderr, silent under ``defectforge -q``."""
+    from rich.console import Console
+
+    from defectforge._verbosity import is_quiet
+
+    return Console(stderr=True, quiet=is_quiet())
