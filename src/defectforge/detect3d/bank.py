@@ -124,7 +124,7 @@ class FPFHBank(Detector3D):
         self.threshold_ = self.point_threshold_ = float("inf")
         self.sdn_ = self._new_sdn().fit(clouds)
         preps = []
-        with progress_task("fpfh features", len(clouds), bool(self.progress)) as t:
+        with progress_task("fpfh features", len(clouds), self.progress) as t:
             for i, (p, src) in enumerate(clouds):
                 preps.append(self._prepare(p, src, i))
                 t.advance()
@@ -159,7 +159,7 @@ class FPFHBank(Detector3D):
         self._check_fitted()
         items = list(clouds)
         scores, maps = [], []
-        with progress_task("fpfh scoring", len(items), bool(self.progress)) as t:
+        with progress_task("fpfh scoring", len(items), self.progress) as t:
             for i, c in enumerate(items):
                 p, src = as_cloud(c, i)
                 prep = self._prepare(p, src, i)

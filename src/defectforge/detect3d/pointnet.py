@@ -421,7 +421,7 @@ class PointTransformerAD(Detector3D):
         loss_before = heldout_loss()
         losses = []
         model.train()
-        with progress_task("pointnet training", self.steps, bool(self.progress)) as t:
+        with progress_task("pointnet training", self.steps, self.progress) as t:
             for step in range(self.steps):
                 pts, nrm = train[int(rng.integers(len(train)))]
                 mask = np.zeros(len(pts), dtype=bool)
@@ -522,7 +522,7 @@ class PointTransformerAD(Detector3D):
 
         items = list(clouds)
         scores, maps = [], []
-        with progress_task("pointnet scoring", len(items), bool(self.progress)) as t:
+        with progress_task("pointnet scoring", len(items), self.progress) as t:
             for i, c in enumerate(items):
                 npts, net, proto, head = self._components(c, i)
                 tree = cKDTree(net)
