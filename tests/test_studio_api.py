@@ -263,3 +263,36 @@ def test_studio_command_errors(tmp_path):
     assert r.exit_code == 2 and "project folder not found" in r.output
     r = CliRunner().invoke(app, ["studio", str(tmp_path), "--port", "70000"])
     assert r.exit_code == 2 and "not a valid port" in r.output
+
+
+class _FakeLLM:
+    """Stands in for defectforge.llm.ChatClient (no model server here): answers with a fixed
+    instruction set, or fails like an unreachable server."""
+
+    model = "fake"
+
+    def __init__(self, answer=None):
+        self.answer = answer
+        self.asked = []
+
+    def complete_json(self, messages, schema_model):
+        from defectforge.llm import LLMConnectionError
+
+        self.asked.append(messages[-1]["content"])
+        if self.answer is None:
+            raise LLMConnectionError("connection refused")
+        return schema_model.model_validate(self.answer)
+
+
+def test_describe_uses_the_llm_when_configured_and_falls_back(tmp_path):
+    llm = _FakeLLM({"version": 1, "defects": [{"type": "crack", "location": {"kind": "region", "name": "side"}}]})
+    c = TestClient(create_app(tmp_path, llm=llm))
+    assert c.get("/api/operators").json()["llm"] == "fake"
+    r = c.post("/api/author3d/describe", json={"text": "a crack on the side wall"}).json()
+    assert r["parser"] == "llm" and r["instructions"]["defects"][0]["type"] == "crack"
+    assert "a crack on the side wall" in llm.asked[0]
+    down = TestClient(create_app(tmp_path, llm=_FakeLLM(None)))
+    r = down.post("/api/author3d/describe", json={"text": "a dent on the top"}).json()
+    assert r["parser"].startswith("rules (LLM unavailable") and r["instructions"]["defects"][0]["type"] == "dent"
+    r = c.post("/api/author3d/describe", json={"text": "a dent", "use_llm": False}).json()
+    assert r["parser"] == "rules"
