@@ -60,6 +60,22 @@ def test_large_bodies_are_refused(client):
                     headers={"content-type": "application/json"})
     assert r.status_code == 413
 
+    def chunks():  # no content-length: the middleware counts what arrives
+        for _ in range(17):
+            yield b"x" * 2**20
+
+    r = client.post("/api/author3d/describe", content=chunks(), headers={"content-type": "application/json"})
+    assert r.status_code == 413
+
+
+def test_token_cookie_after_the_printed_url(tmp_path):
+    c = TestClient(create_app(tmp_path, token="s3cret"))
+    assert c.get("/", params={"token": "s3cret"}).status_code == 200
+    assert c.get("/api/project").status_code == 200  # the cookie set by the first request
+    assert c.get("/static/app.js").status_code == 200
+    c.cookies.clear()
+    assert c.get("/static/app.js").status_code == 401
+
 
 def test_data_page_counts_filters_and_overlays(client):
     d = client.get("/api/dataset", params={"path": "@sample"}).json()
