@@ -121,7 +121,7 @@ def preview(request: Request, req: Preview2D) -> dict[str, Any]:
     if rec.status == "error":
         raise InputError(None, rec.error)
     pid = st.new_id()
-    out = {"id": pid, "accepted": rec.ok, "rejects": rec.rejects, "seed": rec.seed,
+    out = {"id": pid, "accepted": rec.ok, "rejects": list(rec.rejects), "seed": rec.seed,
            "generator": rec.generator, "label": rec.label, "source": s.name,
            "width": int(img.shape[1]), "height": int(img.shape[0])}
     if rec.ok:

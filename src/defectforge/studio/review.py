@@ -42,14 +42,11 @@ def _set(st, rel: str) -> Path:
 
 
 def _records(out: Path) -> list:
-    """The accepted samples' records, in index order, from the run's journal."""
-    from defectforge.runfolder import JOURNAL_FILE, Journal
-    from defectforge.synth2d.pipeline import STATE
-    from defectforge.synth2d.record import SynthRecord
+    """The accepted samples' records (files intact), in index order, from the run's journal."""
+    from defectforge.synth2d.pipeline import read_records
 
-    done = Journal(out / STATE / JOURNAL_FILE).done_ids("index")
-    recs = [SynthRecord.from_journal(done[i]) for i in sorted(done)]
-    return [r for r in recs if r.ok]
+    done = read_records(out)
+    return [done[i] for i in sorted(done) if done[i].ok]
 
 
 def decisions(out: Path) -> dict[str, str]:

@@ -3,7 +3,7 @@
 A set is a run folder (:mod:`defectforge.runfolder`, job ``studio-set``, state in ``.synth``)
 with ``images/``, ``masks/``, the journal, ``manifest.csv``, ``dataset_card.{json,md}``,
 ``report.html`` and ``export/<format>``, all written by the synth pipeline's own pieces
-(:class:`~defectforge.synth2d.record.SynthRecord`, ``_write_sample``,
+(:class:`~defectforge.synth2d.record.SynthRecord`, ``read_records`` / ``add_record``,
 :func:`~defectforge.synth2d.export.write_outputs`), so ``detect fit --synthetic`` and every
 reader take a studio set like a ``synth`` output. The run's identity (its fingerprint) is the
 source dataset, split and real-defect use; ``.synth/studio.json`` lists the generator specs
@@ -35,8 +35,7 @@ def accept(out: Path, rec: Any, source: dict[str, Any], formats: list[str]) -> d
     from defectforge.studio.forms import FieldError
     from defectforge.synth2d.config import FORMATS, SynthConfig
     from defectforge.synth2d.export import write_outputs
-    from defectforge.synth2d.pipeline import OUR_OUTPUTS, STATE, SynthRun, _write_sample
-    from defectforge.synth2d.record import SynthRecord
+    from defectforge.synth2d.pipeline import OUR_OUTPUTS, STATE, SynthRun, add_record, read_records
 
     bad = [f for f in formats if f not in FORMATS]
     if bad:
@@ -56,11 +55,9 @@ def accept(out: Path, rec: Any, source: dict[str, Any], formats: list[str]) -> d
         if spec not in meta["generators"]:
             meta["generators"].append(spec)
         meta["formats"] = sorted(set(formats))
-        done = {i: r for i, r in ((i, SynthRecord.from_journal(d)) for i, d in rf.done_ids("index").items())
-                if r.files_intact(out)}
+        done = read_records(rf)
         new = dataclasses.replace(rec, index=max(done) + 1 if done else 0, rejects=list(rec.rejects))
-        _write_sample(rf, new)
-        rf.journal.append(new.to_journal())
+        add_record(rf, new)
         done[new.index] = new
         atomic_write_json(meta_p, meta)
         cfg = SynthConfig(source=identity["source"], generators=meta["generators"], n=len(done),
@@ -78,11 +75,12 @@ def accept(out: Path, rec: Any, source: dict[str, Any], formats: list[str]) -> d
 
 def formats_of(rf: Any) -> list[str]:
     """Export formats of a set or a synth run (``studio.json`` or the run's config)."""
+    from defectforge.synth2d.pipeline import run_config
+
     meta_p = rf.state_dir / STUDIO_META
     if meta_p.is_file():
         return list(json.loads(meta_p.read_text(encoding="utf-8")).get("formats", []))
-    cfg = rf.config if isinstance(rf.config, dict) else {}
-    return list(cfg.get("formats", []))
+    return list(run_config(rf.path).get("formats", []))
 
 
 def reopen(out: Path):
