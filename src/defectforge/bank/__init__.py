@@ -4,7 +4,7 @@
 - :mod:`~defectforge.bank.knn`: exact batched nearest-neighbour search (faiss or torch, CPU or CUDA);
 - :mod:`~defectforge.bank.backbone`: frozen CNN backbones with local weights only;
 - :mod:`~defectforge.bank.features`: locally aware patch rows, projections, mask-to-grid;
-- :mod:`~defectforge.bank.progress`: optional progress bars for long loops.
+- :mod:`~defectforge.progress`: optional progress bars for long loops.
 
 Submodules load their heavy dependencies (torch, faiss, numba) only when used.
 """

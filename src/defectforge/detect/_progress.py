@@ -1,7 +1,5 @@
-"""Old import path of :mod:`defectforge.bank.progress` (the module moved there; this name is an alias of it)."""
+"""Old import path of :func:`defectforge.progress.progress_task` (the one progress protocol)."""
 
-import sys
+from defectforge.progress import progress_task
 
-from defectforge.bank import progress as _moved
-
-sys.modules[__name__] = _moved
+__all__ = ["progress_task"]

@@ -43,7 +43,7 @@ def _parse_size(text: str | None) -> int | tuple[int, int] | None:
 def fit_cmd(
     data: Path = typer.Argument(..., help="Dataset (MVTec folder, manifest CSV, ...); its train split is used."),
     out: Path = typer.Option(..., "--out", "-o", help="Model file to write."),
-    model: str = typer.Option("exdd", "--model", "-m", help="exdd or patchcore."),
+    model: str = typer.Option("exdd", "--model", "-m", help="A registered 2D detector: exdd, patchcore, ..."),
     backbone: str = typer.Option("efficientnet_lite0", "--backbone", help="efficientnet_lite0|efficientnet_lite2|wide_resnet50_2|any timm name."),
     weights: Optional[Path] = typer.Option(None, "--weights", help="Local backbone checkpoint (needed except for the lite backbones)."),
     layers: Optional[str] = typer.Option(None, "--layers", help="Comma-separated layer names (default: the stride-8/16 stages)."),
@@ -63,16 +63,15 @@ def fit_cmd(
 ) -> None:
     """Fit a detector on the train split of DATA and save it.
 
-    The model file records which defect sets went in (``fit_info.defect_sets``)."""
+    The model file records which defect sets went in (``fit_info_["defect_sets"]``)."""
     with _user_errors():
         import warnings
 
         from defectforge.data.formats import load_dataset
-        from defectforge.detect.base import get_detector
-        from defectforge.errors import ConfigError, InputError
+        from defectforge.detect.base import DETECTORS, get_detector
+        from defectforge.errors import InputError
 
-        if model not in ("exdd", "patchcore"):
-            raise ConfigError(f"--model must be exdd or patchcore, got {model!r}")
+        DETECTORS.get(model)  # an unknown name fails before the data are read
         ds = load_dataset(data, format=format)
         train = ds.filter(split="train")
         normal = list(train.filter(defect=False))
@@ -108,32 +107,18 @@ def fit_cmd(
         for w in caught:
             con.print(f"[yellow]warning:[/] {w.message}")
         det.save(out)
-        info = det.fit_info
+        info = det.fit_info_
         for st in info.get("defect_sets", []):
             con.print(f"  defect set {st['name']}: {st['images']} images, {st['in_bank']} in the bank ({st['use']})")
         con.print(f"saved {out}: input {info['input_size'][0]}x{info['input_size'][1]}, normal bank "
-                  f"{info['bank_normal']} rows, defect bank {info['bank_defect']} rows, threshold {det.threshold}")
+                  f"{info['bank_normal']} rows, defect bank {info['bank_defect']} rows, threshold {det.threshold_}")
 
 
 def _collect_images(paths: List[Path]) -> list[Path]:
-    from defectforge.data._files import list_images
-    from defectforge.data.image_io import is_image_file
-    from defectforge.errors import InputError
+    """Image files of the given files, folders and glob patterns (the same rules as the API)."""
+    from defectforge.data.inputs import as_items
 
-    out: list[Path] = []
-    for p in paths:
-        if p.is_dir():
-            found = list_images(p)
-            if not found:
-                raise InputError(p, "folder holds no images")
-            out.extend(found)
-        elif p.is_file():
-            if not is_image_file(p):
-                raise InputError(p, "not an image file (by its suffix)")
-            out.append(p)
-        else:
-            raise InputError(p, "file not found")
-    return out
+    return [s.path for s in as_items(list(paths))]
 
 
 _SCORE_HEADER = ["file", "score", "anomalous", "threshold", "heatmap", "mask"]
@@ -164,12 +149,16 @@ def _done_rows(out: Path, thr: str) -> list[list[str]]:
 @detect_app.command("predict")
 def predict_cmd(
     model_path: Path = typer.Argument(..., metavar="MODEL", help="Model file from 'detect fit'."),
-    images: List[Path] = typer.Argument(..., help="Image files or folders."),
+    images: List[Path] = typer.Argument(..., help="Image files, folders or quoted glob patterns ('parts/*.jpg')."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (heatmaps/, masks/, scores.csv)."),
+    threshold: Optional[float] = typer.Option(None, "--threshold", help="Image score threshold for 'anomalous' (default: the model's, chosen on validation)."),
+    pixel_threshold: Optional[float] = typer.Option(None, "--pixel-threshold", help="Map threshold for masks/ (default: the model's)."),
     device: str = typer.Option("cpu", "--device", help="cpu, or cuda[:N] when a GPU is available."),
     chunk: int = typer.Option(16, "--chunk", help="Images scored (and written) per step.", min=1),
 ) -> None:
-    """Score images: heatmap overlays, predicted masks and a scores CSV.
+    """Score images: heatmap panels (image | map | predicted mask | colour bar, one colour
+    scale for the whole run with the pixel threshold at its middle), predicted masks and
+    a scores CSV.
 
     Results are written as they come (``scores.csv`` grows chunk by chunk, flushed to disk);
     rerun the same command after an interruption and the images already scored are skipped."""
@@ -178,30 +167,29 @@ def predict_cmd(
         import io
         import os
 
+        import numpy as np
+
+        from defectforge._atomic import atomic_write_text
         from defectforge.data._files import unique_name
         from defectforge.data.image_io import read_image, write_image, write_mask
         from defectforge.data.sample import Sample
-        from defectforge.detect.exdd import ExDD
-        from defectforge.report.visual import heatmap_overlay
+        from defectforge.detect.base import load_detector
+        from defectforge.report.panels import prediction_panel, run_thresholds
 
         files = _collect_images(images)
-        det = ExDD.load(model_path, progress=False, device=device)
-        thr = "" if det.threshold is None else f"{det.threshold:.6g}"
+        det = load_detector(model_path, progress=False, device=device)
+        img_thr, px_thr, scale = run_thresholds(det, threshold, pixel_threshold)
+        thr = "" if img_thr is None else f"{img_thr:.6g}"
         done = _done_rows(out, thr)
         seen = {r[0] for r in done}
         used: set[str] = {Path(r[4]).stem.lower() for r in done}
         todo = [f for f in files if str(f) not in seen]
-        out.mkdir(parents=True, exist_ok=True)
         buf = io.StringIO()
-        wr = csv.writer(buf, lineterminator="\n")
-        wr.writerows([_SCORE_HEADER, *done])
-        from defectforge._atomic import atomic_write_text
-
+        csv.writer(buf, lineterminator="\n").writerows([_SCORE_HEADER, *done])
         atomic_write_text(out / "scores.csv", buf.getvalue())  # drops a torn line of an earlier run
-        con = _console()
         if done:
-            con.print(f"resuming: {len(done)} of {len(files)} images already scored in {out}")
-        from defectforge.bank.progress import progress_task
+            _console().print(f"resuming: {len(done)} of {len(files)} images already scored in {out}")
+        from defectforge.progress import progress_task
 
         with open(out / "scores.csv", "a", encoding="utf-8", newline="") as fh, \
                 progress_task("scoring", len(todo), True) as bar:
@@ -209,51 +197,70 @@ def predict_cmd(
             for s in range(0, len(todo), chunk):
                 part = [Sample(path=f) for f in todo[s:s + chunk]]
                 pred = det.predict(part)
-                for smp, score, lab, amap, mask in zip(part, pred.pred_score, pred.pred_label, pred.anomaly_map,
-                                                       pred.pred_mask):
+                scale = scale or run_thresholds(det, threshold, pixel_threshold, pred.anomaly_map)[2]
+                for smp, score, amap in zip(part, pred.pred_score, pred.anomaly_map):
+                    lab = img_thr is not None and score >= img_thr
+                    mask = amap >= px_thr if px_thr is not None else np.zeros(amap.shape, bool)
                     name = unique_name(smp.path.stem, "", used)
                     hm = f"heatmaps/{name}.png"
                     mk = f"masks/{name}.png"
-                    write_image(out / hm, heatmap_overlay(read_image(smp.path), amap))
+                    write_image(out / hm, prediction_panel(read_image(smp.path), amap, scale, mask))
                     write_mask(out / mk, mask)
                     wr.writerow([str(smp.path), f"{float(score):.6g}", int(bool(lab)), thr, hm, mk])
                 fh.flush()
                 os.fsync(fh.fileno())
                 bar.advance(len(part))
-        con.print(f"scored {len(files)} images -> {out}/scores.csv")
+        _console().print(f"scored {len(files)} images -> {out}/scores.csv")
 
 
 @detect_app.command("eval")
 def eval_cmd(
     model_path: Path = typer.Argument(..., metavar="MODEL", help="Model file from 'detect fit'."),
     data: Path = typer.Argument(..., help="Dataset with a labelled test split."),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Metrics JSON to write."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Metrics JSON to write ('-': stdout)."),
     report: Optional[Path] = typer.Option(None, "--report", help="Folder for report.html."),
     split: str = typer.Option("test", "--split", help="Split to evaluate (never the one fitted on)."),
     format: Optional[str] = typer.Option(None, "--format", "-f", help="Force the dataset format."),
+    image_only: bool = typer.Option(False, "--image-only", help="Image metrics only (for data without masks)."),
+    threshold: Optional[float] = typer.Option(None, "--threshold", help="Image score threshold for the confusion counts (default: the model's, chosen on validation)."),
+    pixel_threshold: Optional[float] = typer.Option(None, "--pixel-threshold", help="Map threshold for the pixel counts and masks (default: the model's)."),
     device: str = typer.Option("cpu", "--device", help="cpu, or cuda[:N] when a GPU is available."),
 ) -> None:
     """Evaluate a model on the test split: metrics JSON and an HTML report."""
     with _user_errors():
-        from defectforge._atomic import atomic_write_json
+        from defectforge._jsonout import console_for, write_json_out
         from defectforge.data.formats import load_dataset
+        from defectforge.detect.base import load_detector
         from defectforge.detect.evaluate import add_eval_section, evaluate_detector, metrics_json
-        from defectforge.detect.exdd import ExDD
         from defectforge.report import Report
 
-        det = ExDD.load(model_path, progress=True, device=device)
+        det = load_detector(model_path, progress=True, device=device)
+        given = _override_thresholds(det, threshold, pixel_threshold)
         ds = load_dataset(data, format=format)
-        res = evaluate_detector(det, ds, split=split)
-        out = metrics_json(res, {"model": str(model_path), "detector": det.name, "data": str(data), "split": split})
+        res = evaluate_detector(det, ds, split=split, pixel_metrics=not image_only)
+        out = metrics_json(res, {"model": str(model_path), "detector": det.name, "data": str(data), "split": split,
+                                 **given})
         if json_out is not None:
-            atomic_write_json(json_out, out)
+            write_json_out(json_out, out)
         if report is not None:
             rep = Report(f"defectforge detect eval: {det.name}", report, subtitle=f"{model_path} on {data} ({split})")
             add_eval_section(rep, det.name, res)
             rep.save()
-        con = _console()
+        con = console_for(json_out)
         con.print("  ".join(f"{k} {out[k]:.4f}" if isinstance(out[k], float) else f"{k} {out[k]}"
                             for k in ("image_auroc", "pixel_auroc", "aupro", "n_images")))
+
+
+def _override_thresholds(det, threshold: float | None, pixel_threshold: float | None) -> dict:
+    """Set user-given thresholds on a loaded model; the JSON keys that say so."""
+    out = {}
+    if threshold is not None:
+        det.threshold_ = float(threshold)
+        out["threshold_source"] = "--threshold"
+    if pixel_threshold is not None:
+        det.pixel_threshold_ = float(pixel_threshold)
+        out["pixel_threshold_source"] = "--pixel-threshold"
+    return out
 
 
 def register(app: typer.Typer) -> None:

@@ -2,9 +2,10 @@
 
 ``run_experiment(name, data, out, settings)`` writes into ``out``:
 
-- ``journal.jsonl`` — one line per finished (condition, seed) run; a rerun skips them
-  (resume). ``settings.json`` must match to resume (else :class:`ConfigError`, or pass
-  ``overwrite=True``).
+- ``.run/journal.jsonl`` — one line per finished (condition, seed) run; a rerun skips them
+  (resume). The settings and data (``settings.json``) must match to resume (else
+  :class:`ConfigError`, or pass ``overwrite=True``); the folder rules (lock, no overlap
+  with the data, only the run's own outputs cleared) are :mod:`defectforge.runfolder`'s.
 - ``results_runs.csv`` (per seed), ``results.csv`` and ``results.md`` (mean ± std, sample
   standard deviation with ddof = 1 over seeds), ``report.html`` with bar plots.
 
@@ -24,7 +25,7 @@ import math
 import shutil
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -32,8 +33,14 @@ import numpy as np
 
 from defectforge.data.sample import Dataset, Sample
 from defectforge.errors import ConfigError, InputError
+from defectforge.registry import Registry
+from defectforge.runfolder import RunFolder
 
-EXPERIMENTS = ("exdd-augmentation", "synsur-regimes", "filtering-ablation")
+OUTPUTS = ("settings.json", "journal.jsonl", "results_runs.csv", "results.csv", "results.md", "report.html", "assets",
+           "runs")
+
+#: experiment name -> builder of its conditions ``ctx -> [(label, run(seed) -> metrics)]``
+EXPERIMENTS: Registry[Callable[..., Any]] = Registry("experiment", builtin=(__name__,))
 
 
 @dataclass
@@ -166,104 +173,117 @@ def _det(ctx: _Ctx, seed: int, key: str, train: list[Sample], val: list[Sample])
     run_dir = ctx.out / "runs" / key.replace("/", "_").replace(" ", "_")
     det = train_detector(train, run_dir, ctx.st.train_config(seed), val=val, classes=ctx.classes)
     m = evaluate_boxes(det, ctx.test)
-    hist = det.info.get("history", [])
+    hist = det.info_.get("history", [])
     res = {"map50": float(m["map50"]), "map50_95": float(m["map50_95"]), "epochs_run": len(hist),
            "n_train_defect": sum(s.is_defect for s in train), "n_train_good": sum(not s.is_defect for s in train),
-           "best_val_map50": float(det.info.get("best_val", [float("nan")])[0])}
+           "best_val_map50": float(det.info_.get("best_val", [float("nan")])[0])}
     shutil.rmtree(run_dir, ignore_errors=True)  # checkpoints only matter while the run is unfinished
     return res
 
 
-def _conditions(name: str, ctx: _Ctx) -> list[tuple[str, Callable[[int], dict[str, Any]]]]:
+@EXPERIMENTS.register("exdd-augmentation")
+def _exdd_augmentation(ctx: _Ctx) -> list[tuple[str, Callable[[int], dict[str, Any]]]]:
     st = ctx.st
     conds: list[tuple[str, Callable[[int], dict[str, Any]]]] = []
-    if name == "exdd-augmentation":
-        for n in st.n_synth:
-            conds.append((f"exdd +{n} synthetic", lambda seed, n=n: _exdd(ctx, seed, ctx.pool("all", seed, n))))
-        return conds
-    if name == "synsur-regimes":
-        def real_only(seed: int) -> dict[str, Any]:
-            tr, va = ctx.split(seed)
-            return _det(ctx, seed, f"real_s{seed}", tr, va)
+    for n in st.n_synth:
+        conds.append((f"exdd +{n} synthetic", lambda seed, n=n: _exdd(ctx, seed, ctx.pool("all", seed, n))))
+    return conds
 
-        def synth_only(seed: int) -> dict[str, Any]:
-            tr, va = ctx.split(seed)
-            n = st.synth_only_n or sum(s.is_defect for s in tr)
-            goods = [s for s in tr if not s.is_defect]
-            return _det(ctx, seed, f"synth_s{seed}", goods + ctx.pool("part", seed, n), va)
 
-        def mixed(seed: int, r: float) -> dict[str, Any]:
-            tr, va = ctx.split(seed)
-            n = max(1, int(round(r * sum(s.is_defect for s in tr))))
-            return _det(ctx, seed, f"mix{r:g}_s{seed}", tr + ctx.pool("part", seed, n), va)
+@EXPERIMENTS.register("synsur-regimes")
+def _synsur_regimes(ctx: _Ctx) -> list[tuple[str, Callable[[int], dict[str, Any]]]]:
+    st = ctx.st
+    conds: list[tuple[str, Callable[[int], dict[str, Any]]]] = []
 
-        def few(seed: int, k: int, n_syn: int) -> dict[str, Any]:
+    def real_only(seed: int) -> dict[str, Any]:
+        tr, va = ctx.split(seed)
+        return _det(ctx, seed, f"real_s{seed}", tr, va)
+
+    def synth_only(seed: int) -> dict[str, Any]:
+        tr, va = ctx.split(seed)
+        n = st.synth_only_n or sum(s.is_defect for s in tr)
+        goods = [s for s in tr if not s.is_defect]
+        return _det(ctx, seed, f"synth_s{seed}", goods + ctx.pool("part", seed, n), va)
+
+    def mixed(seed: int, r: float) -> dict[str, Any]:
+        tr, va = ctx.split(seed)
+        n = max(1, int(round(r * sum(s.is_defect for s in tr))))
+        return _det(ctx, seed, f"mix{r:g}_s{seed}", tr + ctx.pool("part", seed, n), va)
+
+    def few(seed: int, k: int, n_syn: int) -> dict[str, Any]:
+        from defectforge.experiments.data import subsample
+
+        tr, va = ctx.split(seed)
+        defs = subsample([s for s in tr if s.is_defect], k, seed)
+        goods = [s for s in tr if not s.is_defect]
+        return _det(ctx, seed, f"few{k}_{n_syn}_s{seed}", goods + defs + ctx.pool("part", seed, n_syn), va)
+
+    conds.append(("real only", real_only))
+    conds.append(("synthetic only", synth_only))
+    for r in st.ratios:
+        conds.append((f"real + synthetic x{r:g}", lambda seed, r=r: mixed(seed, r)))
+    n_avail = min(sum(s.is_defect for s in ctx.split(seed)[0]) for seed in st.seeds)
+    for k in st.few_real:
+        if k > n_avail:  # more than the train part holds: that is the "real only" row
+            warnings.warn(f"few-real regime {k} skipped: the train part has only {n_avail} real defects",
+                          UserWarning, stacklevel=2)
+            continue
+        conds.append((f"{k} real", lambda seed, k=k: few(seed, k, 0)))
+        conds.append((f"{k} real + {st.few_real_synth} synthetic", lambda seed, k=k: few(seed, k, st.few_real_synth)))
+    return conds
+
+
+@EXPERIMENTS.register("filtering-ablation")
+def _filtering_ablation(ctx: _Ctx) -> list[tuple[str, Callable[[int], dict[str, Any]]]]:
+    st = ctx.st
+    conds: list[tuple[str, Callable[[int], dict[str, Any]]]] = []
+    cache: dict[int, tuple[list[Sample], list[Sample], dict[str, Any]]] = {}
+
+    def sets(seed: int):
+        if seed not in cache:
             from defectforge.experiments.data import subsample
+            from defectforge.filter.quality import set_quality
+            from defectforge.filter.scores import score_samples
+            from defectforge.filter.select import SelectionPolicy, select
 
+            tr, _va = ctx.split(seed)
+            real_defs = [s for s in tr if s.is_defect]
+            pool = ctx.pool("part", seed, int(math.ceil(st.filter_n * st.filter_pool_factor)))
+            unf = subsample(pool, st.filter_n, seed)
+            used = {str(s.meta.get("source", "")) for s in pool}
+            sources = {g.name: g.rgb() for g in tr if not g.is_defect and g.name in used}
+            # fidelity compares with the source image, as `filter select` does
+            rows = score_samples(pool, real_defs, embedder=ctx.embedder(), sources=sources)
+            keep, _ = select(rows, SelectionPolicy(rules=list(st.filter_rules), rank_by=st.filter_rank_by,
+                                                   top_k=st.filter_n))
+            fil = [s for s, k in zip(pool, keep) if k]
+            q = {}
+            for tag, ss in (("unfiltered", unf), ("filtered", fil)):
+                try:
+                    qq = set_quality(real_defs, ss, embedder=ctx.embedder(), kid_subsets=50, seed=seed)
+                    q[tag] = {k: qq[k] for k in ("kid_mean", "precision", "recall", "density", "coverage")}
+                except (InputError, ConfigError) as exc:
+                    q[tag] = {"error": str(exc)}
+            cache[seed] = (unf, fil, q)
+        return cache[seed]
+
+    def run(seed: int, which: str, detector: str) -> dict[str, Any]:
+        unf, fil, q = sets(seed)
+        syn = unf if which == "unfiltered" else fil
+        if detector == "exdd":
+            res = _exdd(ctx, seed, syn)
+        else:
             tr, va = ctx.split(seed)
-            defs = subsample([s for s in tr if s.is_defect], k, seed)
-            goods = [s for s in tr if not s.is_defect]
-            return _det(ctx, seed, f"few{k}_{n_syn}_s{seed}", goods + defs + ctx.pool("part", seed, n_syn), va)
+            res = _det(ctx, seed, f"{which}_{detector}_s{seed}", tr + syn, va)
+        res.update({f"set_{k}": v for k, v in q[which].items() if k != "error"})
+        res["n_synthetic"] = len(syn)
+        return res
 
-        conds.append(("real only", real_only))
-        conds.append(("synthetic only", synth_only))
-        for r in st.ratios:
-            conds.append((f"real + synthetic x{r:g}", lambda seed, r=r: mixed(seed, r)))
-        n_avail = min(sum(s.is_defect for s in ctx.split(seed)[0]) for seed in st.seeds)
-        for k in st.few_real:
-            if k > n_avail:  # more than the train part holds: that is the "real only" row
-                warnings.warn(f"few-real regime {k} skipped: the train part has only {n_avail} real defects",
-                              UserWarning, stacklevel=2)
-                continue
-            conds.append((f"{k} real", lambda seed, k=k: few(seed, k, 0)))
-            conds.append((f"{k} real + {st.few_real_synth} synthetic", lambda seed, k=k: few(seed, k, st.few_real_synth)))
-        return conds
-    if name == "filtering-ablation":
-        cache: dict[int, tuple[list[Sample], list[Sample], dict[str, Any]]] = {}
-
-        def sets(seed: int):
-            if seed not in cache:
-                from defectforge.experiments.data import subsample
-                from defectforge.filter.quality import set_quality
-                from defectforge.filter.scores import score_samples
-                from defectforge.filter.select import SelectionPolicy, select
-
-                tr, _va = ctx.split(seed)
-                real_defs = [s for s in tr if s.is_defect]
-                pool = ctx.pool("part", seed, int(math.ceil(st.filter_n * st.filter_pool_factor)))
-                unf = subsample(pool, st.filter_n, seed)
-                rows = score_samples(pool, real_defs, embedder=ctx.embedder())
-                keep, _ = select(rows, SelectionPolicy(rules=list(st.filter_rules), rank_by=st.filter_rank_by,
-                                                       top_k=st.filter_n))
-                fil = [s for s, k in zip(pool, keep) if k]
-                q = {}
-                for tag, ss in (("unfiltered", unf), ("filtered", fil)):
-                    try:
-                        qq = set_quality(real_defs, ss, embedder=ctx.embedder(), kid_subsets=50, seed=seed)
-                        q[tag] = {k: qq[k] for k in ("kid_mean", "precision", "recall", "density", "coverage")}
-                    except (InputError, ConfigError) as exc:
-                        q[tag] = {"error": str(exc)}
-                cache[seed] = (unf, fil, q)
-            return cache[seed]
-
-        def run(seed: int, which: str, detector: str) -> dict[str, Any]:
-            unf, fil, q = sets(seed)
-            syn = unf if which == "unfiltered" else fil
-            if detector == "exdd":
-                res = _exdd(ctx, seed, syn)
-            else:
-                tr, va = ctx.split(seed)
-                res = _det(ctx, seed, f"{which}_{detector}_s{seed}", tr + syn, va)
-            res.update({f"set_{k}": v for k, v in q[which].items() if k != "error"})
-            res["n_synthetic"] = len(syn)
-            return res
-
-        for d in st.filter_detectors:
-            label = "ExDD" if d == "exdd" else st.arch
-            for which in ("unfiltered", "filtered"):
-                conds.append((f"{label}: {which}", lambda seed, w=which, d=d: run(seed, w, d)))
-        return conds
-    raise ConfigError(f"unknown experiment {name!r} (choose from {', '.join(EXPERIMENTS)})")
+    for d in st.filter_detectors:
+        label = "ExDD" if d == "exdd" else st.arch
+        for which in ("unfiltered", "filtered"):
+            conds.append((f"{label}: {which}", lambda seed, w=which, d=d: run(seed, w, d)))
+    return conds
 
 
 PRIMARY = {"exdd-augmentation": ("i_auroc", "p_auroc"), "synsur-regimes": ("map50", "map50_95"),
@@ -324,10 +344,8 @@ def _csv_text(rows: list[dict[str, Any]]) -> str:
 def run_experiment(name: str, data: str | Path | Dataset, out: str | Path, settings: ExperimentSettings | None = None,
                    overwrite: bool = False, progress: Callable[[str, int, int], None] | None = None) -> dict[str, Any]:
     """Run (or resume) experiment ``name``; returns ``{"runs", "summary", "markdown", "out"}``."""
-    from defectforge._atomic import atomic_write_text
 
-    if name not in EXPERIMENTS:
-        raise ConfigError(f"unknown experiment {name!r} (choose from {', '.join(EXPERIMENTS)})")
+    EXPERIMENTS.get(name)  # an unknown name raises ConfigError listing the experiments
     st = settings or ExperimentSettings()
     st.check()
     if isinstance(data, Dataset):
@@ -337,54 +355,61 @@ def run_experiment(name: str, data: str | Path | Dataset, out: str | Path, setti
 
         ds = load_dataset(Path(data))
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     sj = {"experiment": name, "settings": _jsonable(asdict(st)),
           "data": str(ds.root) if ds.root is not None else "memory", "counts": ds.counts()}
-    sfile, jfile = out / "settings.json", out / "journal.jsonl"
-    if sfile.exists() and jfile.exists():
-        old = json.loads(sfile.read_text())
-        if old != sj:
-            if not overwrite:
-                raise ConfigError(f"{out}: holds runs of other settings or data; use another folder or --overwrite")
-            jfile.unlink()
-            shutil.rmtree(out / "runs", ignore_errors=True)
-    atomic_write_text(sfile, json.dumps(sj, indent=2))
-    done: dict[str, dict[str, Any]] = {}
-    if jfile.exists():
-        for line in jfile.read_text().splitlines():
-            if line.strip():
-                try:
-                    r = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # a torn last line from a crash: that run is redone
-                done[f"{r['condition']}|{r['seed']}"] = r
-    ctx = _Ctx(ds, st, out)
-    conds = _conditions(name, ctx)
-    if st.only:
-        names = [c for c, _ in conds]
-        unknown = [c for c in st.only if c not in names]
-        if unknown:
-            raise ConfigError(f"unknown condition(s) {unknown} for {name} (available: {', '.join(names)})")
-        conds = [(c, fn) for c, fn in conds if c in st.only]
-    total = len(conds) * len(st.seeds)
-    k = 0
-    runs: list[dict[str, Any]] = []
-    for seed in st.seeds:
-        for cond, fn in conds:
-            key = f"{cond}|{seed}"
-            if key in done:
-                runs.append(done[key])
-            else:
-                t0 = time.perf_counter()
-                res = fn(seed)
-                rec = {"condition": cond, "seed": seed, **res, "seconds": round(time.perf_counter() - t0, 1)}
-                with open(jfile, "a") as fh:
-                    fh.write(json.dumps(rec, default=float) + "\n")
-                    fh.flush()
-                runs.append(rec)
-            k += 1
-            if progress is not None:
-                progress(cond, k, total)
+    inputs = [ds.root] if ds.root is not None else []
+    legacy = _legacy_journal(out, sj)  # a folder written before run folders kept their state
+    with RunFolder.open(out, job="experiment", config=sj, inputs=inputs, outputs=OUTPUTS, overwrite=overwrite,
+                        adopt=legacy is not None) as rf:
+        rf.write_artifact("settings.json", json.dumps(sj, indent=2))
+        if legacy and not rf.journal.records():
+            for r in legacy.records():
+                rf.journal.append(r)
+        done = {f"{r['condition']}|{r['seed']}": r for r in rf.journal.records() if "condition" in r}
+        ctx = _Ctx(ds, st, out)
+        conds = EXPERIMENTS.get(name)(ctx)
+        if st.only:
+            names = [c for c, _ in conds]
+            unknown = [c for c in st.only if c not in names]
+            if unknown:
+                raise ConfigError(f"unknown condition(s) {unknown} for {name} (available: {', '.join(names)})")
+            conds = [(c, fn) for c, fn in conds if c in st.only]
+        total = len(conds) * len(st.seeds)
+        k = 0
+        runs: list[dict[str, Any]] = []
+        for seed in st.seeds:
+            for cond, fn in conds:
+                key = f"{cond}|{seed}"
+                if key in done:
+                    runs.append(done[key])
+                else:
+                    t0 = time.perf_counter()
+                    res = fn(seed)
+                    rec = {"condition": cond, "seed": seed, **res, "seconds": round(time.perf_counter() - t0, 1)}
+                    rf.journal.append(rec)
+                    runs.append(rec)
+                k += 1
+                if progress is not None:
+                    progress(cond, k, total)
+        return _write_results(out, name, sj, conds, runs)
+
+
+def _legacy_journal(out: Path, sj: dict[str, Any]):
+    """The top-level journal of an older run folder of these very settings (else None)."""
+    from defectforge.runfolder import STATE, Journal
+
+    if (out / STATE / "run.json").is_file() or not (out / "settings.json").is_file():
+        return None
+    try:
+        same = json.loads((out / "settings.json").read_text()) == sj
+    except (OSError, ValueError):
+        return None
+    return Journal(out / "journal.jsonl") if same else None
+
+
+def _write_results(out: Path, name: str, sj: dict[str, Any], conds: list, runs: list[dict[str, Any]]) -> dict[str, Any]:
+    from defectforge._atomic import atomic_write_text
+
     metrics = PRIMARY[name]
     order = {c: i for i, (c, _) in enumerate(conds)}
     runs.sort(key=lambda r: (order[r["condition"]], r["seed"]))

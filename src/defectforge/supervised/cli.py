@@ -51,6 +51,9 @@ def train_detector_cmd(
             cfg.check_values()
         else:
             cfg.check()
+        from defectforge.runfolder import check_no_overlap
+
+        check_no_overlap(out, [data, *(synthetic or [])])  # the run folder never touches its inputs
         ds = load_dataset(data)
         real_train = list(ds.filter(split="train"))
         test = list(ds.filter(split="test"))
@@ -88,8 +91,8 @@ def train_detector_cmd(
                 det = train_detector(tr, out, cfg, val=va, classes=classes, overwrite=overwrite, progress=on_batch,
                                      on_epoch=on_epoch)
         metrics: dict = {"arch": arch, "n_train": len(tr), "n_val": len(va),
-                         "classes": list(det.classes) if ultra else classes,
-                         "history": det.info.get("history", [])}
+                         "classes": list(det.classes_) if ultra else classes,
+                         "history": det.info_.get("history", [])}
         if test:
             m = evaluate_boxes(det, test)
             metrics["test"] = {k: m[k] for k in ("map50", "map50_95", "per_class", "n_images", "n_gt_boxes")}
@@ -97,7 +100,10 @@ def train_detector_cmd(
         else:
             con.print("no test split: skipped evaluation")
         atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2, default=str))
-        con.print(f"model: {out / 'model.pt'}")
+        from defectforge.report.training import write_training_report
+
+        html = write_training_report(out, metrics, det, va)
+        con.print(f"model: {out / 'model.pt'}\nreport: {html}")
 
 
 def register(app: typer.Typer) -> None:

@@ -24,16 +24,20 @@ import io
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
 
 import numpy as np
 
 from defectforge.data.sample import Box, Sample
 from defectforge.errors import ConfigError, InputError
 
+if TYPE_CHECKING:
+    from defectforge.supervised.detector import BoxDetector
+
 CKPT, BEST, FINAL, HISTORY = "checkpoint.pt", "best.pt", "model.pt", "history.json"
+RUN_OUTPUTS = (CKPT, BEST, FINAL, HISTORY, "metrics.json", "report.html", "assets")
 
 
 @dataclass
@@ -201,101 +205,15 @@ def check_memory(items: Sequence[_Item], cfg: TrainConfig) -> None:
                           f"{px} px) but {avail / 2**30:.1f} GiB are available: lower --batch-size or --image-size")
 
 
-# -- the detector --------------------------------------------------------------------------------------
-class BoxDetector:
-    """A trained (or fresh) detector with its classes and config; ``predict`` -> boxes."""
-
-    def __init__(self, config: TrainConfig, classes: Sequence[str]):
-        import torch
-
-        from defectforge.supervised.models import build_detector
-
-        config.check()
-        self.config, self.classes = config, list(classes)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(config.seed)
-            self.model = build_detector(config.arch, len(self.classes), config.image_size, config.trainable_stages,
-                                        config.random_init, score_thresh=config.score_thresh)
-        self.info: dict[str, Any] = {}
-
-    def predict(self, samples: Sequence[Sample | np.ndarray], batch_size: int = 4) -> list[list[Box]]:
-        """Boxes with scores per image, in the images' original pixel coordinates."""
-        import torch
-
-        from defectforge.data.image_io import as_rgb8
-
-        self.model.eval()
-        out: list[list[Box]] = []
-        with torch.inference_mode():
-            for s in range(0, len(samples), batch_size):
-                imgs, scales = [], []
-                for it in samples[s:s + batch_size]:
-                    rgb = it.rgb() if isinstance(it, Sample) else as_rgb8(np.asarray(it))
-                    r, sc = _resize(rgb, self.config.image_size)
-                    imgs.append(torch.from_numpy(np.array(r, copy=True)).permute(2, 0, 1).float().div_(255.0))
-                    scales.append(sc)
-                for det, sc in zip(self.model(imgs), scales):
-                    bx = (det["boxes"].numpy() / sc).tolist()
-                    out.append([Box(b[0], b[1], b[2], b[3], self.classes[int(l) - 1], float(p))
-                                for b, l, p in zip(bx, det["labels"].tolist(), det["scores"].tolist())])
-        return out
-
-    def weights(self) -> dict[str, Any]:
-        """The learnt weights: everything but a frozen backbone body (that one is rebuilt
-        from the bundled ImageNet weights), which keeps checkpoints small."""
-        sd = self.model.state_dict()
-        if self.config.trainable_stages == 0 and not self.config.random_init:
-            sd = {k: v for k, v in sd.items() if not k.startswith("backbone.body.")}
-        return sd
-
-    def load_weights(self, sd: dict[str, Any]) -> None:
-        missing, unexpected = self.model.load_state_dict(sd, strict=False)
-        bad = [k for k in missing if not k.startswith("backbone.body.")] + list(unexpected)
-        if bad:
-            raise KeyError(f"weights do not fit the detector: {bad[:3]}")
-
-    def state(self) -> dict[str, Any]:
-        return {"config": asdict(self.config), "classes": self.classes, "model": self.weights(), "info": self.info}
-
-    def save(self, path: str | Path) -> Path:
-        from defectforge._atomic import atomic_write_bytes
-
-        buf = io.BytesIO()
-        import torch
-
-        torch.save(self.state(), buf)
-        atomic_write_bytes(Path(path), buf.getvalue())
-        return Path(path)
-
-    @classmethod
-    def from_state(cls, st: dict[str, Any]) -> "BoxDetector":
-        names = {f.name for f in fields(TrainConfig)}
-        det = cls(TrainConfig(**{k: v for k, v in st["config"].items() if k in names}), st["classes"])
-        det.load_weights(st["model"])
-        det.info = st.get("info", {})
-        return det
-
-    @classmethod
-    def load(cls, path: str | Path) -> "BoxDetector":
-        import torch
-
-        p = Path(path)
-        if not p.is_file():
-            raise InputError(p, "detector file not found")
-        try:
-            st = torch.load(p, map_location="cpu", weights_only=False)
-            return cls.from_state(st)
-        except (KeyError, RuntimeError, EOFError, OSError, TypeError) as exc:
-            raise InputError(p, f"not a defectforge detector file ({exc.__class__.__name__})") from None
-
-
 class BoxPredictor(Protocol):
-    """What :func:`evaluate_boxes` scores: class names and boxes per image (a
-    :class:`BoxDetector`, an ultralytics ``UltralyticsDetector``, ...)."""
+    """What :func:`evaluate_boxes` scores: class names (``classes_``) and a
+    :class:`~defectforge.detect.base.Prediction` with ``boxes`` per image (a
+    :class:`~defectforge.supervised.detector.BoxDetector`, an ultralytics
+    ``UltralyticsDetector``, ...)."""
 
-    classes: list[str]
+    classes_: list[str]
 
-    def predict(self, samples: Sequence[Sample], batch_size: int = 4) -> list[list[Box]]: ...
+    def predict(self, samples: Sequence[Sample], batch_size: int = 4) -> Any: ...
 
 
 def evaluate_boxes(detector: BoxPredictor, samples: Sequence[Sample], batch_size: int = 4) -> dict[str, Any]:
@@ -305,9 +223,9 @@ def evaluate_boxes(detector: BoxPredictor, samples: Sequence[Sample], batch_size
 
     if not samples:
         raise InputError(None, "no samples to evaluate")
-    preds = detector.predict(list(samples), batch_size)
+    preds = detector.predict(list(samples), batch_size).boxes
     gts = [gt_boxes(s) for s in samples]
-    res = mean_average_precision(gts, preds, classes=detector.classes, nan_on_undefined=True)
+    res = mean_average_precision(gts, preds, classes=detector.classes_, nan_on_undefined=True)
     res["n_gt_boxes"] = sum(len(g) for g in gts)
     return res
 
@@ -323,7 +241,7 @@ def _lr_at(step: int, total: int, cfg: TrainConfig) -> float:
 def train_detector(train: Sequence[Sample], out_dir: str | Path, config: TrainConfig | None = None,
                    val: Sequence[Sample] | None = None, classes: Sequence[str] | None = None,
                    overwrite: bool = False, progress: Callable[[str, int, int], None] | None = None,
-                   on_epoch: Callable[[int, dict[str, Any]], None] | None = None) -> BoxDetector:
+                   on_epoch: Callable[[int, dict[str, Any]], None] | None = None) -> "BoxDetector":
     """Train (or resume training) a detector; returns the best model on validation.
 
     ``val=None`` carves ``config.val_fraction`` of ``train`` (stratified). ``classes``
@@ -331,12 +249,10 @@ def train_detector(train: Sequence[Sample], out_dir: str | Path, config: TrainCo
     ``out_dir`` of the same run (same config and data) is resumed; one of another run
     raises :class:`ConfigError` unless ``overwrite``. ``progress(stage, done, total)`` is
     called per batch; ``on_epoch(epoch, record)`` after each epoch (an exception there
-    interrupts the run after the epoch's checkpoint was written).
+    interrupts the run after the epoch's checkpoint was written). The folder follows
+    :mod:`defectforge.runfolder` (locked while training; ``overwrite`` clears only this
+    command's files).
     """
-    import torch
-
-    from defectforge._atomic import atomic_write_bytes, atomic_write_text
-
     cfg = config or TrainConfig()
     cfg.check()
     train = list(train)
@@ -351,14 +267,42 @@ def train_detector(train: Sequence[Sample], out_dir: str | Path, config: TrainCo
         raise InputError(None, "training set has no labelled defect boxes")
     items = _prepare(tr, cls, cfg.image_size)
     check_memory(items, cfg)
+    out = Path(out_dir)
+    run_key = {"config": cfg.resume_key(), "classes": cls, "train": _fingerprint(tr), "val": _fingerprint(va)}
+    with _open_run(out, run_key, overwrite) as rf:
+        return _train(rf, cfg, items, cls, tr, va, run_key, progress, on_epoch)
+
+
+def _open_run(out: Path, run_key: dict[str, Any], overwrite: bool):
+    """The locked run folder (:mod:`defectforge.runfolder`): same run resumes, another is
+    refused unless ``overwrite`` (which clears only this command's files)."""
+    from defectforge.runfolder import STATE, RunFolder, load_state
+
+    legacy = (out / CKPT).is_file() and not (out / STATE / "run.json").is_file()
+    same = False
+    if legacy:  # written before run folders kept their state: the checkpoint names its run
+        same = load_state(out / CKPT, "checkpoint").get("run_key") == run_key
+        if not same and not overwrite:
+            raise ConfigError(f"{out}: holds a checkpoint of a different run (config, classes or data differ); "
+                              "use another folder or overwrite=True (--overwrite)")
+    return RunFolder.open(out, job="train-detector", config=run_key, outputs=RUN_OUTPUTS, overwrite=overwrite,
+                          adopt=same)
+
+
+def _train(rf, cfg: TrainConfig, items: list[_Item], cls: list[str], tr: list[Sample], va: list[Sample],
+           run_key: dict[str, Any], progress, on_epoch) -> "BoxDetector":
+    import torch
+
+    from defectforge._atomic import atomic_write_bytes, atomic_write_text
+    from defectforge.runfolder import load_state
+    from defectforge.supervised.detector import BoxDetector
+
+    out = rf.path
     pos = [i for i, it in enumerate(items) if len(it.boxes)]
     neg = [i for i, it in enumerate(items) if not len(it.boxes)]
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    run_key = {"config": cfg.resume_key(), "classes": cls, "train": _fingerprint(tr), "val": _fingerprint(va)}
 
-    det = BoxDetector(cfg, cls)
-    params = [p for p in det.model.parameters() if p.requires_grad]
+    det = BoxDetector.from_config(cfg, cls)
+    params = [p for p in det.model_.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     gen = torch.Generator().manual_seed(cfg.seed)
     n_neg = len(neg) if cfg.neg_per_pos is None else min(len(neg), int(round(cfg.neg_per_pos * len(pos))))
@@ -370,24 +314,16 @@ def train_detector(train: Sequence[Sample], out_dir: str | Path, config: TrainCo
     start = 0
     ck = out / CKPT
     if ck.exists():
-        try:
-            st = torch.load(ck, map_location="cpu", weights_only=False)
-        except Exception as exc:
-            raise InputError(ck, f"cannot read the checkpoint ({exc.__class__.__name__}); delete it or pass overwrite") from None
-        if st.get("run_key") != run_key and not overwrite:
-            raise ConfigError(f"{out}: holds a checkpoint of a different run (config, classes or data differ); "
-                              "use another folder or overwrite=True (--overwrite)")
-        if st.get("run_key") == run_key:
-            det.load_weights(st["model"])
-            opt.load_state_dict(st["optimizer"])
-            gen.set_state(st["generator"])
-            history, best, bad, start = st["history"], tuple(st["best"]), st["bad"], st["epoch"] + 1
-            if st.get("finished") and (out / FINAL).exists():
-                return BoxDetector.load(out / FINAL)
-    elif overwrite:
-        for f in (BEST, FINAL, HISTORY):
-            (out / f).unlink(missing_ok=True)
-    det.info["resumed_from_epoch"] = start if start else None
+        st = load_state(ck, "checkpoint")
+        if st.get("run_key") != run_key:  # not this run's (the run folder said it was)
+            raise InputError(ck, "the checkpoint belongs to a different run than its run folder; use --overwrite")
+        det.load_weights(st["model"])
+        opt.load_state_dict(st["optimizer"])
+        gen.set_state(st["generator"])
+        history, best, bad, start = st["history"], tuple(st["best"]), st["bad"], st["epoch"] + 1
+        if st.get("finished") and (out / FINAL).exists():
+            return BoxDetector.load(out / FINAL)
+    det.info_["resumed_from_epoch"] = start if start else None
 
     stopped = False
     for epoch in range(start, cfg.epochs):
@@ -398,7 +334,7 @@ def train_detector(train: Sequence[Sample], out_dir: str | Path, config: TrainCo
         negs = [neg[i] for i in torch.randperm(len(neg), generator=gen)[:n_neg].tolist()] if neg else []
         order = [(pos + negs)[i] for i in torch.randperm(len(pos) + len(negs), generator=gen).tolist()]
         flips = torch.rand(len(order), 2, generator=gen) < 0.5
-        det.model.train()
+        det.model_.train()
         losses = []
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed * 100003 + epoch)
@@ -410,7 +346,7 @@ def train_detector(train: Sequence[Sample], out_dir: str | Path, config: TrainCo
                 for g in opt.param_groups:
                     g["lr"] = _lr_at(step, total, cfg)
                 try:
-                    ld = det.model(imgs, tgts)
+                    ld = det.model_(imgs, tgts)
                 except RuntimeError as exc:
                     if "memory" in str(exc).lower():
                         raise ConfigError(f"the detector ran out of memory (batch {cfg.batch_size}, image size "
@@ -451,11 +387,11 @@ def train_detector(train: Sequence[Sample], out_dir: str | Path, config: TrainCo
         if on_epoch is not None:
             on_epoch(epoch + 1, rec)
     final = BoxDetector.load(out / BEST) if (out / BEST).exists() else det
-    final.info.update({"history": history, "best_val": list(best), "early_stopped": stopped,
-                       "n_train": len(tr), "n_val": len(va), "resumed_from_epoch": det.info.get("resumed_from_epoch"),
+    final.info_.update({"history": history, "best_val": list(best), "early_stopped": stopped,
+                       "n_train": len(tr), "n_val": len(va), "resumed_from_epoch": det.info_.get("resumed_from_epoch"),
                        "val_names": [s.name for s in va]})
     final.save(out / FINAL)
-    st = torch.load(ck, map_location="cpu", weights_only=False)
+    st = load_state(ck, "checkpoint")
     st["finished"] = True
     buf = io.BytesIO()
     torch.save(st, buf)

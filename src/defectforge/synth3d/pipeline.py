@@ -5,13 +5,16 @@ for the base part, one for the defects), so any sample can be regenerated alone 
 rerun reproduces the same files. Outputs in ``out_dir``::
 
     run.json                 the run's configuration (a rerun must match it)
+    .run/                    run state (fingerprint, journal of finished samples, lock)
     <name>.txt               x y z label per line, 6 decimals (Real3D-AD gt layout)
     <name>.ply               binary PLY with x y z nx ny nz label
     meta/<name>.json         per-sample record; written last, so it marks completion
     manifest.csv             file, part, defects, instruction, seed, n_points, n_defect_points
 
-A sample whose ``meta`` record exists is skipped on rerun; every file is written
-atomically, so an interrupted run leaves only complete samples.
+The folder follows :mod:`defectforge.runfolder`: a journaled sample (whose ``meta`` record
+exists) is skipped on rerun; every file is written atomically, so an interrupted run leaves
+only complete samples; a different run, a non-empty folder the command did not create, a
+folder that overlaps the input, and a second concurrent run are refused.
 """
 
 from __future__ import annotations
@@ -27,12 +30,14 @@ import numpy as np
 
 from defectforge._atomic import atomic_write_json, atomic_write_text
 from defectforge.errors import ConfigError, DefectforgeError, InputError
+from defectforge.runfolder import RunFolder
 from defectforge.synth3d.cloud import PointCloud, check_cloud
 from defectforge.synth3d.cloud_io import list_cloud_files, read_cloud, write_ply, write_xyz_label
 from defectforge.synth3d.instructions import InstructionSet, synthesize
 from defectforge.synth3d.parts import PART_NAMES, make_part
 
 MANIFEST_COLUMNS = ("file", "part", "defects", "instruction", "seed", "n_points", "n_defect_points")
+OUTPUTS = ("run.json", "*.txt", "*.ply", "meta", "manifest.csv")
 
 
 @dataclass
@@ -107,45 +112,67 @@ def run_synthesis(input_spec: str, instructions: InstructionSet | Callable[[floa
     config = {"input": input_spec, "seed": int(seed), "n_points": int(n_points),
               "instructions": inst_json, "scan_noise": float(scan_noise),
               "partial": bool(partial)}
-    run_file = out / "run.json"
-    if run_file.exists():
-        old = json.loads(run_file.read_text(encoding="utf-8"))
-        if {k: old.get(k) for k in config} != json.loads(json.dumps(config)):
-            raise ConfigError(f"{out}: holds a different run (input, seed, points or instructions differ); "
-                              "use a new --out folder")
-    else:
-        atomic_write_json(run_file, {**config, "n": int(n)})
-    done = skipped = 0
-    for i in range(n):
-        src = sources[i % len(sources)]
-        name = f"{i:05d}_{src.name}"
-        meta_path = out / "meta" / f"{name}.json"
-        if meta_path.exists():
-            skipped += 1
+    inputs = [] if input_spec.startswith("part:") else [input_spec]
+    config = json.loads(json.dumps(config))
+    adopt = _same_legacy_run(out, config)
+    with RunFolder.open(out, job="synth3d", config=config, inputs=inputs, outputs=OUTPUTS, overwrite_flag=None,
+                        adopt=adopt) as rf:
+        if not (out / "run.json").exists():
+            rf.write_artifact("run.json", json.dumps({**config, "n": int(n)}, indent=2) + "\n")
+        finished = set(rf.done_ids("name", valid=lambda r: (out / "meta" / f"{r['name']}.json").is_file()))
+        if adopt:  # an older folder: its meta records mark the finished samples
+            finished |= {p.stem for p in (out / "meta").glob("*.json")}
+        done = skipped = 0
+        for i in range(n):
+            src = sources[i % len(sources)]
+            name = f"{i:05d}_{src.name}"
+            if name in finished:
+                skipped += 1
+                if progress:
+                    progress(i + 1, n, name)
+                continue
+            _make_sample(rf, src, name, i, seed, make_inst, n_points, scan_noise, partial, instruction_text)
+            rf.journal.append({"index": i, "name": name})
+            done += 1
             if progress:
                 progress(i + 1, n, name)
-            continue
-        ss = np.random.SeedSequence(int(seed), spawn_key=(i,))
-        part_ss, defect_ss, scan_ss = ss.spawn(3)
-        base = src.load(np.random.default_rng(part_ss), n_points)
-        try:
-            inst = make_inst(base.diag)
-            cloud, records = synthesize(base, inst, np.random.default_rng(defect_ss), source=name)
-        except DefectforgeError as exc:
-            raise ConfigError(f"sample {name}: {exc}") from None
-        cloud = _scan(cloud, np.random.default_rng(scan_ss), scan_noise, partial)
-        write_xyz_label(out / f"{name}.txt", cloud.points, cloud.labels)
-        write_ply(out / f"{name}.ply", PointCloud(cloud.points, cloud.normals, cloud.labels))
-        atomic_write_json(meta_path, {
-            "file": f"{name}.txt", "part": src.part or str(src.path), "defects": _describe_instructions(inst),
-            "instruction": instruction_text, "seed": int(seed), "index": i, "n_points": len(cloud),
-            "n_defect_points": int(cloud.labels.sum()), "part_params": base.meta.get("params", {}),
-            "records": records})
-        done += 1
-        if progress:
-            progress(i + 1, n, name)
-    rows = write_manifest(out)
+        rows = write_manifest(out)
     return {"out": str(out), "generated": done, "skipped": skipped, "samples": len(rows)}
+
+
+def _same_legacy_run(out: Path, config: dict) -> bool:
+    """A folder written before run folders (``run.json`` at the top, no state) of this run."""
+    from defectforge.runfolder import STATE
+
+    if not (out / "run.json").is_file() or (out / STATE / "run.json").is_file():
+        return False
+    try:
+        old = json.loads((out / "run.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(old, dict) and {k: old.get(k) for k in config} == config
+
+
+def _make_sample(rf: RunFolder, src: InputSource, name: str, i: int, seed: int, make_inst, n_points: int,
+                 scan_noise: float, partial: bool, instruction_text: str) -> None:
+    """Sample ``i``: base cloud, defects, scan; its files, the meta record last."""
+    out = rf.path
+    ss = np.random.SeedSequence(int(seed), spawn_key=(i,))
+    part_ss, defect_ss, scan_ss = ss.spawn(3)
+    base = src.load(np.random.default_rng(part_ss), n_points)
+    try:
+        inst = make_inst(base.diag)
+        cloud, records = synthesize(base, inst, np.random.default_rng(defect_ss), source=name)
+    except DefectforgeError as exc:
+        raise ConfigError(f"sample {name}: {exc}") from None
+    cloud = _scan(cloud, np.random.default_rng(scan_ss), scan_noise, partial)
+    write_xyz_label(out / f"{name}.txt", cloud.points, cloud.labels)
+    write_ply(out / f"{name}.ply", PointCloud(cloud.points, cloud.normals, cloud.labels))
+    atomic_write_json(out / "meta" / f"{name}.json", {
+        "file": f"{name}.txt", "part": src.part or str(src.path), "defects": _describe_instructions(inst),
+        "instruction": instruction_text, "seed": int(seed), "index": i, "n_points": len(cloud),
+        "n_defect_points": int(cloud.labels.sum()), "part_params": base.meta.get("params", {}),
+        "records": records})
 
 
 def _scan(cloud: PointCloud, rng: np.random.Generator, noise: float, partial: bool) -> PointCloud:
