@@ -43,11 +43,11 @@ def test_spooled_fit_selects_the_bruteforce_bank_of_the_full_rows():
     rows = np.concatenate([m._rows([s.rgb()]) for s in train])
     proj = random_projection(rows.shape[1], SMALL["projection_dim"], 0)
     idx = greedy_kcenter_bruteforce(rows @ proj, coreset_size(len(rows), SMALL["normal_ratio"]), seed=0)
-    assert np.array_equal(m.bank_normal, rows[np.sort(idx)])
-    sets = m.fit_info["defect_sets"]
+    assert np.array_equal(m.bank_normal_, rows[np.sort(idx)])
+    sets = m.fit_info_["defect_sets"]
     assert [s["name"] for s in sets] == ["real", "synthetic:x"]
     assert [(s["images"], s["in_bank"], s["use"]) for s in sets] == [(2, 2, "bank"), (2, 2, "bank")]
-    assert m.fit_info["n_defect_images_in_bank"] == 4 and len(m.bank_defect) > 0
+    assert m.fit_info_["n_defect_images_in_bank"] == 4 and len(m.bank_defect_) > 0
 
 
 @pytest.fixture(scope="module")
@@ -82,8 +82,8 @@ def test_fit_synthetic_alone_or_with_real_is_recorded(tmp_path, folders):
     r = _fit([str(folders / "real"), "--synthetic", str(folders / "synth"), "--no-real-defects", "--defect-ratio", "1"],
              alone)
     assert r.exit_code == 0, r.output
-    info_both = ExDD.load(both).fit_info
-    info_alone = ExDD.load(alone).fit_info
+    info_both = ExDD.load(both).fit_info_
+    info_alone = ExDD.load(alone).fit_info_
     assert [(s["name"].split(":")[0], s["images"], s["in_bank"]) for s in info_both["defect_sets"]] == \
         [("real", 2, 2), ("synthetic", 3, 3)]
     assert [(s["name"].split(":")[0], s["images"]) for s in info_alone["defect_sets"]] == [("synthetic", 3)]
@@ -119,7 +119,7 @@ def test_predict_writes_as_it_goes_and_resumes(tmp_path, folders):
     # another model (other threshold) into the same folder is refused
     other = tmp_path / "other.dfm"
     assert _fit([str(folders / "real"), "--seed", "3"], other).exit_code == 0
-    if ExDD.load(other).threshold != ExDD.load(model).threshold:
+    if ExDD.load(other).threshold_ != ExDD.load(model).threshold_:
         r = runner.invoke(app, ["detect", "predict", str(other), str(folders / "images"), "--out", str(out)])
         assert r.exit_code == 2 and "another model" in r.output
 
