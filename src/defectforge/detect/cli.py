@@ -124,26 +124,14 @@ def _collect_images(paths: List[Path]) -> list[Path]:
 _SCORE_HEADER = ["file", "score", "anomalous", "threshold", "heatmap", "mask"]
 
 
-def _done_rows(out: Path, thr: str) -> list[list[str]]:
-    """Complete rows of an earlier, interrupted run into ``out`` (a torn last line and rows
-    whose heatmap or mask is missing are dropped); refuses a folder scored by another model."""
-    import csv
+def _file_digest(path: Path) -> str:
+    import hashlib
 
-    from defectforge.errors import InputError
-
-    path = out / "scores.csv"
-    if not path.is_file():
-        return []
-    text = path.read_text(encoding="utf-8", errors="replace")
-    lines = text.split("\n")[:-1]  # the part after the last newline is torn (or empty)
-    rows = list(csv.reader(lines))
-    if not rows or rows[0] != _SCORE_HEADER:
-        raise InputError(path, "exists but is not a scores file of 'detect predict'; choose another --out")
-    done = [r for r in rows[1:] if len(r) == len(_SCORE_HEADER)
-            and (out / r[4]).is_file() and (out / r[5]).is_file()]
-    if any(r[3] != thr for r in done):
-        raise InputError(path, "was written with another model (threshold differs); choose another --out")
-    return done
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 @detect_app.command("predict")
@@ -155,61 +143,69 @@ def predict_cmd(
     pixel_threshold: Optional[float] = typer.Option(None, "--pixel-threshold", help="Map threshold for masks/ (default: the model's)."),
     device: str = typer.Option("cpu", "--device", help="cpu, or cuda[:N] when a GPU is available."),
     chunk: int = typer.Option(16, "--chunk", help="Images scored (and written) per step.", min=1),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier run in --out made with another model or thresholds."),
 ) -> None:
     """Score images: heatmap panels (image | map | predicted mask | colour bar, one colour
     scale for the whole run with the pixel threshold at its middle), predicted masks and
     a scores CSV.
 
-    Results are written as they come (``scores.csv`` grows chunk by chunk, flushed to disk);
-    rerun the same command after an interruption and the images already scored are skipped."""
+    Results are written as they come (a journal line per image, fsync'ed, and ``scores.csv``
+    rewritten after every chunk) in a run folder (:mod:`defectforge.runfolder`): rerun the
+    same command after an interruption and the images already scored are skipped."""
     with _user_errors():
         import csv
         import io
-        import os
 
         import numpy as np
 
-        from defectforge._atomic import atomic_write_text
         from defectforge.data._files import unique_name
-        from defectforge.data.image_io import read_image, write_image, write_mask
+        from defectforge.data.image_io import encode_image, read_image, write_mask
         from defectforge.data.sample import Sample
         from defectforge.detect.base import load_detector
+        from defectforge.progress import progress_task
         from defectforge.report.panels import prediction_panel, run_thresholds
+        from defectforge.runfolder import RunFolder
 
         files = _collect_images(images)
         det = load_detector(model_path, progress=False, device=device)
         img_thr, px_thr, scale = run_thresholds(det, threshold, pixel_threshold)
         thr = "" if img_thr is None else f"{img_thr:.6g}"
-        done = _done_rows(out, thr)
-        seen = {r[0] for r in done}
-        used: set[str] = {Path(r[4]).stem.lower() for r in done}
-        todo = [f for f in files if str(f) not in seen]
-        buf = io.StringIO()
-        csv.writer(buf, lineterminator="\n").writerows([_SCORE_HEADER, *done])
-        atomic_write_text(out / "scores.csv", buf.getvalue())  # drops a torn line of an earlier run
-        if done:
-            _console().print(f"resuming: {len(done)} of {len(files)} images already scored in {out}")
-        from defectforge.progress import progress_task
+        config = {"model_sha256": _file_digest(model_path), "threshold": threshold, "pixel_threshold": pixel_threshold}
 
-        with open(out / "scores.csv", "a", encoding="utf-8", newline="") as fh, \
-                progress_task("scoring", len(todo), True) as bar:
-            wr = csv.writer(fh, lineterminator="\n")
-            for s in range(0, len(todo), chunk):
-                part = [Sample(path=f) for f in todo[s:s + chunk]]
-                pred = det.predict(part)
-                scale = scale or run_thresholds(det, threshold, pixel_threshold, pred.anomaly_map)[2]
-                for smp, score, amap in zip(part, pred.pred_score, pred.anomaly_map):
-                    lab = img_thr is not None and score >= img_thr
-                    mask = amap >= px_thr if px_thr is not None else np.zeros(amap.shape, bool)
-                    name = unique_name(smp.path.stem, "", used)
-                    hm = f"heatmaps/{name}.png"
-                    mk = f"masks/{name}.png"
-                    write_image(out / hm, prediction_panel(read_image(smp.path), amap, scale, mask))
-                    write_mask(out / mk, mask)
-                    wr.writerow([str(smp.path), f"{float(score):.6g}", int(bool(lab)), thr, hm, mk])
-                fh.flush()
-                os.fsync(fh.fileno())
-                bar.advance(len(part))
+        def table(records: list[dict]) -> str:
+            buf = io.StringIO()
+            wr = csv.writer(buf, lineterminator="\n")
+            wr.writerow(_SCORE_HEADER)
+            wr.writerows([[r["file"], r["score"], r["anomalous"], thr, r["heatmap"], r["mask"]] for r in records])
+            return buf.getvalue()
+
+        with RunFolder.open(out, job="detect-predict", config=config, inputs=[*images, model_path],
+                            outputs=["heatmaps", "masks", "scores.csv"], overwrite=overwrite) as rf:
+            done = rf.done_ids("file", valid=lambda r: (out / r["heatmap"]).is_file() and (out / r["mask"]).is_file())
+            records = list(done.values())
+            used: set[str] = {Path(r["heatmap"]).stem.lower() for r in records}
+            todo = [f for f in files if str(f) not in done]
+            if done:
+                _console().print(f"resuming: {len(done)} of {len(files)} images already scored in {out}")
+            with progress_task("scoring", len(todo), True) as bar:
+                for s in range(0, len(todo), chunk):
+                    part = [Sample(path=f) for f in todo[s:s + chunk]]
+                    pred = det.predict(part)
+                    scale = scale or run_thresholds(det, threshold, pixel_threshold, pred.anomaly_map)[2]
+                    for smp, score, amap in zip(part, pred.pred_score, pred.anomaly_map):
+                        lab = img_thr is not None and score >= img_thr
+                        mask = amap >= px_thr if px_thr is not None else np.zeros(amap.shape, bool)
+                        name = unique_name(smp.path.stem, "", used)
+                        rec = {"file": str(smp.path), "score": f"{float(score):.6g}", "anomalous": int(bool(lab)),
+                               "heatmap": f"heatmaps/{name}.png", "mask": f"masks/{name}.png"}
+                        panel = prediction_panel(read_image(smp.path), amap, scale, mask)
+                        rf.write_artifact(rec["heatmap"], encode_image(panel, ".png"))
+                        write_mask(out / rec["mask"], mask)
+                        rf.journal.append(rec)
+                        records.append(rec)
+                    rf.write_artifact("scores.csv", table(records), mode="w")
+                    bar.advance(len(part))
+            rf.write_artifact("scores.csv", table(records), mode="w")
         _console().print(f"scored {len(files)} images -> {out}/scores.csv")
 
 
