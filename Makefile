@@ -24,7 +24,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
-bench: bench-data bench-metrics bench-exdd bench-synth2d bench-diffusion bench-synth3d bench-detect3d bench-studio
+bench: bench-data bench-metrics bench-exdd bench-scale bench-synth2d bench-diffusion bench-synth3d bench-detect3d bench-studio
 	$(BIN)/python bench/collect.py
 
 # bench-NAME runs bench/bench_NAME.py (each writes docs/bench/NAME.md)
