@@ -37,7 +37,7 @@ def coreset_size(n_rows: int, ratio: float, minimum: int = 0) -> int:
 
 
 def greedy_kcenter(x: np.ndarray, n: int, seed: int = 0, progress: Callable[[int], None] | None = None,
-                   leaf_size: int = 32, tree_dim: int = 32, stats: dict | None = None) -> np.ndarray:
+                   leaf_size: int = 4, tree_dim: int = 32, stats: dict | None = None) -> np.ndarray:
     """Indices of ``n`` rows of ``x`` chosen by greedy k-center (farthest-first), exact.
 
     ``x`` is ``(N, d)``; float32 rows are used as they are (no copy), other types are
