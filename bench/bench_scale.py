@@ -240,6 +240,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, default=REPO / "docs" / "bench" / "scale.md")
     ap.add_argument("--notes", default=str(REPO / "bench" / "scale_notes.md"))
     ap.add_argument("--from-results", action="store_true", help="only re-write the markdown from bench/_work")
+    ap.add_argument("--command-text", default=None, help="(with --from-results) the command that produced them")
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--n", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--metrics", action="store_true", help=argparse.SUPPRESS)
@@ -254,7 +255,7 @@ def main(argv: list[str] | None = None) -> None:
         args.result.write_text(json.dumps(res, indent=2))
         return
     WORK.mkdir(parents=True, exist_ok=True)
-    args.command = "python bench/bench_scale.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    args.command = args.command_text or "python bench/bench_scale.py " + " ".join(argv if argv is not None else sys.argv[1:])
     results = []
     if args.from_results:
         results = [json.loads(f.read_text()) for f in sorted(WORK.glob(f"scale_*_{args.device}.json"))]
