@@ -3,8 +3,9 @@
 - **Determinism**: sample ``i`` is made from its own seed,
   ``SeedSequence(seed, spawn_key=(i,))``, so the bytes of every output file depend only
   on the config and the seed, never on the number of workers or on resume points.
-- **Parallelism**: ``ProcessPoolExecutor`` workers make and PNG-encode samples; the parent
-  writes them (atomically) **in index order** and appends one line per sample to a journal.
+- **Parallelism**: an engine (:mod:`defectforge.engine`: local worker processes or Ray
+  actors) runs :class:`SampleTask`: the worker makes a sample and writes its PNGs
+  atomically; the driver appends one line per finished sample to a journal.
 - **Resume**: the journal (``.synth/journal.jsonl``) lists finished samples with file
   sizes; a rerun of the same config skips those whose files are intact. A different
   config in an existing output folder is refused unless ``overwrite``.
@@ -24,7 +25,7 @@ import json
 import os
 import shutil
 import time
-from collections import Counter, deque
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -236,47 +237,23 @@ def _png(arr: np.ndarray, level: int) -> bytes:
     return buf.tobytes()
 
 
-# -- workers -------------------------------------------------------------------------------------
-_WORKER_ENGINE: Engine | None = None
+# -- the per-item task (runs on any engine: local processes or Ray actors) -------------------------
+class SampleTask:
+    """Make sample ``i`` and write its two PNGs atomically into ``out``; returns its
+    journal record (or ``{"index", "error"}``). Runs in a worker: only the record travels."""
 
+    def __init__(self, maker: Engine, out: Path):
+        self.maker = maker
+        self.out = Path(out)
 
-def _init_worker(engine: Engine) -> None:
-    global _WORKER_ENGINE
-    cv2.setNumThreads(1)
-    _WORKER_ENGINE = engine
+    def setup(self) -> None:
+        pass
 
-
-def _work(index: int) -> dict[str, Any]:
-    assert _WORKER_ENGINE is not None
-    return _WORKER_ENGINE.make(index)
-
-
-def _iter_results(engine: Engine, indices: Sequence[int], workers: int):
-    """Results in index order; at most ``4 * workers`` samples in flight."""
-    if workers <= 1 or len(indices) <= 1:
-        for i in indices:
-            yield engine.make(i)
-        return
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
-
-    ctx = mp.get_context("spawn")  # no fork-after-threads hazards; same results on every OS
-    ex = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(engine,))
-    try:
-        q: deque = deque()
-        it = iter(indices)
-        for i in it:
-            q.append(ex.submit(_work, i))
-            if len(q) >= 4 * workers:
-                break
-        while q:
-            res = q.popleft().result()
-            nxt = next(it, None)
-            if nxt is not None:
-                q.append(ex.submit(_work, nxt))
-            yield res
-    finally:
-        ex.shutdown(wait=True, cancel_futures=True)
+    def __call__(self, index: int) -> dict[str, Any]:
+        rec = self.maker.make(index)
+        if "error" in rec:
+            return {"index": index, "error": rec["error"]}
+        return _write_sample(self.out, rec)
 
 
 # -- journal ---------------------------------------------------------------------------------------
@@ -383,8 +360,10 @@ def _total(cfg: SynthConfig) -> int:
 # -- the run ---------------------------------------------------------------------------------------
 def synthesize(config: SynthConfig, out: str | Path | None = None, workers: int = 2, overwrite: bool = False,
                progress: Callable[[int, int], None] | None = None, dataset: Dataset | None = None,
-               gallery: int = 12) -> SynthRun:
-    """Run (or resume) a synthesis into ``out``; see the module doc for the layout."""
+               gallery: int = 12, engine: Any = None) -> SynthRun:
+    """Run (or resume) a synthesis into ``out``; see the module doc for the layout.
+    ``engine`` (:mod:`defectforge.engine`) runs the samples; default: ``workers`` local
+    processes. Every engine writes the same bytes."""
     t0 = time.perf_counter()
     cfg = config
     if out is None:
@@ -416,7 +395,7 @@ def synthesize(config: SynthConfig, out: str | Path | None = None, workers: int 
             raise InputError(out, "output folder is not empty and holds no synth run; pass --overwrite or choose another --out")
         clear = True
     # everything that can fail on input is checked before anything is removed or written
-    engine, facts = prepare(cfg, dataset)
+    sampler, facts = prepare(cfg, dataset)
     if clear:
         _clear(out)
     total = _total(cfg)
@@ -430,16 +409,22 @@ def synthesize(config: SynthConfig, out: str | Path | None = None, workers: int 
     if progress:
         progress(len(done), total)
     if todo:
+        from defectforge.engine.local import LocalEngine
+
+        runner = engine if engine is not None else LocalEngine(workers)
         with open(state / JOURNAL, "a", encoding="utf-8") as fh:
-            for rec in _iter_results(engine, todo, workers):
-                if "error" in rec:
-                    raise InputError(None, rec["error"])
-                jrec = _write_sample(out, rec)
+            for _, jrec in runner.map(SampleTask(sampler, out), todo):
+                if "error" in jrec:
+                    raise InputError(None, jrec["error"])
                 _append(fh, jrec)
-                done[rec["index"]] = jrec
+                done[jrec["index"]] = jrec
                 run.written += jrec["status"] == "ok"
                 if progress:
                     progress(len(done), total)
+    from defectforge._atomic import remove_temp_files
+
+    for sub in ("images", "masks"):  # what a worker killed mid-write left behind
+        remove_temp_files(out / sub)
     _finish(run, out, cfg, done, total, facts, gallery)
     run.elapsed_s = time.perf_counter() - t0
     return run
