@@ -18,6 +18,7 @@ import typer
 
 from defectforge._cliutil import console as _console
 from defectforge._cliutil import user_errors as _user_errors
+from defectforge.engine.cli import address_option, engine_option
 
 detect_app = typer.Typer(help="Anomaly detection with PatchCore and ExDD (dual memory bank).", no_args_is_help=True)
 
@@ -117,39 +118,23 @@ def predict_cmd(
     model_path: Path = typer.Argument(..., metavar="MODEL", help="Model file from 'detect fit'."),
     images: List[Path] = typer.Argument(..., help="Image files or folders."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (heatmaps/, masks/, scores.csv)."),
+    workers: Optional[int] = typer.Option(None, "--workers", "-j", min=1,
+                                          help="Workers (default: 1 local; with --engine ray, the cluster's CPUs)."),
+    engine: str = engine_option(),
+    ray_address: Optional[str] = address_option(),
 ) -> None:
     """Score images: heatmap overlays, predicted masks and a scores CSV."""
     with _user_errors():
-        import csv
-        import io
-
-        from defectforge._atomic import atomic_write_text
-        from defectforge.data._files import unique_name
-        from defectforge.data.image_io import read_image, write_image, write_mask
-        from defectforge.data.sample import Sample
         from defectforge.detect.exdd import ExDD
-        from defectforge.report.visual import heatmap_overlay
+        from defectforge.detect.predict_job import predict_files
+        from defectforge.engine.cli import open_engine
+        from defectforge.engine.progress import JobProgress
 
         files = _collect_images(images)
-        det = ExDD.load(model_path, progress=True)
-        used: set[str] = set()
-        thr = "" if det.threshold is None else f"{det.threshold:.6g}"
-        buf = io.StringIO()
-        wr = csv.writer(buf, lineterminator="\n")
-        wr.writerow(["file", "score", "anomalous", "threshold", "heatmap", "mask"])
-        for s in range(0, len(files), 16):
-            part = [Sample(path=f) for f in files[s:s + 16]]
-            pred = det.predict(part)
-            for smp, score, lab, amap, mask in zip(part, pred.pred_score, pred.pred_label, pred.anomaly_map,
-                                                   pred.pred_mask):
-                name = unique_name(smp.path.stem, ".png", used)
-                used.add(name.lower())
-                hm = f"heatmaps/{name}.png"
-                mk = f"masks/{name}.png"
-                write_image(out / hm, heatmap_overlay(read_image(smp.path), amap))
-                write_mask(out / mk, mask)
-                wr.writerow([str(smp.path), f"{float(score):.6g}", int(bool(lab)), thr, hm, mk])
-        atomic_write_text(out / "scores.csv", buf.getvalue())
+        det = ExDD.load(model_path)  # checks the model file before any output
+        with JobProgress("predict") as bar, open_engine(engine, ray_address, workers) as eng:
+            predict_files(model_path, files, out, engine=eng, model=det if eng.name == "local" else None,
+                          progress=bar)
         _console().print(f"scored {len(files)} images -> {out}/scores.csv")
 
 
@@ -161,6 +146,10 @@ def eval_cmd(
     report: Optional[Path] = typer.Option(None, "--report", help="Folder for report.html."),
     split: str = typer.Option("test", "--split", help="Split to evaluate (never the one fitted on)."),
     format: Optional[str] = typer.Option(None, "--format", "-f", help="Force the dataset format."),
+    workers: Optional[int] = typer.Option(None, "--workers", "-j", min=1,
+                                          help="Workers (default: 1 local; with --engine ray, the cluster's CPUs)."),
+    engine: str = engine_option(),
+    ray_address: Optional[str] = address_option(),
 ) -> None:
     """Evaluate a model on the test split: metrics JSON and an HTML report."""
     with _user_errors():
@@ -170,9 +159,13 @@ def eval_cmd(
         from defectforge.detect.exdd import ExDD
         from defectforge.report import Report
 
-        det = ExDD.load(model_path, progress=True)
+        from defectforge.engine.cli import open_engine
+        from defectforge.engine.progress import JobProgress
+
+        det = ExDD.load(model_path)
         ds = load_dataset(data, format=format)
-        res = evaluate_detector(det, ds, split=split)
+        with JobProgress("eval") as bar, open_engine(engine, ray_address, workers) as eng:
+            res = evaluate_detector(det, ds, split=split, engine=eng, model_path=str(model_path), progress=bar)
         out = metrics_json(res, {"model": str(model_path), "detector": det.name, "data": str(data), "split": split})
         if json_out is not None:
             atomic_write_json(json_out, out)

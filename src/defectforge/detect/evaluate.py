@@ -30,7 +30,8 @@ def _resize(a: np.ndarray, size: tuple[int, int], nearest: bool = False) -> np.n
 
 
 def evaluate_detector(model: Any, dataset: Any, split: str | None = "test", eval_size: tuple[int, int] | None = None,
-                      chunk: int = 16, n_examples: int = 3) -> dict[str, Any]:
+                      chunk: int = 16, n_examples: int = 3, engine: Any = None,
+                      model_path: str | None = None, progress: Any = None) -> dict[str, Any]:
     """Metrics and report material for ``model`` on ``dataset`` (a ``Dataset`` or a list
     of ``Sample`` s; filtered to ``split`` when it is a ``Dataset`` and ``split`` is set).
 
@@ -40,6 +41,9 @@ def evaluate_detector(model: Any, dataset: Any, split: str | None = "test", eval
     ``scores``, ``threshold``, ``eval_size``, ``roc`` / ``pro`` curves, ``examples``
     (overlay images with captions) and ``seconds_predict``. Pixel metrics use maps and masks
     resized to ``eval_size`` (default the model input size; masks by nearest neighbour).
+    ``engine`` (:mod:`defectforge.engine`) scores the chunks (default: this process with
+    ``model``); workers of another process load ``model_path`` and read images by path.
+    ``progress(done, total)`` is called as images are scored.
     """
     from defectforge.data.sample import Dataset
     from defectforge.metrics import evaluate_anomaly, pro_curve, roc_curve
@@ -51,20 +55,8 @@ def evaluate_detector(model: Any, dataset: Any, split: str | None = "test", eval
     if not samples:
         raise InputError(getattr(dataset, "root", None), f"no samples to evaluate (split {split!r})")
     size = tuple(eval_size) if eval_size else tuple(getattr(model, "input_size", None) or samples[0].image.shape[:2])
-    scores, maps, masks = [], [], []
     t0 = time.perf_counter()
-    t_pred = 0.0
-    for s in range(0, len(samples), chunk):
-        part = samples[s:s + chunk]
-        t = time.perf_counter()
-        pred = model.predict(part)
-        t_pred += time.perf_counter() - t
-        scores.append(pred.pred_score)
-        for smp, m in zip(part, pred.anomaly_map or [None] * len(part)):
-            if m is not None:
-                maps.append(_resize(m.astype(np.float32), size))
-            gt = smp.mask
-            masks.append(None if gt is None else _resize(gt.astype(np.uint8), size, nearest=True) > 0)
+    scores, maps, masks, t_pred = _score_all(model, samples, size, chunk, engine, model_path, progress)
     scores_a = np.concatenate(scores)
     labels = [s.label for s in samples]
     is_def = np.array([s.is_defect for s in samples])
@@ -93,6 +85,68 @@ def evaluate_detector(model: Any, dataset: Any, split: str | None = "test", eval
     if has_maps:
         result["examples"] = _examples(samples, scores_a, is_def, maps, masks, size, n_examples)
     return result
+
+
+class ScoreTask:
+    """Predict one chunk of samples (read by path in the worker); returns the image scores,
+    the maps and ground-truth masks at ``size`` and the seconds spent in ``predict``."""
+
+    def __init__(self, model_path: str | None, size: tuple[int, int], model: Any = None):
+        self.model_path = None if model_path is None else str(model_path)
+        self.size = tuple(size)
+        self._model = model
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_model"] = None  # workers load the model file themselves
+        return state
+
+    def setup(self) -> None:
+        if self._model is None:
+            from defectforge.detect.exdd import ExDD
+
+            self._model = ExDD.load(self.model_path)
+
+    def __call__(self, item: tuple[int, list[Any]]) -> tuple[np.ndarray, list[np.ndarray] | None,
+                                                             list[np.ndarray | None], float]:
+        part = item[1]  # (start index, samples): the driver puts results back in order by start
+        t = time.perf_counter()
+        pred = self._model.predict(part)
+        dt = time.perf_counter() - t
+        maps = None if pred.anomaly_map is None else [_resize(m.astype(np.float32), self.size) for m in pred.anomaly_map]
+        masks = []
+        for smp in part:
+            gt = smp.mask
+            masks.append(None if gt is None else _resize(gt.astype(np.uint8), self.size, nearest=True) > 0)
+        return np.asarray(pred.pred_score), maps, masks, dt
+
+
+def _score_all(model: Any, samples: list[Any], size: tuple[int, int], chunk: int, engine: Any,
+               model_path: str | None, progress: Any = None) -> tuple[list[np.ndarray], list[np.ndarray], list[Any], float]:
+    """Scores, maps and masks of ``samples`` in their order, chunk by chunk, on ``engine``."""
+    from defectforge.engine.local import LocalEngine
+
+    if engine is not None and engine.name != "local" and model_path is None:
+        from defectforge.errors import ConfigError
+
+        raise ConfigError(f"the {engine.name} engine loads the model in its workers: pass model_path")
+    runner = engine if engine is not None else LocalEngine(1)
+    starts = list(range(0, len(samples), chunk))
+    got: dict[int, tuple] = {}
+    done = 0
+    for (start, part), res in runner.map(ScoreTask(model_path, size, model), [(s, samples[s:s + chunk]) for s in starts]):
+        got[start] = res
+        done += len(part)
+        if progress:
+            progress(done, len(samples))
+    scores, maps, masks, t_pred = [], [], [], 0.0
+    for s in starts:
+        sc, mp, mk, dt = got[s]
+        scores.append(sc)
+        maps.extend(mp or [])
+        masks.extend(mk)
+        t_pred += dt
+    return scores, maps, masks, t_pred
 
 
 def _examples(samples, scores, is_def, maps, masks, size, n) -> list[tuple[np.ndarray, str]]:

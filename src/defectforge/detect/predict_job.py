@@ -1,0 +1,98 @@
+"""``detect predict`` as a job: chunks of image paths scored by a model loaded once per
+worker, each worker writing its heatmap overlays and masks atomically; the driver writes
+``scores.csv`` (input order) at the end.
+
+The same :class:`PredictTask` runs on every engine (:mod:`defectforge.engine`): in this
+process with the already loaded model, in local worker processes or on Ray actors (each
+loads the model file by path). Chunks are the same on every engine, so the model sees the
+same batches and writes the same bytes.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+#: images per item (one item = one model call; the model batches inside)
+CHUNK = 16
+CSV_HEADER = ["file", "score", "anomalous", "threshold", "heatmap", "mask"]
+
+
+class PredictTask:
+    """Scores one chunk of ``(path, name)`` pairs and writes ``heatmaps/<name>.png`` and
+    ``masks/<name>.png`` into ``out``; returns the chunk's CSV rows."""
+
+    def __init__(self, model_path: str | Path, out: str | Path, model: Any = None):
+        self.model_path = str(model_path)
+        self.out = Path(out)
+        self._det = model
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_det"] = None  # workers load the model file themselves
+        return state
+
+    def setup(self) -> None:
+        if self._det is None:
+            from defectforge.detect.exdd import ExDD
+
+            self._det = ExDD.load(self.model_path)
+
+    def __call__(self, chunk: Sequence[tuple[str, str]]) -> list[list[str]]:
+        from defectforge.data.image_io import read_image, write_image, write_mask
+        from defectforge.data.sample import Sample
+        from defectforge.report.visual import heatmap_overlay
+
+        det = self._det
+        thr = "" if det.threshold is None else f"{det.threshold:.6g}"
+        pred = det.predict([Sample(path=Path(p)) for p, _ in chunk])
+        rows = []
+        for (path, name), score, lab, amap, mask in zip(chunk, pred.pred_score, pred.pred_label, pred.anomaly_map,
+                                                        pred.pred_mask):
+            hm, mk = f"heatmaps/{name}.png", f"masks/{name}.png"
+            write_image(self.out / hm, heatmap_overlay(read_image(path), amap))
+            write_mask(self.out / mk, mask)
+            rows.append([str(path), f"{float(score):.6g}", str(int(bool(lab))), thr, hm, mk])
+        return rows
+
+
+def output_names(files: Sequence[Path]) -> list[str]:
+    """One output stem per input (the file stem, made unique case-insensitively)."""
+    from defectforge.data._files import unique_name
+
+    used: set[str] = set()
+    return [unique_name(Path(f).stem, "", used) for f in files]
+
+
+def predict_files(model_path: str | Path, files: Sequence[Path], out: str | Path, engine: Any = None,
+                  model: Any = None, progress: Callable[[int, int], None] | None = None) -> Path:
+    """Score ``files`` with the model in ``model_path`` into ``out`` (``heatmaps/``,
+    ``masks/``, ``scores.csv``); ``engine`` default: this process (with ``model`` if it is
+    already loaded). Returns the path of ``scores.csv``."""
+    from defectforge._atomic import atomic_write_text, remove_temp_files
+    from defectforge.engine.local import LocalEngine
+
+    out = Path(out)
+    names = output_names(files)
+    pairs = [(str(f), nm) for f, nm in zip(files, names)]
+    chunks = [tuple(pairs[s:s + CHUNK]) for s in range(0, len(pairs), CHUNK)]
+    runner = engine if engine is not None else LocalEngine(1)
+    rows: dict[str, list[list[str]]] = {}
+    done = 0
+    if progress:
+        progress(0, len(files))
+    for chunk, chunk_rows in runner.map(PredictTask(model_path, out, model), chunks):
+        rows[chunk[0][1]] = chunk_rows
+        done += len(chunk)
+        if progress:
+            progress(done, len(files))
+    for sub in ("heatmaps", "masks"):  # what a worker killed mid-write left behind
+        remove_temp_files(out / sub)
+    buf = io.StringIO()
+    wr = csv.writer(buf, lineterminator="\n")
+    wr.writerow(CSV_HEADER)
+    for chunk in chunks:
+        wr.writerows(rows[chunk[0][1]])
+    return atomic_write_text(out / "scores.csv", buf.getvalue())
