@@ -181,10 +181,10 @@ def main(argv: list[str] | None = None) -> int:
                 r["pl"].append(m)
                 r["ps"].append(amap)
             if d == "fpfh":
-                extra.setdefault(cls, {})["fpfh voxel points of the training clouds"] = det.fit_info["voxel_points"]
+                extra.setdefault(cls, {})["fpfh voxel points of the training clouds"] = det.fit_info_["voxel_points"]
             else:
                 pn_params = det.get_params()
-                fi = det.fit_info
+                fi = det.fit_info_
                 extra.setdefault(cls, {})["pointnet train loss first/last 10 steps"] = (
                     f"{fi['loss_first']:.3f} / {fi['loss_last']:.3f}")
                 extra[cls]["pointnet held-out synthetic loss before/after"] = (

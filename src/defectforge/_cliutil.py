@@ -7,7 +7,7 @@ from typing import Iterator
 
 import typer
 
-from defectforge.errors import DefectforgeError
+from defectforge.errors import DefectforgeError, user_error_message
 
 
 def print_error(message: str) -> None:
@@ -27,8 +27,11 @@ def user_errors() -> Iterator[None]:
     """
     try:
         yield
-    except DefectforgeError as exc:
-        print_error(str(exc))
+    except (DefectforgeError, OSError, UnicodeDecodeError) as exc:
+        message = user_error_message(exc)
+        if message is None:
+            raise
+        print_error(message)
         raise typer.Exit(2) from None
 
 

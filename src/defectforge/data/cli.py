@@ -14,7 +14,7 @@ import typer
 
 from defectforge._cliutil import console as _console
 from defectforge._cliutil import user_errors as _user_errors
-from defectforge.errors import DefectforgeError
+from defectforge.errors import DefectforgeError, InputError
 
 data_app = typer.Typer(help="Check and convert defect datasets (MVTec, manifest CSV, labelme, YOLO, COCO).",
                        no_args_is_help=True)
@@ -29,6 +29,8 @@ def check_cmd(
     format: Optional[str] = typer.Option(None, "--format", "-f", help=f"Force a format: {', '.join(FORMAT_CHOICES)}."),
     decode: bool = typer.Option(False, "--decode", help="Fully decode every image (finds truncated files; slower)."),
     max_problems: int = typer.Option(50, "--max-problems", help="Problems to print (all go to --json)."),
+    allow_outside_root: bool = typer.Option(False, "--allow-outside-root",
+                                            help="Accept image/mask paths outside the dataset folder."),
 ) -> None:
     """Counts per split/label, image sizes, mask statistics and problems.
 
@@ -41,12 +43,15 @@ def check_cmd(
     from defectforge._atomic import atomic_write_json
     from defectforge.data.check import check_dataset
     from defectforge.data.formats import load_dataset
+    from defectforge.data.problems import ReadProblems
 
     con = _console()
     with _user_errors():
         if format is not None and format not in FORMAT_CHOICES:
             raise DefectforgeError(f"unknown format {format!r} (choose from {', '.join(FORMAT_CHOICES)})")
-        ds = load_dataset(path, format)
+        if json_out is not None and json_out.is_dir():
+            raise InputError(json_out, "is a folder; --json needs a file name (e.g. report.json)")
+        ds = load_dataset(path, format, problems=ReadProblems(collect=True, allow_outside_root=allow_outside_root))
         with Progress(TextColumn("checking"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                       console=con, transient=True) as bar:
             task = bar.add_task("check", total=len(ds))
@@ -98,6 +103,8 @@ def convert_cmd(
     from_: Optional[str] = typer.Option(None, "--from", help="Force the source format."),
     mode: Optional[str] = typer.Option(None, "--mode", help="yolo: segment (default) | detect; coco: rle (default) | polygon."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty destination."),
+    allow_outside_root: bool = typer.Option(False, "--allow-outside-root",
+                                            help="Accept image/mask paths outside the source dataset folder."),
 ) -> None:
     """Convert a dataset to another format.
 
@@ -122,7 +129,7 @@ def convert_cmd(
 
         src_root = src if src.is_dir() else src.parent
         check_destination(dst, overwrite, (src_root,))
-        ds = load_dataset(src, from_)
+        ds = load_dataset(src, from_, allow_outside_root=allow_outside_root)
         with con.status(f"writing {len(ds)} images as {to} ..."):
             out = write_dataset(ds, dst, to, overwrite=overwrite, mode=mode)
     counts = ", ".join(f"{k} {v}" for k, v in ds.counts().items())

@@ -14,9 +14,12 @@ Detection order (first match wins):
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
+from defectforge.data.problems import ReadProblems
 from defectforge.data.sample import Dataset
 from defectforge.errors import InputError
+from defectforge.registry import Registry
 
 FORMATS = ("mvtec", "manifest", "labelme", "yolo", "coco")
 
@@ -77,8 +80,15 @@ def _check_json(p: Path) -> None:
     read_json(p)
 
 
-def load_dataset(path: str | Path, format: str | None = None) -> Dataset:
-    """Load a dataset of any supported format (detected unless ``format`` is given)."""
+def load_dataset(path: str | Path, format: str | None = None, *, allow_outside_root: bool = False,
+                 problems: ReadProblems | None = None) -> Dataset:
+    """Load a dataset of any supported format (detected unless ``format`` is given).
+
+    Broken labels and files outside the dataset folder raise :class:`InputError` naming the
+    file; ``allow_outside_root`` accepts the latter; a collecting ``problems``
+    (``ReadProblems(collect=True)``, what ``data check`` uses) lists both in
+    ``Dataset.read_problems`` instead (see :mod:`defectforge.data.problems`)."""
+    problems = problems if problems is not None else ReadProblems(allow_outside_root=allow_outside_root)
     p = Path(path)
     fmt = format or detect_format(p)
     if fmt not in FORMATS:
@@ -88,7 +98,7 @@ def load_dataset(path: str | Path, format: str | None = None) -> Dataset:
     if fmt == "manifest":
         from defectforge.data.manifest import read_manifest
 
-        return read_manifest(p)
+        return read_manifest(p, problems)
     if fmt == "mvtec":
         from defectforge.data.mvtec import read_mvtec
 
@@ -96,39 +106,64 @@ def load_dataset(path: str | Path, format: str | None = None) -> Dataset:
     if fmt == "coco":
         from defectforge.data.coco import read_coco
 
-        return read_coco(p)
+        return read_coco(p, problems=problems)
     if fmt == "yolo":
         from defectforge.data.yolo import read_yolo
 
-        return read_yolo(p.parent if p.is_file() else p)
+        return read_yolo(p.parent if p.is_file() else p, problems)
     from defectforge.data.labelme import read_labelme, read_labelme_folder
 
     if p.is_file():
-        return Dataset([read_labelme(p)], root=p.parent, format="labelme")
-    return read_labelme_folder(p)
+        one = read_labelme(p, problems=problems)
+        return Dataset([one] if one is not None else [], root=p.parent, format="labelme",
+                       read_problems=problems.items)
+    return read_labelme_folder(p, problems=problems)
+
+
+#: format name -> writer ``(dataset, dst, overwrite, mode) -> Path``; plug-ins register more
+#: (``@EXPORT_FORMATS.register("name")`` or the entry-point group ``defectforge.export_formats``).
+EXPORT_FORMATS: Registry[Callable[..., Path]] = Registry("export format", builtin=(__name__,),
+                                                         entry_points="defectforge.export_formats")
 
 
 def write_dataset(dataset: Dataset, dst: str | Path, format: str, overwrite: bool = False,
                   mode: str | None = None) -> Path:
     """Write ``dataset`` to ``dst`` in ``format`` (``mode``: yolo detect|segment, coco polygon|rle)."""
-    if format == "mvtec":
-        from defectforge.data.mvtec import write_mvtec
+    if format not in EXPORT_FORMATS:
+        raise InputError(Path(dst), f"cannot write format {format!r} (choose from {', '.join(EXPORT_FORMATS)})")
+    return EXPORT_FORMATS.get(format)(dataset, dst, overwrite=overwrite, mode=mode)
 
-        return write_mvtec(dataset, dst, overwrite=overwrite)
-    if format == "manifest":
-        from defectforge.data.manifest import export_manifest
 
-        return export_manifest(dataset, dst, overwrite=overwrite)
-    if format == "yolo":
-        from defectforge.data.yolo import write_yolo
+@EXPORT_FORMATS.register("mvtec")
+def _write_mvtec(dataset: Dataset, dst: str | Path, overwrite: bool = False, mode: str | None = None) -> Path:
+    from defectforge.data.mvtec import write_mvtec
 
-        return write_yolo(dataset, dst, mode=mode or "segment", overwrite=overwrite)
-    if format == "coco":
-        from defectforge.data.coco import write_coco
+    return write_mvtec(dataset, dst, overwrite=overwrite)
 
-        return write_coco(dataset, dst, mode=mode or "rle", overwrite=overwrite)
-    if format == "labelme":
-        from defectforge.data.labelme import write_labelme
 
-        return write_labelme(dataset, dst, overwrite=overwrite)
-    raise InputError(Path(dst), f"cannot write format {format!r} (choose from {', '.join(FORMATS)})")
+@EXPORT_FORMATS.register("manifest")
+def _write_manifest(dataset: Dataset, dst: str | Path, overwrite: bool = False, mode: str | None = None) -> Path:
+    from defectforge.data.manifest import export_manifest
+
+    return export_manifest(dataset, dst, overwrite=overwrite)
+
+
+@EXPORT_FORMATS.register("yolo")
+def _write_yolo(dataset: Dataset, dst: str | Path, overwrite: bool = False, mode: str | None = None) -> Path:
+    from defectforge.data.yolo import write_yolo
+
+    return write_yolo(dataset, dst, mode=mode or "segment", overwrite=overwrite)
+
+
+@EXPORT_FORMATS.register("coco")
+def _write_coco(dataset: Dataset, dst: str | Path, overwrite: bool = False, mode: str | None = None) -> Path:
+    from defectforge.data.coco import write_coco
+
+    return write_coco(dataset, dst, mode=mode or "rle", overwrite=overwrite)
+
+
+@EXPORT_FORMATS.register("labelme")
+def _write_labelme(dataset: Dataset, dst: str | Path, overwrite: bool = False, mode: str | None = None) -> Path:
+    from defectforge.data.labelme import write_labelme
+
+    return write_labelme(dataset, dst, overwrite=overwrite)

@@ -19,6 +19,7 @@ from typing import Any
 
 from defectforge._atomic import atomic_write_text
 from defectforge.data._files import export_image, export_mask, image_suffix, staged_dir, unique_name
+from defectforge.data.problems import ReadProblems, strict
 from defectforge.data.sample import GOOD, Box, Dataset, Sample
 from defectforge.errors import InputError
 
@@ -39,12 +40,14 @@ def find_manifest(path: str | Path) -> Path | None:
     return None
 
 
-def read_manifest(csv_path: str | Path) -> Dataset:
+def read_manifest(csv_path: str | Path, problems: ReadProblems | None = None) -> Dataset:
     """Read a manifest CSV (or a folder holding ``split.csv``) into a :class:`Dataset`.
 
     Raises :class:`InputError` naming the file and line for missing columns, empty
-    ``file``/``split``/``label`` cells or rows with the wrong number of cells.
+    ``file``/``split``/``label`` cells or rows with the wrong number of cells, and for
+    ``file``/``mask`` paths outside the CSV's folder (see :mod:`defectforge.data.problems`).
     """
+    problems = strict(problems)
     p = Path(csv_path)
     found = find_manifest(p)
     if found is None:
@@ -88,6 +91,10 @@ def read_manifest(csv_path: str | Path) -> Dataset:
                     raise InputError(p, f"line {line}: empty '{col}'")
             label = cells[idx["label"]]
             mask_rel = cells[idx["mask"]] if "mask" in idx else ""
+            if problems.outside(root / cells[idx["file"]], (root,), p, f"line {line}: file {cells[idx['file']]}"):
+                continue
+            if mask_rel and problems.outside(root / mask_rel, (root,), p, f"line {line}: mask {mask_rel}"):
+                continue
             meta: dict[str, Any] = {h: cells[idx[h]] for h in extra if h != "boxes"}
             boxes = _parse_boxes(p, line, cells[idx["boxes"]], label) if "boxes" in idx else None
             samples.append(Sample(
@@ -100,7 +107,7 @@ def read_manifest(csv_path: str | Path) -> Dataset:
             ))
     except csv.Error as exc:
         raise InputError(p, f"line {reader.line_num}: malformed CSV ({exc})") from None
-    return Dataset(samples, root=root, format="manifest")
+    return Dataset(samples, root=root, format="manifest", read_problems=problems.items)
 
 
 def _parse_boxes(p: Path, line: int, cell: str, label: str) -> list[Box] | None:

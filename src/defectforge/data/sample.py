@@ -161,6 +161,8 @@ class Dataset:
     samples: list[Sample]
     root: Path | None = None
     format: str = "memory"
+    #: label/path problems a reader skipped while collecting (``data check``; see data/problems.py)
+    read_problems: list[dict[str, str]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.samples)

@@ -41,7 +41,7 @@ def _parse_size(text: str | None) -> int | tuple[int, int] | None:
 def fit_cmd(
     data: Path = typer.Argument(..., help="Dataset (MVTec folder, manifest CSV, ...); its train split is used."),
     out: Path = typer.Option(..., "--out", "-o", help="Model file to write."),
-    model: str = typer.Option("exdd", "--model", "-m", help="exdd or patchcore."),
+    model: str = typer.Option("exdd", "--model", "-m", help="A registered 2D detector: exdd, patchcore, ..."),
     backbone: str = typer.Option("efficientnet_lite0", "--backbone", help="efficientnet_lite0|efficientnet_lite2|wide_resnet50_2|any timm name."),
     weights: Optional[Path] = typer.Option(None, "--weights", help="Local backbone checkpoint (needed except for the lite backbones)."),
     layers: Optional[str] = typer.Option(None, "--layers", help="Comma-separated layer names (default: the stride-8/16 stages)."),
@@ -58,11 +58,10 @@ def fit_cmd(
         import warnings
 
         from defectforge.data.formats import load_dataset
-        from defectforge.detect.base import get_detector
-        from defectforge.errors import ConfigError, InputError
+        from defectforge.detect.base import DETECTORS, get_detector
+        from defectforge.errors import InputError
 
-        if model not in ("exdd", "patchcore"):
-            raise ConfigError(f"--model must be exdd or patchcore, got {model!r}")
+        DETECTORS.get(model)  # an unknown name fails before the data are read
         ds = load_dataset(data, format=format)
         train = ds.filter(split="train")
         normal = list(train.filter(defect=False))
@@ -87,9 +86,9 @@ def fit_cmd(
         for w in caught:
             con.print(f"[yellow]warning:[/] {w.message}")
         det.save(out)
-        info = det.fit_info
+        info = det.fit_info_
         con.print(f"saved {out}: input {info['input_size'][0]}x{info['input_size'][1]}, normal bank "
-                  f"{info['bank_normal']} rows, defect bank {info['bank_defect']} rows, threshold {det.threshold}")
+                  f"{info['bank_normal']} rows, defect bank {info['bank_defect']} rows, threshold {det.threshold_}")
 
 
 def _collect_images(paths: List[Path]) -> list[Path]:
@@ -125,13 +124,13 @@ def predict_cmd(
 ) -> None:
     """Score images: heatmap overlays, predicted masks and a scores CSV."""
     with _user_errors():
-        from defectforge.detect.exdd import ExDD
+        from defectforge.detect.base import load_detector
         from defectforge.detect.predict_job import predict_files
         from defectforge.engine.cli import open_engine
         from defectforge.engine.progress import JobProgress
 
         files = _collect_images(images)
-        det = ExDD.load(model_path)  # checks the model file before any output
+        det = load_detector(model_path)  # checks the model file before any output
         with JobProgress("predict") as bar, open_engine(engine, ray_address, workers) as eng:
             predict_files(model_path, files, out, engine=eng, model=det if eng.name == "local" else None,
                           progress=bar)
@@ -146,6 +145,7 @@ def eval_cmd(
     report: Optional[Path] = typer.Option(None, "--report", help="Folder for report.html."),
     split: str = typer.Option("test", "--split", help="Split to evaluate (never the one fitted on)."),
     format: Optional[str] = typer.Option(None, "--format", "-f", help="Force the dataset format."),
+    image_only: bool = typer.Option(False, "--image-only", help="Image metrics only (for data without masks)."),
     workers: Optional[int] = typer.Option(None, "--workers", "-j", min=1,
                                           help="Workers (default: 1 local; with --engine ray, the cluster's CPUs)."),
     engine: str = engine_option(),
@@ -155,17 +155,18 @@ def eval_cmd(
     with _user_errors():
         from defectforge._atomic import atomic_write_json
         from defectforge.data.formats import load_dataset
+        from defectforge.detect.base import load_detector
         from defectforge.detect.evaluate import add_eval_section, evaluate_detector, metrics_json
-        from defectforge.detect.exdd import ExDD
         from defectforge.report import Report
 
         from defectforge.engine.cli import open_engine
         from defectforge.engine.progress import JobProgress
 
-        det = ExDD.load(model_path)
+        det = load_detector(model_path)
         ds = load_dataset(data, format=format)
         with JobProgress("eval") as bar, open_engine(engine, ray_address, workers) as eng:
-            res = evaluate_detector(det, ds, split=split, engine=eng, model_path=str(model_path), progress=bar)
+            res = evaluate_detector(det, ds, split=split, pixel_metrics=not image_only, engine=eng,
+                                    model_path=str(model_path), progress=bar)
         out = metrics_json(res, {"model": str(model_path), "detector": det.name, "data": str(data), "split": split})
         if json_out is not None:
             atomic_write_json(json_out, out)

@@ -29,8 +29,74 @@ def _resize(a: np.ndarray, size: tuple[int, int], nearest: bool = False) -> np.n
     return cv2.resize(a, (size[1], size[0]), interpolation=interp)
 
 
+def _where(dataset: Any) -> Any:
+    """The file to name for a dataset-wide problem: its manifest CSV, else its folder."""
+    root = getattr(dataset, "root", None)
+    if root is not None and getattr(dataset, "format", None) == "manifest":
+        from defectforge.data.manifest import find_manifest
+
+        return find_manifest(root) or root
+    return root
+
+
+def validate_eval_samples(dataset: Any, split: str | None = "test", pixel_metrics: bool = True) -> list[Any]:
+    """The samples to evaluate, after refusing labels that would silently skew the metrics.
+
+    Raises :class:`InputError` naming the file for: an empty split (listing the splits there
+    are); images whose split differs from ``split`` only in case or spaces (``Test``), which
+    would be left out; an image listed twice; a mask whose size differs from its image's
+    (never resized to fit); a defect image with an empty mask; and, when ``pixel_metrics``,
+    defect images without a mask (pixel AUROC and AUPRO would be ``nan`` or biased). Reads
+    image headers and masks only; prediction is untouched, so a streaming evaluator can run
+    this first.
+    """
+    from defectforge.data._files import image_size
+    from defectforge.data.sample import Dataset
+
+    everything = list(dataset)
+    samples = [s for s in everything if s.split == split] if (split and isinstance(dataset, Dataset)) else everything
+    where = _where(dataset)
+    if not samples:
+        have = sorted({s.split for s in everything})
+        raise InputError(where, f"no images in split {split!r} to evaluate (splits are: {', '.join(have) or 'none'})")
+    if split and isinstance(dataset, Dataset):
+        near = [s for s in everything if s.split != split and s.split.strip().lower() == split.strip().lower()]
+        if near:
+            raise InputError(where, f"{len(near)} image(s) have split {near[0].split!r}, not {split!r} (split names "
+                                    f"are case-sensitive; e.g. {near[0].path or near[0].name}); fix the split names "
+                                    "so no image is silently left out")
+    seen: set[Any] = set()
+    for s in samples:
+        key = s.path.resolve() if s.path is not None else id(s)
+        if key in seen:
+            raise InputError(s.path, f"listed twice in split {split!r} (it would count twice in every metric)")
+        seen.add(key)
+    defects = [s for s in samples if s.is_defect]
+    has_mask = [s.mask_path is not None or s.mask_array is not None for s in samples]
+    if pixel_metrics and defects:
+        if not any(h for s, h in zip(samples, has_mask) if s.is_defect):
+            raise InputError(where, f"no defect image in split {split!r} has a mask, so pixel AUROC and AUPRO are "
+                                    "undefined; pass --image-only (pixel_metrics=False) for image metrics only")
+        for s, h in zip(samples, has_mask):
+            if s.is_defect and not h:
+                raise InputError(s.path, f"defect image ({s.label}) has no mask while others have one; pixel "
+                                         "metrics would count it as all background (pass --image-only to skip them)")
+    if pixel_metrics:
+        for s, h in zip(samples, has_mask):
+            if not h:
+                continue
+            m = s.mask
+            hw = image_size(s)
+            if tuple(m.shape[:2]) != tuple(hw):
+                raise InputError(s.mask_path or s.path, f"mask is {m.shape[1]}x{m.shape[0]} (WxH) but the image is "
+                                                        f"{hw[1]}x{hw[0]}; masks are never resized to fit")
+            if s.is_defect and not m.any():
+                raise InputError(s.mask_path or s.path, f"defect image ({s.label}) has an empty mask")
+    return samples
+
+
 def evaluate_detector(model: Any, dataset: Any, split: str | None = "test", eval_size: tuple[int, int] | None = None,
-                      chunk: int = 16, n_examples: int = 3, engine: Any = None,
+                      chunk: int = 16, n_examples: int = 3, pixel_metrics: bool = True, engine: Any = None,
                       model_path: str | None = None, progress: Any = None) -> dict[str, Any]:
     """Metrics and report material for ``model`` on ``dataset`` (a ``Dataset`` or a list
     of ``Sample`` s; filtered to ``split`` when it is a ``Dataset`` and ``split`` is set).
@@ -41,31 +107,29 @@ def evaluate_detector(model: Any, dataset: Any, split: str | None = "test", eval
     ``scores``, ``threshold``, ``eval_size``, ``roc`` / ``pro`` curves, ``examples``
     (overlay images with captions) and ``seconds_predict``. Pixel metrics use maps and masks
     resized to ``eval_size`` (default the model input size; masks by nearest neighbour).
+    The labels are checked first (:func:`validate_eval_samples`); ``pixel_metrics=False``
+    evaluates image scores only (pixel metrics are then reported as not computed).
     ``engine`` (:mod:`defectforge.engine`) scores the chunks (default: this process with
     ``model``); workers of another process load ``model_path`` and read images by path.
     ``progress(done, total)`` is called as images are scored.
     """
-    from defectforge.data.sample import Dataset
     from defectforge.metrics import evaluate_anomaly, pro_curve, roc_curve
 
-    if isinstance(dataset, Dataset):
-        samples = list(dataset.filter(split=split)) if split else list(dataset)
-    else:
-        samples = list(dataset)
-    if not samples:
-        raise InputError(getattr(dataset, "root", None), f"no samples to evaluate (split {split!r})")
+    samples = validate_eval_samples(dataset, split, pixel_metrics)
     size = tuple(eval_size) if eval_size else tuple(getattr(model, "input_size", None) or samples[0].image.shape[:2])
     t0 = time.perf_counter()
-    scores, maps, masks, t_pred = _score_all(model, samples, size, chunk, engine, model_path, progress)
+    scores, maps, masks, t_pred = _score_all(model, samples, size, chunk, engine, model_path, progress,
+                                             pixel_metrics)
     scores_a = np.concatenate(scores)
     labels = [s.label for s in samples]
     is_def = np.array([s.is_defect for s in samples])
     has_maps = len(maps) == len(samples)
-    metrics = evaluate_anomaly(is_def, scores_a, masks if has_maps else None, maps if has_maps else None,
+    pix = has_maps and pixel_metrics
+    metrics = evaluate_anomaly(is_def, scores_a, masks if pix else None, maps if pix else None,
                                threshold=getattr(model, "threshold", None),
-                               pixel_threshold=getattr(model, "pixel_threshold", None) if has_maps else None,
+                               pixel_threshold=getattr(model, "pixel_threshold", None) if pix else None,
                                nan_on_undefined=True)
-    result: dict[str, Any] = {
+    result: dict[str, Any] = {"pixel_metrics": pixel_metrics,
         "metrics": metrics, "names": [s.name for s in samples], "labels": labels, "scores": scores_a,
         "threshold": getattr(model, "threshold", None), "eval_size": list(size),
         "seconds_predict": t_pred, "seconds_total": time.perf_counter() - t0,
@@ -74,7 +138,7 @@ def evaluate_detector(model: Any, dataset: Any, split: str | None = "test", eval
     if is_def.any() and (~is_def).any():
         fpr, tpr, _ = roc_curve(is_def, scores_a)
         result["roc"] = {"fpr": fpr, "tpr": tpr}
-    if has_maps and any(m is not None and m.any() for m in masks):
+    if pix and any(m is not None and m.any() for m in masks):
         fpr, pro = pro_curve(masks, maps)
         keep = fpr <= 0.3 + 1e-12
         if len(fpr) > 2000:  # thin the curve for plotting
@@ -91,9 +155,10 @@ class ScoreTask:
     """Predict one chunk of samples (read by path in the worker); returns the image scores,
     the maps and ground-truth masks at ``size`` and the seconds spent in ``predict``."""
 
-    def __init__(self, model_path: str | None, size: tuple[int, int], model: Any = None):
+    def __init__(self, model_path: str | None, size: tuple[int, int], model: Any = None, pixel_metrics: bool = True):
         self.model_path = None if model_path is None else str(model_path)
         self.size = tuple(size)
+        self.pixel_metrics = pixel_metrics
         self._model = model
 
     def __getstate__(self) -> dict:
@@ -103,9 +168,9 @@ class ScoreTask:
 
     def setup(self) -> None:
         if self._model is None:
-            from defectforge.detect.exdd import ExDD
+            from defectforge.detect.base import load_detector
 
-            self._model = ExDD.load(self.model_path)
+            self._model = load_detector(self.model_path)
 
     def __call__(self, item: tuple[int, list[Any]]) -> tuple[np.ndarray, list[np.ndarray] | None,
                                                              list[np.ndarray | None], float]:
@@ -116,13 +181,13 @@ class ScoreTask:
         maps = None if pred.anomaly_map is None else [_resize(m.astype(np.float32), self.size) for m in pred.anomaly_map]
         masks = []
         for smp in part:
-            gt = smp.mask
+            gt = smp.mask if self.pixel_metrics else None
             masks.append(None if gt is None else _resize(gt.astype(np.uint8), self.size, nearest=True) > 0)
         return np.asarray(pred.pred_score), maps, masks, dt
 
 
 def _score_all(model: Any, samples: list[Any], size: tuple[int, int], chunk: int, engine: Any,
-               model_path: str | None, progress: Any = None) -> tuple[list[np.ndarray], list[np.ndarray], list[Any], float]:
+               model_path: str | None, progress: Any = None, pixel_metrics: bool = True) -> tuple[list[np.ndarray], list[np.ndarray], list[Any], float]:
     """Scores, maps and masks of ``samples`` in their order, chunk by chunk, on ``engine``."""
     from defectforge.engine.local import LocalEngine
 
@@ -134,7 +199,7 @@ def _score_all(model: Any, samples: list[Any], size: tuple[int, int], chunk: int
     starts = list(range(0, len(samples), chunk))
     got: dict[int, tuple] = {}
     done = 0
-    for (start, part), res in runner.map(ScoreTask(model_path, size, model), [(s, samples[s:s + chunk]) for s in starts]):
+    for (start, part), res in runner.map(ScoreTask(model_path, size, model, pixel_metrics), [(s, samples[s:s + chunk]) for s in starts]):
         got[start] = res
         done += len(part)
         if progress:
@@ -176,6 +241,11 @@ def metrics_json(result: dict[str, Any], extra: dict[str, Any] | None = None) ->
     m = result["metrics"]
     out = {k: m.get(k) for k in METRIC_KEYS}
     out.update({k: v for k, v in m.items() if k not in out})
+    if not result.get("pixel_metrics", True):
+        for k, v in list(out.items()):
+            if ("pixel" in k or "aupro" in k) and isinstance(v, float) and v != v:
+                out[k] = None
+        out["pixel_metrics"] = "not computed (--image-only)"
     out["eval_size"] = result["eval_size"]
     out["ms_per_image"] = round(float(result["ms_per_image"]), 3)
     if extra:

@@ -32,6 +32,8 @@ def to_rgb(item: Any) -> np.ndarray:
     if isinstance(item, Sample):
         try:
             return item.rgb()
+        except InputError:  # already names the file
+            raise
         except ValueError as exc:
             raise InputError(item.path, str(exc)) from None
     arr = np.asarray(item)

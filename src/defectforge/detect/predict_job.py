@@ -36,9 +36,9 @@ class PredictTask:
 
     def setup(self) -> None:
         if self._det is None:
-            from defectforge.detect.exdd import ExDD
+            from defectforge.detect.base import load_detector
 
-            self._det = ExDD.load(self.model_path)
+            self._det = load_detector(self.model_path)
 
     def __call__(self, chunk: Sequence[tuple[str, str]]) -> list[list[str]]:
         from defectforge.data.image_io import read_image, write_image, write_mask
@@ -46,7 +46,7 @@ class PredictTask:
         from defectforge.report.visual import heatmap_overlay
 
         det = self._det
-        thr = "" if det.threshold is None else f"{det.threshold:.6g}"
+        thr = "" if det.threshold_ is None else f"{det.threshold_:.6g}"
         pred = det.predict([Sample(path=Path(p)) for p, _ in chunk])
         rows = []
         for (path, name), score, lab, amap, mask in zip(chunk, pred.pred_score, pred.pred_label, pred.anomaly_map,

@@ -1,0 +1,84 @@
+"""One progress protocol for every long job.
+
+A progress callback is any callable ``progress(stage, done, total)``:
+
+- ``stage``: what is being done (``"features (normal)"``, ``"train"``, a condition name);
+- ``done``: units finished so far in this stage (monotone within a stage);
+- ``total``: units in the stage, or ``None`` when unknown.
+
+Library functions take ``progress: Progress | None`` (estimators also accept ``True`` for
+rich bars on stderr); front ends pass their own callback: the CLI uses
+:func:`rich_progress`, the Ray engine and the studio forward the same three values.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Callable, Iterator, Optional, Protocol, Union
+
+
+class Progress(Protocol):
+    """``progress(stage, done, total)``: see the module docstring."""
+
+    def __call__(self, stage: str, done: int, total: Optional[int]) -> None: ...
+
+
+ProgressLike = Union[bool, None, Callable[[str, int, Optional[int]], None]]
+
+
+def notify(progress: Any, stage: str, done: int, total: int | None) -> None:
+    """Call ``progress`` when it is a callback (``None``/``False``/``True`` are ignored here)."""
+    if callable(progress):
+        progress(stage, int(done), None if total is None else int(total))
+
+
+class _Task:
+    """One stage of :func:`progress_task`: ``advance(n)`` / ``update(done)``."""
+
+    def __init__(self, stage: str, total: int | None, sink: Callable[[str, int, int | None], None] | None):
+        self.stage, self.total, self.done = stage, total, 0
+        self._sink = sink
+
+    def advance(self, n: int = 1) -> None:
+        self.update(self.done + n)
+
+    def update(self, completed: int) -> None:
+        self.done = int(completed)
+        if self._sink is not None:
+            self._sink(self.stage, self.done, self.total)
+
+
+@contextlib.contextmanager
+def progress_task(stage: str, total: int | None, progress: ProgressLike) -> Iterator[_Task]:
+    """``with progress_task("features", n, progress) as t: ... t.advance()``.
+
+    ``progress``: a callback (called on every update), ``True`` (a rich bar on stderr) or
+    ``False``/``None`` (nothing)."""
+    if callable(progress):
+        yield _Task(stage, total, progress)
+        return
+    if not progress:
+        yield _Task(stage, total, None)
+        return
+    with rich_progress() as cb:
+        cb(stage, 0, total)  # the bar shows from the start
+        yield _Task(stage, total, cb)
+
+
+@contextlib.contextmanager
+def rich_progress(console: Any = None, transient: bool = False) -> Iterator[Callable[[str, int, int | None], None]]:
+    """A progress callback that draws one rich bar per stage (stderr by default)."""
+    from rich.console import Console
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn,
+                               TimeElapsedColumn, TimeRemainingColumn)
+
+    tasks: dict[str, Any] = {}
+    with RichProgress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      TimeRemainingColumn(), console=console or Console(stderr=True), transient=transient) as bar:
+
+        def callback(stage: str, done: int, total: int | None) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=total)
+            bar.update(tasks[stage], completed=done, total=total)
+
+        yield callback
