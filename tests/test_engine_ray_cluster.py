@@ -24,6 +24,10 @@ pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
 
 
+#: every process of the test cluster (nodes, CLI drivers) runs without Ray's token auth (loopback only)
+ENV = dict(os.environ, RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0")
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -36,7 +40,7 @@ def _digest(out: Path, skip: tuple[str, ...] = ("report.html",)) -> dict[str, st
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")  # Ray workers run one torch thread too
+    env = dict(ENV, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")  # Ray workers run one torch thread too
     return subprocess.run([sys.executable, "-m", "defectforge", *args], capture_output=True, text=True, env=env,
                           timeout=600)
 
@@ -51,14 +55,14 @@ def cluster(tmp_path_factory):
     common = ["--num-cpus", "1", "--node-ip-address", "127.0.0.1", "--disable-usage-stats", "--block"]
     head = subprocess.Popen([ray_bin, "start", "--head", "--port", str(port), "--include-dashboard", "false",
                              "--temp-dir", str(base / "head"), *common],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, env=ENV)
     procs = [head]
     try:
         addr = f"127.0.0.1:{port}"
         procs.append(subprocess.Popen([ray_bin, "start", "--address", addr, "--temp-dir", str(base / "node2"),
                                        *common], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                      start_new_session=True))
-        _wait_for_cpus(addr, 2)
+                                      start_new_session=True, env=ENV))
+        _wait_for_cpus(addr, 2, procs)
         yield addr
     finally:
         for p in reversed(procs):  # SIGTERM to 'ray start --block' stops that node's processes
@@ -71,19 +75,27 @@ def cluster(tmp_path_factory):
         shutil.rmtree(base, ignore_errors=True)
 
 
-def _wait_for_cpus(addr: str, n: int, timeout: float = 180.0) -> None:
+def _wait_for_cpus(addr: str, n: int, procs: list, timeout: float = 180.0) -> None:
+    """Until the cluster shows ``n`` CPUs; fails at once when a node process has exited."""
     code = ("import ray,sys,time\n"
             f"ray.init(address={addr!r}, logging_level='ERROR')\n"
-            f"t=time.time()\n"
-            f"while ray.cluster_resources().get('CPU',0) < {n} and time.time()-t < {timeout}: time.sleep(1)\n"
-            f"sys.exit(0 if ray.cluster_resources().get('CPU',0) >= {n} else 1)\n")
+            "t=time.time()\n"
+            f"while ray.cluster_resources().get('CPU',0) < {n} and time.time()-t < 20: time.sleep(1)\n"
+            f"ok = ray.cluster_resources().get('CPU',0) >= {n}\n"
+            "ray.shutdown()\n"
+            "sys.exit(0 if ok else 1)\n")
     t0 = time.time()
+    err = ""
     while time.time() - t0 < timeout:
-        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout + 60)
+        dead = [p.args[:3] for p in procs if p.poll() is not None]
+        if dead:
+            raise RuntimeError(f"a Ray node exited: {dead}")
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=ENV)
         if r.returncode == 0:
             return
+        err = r.stderr[-2000:]
         time.sleep(2)
-    raise RuntimeError(f"the 2-node Ray cluster did not come up: {r.stderr[-2000:]}")
+    raise RuntimeError(f"the 2-node Ray cluster did not come up: {err}")
 
 
 def test_two_node_cluster_gives_local_bytes(cluster, tmp_path):
