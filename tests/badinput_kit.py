@@ -138,3 +138,11 @@ def png_claiming(path: Path, width: int, height: int, mode: int = 0) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
     return path
+
+
+def fit_tiny_model(folder: Path) -> Path:
+    """A detector fitted on 4 good 24x32 images (random backbone, 32x32 input): ``folder/m.dfm``."""
+    root = small_manifest(folder / "train", 4, 0, split="train").parent
+    res = invoke("detect", "fit", root, "--out", folder / "m.dfm", "--random-init", "--image-size", "32x32")
+    assert res.exit_code == 0, res.output
+    return folder / "m.dfm"

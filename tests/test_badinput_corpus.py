@@ -41,6 +41,7 @@ class World:
     good: Path  # manifest: train 4 good + 2 dent, test 2 good + 2 dent
     model: Path  # a fitted 2D detector (random backbone, 32x32)
     cloud: Path  # a good 2000-point part
+    model3d: Path  # an FPFH detector fitted on that part (Real3D-AD layout flange/train/)
     readonly: Path | None  # an empty folder nobody may write into (None: cannot make one here)
 
 
@@ -103,9 +104,13 @@ def world(tmp_path_factory):
     res = invoke("parts", "--n", "1", "--part", "flange", "--points", "2000", "--out", base / "parts")
     assert res.exit_code == 0, res.output
     cloud = sorted((base / "parts").glob("*.ply"))[0]
+    (base / "r3" / "flange" / "train").mkdir(parents=True)
+    shutil.copyfile(cloud, base / "r3" / "flange" / "train" / "a.ply")
+    res = invoke("detect3d", "fit", base / "r3", "--model", "fpfh", "--out", base / "m3.dfm")
+    assert res.exit_code == 0, res.output
     ro = base / "readonly"
     readonly = ro if _make_readonly(ro) else None
-    yield World(base, good, base / "m.dfm", cloud, readonly)
+    yield World(base, good, base / "m.dfm", cloud, base / "m3.dfm", readonly)
     if readonly is not None:
         _undo_readonly(readonly)
 
@@ -380,8 +385,15 @@ QUALITY = lambda w, t, b: ["filter", "quality", w.good, b]  # noqa: E731
 EXPERIMENT = lambda w, t, b: ["experiment", "exdd-augmentation", "--data", b, "--out", t / "exp"]  # noqa: E731
 LORA = lambda w, t, b: ["lora", "train", b, "--model", t / "no-model", "--prompt", "x", "--out", t / "lora"]  # noqa: E731
 SYNTH3D = lambda w, t, b: ["synth3d", b, "--describe", "a dent", "--n", "1", "--points", "2000", "--out", t / "o"]  # noqa: E731
-PRED3D = lambda w, t, b: ["detect3d", "predict", w.model, b, "--out", t / "p3"]  # noqa: E731
-FIT3D = lambda w, t, b: ["detect3d", "fit", b.parent, "--out", t / "m3.dfm"]  # noqa: E731
+PRED3D = lambda w, t, b: ["detect3d", "predict", w.model3d, b, "--out", t / "p3"]  # noqa: E731
+
+
+def FIT3D(w, t, b):  # noqa: N802 - a good cloud and the bad one in a Real3D-AD training folder
+    train = t / "r3" / "flange" / "train"
+    train.mkdir(parents=True)
+    shutil.copyfile(w.cloud, train / "good.ply")
+    shutil.copyfile(b, train / b.name)
+    return ["detect3d", "fit", t / "r3", "--out", t / "m3.dfm"]
 PREDICT = lambda w, t, b: ["detect", "predict", w.model, b / "images" / "tg1.png", "--out", t / "pred"]  # noqa: E731
 
 CASES = [
@@ -391,7 +403,7 @@ CASES = [
     Case("image-corrupt/synth", bad_corrupt_image, SYNTH, "error", ("/tg", "corrupt")),
     Case("image-corrupt/predict", bad_corrupt_image, PREDICT, "error", ("/tg", "corrupt")),
     Case("image-corrupt/fit", bad_corrupt_image, FIT, "error", ("/tg", "corrupt")),
-    Case("image-corrupt/train-detector", bad_corrupt_image, TRAIN, "error", ("/tg",)),
+    Case("image-corrupt/train-detector", bad_corrupt_image, TRAIN, "error", ("/tg", "corrupt")),
     Case("image-corrupt/filter-quality", bad_corrupt_defects, QUALITY, "error", ("/td",)),
     Case("image-corrupt/filter-select", bad_corrupt_defects, SELECT, "error", ("/td",)),
     Case("image-bomb/check", bad_bomb_image, CHECK, "check", ("/tg", "decompression bomb")),
@@ -400,7 +412,7 @@ CASES = [
     Case("image-bomb/predict", bad_bomb_image, PREDICT, "error", ("/tg", "decompression bomb")),
     Case("image-bomb/fit", bad_bomb_image, FIT, "error", ("/tg", "decompression bomb")),
     Case("image-bomb/train-detector", bad_bomb_image, TRAIN, "error", ("/tg", "decompression bomb")),
-    Case("image-bomb/experiment", bad_bomb_image, EXPERIMENT, "error", ("/tg",)),
+    Case("image-bomb/experiment", bad_bomb_image, EXPERIMENT, "error", ("/tg", "decompression bomb")),
     Case("image-huge/check", bad_huge_image, CHECK, "check", ("/tg", "over the limit")),
     Case("image-huge/synth", bad_huge_image, SYNTH, "error", ("/tg", "over the limit")),
     Case("image-huge/predict", bad_huge_image, PREDICT, "error", ("/tg", "over the limit")),
@@ -421,7 +433,7 @@ CASES = [
     Case("manifest-column/check", bad_missing_column, CHECK, "error", ("split.csv", "missing required column")),
     Case("manifest-column/eval", bad_missing_column, EVAL, "error", ("split.csv", "missing required column")),
     Case("manifest-utf8/convert", bad_not_utf8_manifest, CONVERT, "error", ("split.csv", "UTF-8")),
-    Case("manifest-utf8/lora", bad_not_utf8_manifest, LORA, "error", ()),
+    Case("manifest-utf8/lora", bad_not_utf8_manifest, LORA, "error", ("split.csv", "UTF-8")),
     Case("manifest-split/eval", bad_misspelt_split, EVAL, "error", ("split.csv", "'Test'")),
     Case("manifest-duplicate/check", bad_duplicate_row, CHECK, "check", ("d0.png", "listed twice")),
     Case("manifest-duplicate/eval", bad_duplicate_row, EVAL, "error", ("d0.png", "listed twice")),
@@ -445,10 +457,12 @@ CASES = [
          lambda w, t, b: ["synth", "--config", b, "--out", t / "s"], "error", ("synth.yaml", "UTF-8")),
     # point clouds
     Case("ply-bomb/synth3d", bad_ply_bomb, SYNTH3D, "error", ("bomb.ply", "header declares")),
-    Case("ply-bomb/detect3d-predict", bad_ply_bomb, PRED3D, "error", ()),
+    Case("ply-bomb/detect3d-predict", bad_ply_bomb, PRED3D, "error", ("bomb.ply", "header declares")),
+    Case("ply-nan/detect3d-predict", bad_ply_nan, PRED3D, "error", ("nan.ply", "NaN")),
     Case("ply-garbage/synth3d", bad_ply_garbage, SYNTH3D, "error", ("junk.ply",)),
     Case("ply-nan/synth3d", bad_ply_nan, SYNTH3D, "error", ("nan.ply", "NaN")),
-    Case("ply-bomb/detect3d-fit", bad_ply_bomb, FIT3D, "error", ()),
+    Case("ply-bomb/detect3d-fit", bad_ply_bomb, FIT3D, "error", ("bomb.ply", "header declares")),
+    Case("ply-garbage/detect3d-fit", bad_ply_garbage, FIT3D, "error", ("junk.ply",)),
     # instruction files
     Case("instructions-utf8/synth3d", bad_inst_not_utf8,
          lambda w, t, b: ["synth3d", "part:flange", "--instructions", b, "--n", "1", "--points", "2000",
@@ -475,7 +489,14 @@ CASES = [
          lambda w, t, b: ["detect3d", "eval", b, w.cloud.parent], "error", ("evil.dfm",), _no_pwned),
     Case("model-folder/diffusion-check", a_file, lambda w, t, b: ["diffusion", "check", b], "error", ("plain.txt",)),
     Case("model-2d-as-3d/detect3d-predict", lambda w, t: w.model,
-         lambda w, t, b: ["detect3d", "predict", b, w.cloud, "--out", t / "p"], "error", ("m.dfm",)),
+         lambda w, t, b: ["detect3d", "predict", b, w.cloud, "--out", t / "p"], "error", ("m.dfm", "not a")),
+    Case("model-3d-as-2d/predict", lambda w, t: w.model3d,
+         lambda w, t, b: ["detect", "predict", b, w.good / "images" / "g0.png", "--out", t / "p"], "error",
+         ("m3.dfm", "not a")),
+    Case("readonly/detect3d-predict", ro, lambda w, t, b: ["detect3d", "predict", w.model3d, w.cloud, "--out", b / "p"],
+         "error", ("readonly",)),
+    Case("valid/detect3d-predict", lambda w, t: w.cloud, PRED3D, "ok", (),
+         lambda w, t, b, r: (t / "p3" / "scores.csv").is_file() or pytest.fail("no scores.csv")),
     # output paths: a folder where a file is expected, a file where a folder is expected
     Case("out-json-is-folder/check", a_folder, lambda w, t, b: ["data", "check", w.good, "--json", b], "error",
          ("folder", "is a folder")),

@@ -8,18 +8,14 @@ import json
 import math
 
 import pytest
-from badinput_kit import image, invoke, manifest, mask, one_line_error, small_manifest
+from badinput_kit import fit_tiny_model, image, invoke, manifest, mask, one_line_error, small_manifest
 
 from defectforge.errors import InputError
 
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
-    d = tmp_path_factory.mktemp("evalmodel")
-    root = small_manifest(d / "train", 4, 0, split="train").parent
-    res = invoke("detect", "fit", root, "--out", d / "m.dfm", "--random-init", "--image-size", "32x32")
-    assert res.exit_code == 0, res.output
-    return d / "m.dfm"
+    return fit_tiny_model(tmp_path_factory.mktemp("evalmodel"))
 
 
 def _eval(model, root, tmp_path, *extra):

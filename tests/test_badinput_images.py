@@ -5,7 +5,7 @@ images, in every command that reads images: one line ``error: <file>: <problem>`
 from __future__ import annotations
 
 import pytest
-from badinput_kit import check_lists, image, invoke, one_line_error, png_claiming, small_manifest
+from badinput_kit import check_lists, fit_tiny_model, image, invoke, one_line_error, png_claiming, small_manifest
 
 from defectforge.data import load_dataset, read_image
 from defectforge.data._files import header_size
@@ -71,11 +71,7 @@ def test_synth_refuses_bad_base_image(tmp_path, bad):
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
-    d = tmp_path_factory.mktemp("model")
-    root = small_manifest(d / "ds", 4, 0, split="train").parent
-    res = invoke("detect", "fit", root, "--out", d / "m.dfm", "--random-init", "--image-size", "32x32")
-    assert res.exit_code == 0, res.output
-    return d / "m.dfm"
+    return fit_tiny_model(tmp_path_factory.mktemp("model"))
 
 
 @pytest.mark.parametrize("bad", ["bomb", "huge", "corrupt"])

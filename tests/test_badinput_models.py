@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from badinput_kit import image, invoke, one_line_error, small_manifest
+from badinput_kit import fit_tiny_model, image, invoke, one_line_error, small_manifest
 
 from defectforge.errors import InputError
 
@@ -15,11 +15,9 @@ from defectforge.errors import InputError
 @pytest.fixture(scope="module")
 def fitted(tmp_path_factory):
     d = tmp_path_factory.mktemp("models")
-    root = small_manifest(d / "ds", 4, 0, split="train").parent
-    res = invoke("detect", "fit", root, "--out", d / "m.dfm", "--random-init", "--image-size", "32x32")
-    assert res.exit_code == 0, res.output
+    model = fit_tiny_model(d)
     image(d / "probe.png", seed=77)
-    return d / "m.dfm", d / "probe.png"
+    return model, d / "probe.png"
 
 
 def _tampered(src, dst, **changes):

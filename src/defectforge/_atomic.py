@@ -32,20 +32,6 @@ def atomic_open(path: str | Path, mode: str = "w", **kwargs: Any) -> Iterator[IO
         raise
 
 
-def remove_temp_files(folder: str | Path) -> int:
-    """Delete the temporary files :func:`atomic_open` leaves when its process is killed
-    mid-write (``.<name>.<random>.tmp``) in ``folder``; call only when no writer is active.
-    Returns how many were removed."""
-    folder = Path(folder)
-    n = 0
-    if folder.is_dir():
-        for p in folder.glob(".*.tmp"):
-            with contextlib.suppress(FileNotFoundError):
-                p.unlink()
-                n += 1
-    return n
-
-
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     with atomic_open(path, "wb") as fh:
         fh.write(data)

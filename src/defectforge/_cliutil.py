@@ -36,7 +36,10 @@ def user_errors() -> Iterator[None]:
 
 
 def console():
-    """A rich console for command output (no syntax highlighting, no hard wrapping)."""
+    """A rich console for command output (no syntax highlighting, no hard wrapping; silent
+    under ``defectforge -q``)."""
     from rich.console import Console
 
-    return Console(highlight=False, soft_wrap=True)
+    from defectforge._verbosity import is_quiet
+
+    return Console(highlight=False, soft_wrap=True, quiet=is_quiet())

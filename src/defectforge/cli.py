@@ -83,8 +83,13 @@ def _version(value: bool) -> None:
 @app.callback()
 def _root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only errors and requested output (no progress)."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Also print log messages and every warning."),
 ) -> None:
     """defectforge: generate, filter and use synthetic defects."""
+    from defectforge import _verbosity
+
+    _verbosity.set_level(_verbosity.QUIET if quiet else _verbosity.VERBOSE if verbose else _verbosity.NORMAL)
 
 
 def _register_all() -> None:

@@ -122,34 +122,20 @@ def _id_text(v: Any) -> str:
     return f"{v!r} is a string (COCO ids are integers)" if isinstance(v, str) else f"{v!r} is not an integer"
 
 
-def _categories(data: dict[str, Any], p: Path, problems: ReadProblems) -> dict[Any, str]:
-    cats: dict[Any, str] = {}
-    for c in data.get("categories") or []:
-        if not isinstance(c, dict) or "id" not in c or "name" not in c:
-            raise InputError(p, f"category without id/name: {c!r}")
-        if not _int_id(c["id"]):
-            problems.add(p, f"category id {_id_text(c['id'])}")
-            continue
-        if c["id"] in cats:
-            problems.add(p, f"category id {c['id']} is used twice")
-            continue
-        cats[c["id"]] = str(c["name"]).strip().lower()
-    return cats
-
-
-def _images(data: dict[str, Any], p: Path, problems: ReadProblems) -> list[dict[str, Any]]:
+def _entries(items: Any, what: str, keys: tuple[str, ...], p: Path, problems: ReadProblems) -> list[dict[str, Any]]:
+    """The entries of a COCO list (``images``, ``categories``) with integer, unique ids;
+    entries without ``keys`` are malformed files (raised), bad ids are label problems."""
     out, seen = [], set()
-    for im in data["images"]:
-        if not isinstance(im, dict) or "file_name" not in im or "id" not in im:
-            raise InputError(p, f"image entry without id/file_name: {str(im)[:80]}")
-        if not _int_id(im["id"]):
-            problems.add(p, f"image id {_id_text(im['id'])}")
-            continue
-        if im["id"] in seen:
-            problems.add(p, f"image id {im['id']} is used twice")
-            continue
-        seen.add(im["id"])
-        out.append(im)
+    for e in items or []:
+        if not isinstance(e, dict) or any(k not in e for k in keys):
+            raise InputError(p, f"{what} entry without {'/'.join(keys)}: {str(e)[:80]}")
+        if not _int_id(e["id"]):
+            problems.add(p, f"{what} id {_id_text(e['id'])}")
+        elif e["id"] in seen:
+            problems.add(p, f"{what} id {e['id']} is used twice")
+        else:
+            seen.add(e["id"])
+            out.append(e)
     return out
 
 
@@ -217,8 +203,9 @@ def read_coco_file(json_path: str | Path, image_root: str | Path | None = None, 
     root = root or (p.parent.parent if p.parent.name == "annotations" else p.parent)
     split = split or _split_from_name(p.stem)
     iroot = Path(image_root) if image_root is not None else None
-    cats = _categories(data, p, problems)
-    images = _images(data, p, problems)
+    cats = {c["id"]: str(c["name"]).strip().lower()
+            for c in _entries(data.get("categories"), "category", ("id", "name"), p, problems)}
+    images = _entries(data["images"], "image", ("id", "file_name"), p, problems)
     by_image = _annotations(data, p, {im["id"] for im in images}, cats, problems)
     samples: list[Sample] = []
     for im in images:

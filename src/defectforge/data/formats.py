@@ -33,15 +33,60 @@ def detect_format(path: str | Path) -> str:
     """``"mvtec" | "manifest" | "labelme" | "yolo" | "coco"`` for ``path``.
 
     Raises :class:`InputError` for a missing path or an unknown layout, listing what
-    was looked for.
+    was looked for. :func:`format_choice` also says why, when the choice was not obvious.
     """
+    return format_choice(path)[0]
+
+
+def format_choice(path: str | Path) -> tuple[str, str]:
+    """``(format, note)``: the detected format and, when a folder matches a manifest and
+    another layout, which one was chosen and why (else ``""``).
+
+    A manifest whose listed files are not there (e.g. bare file names in a ``manifest.csv``
+    beside MVTec ``train/`` / ``test/`` folders) loses to the other layout.
+    """
+    p = Path(path)
+    fmt = _detect(p)
+    if fmt != "manifest" or not p.is_dir():
+        return fmt, ""
+    from defectforge.data.manifest import find_manifest
+
+    other = _detect(p, skip_manifest=True)
+    if other is None:
+        return fmt, ""
+    csv_path = find_manifest(p)
+    found, listed = _manifest_files_found(csv_path)
+    if listed and found == 0:
+        return other, (f"{csv_path.name} lists {listed} file(s) that are not under {p} (first rows checked); "
+                       f"read as {other} instead (pass --format manifest to force the manifest)")
+    return fmt, (f"the folder also looks like {other}; read {csv_path.name} as a manifest "
+                 f"(pass --format {other} for the other layout)")
+
+
+def _manifest_files_found(csv_path: Path, limit: int = 20) -> tuple[int, int]:
+    """``(found, listed)`` over the first ``limit`` rows' ``file`` cells (paths relative to the CSV)."""
+    import csv
+
+    try:
+        with open(csv_path, newline="", encoding="utf-8-sig") as fh:
+            rows = csv.DictReader(fh)
+            cells = [r.get("file") for _, r in zip(range(limit), rows)]
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return 0, 0
+    cells = [c for c in cells if c]
+    return sum((csv_path.parent / c).is_file() for c in cells), len(cells)
+
+
+def _detect(p: Path, skip_manifest: bool = False) -> str | None:
+    """The first matching format of the detection order (``None`` for a folder that matches
+    nothing when ``skip_manifest``; :class:`InputError` otherwise)."""
     from defectforge.data.coco import coco_files, is_coco_file
     from defectforge.data.labelme import is_labelme_file
     from defectforge.data.manifest import find_manifest
     from defectforge.data.mvtec import looks_like_mvtec
     from defectforge.data.yolo import looks_like_yolo
 
-    p = Path(path)
+    p = Path(p)
     if not p.exists():
         raise InputError(p, "path not found")
     if p.is_file():
@@ -59,7 +104,7 @@ def detect_format(path: str | Path) -> str:
         if suf in (".yaml", ".yml") and looks_like_yolo(p.parent):
             return "yolo"
         raise InputError(p, f"unknown dataset file type {suf or '(no suffix)'!r}; looked for {_LOOKED_FOR}")
-    if find_manifest(p) is not None:
+    if not skip_manifest and find_manifest(p) is not None:
         return "manifest"
     if coco_files(p):
         return "coco"
@@ -70,6 +115,8 @@ def detect_format(path: str | Path) -> str:
         return "yolo"
     if looks_like_mvtec(p):
         return "mvtec"
+    if skip_manifest:
+        return None
     raise InputError(p, f"unknown dataset layout; looked for {_LOOKED_FOR}")
 
 

@@ -260,11 +260,34 @@ def write_yolo(dataset: Dataset, dst: str | Path, mode: str = "detect", overwrit
                 lines = _label_lines(s, hw, class_id, mode)  # type: ignore[arg-type]
             atomic_write_text(tmp / "labels" / s.split / (Path(name).stem + ".txt"),
                               "".join(line + "\n" for line in lines))
-        spec: dict[str, Any] = {}  # no "path": tools resolve the folders beside data.yaml
-        for split in ("train", "val", "test"):
-            if any(s.split == split for s in dataset):
-                spec[split] = f"images/{split}"
-        spec["nc"] = len(types)
-        spec["names"] = list(types)
-        atomic_write_text(tmp / "data.yaml", yaml.safe_dump(spec, sort_keys=False))
+        atomic_write_text(tmp / "data.yaml", data_yaml_text(dataset, types))
     return dst
+
+
+def data_yaml_text(dataset: Dataset, names: list[str]) -> str:
+    """The ``data.yaml`` of a YOLO export, as ultralytics reads it: ``train:`` and ``val:``
+    (required) and ``test:`` when the dataset has that split, relative to the yaml's folder
+    (no ``path:`` key, so the folder can be moved), then ``nc`` and ``names``.
+
+    A dataset without a val split gets ``val:`` = the train images (stated in a comment):
+    ultralytics' best-epoch choice is then uninformative, but it never looks at test data.
+    """
+    present = {s.split for s in dataset}
+    head = ""
+    if "train" in present:
+        spec: dict[str, Any] = {"train": "images/train"}
+    else:  # an evaluation-only export: the keys must exist, and must name existing folders
+        first = next(sp for sp in ("val", "test") if sp in present)
+        spec = {"train": f"images/{first}"}
+        head += f"# no train split in the source: train: names the {first} images (for 'yolo val' only)\n"
+    if "val" in present:
+        spec["val"] = "images/val"
+    else:
+        spec["val"] = spec["train"]
+        head += ("# no val split in the source: val: repeats train: (never the test images); carve a\n"
+                 "# val split (e.g. in a manifest) for a meaningful best-epoch choice\n")
+    if "test" in present:
+        spec["test"] = "images/test"
+    spec["nc"] = len(names)
+    spec["names"] = list(names)
+    return head + yaml.safe_dump(spec, sort_keys=False)

@@ -56,6 +56,15 @@ class Prediction:
     def __len__(self) -> int:
         return int(len(self.pred_score))
 
+    def __getitem__(self, i: int):
+        """One image's :class:`~defectforge.detect.item.PredictionItem` (``plot``, ``save``, ``to_dict``)."""
+        from defectforge.detect.item import item_of
+
+        return item_of(self, i)
+
+    def __iter__(self):
+        return (self[i] for i in range(len(self)))
+
     @staticmethod
     def concat(parts: Iterable["Prediction"]) -> "Prediction":
         """Join predictions of consecutive chunks into one."""

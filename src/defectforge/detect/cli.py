@@ -92,48 +92,38 @@ def fit_cmd(
 
 
 def _collect_images(paths: List[Path]) -> list[Path]:
-    from defectforge.data._files import list_images
-    from defectforge.data.image_io import is_image_file
-    from defectforge.errors import InputError
+    """Image files of the given files, folders and glob patterns (the same rules as the API)."""
+    from defectforge.data.inputs import as_items
 
-    out: list[Path] = []
-    for p in paths:
-        if p.is_dir():
-            found = list_images(p)
-            if not found:
-                raise InputError(p, "folder holds no images")
-            out.extend(found)
-        elif p.is_file():
-            if not is_image_file(p):
-                raise InputError(p, "not an image file (by its suffix)")
-            out.append(p)
-        else:
-            raise InputError(p, "file not found")
-    return out
+    return [s.path for s in as_items(list(paths))]
 
 
 @detect_app.command("predict")
 def predict_cmd(
     model_path: Path = typer.Argument(..., metavar="MODEL", help="Model file from 'detect fit'."),
-    images: List[Path] = typer.Argument(..., help="Image files or folders."),
+    images: List[Path] = typer.Argument(..., help="Image files, folders or quoted glob patterns ('parts/*.jpg')."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (heatmaps/, masks/, scores.csv)."),
+    threshold: Optional[float] = typer.Option(None, "--threshold", help="Image score threshold for 'anomalous' (default: the model's, chosen on validation)."),
+    pixel_threshold: Optional[float] = typer.Option(None, "--pixel-threshold", help="Map threshold for masks/ (default: the model's)."),
     workers: Optional[int] = typer.Option(None, "--workers", "-j", min=1,
                                           help="Workers (default: 1 local; with --engine ray, the cluster's CPUs)."),
     engine: str = engine_option(),
     ray_address: Optional[str] = address_option(),
 ) -> None:
-    """Score images: heatmap overlays, predicted masks and a scores CSV."""
+    """Score images: heatmap panels (image | map | predicted mask | colour bar, one colour
+    scale for the whole run with the pixel threshold at its middle), predicted masks and
+    a scores CSV."""
     with _user_errors():
         from defectforge.detect.base import load_detector
         from defectforge.detect.predict_job import predict_files
         from defectforge.engine.cli import open_engine
-        from defectforge.engine.progress import JobProgress
+        from defectforge.progress import rich_progress
 
         files = _collect_images(images)
         det = load_detector(model_path)  # checks the model file before any output
-        with JobProgress("predict") as bar, open_engine(engine, ray_address, workers) as eng:
-            predict_files(model_path, files, out, engine=eng, model=det if eng.name == "local" else None,
-                          progress=bar)
+        with rich_progress() as bar, open_engine(engine, ray_address, workers) as eng:
+            predict_files(model_path, files, out, engine=eng, model=det, threshold=threshold,
+                          pixel_threshold=pixel_threshold, progress=lambda d, t: bar("predict", d, t))
         _console().print(f"scored {len(files)} images -> {out}/scores.csv")
 
 
@@ -141,11 +131,13 @@ def predict_cmd(
 def eval_cmd(
     model_path: Path = typer.Argument(..., metavar="MODEL", help="Model file from 'detect fit'."),
     data: Path = typer.Argument(..., help="Dataset with a labelled test split."),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Metrics JSON to write."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Metrics JSON to write ('-': stdout)."),
     report: Optional[Path] = typer.Option(None, "--report", help="Folder for report.html."),
     split: str = typer.Option("test", "--split", help="Split to evaluate (never the one fitted on)."),
     format: Optional[str] = typer.Option(None, "--format", "-f", help="Force the dataset format."),
     image_only: bool = typer.Option(False, "--image-only", help="Image metrics only (for data without masks)."),
+    threshold: Optional[float] = typer.Option(None, "--threshold", help="Image score threshold for the confusion counts (default: the model's, chosen on validation)."),
+    pixel_threshold: Optional[float] = typer.Option(None, "--pixel-threshold", help="Map threshold for the pixel counts and masks (default: the model's)."),
     workers: Optional[int] = typer.Option(None, "--workers", "-j", min=1,
                                           help="Workers (default: 1 local; with --engine ray, the cluster's CPUs)."),
     engine: str = engine_option(),
@@ -153,30 +145,44 @@ def eval_cmd(
 ) -> None:
     """Evaluate a model on the test split: metrics JSON and an HTML report."""
     with _user_errors():
-        from defectforge._atomic import atomic_write_json
+        from defectforge._jsonout import console_for, write_json_out
         from defectforge.data.formats import load_dataset
         from defectforge.detect.base import load_detector
         from defectforge.detect.evaluate import add_eval_section, evaluate_detector, metrics_json
         from defectforge.report import Report
 
         from defectforge.engine.cli import open_engine
-        from defectforge.engine.progress import JobProgress
+        from defectforge.progress import rich_progress
 
         det = load_detector(model_path)
+        given = _override_thresholds(det, threshold, pixel_threshold)
         ds = load_dataset(data, format=format)
-        with JobProgress("eval") as bar, open_engine(engine, ray_address, workers) as eng:
+        with rich_progress() as bar, open_engine(engine, ray_address, workers) as eng:
             res = evaluate_detector(det, ds, split=split, pixel_metrics=not image_only, engine=eng,
-                                    model_path=str(model_path), progress=bar)
-        out = metrics_json(res, {"model": str(model_path), "detector": det.name, "data": str(data), "split": split})
+                                    model_path=str(model_path), progress=lambda d, t: bar("eval", d, t))
+        out = metrics_json(res, {"model": str(model_path), "detector": det.name, "data": str(data), "split": split,
+                                 **given})
         if json_out is not None:
-            atomic_write_json(json_out, out)
+            write_json_out(json_out, out)
         if report is not None:
             rep = Report(f"defectforge detect eval: {det.name}", report, subtitle=f"{model_path} on {data} ({split})")
             add_eval_section(rep, det.name, res)
             rep.save()
-        con = _console()
+        con = console_for(json_out)
         con.print("  ".join(f"{k} {out[k]:.4f}" if isinstance(out[k], float) else f"{k} {out[k]}"
                             for k in ("image_auroc", "pixel_auroc", "aupro", "n_images")))
+
+
+def _override_thresholds(det, threshold: float | None, pixel_threshold: float | None) -> dict:
+    """Set user-given thresholds on a loaded model; the JSON keys that say so."""
+    out = {}
+    if threshold is not None:
+        det.threshold_ = float(threshold)
+        out["threshold_source"] = "--threshold"
+    if pixel_threshold is not None:
+        det.pixel_threshold_ = float(pixel_threshold)
+        out["pixel_threshold_source"] = "--pixel-threshold"
+    return out
 
 
 def register(app: typer.Typer) -> None:

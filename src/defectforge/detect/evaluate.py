@@ -114,6 +114,7 @@ def evaluate_detector(model: Any, dataset: Any, split: str | None = "test", eval
     ``progress(done, total)`` is called as images are scored.
     """
     from defectforge.metrics import evaluate_anomaly, pro_curve, roc_curve
+    from defectforge.report.threshold import decision_summary, model_thresholds
 
     samples = validate_eval_samples(dataset, split, pixel_metrics)
     size = tuple(eval_size) if eval_size else tuple(getattr(model, "input_size", None) or samples[0].image.shape[:2])
@@ -124,17 +125,19 @@ def evaluate_detector(model: Any, dataset: Any, split: str | None = "test", eval
     labels = [s.label for s in samples]
     is_def = np.array([s.is_defect for s in samples])
     has_maps = len(maps) == len(samples)
+    thr, pthr = model_thresholds(model)
     pix = has_maps and pixel_metrics
     metrics = evaluate_anomaly(is_def, scores_a, masks if pix else None, maps if pix else None,
-                               threshold=getattr(model, "threshold", None),
-                               pixel_threshold=getattr(model, "pixel_threshold", None) if pix else None,
+                               threshold=thr, pixel_threshold=pthr if pix else None,
                                nan_on_undefined=True)
     result: dict[str, Any] = {"pixel_metrics": pixel_metrics,
         "metrics": metrics, "names": [s.name for s in samples], "labels": labels, "scores": scores_a,
-        "threshold": getattr(model, "threshold", None), "eval_size": list(size),
+        "threshold": thr, "eval_size": list(size),
         "seconds_predict": t_pred, "seconds_total": time.perf_counter() - t0,
         "ms_per_image": 1000.0 * t_pred / len(samples),
     }
+    result.update(decision_summary(labels, is_def, scores_a, result["threshold"], masks if pix else None,
+                                   maps if pix else None, pthr))
     if is_def.any() and (~is_def).any():
         fpr, tpr, _ = roc_curve(is_def, scores_a)
         result["roc"] = {"fpr": fpr, "tpr": tpr}
@@ -147,7 +150,8 @@ def evaluate_detector(model: Any, dataset: Any, split: str | None = "test", eval
         else:
             result["pro"] = {"fpr": fpr[keep], "pro": pro[keep]}
     if has_maps:
-        result["examples"] = _examples(samples, scores_a, is_def, maps, masks, size, n_examples)
+        result["examples"] = _examples(samples, scores_a, is_def, maps, masks, size, n_examples,
+                                       result["pixel_threshold"])
     return result
 
 
@@ -214,12 +218,13 @@ def _score_all(model: Any, samples: list[Any], size: tuple[int, int], chunk: int
     return scores, maps, masks, t_pred
 
 
-def _examples(samples, scores, is_def, maps, masks, size, n) -> list[tuple[np.ndarray, str]]:
-    """Overlays: best-scored defects, worst (lowest-scored) defects, worst (highest) goods."""
-    from defectforge.report.visual import heatmap_overlay
+def _examples(samples, scores, is_def, maps, masks, size, n, pixel_threshold=None) -> list[tuple[np.ndarray, str]]:
+    """Panels (image | ground truth | map | predicted mask, one colour scale for all, see
+    :mod:`defectforge.report.panels`): best-scored defects, worst (lowest-scored) defects,
+    worst (highest) goods."""
+    from defectforge.report.panels import map_scale, panel
 
-    lo = float(np.min([m.min() for m in maps]))
-    hi = float(np.quantile(np.concatenate([m.reshape(-1)[::97] for m in maps]), 0.999))
+    scale = map_scale(pixel_threshold, maps)
     d_idx = np.flatnonzero(is_def)
     g_idx = np.flatnonzero(~is_def)
     picks: list[tuple[int, str]] = []
@@ -231,13 +236,15 @@ def _examples(samples, scores, is_def, maps, masks, size, n) -> list[tuple[np.nd
     out = []
     for i, kind in picks:
         img = _resize(samples[i].rgb(), size)
-        out.append((heatmap_overlay(img, maps[i], vmin=lo, vmax=hi, mask=masks[i]),
+        out.append((panel(img, maps[i], scale, gt=masks[i]),
                     f"{kind}: {samples[i].name} ({samples[i].label}) score {scores[i]:.4g}"))
     return out
 
 
 def metrics_json(result: dict[str, Any], extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The JSON-ready metrics (the ``METRIC_KEYS`` first, then the rest of the metrics)."""
+    """The JSON-ready metrics: the ``METRIC_KEYS`` first, then the rest of the metrics, the
+    validation thresholds with their confusion counts (image and pixel) and the per-image
+    scores (``name``, ``label``, ``score``, ``pred_defect``)."""
     m = result["metrics"]
     out = {k: m.get(k) for k in METRIC_KEYS}
     out.update({k: v for k, v in m.items() if k not in out})
@@ -248,27 +255,60 @@ def metrics_json(result: dict[str, Any], extra: dict[str, Any] | None = None) ->
         out["pixel_metrics"] = "not computed (--image-only)"
     out["eval_size"] = result["eval_size"]
     out["ms_per_image"] = round(float(result["ms_per_image"]), 3)
+    out.update(decision_json(result))
     if extra:
         out.update(extra)
     return out
 
 
+def decision_json(result: dict[str, Any]) -> dict[str, Any]:
+    """Thresholds, confusion counts, per-type rows and per-image scores of a result."""
+    thr = result.get("threshold")
+    thr = None if thr is None or not np.isfinite(thr) else float(thr)
+    out: dict[str, Any] = {"threshold": thr, "threshold_source": "validation split at fit time",
+                           "pixel_threshold": result.get("pixel_threshold")}
+    out["confusion"] = result.get("confusion")
+    if "pixel_confusion" in result:
+        out["pixel_confusion"] = result["pixel_confusion"]
+    out["per_type"] = result.get("per_type")
+    scores = np.asarray(result["scores"], dtype=np.float64)
+    out["per_image"] = [{"name": n, "label": lab, "score": float(sc),
+                         "pred_defect": None if thr is None else bool(sc >= thr)}
+                        for n, lab, sc in zip(result["names"], result["labels"], scores)]
+    return out
+
+
 def add_eval_section(report: Any, name: str, result: dict[str, Any], title: str | None = None) -> Any:
     """Add (or replace) the section ``eval_<name>`` of a :class:`~defectforge.report.Report`:
-    metrics table, ROC and PRO curves, score histograms per class and heatmap overlays."""
+    metrics table, confusion matrices at the validation thresholds, PR curve and P/R/F1
+    against the threshold, a threshold slider, per-type table, ROC / PRO curves, score
+    histograms and per-image panels on one colour scale."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
+    from defectforge.report.threshold import confusion_figure, slider_html, sweep_figures
+
     sec = report.section(f"eval_{name}", title or f"Evaluation: {name}")
     m = result["metrics"]
+    thr = result.get("threshold")
     sec.text(f"{m['n_images']} images ({m['n_defect']} defect, {m['n_good']} good). Scores are raw; pixel "
              f"metrics at {result['eval_size'][0]}x{result['eval_size'][1]} (HxW); AUPRO integrated to FPR "
-             f"{m['aupro_fpr_limit']}. F1-max is an oracle on this data; F1 at the validation threshold is not.")
+             f"{m['aupro_fpr_limit']}. F1-max is an oracle on this data; F1 at the validation threshold is not. "
+             "Thresholds were chosen on the validation split when the model was fitted, never on this data.")
     sec.kv({k: m.get(k) for k in (*METRIC_KEYS[:-1], "f1_at_threshold", "pixel_f1_at_threshold")}
-           | {"threshold (validation)": result.get("threshold"), "predict ms/image": result.get("ms_per_image")})
+           | {"threshold (validation)": thr, "pixel threshold (validation)": result.get("pixel_threshold"),
+              "predict ms/image": result.get("ms_per_image")})
     figs = []
+    conf = result.get("confusion") or {}
+    if conf.get("tp") is not None:
+        figs.append((confusion_figure(conf, "image confusion"), "image confusion matrix (validation threshold)"))
+    pconf = result.get("pixel_confusion") or {}
+    if pconf.get("tp") is not None:
+        figs.append((confusion_figure(pconf, "pixel confusion", unit="pixels"),
+                     "pixel confusion matrix (validation pixel threshold)"))
+    figs += sweep_figures(result.get("sweep") or {}, thr, m.get("image_ap"))
     if "roc" in result:
         fig, ax = plt.subplots(figsize=(4, 4))
         ax.plot(result["roc"]["fpr"], result["roc"]["tpr"], lw=1.5)
@@ -287,14 +327,17 @@ def add_eval_section(report: Any, name: str, result: dict[str, Any], title: str 
     bins = np.histogram_bin_edges(sc, bins=30)
     for lab in sorted(set(labels.tolist()), key=lambda x: x != "good"):
         ax.hist(sc[labels == lab], bins=bins, alpha=0.55, label=f"{lab} ({int((labels == lab).sum())})")
-    if result.get("threshold") is not None and np.isfinite(result["threshold"]):
-        ax.axvline(result["threshold"], color="k", ls="--", lw=1, label="threshold (val)")
+    if thr is not None and np.isfinite(thr):
+        ax.axvline(thr, color="k", ls="--", lw=1, label="threshold (val)")
     ax.set(xlabel="image score", ylabel="images", title="scores per class")
     ax.legend(fontsize=8)
     figs.append((fig, "score histogram"))
-    for fig, cap in figs:
-        sec.figure(fig, cap)
+    sec.figures(figs)
+    if result.get("per_type"):
+        sec.table([{k: "" if v is None else v for k, v in r.items()} for r in result["per_type"]], caption="per defect type (flagged = score >= validation threshold)")
+    sec.html(slider_html(labels != "good", sc, thr, name))
     if result.get("examples"):
-        sec.gallery(result["examples"])
+        sec.text("Panels: image | ground truth (red) | anomaly map on one colour scale for all panels (the "
+                 "validation pixel threshold at the marked colour) | predicted mask (cyan, ground truth outlined).")
+        sec.gallery(result["examples"], max_width=1000)
     return sec
-

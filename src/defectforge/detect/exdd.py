@@ -326,24 +326,29 @@ class ExDD(Detector):
 
     # ------------------------------------------------------------------ predict
     def predict(self, images: Iterable[Any]) -> Prediction:
-        """Scores, maps (at each image's own size), labels and masks for ``images``
-        (``Sample`` s or H x W [x C] arrays of any size; grey is converted to RGB)."""
+        """Scores, maps (at each image's own size), labels and masks for ``images``: image
+        paths, folders, glob patterns, ``Sample`` s, PIL images or H x W [x C] arrays of any
+        size, one or a list (see :func:`defectforge.data.inputs.as_items`)."""
         self._check_fitted()
         import cv2
 
-        items = list(images)
+        from defectforge.data.inputs import as_items
+
+        items = as_items(images)
         scores, maps, shapes = self._score(items, keep_input_maps=True, return_shapes=True)
         out_maps = []
         for m, (H, W) in zip(maps, shapes):
             out_maps.append(m if m.shape == (H, W) else cv2.resize(m, (W, H), interpolation=cv2.INTER_LINEAR))
         thr = self.threshold_ if self.threshold_ is not None else float("inf")
         pthr = self.pixel_threshold_ if self.pixel_threshold_ is not None else float("inf")
-        return Prediction(
+        pred = Prediction(
             pred_score=scores.astype(np.float64),
             anomaly_map=out_maps,
             pred_label=scores >= thr,
             pred_mask=[m >= pthr for m in out_maps],
         )
+        pred.inputs, pred.pixel_threshold = items, self.pixel_threshold_  # for pred[i].plot()
+        return pred
 
     def _score(self, items: list[Any], keep_input_maps: bool = True, return_shapes: bool = False):
         """Image scores and maps at the model input size for ``items``."""

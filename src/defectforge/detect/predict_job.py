@@ -21,12 +21,15 @@ CSV_HEADER = ["file", "score", "anomalous", "threshold", "heatmap", "mask"]
 
 
 class PredictTask:
-    """Scores one chunk of ``(path, name)`` pairs and writes ``heatmaps/<name>.png`` and
-    ``masks/<name>.png`` into ``out``; returns the chunk's CSV rows."""
+    """Scores one chunk of ``(path, name)`` pairs and writes ``heatmaps/<name>.png`` (panel
+    image | map | predicted mask | colour bar, on the run's one colour ``scale``) and
+    ``masks/<name>.png`` into ``out``; returns the chunk's CSV rows. The thresholds and the
+    scale are fixed by the driver (:func:`~defectforge.report.panels.run_thresholds`)."""
 
-    def __init__(self, model_path: str | Path, out: str | Path, model: Any = None):
+    def __init__(self, model_path: str | Path, out: str | Path, thresholds: tuple[Any, Any, Any], model: Any = None):
         self.model_path = str(model_path)
         self.out = Path(out)
+        self.img_thr, self.px_thr, self.scale = thresholds
         self._det = model
 
     def __getstate__(self) -> dict:
@@ -41,18 +44,20 @@ class PredictTask:
             self._det = load_detector(self.model_path)
 
     def __call__(self, chunk: Sequence[tuple[str, str]]) -> list[list[str]]:
+        import numpy as np
+
         from defectforge.data.image_io import read_image, write_image, write_mask
         from defectforge.data.sample import Sample
-        from defectforge.report.visual import heatmap_overlay
+        from defectforge.report.panels import prediction_panel
 
-        det = self._det
-        thr = "" if det.threshold_ is None else f"{det.threshold_:.6g}"
-        pred = det.predict([Sample(path=Path(p)) for p, _ in chunk])
+        thr = "" if self.img_thr is None else f"{self.img_thr:.6g}"
+        pred = self._det.predict([Sample(path=Path(p)) for p, _ in chunk])
         rows = []
-        for (path, name), score, lab, amap, mask in zip(chunk, pred.pred_score, pred.pred_label, pred.anomaly_map,
-                                                        pred.pred_mask):
+        for (path, name), score, amap in zip(chunk, pred.pred_score, pred.anomaly_map):
+            lab = self.img_thr is not None and score >= self.img_thr
+            mask = amap >= self.px_thr if self.px_thr is not None else np.zeros(amap.shape, bool)
             hm, mk = f"heatmaps/{name}.png", f"masks/{name}.png"
-            write_image(self.out / hm, heatmap_overlay(read_image(path), amap))
+            write_image(self.out / hm, prediction_panel(read_image(path), amap, self.scale, mask))
             write_mask(self.out / mk, mask)
             rows.append([str(path), f"{float(score):.6g}", str(int(bool(lab))), thr, hm, mk])
         return rows
@@ -67,29 +72,45 @@ def output_names(files: Sequence[Path]) -> list[str]:
 
 
 def predict_files(model_path: str | Path, files: Sequence[Path], out: str | Path, engine: Any = None,
-                  model: Any = None, progress: Callable[[int, int], None] | None = None) -> Path:
+                  model: Any = None, progress: Callable[[int, int], None] | None = None,
+                  threshold: float | None = None, pixel_threshold: float | None = None) -> Path:
     """Score ``files`` with the model in ``model_path`` into ``out`` (``heatmaps/``,
     ``masks/``, ``scores.csv``); ``engine`` default: this process (with ``model`` if it is
-    already loaded). Returns the path of ``scores.csv``."""
-    from defectforge._atomic import atomic_write_text, remove_temp_files
+    already loaded). ``threshold`` / ``pixel_threshold`` override the model's. Returns the
+    path of ``scores.csv``."""
+    from defectforge._atomic import atomic_write_text
+    from defectforge.runfolder import remove_leftovers
     from defectforge.engine.local import LocalEngine
+
+    from defectforge.report.panels import run_thresholds
 
     out = Path(out)
     names = output_names(files)
     pairs = [(str(f), nm) for f, nm in zip(files, names)]
     chunks = [tuple(pairs[s:s + CHUNK]) for s in range(0, len(pairs), CHUNK)]
+    if model is None:
+        from defectforge.detect.base import load_detector
+
+        model = load_detector(model_path)
+    thresholds = run_thresholds(model, threshold, pixel_threshold)
+    if thresholds[2] is None and chunks:  # no pixel threshold: the first chunk's maps fix the colour scale
+        from defectforge.data.sample import Sample
+
+        first = model.predict([Sample(path=Path(p)) for p, _ in chunks[0]]).anomaly_map
+        thresholds = run_thresholds(model, threshold, pixel_threshold, first)
     runner = engine if engine is not None else LocalEngine(1)
     rows: dict[str, list[list[str]]] = {}
     done = 0
     if progress:
         progress(0, len(files))
-    for chunk, chunk_rows in runner.map(PredictTask(model_path, out, model), chunks):
+    for chunk, chunk_rows in runner.map(PredictTask(model_path, out, thresholds, model), chunks):
         rows[chunk[0][1]] = chunk_rows
         done += len(chunk)
         if progress:
             progress(done, len(files))
     for sub in ("heatmaps", "masks"):  # what a worker killed mid-write left behind
-        remove_temp_files(out / sub)
+        if (out / sub).is_dir():
+            remove_leftovers(out / sub)
     buf = io.StringIO()
     wr = csv.writer(buf, lineterminator="\n")
     wr.writerow(CSV_HEADER)

@@ -7,7 +7,6 @@ from typing import Any, Iterable, Iterator
 from defectforge.engine.base import Engine, Task
 
 _TASK: Task | None = None
-_END = object()
 
 
 def limit_threads() -> None:
@@ -37,8 +36,8 @@ def _run(item: Any) -> Any:
 
 class LocalEngine(Engine):
     """``workers`` <= 1: items one after another in this process (``task.setup()`` once).
-    More: a spawn-context process pool (the same on every OS), each worker set up once,
-    at most ``4 * workers`` items in flight."""
+    More: spawned worker processes (:func:`defectforge._pool.imap_ordered`: they die with
+    this process, even on SIGKILL), each set up once; records come back in item order."""
 
     name = "local"
 
@@ -51,25 +50,7 @@ class LocalEngine(Engine):
             for it in items:
                 yield it, task(it)
             return
-        import multiprocessing as mp
-        from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+        from defectforge._pool import imap_ordered
 
-        ex = ProcessPoolExecutor(max_workers=min(n, len(items)), mp_context=mp.get_context("spawn"),
-                                 initializer=_init_worker, initargs=(task,))
-        try:
-            pending: dict = {}
-            it = iter(items)
-            for item in it:
-                pending[ex.submit(_run, item)] = item
-                if len(pending) >= 4 * n:
-                    break
-            while pending:
-                done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for fut in done:
-                    item = pending.pop(fut)
-                    nxt = next(it, _END)
-                    if nxt is not _END:
-                        pending[ex.submit(_run, nxt)] = nxt
-                    yield item, fut.result()
-        finally:
-            ex.shutdown(wait=True, cancel_futures=True)
+        results = imap_ordered(_run, items, min(n, len(items)), initializer=_init_worker, initargs=(task,))
+        yield from zip(items, results)

@@ -97,7 +97,10 @@ def train_detector_cmd(
         else:
             con.print("no test split: skipped evaluation")
         atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2, default=str))
-        con.print(f"model: {out / 'model.pt'}")
+        from defectforge.report.training import write_training_report
+
+        html = write_training_report(out, metrics, det, va)
+        con.print(f"model: {out / 'model.pt'}\nreport: {html}")
 
 
 def register(app: typer.Typer) -> None:

@@ -119,11 +119,14 @@ class BoxDetector(Estimator):
         return self
 
     def predict(self, samples: Sequence[Sample | np.ndarray], batch_size: int = 4) -> Prediction:
-        """Boxes with scores per image, in the images' original pixel coordinates."""
+        """Boxes with scores per image, in the images' original pixel coordinates. ``samples``:
+        image paths, folders, glob patterns, Samples, PIL images or arrays (one or a list)."""
         import torch
 
         from defectforge.data.image_io import as_rgb8
+        from defectforge.data.inputs import as_items
 
+        samples = as_items(samples)
         self._check_fitted()
         self.model_.eval()
         out: list[list[Box]] = []

@@ -70,14 +70,10 @@ def synth(
                             "generators": gens, "n": n, "seed": seed,
                             "formats": [f.strip() for f in fmt.split(",") if f.strip()]})
     from defectforge.engine.cli import open_engine
-    from defectforge.engine.progress import JobProgress
+    from defectforge.progress import rich_progress
 
-    bar = JobProgress("synth", console=console)  # starts once the inputs are checked
-    try:
-        with open_engine(engine, ray_address, workers or (2 if engine == "local" else None)) as eng:
-            run = synthesize(cfg, out, overwrite=overwrite, progress=bar, engine=eng)
-    finally:
-        bar.close()
+    with rich_progress() as bar, open_engine(engine, ray_address, workers or (2 if engine == "local" else None)) as eng:
+        run = synthesize(cfg, out, overwrite=overwrite, progress=lambda d, t: bar("synth", d, t), engine=eng)
     console.print(f"[green]done[/]: {len(run.samples)} samples in {out} ({run.written} new, {run.resumed} resumed, "
                   f"{run.failed} failed, {run.n_rejected} rejected attempts {run.rejected or ''}) "
                   f"in {run.elapsed_s:.1f} s")

@@ -88,10 +88,11 @@ def register(app: typer.Typer) -> None:
                 else:
                     inst = parse_description(describe, part_diag=part_diag)
         from defectforge.engine.cli import open_engine
-        from defectforge.engine.progress import JobProgress
+        from defectforge.progress import rich_progress
 
-        with JobProgress("synth3d") as bar, open_engine(engine, ray_address, workers) as eng:
-            summary = run_synthesis(input, inst, n, seed, out, n_points=n_points, progress=bar, instruction_text=text,
+        with rich_progress() as bar, open_engine(engine, ray_address, workers) as eng:
+            summary = run_synthesis(input, inst, n, seed, out, n_points=n_points, instruction_text=text,
+                                    progress=lambda d, t, _name: bar("synth3d", d, t),
                                     scan_noise=scan_noise, partial=partial, engine=eng)
         Console().print(f"[green]done[/]: {summary['generated']} generated, {summary['skipped']} already present, "
                         f"{summary['samples']} samples in {summary['out']} (manifest.csv)")

@@ -5,13 +5,16 @@ for the base part, one for the defects), so any sample can be regenerated alone 
 rerun reproduces the same files. Outputs in ``out_dir``::
 
     run.json                 the run's configuration (a rerun must match it)
+    .run/                    run state (fingerprint, journal of finished samples, lock)
     <name>.txt               x y z label per line, 6 decimals (Real3D-AD gt layout)
     <name>.ply               binary PLY with x y z nx ny nz label
     meta/<name>.json         per-sample record; written last, so it marks completion
     manifest.csv             file, part, defects, instruction, seed, n_points, n_defect_points
 
-A sample whose ``meta`` record exists is skipped on rerun; every file is written
-atomically, so an interrupted run leaves only complete samples.
+The folder follows :mod:`defectforge.runfolder`: a journaled sample (whose ``meta`` record
+exists) is skipped on rerun; every file is written atomically, so an interrupted run leaves
+only complete samples; a different run, a non-empty folder the command did not create, a
+folder that overlaps the input, and a second concurrent run are refused.
 """
 
 from __future__ import annotations
@@ -27,12 +30,14 @@ import numpy as np
 
 from defectforge._atomic import atomic_write_json, atomic_write_text
 from defectforge.errors import ConfigError, DefectforgeError, InputError
+from defectforge.runfolder import RunFolder, remove_leftovers
 from defectforge.synth3d.cloud import PointCloud, check_cloud
 from defectforge.synth3d.cloud_io import list_cloud_files, read_cloud, write_ply, write_xyz_label
 from defectforge.synth3d.instructions import InstructionSet, synthesize
 from defectforge.synth3d.parts import PART_NAMES, make_part
 
 MANIFEST_COLUMNS = ("file", "part", "defects", "instruction", "seed", "n_points", "n_defect_points")
+OUTPUTS = ("run.json", "*.txt", "*.ply", "meta", "manifest.csv")
 
 
 @dataclass
@@ -109,32 +114,45 @@ def run_synthesis(input_spec: str, instructions: InstructionSet | Callable[[floa
     config = {"input": input_spec, "seed": int(seed), "n_points": int(n_points),
               "instructions": inst_json, "scan_noise": float(scan_noise),
               "partial": bool(partial)}
-    run_file = out / "run.json"
-    if run_file.exists():
-        old = json.loads(run_file.read_text(encoding="utf-8"))
-        if {k: old.get(k) for k in config} != json.loads(json.dumps(config)):
-            raise ConfigError(f"{out}: holds a different run (input, seed, points or instructions differ); "
-                              "use a new --out folder")
-    else:
-        atomic_write_json(run_file, {**config, "n": int(n)})
-    task = CloudTask(sources, make_inst, int(seed), int(n_points), float(scan_noise), bool(partial), instruction_text, out)
-    todo = [i for i in range(n) if not (out / "meta" / f"{task.name(i)}.json").exists()]
-    skipped = n - len(todo)
-    if progress:
-        progress(skipped, n, "")
-    if todo:
+    inputs = [] if input_spec.startswith("part:") else [input_spec]
+    config = json.loads(json.dumps(config))
+    adopt = _same_legacy_run(out, config)
+    with RunFolder.open(out, job="synth3d", config=config, inputs=inputs, outputs=OUTPUTS, overwrite_flag=None,
+                        adopt=adopt) as rf:
+        if not (out / "run.json").exists():
+            rf.write_artifact("run.json", json.dumps({**config, "n": int(n)}, indent=2) + "\n")
+        finished = set(rf.done_ids("name", valid=lambda r: (out / "meta" / f"{r['name']}.json").is_file()))
+        if adopt:  # an older folder: its meta records mark the finished samples
+            finished |= {p.stem for p in (out / "meta").glob("*.json")}
+        task = CloudTask(sources, make_inst, int(seed), int(n_points), float(scan_noise), bool(partial),
+                         instruction_text, out)
+        todo = [i for i in range(n) if task.name(i) not in finished]
+        skipped = n - len(todo)
+        if progress:
+            progress(skipped, n, "")
         from defectforge.engine.local import LocalEngine
 
         runner = engine if engine is not None else LocalEngine(1)
         for k, (_, rec) in enumerate(runner.map(task, todo), start=1):
+            rf.journal.append(rec)
             if progress:
                 progress(skipped + k, n, rec["name"])
-    from defectforge._atomic import remove_temp_files
-
-    for folder in (out, out / "meta"):  # what a worker killed mid-write left behind
-        remove_temp_files(folder)
-    rows = write_manifest(out)
+        remove_leftovers(out)  # what a worker killed mid-write left (no writer is active now)
+        rows = write_manifest(out)
     return {"out": str(out), "generated": len(todo), "skipped": skipped, "samples": len(rows)}
+
+
+def _same_legacy_run(out: Path, config: dict) -> bool:
+    """A folder written before run folders (``run.json`` at the top, no state) of this run."""
+    from defectforge.runfolder import STATE
+
+    if not (out / "run.json").is_file() or (out / STATE / "run.json").is_file():
+        return False
+    try:
+        old = json.loads((out / "run.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(old, dict) and {k: old.get(k) for k in config} == config
 
 
 class _Fixed:
@@ -149,8 +167,8 @@ class _Fixed:
 
 class CloudTask:
     """Make sample ``i`` from its own seed and write ``<name>.txt``, ``<name>.ply`` and
-    ``meta/<name>.json`` (last: it marks completion) atomically; returns ``{"index", "name"}``.
-    Runs in a worker of any engine (:mod:`defectforge.engine`)."""
+    ``meta/<name>.json`` (last: it marks completion) atomically; returns its journal record
+    ``{"index", "name"}``. Runs in a worker of any engine (:mod:`defectforge.engine`)."""
 
     def __init__(self, sources: list[InputSource], make_inst: Callable[[float], InstructionSet], seed: int,
                  n_points: int, scan_noise: float, partial: bool, instruction_text: str, out: Path):
