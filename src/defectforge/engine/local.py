@@ -10,22 +10,22 @@ _TASK: Task | None = None
 
 
 def limit_threads() -> None:
-    """One compute thread per worker process: the workers are the parallelism."""
+    """One compute thread per worker process (the workers are the parallelism): OpenCV,
+    and torch when the task's setup imported it (a worker that never needs torch never
+    pays for importing it)."""
+    import sys
+
     import cv2
 
     cv2.setNumThreads(1)
-    try:
-        import torch
-
-        torch.set_num_threads(1)
-    except ImportError:  # pragma: no cover - torch is a core dependency
-        pass
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(1)
 
 
 def _init_worker(task: Task) -> None:
     global _TASK
-    limit_threads()
     task.setup()
+    limit_threads()
     _TASK = task
 
 

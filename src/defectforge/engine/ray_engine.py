@@ -33,9 +33,6 @@ class _Worker:
     first item of that job, and again after Ray restarts a killed actor process."""
 
     def __init__(self) -> None:
-        from defectforge.engine.local import limit_threads
-
-        limit_threads()
         self.key: str | None = None
         self.task: Task | None = None
         self.error: BaseException | None = None
@@ -49,8 +46,11 @@ class _Worker:
 
             self.key, self.task, self.error = key, None, None
             try:
+                from defectforge.engine.local import limit_threads
+
                 task = ray.get(boxed_task[0])
                 task.setup()
+                limit_threads()
                 self.task = task
             except Exception as exc:  # raised for every item of this job on this actor
                 self.error = exc
