@@ -21,6 +21,7 @@ from defectforge.engine import LocalEngine, get_engine  # noqa: E402
 from defectforge.errors import ConfigError, InputError  # noqa: E402
 from defectforge.synth2d import synthesize  # noqa: E402
 
+from test_experiments_runner import _st, small  # noqa: E402,F401 (small: a module fixture)
 from test_synth2d_pipeline import _cfg, make_dataset  # noqa: E402
 
 
@@ -215,3 +216,21 @@ def test_detect_predict_and_eval_on_ray(eng2, toy_model, tmp_path):
         assert loc["metrics"][k] == rem["metrics"][k]
     with pytest.raises(ConfigError, match="model_path"):
         evaluate_detector(det, ds, engine=eng2)
+
+
+def test_experiment_conditions_on_ray(eng2, small, tmp_path, one_torch_thread):
+    from defectforge.experiments import run_experiment
+
+    st = _st(seeds=(0, 1), only=("exdd +3 synthetic",))
+    loc = run_experiment("exdd-augmentation", small, tmp_path / "local", st)
+    rem = run_experiment("exdd-augmentation", small, tmp_path / "ray", st, engine=eng2)
+    key = lambda r: (r["condition"], r["seed"])  # noqa: E731
+    a, b = sorted(loc["runs"], key=key), sorted(rem["runs"], key=key)
+    assert [key(r) for r in a] == [key(r) for r in b] == [("exdd +3 synthetic", 0), ("exdd +3 synthetic", 1)]
+    compared = 0
+    for ra, rb in zip(a, b):
+        for k, v in ra.items():
+            if k != "seconds" and isinstance(v, float):
+                assert np.isclose(v, rb[k], rtol=1e-6, equal_nan=True), k
+                compared += 1
+    assert compared >= 4

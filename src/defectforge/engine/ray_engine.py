@@ -163,11 +163,19 @@ class RayEngine(Engine):
                     submit(k)
                     yield item, rec
         finally:
-            for ref in inflight:  # a failed or abandoned job: stop its queued items
-                try:
-                    ray.cancel(ref)
-                except Exception:  # already finished or its actor is gone
-                    pass
+            if inflight:  # a failed or abandoned job: stop its queued items, collect finished ones quietly
+                refs = list(inflight)
+                for ref in refs:
+                    try:
+                        ray.cancel(ref)
+                    except Exception:  # already finished or its actor is gone
+                        pass
+                finished, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
+                for ref in finished:
+                    try:
+                        ray.get(ref)
+                    except Exception:  # their errors are not this job's to report
+                        pass
 
     def _get(self, ref: Any, item: Any) -> Any:
         ray = self._ray

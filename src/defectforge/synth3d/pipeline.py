@@ -137,6 +137,8 @@ def run_synthesis(input_spec: str, instructions: InstructionSet | Callable[[floa
             rf.journal.append(rec)
             if progress:
                 progress(skipped + k, n, rec["name"])
+        if todo:  # the journal in index order, so it is the same bytes whatever order samples finished in
+            rf.journal.rewrite(sorted(rf.journal.records(), key=lambda r: r.get("index", -1)))
         remove_leftovers(out)  # what a worker killed mid-write left (no writer is active now)
         rows = write_manifest(out)
     return {"out": str(out), "generated": len(todo), "skipped": skipped, "samples": len(rows)}
