@@ -21,6 +21,7 @@ from defectforge.engine import LocalEngine, get_engine  # noqa: E402
 from defectforge.errors import ConfigError, InputError  # noqa: E402
 from defectforge.synth2d import synthesize  # noqa: E402
 
+from test_detect_cli import mvtec  # noqa: E402,F401 (a module fixture: toy MVTec folder)
 from test_experiments_runner import _st, small  # noqa: E402,F401 (small: a module fixture)
 from test_synth2d_pipeline import _cfg, make_dataset  # noqa: E402
 
@@ -167,29 +168,19 @@ def test_synth3d_on_ray_gives_the_local_bytes(eng2, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def toy_model(tmp_path_factory, one_torch_thread):
-    from defectforge.data.image_io import write_image, write_mask
-    from defectforge.data.sample import Sample
-    from defectforge.detect.exdd import ExDD
-
-    from test_detect_model import blob, texture
-
-    root = tmp_path_factory.mktemp("toy")
-    rng = np.random.default_rng(5)
-    normal = [Sample(image_array=texture(rng)) for _ in range(6)]
-    for i in range(3):
-        write_image(root / "test" / "good" / f"t{i}.png", texture(rng))
-    for i in range(3):
-        img, m = blob(rng)
-        write_image(root / "test" / "blob" / f"b{i}.png", img)
-        write_mask(root / "ground_truth" / "blob" / f"b{i}_mask.png", m)
+def toy_model(mvtec, one_torch_thread):
+    """An ExDD (random backbone) fitted on the toy MVTec folder's train/good images."""
     import warnings
 
+    from defectforge.data.formats import load_dataset
+    from defectforge.detect.exdd import ExDD
+
+    normal = [s for s in load_dataset(mvtec).filter(split="train") if not s.is_defect]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         det = ExDD(random_init=True, image_size=(64, 96), val_fraction=0.34).fit(normal)
-    det.save(root / "m.dfm")
-    return root
+    det.save(mvtec / "m.dfm")
+    return mvtec
 
 
 def test_detect_predict_and_eval_on_ray(eng2, toy_model, tmp_path):
@@ -203,7 +194,7 @@ def test_detect_predict_and_eval_on_ray(eng2, toy_model, tmp_path):
     predict_files(model, files, tmp_path / "local")
     predict_files(model, files, tmp_path / "ray", engine=eng2)
     a, b = _digest(tmp_path / "local"), _digest(tmp_path / "ray")
-    assert a == b and len([k for k in a if k.startswith("heatmaps/")]) == 6
+    assert a == b and len([k for k in a if k.startswith("heatmaps/")]) == len(files) == 8
     rows = list(csv.DictReader(open(tmp_path / "ray" / "scores.csv")))
     assert [r["file"] for r in rows] == [str(f) for f in files]
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from defectforge.detect.predict_job import DetectorTask
 from defectforge.errors import InputError
 
 #: keys of the metrics JSON written by ``defectforge detect eval``
@@ -155,32 +156,20 @@ def evaluate_detector(model: Any, dataset: Any, split: str | None = "test", eval
     return result
 
 
-class ScoreTask:
+class ScoreTask(DetectorTask):
     """Predict one chunk of samples (read by path in the worker); returns the image scores,
     the maps and ground-truth masks at ``size`` and the seconds spent in ``predict``."""
 
     def __init__(self, model_path: str | None, size: tuple[int, int], model: Any = None, pixel_metrics: bool = True):
-        self.model_path = None if model_path is None else str(model_path)
+        super().__init__(model_path, model)
         self.size = tuple(size)
         self.pixel_metrics = pixel_metrics
-        self._model = model
-
-    def __getstate__(self) -> dict:
-        state = dict(self.__dict__)
-        state["_model"] = None  # workers load the model file themselves
-        return state
-
-    def setup(self) -> None:
-        if self._model is None:
-            from defectforge.detect.base import load_detector
-
-            self._model = load_detector(self.model_path)
 
     def __call__(self, item: tuple[int, list[Any]]) -> tuple[np.ndarray, list[np.ndarray] | None,
                                                              list[np.ndarray | None], float]:
         part = item[1]  # (start index, samples): the driver puts results back in order by start
         t = time.perf_counter()
-        pred = self._model.predict(part)
+        pred = self.model.predict(part)
         dt = time.perf_counter() - t
         maps = None if pred.anomaly_map is None else [_resize(m.astype(np.float32), self.size) for m in pred.anomaly_map]
         masks = []

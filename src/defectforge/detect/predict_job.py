@@ -20,28 +20,37 @@ CHUNK = 16
 CSV_HEADER = ["file", "score", "anomalous", "threshold", "heatmap", "mask"]
 
 
-class PredictTask:
+class DetectorTask:
+    """Base of the tasks that need a fitted 2D detector: the driver's already loaded model
+    is used in this process; a worker of another process loads ``model_path`` once
+    (:meth:`setup`), because the model itself is never pickled."""
+
+    def __init__(self, model_path: str | Path | None, model: Any = None):
+        self.model_path = None if model_path is None else str(model_path)
+        self.model = model
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["model"] = None  # workers load the model file themselves
+        return state
+
+    def setup(self) -> None:
+        if self.model is None:
+            from defectforge.detect.base import load_detector
+
+            self.model = load_detector(self.model_path)
+
+
+class PredictTask(DetectorTask):
     """Scores one chunk of ``(path, name)`` pairs and writes ``heatmaps/<name>.png`` (panel
     image | map | predicted mask | colour bar, on the run's one colour ``scale``) and
     ``masks/<name>.png`` into ``out``; returns the chunk's CSV rows. The thresholds and the
     scale are fixed by the driver (:func:`~defectforge.report.panels.run_thresholds`)."""
 
     def __init__(self, model_path: str | Path, out: str | Path, thresholds: tuple[Any, Any, Any], model: Any = None):
-        self.model_path = str(model_path)
+        super().__init__(model_path, model)
         self.out = Path(out)
         self.img_thr, self.px_thr, self.scale = thresholds
-        self._det = model
-
-    def __getstate__(self) -> dict:
-        state = dict(self.__dict__)
-        state["_det"] = None  # workers load the model file themselves
-        return state
-
-    def setup(self) -> None:
-        if self._det is None:
-            from defectforge.detect.base import load_detector
-
-            self._det = load_detector(self.model_path)
 
     def __call__(self, chunk: Sequence[tuple[str, str]]) -> list[list[str]]:
         import numpy as np
@@ -51,7 +60,7 @@ class PredictTask:
         from defectforge.report.panels import prediction_panel
 
         thr = "" if self.img_thr is None else f"{self.img_thr:.6g}"
-        pred = self._det.predict([Sample(path=Path(p)) for p, _ in chunk])
+        pred = self.model.predict([Sample(path=Path(p)) for p, _ in chunk])
         rows = []
         for (path, name), score, amap in zip(chunk, pred.pred_score, pred.anomaly_map):
             lab = self.img_thr is not None and score >= self.img_thr
