@@ -98,26 +98,25 @@ def _match_image(gt: np.ndarray, dt: np.ndarray, thresholds: np.ndarray,
     ign = np.zeros((n_t, n_d), dtype=bool)
     if n_d == 0 or n_g == 0:
         return tp, ign
-    ious = box_iou(dt, gt)
-    gi = np.zeros(n_g, dtype=bool) if gt_ignore is None else np.asarray(gt_ignore, dtype=bool)
-    n_keep = int((~gi).sum())  # counted boxes come first
+    ious = box_iou(dt, gt).tolist()  # plain lists: the boxes of one image and class are few
+    gi = [False] * n_g if gt_ignore is None else [bool(x) for x in gt_ignore]
+    n_keep = n_g - sum(gi)  # counted boxes come first
     for ti, t in enumerate(thresholds):
         need = min(float(t), 1 - 1e-10)  # as COCOeval: a threshold of 1 accepts IoU ~ 1
-        free = ious.copy()
+        taken = [False] * n_g
         for d in range(n_d):
+            row = ious[d]
             m = -1
-            for part in (slice(0, n_keep), slice(n_keep, n_g)):  # counted first, then ignored
-                row = free[d, part]
-                if row.size == 0:
-                    continue
-                best = row.max()
-                if best >= need:
-                    # the unmatched ground truth with the highest IoU; ties -> the last one (COCOeval)
-                    m = part.start + row.size - 1 - int(np.argmax(row[::-1] == best))
+            for lo, hi in ((0, n_keep), (n_keep, n_g)):  # counted first, then ignored
+                best = need
+                for j in range(lo, hi):  # the free ground truth with the highest IoU; ties -> the last
+                    if not taken[j] and row[j] >= best:
+                        best, m = row[j], j
+                if m >= 0:
                     break
             if m < 0:
                 continue
-            free[:, m] = -1.0
+            taken[m] = True
             if gi[m]:
                 ign[ti, d] = True
             else:
@@ -185,14 +184,15 @@ def mean_average_precision(ground_truth: Sequence[Sequence[Any]],
     ap_table = []  # (n_classes_with_gt, T)
     by_size: dict[str, list[float]] = {k: [] for k in AREA_RANGES}
     for name in names:
-        aps, n_gt, n_pred = _class_aps(images, name, thr, max_detections, None)
+        parts = _class_matches(images, name, thr, max_detections)
+        aps, n_gt, n_pred = _class_aps(parts, thr, None)
         entry: dict[str, Any] = {"ap50": None, "ap50_95": None, "n_gt": n_gt, "n_pred": n_pred}
         if aps is not None:
             ap_table.append(aps)
             entry["ap50_95"] = float(aps.mean())
             entry["ap50"] = float(aps[i50[0]]) if i50.size else None
         for size, rng in AREA_RANGES.items():
-            aps_s, _, _ = _class_aps(images, name, thr, max_detections, rng)
+            aps_s, _, _ = _class_aps(parts, thr, rng)
             if aps_s is not None:
                 by_size[size].append(float(aps_s.mean()))
         per_class[name] = entry
@@ -217,29 +217,40 @@ def mean_average_precision(ground_truth: Sequence[Sequence[Any]],
     return out
 
 
-def _class_aps(images: list, name: str, thr: np.ndarray, max_detections: int,
-               area_range: tuple[float, float] | None) -> tuple[np.ndarray | None, int, int]:
-    """``(AP per IoU threshold or None without counted ground truth, n_gt, n_pred)`` of one
-    class; ``area_range`` (lo, hi): ground truth outside it is ignored, and so are unmatched
-    detections outside it (COCOeval's small / medium / large)."""
-    n_gt = n_pred = 0
-    scores_all, tp_all, keep_all = [], [], []
+def _class_matches(images: list, name: str, thr: np.ndarray, max_detections: int) -> list[tuple]:
+    """Per image: ``(gt boxes, detections in score order, their scores, TP matrix)`` of one class."""
+    out = []
     for (gc, _, gl), (dc, ds, dl) in images:
         gmask = np.fromiter((lab == name for lab in gl), dtype=bool, count=len(gl))
         dmask = np.fromiter((lab == name for lab in dl), dtype=bool, count=len(dl))
         g, d, s = gc[gmask], dc[dmask], ds[dmask]
         order = np.argsort(-s, kind="mergesort")[:max_detections]
         d, s = d[order], s[order]
+        out.append((g, d, s, _match_image(g, d, thr)[0]))
+    return out
+
+
+def _class_aps(parts: list[tuple], thr: np.ndarray, area_range: tuple[float, float] | None
+               ) -> tuple[np.ndarray | None, int, int]:
+    """``(AP per IoU threshold or None without counted ground truth, n_gt, n_pred)`` of one
+    class; ``area_range`` (lo, hi): ground truth outside it is ignored, and so are unmatched
+    detections outside it (COCOeval's small / medium / large)."""
+    n_gt = n_pred = 0
+    scores_all, tp_all, keep_all = [], [], []
+    for g, d, s, tp in parts:
+        keep = np.ones_like(tp)
         if area_range is None:
-            tp, ign = _match_image(g, d, thr)
-            keep = np.ones_like(tp)
             n_gt += g.shape[0]
         else:
             lo, hi = area_range
             g_out = ~_in_range(_areas(g), lo, hi)
-            g = g[np.argsort(g_out, kind="mergesort")]  # counted boxes first, as COCOeval
-            g_out = np.sort(g_out, kind="mergesort")
-            tp, ign = _match_image(g, d, thr, g_out)
+            if g_out.all():  # every ground truth ignored: any match makes the detection ignored
+                tp, ign = np.zeros_like(tp), tp
+            elif g_out.any():  # mixed: match again, counted boxes first (as COCOeval)
+                order = np.argsort(g_out, kind="mergesort")
+                tp, ign = _match_image(g[order], d, thr, g_out[order])
+            else:  # nothing ignored: the plain matching holds
+                ign = np.zeros_like(tp)
             d_out = ~_in_range(_areas(d), lo, hi)
             keep = ~(ign | (~tp & d_out[None, :]))
             n_gt += int((~g_out).sum())
