@@ -1,6 +1,8 @@
 """``detect predict`` as a job: chunks of image paths scored by a model loaded once per
-worker, each worker writing its heatmap overlays and masks atomically; the driver writes
-``scores.csv`` (input order) at the end.
+worker, each worker writing its heatmap panels and masks atomically; the driver appends
+each finished chunk's rows to ``scores.csv`` (flushed and fsync'ed, so an interrupted run
+resumes: rows whose panel and mask exist are kept and their images skipped) and rewrites
+it at the end in input order.
 
 The same :class:`PredictTask` runs on every engine (:mod:`defectforge.engine`): in this
 process with the already loaded model, in local worker processes or on Ray actors (each
@@ -17,7 +19,7 @@ from typing import Any, Callable, Sequence
 
 #: images per item (one item = one model call; the model batches inside)
 CHUNK = 16
-CSV_HEADER = ["file", "score", "anomalous", "threshold", "heatmap", "mask"]
+SCORE_HEADER = ["file", "score", "anomalous", "threshold", "heatmap", "mask"]
 
 
 class DetectorTask:
@@ -25,9 +27,10 @@ class DetectorTask:
     is used in this process; a worker of another process loads ``model_path`` once
     (:meth:`setup`), because the model itself is never pickled."""
 
-    def __init__(self, model_path: str | Path | None, model: Any = None):
+    def __init__(self, model_path: str | Path | None, model: Any = None, device: str = "cpu"):
         self.model_path = None if model_path is None else str(model_path)
         self.model = model
+        self.device = device
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
@@ -38,7 +41,7 @@ class DetectorTask:
         if self.model is None:
             from defectforge.detect.base import load_detector
 
-            self.model = load_detector(self.model_path)
+            self.model = load_detector(self.model_path, device=self.device)
 
 
 class PredictTask(DetectorTask):
@@ -47,8 +50,9 @@ class PredictTask(DetectorTask):
     ``masks/<name>.png`` into ``out``; returns the chunk's CSV rows. The thresholds and the
     scale are fixed by the driver (:func:`~defectforge.report.panels.run_thresholds`)."""
 
-    def __init__(self, model_path: str | Path, out: str | Path, thresholds: tuple[Any, Any, Any], model: Any = None):
-        super().__init__(model_path, model)
+    def __init__(self, model_path: str | Path, out: str | Path, thresholds: tuple[Any, Any, Any], model: Any = None,
+                 device: str = "cpu"):
+        super().__init__(model_path, model, device)
         self.out = Path(out)
         self.img_thr, self.px_thr, self.scale = thresholds
 
@@ -72,36 +76,64 @@ class PredictTask(DetectorTask):
         return rows
 
 
-def output_names(files: Sequence[Path]) -> list[str]:
-    """One output stem per input (the file stem, made unique case-insensitively)."""
-    from defectforge.data._files import unique_name
+def done_rows(out: Path, thr: str) -> list[list[str]]:
+    """Complete rows of an earlier, interrupted run into ``out`` (a torn last line and rows
+    whose heatmap or mask is missing are dropped); refuses a folder scored by another model."""
+    from defectforge.errors import InputError
 
-    used: set[str] = set()
-    return [unique_name(Path(f).stem, "", used) for f in files]
+    path = out / "scores.csv"
+    if not path.is_file():
+        return []
+    text = path.read_text(encoding="utf-8", errors="replace")
+    lines = text.split("\n")[:-1]  # the part after the last newline is torn (or empty)
+    rows = list(csv.reader(lines))
+    if not rows or rows[0] != SCORE_HEADER:
+        raise InputError(path, "exists but is not a scores file of 'detect predict'; choose another --out")
+    done = [r for r in rows[1:] if len(r) == len(SCORE_HEADER)
+            and (out / r[4]).is_file() and (out / r[5]).is_file()]
+    if any(r[3] != thr for r in done):
+        raise InputError(path, "was written with another model (threshold differs); choose another --out")
+    return done
+
+
+def _csv_text(rows: Sequence[Sequence[str]]) -> str:
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerows(rows)
+    return buf.getvalue()
 
 
 def predict_files(model_path: str | Path, files: Sequence[Path], out: str | Path, engine: Any = None,
                   model: Any = None, progress: Callable[[int, int], None] | None = None,
-                  threshold: float | None = None, pixel_threshold: float | None = None) -> Path:
+                  threshold: float | None = None, pixel_threshold: float | None = None, chunk: int = CHUNK,
+                  device: str = "cpu", on_resume: Callable[[int, int], None] | None = None) -> Path:
     """Score ``files`` with the model in ``model_path`` into ``out`` (``heatmaps/``,
-    ``masks/``, ``scores.csv``); ``engine`` default: this process (with ``model`` if it is
-    already loaded). ``threshold`` / ``pixel_threshold`` override the model's. Returns the
-    path of ``scores.csv``."""
-    from defectforge._atomic import atomic_write_text
-    from defectforge.runfolder import remove_leftovers
-    from defectforge.engine.local import LocalEngine
+    ``masks/``, ``scores.csv``), resuming an interrupted run; ``engine`` default: this
+    process (with ``model`` if it is already loaded). ``threshold`` / ``pixel_threshold``
+    override the model's; ``on_resume(done, total)`` is told when earlier rows are kept.
+    Returns the path of ``scores.csv``."""
+    import os
 
+    from defectforge._atomic import atomic_write_text
+    from defectforge.data._files import unique_name
+    from defectforge.engine.local import LocalEngine
     from defectforge.report.panels import run_thresholds
+    from defectforge.runfolder import remove_leftovers
 
     out = Path(out)
-    names = output_names(files)
-    pairs = [(str(f), nm) for f, nm in zip(files, names)]
-    chunks = [tuple(pairs[s:s + CHUNK]) for s in range(0, len(pairs), CHUNK)]
     if model is None:
         from defectforge.detect.base import load_detector
 
-        model = load_detector(model_path)
+        model = load_detector(model_path, device=device)
     thresholds = run_thresholds(model, threshold, pixel_threshold)
+    thr = "" if thresholds[0] is None else f"{thresholds[0]:.6g}"
+    done = done_rows(out, thr)
+    seen = {r[0] for r in done}
+    used: set[str] = {Path(r[4]).stem.lower() for r in done}
+    todo = [(str(f), unique_name(Path(f).stem, "", used)) for f in files if str(f) not in seen]
+    atomic_write_text(out / "scores.csv", _csv_text([SCORE_HEADER, *done]))  # drops a torn line of an earlier run
+    if done and on_resume:
+        on_resume(len(done), len(done) + len(todo))
+    chunks = [tuple(todo[s:s + chunk]) for s in range(0, len(todo), chunk)]
     if thresholds[2] is None and chunks:  # no pixel threshold: the first chunk's maps fix the colour scale
         from defectforge.data.sample import Sample
 
@@ -109,20 +141,21 @@ def predict_files(model_path: str | Path, files: Sequence[Path], out: str | Path
         thresholds = run_thresholds(model, threshold, pixel_threshold, first)
     runner = engine if engine is not None else LocalEngine(1)
     rows: dict[str, list[list[str]]] = {}
-    done = 0
+    n = len(done)
     if progress:
-        progress(0, len(files))
-    for chunk, chunk_rows in runner.map(PredictTask(model_path, out, thresholds, model), chunks):
-        rows[chunk[0][1]] = chunk_rows
-        done += len(chunk)
-        if progress:
-            progress(done, len(files))
+        progress(n, len(done) + len(todo))
+    with open(out / "scores.csv", "a", encoding="utf-8", newline="") as fh:
+        for part, part_rows in runner.map(PredictTask(model_path, out, thresholds, model, device), chunks):
+            rows[part[0][1]] = part_rows
+            fh.write(_csv_text(part_rows))
+            fh.flush()
+            os.fsync(fh.fileno())
+            n += len(part)
+            if progress:
+                progress(n, len(done) + len(todo))
     for sub in ("heatmaps", "masks"):  # what a worker killed mid-write left behind
         if (out / sub).is_dir():
             remove_leftovers(out / sub)
-    buf = io.StringIO()
-    wr = csv.writer(buf, lineterminator="\n")
-    wr.writerow(CSV_HEADER)
-    for chunk in chunks:
-        wr.writerows(rows[chunk[0][1]])
-    return atomic_write_text(out / "scores.csv", buf.getvalue())
+    # input order, whatever order the chunks finished in
+    return atomic_write_text(out / "scores.csv", _csv_text([SCORE_HEADER, *done,
+                                                            *(r for c in chunks for r in rows[c[0][1]])]))

@@ -2,7 +2,8 @@
 interest around it) or a drawn mask (the region itself), previewed with the label derived
 from the pixel change, and accepted into a synthetic set (:mod:`.synthset`).
 
-Generation goes through :func:`defectforge.synth2d.pipeline.prepare` and ``Engine.make``,
+Generation goes through :func:`defectforge.synth2d.engine.prepare` and ``Engine.make`` (a
+:class:`~defectforge.synth2d.record.SynthRecord`),
 the same code the ``synth`` command runs, so a preview is exactly the sample a run with
 the same config, seed and region would write.
 """
@@ -49,7 +50,7 @@ class Preview2D(BaseModel):
 def _engine(st, ds_path: Path, ds, split: str, req: Preview2D):
     """A prepared engine for (dataset, split, generator, params, real defects), cached."""
     from defectforge.synth2d.config import parse_config
-    from defectforge.synth2d.pipeline import prepare
+    from defectforge.synth2d.engine import prepare
 
     key = (str(ds_path), split, req.generator, json.dumps(req.params, sort_keys=True), req.real_defects)
     eng = st.engines.get(key)
@@ -96,7 +97,7 @@ def _region(req: Preview2D, shape: tuple[int, int]) -> np.ndarray | None:
 @router.post("/author2d/preview")
 def preview(request: Request, req: Preview2D) -> dict[str, Any]:
     """Generate one sample; returns its id, QC of the derived label, boxes and params."""
-    from defectforge.synth2d.pipeline import _Good
+    from defectforge.synth2d.engine import _Good
 
     st = studio(request)
     kind, s = _sample(st, req.dataset, req.index)
@@ -117,20 +118,20 @@ def preview(request: Request, req: Preview2D) -> dict[str, Any]:
         eng._cache = {}
         eng.seed = req.seed
         rec = eng.make(0, encode=True)
-    if "error" in rec:
-        raise InputError(None, rec["error"])
+    if rec.status == "error":
+        raise InputError(None, rec.error)
     pid = st.new_id()
-    out = {"id": pid, "accepted": "failed" not in rec, "rejects": rec.get("rejects", []), "seed": rec["seed"],
-           "generator": rec["generator"], "label": rec["label"], "source": s.name,
+    out = {"id": pid, "accepted": rec.ok, "rejects": list(rec.rejects), "seed": rec.seed,
+           "generator": rec.generator, "label": rec.label, "source": s.name,
            "width": int(img.shape[1]), "height": int(img.shape[0])}
-    if out["accepted"]:
-        out.update(qc=rec["qc"], boxes=rec["boxes"], params=rec["params"],
-                   n_label_pixels=int((_decode(rec["mask_png"]) > 0).sum()))
+    if rec.ok:
+        out.update(qc=rec.qc, boxes=rec.boxes, params=rec.params,
+                   n_label_pixels=int((_decode(rec.mask_png) > 0).sum()))
         st.previews.put(pid, {"rec": rec, "source": {"path": st.paths.relative(ds_path), "split": s.split,
                                                       "generator": {"name": req.generator, "params": req.params},
                                                       "real_defects": req.real_defects}})
     else:
-        out["reason"] = rec.get("failed", "rejected")
+        out["reason"] = f"no accepted sample in {len(rec.rejects)} attempts"
     return out
 
 
@@ -148,7 +149,7 @@ def preview_image(request: Request, pid: str, kind: str = "overlay", size: int =
     if hit is None:
         raise InputError(None, f"preview {pid} expired; make a new preview")
     rec = hit["rec"]
-    img, m = _decode(rec["png"]), _decode(rec["mask_png"]) > 0
+    img, m = _decode(rec.png), _decode(rec.mask_png) > 0
     if kind == "mask":
         return png_response(fit(m.astype(np.uint8) * 255, size))
     if kind == "overlay":
