@@ -21,6 +21,7 @@ import typer
 
 from defectforge._cliutil import console as _console
 from defectforge._cliutil import user_errors as _user_errors
+from defectforge.engine.cli import address_option, engine_option
 
 detect_app = typer.Typer(help="Anomaly detection with PatchCore and ExDD (dual memory bank).", no_args_is_help=True)
 
@@ -121,19 +122,6 @@ def _collect_images(paths: List[Path]) -> list[Path]:
     return [s.path for s in as_items(list(paths))]
 
 
-_SCORE_HEADER = ["file", "score", "anomalous", "threshold", "heatmap", "mask"]
-
-
-def _file_digest(path: Path) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 @detect_app.command("predict")
 def predict_cmd(
     model_path: Path = typer.Argument(..., metavar="MODEL", help="Model file from 'detect fit'."),
@@ -143,69 +131,30 @@ def predict_cmd(
     pixel_threshold: Optional[float] = typer.Option(None, "--pixel-threshold", help="Map threshold for masks/ (default: the model's)."),
     device: str = typer.Option("cpu", "--device", help="cpu, or cuda[:N] when a GPU is available."),
     chunk: int = typer.Option(16, "--chunk", help="Images scored (and written) per step.", min=1),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier run in --out made with another model or thresholds."),
+    workers: Optional[int] = typer.Option(None, "--workers", "-j", min=1,
+                                          help="Workers (default: 1 local; with --engine ray, the cluster's CPUs)."),
+    engine: str = engine_option(),
+    ray_address: Optional[str] = address_option(),
 ) -> None:
     """Score images: heatmap panels (image | map | predicted mask | colour bar, one colour
     scale for the whole run with the pixel threshold at its middle), predicted masks and
     a scores CSV.
 
-    Results are written as they come (a journal line per image, fsync'ed, and ``scores.csv``
-    rewritten after every chunk) in a run folder (:mod:`defectforge.runfolder`): rerun the
-    same command after an interruption and the images already scored are skipped."""
+    Results are written as they come (``scores.csv`` grows chunk by chunk, flushed to disk);
+    rerun the same command after an interruption and the images already scored are skipped."""
     with _user_errors():
-        import csv
-        import io
-
-        import numpy as np
-
-        from defectforge.data._files import unique_name
-        from defectforge.data.image_io import encode_image, read_image, write_mask
-        from defectforge.data.sample import Sample
         from defectforge.detect.base import load_detector
-        from defectforge.progress import progress_task
-        from defectforge.report.panels import prediction_panel, run_thresholds
-        from defectforge.runfolder import RunFolder
+        from defectforge.detect.predict_job import predict_files
+        from defectforge.engine.cli import open_engine
+        from defectforge.progress import rich_progress
 
         files = _collect_images(images)
-        det = load_detector(model_path, progress=False, device=device)
-        img_thr, px_thr, scale = run_thresholds(det, threshold, pixel_threshold)
-        thr = "" if img_thr is None else f"{img_thr:.6g}"
-        config = {"model_sha256": _file_digest(model_path), "threshold": threshold, "pixel_threshold": pixel_threshold}
-
-        def table(records: list[dict]) -> str:
-            buf = io.StringIO()
-            wr = csv.writer(buf, lineterminator="\n")
-            wr.writerow(_SCORE_HEADER)
-            wr.writerows([[r["file"], r["score"], r["anomalous"], thr, r["heatmap"], r["mask"]] for r in records])
-            return buf.getvalue()
-
-        with RunFolder.open(out, job="detect-predict", config=config, inputs=[*images, model_path],
-                            outputs=["heatmaps", "masks", "scores.csv"], overwrite=overwrite) as rf:
-            done = rf.done_ids("file", valid=lambda r: (out / r["heatmap"]).is_file() and (out / r["mask"]).is_file())
-            records = list(done.values())
-            used: set[str] = {Path(r["heatmap"]).stem.lower() for r in records}
-            todo = [f for f in files if str(f) not in done]
-            if done:
-                _console().print(f"resuming: {len(done)} of {len(files)} images already scored in {out}")
-            with progress_task("scoring", len(todo), True) as bar:
-                for s in range(0, len(todo), chunk):
-                    part = [Sample(path=f) for f in todo[s:s + chunk]]
-                    pred = det.predict(part)
-                    scale = scale or run_thresholds(det, threshold, pixel_threshold, pred.anomaly_map)[2]
-                    for smp, score, amap in zip(part, pred.pred_score, pred.anomaly_map):
-                        lab = img_thr is not None and score >= img_thr
-                        mask = amap >= px_thr if px_thr is not None else np.zeros(amap.shape, bool)
-                        name = unique_name(smp.path.stem, "", used)
-                        rec = {"file": str(smp.path), "score": f"{float(score):.6g}", "anomalous": int(bool(lab)),
-                               "heatmap": f"heatmaps/{name}.png", "mask": f"masks/{name}.png"}
-                        panel = prediction_panel(read_image(smp.path), amap, scale, mask)
-                        rf.write_artifact(rec["heatmap"], encode_image(panel, ".png"))
-                        write_mask(out / rec["mask"], mask)
-                        rf.journal.append(rec)
-                        records.append(rec)
-                    rf.write_artifact("scores.csv", table(records), mode="w")
-                    bar.advance(len(part))
-            rf.write_artifact("scores.csv", table(records), mode="w")
+        det = load_detector(model_path, progress=False, device=device)  # checks the model file before any output
+        with rich_progress() as bar, open_engine(engine, ray_address, workers) as eng:
+            predict_files(model_path, files, out, engine=eng, model=det, threshold=threshold,
+                          pixel_threshold=pixel_threshold, chunk=chunk, device=device,
+                          progress=lambda d, t: bar("predict", d, t),
+                          on_resume=lambda d, t: _console().print(f"resuming: {d} of {t} images already scored in {out}"))
         _console().print(f"scored {len(files)} images -> {out}/scores.csv")
 
 
@@ -221,6 +170,10 @@ def eval_cmd(
     threshold: Optional[float] = typer.Option(None, "--threshold", help="Image score threshold for the confusion counts (default: the model's, chosen on validation)."),
     pixel_threshold: Optional[float] = typer.Option(None, "--pixel-threshold", help="Map threshold for the pixel counts and masks (default: the model's)."),
     device: str = typer.Option("cpu", "--device", help="cpu, or cuda[:N] when a GPU is available."),
+    workers: Optional[int] = typer.Option(None, "--workers", "-j", min=1,
+                                          help="Workers (default: 1 local; with --engine ray, the cluster's CPUs)."),
+    engine: str = engine_option(),
+    ray_address: Optional[str] = address_option(),
 ) -> None:
     """Evaluate a model on the test split: metrics JSON and an HTML report."""
     with _user_errors():
@@ -230,10 +183,15 @@ def eval_cmd(
         from defectforge.detect.evaluate import add_eval_section, evaluate_detector, metrics_json
         from defectforge.report import Report
 
-        det = load_detector(model_path, progress=True, device=device)
+        from defectforge.engine.cli import open_engine
+        from defectforge.progress import rich_progress
+
+        det = load_detector(model_path, device=device)
         given = _override_thresholds(det, threshold, pixel_threshold)
         ds = load_dataset(data, format=format)
-        res = evaluate_detector(det, ds, split=split, pixel_metrics=not image_only)
+        with rich_progress() as bar, open_engine(engine, ray_address, workers) as eng:
+            res = evaluate_detector(det, ds, split=split, pixel_metrics=not image_only, engine=eng,
+                                    model_path=str(model_path), progress=lambda d, t: bar("eval", d, t))
         out = metrics_json(res, {"model": str(model_path), "detector": det.name, "data": str(data), "split": split,
                                  **given})
         if json_out is not None:
