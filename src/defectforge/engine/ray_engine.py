@@ -97,8 +97,10 @@ class RayEngine(Engine):
                     ray.init(address=address, **kw)
                 else:
                     ray.init(num_cpus=self.workers or os.cpu_count() or 1, **kw)
-            except ConnectionError as exc:
-                raise ConfigError(f"--ray-address {address}: cannot reach a Ray cluster ({exc})") from None
+            except (ConnectionError, RuntimeError, ValueError) as exc:
+                where = f"--ray-address {address}" if address else "a local Ray"
+                first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else exc.__class__.__name__
+                raise ConfigError(f"{where}: cannot start or reach a Ray cluster ({first})") from None
             self._started = True
 
     def _n_workers(self) -> int:
