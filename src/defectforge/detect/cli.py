@@ -17,7 +17,6 @@ from typing import List, Optional
 import typer
 
 from defectforge._cliutil import console as _console
-from defectforge._cliutil import user_errors as _user_errors
 
 detect_app = typer.Typer(help="Anomaly detection with PatchCore and ExDD (dual memory bank).", no_args_is_help=True)
 
@@ -53,41 +52,40 @@ def fit_cmd(
     format: Optional[str] = typer.Option(None, "--format", "-f", help="Force the dataset format."),
 ) -> None:
     """Fit a detector on the train split of DATA and save it."""
-    with _user_errors():
-        import warnings
+    import warnings
 
-        from defectforge.data.formats import load_dataset
-        from defectforge.detect.base import DETECTORS, get_detector
-        from defectforge.errors import InputError
+    from defectforge.data.formats import load_dataset
+    from defectforge.detect.base import DETECTORS, get_detector
+    from defectforge.errors import InputError
 
-        DETECTORS.get(model)  # an unknown name fails before the data are read
-        ds = load_dataset(data, format=format)
-        train = ds.filter(split="train")
-        normal = list(train.filter(defect=False))
-        defects = list(train.filter(defect=True))
-        if not normal:
-            raise InputError(data, "no good images in the train split")
-        kw: dict = {"backbone": backbone, "random_init": random_init, "seed": seed}
-        if weights is not None:
-            kw["weights"] = str(weights.resolve())
-        if layers:
-            kw["layers"] = tuple(x.strip() for x in layers.split(",") if x.strip())
-        for k, v in (("image_size", _parse_size(image_size)), ("normal_ratio", normal_ratio),
-                     ("defect_ratio", defect_ratio), ("image_score", image_score)):
-            if v is not None:
-                kw[k] = v
-        det = get_detector(model, progress=True, **kw)
-        con = _console()
-        con.print(f"fitting {model} on {len(normal)} good + {len(defects)} defect train images of {data}")
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            det.fit(normal, defects or None)
-        for w in caught:
-            con.print(f"[yellow]warning:[/] {w.message}")
-        det.save(out)
-        info = det.fit_info_
-        con.print(f"saved {out}: input {info['input_size'][0]}x{info['input_size'][1]}, normal bank "
-                  f"{info['bank_normal']} rows, defect bank {info['bank_defect']} rows, threshold {det.threshold_}")
+    DETECTORS.get(model)  # an unknown name fails before the data are read
+    ds = load_dataset(data, format=format)
+    train = ds.filter(split="train")
+    normal = list(train.filter(defect=False))
+    defects = list(train.filter(defect=True))
+    if not normal:
+        raise InputError(data, "no good images in the train split")
+    kw: dict = {"backbone": backbone, "random_init": random_init, "seed": seed}
+    if weights is not None:
+        kw["weights"] = str(weights.resolve())
+    if layers:
+        kw["layers"] = tuple(x.strip() for x in layers.split(",") if x.strip())
+    for k, v in (("image_size", _parse_size(image_size)), ("normal_ratio", normal_ratio),
+                 ("defect_ratio", defect_ratio), ("image_score", image_score)):
+        if v is not None:
+            kw[k] = v
+    det = get_detector(model, progress=True, **kw)
+    con = _console()
+    con.print(f"fitting {model} on {len(normal)} good + {len(defects)} defect train images of {data}")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        det.fit(normal, defects or None)
+    for w in caught:
+        con.print(f"[yellow]warning:[/] {w.message}")
+    det.save(out)
+    info = det.fit_info_
+    con.print(f"saved {out}: input {info['input_size'][0]}x{info['input_size'][1]}, normal bank "
+              f"{info['bank_normal']} rows, defect bank {info['bank_defect']} rows, threshold {det.threshold_}")
 
 
 def _collect_images(paths: List[Path]) -> list[Path]:
@@ -108,42 +106,41 @@ def predict_cmd(
     """Score images: heatmap panels (image | map | predicted mask | colour bar, one colour
     scale for the whole run with the pixel threshold at its middle), predicted masks and
     a scores CSV."""
-    with _user_errors():
-        import csv
-        import io
+    import csv
+    import io
 
-        import numpy as np
+    import numpy as np
 
-        from defectforge._atomic import atomic_write_text
-        from defectforge.data._files import unique_name
-        from defectforge.data.image_io import read_image, write_image, write_mask
-        from defectforge.data.sample import Sample
-        from defectforge.detect.base import load_detector
-        from defectforge.report.panels import prediction_panel, run_thresholds
+    from defectforge._atomic import atomic_write_text
+    from defectforge.data._files import unique_name
+    from defectforge.data.image_io import read_image, write_image, write_mask
+    from defectforge.data.sample import Sample
+    from defectforge.detect.base import load_detector
+    from defectforge.report.panels import prediction_panel, run_thresholds
 
-        files = _collect_images(images)
-        det = load_detector(model_path, progress=True)
-        used: set[str] = set()
-        img_thr, px_thr, scale = run_thresholds(det, threshold, pixel_threshold)
-        thr = "" if img_thr is None else f"{img_thr:.6g}"
-        buf = io.StringIO()
-        wr = csv.writer(buf, lineterminator="\n")
-        wr.writerow(["file", "score", "anomalous", "threshold", "heatmap", "mask"])
-        for s in range(0, len(files), 16):
-            part = [Sample(path=f) for f in files[s:s + 16]]
-            pred = det.predict(part)
-            scale = scale or run_thresholds(det, threshold, pixel_threshold, pred.anomaly_map)[2]
-            for smp, score, amap in zip(part, pred.pred_score, pred.anomaly_map):
-                lab = img_thr is not None and score >= img_thr
-                mask = amap >= px_thr if px_thr is not None else np.zeros(amap.shape, bool)
-                name = unique_name(smp.path.stem, "", used)
-                hm = f"heatmaps/{name}.png"
-                mk = f"masks/{name}.png"
-                write_image(out / hm, prediction_panel(read_image(smp.path), amap, scale, mask))
-                write_mask(out / mk, mask)
-                wr.writerow([str(smp.path), f"{float(score):.6g}", int(bool(lab)), thr, hm, mk])
-        atomic_write_text(out / "scores.csv", buf.getvalue())
-        _console().print(f"scored {len(files)} images -> {out}/scores.csv")
+    files = _collect_images(images)
+    det = load_detector(model_path, progress=True)
+    used: set[str] = set()
+    img_thr, px_thr, scale = run_thresholds(det, threshold, pixel_threshold)
+    thr = "" if img_thr is None else f"{img_thr:.6g}"
+    buf = io.StringIO()
+    wr = csv.writer(buf, lineterminator="\n")
+    wr.writerow(["file", "score", "anomalous", "threshold", "heatmap", "mask"])
+    for s in range(0, len(files), 16):
+        part = [Sample(path=f) for f in files[s:s + 16]]
+        pred = det.predict(part)
+        scale = scale or run_thresholds(det, threshold, pixel_threshold, pred.anomaly_map)[2]
+        for smp, score, amap in zip(part, pred.pred_score, pred.anomaly_map):
+            lab = img_thr is not None and score >= img_thr
+            mask = amap >= px_thr if px_thr is not None else np.zeros(amap.shape, bool)
+            name = unique_name(smp.path.stem, "", used)
+            hm = f"heatmaps/{name}.png"
+            mk = f"masks/{name}.png"
+            write_image(out / hm, prediction_panel(read_image(smp.path), amap, scale, mask))
+            write_mask(out / mk, mask)
+            wr.writerow([str(smp.path), f"{float(score):.6g}", int(bool(lab)), thr, hm, mk])
+    atomic_write_text(out / "scores.csv", buf.getvalue())
+    _console().print(f"scored {len(files)} images -> {out}/scores.csv")
 
 
 @detect_app.command("eval")
@@ -159,28 +156,27 @@ def eval_cmd(
     pixel_threshold: Optional[float] = typer.Option(None, "--pixel-threshold", help="Map threshold for the pixel counts and masks (default: the model's)."),
 ) -> None:
     """Evaluate a model on the test split: metrics JSON and an HTML report."""
-    with _user_errors():
-        from defectforge._jsonout import console_for, write_json_out
-        from defectforge.data.formats import load_dataset
-        from defectforge.detect.base import load_detector
-        from defectforge.detect.evaluate import add_eval_section, evaluate_detector, metrics_json
-        from defectforge.report import Report
+    from defectforge._jsonout import console_for, write_json_out
+    from defectforge.data.formats import load_dataset
+    from defectforge.detect.base import load_detector
+    from defectforge.detect.evaluate import add_eval_section, evaluate_detector, metrics_json
+    from defectforge.report import Report
 
-        det = load_detector(model_path, progress=True)
-        given = _override_thresholds(det, threshold, pixel_threshold)
-        ds = load_dataset(data, format=format)
-        res = evaluate_detector(det, ds, split=split, pixel_metrics=not image_only)
-        out = metrics_json(res, {"model": str(model_path), "detector": det.name, "data": str(data), "split": split,
-                                 **given})
-        if json_out is not None:
-            write_json_out(json_out, out)
-        if report is not None:
-            rep = Report(f"defectforge detect eval: {det.name}", report, subtitle=f"{model_path} on {data} ({split})")
-            add_eval_section(rep, det.name, res)
-            rep.save()
-        con = console_for(json_out)
-        con.print("  ".join(f"{k} {out[k]:.4f}" if isinstance(out[k], float) else f"{k} {out[k]}"
-                            for k in ("image_auroc", "pixel_auroc", "aupro", "n_images")))
+    det = load_detector(model_path, progress=True)
+    given = _override_thresholds(det, threshold, pixel_threshold)
+    ds = load_dataset(data, format=format)
+    res = evaluate_detector(det, ds, split=split, pixel_metrics=not image_only)
+    out = metrics_json(res, {"model": str(model_path), "detector": det.name, "data": str(data), "split": split,
+                             **given})
+    if json_out is not None:
+        write_json_out(json_out, out)
+    if report is not None:
+        rep = Report(f"defectforge detect eval: {det.name}", report, subtitle=f"{model_path} on {data} ({split})")
+        add_eval_section(rep, det.name, res)
+        rep.save()
+    con = console_for(json_out)
+    con.print("  ".join(f"{k} {out[k]:.4f}" if isinstance(out[k], float) else f"{k} {out[k]}"
+                        for k in ("image_auroc", "pixel_auroc", "aupro", "n_images")))
 
 
 def _override_thresholds(det, threshold: float | None, pixel_threshold: float | None) -> dict:

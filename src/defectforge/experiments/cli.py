@@ -7,8 +7,6 @@ from typing import List, Optional
 
 import typer
 
-from defectforge._cliutil import user_errors as _user_errors
-
 
 def experiment_cmd(
     name: str = typer.Argument(..., help="exdd-augmentation | synsur-regimes | filtering-ablation"),
@@ -42,29 +40,28 @@ def experiment_cmd(
 
     from defectforge.experiments.runner import ExperimentSettings, run_experiment
 
-    with _user_errors():
-        st = ExperimentSettings(seeds=tuple(seeds), exdd_image_size=exdd_image_size, arch=arch,
-                                det_image_size=det_image_size, epochs=epochs, batch_size=batch_size, lr=lr,
-                                patience=patience, few_real_synth=few_real_synth, filter_n=filter_n,
-                                generator=generator, max_test=max_test)
-        if n_synth:
-            st.n_synth = tuple(n_synth)
-        if ratio:
-            st.ratios = tuple(ratio)
-        if few_real:
-            st.few_real = tuple(k for k in few_real if k > 0)
-        if filter_detector:
-            st.filter_detectors = tuple(filter_detector)
-        if only:
-            st.only = tuple(only)
-        st.check()
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()) as prog:
-            task = prog.add_task(name, total=None)
-            res = run_experiment(name, data, out, st, overwrite=overwrite,
-                                 progress=lambda c, k, n: prog.update(task, completed=k, total=n, description=c))
-        con = Console(highlight=False)
-        con.print(Markdown(res["markdown"]))
-        con.print(f"results: {out / 'results.md'}, {out / 'results.csv'}, {out / 'report.html'}")
+    st = ExperimentSettings(seeds=tuple(seeds), exdd_image_size=exdd_image_size, arch=arch,
+                            det_image_size=det_image_size, epochs=epochs, batch_size=batch_size, lr=lr,
+                            patience=patience, few_real_synth=few_real_synth, filter_n=filter_n,
+                            generator=generator, max_test=max_test)
+    if n_synth:
+        st.n_synth = tuple(n_synth)
+    if ratio:
+        st.ratios = tuple(ratio)
+    if few_real:
+        st.few_real = tuple(k for k in few_real if k > 0)
+    if filter_detector:
+        st.filter_detectors = tuple(filter_detector)
+    if only:
+        st.only = tuple(only)
+    st.check()
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()) as prog:
+        task = prog.add_task(name, total=None)
+        res = run_experiment(name, data, out, st, overwrite=overwrite,
+                             progress=lambda c, k, n: prog.update(task, completed=k, total=n, description=c))
+    con = Console(highlight=False)
+    con.print(Markdown(res["markdown"]))
+    con.print(f"results: {out / 'results.md'}, {out / 'results.csv'}, {out / 'report.html'}")
 
 
 def register(app: typer.Typer) -> None:
