@@ -534,6 +534,10 @@ CASES = [
     Case("readonly/train-detector", ro, lambda w, t, b: TRAIN(w, t, w.good)[:3] + [b / "run", "--epochs", "1",
                                                                                    "--image-size", "32"],
          "error", ("readonly",)),
+    # the studio: refusals only (a started server would not return)
+    Case("studio-project-is-file/studio", a_file, lambda w, t, b: ["studio", b], "error", ("plain.txt", "not found")),
+    Case("studio-bad-port/studio", lambda w, t: (pytest.importorskip("uvicorn"), a_folder(w, t))[1], lambda w, t, b: ["studio", b, "--port", "70000"], "error",
+         ("--port 70000",)),
     # correct results on awkward-but-valid input
     Case("valid/eval", lambda w, t: w.good, EVAL, "ok", (),
          lambda w, t, b, r: json.loads((t / "m.json").read_text())["n_images"] == 4 or pytest.fail("n_images")),

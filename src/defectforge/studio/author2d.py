@@ -96,7 +96,7 @@ def _region(req: Preview2D, shape: tuple[int, int]) -> np.ndarray | None:
 @router.post("/author2d/preview")
 def preview(request: Request, req: Preview2D) -> dict[str, Any]:
     """Generate one sample; returns its id, QC of the derived label, boxes and params."""
-    from defectforge.synth2d.pipeline import _Good
+    from defectforge.synth2d.engine import _Good
 
     st = studio(request)
     kind, s = _sample(st, req.dataset, req.index)
@@ -117,20 +117,20 @@ def preview(request: Request, req: Preview2D) -> dict[str, Any]:
         eng._cache = {}
         eng.seed = req.seed
         rec = eng.make(0, encode=True)
-    if "error" in rec:
-        raise InputError(None, rec["error"])
+    if rec.status == "error":
+        raise InputError(None, rec.error)
     pid = st.new_id()
-    out = {"id": pid, "accepted": "failed" not in rec, "rejects": rec.get("rejects", []), "seed": rec["seed"],
-           "generator": rec["generator"], "label": rec["label"], "source": s.name,
+    out = {"id": pid, "accepted": rec.ok, "rejects": list(rec.rejects), "seed": rec.seed,
+           "generator": rec.generator, "label": rec.label, "source": s.name,
            "width": int(img.shape[1]), "height": int(img.shape[0])}
     if out["accepted"]:
-        out.update(qc=rec["qc"], boxes=rec["boxes"], params=rec["params"],
-                   n_label_pixels=int((_decode(rec["mask_png"]) > 0).sum()))
+        out.update(qc=rec.qc, boxes=rec.boxes, params=rec.params,
+                   n_label_pixels=int((_decode(rec.mask_png) > 0).sum()))
         st.previews.put(pid, {"rec": rec, "source": {"path": st.paths.relative(ds_path), "split": s.split,
                                                       "generator": {"name": req.generator, "params": req.params},
                                                       "real_defects": req.real_defects}})
     else:
-        out["reason"] = rec.get("failed", "rejected")
+        out["reason"] = f"no accepted sample in {len(rec.rejects)} attempts"
     return out
 
 
@@ -148,7 +148,7 @@ def preview_image(request: Request, pid: str, kind: str = "overlay", size: int =
     if hit is None:
         raise InputError(None, f"preview {pid} expired; make a new preview")
     rec = hit["rec"]
-    img, m = _decode(rec["png"]), _decode(rec["mask_png"]) > 0
+    img, m = _decode(rec.png), _decode(rec.mask_png) > 0
     if kind == "mask":
         return png_response(fit(m.astype(np.uint8) * 255, size))
     if kind == "overlay":

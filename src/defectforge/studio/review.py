@@ -24,7 +24,7 @@ from defectforge._atomic import atomic_write_json
 from defectforge.errors import InputError
 from defectforge.studio.data_api import png_response, studio
 from defectforge.studio.forms import FieldError
-from defectforge.synth2d.pipeline import _record_sample
+from defectforge.synth2d.record import SynthRecord
 
 router = APIRouter(prefix="/api")
 REVIEW = "review.json"
@@ -42,10 +42,10 @@ def _set(st, rel: str) -> Path:
 
 
 def _records(out: Path) -> list[dict[str, Any]]:
-    from defectforge.synth2d.pipeline import _read_journal
+    from defectforge.synth2d.pipeline import read_records
 
-    done = _read_journal(out)
-    return [done[i] for i in sorted(done) if done[i].get("status") == "ok"]
+    done = read_records(out)
+    return [done[i].to_journal() for i in sorted(done) if done[i].ok]
 
 
 def decisions(out: Path) -> dict[str, str]:
@@ -60,13 +60,17 @@ def apply(out: Path, decided: dict[str, str]) -> int:
     samples; returns the number of samples kept."""
     from defectforge.data.manifest import write_manifest
     from defectforge.data.sample import Dataset
-    from defectforge.synth2d.pipeline import STATE, export
+    from defectforge.synth2d.export import export
+    from defectforge.synth2d.pipeline import STATE, run_config
 
     atomic_write_json(out / STATE / REVIEW, dict(sorted(decided.items(), key=lambda kv: int(kv[0]))))
-    kept = [_record_sample(out, j) for j in _records(out) if decided.get(str(j["index"])) != "rejected"]
+    kept = [SynthRecord.from_journal(j).to_sample(out) for j in _records(out)
+            if decided.get(str(j["index"])) != "rejected"]
     write_manifest(Dataset(kept, root=out, format="manifest"), out / "manifest.csv")
-    cfg = json.loads((out / STATE / "config.json").read_text(encoding="utf-8")).get("config", {})
-    for fmt in cfg.get("formats", []):
+    studio_set = out / STATE / "studio.json"
+    fmts = (json.loads(studio_set.read_text(encoding="utf-8")).get("formats", []) if studio_set.is_file()
+            else run_config(out).get("formats", []))
+    for fmt in fmts:
         export(Dataset(kept, root=None, format="manifest"), out / "export", fmt)
     return len(kept)
 
@@ -128,7 +132,7 @@ def crop(request: Request, set: str, index: int, size: int = 192, outline: int =
     j = next((r for r in _records(out) if r["index"] == index), None)
     if j is None:
         raise FieldError("index", f"sample {index} is not in the set")
-    s = _record_sample(out, j)
+    s = SynthRecord.from_journal(j).to_sample(out)
     img, m = s.rgb(), s.mask
     if outline:
         img = mask_overlay(img, m, color=(255, 230, 0), alpha=0.0)
@@ -169,7 +173,7 @@ def scores(request: Request, req: Scores) -> dict[str, Any]:
         raise FieldError("real", "real defects come from a 2D dataset")
     reals = [s for s in ds if s.split == "train" and s.is_defect and (s.mask_path is not None or s.boxes)]
     recs = _records(out)
-    rows = score_samples([_record_sample(out, j) for j in recs], reals)
+    rows = score_samples([SynthRecord.from_journal(j).to_sample(out) for j in recs], reals)
     keys = ("realism_distance", "fidelity", "change_in", "change_out", "diversity")
     return {"scores": {str(j["index"]): {k: (round(float(r[k]), 4) if np.isfinite(r[k]) else None)
                                          for k in keys if k in r} for j, r in zip(recs, rows)}}

@@ -4,8 +4,8 @@ A set is a folder with ``images/``, ``masks/``, the journal ``.synth/journal.jso
 ``manifest.csv``, ``dataset_card.{json,md}``, ``report.html`` and ``export/<format>``; all
 written by :mod:`defectforge.synth2d.pipeline`'s own writers (one journal line per sample,
 atomic files), so ``detect fit --synthetic`` and every reader take a studio set like a
-``synth`` output. ``.synth/config.json`` records a :class:`SynthConfig` whose generators are
-the specs used so far (and ``"studio": true``).
+``synth`` output. ``.synth/studio.json`` records the source, the generator specs used so far
+and the export formats.
 """
 
 from __future__ import annotations
@@ -20,21 +20,27 @@ from defectforge.errors import InputError
 STUDIO_CONFIG = "studio.json"
 
 
-def accept(out: Path, rec: dict[str, Any], source: dict[str, Any], formats: list[str]) -> dict[str, Any]:
-    """Add the preview record ``rec`` (from ``Engine.make(encode=True)``) to the set ``out``.
+def accept(out: Path, rec: Any, source: dict[str, Any], formats: list[str]) -> dict[str, Any]:
+    """Add the preview record ``rec`` (a :class:`~defectforge.synth2d.record.SynthRecord`
+    from ``Engine.make(encode=True)``) to the set ``out``.
 
     ``source``: ``{"path", "split", "generator": {"name", "params"}, "real_defects"}``.
     Returns ``{"index", "file", "n"}``. Refuses a non-empty folder that is not a set, a set
-    made from another dataset, and unknown export formats (before writing anything).
+    made from another dataset, and unknown export formats (before writing anything). The set
+    is a :mod:`defectforge.runfolder` run folder (job ``studio-set``): locked while a sample
+    is added, never overlapping the source dataset.
     """
+    import dataclasses
+
+    from defectforge.runfolder import RunFolder
     from defectforge.synth2d import pipeline as pl
     from defectforge.synth2d.config import FORMATS, SynthConfig
+    from defectforge.synth2d.export import write_outputs
 
     bad = [f for f in formats if f not in FORMATS]
     if bad:
         raise InputError(None, f"unknown export format(s) {bad} (choose from {', '.join(FORMATS)})")
-    state = out / pl.STATE
-    meta_p = state / STUDIO_CONFIG
+    meta_p = out / pl.STATE / STUDIO_CONFIG
     if out.exists() and not out.is_dir():
         raise InputError(out, "exists and is not a folder")
     if out.is_dir() and any(out.iterdir()) and not meta_p.is_file():
@@ -48,27 +54,24 @@ def accept(out: Path, rec: dict[str, Any], source: dict[str, Any], formats: list
     spec = {"name": source["generator"]["name"], "params": source["generator"]["params"]}
     if spec not in meta["generators"]:
         meta["generators"].append(spec)
-    (out / "images").mkdir(parents=True, exist_ok=True)
-    (out / "masks").mkdir(parents=True, exist_ok=True)
-    state.mkdir(parents=True, exist_ok=True)
-    done = pl._read_journal(out)
-    index = max(done) + 1 if done else 0
-    jrec = pl._write_sample(out, {**rec, "index": index})
-    with open(state / pl.JOURNAL, "a", encoding="utf-8") as fh:
-        pl._append(fh, jrec)
-    done[index] = jrec
-    atomic_write_json(meta_p, meta)
-    cfg = SynthConfig(source={"path": meta["source"]["path"], "split": meta["source"]["split"],
-                              "real_defects": meta["source"]["real_defects"]},
-                      generators=meta["generators"], n=len(done), formats=formats)
-    atomic_write_json(state / "config.json", {"fingerprint": cfg.fingerprint(), "studio": True,
-                                              "config": cfg.model_dump(mode="json", exclude={"out"})})
-    facts = {"split": meta["source"]["split"], "good_images": len({d["source"] for d in done.values()}),
-             "real_defect_images": None, "made_with": "defectforge studio (one sample per accepted preview)"}
-    run = pl.SynthRun(cfg, out)
-    pl._finish(run, out, cfg, done, len(done), facts, gallery=12)
+    meta["formats"] = list(formats)
+    with RunFolder.open(out, job="studio-set", config={"source": meta["source"]}, state=pl.STATE,
+                        inputs=[source["path"]], outputs=pl.OUR_OUTPUTS, adopt=meta_p.is_file()) as rf:
+        done = pl.read_records(rf)
+        index = max(done) + 1 if done else 0
+        new = dataclasses.replace(rec, index=index, rejects=list(rec.rejects))
+        pl.add_record(rf, new)
+        done[index] = new
+        atomic_write_json(meta_p, meta)
+        cfg = SynthConfig(source={"path": meta["source"]["path"], "split": meta["source"]["split"],
+                                  "real_defects": meta["source"]["real_defects"]},
+                          generators=meta["generators"], n=len(done), formats=formats)
+        facts = {"split": meta["source"]["split"], "good_images": len({d.source for d in done.values()}),
+                 "real_defect_images": None, "made_with": "defectforge studio (one sample per accepted preview)"}
+        run = pl.SynthRun(cfg, out)
+        write_outputs(run, rf, cfg, [done[i] for i in sorted(done)], len(done), facts, gallery=12)
     from defectforge.studio.review import apply, decisions
 
     if decisions(out):  # keep earlier review decisions in the rebuilt manifest and exports
         apply(out, decisions(out))
-    return {"index": index, "file": jrec.get("file"), "n": len(run.samples)}
+    return {"index": index, "file": new.file or None, "n": len(run.samples)}

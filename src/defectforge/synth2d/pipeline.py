@@ -33,7 +33,8 @@ from defectforge.synth2d.config import SynthConfig
 from defectforge.synth2d.engine import Engine, generate_samples, prepare, real_defects_from, seed_for
 from defectforge.synth2d.record import SynthRecord
 
-__all__ = ["SynthRun", "synthesize", "generate_samples", "real_defects_from", "seed_for", "prepare"]
+__all__ = ["SynthRun", "synthesize", "generate_samples", "real_defects_from", "seed_for", "prepare", "read_records",
+           "add_record", "run_config"]
 
 STATE = ".synth"
 OUR_OUTPUTS = ("images", "masks", "manifest.csv", "dataset_card.md", "dataset_card.json", "export",
@@ -84,8 +85,7 @@ def synthesize(config: SynthConfig, out: str | Path | None = None, workers: int 
         legacy.unlink(missing_ok=True)
         engine: Engine = loaded["engine"]
         # 3. what earlier runs finished (journaled, files intact)
-        done = {i: r for i, r in ((i, SynthRecord.from_journal(d)) for i, d in rf.done_ids("index").items())
-                if r.files_intact(out)}
+        done = read_records(rf)
         todo = [i for i in range(total) if i not in done]
         run = SynthRun(cfg, out, resumed=len(done))
         if progress:
@@ -94,8 +94,7 @@ def synthesize(config: SynthConfig, out: str | Path | None = None, workers: int 
         for rec in _make(engine, todo, workers):
             if rec.status == "error":
                 raise InputError(None, rec.error)
-            _write_sample(rf, rec)
-            rf.journal.append(rec.to_journal())
+            add_record(rf, rec)
             done[rec.index] = rec
             run.written += rec.ok
             if progress:
@@ -165,13 +164,42 @@ def _work(index: int) -> SynthRecord:
     return _WORKER_ENGINE.make(index)
 
 
-def _write_sample(rf: RunFolder, rec: SynthRecord) -> None:
-    """Write an accepted sample's image and mask (atomically); fills in its file fields."""
-    if not rec.ok:
-        return
-    assert rec.png is not None and rec.mask_png is not None
-    rec.file, rec.mask = f"images/{rec.stem}.png", f"masks/{rec.stem}.png"
-    rf.write_artifact(rec.file, rec.png)
-    rf.write_artifact(rec.mask, rec.mask_png)
-    rec.file_size, rec.mask_size = len(rec.png), len(rec.mask_png)
-    rec.png = rec.mask_png = None
+def read_records(rf: RunFolder | Path) -> dict[int, SynthRecord]:
+    """The journaled samples of a synthetic set (an open run folder or a folder path) whose
+    files are intact, by index."""
+    from defectforge.runfolder import Journal
+
+    if isinstance(rf, RunFolder):
+        root, journal = rf.path, rf.journal
+    else:
+        root, journal = Path(rf), Journal(Path(rf) / STATE / "journal.jsonl")
+    recs = (SynthRecord.from_journal(d) for d in journal.done_ids("index").values())
+    return {r.index: r for r in recs if r.files_intact(root)}
+
+
+def add_record(rf: RunFolder, rec: SynthRecord) -> None:
+    """Write a made sample into the set: image and mask (atomic) if accepted, then its
+    journal line (fsync'ed). Fills in its file fields and drops the encoded bytes."""
+    if rec.ok:
+        assert rec.png is not None and rec.mask_png is not None
+        rec.file, rec.mask = f"images/{rec.stem}.png", f"masks/{rec.stem}.png"
+        rf.write_artifact(rec.file, rec.png)
+        rf.write_artifact(rec.mask, rec.mask_png)
+        rec.file_size, rec.mask_size = len(rec.png), len(rec.mask_png)
+        rec.png = rec.mask_png = None
+    rf.journal.append(rec.to_journal())
+
+
+def run_config(out: str | Path) -> dict[str, Any]:
+    """The config a synthetic set's run recorded (``{}`` if none)."""
+    import json
+
+    for name in ("run.json", "config.json"):  # config.json: sets written before run folders
+        p = Path(out) / STATE / name
+        if p.is_file():
+            try:
+                cfg = json.loads(p.read_text(encoding="utf-8")).get("config", {})
+            except (OSError, ValueError, AttributeError):
+                return {}
+            return cfg if isinstance(cfg, dict) else {}
+    return {}
