@@ -57,7 +57,7 @@ def check_cmd(
     with Progress(TextColumn("checking"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=con, transient=True) as bar:
         task = bar.add_task("check", total=len(ds))
-        report = check_dataset(ds, decode=decode, progress=lambda done, total: bar.update(task, completed=done))
+        report = check_dataset(ds, decode=decode, progress=lambda stage, done, total: bar.update(task, completed=done))
     report.format = ds.format
     con.print(f"[bold]{escape(str(path))}[/]: format [cyan]{report.format}[/], {report.n_images} images")
     splits = sorted({k.split("/")[0] for k in report.counts}, key=lambda s: (s != "train", s != "val", s))

@@ -66,7 +66,8 @@ def select_cmd(
                   TimeRemainingColumn(), transient=True) as prog:
         task = prog.add_task("score", total=None)
         res = filter_dataset(synthetic, real, out, policy, clip=clip, prompt=prompt, dreamsim=dreamsim,
-                             overwrite=overwrite, progress=lambda k: prog.advance(task, k))
+                             overwrite=overwrite,
+                             progress=lambda stage, done, total: prog.update(task, completed=done, total=total))
     Console(highlight=False).print(f"kept {res['n_kept']} / {res['n_scored']} -> {out}/kept "
                                    f"(scores.csv, report.html)")
 

@@ -172,8 +172,8 @@ class JobQueue:
         jid = job["id"]
         last = [0.0]
 
-        def progress(done: int, total: int, *_: Any) -> None:
-            job.update(done=int(done), total=int(total))
+        def progress(stage: str, done: int, total: int | None) -> None:  # defectforge.progress
+            job.update(done=int(done), total=None if total is None else int(total))
             if jid in self.cancel:
                 raise Cancelled()
             if time.time() - last[0] > 2:

@@ -69,7 +69,7 @@ def synth(
                     TimeRemainingColumn(), console=console, transient=False)
     task = None
 
-    def cb(done: int, total: int) -> None:
+    def cb(stage: str, done: int, total: int | None) -> None:
         nonlocal task
         if task is None:  # start the bar only once the inputs are checked
             prog.start()

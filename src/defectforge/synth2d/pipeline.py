@@ -62,9 +62,10 @@ class SynthRun:
 
 
 def synthesize(config: SynthConfig, out: str | Path | None = None, workers: int = 2, overwrite: bool = False,
-               progress: Callable[[int, int], None] | None = None, dataset: Dataset | None = None,
+               progress: Callable[[str, int, int | None], None] | None = None, dataset: Dataset | None = None,
                gallery: int = 12) -> SynthRun:
-    """Run (or resume) a synthesis into ``out``; see the module doc for the rules."""
+    """Run (or resume) a synthesis into ``out``; see the module doc for the rules.
+    ``progress("synth", done, total)`` follows :mod:`defectforge.progress`."""
     from defectforge.synth2d.export import write_outputs
 
     t0 = time.perf_counter()
@@ -89,7 +90,7 @@ def synthesize(config: SynthConfig, out: str | Path | None = None, workers: int 
         todo = [i for i in range(total) if i not in done]
         run = SynthRun(cfg, out, resumed=len(done))
         if progress:
-            progress(len(done), total)
+            progress("synth", len(done), total)
         # 4. make the missing samples, write each (atomically) and journal it, in index order
         for rec in _make(engine, todo, workers):
             if rec.status == "error":
@@ -98,7 +99,7 @@ def synthesize(config: SynthConfig, out: str | Path | None = None, workers: int 
             done[rec.index] = rec
             run.written += rec.ok
             if progress:
-                progress(len(done), total)
+                progress("synth", len(done), total)
         # 5. manifest, exports, card and report, rebuilt from the journal
         write_outputs(run, rf, cfg, [done[i] for i in sorted(done)], total, loaded["facts"], gallery)
     run.elapsed_s = time.perf_counter() - t0

@@ -84,8 +84,8 @@ def register(app: typer.Typer) -> None:
         with _progress() as prog:
             task = prog.add_task("synth3d", total=n, item="")
 
-            def tick(done: int, total: int, name: str) -> None:
-                prog.update(task, completed=done, item=name)
+            def tick(stage: str, done: int, total: int | None) -> None:
+                prog.update(task, completed=done)
 
             summary = run_synthesis(input, inst, n, seed, out, n_points=n_points, progress=tick, instruction_text=text,
                                     scan_noise=scan_noise, partial=partial)

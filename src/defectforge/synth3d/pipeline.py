@@ -90,7 +90,7 @@ def _describe_instructions(inst: InstructionSet) -> str:
 
 def run_synthesis(input_spec: str, instructions: InstructionSet | Callable[[float], InstructionSet], n: int, seed: int,
                   out_dir: str | Path, *,
-                  n_points: int = 20000, progress: Callable[[int, int, str], None] | None = None,
+                  n_points: int = 20000, progress: Callable[[str, int, int | None], None] | None = None,
                   instruction_text: str = "", scan_noise: float = 0.0, partial: bool = False) -> dict:
     """Generate ``n`` defective clouds into ``out_dir`` (resumable); returns a summary dict.
 
@@ -129,13 +129,13 @@ def run_synthesis(input_spec: str, instructions: InstructionSet | Callable[[floa
             if name in finished:
                 skipped += 1
                 if progress:
-                    progress(i + 1, n, name)
+                    progress("synth3d", i + 1, n)
                 continue
             _make_sample(rf, src, name, i, seed, make_inst, n_points, scan_noise, partial, instruction_text)
             rf.journal.append({"index": i, "name": name})
             done += 1
             if progress:
-                progress(i + 1, n, name)
+                progress("synth3d", i + 1, n)
         rows = write_manifest(out)
     return {"out": str(out), "generated": done, "skipped": skipped, "samples": len(rows)}
 
