@@ -127,3 +127,11 @@ def test_two_concurrent_synth_runs_never_mix(tmp_path):
     assert [r["seed"] for r in journal] == [seed_for(winner, i) for i in range(6)]
     rows = (out / "manifest.csv").read_text().strip().splitlines()[1:]
     assert len(rows) == len(list((out / "images").iterdir())) == len(list((out / "masks").iterdir()))
+
+
+def test_train_detector_into_its_own_dataset_is_refused(tmp_path):
+    data = _dataset(tmp_path / "data")
+    before = _digest(data)
+    line = _one_error(_cli("train-detector", str(data), "--out", str(data / "run"), "--arch", "fcos-lite0",
+                           "--image-size", "48", "--epochs", "1", "--val-fraction", "0"))
+    assert "overlaps the input" in line and _digest(data) == before

@@ -237,3 +237,32 @@ def test_lora_training_killed_at_random_points(tmp_path):
     assert _json.loads((out / "losses.json").read_text())["losses"] == pytest.approx(
         _json.loads((ref / "losses.json").read_text())["losses"], rel=1e-5)
     _no_partial_files(out)
+
+
+_KILL_IN_EXPORT = """
+import os, sys
+import defectforge.data.mvtec as mv
+real = mv.export_image
+def die(s, dst):
+    real(s, dst)
+    os.kill(os.getpid(), 9)  # SIGKILL while the export's hidden staging folder is half written
+mv.export_image = die
+from defectforge.cli import main
+main(sys.argv[1:])
+"""
+
+
+def test_a_kill_during_export_leaves_no_staging_folder_after_the_rerun(tmp_path):
+    data = _dataset(tmp_path / "data")
+    out = tmp_path / "o"
+    args = ["synth", str(data), "--out", str(out), "--generator", "pitting", "--n", "3", "--seed", "0",
+            "--workers", "1", "--roi", "border", "--format", "mvtec"]
+    r = subprocess.run([sys.executable, "-c", _KILL_IN_EXPORT, *args], env=ENV, capture_output=True, timeout=300)
+    assert r.returncode == -signal.SIGKILL
+    assert [p.name for p in (out / "export").iterdir() if p.name.startswith(".mvtec.")], "the kill hit the export"
+    _run(_cmd(*args))
+    _no_partial_files(out)
+    assert (out / "export" / "mvtec").is_dir()
+    ref = tmp_path / "ref"
+    _run(_cmd(*[a if a != str(out) else str(ref) for a in args]))
+    assert _digest(out) == _digest(ref)

@@ -172,8 +172,8 @@ class JobQueue:
         jid = job["id"]
         last = [0.0]
 
-        def progress(stage: str, done: int, total: int | None) -> None:  # defectforge.progress
-            job.update(done=int(done), total=None if total is None else int(total))
+        def progress(stage: str, done: int, total: int | None) -> None:  # defectforge.progress protocol
+            job.update(done=int(done), total=None if total is None else int(total), stage=stage)
             if jid in self.cancel:
                 raise Cancelled()
             if time.time() - last[0] > 2:

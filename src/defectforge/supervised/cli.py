@@ -48,6 +48,9 @@ def train_detector_cmd(
         cfg.check_values()
     else:
         cfg.check()
+    from defectforge.runfolder import check_no_overlap
+
+    check_no_overlap(out, [data, *(synthetic or [])])  # the run folder never touches its inputs
     ds = load_dataset(data)
     real_train = list(ds.filter(split="train"))
     test = list(ds.filter(split="test"))
