@@ -176,13 +176,13 @@ def test_train_detector_killed_at_random_points(tmp_path):
 
     ref = tmp_path / "ref"
     duration = _run(args(ref))
-    want = torch.load(ref / "model.pt", weights_only=True)["model"]
+    want = torch.load(ref / "model.pt", weights_only=True)["state"]["model"]
     rng = np.random.default_rng(2)
     for k in range(2):
         out = tmp_path / f"cut{k}"
         _kill_at(args(out), float(rng.uniform(0.4, 1.0)) * duration)
         _run(args(out))
-        got = torch.load(out / "model.pt", weights_only=True)["model"]
+        got = torch.load(out / "model.pt", weights_only=True)["state"]["model"]
         assert got.keys() == want.keys() and all(torch.equal(got[n], want[n]) for n in want)
         m_got, m_want = (json.loads((d / "metrics.json").read_text()) for d in (out, ref))
         assert m_got["test"] == m_want["test"]
