@@ -11,7 +11,7 @@ from defectforge.data import Dataset, Sample, write_image
 from defectforge.data.inputs import as_items
 from defectforge.errors import InputError
 
-pytestmark = [pytest.mark.filterwarnings("ignore::defectforge.detect.backbone.RandomInitWarning"),
+pytestmark = [pytest.mark.filterwarnings("ignore::defectforge.bank.backbone.RandomInitWarning"),
               pytest.mark.filterwarnings("ignore:val_fraction=0")]
 
 

@@ -493,6 +493,10 @@ CASES = [
     Case("model-3d-as-2d/predict", lambda w, t: w.model3d,
          lambda w, t, b: ["detect", "predict", b, w.good / "images" / "g0.png", "--out", t / "p"], "error",
          ("m3.dfm", "not a")),
+    Case("readonly/detect3d-fit", ro, lambda w, t, b: ["detect3d", "fit", w.base / "r3", "--out", b / "m3.dfm"],
+         "error", ("readonly",)),
+    Case("readonly/experiment", ro, lambda w, t, b: EXPERIMENT(w, t, w.good)[:-1] + [b / "exp"], "error",
+         ("readonly",)),
     Case("readonly/detect3d-predict", ro, lambda w, t, b: ["detect3d", "predict", w.model3d, w.cloud, "--out", b / "p"],
          "error", ("readonly",)),
     Case("valid/detect3d-predict", lambda w, t: w.cloud, PRED3D, "ok", (),
@@ -534,6 +538,10 @@ CASES = [
     Case("readonly/train-detector", ro, lambda w, t, b: TRAIN(w, t, w.good)[:3] + [b / "run", "--epochs", "1",
                                                                                    "--image-size", "32"],
          "error", ("readonly",)),
+    # the studio: refusals only (a started server would not return)
+    Case("studio-project-is-file/studio", a_file, lambda w, t, b: ["studio", b], "error", ("plain.txt", "not found")),
+    Case("studio-bad-port/studio", lambda w, t: (pytest.importorskip("uvicorn"), a_folder(w, t))[1], lambda w, t, b: ["studio", b, "--port", "70000"], "error",
+         ("--port 70000",)),
     # correct results on awkward-but-valid input
     Case("valid/eval", lambda w, t: w.good, EVAL, "ok", (),
          lambda w, t, b, r: json.loads((t / "m.json").read_text())["n_images"] == 4 or pytest.fail("n_images")),

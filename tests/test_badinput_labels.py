@@ -217,3 +217,12 @@ def test_check_warns_about_unknown_split_names(tmp_path):
     text = (root / "split.csv").read_text().replace("images/d0.png,test", "images/d0.png,Test")
     (root / "split.csv").write_text(text)
     check_lists(root, "1 image(s) have split 'Test'", tmp=tmp_path)
+
+
+@pytest.mark.parametrize("cell,expect", [('[[5, 5, 2, 9, "dent"]]', "has no area"),
+                                         ('[[5, NaN, 8, 9, "dent"]]', "not finite")])
+def test_manifest_boxes_must_have_area(tmp_path, cell, expect):
+    image(tmp_path / "ds" / "a.png")
+    manifest(tmp_path / "ds", [("a.png", "train", "dent", "", cell)], header=("file", "split", "label", "mask", "boxes"))
+    one_line_error(invoke("data", "convert", tmp_path / "ds", tmp_path / "out", "--to", "coco"),
+                   "split.csv", "line 2", expect)

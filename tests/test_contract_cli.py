@@ -20,7 +20,7 @@ from defectforge.synth3d.cloud_io import write_cloud
 from defectforge.synth3d.operators import apply
 from defectforge.synth3d.parts import make_part
 
-pytestmark = [pytest.mark.filterwarnings("ignore::defectforge.detect.backbone.RandomInitWarning"),
+pytestmark = [pytest.mark.filterwarnings("ignore::defectforge.bank.backbone.RandomInitWarning"),
               pytest.mark.usefixtures("one_torch_thread")]
 runner = CliRunner()
 FIT_OPTIONS_3D = {"fpfh": ["--voxel", "0.04"], "pointnet": ["--voxel", "0.04", "--steps", "2"]}

@@ -121,7 +121,7 @@ def test_yolo_data_yaml_without_train_split(tmp_path):
 
 @pytest.mark.parametrize("fmt", ["mvtec", "yolo"])
 def test_synth_export_uses_the_same_writers(tmp_path, fmt):
-    from defectforge.synth2d.pipeline import export
+    from defectforge.synth2d.export import export
 
     ds = make_dataset(tmp_path)
     got = export(ds, tmp_path / "exp", fmt)

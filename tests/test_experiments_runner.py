@@ -126,7 +126,7 @@ def test_experiment_cli_passes_settings(tmp_path, monkeypatch):
 
     seen = {}
 
-    def fake_run(name, data, out, st, overwrite=False, progress=None):
+    def fake_run(name, data, out, st, overwrite=False, progress=None, engine=None):
         seen["name"], seen["st"] = name, st
         return {"markdown": "| x |\n"}
 

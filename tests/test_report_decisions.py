@@ -16,7 +16,7 @@ from defectforge.report.panels import colorize, map_scale, panel
 from defectforge.report.threshold import (confusion_counts, per_type_rows, pixel_confusion, threshold_sweep)
 from defectforge.report.visual import line_width, mask_overlay
 
-pytestmark = pytest.mark.filterwarnings("ignore::defectforge.detect.backbone.RandomInitWarning")
+pytestmark = pytest.mark.filterwarnings("ignore::defectforge.bank.backbone.RandomInitWarning")
 
 
 def test_confusion_and_sweep_match_a_direct_count():

@@ -57,3 +57,5 @@ def test_train_detector_writes_report_html(tmp_path):
     assert len(shown) == m["n_val"] >= 1
     assert all((out / p).is_file() for p in shown)
     assert f"{m['test']['map50']:.4f}" in html
+    assert m["test"]["map_small"] is not None and m["test"]["map_large"] is None  # 14-px pits: small only
+    assert "test mAP small boxes (COCO)" in html

@@ -60,6 +60,22 @@ def test_large_bodies_are_refused(client):
                     headers={"content-type": "application/json"})
     assert r.status_code == 413
 
+    def chunks():  # no content-length: the middleware counts what arrives
+        for _ in range(17):
+            yield b"x" * 2**20
+
+    r = client.post("/api/author3d/describe", content=chunks(), headers={"content-type": "application/json"})
+    assert r.status_code == 413
+
+
+def test_token_cookie_after_the_printed_url(tmp_path):
+    c = TestClient(create_app(tmp_path, token="s3cret"))
+    assert c.get("/", params={"token": "s3cret"}).status_code == 200
+    assert c.get("/api/project").status_code == 200  # the cookie set by the first request
+    assert c.get("/static/app.js").status_code == 200
+    c.cookies.clear()
+    assert c.get("/static/app.js").status_code == 401
+
 
 def test_data_page_counts_filters_and_overlays(client):
     d = client.get("/api/dataset", params={"path": "@sample"}).json()
@@ -263,3 +279,36 @@ def test_studio_command_errors(tmp_path):
     assert r.exit_code == 2 and "project folder not found" in r.output
     r = CliRunner().invoke(app, ["studio", str(tmp_path), "--port", "70000"])
     assert r.exit_code == 2 and "not a valid port" in r.output
+
+
+class _FakeLLM:
+    """Stands in for defectforge.llm.ChatClient (no model server here): answers with a fixed
+    instruction set, or fails like an unreachable server."""
+
+    model = "fake"
+
+    def __init__(self, answer=None):
+        self.answer = answer
+        self.asked = []
+
+    def complete_json(self, messages, schema_model):
+        from defectforge.llm import LLMConnectionError
+
+        self.asked.append(messages[-1]["content"])
+        if self.answer is None:
+            raise LLMConnectionError("connection refused")
+        return schema_model.model_validate(self.answer)
+
+
+def test_describe_uses_the_llm_when_configured_and_falls_back(tmp_path):
+    llm = _FakeLLM({"version": 1, "defects": [{"type": "crack", "location": {"kind": "region", "name": "side"}}]})
+    c = TestClient(create_app(tmp_path, llm=llm))
+    assert c.get("/api/operators").json()["llm"] == "fake"
+    r = c.post("/api/author3d/describe", json={"text": "a crack on the side wall"}).json()
+    assert r["parser"] == "llm" and r["instructions"]["defects"][0]["type"] == "crack"
+    assert "a crack on the side wall" in llm.asked[0]
+    down = TestClient(create_app(tmp_path, llm=_FakeLLM(None)))
+    r = down.post("/api/author3d/describe", json={"text": "a dent on the top"}).json()
+    assert r["parser"].startswith("rules (LLM unavailable") and r["instructions"]["defects"][0]["type"] == "dent"
+    r = c.post("/api/author3d/describe", json={"text": "a dent", "use_llm": False}).json()
+    assert r["parser"] == "rules"

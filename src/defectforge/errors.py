@@ -23,6 +23,9 @@ class InputError(DefectforgeError, ValueError):
         self.problem = problem
         super().__init__(problem if path is None else f"{path}: {problem}")
 
+    def __reduce__(self):  # picklable, so it crosses process / Ray worker boundaries intact
+        return (type(self), (self.path, self.problem))
+
 
 class ConfigError(DefectforgeError, ValueError):
     """A configuration, instruction or parameter is invalid."""

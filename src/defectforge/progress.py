@@ -73,15 +73,29 @@ def rich_progress(console: Any = None, transient: bool = False) -> Iterator[Call
                                TimeElapsedColumn, TimeRemainingColumn)
 
     tasks: dict[str, Any] = {}
-    with RichProgress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      TimeRemainingColumn(), console=console or _stderr_console(), transient=transient) as bar:
+    with RichProgress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), _rate_column(),
+                      TimeElapsedColumn(), TimeRemainingColumn(), console=console or _stderr_console(),
+                      transient=transient) as bar:
 
         def callback(stage: str, done: int, total: int | None) -> None:
-            if stage not in tasks:
-                tasks[stage] = bar.add_task(stage, total=total)
+            if stage not in tasks:  # units already done at the first call (resumed) do not count in the rate
+                tasks[stage] = bar.add_task(stage, total=total, completed=done, first=done)
             bar.update(tasks[stage], completed=done, total=total)
 
         yield callback
+
+
+def _rate_column():
+    """Units per second of this run (since the stage's first update)."""
+    from rich.progress import ProgressColumn
+    from rich.text import Text
+
+    class _Rate(ProgressColumn):
+        def render(self, task: Any) -> Text:
+            n, dt = task.completed - task.fields.get("first", 0), task.elapsed or 0.0
+            return Text(f"{n / dt:.1f}/s" if n > 0 and dt > 0 else "-/s", style="progress.data.speed")
+
+    return _Rate()
 
 
 def _stderr_console():

@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -111,7 +112,8 @@ def read_manifest(csv_path: str | Path, problems: ReadProblems | None = None) ->
 
 
 def _parse_boxes(p: Path, line: int, cell: str, label: str) -> list[Box] | None:
-    """The optional ``boxes`` column: JSON ``[[x0, y0, x1, y1, label?], ...]``; empty = none."""
+    """The optional ``boxes`` column: JSON ``[[x0, y0, x1, y1, label?], ...]``; empty = none.
+    Boxes must be finite with ``x1 > x0`` and ``y1 > y0``."""
     if not cell:
         return None
     try:
@@ -119,7 +121,12 @@ def _parse_boxes(p: Path, line: int, cell: str, label: str) -> list[Box] | None:
         out = []
         for b in raw:
             lab = str(b[4]) if len(b) > 4 else label
-            out.append(Box(float(b[0]), float(b[1]), float(b[2]), float(b[3]), lab))
+            x0, y0, x1, y1 = (float(v) for v in b[:4])
+            if not all(map(math.isfinite, (x0, y0, x1, y1))):
+                raise ValueError(f"box {list(b)} is not finite")
+            if x1 <= x0 or y1 <= y0:
+                raise ValueError(f"box {list(b)} has no area (needs x1 > x0 and y1 > y0)")
+            out.append(Box(x0, y0, x1, y1, lab))
         return out
     except (ValueError, TypeError, IndexError) as exc:
         raise InputError(p, f"line {line}: malformed 'boxes' cell (expected JSON [[x0,y0,x1,y1,label],...]): {exc}") from None

@@ -1,9 +1,12 @@
 """``defectforge detect ...``: fit, predict and evaluate PatchCore / ExDD.
 
-- ``detect fit DATA --model exdd|patchcore --out MODEL``: normal images = ``train/good``;
-  the train split's defect images (with masks) fill ExDD's defect bank, or serve PatchCore
-  as validation positives for the threshold.
-- ``detect predict MODEL IMAGES... --out DIR``: ``heatmaps/``, ``masks/``, ``scores.csv``.
+- ``detect fit DATA --model exdd|patchcore --out MODEL [--synthetic DIR ...] [--no-real-defects]``:
+  normal images = ``train/good``; the train split's defect images (with masks) and those of
+  each ``--synthetic`` set fill ExDD's defect bank, or serve PatchCore as validation
+  positives for the threshold.
+- ``detect predict MODEL IMAGES... --out DIR``: ``heatmaps/``, ``masks/``, ``scores.csv``,
+  written chunk by chunk and resumed when rerun.
+- ``--device cuda`` runs the backbone and the nearest-neighbour search on a GPU.
 - ``detect eval MODEL DATA --json metrics.json --report DIR``: metrics of the test split.
 
 User errors print one line ``error: ...`` and exit 2.
@@ -18,6 +21,7 @@ import typer
 
 from defectforge._cliutil import console as _console
 from defectforge._cliutil import user_errors as _user_errors
+from defectforge.engine.cli import address_option, engine_option
 
 detect_app = typer.Typer(help="Anomaly detection with PatchCore and ExDD (dual memory bank).", no_args_is_help=True)
 
@@ -51,8 +55,16 @@ def fit_cmd(
     random_init: bool = typer.Option(False, "--random-init", help="Random backbone weights (tests only)."),
     seed: int = typer.Option(0, "--seed"),
     format: Optional[str] = typer.Option(None, "--format", "-f", help="Force the dataset format."),
+    synthetic: Optional[List[Path]] = typer.Option(
+        None, "--synthetic", help="Synthetic set (any readable dataset, e.g. a 'synth' output) whose defects go into "
+                                  "ExDD's defect bank (PatchCore: its validation positives); repeatable."),
+    real_defects: bool = typer.Option(True, "--real-defects/--no-real-defects",
+                                      help="Also use the train split's real defect images."),
+    device: str = typer.Option("cpu", "--device", help="cpu, or cuda[:N] when a GPU is available."),
 ) -> None:
-    """Fit a detector on the train split of DATA and save it."""
+    """Fit a detector on the train split of DATA and save it.
+
+    The model file records which defect sets went in (``fit_info_["defect_sets"]``)."""
     with _user_errors():
         import warnings
 
@@ -67,7 +79,16 @@ def fit_cmd(
         defects = list(train.filter(defect=True))
         if not normal:
             raise InputError(data, "no good images in the train split")
-        kw: dict = {"backbone": backbone, "random_init": random_init, "seed": seed}
+        from defectforge.filter.run import check_synthetic
+
+        def_sets: dict = {}
+        if real_defects and defects:
+            def_sets[f"real:{data}"] = defects
+        for sp in synthetic or []:
+            sds = load_dataset(sp)
+            syn = check_synthetic(list(sds), sorted({s.label for s in sds if s.is_defect}), sp)
+            def_sets[f"synthetic:{sp}"] = syn
+        kw: dict = {"backbone": backbone, "random_init": random_init, "seed": seed, "device": device}
         if weights is not None:
             kw["weights"] = str(weights.resolve())
         if layers:
@@ -78,14 +99,18 @@ def fit_cmd(
                 kw[k] = v
         det = get_detector(model, progress=True, **kw)
         con = _console()
-        con.print(f"fitting {model} on {len(normal)} good + {len(defects)} defect train images of {data}")
+        n_def = sum(len(v) for v in def_sets.values())
+        con.print(f"fitting {model} on {len(normal)} good train images of {data} + {n_def} defect images "
+                  f"from {len(def_sets)} set(s)")
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            det.fit(normal, defects or None)
+            det.fit(normal, def_sets or None)
         for w in caught:
             con.print(f"[yellow]warning:[/] {w.message}")
         det.save(out)
         info = det.fit_info_
+        for st in info.get("defect_sets", []):
+            con.print(f"  defect set {st['name']}: {st['images']} images, {st['in_bank']} in the bank ({st['use']})")
         con.print(f"saved {out}: input {info['input_size'][0]}x{info['input_size'][1]}, normal bank "
                   f"{info['bank_normal']} rows, defect bank {info['bank_defect']} rows, threshold {det.threshold_}")
 
@@ -104,45 +129,32 @@ def predict_cmd(
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (heatmaps/, masks/, scores.csv)."),
     threshold: Optional[float] = typer.Option(None, "--threshold", help="Image score threshold for 'anomalous' (default: the model's, chosen on validation)."),
     pixel_threshold: Optional[float] = typer.Option(None, "--pixel-threshold", help="Map threshold for masks/ (default: the model's)."),
+    device: str = typer.Option("cpu", "--device", help="cpu, or cuda[:N] when a GPU is available."),
+    chunk: int = typer.Option(16, "--chunk", help="Images scored (and written) per step.", min=1),
+    workers: Optional[int] = typer.Option(None, "--workers", "-j", min=1,
+                                          help="Workers (default: 1 local; with --engine ray, the cluster's CPUs)."),
+    engine: str = engine_option(),
+    ray_address: Optional[str] = address_option(),
 ) -> None:
     """Score images: heatmap panels (image | map | predicted mask | colour bar, one colour
     scale for the whole run with the pixel threshold at its middle), predicted masks and
-    a scores CSV."""
+    a scores CSV.
+
+    Results are written as they come (``scores.csv`` grows chunk by chunk, flushed to disk);
+    rerun the same command after an interruption and the images already scored are skipped."""
     with _user_errors():
-        import csv
-        import io
-
-        import numpy as np
-
-        from defectforge._atomic import atomic_write_text
-        from defectforge.data._files import unique_name
-        from defectforge.data.image_io import read_image, write_image, write_mask
-        from defectforge.data.sample import Sample
         from defectforge.detect.base import load_detector
-        from defectforge.report.panels import prediction_panel, run_thresholds
+        from defectforge.detect.predict_job import predict_files
+        from defectforge.engine.cli import open_engine
+        from defectforge.progress import rich_progress
 
         files = _collect_images(images)
-        det = load_detector(model_path, progress=True)
-        used: set[str] = set()
-        img_thr, px_thr, scale = run_thresholds(det, threshold, pixel_threshold)
-        thr = "" if img_thr is None else f"{img_thr:.6g}"
-        buf = io.StringIO()
-        wr = csv.writer(buf, lineterminator="\n")
-        wr.writerow(["file", "score", "anomalous", "threshold", "heatmap", "mask"])
-        for s in range(0, len(files), 16):
-            part = [Sample(path=f) for f in files[s:s + 16]]
-            pred = det.predict(part)
-            scale = scale or run_thresholds(det, threshold, pixel_threshold, pred.anomaly_map)[2]
-            for smp, score, amap in zip(part, pred.pred_score, pred.anomaly_map):
-                lab = img_thr is not None and score >= img_thr
-                mask = amap >= px_thr if px_thr is not None else np.zeros(amap.shape, bool)
-                name = unique_name(smp.path.stem, "", used)
-                hm = f"heatmaps/{name}.png"
-                mk = f"masks/{name}.png"
-                write_image(out / hm, prediction_panel(read_image(smp.path), amap, scale, mask))
-                write_mask(out / mk, mask)
-                wr.writerow([str(smp.path), f"{float(score):.6g}", int(bool(lab)), thr, hm, mk])
-        atomic_write_text(out / "scores.csv", buf.getvalue())
+        det = load_detector(model_path, progress=False, device=device)  # checks the model file before any output
+        with rich_progress() as bar, open_engine(engine, ray_address, workers) as eng:
+            predict_files(model_path, files, out, engine=eng, model=det, threshold=threshold,
+                          pixel_threshold=pixel_threshold, chunk=chunk, device=device,
+                          progress=lambda d, t: bar("predict", d, t),
+                          on_resume=lambda d, t: _console().print(f"resuming: {d} of {t} images already scored in {out}"))
         _console().print(f"scored {len(files)} images -> {out}/scores.csv")
 
 
@@ -157,6 +169,11 @@ def eval_cmd(
     image_only: bool = typer.Option(False, "--image-only", help="Image metrics only (for data without masks)."),
     threshold: Optional[float] = typer.Option(None, "--threshold", help="Image score threshold for the confusion counts (default: the model's, chosen on validation)."),
     pixel_threshold: Optional[float] = typer.Option(None, "--pixel-threshold", help="Map threshold for the pixel counts and masks (default: the model's)."),
+    device: str = typer.Option("cpu", "--device", help="cpu, or cuda[:N] when a GPU is available."),
+    workers: Optional[int] = typer.Option(None, "--workers", "-j", min=1,
+                                          help="Workers (default: 1 local; with --engine ray, the cluster's CPUs)."),
+    engine: str = engine_option(),
+    ray_address: Optional[str] = address_option(),
 ) -> None:
     """Evaluate a model on the test split: metrics JSON and an HTML report."""
     with _user_errors():
@@ -166,10 +183,15 @@ def eval_cmd(
         from defectforge.detect.evaluate import add_eval_section, evaluate_detector, metrics_json
         from defectforge.report import Report
 
-        det = load_detector(model_path, progress=True)
+        from defectforge.engine.cli import open_engine
+        from defectforge.progress import rich_progress
+
+        det = load_detector(model_path, device=device)
         given = _override_thresholds(det, threshold, pixel_threshold)
         ds = load_dataset(data, format=format)
-        res = evaluate_detector(det, ds, split=split, pixel_metrics=not image_only)
+        with rich_progress() as bar, open_engine(engine, ray_address, workers) as eng:
+            res = evaluate_detector(det, ds, split=split, pixel_metrics=not image_only, engine=eng,
+                                    model_path=str(model_path), progress=lambda d, t: bar("eval", d, t))
         out = metrics_json(res, {"model": str(model_path), "detector": det.name, "data": str(data), "split": split,
                                  **given})
         if json_out is not None:

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from defectforge.detect.predict_job import DetectorTask
 from defectforge.errors import InputError
 
 #: keys of the metrics JSON written by ``defectforge detect eval``
@@ -96,7 +97,8 @@ def validate_eval_samples(dataset: Any, split: str | None = "test", pixel_metric
 
 
 def evaluate_detector(model: Any, dataset: Any, split: str | None = "test", eval_size: tuple[int, int] | None = None,
-                      chunk: int = 16, n_examples: int = 3, pixel_metrics: bool = True) -> dict[str, Any]:
+                      chunk: int = 16, n_examples: int = 3, pixel_metrics: bool = True, engine: Any = None,
+                      model_path: str | None = None, progress: Any = None) -> dict[str, Any]:
     """Metrics and report material for ``model`` on ``dataset`` (a ``Dataset`` or a list
     of ``Sample`` s; filtered to ``split`` when it is a ``Dataset`` and ``split`` is set).
 
@@ -108,26 +110,18 @@ def evaluate_detector(model: Any, dataset: Any, split: str | None = "test", eval
     resized to ``eval_size`` (default the model input size; masks by nearest neighbour).
     The labels are checked first (:func:`validate_eval_samples`); ``pixel_metrics=False``
     evaluates image scores only (pixel metrics are then reported as not computed).
+    ``engine`` (:mod:`defectforge.engine`) scores the chunks (default: this process with
+    ``model``); workers of another process load ``model_path`` and read images by path.
+    ``progress(done, total)`` is called as images are scored.
     """
     from defectforge.metrics import evaluate_anomaly, pro_curve, roc_curve
     from defectforge.report.threshold import decision_summary, model_thresholds
 
     samples = validate_eval_samples(dataset, split, pixel_metrics)
     size = tuple(eval_size) if eval_size else tuple(getattr(model, "input_size", None) or samples[0].image.shape[:2])
-    scores, maps, masks = [], [], []
     t0 = time.perf_counter()
-    t_pred = 0.0
-    for s in range(0, len(samples), chunk):
-        part = samples[s:s + chunk]
-        t = time.perf_counter()
-        pred = model.predict(part)
-        t_pred += time.perf_counter() - t
-        scores.append(pred.pred_score)
-        for smp, m in zip(part, pred.anomaly_map or [None] * len(part)):
-            if m is not None:
-                maps.append(_resize(m.astype(np.float32), size))
-            gt = smp.mask if pixel_metrics else None
-            masks.append(None if gt is None else _resize(gt.astype(np.uint8), size, nearest=True) > 0)
+    scores, maps, masks, t_pred = _score_all(model, samples, size, chunk, engine, model_path, progress,
+                                             pixel_metrics)
     scores_a = np.concatenate(scores)
     labels = [s.label for s in samples]
     is_def = np.array([s.is_defect for s in samples])
@@ -160,6 +154,57 @@ def evaluate_detector(model: Any, dataset: Any, split: str | None = "test", eval
         result["examples"] = _examples(samples, scores_a, is_def, maps, masks, size, n_examples,
                                        result["pixel_threshold"])
     return result
+
+
+class ScoreTask(DetectorTask):
+    """Predict one chunk of samples (read by path in the worker); returns the image scores,
+    the maps and ground-truth masks at ``size`` and the seconds spent in ``predict``."""
+
+    def __init__(self, model_path: str | None, size: tuple[int, int], model: Any = None, pixel_metrics: bool = True):
+        super().__init__(model_path, model)
+        self.size = tuple(size)
+        self.pixel_metrics = pixel_metrics
+
+    def __call__(self, item: tuple[int, list[Any]]) -> tuple[np.ndarray, list[np.ndarray] | None,
+                                                             list[np.ndarray | None], float]:
+        part = item[1]  # (start index, samples): the driver puts results back in order by start
+        t = time.perf_counter()
+        pred = self.model.predict(part)
+        dt = time.perf_counter() - t
+        maps = None if pred.anomaly_map is None else [_resize(m.astype(np.float32), self.size) for m in pred.anomaly_map]
+        masks = []
+        for smp in part:
+            gt = smp.mask if self.pixel_metrics else None
+            masks.append(None if gt is None else _resize(gt.astype(np.uint8), self.size, nearest=True) > 0)
+        return np.asarray(pred.pred_score), maps, masks, dt
+
+
+def _score_all(model: Any, samples: list[Any], size: tuple[int, int], chunk: int, engine: Any,
+               model_path: str | None, progress: Any = None, pixel_metrics: bool = True) -> tuple[list[np.ndarray], list[np.ndarray], list[Any], float]:
+    """Scores, maps and masks of ``samples`` in their order, chunk by chunk, on ``engine``."""
+    from defectforge.engine.local import LocalEngine
+
+    if engine is not None and engine.name != "local" and model_path is None:
+        from defectforge.errors import ConfigError
+
+        raise ConfigError(f"the {engine.name} engine loads the model in its workers: pass model_path")
+    runner = engine if engine is not None else LocalEngine(1)
+    starts = list(range(0, len(samples), chunk))
+    got: dict[int, tuple] = {}
+    done = 0
+    for (start, part), res in runner.map(ScoreTask(model_path, size, model, pixel_metrics), [(s, samples[s:s + chunk]) for s in starts]):
+        got[start] = res
+        done += len(part)
+        if progress:
+            progress(done, len(samples))
+    scores, maps, masks, t_pred = [], [], [], 0.0
+    for s in starts:
+        sc, mp, mk, dt = got[s]
+        scores.append(sc)
+        maps.extend(mp or [])
+        masks.extend(mk)
+        t_pred += dt
+    return scores, maps, masks, t_pred
 
 
 def _examples(samples, scores, is_def, maps, masks, size, n, pixel_threshold=None) -> list[tuple[np.ndarray, str]]:

@@ -368,8 +368,8 @@ class PointTransformerAD(Detector3D):
         import torch
 
         from defectforge.detect._progress import progress_task
-        from defectforge.detect.coreset import coreset_size, greedy_kcenter
-        from defectforge.detect.knn import NearestNeighbors
+        from defectforge.bank.coreset import coreset_size, greedy_kcenter
+        from defectforge.bank.knn import NearestNeighbors
         from defectforge.synth3d.geometry import voxel_downsample
 
         self._validate_params()
@@ -572,7 +572,7 @@ class PointTransformerAD(Detector3D):
                 "threshold": self.threshold_, "point_threshold": self.point_threshold_, "fit_info": info}
 
     def _set_state(self, state: dict[str, Any]) -> None:
-        from defectforge.detect.knn import NearestNeighbors
+        from defectforge.bank.knn import NearestNeighbors
 
         self.sdn_ = self._new_sdn()
         self.sdn_.category_scale = float(state["category_scale"])

@@ -342,8 +342,11 @@ def _csv_text(rows: list[dict[str, Any]]) -> str:
 
 
 def run_experiment(name: str, data: str | Path | Dataset, out: str | Path, settings: ExperimentSettings | None = None,
-                   overwrite: bool = False, progress: Callable[[str, int, int], None] | None = None) -> dict[str, Any]:
-    """Run (or resume) experiment ``name``; returns ``{"runs", "summary", "markdown", "out"}``."""
+                   overwrite: bool = False, progress: Callable[[str, int, int], None] | None = None,
+                   engine: Any = None) -> dict[str, Any]:
+    """Run (or resume) experiment ``name``; returns ``{"runs", "summary", "markdown", "out"}``.
+    ``engine`` (:mod:`defectforge.engine`) runs the (condition, seed) pairs as items
+    (default: one after another in this process); the results do not depend on the order."""
 
     EXPERIMENTS.get(name)  # an unknown name raises ConfigError listing the experiments
     st = settings or ExperimentSettings()
@@ -375,23 +378,45 @@ def run_experiment(name: str, data: str | Path | Dataset, out: str | Path, setti
                 raise ConfigError(f"unknown condition(s) {unknown} for {name} (available: {', '.join(names)})")
             conds = [(c, fn) for c, fn in conds if c in st.only]
         total = len(conds) * len(st.seeds)
-        k = 0
-        runs: list[dict[str, Any]] = []
-        for seed in st.seeds:
-            for cond, fn in conds:
-                key = f"{cond}|{seed}"
-                if key in done:
-                    runs.append(done[key])
-                else:
-                    t0 = time.perf_counter()
-                    res = fn(seed)
-                    rec = {"condition": cond, "seed": seed, **res, "seconds": round(time.perf_counter() - t0, 1)}
-                    rf.journal.append(rec)
-                    runs.append(rec)
-                k += 1
-                if progress is not None:
-                    progress(cond, k, total)
+        pairs = [(cond, seed) for seed in st.seeds for cond, _ in conds]
+        runs: list[dict[str, Any]] = [done[f"{c}|{s}"] for c, s in pairs if f"{c}|{s}" in done]
+        todo = [(c, s) for c, s in pairs if f"{c}|{s}" not in done]
+        if progress is not None and runs:
+            progress(runs[-1]["condition"], len(runs), total)
+        from defectforge.engine.local import LocalEngine
+
+        runner = engine if engine is not None else LocalEngine(1)
+        for (cond, _), rec in runner.map(ConditionTask(name, ds, st, out, dict(conds)), todo):
+            rf.journal.append(rec)
+            runs.append(rec)
+            if progress is not None:
+                progress(cond, len(runs), total)
         return _write_results(out, name, sj, conds, runs)
+
+
+class ConditionTask:
+    """One (condition, seed) run of experiment ``name``; returns its journal record. A worker
+    of another process builds the conditions once (:meth:`setup`: splits, cached pools)."""
+
+    def __init__(self, name: str, ds: Dataset, st: ExperimentSettings, out: Path,
+                 conds: dict[str, Callable[[int], dict[str, Any]]] | None = None):
+        self.name, self.ds, self.st, self.out = name, ds, st, out
+        self._conds = conds
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_conds"] = None  # closures over this process's context: rebuilt in the worker
+        return state
+
+    def setup(self) -> None:
+        if self._conds is None:
+            self._conds = dict(EXPERIMENTS.get(self.name)(_Ctx(self.ds, self.st, self.out)))
+
+    def __call__(self, item: tuple[str, int]) -> dict[str, Any]:
+        cond, seed = item
+        t0 = time.perf_counter()
+        res = self._conds[cond](seed)  # type: ignore[index]
+        return {"condition": cond, "seed": seed, **res, "seconds": round(time.perf_counter() - t0, 1)}
 
 
 def _legacy_journal(out: Path, sj: dict[str, Any]):

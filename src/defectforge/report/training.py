@@ -53,6 +53,8 @@ def write_training_report(out_dir: str | Path, metrics: dict[str, Any], detector
             "train images": metrics.get("n_train"), "validation images": metrics.get("n_val"),
             "epochs run": len(metrics.get("history", [])),
             "test mAP@0.5": test.get("map50", "no test split"), "test mAP@0.5:0.95": test.get("map50_95", ""),
+            **{f"test mAP {size} boxes (COCO)": "none of this size" if test.get(f"map_{size}") is None
+               else test[f"map_{size}"] for size in ("small", "medium", "large") if test},
             "test images": test.get("n_images", 0), "test boxes": test.get("n_gt_boxes", 0)})
     if metrics.get("history"):
         sec.figures([(history_figure(metrics["history"]), "loss and validation mAP per epoch")])

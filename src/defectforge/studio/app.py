@@ -24,6 +24,43 @@ STATIC = Path(__file__).resolve().parent / "static"
 MAX_BODY = 16 * 1024 * 1024  # uploads (drawn masks, instruction files) are small
 
 
+class BodyLimit:
+    """ASGI middleware: refuse bodies over ``limit`` bytes (HTTP 413), by the declared
+    ``content-length`` and by counting what actually arrives (chunked uploads too): the body
+    is read (at most ``limit`` bytes are kept) before the app sees it."""
+
+    def __init__(self, app, limit: int):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers") or []).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.limit:
+            return await self._refuse(scope, send)
+        messages, seen = [], 0
+        while True:
+            message = await receive()
+            messages.append(message)
+            if message["type"] != "http.request":
+                break
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                return await self._refuse(scope, send)
+            if not message.get("more_body", False):
+                break
+
+        async def replay():
+            return messages.pop(0) if messages else await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, scope, send) -> None:
+        body = JSONResponse({"error": f"request body over the {self.limit // 2**20} MiB limit", "field": None},
+                            status_code=413)
+        await body(scope, None, send)
+
+
 def create_app(project: str | Path, token: str | None = None, llm=None) -> FastAPI:
     """The app for ``project``; with ``token``, every request must carry it
     (``X-Studio-Token`` header, ``?token=`` query or the ``studio_token`` cookie); ``llm``:
@@ -41,14 +78,12 @@ def create_app(project: str | Path, token: str | None = None, llm=None) -> FastA
                      or request.cookies.get("studio_token") or "")
             if not secrets.compare_digest(given, token):
                 return JSONResponse({"error": "missing or wrong studio token", "field": None}, status_code=401)
-        size = request.headers.get("content-length")
-        if size is not None and size.isdigit() and int(size) > MAX_BODY:
-            return JSONResponse({"error": f"request body over the {MAX_BODY // 2**20} MiB limit", "field": None},
-                                status_code=413)
         response = await call_next(request)
         if token is not None and request.query_params.get("token") == token:
             response.set_cookie("studio_token", token, httponly=True, samesite="strict")
         return response
+
+    app.add_middleware(BodyLimit, limit=MAX_BODY)
 
     @app.exception_handler(PathRefused)
     async def refused(request: Request, exc: PathRefused):

@@ -2,7 +2,8 @@
 interest around it) or a drawn mask (the region itself), previewed with the label derived
 from the pixel change, and accepted into a synthetic set (:mod:`.synthset`).
 
-Generation goes through :func:`defectforge.synth2d.pipeline.prepare` and ``Engine.make``,
+Generation goes through :func:`defectforge.synth2d.engine.prepare` and ``Engine.make`` (a
+:class:`~defectforge.synth2d.record.SynthRecord`),
 the same code the ``synth`` command runs, so a preview is exactly the sample a run with
 the same config, seed and region would write.
 """
@@ -49,7 +50,7 @@ class Preview2D(BaseModel):
 def _engine(st, ds_path: Path, ds, split: str, req: Preview2D):
     """A prepared engine for (dataset, split, generator, params, real defects), cached."""
     from defectforge.synth2d.config import parse_config
-    from defectforge.synth2d.pipeline import prepare
+    from defectforge.synth2d.engine import prepare
 
     key = (str(ds_path), split, req.generator, json.dumps(req.params, sort_keys=True), req.real_defects)
     eng = st.engines.get(key)
@@ -123,7 +124,7 @@ def preview(request: Request, req: Preview2D) -> dict[str, Any]:
     out = {"id": pid, "accepted": rec.ok, "rejects": list(rec.rejects), "seed": rec.seed,
            "generator": rec.generator, "label": rec.label, "source": s.name,
            "width": int(img.shape[1]), "height": int(img.shape[0])}
-    if out["accepted"]:
+    if rec.ok:
         out.update(qc=rec.qc, boxes=rec.boxes, params=rec.params,
                    n_label_pixels=int((_decode(rec.mask_png) > 0).sum()))
         st.previews.put(pid, {"rec": rec, "source": {"path": st.paths.relative(ds_path), "split": s.split,

@@ -172,8 +172,15 @@ class JobQueue:
         jid = job["id"]
         last = [0.0]
 
-        def progress(done: int, total: int, *_: Any) -> None:
-            job.update(done=int(done), total=int(total))
+        def progress(*args: Any) -> None:
+            """Either the progress protocol ``(stage, done, total)`` (:mod:`defectforge.progress`)
+            or the older ``(done, total[, item])``."""
+            if isinstance(args[0], str):
+                stage, done, total = args[0], args[1], args[2]
+            else:
+                done, total = args[0], args[1]
+                stage = str(args[2]) if len(args) > 2 else ""
+            job.update(done=int(done), total=None if total is None else int(total), stage=stage)
             if jid in self.cancel:
                 raise Cancelled()
             if time.time() - last[0] > 2:

@@ -2,7 +2,7 @@
 scores and real defect crops beside them at the same zoom.
 
 Decisions live in ``SET/.synth/review.json`` (``{index: "accepted" | "rejected"}``). After each
-decision ``manifest.csv`` and the exports are rebuilt from the journal without the rejected
+decision (with the run folder locked) ``manifest.csv`` and the exports are rebuilt from the journal without the rejected
 samples, so every reader (``detect fit --synthetic``, ``train-detector --synthetic``,
 ``filter``, exports) honours them; images, masks and the journal stay, so a decision can be
 undone. Note: rerunning ``synth`` on the folder rebuilds the manifest from the journal; open
@@ -24,7 +24,6 @@ from defectforge._atomic import atomic_write_json
 from defectforge.errors import InputError
 from defectforge.studio.data_api import png_response, studio
 from defectforge.studio.forms import FieldError
-from defectforge.synth2d.record import SynthRecord
 
 router = APIRouter(prefix="/api")
 REVIEW = "review.json"
@@ -32,20 +31,22 @@ DECISIONS = ("accepted", "rejected", "undecided")
 
 
 def _set(st, rel: str) -> Path:
+    from defectforge.runfolder import RUN_FILE
     from defectforge.synth2d.pipeline import STATE
 
     out = st.paths.resolve(rel, must_exist=True)
-    if not (out / STATE / "journal.jsonl").is_file():
-        raise FieldError("set", f"{rel} is not a synthetic set (no .synth/journal.jsonl): make one with synth, "
+    if not (out / STATE / RUN_FILE).is_file():
+        raise FieldError("set", f"{rel} is not a synthetic set (no .synth/run.json): make one with synth, "
                                 "a job or Author 2D")
     return out
 
 
-def _records(out: Path) -> list[dict[str, Any]]:
+def _records(out: Path) -> list:
+    """The accepted samples' records (files intact), in index order, from the run's journal."""
     from defectforge.synth2d.pipeline import read_records
 
     done = read_records(out)
-    return [done[i].to_journal() for i in sorted(done) if done[i].ok]
+    return [done[i] for i in sorted(done) if done[i].ok]
 
 
 def decisions(out: Path) -> dict[str, str]:
@@ -55,22 +56,19 @@ def decisions(out: Path) -> dict[str, str]:
     return json.loads(p.read_text(encoding="utf-8")) if p.is_file() else {}
 
 
-def apply(out: Path, decided: dict[str, str]) -> int:
-    """Save ``decided`` and rebuild ``manifest.csv`` and the exports without rejected
-    samples; returns the number of samples kept."""
+def apply(rf, decided: dict[str, str]) -> int:
+    """Save ``decided`` and rebuild ``manifest.csv`` and the exports of the (opened) run
+    folder ``rf`` without rejected samples; returns the number of samples kept."""
     from defectforge.data.manifest import write_manifest
     from defectforge.data.sample import Dataset
+    from defectforge.studio.synthset import formats_of
     from defectforge.synth2d.export import export
-    from defectforge.synth2d.pipeline import STATE, run_config
 
-    atomic_write_json(out / STATE / REVIEW, dict(sorted(decided.items(), key=lambda kv: int(kv[0]))))
-    kept = [SynthRecord.from_journal(j).to_sample(out) for j in _records(out)
-            if decided.get(str(j["index"])) != "rejected"]
+    out = rf.path
+    atomic_write_json(rf.state_dir / REVIEW, dict(sorted(decided.items(), key=lambda kv: int(kv[0]))))
+    kept = [r.to_sample(out) for r in _records(out) if decided.get(str(r.index)) != "rejected"]
     write_manifest(Dataset(kept, root=out, format="manifest"), out / "manifest.csv")
-    studio_set = out / STATE / "studio.json"
-    fmts = (json.loads(studio_set.read_text(encoding="utf-8")).get("formats", []) if studio_set.is_file()
-            else run_config(out).get("formats", []))
-    for fmt in fmts:
+    for fmt in formats_of(rf):
         export(Dataset(kept, root=None, format="manifest"), out / "export", fmt)
     return len(kept)
 
@@ -80,9 +78,9 @@ def review(request: Request, set: str) -> dict[str, Any]:
     out = _set(studio(request), set)
     dec = decisions(out)
     items = []
-    for j in _records(out):
-        items.append({"index": j["index"], "file": j["file"], "label": j["label"], "generator": j["generator"],
-                      "source": j["source"], "qc": j.get("qc", {}), "decision": dec.get(str(j["index"]), "undecided")})
+    for r in _records(out):
+        items.append({"index": r.index, "file": r.file, "label": r.label, "generator": r.generator,
+                      "source": r.source, "qc": r.qc, "decision": dec.get(str(r.index), "undecided")})
     counts = {d: sum(it["decision"] == d for it in items) for d in DECISIONS}
     return {"set": set, "items": items, "counts": counts}
 
@@ -99,15 +97,17 @@ def decide(request: Request, req: Decide) -> dict[str, Any]:
     if req.decision not in DECISIONS:
         raise FieldError("decision", f"decision must be one of {', '.join(DECISIONS)}")
     out = _set(st, req.set)
-    if req.index not in {j["index"] for j in _records(out)}:
+    if req.index not in {r.index for r in _records(out)}:
         raise FieldError("index", f"sample {req.index} is not in the set")
-    with st.lock:
+    from defectforge.studio.synthset import reopen
+
+    with st.lock, reopen(out) as rf:  # refused while a job writes the folder
         dec = decisions(out)
         if req.decision == "undecided":
             dec.pop(str(req.index), None)
         else:
             dec[str(req.index)] = req.decision
-        kept = apply(out, dec)
+        kept = apply(rf, dec)
     return {"index": req.index, "decision": req.decision, "kept": kept}
 
 
@@ -129,10 +129,10 @@ def crop(request: Request, set: str, index: int, size: int = 192, outline: int =
     from defectforge.report.visual import mask_overlay
 
     out = _set(studio(request), set)
-    j = next((r for r in _records(out) if r["index"] == index), None)
-    if j is None:
+    rec = next((r for r in _records(out) if r.index == index), None)
+    if rec is None:
         raise FieldError("index", f"sample {index} is not in the set")
-    s = SynthRecord.from_journal(j).to_sample(out)
+    s = rec.to_sample(out)
     img, m = s.rgb(), s.mask
     if outline:
         img = mask_overlay(img, m, color=(255, 230, 0), alpha=0.0)
@@ -173,7 +173,7 @@ def scores(request: Request, req: Scores) -> dict[str, Any]:
         raise FieldError("real", "real defects come from a 2D dataset")
     reals = [s for s in ds if s.split == "train" and s.is_defect and (s.mask_path is not None or s.boxes)]
     recs = _records(out)
-    rows = score_samples([SynthRecord.from_journal(j).to_sample(out) for j in recs], reals)
+    rows = score_samples([r.to_sample(out) for r in recs], reals)
     keys = ("realism_distance", "fidelity", "change_in", "change_out", "diversity")
-    return {"scores": {str(j["index"]): {k: (round(float(r[k]), 4) if np.isfinite(r[k]) else None)
-                                         for k in keys if k in r} for j, r in zip(recs, rows)}}
+    return {"scores": {str(rec.index): {k: (round(float(r[k]), 4) if np.isfinite(r[k]) else None)
+                                        for k in keys if k in r} for rec, r in zip(recs, rows)}}

@@ -95,7 +95,8 @@ def train_detector_cmd(
                          "history": det.info_.get("history", [])}
         if test:
             m = evaluate_boxes(det, test)
-            metrics["test"] = {k: m[k] for k in ("map50", "map50_95", "per_class", "n_images", "n_gt_boxes")}
+            metrics["test"] = {k: m.get(k) for k in ("map50", "map50_95", "map_small", "map_medium", "map_large",
+                                                     "per_class", "n_images", "n_gt_boxes")}
             con.print(f"test mAP@0.5 {m['map50']:.4f}  mAP@0.5:0.95 {m['map50_95']:.4f}  ({len(test)} images)")
         else:
             con.print("no test split: skipped evaluation")

@@ -7,9 +7,10 @@ making one sample in :mod:`.engine`, the sample record in :mod:`.record`, the ou
 - **Determinism**: sample ``i`` is made from its own seed, so the bytes of every output
   file depend only on the config and the seed, never on the number of workers or on
   resume points.
-- **Parallelism**: worker processes make and PNG-encode samples (and die with the parent,
-  even on SIGKILL); the parent writes them atomically **in index order** and appends one
-  line per sample to the journal (``.synth/journal.jsonl``).
+- **Parallelism**: an engine (:mod:`defectforge.engine`: local worker processes that die
+  with the parent even on SIGKILL, or Ray actors) runs :class:`SampleTask`: the worker
+  makes a sample and writes its PNGs atomically; the parent appends one line per finished
+  sample to the journal (``.synth/journal.jsonl``) in the order they finish.
 - **Resume**: a rerun of the same config skips the journaled samples whose files are
   intact. A different config, or a non-empty folder holding no synth run, is refused
   unless ``overwrite`` (which clears only the run's own outputs); an output folder that
@@ -28,7 +29,7 @@ from typing import Any, Callable
 
 from defectforge.data.sample import Dataset, Sample
 from defectforge.errors import ConfigError, InputError
-from defectforge.runfolder import RunFolder
+from defectforge.runfolder import RunFolder, remove_leftovers, write_artifact
 from defectforge.synth2d.config import SynthConfig
 from defectforge.synth2d.engine import Engine, generate_samples, prepare, real_defects_from, seed_for
 from defectforge.synth2d.export import export, write_outputs
@@ -64,8 +65,10 @@ class SynthRun:
 
 def synthesize(config: SynthConfig, out: str | Path | None = None, workers: int = 2, overwrite: bool = False,
                progress: Callable[[int, int], None] | None = None, dataset: Dataset | None = None,
-               gallery: int = 12) -> SynthRun:
-    """Run (or resume) a synthesis into ``out``; see the module doc for the rules."""
+               gallery: int = 12, engine: Any = None) -> SynthRun:
+    """Run (or resume) a synthesis into ``out``; see the module doc for the rules.
+    ``engine`` (:mod:`defectforge.engine`) runs the samples; default: ``workers`` local
+    processes. Every engine writes the same bytes."""
     t0 = time.perf_counter()
     # 1. the config: output folder and an absolute source path (so the fingerprint is stable)
     cfg, out = _resolve(config, out)
@@ -82,22 +85,26 @@ def synthesize(config: SynthConfig, out: str | Path | None = None, workers: int 
                         inputs=_inputs(cfg), outputs=OUR_OUTPUTS, overwrite=overwrite, check=load_sources,
                         adopt=adopt) as rf:
         legacy.unlink(missing_ok=True)
-        engine: Engine = loaded["engine"]
+        maker: Engine = loaded["engine"]
         # 3. what earlier runs finished (journaled, files intact)
         done = read_records(rf)
         todo = [i for i in range(total) if i not in done]
         run = SynthRun(cfg, out, resumed=len(done))
         if progress:
             progress(len(done), total)
-        # 4. make the missing samples, write each (atomically) and journal it, in index order
-        for rec in _make(engine, todo, workers):
+        # 4. workers make the missing samples and write each (atomically); journal each one done
+        from defectforge.engine.local import LocalEngine
+
+        runner = engine if engine is not None else LocalEngine(workers)
+        for _, rec in runner.map(SampleTask(maker, out), todo):
             if rec.status == "error":
                 raise InputError(None, rec.error)
-            add_record(rf, rec)
+            add_record(rf, rec)  # its files were written by the worker: only the journal line here
             done[rec.index] = rec
             run.written += rec.ok
             if progress:
                 progress(len(done), total)
+        remove_leftovers(out)  # what a worker killed mid-write left (no writer is active now)
         # 5. manifest, exports, card and report, rebuilt from the journal
         write_outputs(run, rf, cfg, [done[i] for i in sorted(done)], total, loaded["facts"], gallery)
     run.elapsed_s = time.perf_counter() - t0
@@ -136,31 +143,22 @@ def _inputs(cfg: SynthConfig) -> list[str]:
     return ins
 
 
-def _make(engine: Engine, indices: list[int], workers: int):
-    """The records of ``indices`` in order, made here or on ``workers`` processes."""
-    if workers <= 1 or len(indices) <= 1:
-        for i in indices:
-            yield engine.make(i)
-        return
-    from defectforge._pool import imap_ordered
+class SampleTask:
+    """Make sample ``i`` and write its two PNGs atomically into ``out``; returns its record
+    (without the PNG bytes). Runs in a worker of any engine: only the record travels."""
 
-    yield from imap_ordered(_work, indices, workers, initializer=_init_worker, initargs=(engine,))
+    def __init__(self, maker: Engine, out: Path):
+        self.maker = maker
+        self.out = Path(out)
 
+    def setup(self) -> None:
+        pass
 
-_WORKER_ENGINE: Engine | None = None
-
-
-def _init_worker(engine: Engine) -> None:
-    import cv2
-
-    global _WORKER_ENGINE
-    cv2.setNumThreads(1)
-    _WORKER_ENGINE = engine
-
-
-def _work(index: int) -> SynthRecord:
-    assert _WORKER_ENGINE is not None
-    return _WORKER_ENGINE.make(index)
+    def __call__(self, index: int) -> SynthRecord:
+        rec = self.maker.make(index)
+        if rec.status != "error":
+            write_files(self.out, rec)
+        return rec
 
 
 def read_records(rf: RunFolder | Path) -> dict[int, SynthRecord]:
@@ -176,16 +174,23 @@ def read_records(rf: RunFolder | Path) -> dict[int, SynthRecord]:
     return {r.index: r for r in recs if r.files_intact(root)}
 
 
-def add_record(rf: RunFolder, rec: SynthRecord) -> None:
-    """Write a made sample into the set: image and mask (atomic) if accepted, then its
-    journal line (fsync'ed). Fills in its file fields and drops the encoded bytes."""
-    if rec.ok:
-        assert rec.png is not None and rec.mask_png is not None
+def write_files(root: Path, rec: SynthRecord) -> None:
+    """Write an accepted sample's image and mask (atomic) under ``root``; fills in its file
+    fields and drops the encoded bytes. Safe in a worker (no lock, no journal)."""
+    if rec.ok and rec.png is not None:
+        assert rec.mask_png is not None
         rec.file, rec.mask = f"images/{rec.stem}.png", f"masks/{rec.stem}.png"
-        rf.write_artifact(rec.file, rec.png)
-        rf.write_artifact(rec.mask, rec.mask_png)
+        write_artifact(Path(root) / rec.file, rec.png)
+        write_artifact(Path(root) / rec.mask, rec.mask_png)
         rec.file_size, rec.mask_size = len(rec.png), len(rec.mask_png)
         rec.png = rec.mask_png = None
+
+
+def add_record(rf: RunFolder, rec: SynthRecord) -> None:
+    """Write a made sample into the set: image and mask (atomic) if accepted and not written
+    yet (:func:`write_files`, e.g. by a worker), then its journal line (fsync'ed)."""
+    write_files(rf.path, rec)
+    assert not rec.ok or rec.file is not None
     rf.journal.append(rec.to_journal())
 
 

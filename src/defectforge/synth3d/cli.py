@@ -12,6 +12,8 @@ from pathlib import Path
 
 import typer
 
+from defectforge.engine.cli import address_option, engine_option
+
 
 def _progress():
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -45,6 +47,9 @@ def register(app: typer.Typer) -> None:
         llm_model: str = typer.Option("gpt-4o-mini", "--llm-model", help="Model name for --llm-url."),
         scan_noise: float = typer.Option(0.0, "--scan-noise", help="Scanner noise std along normals, fraction of diag (e.g. 0.0005)."),
         partial: bool = typer.Option(False, "--partial", help="Keep only a partial view facing the defects (like Real3D-AD test scans)."),
+        workers: int = typer.Option(None, "--workers", "-j", min=1, help="Workers (default: 1 local; with --engine ray, the cluster's CPUs)."),
+        engine: str = engine_option(),
+        ray_address: str = address_option(),
     ) -> None:
         """Synthesise defective point clouds with exact point-wise masks (Real3D-AD layout)."""
         from rich.console import Console
@@ -76,19 +81,19 @@ def register(app: typer.Typer) -> None:
                 except LLMError as exc:
                     console.print(f"[yellow]LLM unavailable ({exc}); using the rule-based parser[/]")
             if inst is None:
-                if part_diag is None:  # absolute sizes refer to each sample's own part
-                    def inst(d: float, _text: str = describe):
-                        return parse_description(_text, part_diag=d)
+                if part_diag is None:  # absolute sizes refer to each sample's own part (picklable for workers)
+                    import functools
+
+                    inst = functools.partial(parse_description, describe)
                 else:
                     inst = parse_description(describe, part_diag=part_diag)
-        with _progress() as prog:
-            task = prog.add_task("synth3d", total=n, item="")
+        from defectforge.engine.cli import open_engine
+        from defectforge.progress import rich_progress
 
-            def tick(done: int, total: int, name: str) -> None:
-                prog.update(task, completed=done, item=name)
-
-            summary = run_synthesis(input, inst, n, seed, out, n_points=n_points, progress=tick, instruction_text=text,
-                                    scan_noise=scan_noise, partial=partial)
+        with rich_progress() as bar, open_engine(engine, ray_address, workers) as eng:
+            summary = run_synthesis(input, inst, n, seed, out, n_points=n_points, instruction_text=text,
+                                    progress=lambda d, t, _name: bar("synth3d", d, t),
+                                    scan_noise=scan_noise, partial=partial, engine=eng)
         Console().print(f"[green]done[/]: {summary['generated']} generated, {summary['skipped']} already present, "
                         f"{summary['samples']} samples in {summary['out']} (manifest.csv)")
 

@@ -20,6 +20,7 @@ import numpy as np
 from defectforge._atomic import atomic_write_bytes, atomic_write_text
 from defectforge.errors import InputError
 from defectforge.synth3d.cloud import PointCloud
+from defectforge.synth3d.cloud_precision import needs_double, text_decimals
 
 CLOUD_SUFFIXES = (".ply", ".pcd", ".xyz", ".txt", ".asc", ".pts", ".npy")
 MESH_SUFFIXES = (".obj", ".stl", ".off", ".glb", ".gltf")
@@ -308,42 +309,6 @@ def write_cloud(path: str | Path, cloud: PointCloud, *, binary: bool = True) -> 
     raise InputError(path, f"cannot write format {suffix!r}")
 
 
-#: written coordinates keep the cloud's geometry to this fraction of its extent (or better)
-REL_PRECISION = 1e-7
-
-
-def _extent(pts: np.ndarray) -> float:
-    """The cloud's size: its bounding-box diagonal, or its largest coordinate for a single point."""
-    finite = pts[np.isfinite(pts).all(axis=1)] if len(pts) else pts
-    if not len(finite):
-        return 0.0
-    diag = float(np.linalg.norm(finite.max(axis=0) - finite.min(axis=0)))
-    return diag if diag > 0 else float(np.abs(finite).max())
-
-
-def text_decimals(points: np.ndarray, minimum: int = 6) -> int:
-    """Decimals for fixed-point text so the rounding stays under :data:`REL_PRECISION` of the
-    cloud's extent: 6 (the Real3D-AD layout) for parts of ordinary size, more for tiny ones
-    (a 1e-6-scale part would otherwise collapse onto a few grid points)."""
-    ext = _extent(np.asarray(points, dtype=np.float64).reshape(-1, 3))
-    if ext <= 0:
-        return minimum
-    return int(min(max(minimum, int(np.ceil(-np.log10(REL_PRECISION * ext)))), 30))
-
-
-def needs_double(points: np.ndarray) -> bool:
-    """Whether float32 coordinates would move points by more than :data:`REL_PRECISION` of
-    the extent (a part far from the origin, e.g. at 1e9, collapses to a few float32 values)."""
-    pts = np.asarray(points, dtype=np.float64).reshape(-1, 3)
-    ext = _extent(pts)
-    if not len(pts) or ext <= 0:
-        return False
-    with np.errstate(over="ignore", invalid="ignore"):
-        err = np.abs(pts.astype(np.float32).astype(np.float64) - pts)
-    err = err[np.isfinite(err)]
-    return bool(err.size) and float(err.max()) > REL_PRECISION * ext
-
-
 def write_xyz_label(path: str | Path, points: np.ndarray, labels: np.ndarray | None = None,
                     decimals: int | None = None) -> Path:
     """Real3D-AD ground-truth layout: one ``x y z label`` line per point, 6 decimals (more when
@@ -374,7 +339,7 @@ def write_ply(path: str | Path, cloud: PointCloud, *, binary: bool = True, doubl
     """PLY with ``x y z`` (float32, or float64 when ``double``), optional normals and ``label``.
 
     ``double=None`` (default) picks float64 for the coordinates when float32 would move
-    points by more than :data:`REL_PRECISION` of the extent (see :func:`needs_double`)."""
+    points by more than ``REL_PRECISION`` of the extent (see :func:`~defectforge.synth3d.cloud_precision.needs_double`)."""
     fields = _vertex_fields(cloud)
     if double is None:
         double = needs_double(cloud.points)

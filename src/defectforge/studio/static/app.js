@@ -140,7 +140,9 @@ const a2canvas = $("#a2-canvas");
 async function a2LoadImages() {
   const path = $("#a2-ds").value;
   try {
-    const r = await api("/api/samples?" + q({ path, label: "good", limit: 500 }));
+    // good images of the train split (sources never come from test unless a dataset has no train split)
+    let r = await api("/api/samples?" + q({ path, label: "good", split: "train", limit: 500 }));
+    if (!r.items.length) r = await api("/api/samples?" + q({ path, label: "good", limit: 500 }));
     $("#a2-image").innerHTML = r.items.map(it => `<option value="${it.i}">${it.split}/${it.name}</option>`).join("");
     await a2ShowImage();
   } catch (e) { status(e.message, true); }

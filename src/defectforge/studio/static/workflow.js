@@ -24,7 +24,7 @@ async function refreshJobs() {
     const tr = document.createElement("tr"); tr.dataset.id = j.id; tr.dataset.status = j.status;
     const pct = j.total ? `<progress max="${j.total}" value="${j.done}"></progress> ${j.done}/${j.total}` : "";
     tr.innerHTML = `<td><a href="/api/jobs/${j.id}/config.yaml">${j.id}</a></td><td>${j.kind}</td><td>${j.out}</td><td>${pct}</td>` +
-                   `<td class="job-status">${j.status}<div class="help">${j.message || ""}</div></td><td></td>`;
+                   `<td class="job-status">${j.status}<div class="help">${j.status === "running" && j.stage ? j.stage + " · " : ""}${j.message || ""}</div></td><td></td>`;
     const act = tr.lastChild;
     const btn = (label, path) => { const b = document.createElement("button"); b.textContent = label;
       b.onclick = async () => { try { await api(`/api/jobs/${j.id}/${path}`, {}); refreshJobs(); } catch (e) { status(e.message, true); } }; act.append(b); };
