@@ -126,7 +126,7 @@ def test_absolute_sizes_refer_to_each_samples_part(tmp_path):
     import json
 
     out = tmp_path / "mm"
-    res = runner.invoke(app, ["synth3d", "part:all", "--describe", "a 8 mm scratch", "--n", "2", "--out", str(out),
+    res = runner.invoke(app, ["synth3d", "part:all", "--describe", "a 8 mm groove", "--n", "2", "--out", str(out),
                               "--points", "3000"])
     assert res.exit_code == 0, res.output
     diags = []

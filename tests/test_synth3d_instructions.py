@@ -70,8 +70,11 @@ def test_synthesize_labels_align_and_regions_are_respected(flange):
     ]})
     out, records = synthesize(flange, inst, np.random.default_rng(0))
     assert len(out) == len(flange) and out.labels.shape == (len(flange),)
-    moved = np.linalg.norm(out.points - flange.points, axis=1) > 0
-    np.testing.assert_array_equal(out.labels.astype(bool), moved)
+    motion = np.linalg.norm(out.points - flange.points, axis=1)
+    lab = out.labels.astype(bool)
+    thr = [r["label_threshold_abs"] for r in records]
+    assert all(t == pytest.approx(0.001 * flange.diag, rel=1e-3) for t in thr)  # recorded per defect
+    assert motion[lab].min() >= min(thr) and motion[~lab].max() < sum(thr)  # labels = real motion
     assert [r["type"] for r in records] == ["scratch", "scratch", "dent"]
     tags = flange.meta["tags"]
     assert tags[records[0]["center_index"]] == 0 and tags[records[2]["center_index"]] == 3  # top, hole
