@@ -169,6 +169,8 @@ def eval_cmd(
                 names.append(f"{c}/{s.name} ({s.label})")
         if not cats:
             raise InputError(data, "no test clouds to evaluate")
+        one_sided = {c: ("good" if not any(lb for x, lb in zip(cats, labels) if x == c) else "defective")
+                     for c in sorted(set(cats)) if len({lb for x, lb in zip(cats, labels) if x == c}) < 2}
         res = evaluate_3d(cats, labels, scores, plabels, pscores)
         rows = metrics_table(res)
         table = Table(title="detect3d evaluation")
@@ -176,11 +178,15 @@ def eval_cmd(
         for m in METRICS_3D:
             table.add_column(m, justify="right")
         for r in rows:
-            table.add_row(r["class"], *[f"{r[m]:.4f}" for m in METRICS_3D])
+            table.add_row(r["class"], *[f"{r[m]:.4f}" if np.isfinite(r[m]) else "n/a" for m in METRICS_3D])
         _console().print(table)
+        for c, kind in one_sided.items():
+            _console().print(f"note: {c}: every test cloud is {kind}, so O-AUROC and O-AUPR are undefined (n/a, "
+                             "left out of the mean): they need both good and defective test clouds"
+                             + ("; P-AUROC/P-AUPR also need defective points" if kind == "good" else ""))
         res["objects"] = [{"name": n, "label": bool(lb), "score": s} for n, lb, s in zip(names, labels, scores)]
-        if json_out is not None:
-            atomic_write_json(json_out, res)
+        if json_out is not None:  # undefined metrics as null (JSON has no NaN)
+            atomic_write_json(json_out, _nan_to_none(res))
         if report is not None:
             from defectforge.report import Report
             from defectforge.report.visual import side_by_side
@@ -202,6 +208,16 @@ def eval_cmd(
                 g.gallery(items)
             rep.save()
             _console().print(f"report: {report / 'report.html'}")
+
+
+def _nan_to_none(obj):
+    if isinstance(obj, float) and obj != obj:
+        return None
+    if isinstance(obj, dict):
+        return {k: _nan_to_none(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_nan_to_none(v) for v in obj]
+    return obj
 
 
 def register(app: typer.Typer) -> None:
