@@ -51,7 +51,7 @@ from pathlib import Path
 import numpy as np
 
 TEST_TYPES = ("groove", "crack", "bend", "freeform", "sink")
-VAL_TYPES = ("bump", "dent", "scratch", "pit")  # training types (+ pit), never the test types
+VAL_TYPES = ("bump", "dent", "scratch", "pit", "bulge")  # never the test types
 
 
 def design_seed(seed: int, class_index: int) -> int:
@@ -134,6 +134,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sweep", action="store_true",
                     help="also score the point network for every head weight x top_k (use with --split val)")
     ap.add_argument("--detectors", default="fpfh,pointnet")
+    ap.add_argument("--train-ops", choices=("full", "unseen"), default="full",
+                    help="point-network training types: full = every MPAS operator (the test types included), "
+                         "unseen = bump, dent, pit, scratch only (no test type, nor its family)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", default=None, help="also write the raw results as JSON here")
     ap.add_argument("--out", default=None, help="markdown output (default: docs/bench/detect3d.md for "
@@ -152,6 +155,10 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"--val-types must not contain test types ({', '.join(sorted(leaked))})")
     if args.steps is not None:
         pn_kwargs["steps"] = args.steps
+    from defectforge.detect3d.pointnet import FPFH_WEIGHTS, TRAIN_OPS, UNSEEN_TRAIN_OPS, fuse_scores
+
+    pn_kwargs.setdefault("train_ops", list(TRAIN_OPS if args.train_ops == "full" else UNSEEN_TRAIN_OPS))
+    fsweep: dict = {}
     classes = [c for c in args.classes.split(",") if c]
     dets = [d for d in args.detectors.split(",") if d]
     results = {d: {"cats": [], "labels": [], "scores": [], "pl": [], "ps": [], "fit_s": {}, "pred_s": []} for d in dets}
@@ -161,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     pn_params = {}
     for ci, cls in enumerate(classes):
         train, test = build_split(cls, ci, args, args.split)
+        fitted = {}
         for d in dets:
             kw = {"seed": args.seed}
             if d == "pointnet":
@@ -171,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.perf_counter()
             pred = det.predict([p for p, _ in test])
             pred_s = (time.perf_counter() - t0) / len(test)
+            fitted[d] = (det, pred)
             r = results[d]
             r["fit_s"][cls] = fit_s
             r["pred_s"].append(pred_s)
@@ -201,6 +210,18 @@ def main(argv: list[str] | None = None) -> int:
                             v["pl"].append(m)
                             v["ps"].append(m1)
             print(f"{cls} {d}: fit {fit_s:.1f} s, predict {pred_s:.2f} s/cloud", file=sys.stderr, flush=True)
+        if args.sweep and {"fpfh", "pointnet"} <= set(fitted) and fitted["pointnet"][0].fpfh_weight == 0:
+            (fd, fpred), (nd, npred) = fitted["fpfh"], fitted["pointnet"]
+            for w in FPFH_WEIGHTS:  # network + w x FPFH, from the two detectors' own predictions
+                sc, maps = fuse_scores(npred.pred_score, npred.anomaly_map, fpred.pred_score, fpred.anomaly_map,
+                                       nd.norms(), (fd.threshold, fd.point_threshold), w)
+                v = fsweep.setdefault(w, {"cats": [], "labels": [], "scores": [], "pl": [], "ps": []})
+                for (p, m), s1, m1 in zip(test, sc, maps):
+                    v["cats"].append(cls)
+                    v["labels"].append(bool(m.any()))
+                    v["scores"].append(float(s1))
+                    v["pl"].append(m)
+                    v["ps"].append(m1)
     summary = {}
     for d in dets:
         r = results[d]
@@ -213,6 +234,12 @@ def main(argv: list[str] | None = None) -> int:
         sweep_rows.append({"head_weight": w, "top_k": k, **{m: res[m] for m in METRICS_3D}})
         print(f"[{args.split} sweep] w={w:g} top_k={k}: O-AUROC {res['O-AUROC']:.3f} P-AUROC {res['P-AUROC']:.3f}",
               file=sys.stderr, flush=True)
+    fsweep_rows = []
+    for w, v in sorted(fsweep.items()):
+        res = evaluate_3d(v["cats"], v["labels"], v["scores"], v["pl"], v["ps"])["mean"]
+        fsweep_rows.append({"fpfh_weight": w, **{m: res[m] for m in METRICS_3D}})
+        print(f"[{args.split} fpfh sweep] fpfh_weight={w:g}: O-AUROC {res['O-AUROC']:.3f} P-AUROC "
+              f"{res['P-AUROC']:.3f}", file=sys.stderr, flush=True)
     if args.json:
         from defectforge._atomic import atomic_write_json
 
@@ -221,7 +248,8 @@ def main(argv: list[str] | None = None) -> int:
             "mean": {d: summary[d]["mean"] for d in dets},
             "per_class": {d: summary[d]["per_class"] for d in dets},
             "fit_s": {d: results[d]["fit_s"] for d in dets},
-            "pred_s": {d: float(np.mean(results[d]["pred_s"])) for d in dets}, "sweep": sweep_rows})
+            "pred_s": {d: float(np.mean(results[d]["pred_s"])) for d in dets}, "sweep": sweep_rows,
+            "fpfh_sweep": fsweep_rows, "load_end": os.getloadavg()})
     if not args.out:
         return 0
     lines = ["# 3D anomaly detection benchmark (built-in parametric parts)", "",

@@ -81,12 +81,46 @@ from defectforge.errors import ConfigError, InputError
 FPFH_K = 24
 FEATURE_WIDTHS = {"normal": 3, "fpfh": 33, "shape": 5 * len(SHAPE_KS)}
 HEAD_WEIGHTS = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0)
-TRAIN_OPS = ("bump", "dent", "scratch")
+TRAIN_OPS = ("bump", "dent", "pit", "scratch", "groove", "bend", "crack", "freeform", "bulge", "sink")
+"""The full MPAS range: 1D point and line, 2D plane (bend, crack), 3D free-form."""
+UNSEEN_TRAIN_OPS = ("bump", "dent", "pit", "scratch")
+"""Local point and line types only: the network the benchmark tests on types it never saw."""
 TRAIN_RANGES: dict[str, dict[str, tuple[float, float]]] = {
-    "bump": {"radius": (0.03, 0.06), "depth": (0.006, 0.015)},
-    "dent": {"radius": (0.03, 0.06), "depth": (0.006, 0.015)},
-    "scratch": {"length": (0.1, 0.2), "width": (0.015, 0.025), "depth": (0.003, 0.006)},
+    # small and large (non-local) point defects
+    "bump": {"radius": (0.03, 0.12), "depth": (0.006, 0.02)},
+    "dent": {"radius": (0.03, 0.12), "depth": (0.006, 0.02)},
+    "pit": {"radius": (0.01, 0.03), "depth": (0.005, 0.012)},
+    "scratch": {"length": (0.1, 0.3), "width": (0.012, 0.025), "depth": (0.003, 0.006)},
+    "groove": {"length": (0.1, 0.3), "width": (0.01, 0.02), "depth": (0.004, 0.008)},
+    "bend": {"angle": (6.0, 20.0), "zone": (0.03, 0.06)},
+    "crack": {"length": (0.1, 0.3), "gap": (0.006, 0.014), "depth": (0.03, 0.08)},
+    "freeform": {"size": (0.05, 0.15), "amplitude": (0.008, 0.025)},
+    "bulge": {"size": (0.05, 0.15), "amplitude": (0.008, 0.025)},
+    "sink": {"size": (0.05, 0.15), "amplitude": (0.008, 0.025)},
 }
+FPFH_WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
+"""Weights of the FPFH bank's normalised scores tried when choosing ``fpfh_weight`` on validation."""
+MAX_BANK_ROWS = 16384
+"""Prototype bank cap: the coreset is at most this many rows, so fit time does not grow
+with the square of the number of training clouds."""
+VAL_CLOUDS = 4
+"""Leave-one-cloud-out validation uses at most this many training clouds (evenly spaced)."""
+
+
+def fuse_scores(net_obj, net_maps, fpfh_obj, fpfh_maps, net_norm: tuple[float, float],
+                fpfh_norm: tuple[float, float], weight: float):
+    """Object scores and point maps ``net / net_norm + weight * fpfh / fpfh_norm``.
+
+    Each norm is ``(object, point)`` reference scores of good held-out clouds (the
+    detectors' leave-one-cloud-out thresholds), so both parts are on a "1 = the largest
+    good score" scale before they are added.
+    """
+    no, npn = (float(v) if np.isfinite(v) and v > 0 else 1.0 for v in net_norm)
+    fo, fpn = (float(v) if np.isfinite(v) and v > 0 else 1.0 for v in fpfh_norm)
+    obj = np.asarray(net_obj, dtype=np.float64) / no + weight * np.asarray(fpfh_obj, dtype=np.float64) / fo
+    maps = [(np.asarray(a, dtype=np.float64) / npn + weight * np.asarray(b, dtype=np.float64) / fpn).astype(np.float32)
+            for a, b in zip(net_maps, fpfh_maps)]
+    return obj, maps
 
 
 def parse_features(features: str) -> tuple[str, ...]:
@@ -238,7 +272,7 @@ class PointTransformerAD(PersistentDetector, Detector):
                  bank_ratio: float = 0.25, fusion: str = "proto", smooth_k: int = 8, top_k: int = 10,
                  scale: str = "category", voxel: float = 0.02, max_scale_ratio: float = 4.0,
                  features: str = "normal,fpfh,shape", proto_layers: str = "all", head_weight: float = 1.0,
-                 seed: int = 0, threads: int | None = 1, progress: bool = False):
+                 fpfh_weight: float = 0.0, seed: int = 0, threads: int | None = 1, progress: bool = False):
         from defectforge.synth3d.operators import OPERATORS
 
         self.channels, self.n_layers, self.k = int(channels), int(n_layers), int(k)
@@ -257,6 +291,10 @@ class PointTransformerAD(PersistentDetector, Detector):
             raise ConfigError(f"proto_layers must be 'last' or 'all', got {proto_layers!r}")
         if not self.head_weight >= 0:
             raise ConfigError(f"head_weight must be >= 0, got {head_weight}")
+        self.fpfh_weight = float(fpfh_weight)
+        if not self.fpfh_weight >= 0:
+            raise ConfigError(f"fpfh_weight must be >= 0, got {fpfh_weight}")
+        self.fpfh_ = None  # the fitted FPFH bank when fpfh_weight > 0
         for o in self.train_ops:
             if o not in OPERATORS:
                 raise ConfigError(f"unknown synthesis operator {o!r}; choose from {', '.join(OPERATORS)}")
@@ -287,7 +325,7 @@ class PointTransformerAD(PersistentDetector, Detector):
                 "bank_ratio": self.bank_ratio, "fusion": self.fusion, "smooth_k": self.smooth_k, "top_k": self.top_k,
                 "scale": self.sdn.scale, "voxel": self.sdn.voxel, "max_scale_ratio": self.sdn.max_scale_ratio,
                 "features": self.features, "proto_layers": self.proto_layers, "head_weight": self.head_weight,
-                "seed": self.seed, "threads": self.threads}
+                "fpfh_weight": self.fpfh_weight, "seed": self.seed, "threads": self.threads}
 
     @contextlib.contextmanager
     def _torch_threads(self) -> Iterator[None]:
@@ -383,6 +421,7 @@ class PointTransformerAD(PersistentDetector, Detector):
         clouds = [as_cloud(c, i) for i, c in enumerate(normal)]
         if not clouds:
             raise InputError(None, "no training clouds given")
+        show = bool(self.progress)
         self.sdn.fit(clouds)
         normed = [self.sdn.normalise(p, s) for p, s in clouds]
         # network voxel: the median training cloud keeps about net_points points
@@ -397,11 +436,13 @@ class PointTransformerAD(PersistentDetector, Detector):
                 v *= 1.05
         self.net_voxel = float(v)
         train = []
-        for q, (_, src) in zip(normed, clouds):
-            net = voxel_downsample(q, self.net_voxel)[0]
-            if len(net) < max(self.k + 1, 50):
-                raise InputError(src, f"only {len(net)} points remain on the network voxel grid")
-            train.append((net, pca_normals_centroid(net, 10)))
+        with progress_task("pointnet preparing clouds", len(clouds), show) as t:
+            for q, (_, src) in zip(normed, clouds):
+                net = voxel_downsample(q, self.net_voxel)[0]
+                if len(net) < max(self.k + 1, 50):
+                    raise InputError(src, f"only {len(net)} points remain on the network voxel grid")
+                train.append((net, pca_normals_centroid(net, 10)))
+                t.advance()
         gen = torch.Generator().manual_seed(self.seed)
         model = _build_model(input_dim(self.features), self.channels, self.n_layers, self.k)
         _init_params(model, gen)
@@ -426,7 +467,7 @@ class PointTransformerAD(PersistentDetector, Detector):
         loss_before = heldout_loss()
         losses = []
         model.train()
-        with progress_task("pointnet training", self.steps, bool(self.progress)) as t:
+        with progress_task("pointnet training", self.steps, show) as t:
             for step in range(self.steps):
                 pts, nrm = train[int(rng.integers(len(train)))]
                 mask = np.zeros(len(pts), dtype=bool)
@@ -445,30 +486,43 @@ class PointTransformerAD(PersistentDetector, Detector):
         loss_after = heldout_loss()
         model.eval()
         self.model = model
-        # prototype bank from the clean training clouds
-        feats = [self._features(p, n)[0] for p, n in train]
+        # prototype bank from the clean training clouds (coreset capped at MAX_BANK_ROWS)
+        feats = []
+        with progress_task("pointnet prototype features", len(train), show) as t:
+            for p, nr in train:
+                feats.append(self._features(p, nr)[0])
+                t.advance()
         allf = np.concatenate(feats)
-        n = coreset_size(len(allf), self.bank_ratio, minimum=1)
-        self.bank = np.ascontiguousarray(allf[greedy_kcenter(allf, n, seed=self.seed)])
+        owner = np.concatenate([np.full(len(f), i) for i, f in enumerate(feats)])
+        n = min(coreset_size(len(allf), self.bank_ratio, minimum=1), MAX_BANK_ROWS)
+        with progress_task("pointnet coreset", n, show) as t:
+            keep = greedy_kcenter(allf, n, seed=self.seed, progress=t.update)
+            t.update(n)
+        self.bank = np.ascontiguousarray(allf[keep])
+        bank_owner = owner[keep]
         self._nn = NearestNeighbors(self.bank, "faiss")
-        # synthetic validation from the training clouds, each scored against the prototypes
-        # of the others (leave-one-cloud-out): VAL_GOOD re-augmented good copies and
-        # VAL_ANOMALOUS copies with a training-type synthetic anomaly per cloud (own random
-        # stream). It gives the reference distance, the thresholds and, with
-        # fusion="auto", the head weight; no test data is involved.
+        # synthetic validation from (at most VAL_CLOUDS of) the training clouds, each scored
+        # against the bank rows that came from the other clouds (leave-one-cloud-out):
+        # VAL_GOOD re-augmented good copies and VAL_ANOMALOUS copies with a training-type
+        # synthetic anomaly per cloud (own random stream). It gives the reference distance,
+        # the thresholds and, with fusion="auto", the head weight; no test data is involved.
         if len(train) > 1:
             vrng = np.random.default_rng([self.seed, 2])
-            owner = np.concatenate([np.full(len(f), i) for i, f in enumerate(feats)])
+            val_idx = np.unique(np.linspace(0, len(train) - 1, min(VAL_CLOUDS, len(train))).round().astype(int))
             val = []
-            for i, (p, nr) in enumerate(train):
-                nn_i = NearestNeighbors(allf[owner != i], "faiss")
-                for j in range(VAL_GOOD + VAL_ANOMALOUS):
-                    q, qn, m = p, nr, np.zeros(len(p), dtype=bool)
-                    if j >= VAL_GOOD:
-                        q, qn, m = self._synth(p, nr, vrng)
-                    ap, an, m = self._augment(q, qn, m, vrng)
-                    fi, lg = self._features(ap, an)
-                    val.append((ap, nn_i.search(fi, 1)[0][:, 0], lg, m))
+            with progress_task("pointnet validation", len(val_idx) * (VAL_GOOD + VAL_ANOMALOUS), show) as t:
+                for i in val_idx:
+                    p, nr = train[i]
+                    others = self.bank[bank_owner != i]
+                    nn_i = NearestNeighbors(others if len(others) else self.bank, "faiss")
+                    for j in range(VAL_GOOD + VAL_ANOMALOUS):
+                        q, qn, m = p, nr, np.zeros(len(p), dtype=bool)
+                        if j >= VAL_GOOD:
+                            q, qn, m = self._synth(p, nr, vrng)
+                        ap, an, m = self._augment(q, qn, m, vrng)
+                        fi, lg = self._features(ap, an)
+                        val.append((ap, nn_i.search(fi, 1)[0][:, 0], lg, m))
+                        t.advance()
             good = [v for v in val if not v[3].any()]
             self.ref_distance = float(max(np.quantile(np.concatenate([v[1] for v in good]), 0.99), 1e-6))
             comps = [(pt, d / self.ref_distance, _sigmoid(lg), m) for pt, d, lg, m in val]
@@ -483,13 +537,19 @@ class PointTransformerAD(PersistentDetector, Detector):
             self.point_threshold = float(np.quantile(np.concatenate(sm), 0.999))
         else:
             warnings.warn("one training cloud: no held-out scores, thresholds set to +inf", stacklevel=2)
+        if self.fpfh_weight > 0:  # the FPFH bank whose normalised scores are added (see fuse_scores)
+            from defectforge.detect3d.bank import FPFHBank
+
+            self.fpfh_ = FPFHBank(scale=self.sdn.scale, voxel=self.sdn.voxel, max_scale_ratio=self.sdn.max_scale_ratio,
+                                  seed=self.seed, progress=self.progress).fit([p for p, _ in clouds])
         self.fit_info = {"n_train": len(clouds), "net_voxel": self.net_voxel,
                          "net_points": [int(len(p)) for p, _ in train], "bank_rows": int(len(self.bank)),
                          "loss_first": float(np.mean(losses[:10])) if losses else float("nan"),
                          "loss_last": float(np.mean(losses[-10:])) if losses else float("nan"),
                          "losses": [float(v) for v in losses], "heldout_loss_before": loss_before,
                          "heldout_loss_after": loss_after, "category_scale": self.sdn.category_scale,
-                         "head_weight": self.effective_head_weight(), "validation": self.validation}
+                         "head_weight": self.effective_head_weight(), "fpfh_weight": self.fpfh_weight,
+                         "validation": self.validation}
         return self
 
     def _features(self, pts: np.ndarray, nrm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -540,7 +600,21 @@ class PointTransformerAD(PersistentDetector, Detector):
                 maps.append(idw_interpolate(net, s, npts, k=3, tree=tree).astype(np.float32))
                 t.advance()
         s = np.asarray(scores, dtype=np.float64)
-        return Prediction(s, maps, s >= self.threshold, [m >= self.point_threshold for m in maps])
+        if self.fpfh_ is None:
+            return Prediction(s, maps, s >= self.threshold, [m >= self.point_threshold for m in maps])
+        fp = self.fpfh_.predict(items)
+        s, maps = fuse_scores(s, maps, fp.pred_score, fp.anomaly_map, self.norms(), self.fpfh_norms(), self.fpfh_weight)
+        # each normalised part is at most 1 on the held-out good clouds, so 1 + w bounds their sum
+        thr = 1.0 + self.fpfh_weight
+        return Prediction(s, maps, s >= thr, [m >= thr for m in maps])
+
+    def norms(self) -> tuple[float, float]:
+        """(object, point) reference scores of the network part (its held-out thresholds)."""
+        return self.threshold, self.point_threshold
+
+    def fpfh_norms(self) -> tuple[float, float]:
+        """(object, point) reference scores of the fused FPFH bank."""
+        return self.fpfh_.threshold, self.fpfh_.point_threshold
 
     def _components(self, cloud: Any, i: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(normalised input points, network points, prototype score, head probability)."""
@@ -579,7 +653,8 @@ class PointTransformerAD(PersistentDetector, Detector):
                 "state_dict": {k: v.detach().clone() for k, v in self.model.state_dict().items()},
                 "bank": torch.from_numpy(self.bank), "ref_distance": self.ref_distance,
                 "head_weight_": self.head_weight_,
-                "threshold": self.threshold, "point_threshold": self.point_threshold, "fit_info": info}
+                "threshold": self.threshold, "point_threshold": self.point_threshold, "fit_info": info,
+                "fpfh": None if self.fpfh_ is None else self.fpfh_.to_payload()}
 
     @classmethod
     def from_payload(cls, payload: dict[str, Any], progress: bool = False) -> "PointTransformerAD":
@@ -605,4 +680,10 @@ class PointTransformerAD(PersistentDetector, Detector):
         m.point_threshold = float(payload["point_threshold"])
         m.fit_info = dict(payload.get("fit_info", {}))
         m._nn = NearestNeighbors(m.bank, "faiss")
+        if payload.get("fpfh") is not None:
+            from defectforge.detect3d.bank import FPFHBank
+
+            m.fpfh_ = FPFHBank.from_payload(payload["fpfh"], progress=progress)
+        elif m.fpfh_weight > 0:
+            raise ValueError("the model has fpfh_weight > 0 but no FPFH bank")
         return m
