@@ -112,6 +112,20 @@ def build_split(cls: str, ci: int, args, split: str):
     return train, ev
 
 
+def _store() -> dict:
+    return {"cats": [], "labels": [], "scores": [], "pl": [], "ps": []}
+
+
+def _collect(store: dict, cls: str, evals, scores, maps) -> None:
+    """Append one class's scored evaluation clouds to ``store`` (see :func:`_store`)."""
+    for (_, m), s, amap in zip(evals, scores, maps):
+        store["cats"].append(cls)
+        store["labels"].append(bool(m.any()))
+        store["scores"].append(float(s))
+        store["pl"].append(m)
+        store["ps"].append(amap)
+
+
 def main(argv: list[str] | None = None) -> int:
     import json
 
@@ -161,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     fsweep: dict = {}
     classes = [c for c in args.classes.split(",") if c]
     dets = [d for d in args.detectors.split(",") if d]
-    results = {d: {"cats": [], "labels": [], "scores": [], "pl": [], "ps": [], "fit_s": {}, "pred_s": []} for d in dets}
+    results = {d: {**_store(), "fit_s": {}, "pred_s": []} for d in dets}
     top_ks = (5, 10, 20, 40, 80)
     sweep: dict = {}
     extra = {}
@@ -183,12 +197,7 @@ def main(argv: list[str] | None = None) -> int:
             r = results[d]
             r["fit_s"][cls] = fit_s
             r["pred_s"].append(pred_s)
-            for (p, m), s, amap in zip(test, pred.pred_score, pred.anomaly_map):
-                r["cats"].append(cls)
-                r["labels"].append(bool(m.any()))
-                r["scores"].append(float(s))
-                r["pl"].append(m)
-                r["ps"].append(amap)
+            _collect(r, cls, test, pred.pred_score, pred.anomaly_map)
             if d == "fpfh":
                 extra.setdefault(cls, {})["fpfh voxel points of the training clouds"] = det.fit_info["voxel_points"]
             else:
@@ -202,26 +211,14 @@ def main(argv: list[str] | None = None) -> int:
                 extra[cls]["pointnet head weight in use"] = f"{fi['head_weight']:g}"
                 if args.sweep:
                     for key, (sc, maps) in det.score_variants([p for p, _ in test], HEAD_WEIGHTS, top_ks).items():
-                        v = sweep.setdefault(key, {"cats": [], "labels": [], "scores": [], "pl": [], "ps": []})
-                        for (p, m), s1, m1 in zip(test, sc, maps):
-                            v["cats"].append(cls)
-                            v["labels"].append(bool(m.any()))
-                            v["scores"].append(float(s1))
-                            v["pl"].append(m)
-                            v["ps"].append(m1)
+                        _collect(sweep.setdefault(key, _store()), cls, test, sc, maps)
             print(f"{cls} {d}: fit {fit_s:.1f} s, predict {pred_s:.2f} s/cloud", file=sys.stderr, flush=True)
         if args.sweep and {"fpfh", "pointnet"} <= set(fitted) and fitted["pointnet"][0].fpfh_weight == 0:
             (fd, fpred), (nd, npred) = fitted["fpfh"], fitted["pointnet"]
             for w in FPFH_WEIGHTS:  # network + w x FPFH, from the two detectors' own predictions
                 sc, maps = fuse_scores(npred.pred_score, npred.anomaly_map, fpred.pred_score, fpred.anomaly_map,
                                        nd.norms(), (fd.threshold, fd.point_threshold), w)
-                v = fsweep.setdefault(w, {"cats": [], "labels": [], "scores": [], "pl": [], "ps": []})
-                for (p, m), s1, m1 in zip(test, sc, maps):
-                    v["cats"].append(cls)
-                    v["labels"].append(bool(m.any()))
-                    v["scores"].append(float(s1))
-                    v["pl"].append(m)
-                    v["ps"].append(m1)
+                _collect(fsweep.setdefault(w, _store()), cls, test, sc, maps)
     summary = {}
     for d in dets:
         r = results[d]

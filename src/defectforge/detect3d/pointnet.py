@@ -24,7 +24,11 @@ Training (:meth:`PointTransformerAD.fit`) uses good clouds only:
   keeps about ``net_points`` points; every later cloud uses the same voxel.
 - Each step draws a training cloud and, with probability ``anomaly_prob``, applies one
   synth3d operator from ``train_ops`` with parameters drawn uniformly from
-  ``train_ranges`` (MPAS-style synthesis on the fly, exact point masks); augmentations:
+  ``train_ranges`` (MPAS-style synthesis on the fly, exact point masks). The default is
+  the full MPAS range (:data:`TRAIN_OPS`: small and large bumps/dents, pits, scratches,
+  grooves, bends, cracks, free-form bulges and sinks); :data:`UNSEEN_TRAIN_OPS` (local
+  point and line types only) is what the benchmark uses to test on never-seen types.
+  Augmentations:
   a random rotation up to ``rotate_deg`` about a random axis, Gaussian jitter
   (``jitter`` in normalised units), random point dropout up to ``dropout``.
 - Loss: per-point binary cross-entropy with the positive weight ``n_neg / n_pos`` (<= 20).
@@ -44,6 +48,19 @@ scores are smoothed over ``smooth_k`` neighbours, interpolated (IDW, 3-NN) to ev
 input point; the object score is the mean of the ``top_k`` largest network-point scores.
 The reference distance and the thresholds come from the same leave-one-cloud-out
 validation clouds.
+
+FPFH fusion (``fpfh_weight`` > 0): fit also fits a :class:`~defectforge.detect3d.bank.FPFHBank`
+on the same clouds, and predict returns :func:`fuse_scores`: network score / its held-out
+threshold + ``fpfh_weight`` x FPFH score / the bank's held-out threshold (objects and
+points alike), so both parts are on a "1 = largest good held-out score" scale; the
+fused thresholds are ``1 + fpfh_weight`` (an upper bound of the sum on held-out good
+clouds). The weight is chosen on a validation split (``bench/bench_detect3d.py --split
+val --sweep``), never on test data.
+
+Fit phases, each with its own progress (``progress=True``; plain lines when stderr is
+not a terminal): preparing clouds, training, prototype features, coreset (at most
+:data:`MAX_BANK_ROWS` rows), leave-one-cloud-out validation (at most :data:`VAL_CLOUDS`
+clouds, each against the coreset rows of the other clouds), and the FPFH bank.
 
 Defaults (inputs ``normal,fpfh,shape``, ``proto_layers="all"``, 6,144 network points,
 600 steps, ``fusion="proto"``, ``top_k=10``) were chosen on the validation splits of
