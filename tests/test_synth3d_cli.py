@@ -218,3 +218,19 @@ def test_describe_reads_the_input_once_and_reports_progress_in_logs(tmp_path, mo
     assert res.exit_code == 0, res.output
     assert len(calls) == 1
     assert "synth3d: 0/3" in res.output and "synth3d: 3/3" in res.output  # plain lines, not an empty bar
+
+
+def test_unit_sources_in_order():
+    from pathlib import Path
+
+    from defectforge.synth3d.cli import part_size_mm
+
+    assert part_size_mm(None, 250.0, 0.3, False)[0] is None  # --part-diag wins
+    assert part_size_mm("cm", None, 0.3, False)[:2] == (10.0, "cm")
+    assert part_size_mm(None, None, 0.3, True)[:2] == (1.0, "mm")  # parametric parts
+    assert part_size_mm(None, None, 0.3, False, Path("a.glb"))[:2] == (1000.0, "m")  # glTF: metres by spec
+    scale, used, note = part_size_mm(None, None, 0.3, False, Path("a.stl"))
+    assert (scale, used) == (1000.0, "m") and "guess" not in note and "taken as m" in note and "--units" in note
+    assert part_size_mm(None, None, 120.0, False, Path("a.stl"))[:2] == (1.0, "mm")
+    with pytest.raises(ConfigError, match="--units must be one of"):
+        part_size_mm("furlong", None, 1.0, False)

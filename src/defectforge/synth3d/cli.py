@@ -23,8 +23,12 @@ def guess_units(diag: float) -> str:
     return "m" if diag < GUESS_METRES_BELOW else "mm"
 
 
-def part_size_mm(units: str | None, part_diag: float | None, first_diag: float, is_part: bool
-                 ) -> tuple[float | None, str, str]:
+METRE_FORMATS = (".glb", ".gltf")
+"""Formats whose specification fixes the unit (glTF 2.0: metres)."""
+
+
+def part_size_mm(units: str | None, part_diag: float | None, first_diag: float, is_part: bool,
+                 path: Path | None = None) -> tuple[float | None, str, str]:
     """(scale from input units to mm or None when ``part_diag`` fixes the size, the units
     used, a one-line note saying where the size came from and how to change it)."""
     from defectforge.errors import ConfigError
@@ -41,6 +45,8 @@ def part_size_mm(units: str | None, part_diag: float | None, first_diag: float, 
         return UNITS_MM[units], units, f"input coordinates in {units} (--units); if that is wrong, {fix}"
     if is_part:
         return 1.0, "mm", "parametric parts are in mm"
+    if path is not None and path.suffix.lower() in METRE_FORMATS:
+        return UNITS_MM["m"], "m", f"{path.suffix} files are in metres (glTF 2.0); if that is wrong, {fix}"
     u = guess_units(first_diag)
     return UNITS_MM[u], u, (f"the input gives no units: its diagonal {first_diag:.4g} was taken as {u} "
                             f"({first_diag * UNITS_MM[u]:.4g} mm); if that is wrong, {fix}")
@@ -88,8 +94,9 @@ def register(app: typer.Typer) -> None:
             if has_absolute_sizes(describe):
                 first = sources[0].load(np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(0,)).spawn(3)[0]),
                                         n_points)  # read once: run_synthesis reuses these sources
-                scale, used, hint = part_size_mm(units, part_diag, first.diag, sources[0].part is not None)
-                if units is None and part_diag is None and sources[0].part is None:
+                scale, used, hint = part_size_mm(units, part_diag, first.diag, sources[0].part is not None,
+                                                 sources[0].path)
+                if hint.startswith("the input gives no units"):
                     console.print(f"[yellow]warning:[/] {hint}")
                 text = f"{describe} (sizes: {hint.split(';')[0]})"
                 diag_mm = part_diag if scale is None else first.diag * scale
