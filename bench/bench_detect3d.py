@@ -16,20 +16,21 @@ Protocol (all seeded; nothing is fitted on test data):
 - Train: ``--train`` (4) good parts per class (like Real3D-AD's 4 prototypes).
 - Test (``--split test``, default): ``--good`` (5) good parts + ``--per-type`` (2)
   defective parts per test type ``groove, crack, bend, freeform, sink`` with the synth3d
-  operators' **default** parameter ranges (``OPERATORS[op].defaults``). The point network
-  trains on ``bump, dent, scratch`` only, at the small amplitudes of
-  :data:`defectforge.detect3d.pointnet.TRAIN_RANGES` (bump/dent radius 0.03-0.06, depth
-  0.006-0.015 of the diagonal; scratch length 0.1-0.2, width 0.015-0.025, depth
-  0.003-0.006), so no test defect type was seen in training.
-  The FPFH bank sees good parts only.
+  operators' **default** parameter ranges (``OPERATORS[op].defaults``). Two point-network
+  protocols (``--train-ops``): ``full`` trains on every MPAS operator at
+  :data:`defectforge.detect3d.pointnet.TRAIN_RANGES` (large and non-local defects, bends,
+  cracks: the test types are among the training types, on other parts, positions and
+  parameters); ``unseen`` trains on bump, dent, pit and scratch only, so no test type
+  (nor the free-form family) was seen in training. The FPFH bank sees good parts only.
+  ``--fuse-weight W`` adds ``pointnet+fpfh``: network + W x FPFH scores, each divided by
+  its detector's held-out threshold (:func:`defectforge.detect3d.pointnet.fuse_scores`,
+  exactly what ``PointTransformerAD(fpfh_weight=W)`` predicts).
 - Validation (``--split val``): other good parts of the same products (own seeds) and
-  the *training* types bump, dent, scratch at the training ranges plus pit (operator
-  defaults; not a test type), or the types given by ``--val-types`` (test types are
-  refused). Every setting of the point network was chosen on this split, never on the
-  test split: inputs, prototype layers, resolution and steps on the training types; head
-  weight and top-k on a leave-one-type-out split (network trained on bump+dent,
-  validated on scratch), since the benchmark measures transfer to unseen types.
-  ``--sweep`` scores every head weight x top-k from one network pass.
+  anomalies of ``--val-types`` (default bump, dent, scratch, pit, bulge; test types are
+  refused), at the training ranges. ``--sweep`` scores every head weight x top-k from one
+  network pass and every FPFH weight of :data:`~defectforge.detect3d.pointnet.FPFH_WEIGHTS`;
+  for ``unseen``, validating on ``bulge`` (a type the network never trained on) measures
+  transfer, which is what picks the FPFH weight for that protocol.
 - Metrics per class: O-AUROC, P-AUROC (points pooled over the class's test clouds),
   O-AUPR, P-AUPR; fit seconds per class; predict seconds per 40k-point cloud.
 
@@ -148,6 +149,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sweep", action="store_true",
                     help="also score the point network for every head weight x top_k (use with --split val)")
     ap.add_argument("--detectors", default="fpfh,pointnet")
+    ap.add_argument("--fuse-weight", type=float, default=None,
+                    help="also report 'pointnet+fpfh': the network's scores + this weight x the FPFH bank's "
+                         "(fuse_scores, exactly what PointTransformerAD(fpfh_weight=W) predicts); the weight "
+                         "comes from --split val --sweep")
     ap.add_argument("--train-ops", choices=("full", "unseen"), default="full",
                     help="point-network training types: full = every MPAS operator (the test types included), "
                          "unseen = bump, dent, pit, scratch only (no test type, nor its family)")
@@ -175,7 +180,12 @@ def main(argv: list[str] | None = None) -> int:
     fsweep: dict = {}
     classes = [c for c in args.classes.split(",") if c]
     dets = [d for d in args.detectors.split(",") if d]
-    results = {d: {**_store(), "fit_s": {}, "pred_s": []} for d in dets}
+    fused_name = "pointnet+fpfh"
+    if args.fuse_weight is not None:
+        if not {"fpfh", "pointnet"} <= set(dets):
+            ap.error("--fuse-weight needs --detectors fpfh,pointnet")
+        pn_kwargs["fpfh_weight"] = 0.0  # fused below from the two detectors' predictions
+    results = {d: {**_store(), "fit_s": {}, "pred_s": []} for d in dets + ([fused_name] if args.fuse_weight is not None else [])}
     top_ks = (5, 10, 20, 40, 80)
     sweep: dict = {}
     extra = {}
@@ -213,6 +223,14 @@ def main(argv: list[str] | None = None) -> int:
                     for key, (sc, maps) in det.score_variants([p for p, _ in test], HEAD_WEIGHTS, top_ks).items():
                         _collect(sweep.setdefault(key, _store()), cls, test, sc, maps)
             print(f"{cls} {d}: fit {fit_s:.1f} s, predict {pred_s:.2f} s/cloud", file=sys.stderr, flush=True)
+        if args.fuse_weight is not None:
+            (fd, fpred), (nd, npred) = fitted["fpfh"], fitted["pointnet"]
+            sc, maps = fuse_scores(npred.pred_score, npred.anomaly_map, fpred.pred_score, fpred.anomaly_map,
+                                   nd.norms(), (fd.threshold, fd.point_threshold), args.fuse_weight)
+            r = results[fused_name]
+            r["fit_s"][cls] = results["fpfh"]["fit_s"][cls] + results["pointnet"]["fit_s"][cls]
+            r["pred_s"].append(results["fpfh"]["pred_s"][-1] + results["pointnet"]["pred_s"][-1])
+            _collect(r, cls, test, sc, maps)
         if args.sweep and {"fpfh", "pointnet"} <= set(fitted) and fitted["pointnet"][0].fpfh_weight == 0:
             (fd, fpred), (nd, npred) = fitted["fpfh"], fitted["pointnet"]
             for w in FPFH_WEIGHTS:  # network + w x FPFH, from the two detectors' own predictions
@@ -220,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
                                        nd.norms(), (fd.threshold, fd.point_threshold), w)
                 _collect(fsweep.setdefault(w, _store()), cls, test, sc, maps)
     summary = {}
+    dets = list(results)
     for d in dets:
         r = results[d]
         summary[d] = evaluate_3d(r["cats"], r["labels"], r["scores"], r["pl"], r["ps"])
@@ -264,13 +283,16 @@ def main(argv: list[str] | None = None) -> int:
              f"- Train: {args.train} good parts per class. Test per class: {args.good} good + "
              f"{args.per_type} x ({', '.join(TEST_TYPES) if args.split == 'test' else args.val_types}) defective parts"
              + (", operator default ranges." if args.split == "test" else "."),
-             f"- Point network: trained on synthetic {', '.join(pn_params.get('train_ops', ('bump', 'dent', 'scratch')))} "
-             "only (`TRAIN_RANGES`: bump/dent radius "
-             "0.03-0.06, depth 0.006-0.015 of the diagonal; scratch length 0.1-0.2, width 0.015-0.025, depth "
-             "0.003-0.006); **no test defect type was seen in training**. Settings: "
-             + (", ".join(f"{k}={pn_params[k]}" for k in ("steps", "channels", "n_layers", "features",
+             f"- Point network: trained on synthetic {', '.join(pn_params.get('train_ops', ()))} "
+             "at `TRAIN_RANGES` (defectforge.detect3d.pointnet); "
+             + ("**no test defect type (nor its family) was seen in training**" if args.train_ops == "unseen" else
+                "the full MPAS range, **so the test types are among the training types** (other parameters, "
+                "parts and positions)") + ". Settings: "
+             + (", ".join(f"{k}={pn_params[k]}" for k in ("steps", "net_points", "channels", "n_layers", "features",
                                                            "proto_layers", "fusion", "head_weight", "top_k"))
-                if pn_params else "n/a") + ".",
+                if pn_params else "n/a") + "."
+             + (f" `pointnet+fpfh`: network + {args.fuse_weight:g} x FPFH scores, each divided by its held-out "
+                "threshold (`fuse_scores`; weight chosen on --split val)." if args.fuse_weight is not None else ""),
              "- FPFH bank: training-free (good parts only), kNN 40/80/120, 1,024 groups of 64, 10 % coreset, "
              "voxel 0.02 of the unit ball (at most 20,000 points).", ""]
     for d in dets:
