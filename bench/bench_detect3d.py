@@ -209,10 +209,10 @@ def main(argv: list[str] | None = None) -> int:
             r["pred_s"].append(pred_s)
             _collect(r, cls, test, pred.pred_score, pred.anomaly_map)
             if d == "fpfh":
-                extra.setdefault(cls, {})["fpfh voxel points of the training clouds"] = det.fit_info["voxel_points"]
+                extra.setdefault(cls, {})["fpfh voxel points of the training clouds"] = det.fit_info_["voxel_points"]
             else:
                 pn_params = det.get_params()
-                fi = det.fit_info
+                fi = det.fit_info_
                 extra.setdefault(cls, {})["pointnet train loss first/last 10 steps"] = (
                     f"{fi['loss_first']:.3f} / {fi['loss_last']:.3f}")
                 extra[cls]["pointnet held-out synthetic loss before/after"] = (
@@ -226,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.fuse_weight is not None:
             (fd, fpred), (nd, npred) = fitted["fpfh"], fitted["pointnet"]
             sc, maps = fuse_scores(npred.pred_score, npred.anomaly_map, fpred.pred_score, fpred.anomaly_map,
-                                   nd.norms(), (fd.threshold, fd.point_threshold), args.fuse_weight)
+                                   nd.norms(), (fd.threshold_, fd.point_threshold_), args.fuse_weight)
             r = results[fused_name]
             r["fit_s"][cls] = results["fpfh"]["fit_s"][cls] + results["pointnet"]["fit_s"][cls]
             r["pred_s"].append(results["fpfh"]["pred_s"][-1] + results["pointnet"]["pred_s"][-1])
@@ -235,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
             (fd, fpred), (nd, npred) = fitted["fpfh"], fitted["pointnet"]
             for w in FPFH_WEIGHTS:  # network + w x FPFH, from the two detectors' own predictions
                 sc, maps = fuse_scores(npred.pred_score, npred.anomaly_map, fpred.pred_score, fpred.anomaly_map,
-                                       nd.norms(), (fd.threshold, fd.point_threshold), w)
+                                       nd.norms(), (fd.threshold_, fd.point_threshold_), w)
                 _collect(fsweep.setdefault(w, _store()), cls, test, sc, maps)
     summary = {}
     dets = list(results)

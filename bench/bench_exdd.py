@@ -111,7 +111,7 @@ def worker_defectforge(method: str, args) -> dict:
     m = _metrics([s.is_defect for s in test], scores, [s.mask for s in test], maps, size)
     return {"method": method, **m, "fit_s": fit_s, "predict_ms": 1000 * pred_s / len(test),
             "peak_rss_mb": _peak_rss_mb(), "peak_rss_fit_predict_mb": rss_fit_predict,
-            "input_size": list(size), "fit_info": model.fit_info, **extra}
+            "input_size": list(size), "fit_info": model.fit_info_, **extra}
 
 
 def worker_anomalib(args) -> dict:

@@ -38,13 +38,13 @@ def test_bank_localises_a_bump_and_ranks_objects(fitted, bumped):
     assert auroc(mask, pred.anomaly_map[0]) > 0.9
     assert pred.pred_score[0] > pred.pred_score[1]
     assert pred.pred_label.dtype == bool and pred.pred_mask[0].dtype == bool
-    assert np.isfinite(fitted.threshold) and fitted.fit_info["bank_rows"] < fitted.fit_info["group_rows"]
+    assert np.isfinite(fitted.threshold_) and fitted.fit_info_["bank_rows"] < fitted.fit_info_["group_rows"]
 
 
 def test_bank_is_deterministic_and_round_trips(fitted, bumped, tmp_path):
     cloud, _ = bumped
     again = FPFHBank(**SMALL).fit([_part(i) for i in range(3)])
-    np.testing.assert_array_equal(fitted.bank, again.bank)
+    np.testing.assert_array_equal(fitted.bank_, again.bank_)
     p1, p2 = fitted.predict([cloud]), again.predict([cloud])
     np.testing.assert_array_equal(p1.anomaly_map[0], p2.anomaly_map[0])
     path = fitted.save(tmp_path / "m.pt")

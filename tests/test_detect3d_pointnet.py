@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from defectforge.detect3d import get_detector3d
 from defectforge.detect3d.pointnet import PointTransformerAD
 from defectforge.errors import ConfigError, InputError
 from defectforge.synth3d.operators import apply
@@ -52,7 +53,7 @@ def test_training_steps_reduce_the_loss_on_a_synthetic_anomaly():
 
 
 def test_fit_records_training(trained):
-    info = trained.fit_info
+    info = trained.fit_info_
     assert len(info["losses"]) == 30 and all(np.isfinite(info["losses"]))
     assert np.isfinite(info["heldout_loss_before"]) and np.isfinite(info["heldout_loss_after"])
     assert info["net_points"][0] <= 700 and info["bank_rows"] > 0
@@ -81,15 +82,15 @@ def test_predict_shapes_determinism_and_round_trip(trained, tmp_path):
         PointTransformerAD.load(tmp_path / "cut.pt")
     from defectforge.detect3d.bank import FPFHBank
 
-    with pytest.raises(InputError, match="not a FPFHBank"):
+    with pytest.raises(InputError, match="holds a PointTransformerAD, not a FPFHBank"):
         FPFHBank.load(path)
 
 
 def test_bad_configuration_and_input(trained):
     with pytest.raises(ConfigError, match="unknown synthesis operator"):
-        PointTransformerAD(train_ops=("melt",))
+        get_detector3d("pointnet", train_ops=("melt",))  # checked by the factory (and by fit)
     with pytest.raises(ConfigError, match="fusion"):
-        PointTransformerAD(fusion="max")
+        get_detector3d("pointnet", fusion="max")  # checked by the factory (and by fit)
     with pytest.raises(ConfigError, match="not fitted"):
         PointTransformerAD().predict([make_part("flange", 1000, 0).points])
     with pytest.raises(InputError, match="different units"):
@@ -131,11 +132,11 @@ def test_auto_fusion_multilayer_prototypes_and_shape_inputs(tmp_path):
 
     det = PointTransformerAD(steps=12, **{**TINY, "features": "fpfh,shape", "proto_layers": "all",
                                           "fusion": "auto"}).fit(_parts())
-    assert det.bank.shape[1] == 16 * 3  # embedding + 2 blocks
+    assert det.bank_.shape[1] == 16 * 3  # embedding + 2 blocks
     assert det.head_weight_ in HEAD_WEIGHTS
-    table = det.fit_info["validation"]["head_weight_table"]
+    table = det.fit_info_["validation"]["head_weight_table"]
     assert [r["head_weight"] for r in table] == list(HEAD_WEIGHTS)
-    assert det.fit_info["validation"]["n_anomalous"] > 0
+    assert det.fit_info_["validation"]["n_anomalous"] > 0
     c = make_part("flange", 3000, 9)
     r = apply("dent", c.points, c.normals, np.random.default_rng(1), radius=0.09, depth=0.04)
     w = det.head_weight_
@@ -150,9 +151,9 @@ def test_auto_fusion_multilayer_prototypes_and_shape_inputs(tmp_path):
 
 def test_bad_feature_options():
     with pytest.raises(ConfigError, match="features"):
-        PointTransformerAD(features="normal,colour")
+        get_detector3d("pointnet", features="normal,colour")  # checked by the factory (and by fit)
     with pytest.raises(ConfigError, match="proto_layers"):
-        PointTransformerAD(proto_layers="first")
+        get_detector3d("pointnet", proto_layers="first")  # checked by the factory (and by fit)
 
 
 def test_fuse_scores_normalises_each_part():
@@ -178,14 +179,14 @@ def test_fpfh_fusion_equals_the_two_detectors_combined_and_round_trips(trained, 
     fb = FPFHBank(seed=0).fit(_parts())
     fp = fb.predict([r.points, c.points])
     obj, maps = fuse_scores(net.pred_score, net.anomaly_map, fp.pred_score, fp.anomaly_map, trained.norms(),
-                            (fb.threshold, fb.point_threshold), 2.0)
+                            (fb.threshold_, fb.point_threshold_), 2.0)
     np.testing.assert_allclose(pred.pred_score, obj, rtol=1e-6)
     np.testing.assert_allclose(pred.anomaly_map[0], maps[0], rtol=1e-5)
     assert pred.pred_score[0] > pred.pred_score[1]
     loaded = PointTransformerAD.load(fused.save(tmp_path / "fused.pt"))
     np.testing.assert_array_equal(loaded.predict([r.points]).pred_score, pred.pred_score[:1])
     with pytest.raises(ConfigError, match="fpfh_weight"):
-        PointTransformerAD(fpfh_weight=-1)
+        get_detector3d("pointnet", fpfh_weight=-1)
 
 
 def test_every_fit_phase_reports_progress_and_the_bank_is_capped(monkeypatch, capsys):
@@ -198,7 +199,7 @@ def test_every_fit_phase_reports_progress_and_the_bank_is_capped(monkeypatch, ca
                   "pointnet coreset", "pointnet validation", "fpfh features"):
         assert f"{phase}: 0/" in err, phase
     assert "pointnet training: 5/5" in err and "pointnet coreset: 50/50" in err
-    assert len(det.bank) == 50
+    assert len(det.bank_) == 50
 
 
 def test_default_training_covers_the_full_mpas_range():

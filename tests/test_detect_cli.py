@@ -77,7 +77,7 @@ def test_cli_fit_predict_eval(tmp_path, mvtec):
 def test_cli_errors_are_one_line(tmp_path, mvtec):
     runner = CliRunner()
     r = runner.invoke(app, ["detect", "fit", str(mvtec), "--model", "padim", "--out", str(tmp_path / "x.dfm")])
-    assert r.exit_code == 2 and "--model must be exdd or patchcore" in r.output
+    assert r.exit_code == 2 and "unknown detector 'padim'; available: exdd, patchcore" in r.output
     (tmp_path / "bad.dfm").write_bytes(b"\x80\x02garbage")
     r = runner.invoke(app, ["detect", "predict", str(tmp_path / "bad.dfm"), str(mvtec / "test" / "good"),
                             "--out", str(tmp_path / "o")])

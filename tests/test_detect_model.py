@@ -9,7 +9,8 @@ import pytest
 
 from defectforge.data.sample import Sample
 from defectforge.detect.backbone import RandomInitWarning
-from defectforge.detect.exdd import FORMAT_VERSION, EmptyDefectMaskWarning, ExDD, PatchCore
+from defectforge.detect.exdd import EmptyDefectMaskWarning, ExDD, PatchCore
+from defectforge.estimator import FORMAT_VERSION
 from defectforge.errors import ConfigError, InputError
 from defectforge.metrics import auroc, pixel_auroc, select_threshold
 
@@ -89,8 +90,8 @@ def test_exdd_and_patchcore_localise_blobs(data, fitted):
         assert len(p.anomaly_map) == len(test) and p.anomaly_map[0].shape == (H, W)
         assert p.anomaly_map[0].dtype == np.float32 and p.pred_score.shape == (len(test),)
         assert p.pred_label.dtype == bool and p.pred_mask[0].dtype == bool
-    assert exdd.fit_info["bank_defect"] > 0 and exdd.fit_info["n_defect_images_in_bank"] == 6
-    assert pc.fit_info["bank_defect"] == 0
+    assert exdd.fit_info_["bank_defect"] > 0 and exdd.fit_info_["n_defect_images_in_bank"] == 6
+    assert pc.fit_info_["bank_defect"] == 0
 
 
 def test_defect_bank_holds_only_masked_rows(data, fitted):
@@ -103,12 +104,12 @@ def test_defect_bank_holds_only_masked_rows(data, fitted):
     inside, outside = [], []
     for s in defects:
         rows = exdd._rows([s.rgb()])
-        frac = mask_to_grid(s.mask, exdd.grid).reshape(-1)
+        frac = mask_to_grid(s.mask, exdd.grid_).reshape(-1)
         inside.append(rows[frac >= 0.5])
         outside.append(rows[frac == 0])
     inside = np.concatenate(inside)
     outside = np.concatenate(outside)
-    bank = exdd.bank_defect
+    bank = exdd.bank_defect_
     d_in = np.linalg.norm(bank[:, None] - inside[None], axis=2).min(1)
     d_out = np.linalg.norm(bank[:, None] - outside[None], axis=2).min(1)
     assert np.all(d_in < 1e-4)
@@ -121,13 +122,13 @@ def test_deterministic_for_a_fixed_seed(data, fitted):
         warnings.simplefilter("ignore", RandomInitWarning)
         a = ExDD(**SMALL, seed=3).fit(train, defects)
         b = ExDD(**SMALL, seed=3).fit(train, defects)
-    assert np.array_equal(a.bank_normal, b.bank_normal) and np.array_equal(a.bank_defect, b.bank_defect)
+    assert np.array_equal(a.bank_normal_, b.bank_normal_) and np.array_equal(a.bank_defect_, b.bank_defect_)
     pa, pb = a.predict(test[:4]), b.predict(test[:4])
     assert np.array_equal(pa.pred_score, pb.pred_score)
     assert all(np.array_equal(x, y) for x, y in zip(pa.anomaly_map, pb.anomaly_map))
     # another seed (the fixture's seed 0) gives another validation split and coreset
     assert fitted[0].config.seed == 0
-    assert a.bank_normal.shape != fitted[0].bank_normal.shape or not np.array_equal(a.bank_normal, fitted[0].bank_normal)
+    assert a.bank_normal_.shape != fitted[0].bank_normal_.shape or not np.array_equal(a.bank_normal_, fitted[0].bank_normal_)
 
 
 def test_patchcore_equals_exdd_with_empty_defect_bank(data, fitted):
@@ -139,7 +140,7 @@ def test_patchcore_equals_exdd_with_empty_defect_bank(data, fitted):
     p1, p2 = pc.predict(test), one_bank.predict(test)
     assert np.array_equal(p1.pred_score, p2.pred_score)
     assert all(np.array_equal(x, y) for x, y in zip(p1.anomaly_map, p2.anomaly_map))
-    assert pc.threshold == one_bank.threshold
+    assert pc.threshold_ == one_bank.threshold_
 
 
 def test_save_load_round_trip(tmp_path, data, fitted):
@@ -156,7 +157,7 @@ def test_save_load_round_trip(tmp_path, data, fitted):
         assert np.array_equal(p1.pred_score, p2.pred_score)
         assert np.array_equal(p1.pred_label, p2.pred_label)
         assert all(np.array_equal(x, y) for x, y in zip(p1.anomaly_map, p2.anomaly_map))
-        assert back.threshold == model.threshold and back.pixel_threshold == model.pixel_threshold
+        assert back.threshold_ == model.threshold_ and back.pixel_threshold_ == model.pixel_threshold_
 
 
 def test_threshold_comes_from_the_validation_split_only(data, fitted):
@@ -164,16 +165,16 @@ def test_threshold_comes_from_the_validation_split_only(data, fitted):
     exdd, _ = fitted
     # reproduce the seeded split: the threshold is the 0.99 quantile of the VAL normals' scores
     perm = np.random.default_rng(exdd.config.seed).permutation(len(train))
-    n_val = exdd.fit_info["n_val_normal"]
+    n_val = exdd.fit_info_["n_val_normal"]
     assert n_val >= 1
     val = [train[i] for i in sorted(perm[:n_val])]
     fit_part = [train[i] for i in sorted(perm[n_val:])]
     val_scores = exdd.predict(val).pred_score
     expected = select_threshold([False] * len(val), val_scores, method="quantile", quantile=0.99)
-    assert exdd.threshold == pytest.approx(expected, rel=1e-9)
+    assert exdd.threshold_ == pytest.approx(expected, rel=1e-9)
     # validation images are not in the normal bank: their rows are not all at distance 0
     assert exdd.predict(val).pred_score.min() > 0
-    assert exdd.fit_info["n_train_normal"] == len(fit_part)
+    assert exdd.fit_info_["n_train_normal"] == len(fit_part)
 
 
 def test_patchcore_uses_defects_for_an_f1_threshold_not_a_bank(data):
@@ -181,8 +182,8 @@ def test_patchcore_uses_defects_for_an_f1_threshold_not_a_bank(data):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RandomInitWarning)
         pc = PatchCore(**SMALL).fit(train, defects)
-    assert pc.fit_info["bank_defect"] == 0 and pc.fit_info["n_val_defect"] == len(defects)
-    assert np.isfinite(pc.threshold)
+    assert pc.fit_info_["bank_defect"] == 0 and pc.fit_info_["n_val_defect"] == len(defects)
+    assert np.isfinite(pc.threshold_)
 
 
 def test_mixed_sizes_and_grey_images(fitted):
@@ -211,13 +212,13 @@ def test_empty_defect_mask_is_skipped_with_a_warning(data):
     msgs = [str(w.message) for w in rec]
     assert any("empty_one: defect image has an empty mask; skipped" in t for t in msgs)
     assert any("no_mask: defect image has no mask; skipped" in t for t in msgs)
-    assert m.fit_info["n_defect_images_in_bank"] == 1
+    assert m.fit_info_["n_defect_images_in_bank"] == 1
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RandomInitWarning)
         with pytest.warns(EmptyDefectMaskWarning) as rec:
             m2 = ExDD(**SMALL).fit(train, [empty])
     assert any("defect bank is empty" in str(w.message) for w in rec)
-    assert m2.bank_defect.shape[0] == 0
+    assert m2.bank_defect_.shape[0] == 0
     # (image, mask) pairs are accepted too; a mask of the wrong size is an InputError
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RandomInitWarning)
@@ -264,4 +265,4 @@ def test_image_score_variants_and_no_validation(data):
             m.fit(train, defects)
     p = m.predict(test[:3])
     np.testing.assert_allclose(p.pred_score, [a.max() for a in p.anomaly_map], rtol=1e-5)
-    assert m.threshold is None and not p.pred_label.any()
+    assert m.threshold_ is None and not p.pred_label.any()

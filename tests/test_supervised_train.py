@@ -58,16 +58,16 @@ def test_other_architectures_train_step(arch):
 def test_training_reduces_loss_and_predictions_go_through_map(tmp_path):
     data = _data(8)
     det = train_detector(data, tmp_path / "run", _cfg(epochs=4))
-    losses = [h["loss"] for h in det.info["history"]]
+    losses = [h["loss"] for h in det.info_["history"]]
     assert len(losses) == 4 and losses[-1] < losses[0]
     m = evaluate_boxes(det, _data(4, seed=1, split="test"))
     assert m["n_gt_boxes"] == 3 and 0.0 <= m["map50"] <= 1.0 and 0.0 <= m["map50_95"] <= m["map50"]
-    preds = det.predict(data[:2])
+    preds = det.predict(data[:2]).boxes
     assert all(b.score is not None and b.label == "pit" for p in preds for b in p)
     assert (tmp_path / "run" / "model.pt").exists() and (tmp_path / "run" / "history.json").exists()
     again = BoxDetector.load(tmp_path / "run" / "model.pt")
-    assert again.classes == ["pit"]
-    for a, b in zip(again.model.state_dict().values(), det.model.state_dict().values()):
+    assert again.classes_ == ["pit"]
+    for a, b in zip(again.model_.state_dict().values(), det.model_.state_dict().values()):
         assert torch.equal(a, b)
 
 
@@ -83,8 +83,8 @@ def test_interrupted_run_resumes_to_the_same_weights(tmp_path):
         train_detector(data, tmp_path / "cut", _cfg(epochs=2), on_epoch=stop)
     assert (tmp_path / "cut" / "checkpoint.pt").exists() and not (tmp_path / "cut" / "model.pt").exists()
     resumed = train_detector(data, tmp_path / "cut", _cfg(epochs=2))
-    assert resumed.info["resumed_from_epoch"] == 1 and len(resumed.info["history"]) == 2
-    for a, b in zip(full.model.state_dict().values(), resumed.model.state_dict().values()):
+    assert resumed.info_["resumed_from_epoch"] == 1 and len(resumed.info_["history"]) == 2
+    for a, b in zip(full.model_.state_dict().values(), resumed.model_.state_dict().values()):
         assert torch.allclose(a, b, atol=1e-6)
     # a different run in the same folder is refused, nothing is overwritten
     before = (tmp_path / "cut" / "model.pt").read_bytes()
@@ -99,9 +99,9 @@ def test_early_stopping_uses_validation_from_train(tmp_path):
     assert {s.name for s in tr}.isdisjoint({s.name for s in va})
     assert any(s.is_defect for s in va) and any(not s.is_defect for s in va)
     det = train_detector(data, tmp_path / "r", _cfg(epochs=3, val_fraction=0.25, patience=1))
-    hist = det.info["history"]
+    hist = det.info_["history"]
     assert all("val_map50" in h for h in hist)
-    assert det.info["n_val"] == len(va)
+    assert det.info_["n_val"] == len(va)
 
 
 def test_bad_input(tmp_path, monkeypatch):

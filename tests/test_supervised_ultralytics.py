@@ -169,10 +169,10 @@ def test_training_goes_through_ultralytics_offline_and_from_scratch(tmp_path, fa
     assert torch.equal(torch.random.get_rng_state(), torch_state)
     assert np.random.get_state()[1].tolist() == np_state[1].tolist() and random.getstate() == py_state
     assert (tmp_path / "run" / "model.pt").read_bytes() == b"fake-weights"
-    assert det.classes == ["pit", "scratch"] and [h["metrics/mAP50(B)"] for h in det.info["history"]] == [0.0, 0.25]
+    assert det.classes_ == ["pit", "scratch"] and [h["metrics/mAP50(B)"] for h in det.info_["history"]] == [0.0, 0.25]
     # prediction: BGR images in, boxes in original pixels with our class names out, scored by our mAP
     test[0].image_array[0, 0] = (200, 10, 50)
-    preds = det.predict(test[:1])
+    preds = det.predict(test[:1]).boxes
     assert fake_ultralytics["predict"][0]["first_pixel"] == [50, 10, 200]
     assert fake_ultralytics["predict"][0]["kwargs"]["device"] == "cpu"
     assert preds == [[ua.Box(1.0, 2.0, 53.0, 36.0, "scratch", 0.9)]]
@@ -181,7 +181,7 @@ def test_training_goes_through_ultralytics_offline_and_from_scratch(tmp_path, fa
     # a finished run is reused; other settings in the same folder are refused
     again = ua.train_ultralytics(train, tmp_path / "run", "yolov8n", val=val, image_size=64, epochs=2,
                                  batch_size=2, patience=3, seed=7)
-    assert len(fake_ultralytics["train"]) == 1 and again.classes == det.classes
+    assert len(fake_ultralytics["train"]) == 1 and again.classes_ == det.classes_
     with pytest.raises(ConfigError, match="other settings"):
         ua.train_ultralytics(train, tmp_path / "run", "yolo11n", val=val, image_size=64, epochs=2)
     assert len(fake_ultralytics["train"]) == 1

@@ -77,7 +77,7 @@ def test_missing_yolox_is_a_config_error_naming_the_install(monkeypatch):
     with pytest.raises(ConfigError, match=r"pip install --no-deps yolox-datamint==0\.3\.1"):
         build_detector("yolox-nano", 1, image_size=SIZE)
     with pytest.raises(ConfigError, match="yolox-datamint"):
-        BoxDetector(_cfg(), ["square"])
+        BoxDetector.from_config(_cfg(), ["square"])
 
 
 @needs_yolox
@@ -143,7 +143,7 @@ def test_train_mode_returns_losses_that_sum_to_the_yolox_total():
 @needs_yolox
 def test_training_learns_boxes_in_input_coordinates(trained):
     det, data = trained
-    losses = [h["loss"] for h in det.info["history"]]
+    losses = [h["loss"] for h in det.info_["history"]]
     assert losses[-1] < 0.8 * losses[0]
     # predict on 1.5x larger copies: the model resizes internally and maps boxes back
     import cv2
@@ -152,7 +152,7 @@ def test_training_learns_boxes_in_input_coordinates(trained):
                   mask_array=cv2.resize(s.mask_or_empty().astype(np.uint8), (96, 96),
                                         interpolation=cv2.INTER_NEAREST) > 0, meta={"name": s.name})
            for s in data]
-    preds = det.predict(big)
+    preds = det.predict(big).boxes
     assert len(preds) == len(big)
     ious = []
     for s, p in zip(big, preds):
@@ -171,11 +171,11 @@ def test_training_learns_boxes_in_input_coordinates(trained):
 def test_save_load_round_trip_gives_identical_predictions(trained, tmp_path):
     det, data = trained
     path = det.save(tmp_path / "m.pt")
-    st = torch.load(path, map_location="cpu", weights_only=False)
-    assert set(st["model"]) == set(det.model.state_dict())  # everything: YOLOX has no bundled weights
+    st = torch.load(path, map_location="cpu", weights_only=True)
+    assert set(st["state"]["model"]) == set(det.model_.state_dict())  # everything: YOLOX has no bundled weights
     again = BoxDetector.load(path)
-    assert again.config.arch == "yolox-nano" and again.classes == ["square"]
-    a, b = det.predict(data), again.predict(data)
+    assert again.config.arch == "yolox-nano" and again.classes_ == ["square"]
+    a, b = det.predict(data).boxes, again.predict(data).boxes
     assert a == b and sum(len(p) for p in a) > 0
 
 
@@ -192,8 +192,8 @@ def test_interrupted_yolox_run_resumes_to_the_same_weights(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         train_detector(data, tmp_path / "cut", cfg, on_epoch=stop)
     resumed = train_detector(data, tmp_path / "cut", cfg)
-    assert resumed.info["resumed_from_epoch"] == 1
-    sa, sb = full.model.state_dict(), resumed.model.state_dict()
+    assert resumed.info_["resumed_from_epoch"] == 1
+    sa, sb = full.model_.state_dict(), resumed.model_.state_dict()
     assert set(sa) == set(sb)
     for k in sa:
         assert torch.allclose(sa[k].float(), sb[k].float(), atol=1e-6), k

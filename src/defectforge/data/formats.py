@@ -14,9 +14,11 @@ Detection order (first match wins):
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 from defectforge.data.sample import Dataset
 from defectforge.errors import InputError
+from defectforge.registry import Registry
 
 FORMATS = ("mvtec", "manifest", "labelme", "yolo", "coco")
 
@@ -108,27 +110,50 @@ def load_dataset(path: str | Path, format: str | None = None) -> Dataset:
     return read_labelme_folder(p)
 
 
+#: format name -> writer ``(dataset, dst, overwrite, mode) -> Path``; plug-ins register more
+#: (``@EXPORT_FORMATS.register("name")`` or the entry-point group ``defectforge.export_formats``).
+EXPORT_FORMATS: Registry[Callable[..., Path]] = Registry("export format", builtin=(__name__,),
+                                                         entry_points="defectforge.export_formats")
+
+
 def write_dataset(dataset: Dataset, dst: str | Path, format: str, overwrite: bool = False,
                   mode: str | None = None) -> Path:
     """Write ``dataset`` to ``dst`` in ``format`` (``mode``: yolo detect|segment, coco polygon|rle)."""
-    if format == "mvtec":
-        from defectforge.data.mvtec import write_mvtec
+    if format not in EXPORT_FORMATS:
+        raise InputError(Path(dst), f"cannot write format {format!r} (choose from {', '.join(EXPORT_FORMATS)})")
+    return EXPORT_FORMATS.get(format)(dataset, dst, overwrite=overwrite, mode=mode)
 
-        return write_mvtec(dataset, dst, overwrite=overwrite)
-    if format == "manifest":
-        from defectforge.data.manifest import export_manifest
 
-        return export_manifest(dataset, dst, overwrite=overwrite)
-    if format == "yolo":
-        from defectforge.data.yolo import write_yolo
+@EXPORT_FORMATS.register("mvtec")
+def _write_mvtec(dataset: Dataset, dst: str | Path, overwrite: bool = False, mode: str | None = None) -> Path:
+    from defectforge.data.mvtec import write_mvtec
 
-        return write_yolo(dataset, dst, mode=mode or "segment", overwrite=overwrite)
-    if format == "coco":
-        from defectforge.data.coco import write_coco
+    return write_mvtec(dataset, dst, overwrite=overwrite)
 
-        return write_coco(dataset, dst, mode=mode or "rle", overwrite=overwrite)
-    if format == "labelme":
-        from defectforge.data.labelme import write_labelme
 
-        return write_labelme(dataset, dst, overwrite=overwrite)
-    raise InputError(Path(dst), f"cannot write format {format!r} (choose from {', '.join(FORMATS)})")
+@EXPORT_FORMATS.register("manifest")
+def _write_manifest(dataset: Dataset, dst: str | Path, overwrite: bool = False, mode: str | None = None) -> Path:
+    from defectforge.data.manifest import export_manifest
+
+    return export_manifest(dataset, dst, overwrite=overwrite)
+
+
+@EXPORT_FORMATS.register("yolo")
+def _write_yolo(dataset: Dataset, dst: str | Path, overwrite: bool = False, mode: str | None = None) -> Path:
+    from defectforge.data.yolo import write_yolo
+
+    return write_yolo(dataset, dst, mode=mode or "segment", overwrite=overwrite)
+
+
+@EXPORT_FORMATS.register("coco")
+def _write_coco(dataset: Dataset, dst: str | Path, overwrite: bool = False, mode: str | None = None) -> Path:
+    from defectforge.data.coco import write_coco
+
+    return write_coco(dataset, dst, mode=mode or "rle", overwrite=overwrite)
+
+
+@EXPORT_FORMATS.register("labelme")
+def _write_labelme(dataset: Dataset, dst: str | Path, overwrite: bool = False, mode: str | None = None) -> Path:
+    from defectforge.data.labelme import write_labelme
+
+    return write_labelme(dataset, dst, overwrite=overwrite)

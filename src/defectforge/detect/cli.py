@@ -40,7 +40,7 @@ def _parse_size(text: str | None) -> int | tuple[int, int] | None:
 def fit_cmd(
     data: Path = typer.Argument(..., help="Dataset (MVTec folder, manifest CSV, ...); its train split is used."),
     out: Path = typer.Option(..., "--out", "-o", help="Model file to write."),
-    model: str = typer.Option("exdd", "--model", "-m", help="exdd or patchcore."),
+    model: str = typer.Option("exdd", "--model", "-m", help="A registered 2D detector: exdd, patchcore, ..."),
     backbone: str = typer.Option("efficientnet_lite0", "--backbone", help="efficientnet_lite0|efficientnet_lite2|wide_resnet50_2|any timm name."),
     weights: Optional[Path] = typer.Option(None, "--weights", help="Local backbone checkpoint (needed except for the lite backbones)."),
     layers: Optional[str] = typer.Option(None, "--layers", help="Comma-separated layer names (default: the stride-8/16 stages)."),
@@ -57,11 +57,10 @@ def fit_cmd(
         import warnings
 
         from defectforge.data.formats import load_dataset
-        from defectforge.detect.base import get_detector
-        from defectforge.errors import ConfigError, InputError
+        from defectforge.detect.base import DETECTORS, get_detector
+        from defectforge.errors import InputError
 
-        if model not in ("exdd", "patchcore"):
-            raise ConfigError(f"--model must be exdd or patchcore, got {model!r}")
+        DETECTORS.get(model)  # an unknown name fails before the data are read
         ds = load_dataset(data, format=format)
         train = ds.filter(split="train")
         normal = list(train.filter(defect=False))
@@ -86,9 +85,9 @@ def fit_cmd(
         for w in caught:
             con.print(f"[yellow]warning:[/] {w.message}")
         det.save(out)
-        info = det.fit_info
+        info = det.fit_info_
         con.print(f"saved {out}: input {info['input_size'][0]}x{info['input_size'][1]}, normal bank "
-                  f"{info['bank_normal']} rows, defect bank {info['bank_defect']} rows, threshold {det.threshold}")
+                  f"{info['bank_normal']} rows, defect bank {info['bank_defect']} rows, threshold {det.threshold_}")
 
 
 def _collect_images(paths: List[Path]) -> list[Path]:
@@ -127,13 +126,13 @@ def predict_cmd(
         from defectforge.data._files import unique_name
         from defectforge.data.image_io import read_image, write_image, write_mask
         from defectforge.data.sample import Sample
-        from defectforge.detect.exdd import ExDD
+        from defectforge.detect.base import load_detector
         from defectforge.report.visual import heatmap_overlay
 
         files = _collect_images(images)
-        det = ExDD.load(model_path, progress=True)
+        det = load_detector(model_path, progress=True)
         used: set[str] = set()
-        thr = "" if det.threshold is None else f"{det.threshold:.6g}"
+        thr = "" if det.threshold_ is None else f"{det.threshold_:.6g}"
         buf = io.StringIO()
         wr = csv.writer(buf, lineterminator="\n")
         wr.writerow(["file", "score", "anomalous", "threshold", "heatmap", "mask"])
@@ -166,11 +165,11 @@ def eval_cmd(
     with _user_errors():
         from defectforge._atomic import atomic_write_json
         from defectforge.data.formats import load_dataset
+        from defectforge.detect.base import load_detector
         from defectforge.detect.evaluate import add_eval_section, evaluate_detector, metrics_json
-        from defectforge.detect.exdd import ExDD
         from defectforge.report import Report
 
-        det = ExDD.load(model_path, progress=True)
+        det = load_detector(model_path, progress=True)
         ds = load_dataset(data, format=format)
         res = evaluate_detector(det, ds, split=split)
         out = metrics_json(res, {"model": str(model_path), "detector": det.name, "data": str(data), "split": split})

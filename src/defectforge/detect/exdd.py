@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import asdict, dataclass, field, fields
+from types import SimpleNamespace
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -32,132 +32,123 @@ import numpy as np
 from defectforge.detect.base import Detector, Prediction, register_detector
 from defectforge.errors import ConfigError, InputError
 
-FORMAT_VERSION = 1
-_MODEL_KIND = "defectforge.detect.exdd"
 
 
 class EmptyDefectMaskWarning(UserWarning):
     """A defect image without mask pixels (or without a mask) was skipped for the defect bank."""
 
 
-@dataclass
-class ExDDConfig:
-    """All parameters of :class:`ExDD` (stored in the model file)."""
-
-    backbone: str = "efficientnet_lite0"
-    layers: tuple[str, ...] | None = None
-    weights: str | None = None
-    random_init: bool = False
-    image_size: int | tuple[int, int] = 256
-    upsample: str = "bilinear"
-    normal_ratio: float = 0.01
-    defect_ratio: float = 0.10
-    coreset_min: int = 0
-    projection_dim: int | None = 128
-    weighting: str = "exdd"
-    num_neighbors: int = 3
-    image_score: str = "weighted"
-    eps: float = 1e-6
-    sigma: float = 4.0
-    map_upsample: str = "bilinear"
-    mask_fraction: float = 0.5
-    val_fraction: float = 0.1
-    threshold_quantile: float = 0.99
-    pixel_quantile: float = 0.999
-    defects_for: str = "bank"
-    batch_size: int = 4
-    nn_backend: str = "faiss"
-    seed: int = 0
-
-    def check(self) -> None:
-        if self.weighting not in ("exdd", "patchcore", "none"):
-            raise ConfigError(f"weighting must be exdd|patchcore|none, got {self.weighting!r}")
-        if self.image_score not in ("weighted", "max", "patch_max"):
-            raise ConfigError(f"image_score must be weighted|max|patch_max, got {self.image_score!r}")
-        if self.upsample not in ("bilinear", "nearest") or self.map_upsample not in ("bilinear", "nearest"):
-            raise ConfigError("upsample / map_upsample must be 'bilinear' or 'nearest'")
-        if self.defects_for not in ("bank", "validation"):
-            raise ConfigError(f"defects_for must be 'bank' or 'validation', got {self.defects_for!r}")
-        for name in ("normal_ratio", "defect_ratio"):
-            v = getattr(self, name)
-            if not 0.0 < v <= 1.0:
-                raise ConfigError(f"{name} must be in (0, 1], got {v}")
-        if not 0.0 <= self.val_fraction < 1.0:
-            raise ConfigError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
-        if not 0.0 < self.mask_fraction <= 1.0:
-            raise ConfigError(f"mask_fraction must be in (0, 1], got {self.mask_fraction}")
-        if self.num_neighbors < 1 or self.batch_size < 1:
-            raise ConfigError("num_neighbors and batch_size must be >= 1")
-        if self.eps <= 0:
-            raise ConfigError(f"eps must be > 0, got {self.eps}")
-        if isinstance(self.image_size, (tuple, list)):
-            if len(self.image_size) != 2 or min(self.image_size) < 16:
-                raise ConfigError(f"image_size must be an int or (H, W) >= 16, got {self.image_size}")
-        elif int(self.image_size) < 16:
-            raise ConfigError(f"image_size must be >= 16, got {self.image_size}")
-
-
 @register_detector("exdd")
 class ExDD(Detector):
-    """ExDD dual-memory-bank detector (sklearn-like).
+    """ExDD dual-memory-bank detector (scikit-learn estimator shape).
 
-    ``ExDD(backbone="efficientnet_lite0", layers=None, weights=None, random_init=False,
-    image_size=256, ...)``: see :class:`ExDDConfig` for every parameter. ``image_size`` as
-    an int is the shorter side; the longer one keeps the aspect ratio of the first
+    Every parameter is an ``__init__`` argument (checked at :meth:`fit`). ``image_size``
+    as an int is the shorter side; the longer one keeps the aspect ratio of the first
     training image (rounded to a multiple of 8) and the resulting ``(H, W)`` is fixed in
-    the model, so all later images are resized to it. ``progress=True`` shows rich
-    progress bars (stderr).
+    the model (``input_size_``), so all later images are resized to it. ``layers=None``
+    taps the backbone's default stages (the resolved names are ``layers_`` after fit).
+    ``progress`` (a run-time setting, not stored in the model file): ``True`` shows rich
+    progress bars on stderr, a callable receives ``(stage, done, total)``.
+
+    Fitted attributes: ``input_size_``, ``grid_``, ``feature_dim_``, ``layers_``,
+    ``bank_normal_``, ``bank_defect_``, ``threshold_``, ``pixel_threshold_``, ``fit_info_``.
     """
 
-    name = "exdd"
-    _defaults: dict[str, Any] = {}
+    fitted_marker = "bank_normal_"
 
-    def __init__(self, progress: bool = False, **params: Any):
-        kw = dict(self._defaults)
-        kw.update(params)
-        known = {f.name for f in fields(ExDDConfig)}
-        unknown = sorted(set(kw) - known)
-        if unknown:
-            raise ConfigError(f"unknown parameter(s) for {type(self).__name__}: {unknown}")
-        if kw.get("layers") is not None:
-            kw["layers"] = tuple(kw["layers"])
-        if isinstance(kw.get("image_size"), list):
-            kw["image_size"] = tuple(kw["image_size"])
-        if kw.get("weights") is not None:
-            kw["weights"] = str(kw["weights"])
-        self.config = ExDDConfig(**kw)
-        self.config.check()
+    def __init__(self, backbone: str = "efficientnet_lite0", layers: tuple[str, ...] | None = None,
+                 weights: str | None = None, random_init: bool = False, image_size: int | tuple[int, int] = 256,
+                 upsample: str = "bilinear", normal_ratio: float = 0.01, defect_ratio: float = 0.10,
+                 coreset_min: int = 0, projection_dim: int | None = 128, weighting: str = "exdd",
+                 num_neighbors: int = 3, image_score: str = "weighted", eps: float = 1e-6, sigma: float = 4.0,
+                 map_upsample: str = "bilinear", mask_fraction: float = 0.5, val_fraction: float = 0.1,
+                 threshold_quantile: float = 0.99, pixel_quantile: float = 0.999, defects_for: str = "bank",
+                 batch_size: int = 4, nn_backend: str = "faiss", seed: int = 0, progress: Any = False):
+        self.backbone = backbone
+        self.layers = layers
+        self.weights = weights
+        self.random_init = random_init
+        self.image_size = image_size
+        self.upsample = upsample
+        self.normal_ratio = normal_ratio
+        self.defect_ratio = defect_ratio
+        self.coreset_min = coreset_min
+        self.projection_dim = projection_dim
+        self.weighting = weighting
+        self.num_neighbors = num_neighbors
+        self.image_score = image_score
+        self.eps = eps
+        self.sigma = sigma
+        self.map_upsample = map_upsample
+        self.mask_fraction = mask_fraction
+        self.val_fraction = val_fraction
+        self.threshold_quantile = threshold_quantile
+        self.pixel_quantile = pixel_quantile
+        self.defects_for = defects_for
+        self.batch_size = batch_size
+        self.nn_backend = nn_backend
+        self.seed = seed
         self.progress = progress
-        self._extractor = None
-        self.input_size: tuple[int, int] | None = None
-        self.grid: tuple[int, int] | None = None
-        self.bank_normal: np.ndarray | None = None
-        self.bank_defect: np.ndarray | None = None
-        self.threshold: float | None = None
-        self.pixel_threshold: float | None = None
-        self.fit_info: dict[str, Any] = {}
+        self._extractor = self._extractor_key = None
         self._nn_normal = None
         self._nn_defect = None
 
     # ------------------------------------------------------------------ params
-    def get_params(self) -> dict[str, Any]:
-        return asdict(self.config)
+    @property
+    def config(self) -> SimpleNamespace:
+        """A read-only snapshot of the parameters, normalised (``layers``/``image_size``
+        lists become tuples, ``weights`` a string)."""
+        p = self.get_params()
+        if p["layers"] is not None:
+            p["layers"] = tuple(p["layers"])
+        if isinstance(p["image_size"], list):
+            p["image_size"] = tuple(p["image_size"])
+        if p["weights"] is not None:
+            p["weights"] = str(p["weights"])
+        return SimpleNamespace(**p)
 
-    def __repr__(self) -> str:
-        diff = {k: v for k, v in self.get_params().items() if v != getattr(ExDDConfig, k, None)}
-        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in diff.items())})"
+    def _validate_params(self) -> None:
+        c = self.config
+        if c.weighting not in ("exdd", "patchcore", "none"):
+            raise ConfigError(f"weighting must be exdd|patchcore|none, got {c.weighting!r}")
+        if c.image_score not in ("weighted", "max", "patch_max"):
+            raise ConfigError(f"image_score must be weighted|max|patch_max, got {c.image_score!r}")
+        if c.upsample not in ("bilinear", "nearest") or c.map_upsample not in ("bilinear", "nearest"):
+            raise ConfigError("upsample / map_upsample must be 'bilinear' or 'nearest'")
+        if c.defects_for not in ("bank", "validation"):
+            raise ConfigError(f"defects_for must be 'bank' or 'validation', got {c.defects_for!r}")
+        for name in ("normal_ratio", "defect_ratio"):
+            v = getattr(c, name)
+            if not 0.0 < v <= 1.0:
+                raise ConfigError(f"{name} must be in (0, 1], got {v}")
+        if not 0.0 <= c.val_fraction < 1.0:
+            raise ConfigError(f"val_fraction must be in [0, 1), got {c.val_fraction}")
+        if not 0.0 < c.mask_fraction <= 1.0:
+            raise ConfigError(f"mask_fraction must be in (0, 1], got {c.mask_fraction}")
+        if c.num_neighbors < 1 or c.batch_size < 1:
+            raise ConfigError("num_neighbors and batch_size must be >= 1")
+        if c.eps <= 0:
+            raise ConfigError(f"eps must be > 0, got {c.eps}")
+        if isinstance(c.image_size, tuple):
+            if len(c.image_size) != 2 or min(c.image_size) < 16:
+                raise ConfigError(f"image_size must be an int or (H, W) >= 16, got {c.image_size}")
+        elif int(c.image_size) < 16:
+            raise ConfigError(f"image_size must be >= 16, got {c.image_size}")
 
     # ------------------------------------------------------------------ backbone
     @property
     def extractor(self):
-        if self._extractor is None:
+        """The frozen backbone (built on first use, rebuilt when its parameters change)."""
+        c = self.config
+        key = (c.backbone, c.layers, c.weights, c.random_init, c.seed)
+        if self._extractor is None or self._extractor_key != key:
+            import torch
+
             from defectforge.detect.backbone import build_extractor
 
-            c = self.config
-            self._extractor, _ = build_extractor(c.backbone, c.layers, c.weights, c.random_init, seed=c.seed)
-            self._extractor = self._extractor.to(memory_format=__import__("torch").channels_last)
-            if c.layers is None:
-                self.config.layers = tuple(self._extractor.layers)
+            ex, _ = build_extractor(c.backbone, c.layers, c.weights, c.random_init, seed=c.seed)
+            self._extractor, self._extractor_key = ex.to(memory_format=torch.channels_last), key
+            self.layers_ = tuple(ex.layers)
         return self._extractor
 
     def _rows(self, images: Sequence[np.ndarray]) -> np.ndarray:
@@ -167,10 +158,10 @@ class ExDD(Detector):
         from defectforge.detect.features import embed, to_rows, to_tensor
 
         ex = self.extractor
-        x = to_tensor(images, self.input_size, ex.mean, ex.std).contiguous(memory_format=torch.channels_last)
+        x = to_tensor(images, self.input_size_, ex.mean, ex.std).contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
             emb = embed(ex(x), self.config.upsample)
-        self.grid = (int(emb.shape[2]), int(emb.shape[3]))
+        self.grid_ = (int(emb.shape[2]), int(emb.shape[3]))
         return to_rows(emb)
 
     def _setup_size(self, first_rgb: np.ndarray) -> None:
@@ -179,11 +170,11 @@ class ExDD(Detector):
         from defectforge.detect.features import embed, input_size_for
 
         s = self.config.image_size
-        self.input_size = tuple(int(v) for v in s) if isinstance(s, (tuple, list)) else input_size_for(first_rgb.shape[:2], int(s))
+        self.input_size_ = tuple(int(v) for v in s) if isinstance(s, (tuple, list)) else input_size_for(first_rgb.shape[:2], int(s))
         with torch.inference_mode():
-            emb = embed(self.extractor(torch.zeros(1, 3, *self.input_size)), self.config.upsample)
-        self.grid = (int(emb.shape[2]), int(emb.shape[3]))
-        self.feature_dim = int(emb.shape[1])
+            emb = embed(self.extractor(torch.zeros(1, 3, *self.input_size_)), self.config.upsample)
+        self.grid_ = (int(emb.shape[2]), int(emb.shape[3]))
+        self.feature_dim_ = int(emb.shape[1])
 
     # ------------------------------------------------------------------ fit
     def fit(self, normal: Iterable[Any], defects: Iterable[Any] | None = None) -> "ExDD":
@@ -195,6 +186,7 @@ class ExDD(Detector):
         from defectforge.detect.features import random_projection, to_rgb
         from defectforge.detect.knn import NearestNeighbors
 
+        self._validate_params()
         c = self.config
         normal = list(normal)
         defects = list(defects) if defects is not None else []
@@ -214,10 +206,10 @@ class ExDD(Detector):
 
         first = to_rgb(train_items[0])
         self._setup_size(first)
-        h, w = self.grid
+        h, w = self.grid_
         per = h * w
         n_rows = len(train_items) * per
-        D = self.feature_dim
+        D = self.feature_dim_
         proj = None
         if c.projection_dim is not None and c.projection_dim < D:
             proj = random_projection(D, int(c.projection_dim), c.seed)
@@ -239,13 +231,13 @@ class ExDD(Detector):
         target = coreset_size(n_rows, c.normal_ratio, c.coreset_min)
         with progress_task("coreset (normal bank)", target, self.progress) as bar:
             idx = greedy_kcenter(sel_store, target, seed=c.seed, progress=bar.update)
-        self.bank_normal = np.ascontiguousarray(store[np.sort(idx)])
+        self.bank_normal_ = np.ascontiguousarray(store[np.sort(idx)])
         del store, sel_store
         t2 = time.perf_counter()
 
         # ---- defect bank (ExDD) or defect validation images (PatchCore)
         val_defects: list[Any] = []
-        self.bank_defect = np.zeros((0, D), dtype=np.float32)
+        self.bank_defect_ = np.zeros((0, D), dtype=np.float32)
         n_def_used = 0
         if defects and c.defects_for == "bank":
             parts = []
@@ -262,18 +254,18 @@ class ExDD(Detector):
                 target_d = coreset_size(len(drows), c.defect_ratio, c.coreset_min)
                 with progress_task("coreset (defect bank)", target_d, self.progress) as bar:
                     didx = greedy_kcenter(dsel, target_d, seed=c.seed, progress=bar.update)
-                self.bank_defect = np.ascontiguousarray(drows[np.sort(didx)])
+                self.bank_defect_ = np.ascontiguousarray(drows[np.sort(didx)])
             else:
                 warnings.warn("no defect image contributed rows: the defect bank is empty (PatchCore behaviour)",
                               EmptyDefectMaskWarning, stacklevel=2)
         elif defects:
             val_defects = defects
         t3 = time.perf_counter()
-        self._nn_normal = NearestNeighbors(self.bank_normal, c.nn_backend)
-        self._nn_defect = NearestNeighbors(self.bank_defect, c.nn_backend) if len(self.bank_defect) else None
+        self._nn_normal = NearestNeighbors(self.bank_normal_, c.nn_backend)
+        self._nn_defect = NearestNeighbors(self.bank_defect_, c.nn_backend) if len(self.bank_defect_) else None
 
         # ---- thresholds on validation (never test)
-        self.threshold = self.pixel_threshold = None
+        self.threshold_ = self.pixel_threshold_ = None
         n_val_def = 0
         if val_items:
             self._choose_thresholds(val_items, val_defects)
@@ -281,11 +273,11 @@ class ExDD(Detector):
         else:
             warnings.warn("val_fraction=0: no validation split, so no threshold is chosen; "
                           "pred_label / pred_mask will be all False", UserWarning, stacklevel=2)
-        self.fit_info = {
+        self.fit_info_ = {
             "n_train_normal": len(train_items), "n_val_normal": len(val_items), "n_val_defect": n_val_def,
             "n_defect_images_in_bank": n_def_used, "n_rows_normal": int(n_rows),
-            "bank_normal": int(len(self.bank_normal)), "bank_defect": int(len(self.bank_defect)),
-            "feature_dim": D, "grid": list(self.grid), "input_size": list(self.input_size),
+            "bank_normal": int(len(self.bank_normal_)), "bank_defect": int(len(self.bank_defect_)),
+            "feature_dim": D, "grid": list(self.grid_), "input_size": list(self.input_size_),
             "seconds_features": round(t1 - t0, 3), "seconds_coreset": round(t2 - t1, 3),
             "seconds_defect_bank": round(t3 - t2, 3),
         }
@@ -310,7 +302,7 @@ class ExDD(Detector):
             raise InputError(getattr(item, "mask_path", None) or name,
                              f"mask is {mask.shape[1]}x{mask.shape[0]} but the image is {rgb.shape[1]}x{rgb.shape[0]}")
         rows = self._rows([rgb])
-        frac = mask_to_grid(mask, self.grid).reshape(-1)
+        frac = mask_to_grid(mask, self.grid_).reshape(-1)
         keep = frac >= self.config.mask_fraction
         if not keep.any():  # a defect smaller than one cell: keep its best-covered cell(s)
             keep = frac >= frac.max() - 1e-9
@@ -319,20 +311,16 @@ class ExDD(Detector):
     def _choose_thresholds(self, val_items: list[Any], val_defects: list[Any]) -> None:
         from defectforge.metrics import select_threshold
 
-        self.threshold = float("inf")
-        self.pixel_threshold = float("inf")
+        self.threshold_ = float("inf")
+        self.pixel_threshold_ = float("inf")
         scores, maps = self._score(val_items + val_defects, keep_input_maps=True)
         labels = np.array([False] * len(val_items) + [True] * len(val_defects))
         method = "f1" if val_defects else "quantile"
-        self.threshold = float(select_threshold(labels, scores, method=method, quantile=self.config.threshold_quantile))
+        self.threshold_ = float(select_threshold(labels, scores, method=method, quantile=self.config.threshold_quantile))
         normal_px = np.concatenate([m.reshape(-1) for m, lab in zip(maps, labels) if not lab])
-        self.pixel_threshold = float(np.quantile(normal_px, self.config.pixel_quantile))
+        self.pixel_threshold_ = float(np.quantile(normal_px, self.config.pixel_quantile))
 
     # ------------------------------------------------------------------ predict
-    def _check_fitted(self) -> None:
-        if self.bank_normal is None:
-            raise ConfigError(f"{type(self).__name__} is not fitted: call fit() or load() first")
-
     def predict(self, images: Iterable[Any]) -> Prediction:
         """Scores, maps (at each image's own size), labels and masks for ``images``
         (``Sample`` s or H x W [x C] arrays of any size; grey is converted to RGB)."""
@@ -344,8 +332,8 @@ class ExDD(Detector):
         out_maps = []
         for m, (H, W) in zip(maps, shapes):
             out_maps.append(m if m.shape == (H, W) else cv2.resize(m, (W, H), interpolation=cv2.INTER_LINEAR))
-        thr = self.threshold if self.threshold is not None else float("inf")
-        pthr = self.pixel_threshold if self.pixel_threshold is not None else float("inf")
+        thr = self.threshold_ if self.threshold_ is not None else float("inf")
+        pthr = self.pixel_threshold_ if self.pixel_threshold_ is not None else float("inf")
         return Prediction(
             pred_score=scores.astype(np.float64),
             anomaly_map=out_maps,
@@ -360,7 +348,7 @@ class ExDD(Detector):
         from defectforge.detect.scoring import patch_maps_to_input
 
         c = self.config
-        h, w = self.grid
+        h, w = self.grid_
         per = h * w
         scores = np.empty(len(items), dtype=np.float64)
         maps: list[np.ndarray] = []
@@ -379,7 +367,7 @@ class ExDD(Detector):
                 else:
                     dp = ip = None
                     patch = dn
-                full = patch_maps_to_input(patch.reshape(len(rgbs), h, w), self.input_size, c.map_upsample, c.sigma)
+                full = patch_maps_to_input(patch.reshape(len(rgbs), h, w), self.input_size_, c.map_upsample, c.sigma)
                 rows3 = rows.reshape(len(rgbs), per, -1)
                 for b in range(len(rgbs)):
                     if c.image_score == "max":
@@ -402,7 +390,7 @@ class ExDD(Detector):
 
         c = self.config
         nn = self._nn_normal if bank == "normal" else self._nn_defect
-        data = self.bank_normal if bank == "normal" else self.bank_defect
+        data = self.bank_normal_ if bank == "normal" else self.bank_defect_
         if c.weighting == "none" or c.num_neighbors <= 1 or len(nn) < 2:
             return 1.0
         _, nb = nn.search(data[m_idx][None], min(c.num_neighbors, len(nn)))
@@ -426,66 +414,54 @@ class ExDD(Detector):
         return s_neg / (s_pos + c.eps)
 
     # ------------------------------------------------------------------ persistence
-    def save(self, path: str | Path) -> Path:
-        """One file (torch format, loads with ``weights_only=True``) with the format
-        version, defectforge version, config, input size, banks and thresholds. The
-        backbone weights are not stored: they are rebuilt from the config on load."""
-        self._check_fitted()
+    # The model file (defectforge.estimator) stores the parameters, the input size, the
+    # banks and the thresholds; the backbone weights are rebuilt from the parameters.
+    def _get_state(self) -> dict[str, Any]:
         import torch
 
-        from defectforge.detect.persist import write_model_file
+        return {"layers": list(self.layers_), "input_size": list(self.input_size_), "grid": list(self.grid_),
+                "feature_dim": int(self.feature_dim_), "bank_normal": torch.from_numpy(self.bank_normal_),
+                "bank_defect": torch.from_numpy(self.bank_defect_), "threshold": self.threshold_,
+                "pixel_threshold": self.pixel_threshold_, "fit_info": dict(self.fit_info_)}
 
-        cfg = self.get_params()
-        cfg["layers"] = list(cfg["layers"]) if cfg["layers"] is not None else None
-        cfg["image_size"] = list(cfg["image_size"]) if isinstance(cfg["image_size"], tuple) else cfg["image_size"]
-        obj = {
-            "kind": _MODEL_KIND,
-            "class": type(self).__name__,
-            "format_version": FORMAT_VERSION,
-            "config": cfg,
-            "input_size": list(self.input_size),
-            "grid": list(self.grid),
-            "feature_dim": int(self.feature_dim),
-            "bank_normal": torch.from_numpy(self.bank_normal),
-            "bank_defect": torch.from_numpy(self.bank_defect),
-            "threshold": self.threshold,
-            "pixel_threshold": self.pixel_threshold,
-            "fit_info": dict(self.fit_info),
-        }
-        return write_model_file(path, obj)
-
-    @classmethod
-    def load(cls, path: str | Path, progress: bool = False) -> "ExDD":
-        """A fitted model from :meth:`save`; the class stored in the file is returned
-        (``ExDD.load`` of a PatchCore file gives a :class:`PatchCore`)."""
-        from defectforge.detect.persist import read_model_file
-
-        path = Path(path)
-        obj = read_model_file(path, _MODEL_KIND, FORMAT_VERSION, "model")
-        try:
-            klass = {"ExDD": ExDD, "PatchCore": PatchCore}[obj["class"]]
-            cfg = dict(obj["config"])
-            model = klass.__new__(klass)
-            ExDD.__init__(model, progress=progress, **cfg)
-            model.input_size = tuple(int(v) for v in obj["input_size"])
-            model.grid = tuple(int(v) for v in obj["grid"])
-            model.feature_dim = int(obj["feature_dim"])
-            model.bank_normal = obj["bank_normal"].numpy().astype(np.float32, copy=False)
-            model.bank_defect = obj["bank_defect"].numpy().astype(np.float32, copy=False)
-            model.threshold = obj["threshold"]
-            model.pixel_threshold = obj["pixel_threshold"]
-            model.fit_info = dict(obj.get("fit_info", {}))
-        except (KeyError, TypeError, AttributeError) as exc:
-            raise InputError(path, f"model file is incomplete ({exc.__class__.__name__}: {exc})") from None
+    def _set_state(self, state: dict[str, Any]) -> None:
         from defectforge.detect.knn import NearestNeighbors
 
-        model._nn_normal = NearestNeighbors(model.bank_normal, model.config.nn_backend)
-        model._nn_defect = (NearestNeighbors(model.bank_defect, model.config.nn_backend)
-                            if len(model.bank_defect) else None)
-        _ = model.extractor  # rebuild the backbone now: a missing weights file fails at load time
-        if model.bank_normal.shape[1] != model.feature_dim:
-            raise InputError(path, "bank width does not match the recorded feature dimension")
-        return model
+        self.layers_ = tuple(state["layers"])
+        self.input_size_ = tuple(int(v) for v in state["input_size"])
+        self.grid_ = tuple(int(v) for v in state["grid"])
+        self.feature_dim_ = int(state["feature_dim"])
+        self.bank_normal_ = state["bank_normal"].numpy().astype(np.float32, copy=False)
+        self.bank_defect_ = state["bank_defect"].numpy().astype(np.float32, copy=False)
+        self.threshold_ = state["threshold"]
+        self.pixel_threshold_ = state["pixel_threshold"]
+        self.fit_info_ = dict(state.get("fit_info", {}))
+        if self.bank_normal_.ndim != 2 or self.bank_normal_.shape[1] != self.feature_dim_:
+            raise ValueError("bank width does not match the recorded feature dimension")
+        backend = self.config.nn_backend
+        self._nn_normal = NearestNeighbors(self.bank_normal_, backend)
+        self._nn_defect = NearestNeighbors(self.bank_defect_, backend) if len(self.bank_defect_) else None
+        _ = self.extractor  # rebuild the backbone now: a missing weights file fails at load time
+
+
+def _patchcore_init(base_init, overrides: dict[str, Any]):
+    """``base_init`` with other defaults, keeping an explicit signature (so get_params,
+    clone and the model file see PatchCore's own defaults)."""
+    import functools
+    import inspect
+
+    sig = inspect.signature(base_init)
+
+    @functools.wraps(base_init)
+    def __init__(self, **params: Any) -> None:
+        unknown = sorted(set(params) - set(sig.parameters))
+        if unknown:
+            raise TypeError(f"{type(self).__name__}() got unexpected keyword argument(s) {unknown}")
+        base_init(self, **{**overrides, **params})
+
+    __init__.__signature__ = sig.replace(parameters=[  # type: ignore[attr-defined]
+        p.replace(default=overrides[p.name]) if p.name in overrides else p for p in sig.parameters.values()])
+    return __init__
 
 
 @register_detector("patchcore")
@@ -497,5 +473,5 @@ class PatchCore(ExDD):
     F1 threshold.
     """
 
-    name = "patchcore"
-    _defaults = {"weighting": "patchcore", "num_neighbors": 9, "normal_ratio": 0.1, "defects_for": "validation"}
+    __init__ = _patchcore_init(ExDD.__init__, {"weighting": "patchcore", "num_neighbors": 9, "normal_ratio": 0.1,
+                                               "defects_for": "validation"})

@@ -30,8 +30,8 @@ from typing import Any, Iterable
 import numpy as np
 from scipy.spatial import cKDTree
 
-from defectforge.detect.base import Detector, Prediction
-from defectforge.detect3d.persist import PersistentDetector
+from defectforge.detect.base import Prediction
+from defectforge.detect3d.base import DETECTORS3D, Detector3D
 from defectforge.detect3d.common import SDN, as_cloud, farthest_point_sampling, idw_interpolate, knn_smooth, topk_mean
 from defectforge.detect3d.fpfh import multiscale_fpfh
 from defectforge.errors import ConfigError, InputError
@@ -47,50 +47,53 @@ class _Prepared:
             points, vox, vox_index, centres, groups, tree)
 
 
-class FPFHBank(PersistentDetector, Detector):
-    """Training-free FPFH memory-bank detector for point clouds (one category)."""
+@DETECTORS3D.register("fpfh")
+class FPFHBank(Detector3D):
+    """Training-free FPFH memory-bank detector for point clouds (one category).
 
-    name = "fpfh"
+    Fitted attributes: ``sdn_`` (the normalisation with the category scale), ``bank_``,
+    ``threshold_``, ``point_threshold_``, ``fit_info_``."""
 
     def __init__(self, ks: tuple[int, ...] = (40, 80, 120), normal_k: int = 10, n_groups: int = 1024,
                  group_size: int = 64, coreset_ratio: float = 0.1, smooth_k: int = 12, top_k: int = 80,
                  scale: str = "category", voxel: float = 0.02, max_points: int = 20000,
-                 max_scale_ratio: float = 4.0, seed: int = 0, progress: bool = False):
-        self.ks = tuple(int(k) for k in ks)
-        self.normal_k = int(normal_k)
-        self.n_groups = int(n_groups)
-        self.group_size = int(group_size)
-        self.coreset_ratio = float(coreset_ratio)
-        self.smooth_k = int(smooth_k)
-        self.top_k = int(top_k)
-        self.seed = int(seed)
+                 max_scale_ratio: float = 4.0, seed: int = 0, progress: Any = False):
+        self.ks = ks
+        self.normal_k = normal_k
+        self.n_groups = n_groups
+        self.group_size = group_size
+        self.coreset_ratio = coreset_ratio
+        self.smooth_k = smooth_k
+        self.top_k = top_k
+        self.scale = scale
+        self.voxel = voxel
+        self.max_points = max_points
+        self.max_scale_ratio = max_scale_ratio
+        self.seed = seed
         self.progress = progress
-        if not self.ks or min(self.ks) < 3:
+        self._nn = None
+
+    def _validate_params(self) -> None:
+        ks = tuple(int(k) for k in self.ks)
+        if not ks or min(ks) < 3:
             raise ConfigError(f"FPFH neighbourhood sizes must be >= 3, got {self.ks}")
         if not 0 < self.coreset_ratio <= 1:
             raise ConfigError(f"coreset_ratio must be in (0, 1], got {self.coreset_ratio}")
         if self.n_groups < 1 or self.group_size < 1 or self.top_k < 1:
             raise ConfigError("n_groups, group_size and top_k must be positive")
-        self.sdn = SDN(scale=scale, voxel=voxel, max_points=max_points, max_scale_ratio=max_scale_ratio)
-        self.bank: np.ndarray | None = None
-        self.threshold = float("inf")
-        self.point_threshold = float("inf")
-        self.fit_info: dict[str, Any] = {}
-        self._nn = None
+        self._new_sdn()
 
-    def get_params(self) -> dict[str, Any]:
-        return {"ks": list(self.ks), "normal_k": self.normal_k, "n_groups": self.n_groups,
-                "group_size": self.group_size, "coreset_ratio": self.coreset_ratio, "smooth_k": self.smooth_k,
-                "top_k": self.top_k, "scale": self.sdn.scale, "voxel": self.sdn.voxel,
-                "max_points": self.sdn.max_points, "max_scale_ratio": self.sdn.max_scale_ratio, "seed": self.seed}
+    def _new_sdn(self) -> SDN:
+        return SDN(scale=self.scale, voxel=self.voxel, max_points=self.max_points,
+                   max_scale_ratio=self.max_scale_ratio)
 
     # ------------------------------------------------------------------ features
     def _prepare(self, points: np.ndarray, source: str, i: int) -> _Prepared:
-        npts = self.sdn.normalise(points, source)
-        vox, vidx, _ = self.sdn.downsample(npts)
+        npts = self.sdn_.normalise(points, source)
+        vox, vidx, _ = self.sdn_.downsample(npts)
         if len(vox) < max(self.ks) // 2 + 1:
             raise InputError(source, f"only {len(vox)} points remain on the voxel grid "
-                                     f"(voxel {self.sdn.voxel} of the unit ball); the cloud is too sparse "
+                                     f"(voxel {self.sdn_.voxel} of the unit ball); the cloud is too sparse "
                                      "or too small for this detector: use a smaller --voxel")
         tree = cKDTree(vox)
         feats = multiscale_fpfh(vox, None, self.ks, self.normal_k, tree)
@@ -114,10 +117,12 @@ class FPFHBank(PersistentDetector, Detector):
         from defectforge.detect.knn import NearestNeighbors
         from defectforge.detect._progress import progress_task
 
+        self._validate_params()
         clouds = [as_cloud(c, i) for i, c in enumerate(normal)]
         if not clouds:
             raise InputError(None, "no training clouds given")
-        self.sdn.fit(clouds)
+        self.threshold_ = self.point_threshold_ = float("inf")
+        self.sdn_ = self._new_sdn().fit(clouds)
         preps = []
         with progress_task("fpfh features", len(clouds), bool(self.progress)) as t:
             for i, (p, src) in enumerate(clouds):
@@ -126,8 +131,8 @@ class FPFHBank(PersistentDetector, Detector):
         allg = np.concatenate([q.groups for q in preps])
         n = coreset_size(len(allg), self.coreset_ratio, minimum=1)
         idx = greedy_kcenter(allg, n, seed=self.seed)
-        self.bank = np.ascontiguousarray(allg[idx])
-        self._nn = NearestNeighbors(self.bank, "faiss")
+        self.bank_ = np.ascontiguousarray(allg[idx])
+        self._nn = NearestNeighbors(self.bank_, "faiss")
         # leave-one-cloud-out thresholds
         obj, pts = [], []
         if len(preps) > 1:
@@ -137,19 +142,15 @@ class FPFHBank(PersistentDetector, Detector):
                 o, vs, _ = self._score(q, d[:, 0])
                 obj.append(o)
                 pts.append(vs)
-            self.threshold = float(max(obj))
-            self.point_threshold = float(np.quantile(np.concatenate(pts), 0.999))
+            self.threshold_ = float(max(obj))
+            self.point_threshold_ = float(np.quantile(np.concatenate(pts), 0.999))
         else:
             warnings.warn("one training cloud: no held-out scores, thresholds set to +inf", stacklevel=2)
-        self.fit_info = {"n_train": len(clouds), "bank_rows": int(len(self.bank)), "group_rows": int(len(allg)),
+        self.fit_info_ = {"n_train": len(clouds), "bank_rows": int(len(self.bank_)), "group_rows": int(len(allg)),
                          "voxel_points": [int(len(q.vox)) for q in preps],
                          "input_points": [int(len(p)) for p, _ in clouds],
-                         "category_scale": self.sdn.category_scale, "loo_object_scores": obj}
+                         "category_scale": self.sdn_.category_scale, "loo_object_scores": obj}
         return self
-
-    def _check_fitted(self) -> None:
-        if self.bank is None:
-            raise ConfigError("the detector is not fitted: call fit() or load() first")
 
     def predict(self, clouds: Iterable[Any]) -> Prediction:
         """Object scores and per-point scores (aligned with each input cloud's points)."""
@@ -168,30 +169,25 @@ class FPFHBank(PersistentDetector, Detector):
                 maps.append(ps)
                 t.advance()
         s = np.asarray(scores, dtype=np.float64)
-        return Prediction(s, maps, s >= self.threshold, [m >= self.point_threshold for m in maps])
+        return Prediction(s, maps, s >= self.threshold_, [m >= self.point_threshold_ for m in maps])
 
     # ------------------------------------------------------------------ persistence
-    def to_payload(self) -> dict[str, Any]:
+    def _get_state(self) -> dict[str, Any]:
         import torch
 
-        self._check_fitted()
-        return {"config": self.get_params(), "category_scale": self.sdn.category_scale,
-                "bank": torch.from_numpy(self.bank), "threshold": self.threshold,
-                "point_threshold": self.point_threshold, "fit_info": {k: v for k, v in self.fit_info.items()}}
+        return {"category_scale": self.sdn_.category_scale, "bank": torch.from_numpy(self.bank_),
+                "threshold": self.threshold_, "point_threshold": self.point_threshold_,
+                "fit_info": dict(self.fit_info_)}
 
-    @classmethod
-    def from_payload(cls, payload: dict[str, Any], progress: bool = False) -> "FPFHBank":
+    def _set_state(self, state: dict[str, Any]) -> None:
         from defectforge.detect.knn import NearestNeighbors
 
-        cfg = dict(payload["config"])
-        cfg["ks"] = tuple(cfg["ks"])
-        m = cls(progress=progress, **cfg)
-        m.sdn.category_scale = float(payload["category_scale"])
-        m.bank = payload["bank"].numpy().astype(np.float32)
-        if m.bank.ndim != 2 or m.bank.shape[1] != 33 * len(m.ks):
+        self.sdn_ = self._new_sdn()
+        self.sdn_.category_scale = float(state["category_scale"])
+        self.bank_ = state["bank"].numpy().astype(np.float32)
+        if self.bank_.ndim != 2 or self.bank_.shape[1] != 33 * len(self.ks):
             raise ValueError("bank width does not match the FPFH configuration")
-        m.threshold = float(payload["threshold"])
-        m.point_threshold = float(payload["point_threshold"])
-        m.fit_info = dict(payload.get("fit_info", {}))
-        m._nn = NearestNeighbors(m.bank, "faiss")
-        return m
+        self.threshold_ = float(state["threshold"])
+        self.point_threshold_ = float(state["point_threshold"])
+        self.fit_info_ = dict(state.get("fit_info", {}))
+        self._nn = NearestNeighbors(self.bank_, "faiss")

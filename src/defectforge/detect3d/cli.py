@@ -46,7 +46,7 @@ def write_score_ply(path: Path, points, scores) -> Path:
 def fit_cmd(
     data: Path = typer.Argument(..., help="3D dataset folder (Real3D-AD, Anomaly-ShapeNet, MulSen-AD layout or synth3d output)."),
     out: Path = typer.Option(..., "--out", "-o", help="Model file to write."),
-    model: str = typer.Option("fpfh", "--model", "-m", help="fpfh (training-free) or pointnet (trained)."),
+    model: str = typer.Option("fpfh", "--model", "-m", help="A registered 3D detector: fpfh (training-free), pointnet (trained), ..."),
     classes: Optional[List[str]] = typer.Option(None, "--class", "-c", help="Only these categories (repeatable)."),
     format: Optional[str] = typer.Option(None, "--format", "-f", help="real3d|anomaly-shapenet|mulsen|synth3d."),
     scale: str = typer.Option("category", "--scale", help="category (shared scale, checks units) or cloud (each cloud to the unit ball)."),
@@ -58,11 +58,11 @@ def fit_cmd(
     with _user_errors():
         import time
 
-        from defectforge.detect3d import get_detector3d
+        from defectforge.detect3d import DETECTORS3D, get_detector3d, save_models
         from defectforge.detect3d.data import load_dataset3d
-        from defectforge.detect3d.persist import save_models
         from defectforge.errors import InputError
 
+        DETECTORS3D.get(model)  # an unknown name fails before the data are read
         ds = load_dataset3d(data, format)
         cats = classes or ds.categories
         kwargs = {"scale": scale, "voxel": voxel, "seed": seed, "progress": True}
@@ -98,11 +98,11 @@ def predict_cmd(
         import numpy as np
 
         from defectforge._atomic import atomic_write_text
-        from defectforge.detect3d.persist import load_models
+        from defectforge.detect3d import load_models3d
         from defectforge.errors import InputError
         from defectforge.synth3d.cloud_io import read_cloud
 
-        models = load_models(model_path, progress=True)
+        models = load_models3d(model_path, progress=True)
         if category is None:
             if len(models) != 1:
                 raise InputError(model_path, f"holds detectors for {', '.join(models)}: choose one with --class")
@@ -143,69 +143,33 @@ def eval_cmd(
         from rich.table import Table
 
         from defectforge._atomic import atomic_write_json
+        from defectforge.detect3d import load_models3d
         from defectforge.detect3d.data import load_dataset3d
-        from defectforge.detect3d.metrics import METRICS_3D, evaluate_3d, metrics_table
-        from defectforge.detect3d.persist import load_models
-        from defectforge.errors import InputError
+        from defectforge.detect3d.evaluate import add_eval3d_section, evaluate_detector3d, one_sided_categories
+        from defectforge.detect3d.metrics import METRICS_3D, metrics_table
 
-        models = load_models(model_path, progress=True)
+        models = load_models3d(model_path, progress=True)
         ds = load_dataset3d(data, format)
-        cats, labels, scores, plabels, pscores, clouds, names = [], [], [], [], [], [], []
-        for c in ds.categories:
-            test = ds.filter(category=c, split="test").samples
-            if not test:
-                continue
-            if c not in models:
-                raise InputError(model_path, f"no detector for class {c!r} of {data} (has {', '.join(models)})")
-            loaded = [s.load() for s in test]
-            pred = models[c].predict(loaded)
-            for s, cl, sc, amap in zip(test, loaded, pred.pred_score, pred.anomaly_map):
-                cats.append(c)
-                labels.append(s.is_defect)
-                scores.append(float(sc))
-                plabels.append(cl.labels.astype(bool))
-                pscores.append(amap)
-                clouds.append(cl)
-                names.append(f"{c}/{s.name} ({s.label})")
-        if not cats:
-            raise InputError(data, "no test clouds to evaluate")
-        one_sided = {c: ("good" if not any(lb for x, lb in zip(cats, labels) if x == c) else "defective")
-                     for c in sorted(set(cats)) if len({lb for x, lb in zip(cats, labels) if x == c}) < 2}
-        res = evaluate_3d(cats, labels, scores, plabels, pscores)
-        rows = metrics_table(res)
+        ev = evaluate_detector3d(models, ds, source=model_path)
+        one_sided = one_sided_categories(ev.categories, ev.labels)
         table = Table(title="detect3d evaluation")
         table.add_column("class")
         for m in METRICS_3D:
             table.add_column(m, justify="right")
-        for r in rows:
+        for r in metrics_table(ev.metrics):
             table.add_row(r["class"], *[f"{r[m]:.4f}" if np.isfinite(r[m]) else "n/a" for m in METRICS_3D])
         _console().print(table)
         for c, kind in one_sided.items():
             _console().print(f"note: {c}: every test cloud is {kind}, so O-AUROC and O-AUPR are undefined (n/a, "
                              "left out of the mean): they need both good and defective test clouds"
                              + ("; P-AUROC/P-AUPR also need defective points" if kind == "good" else ""))
-        res["objects"] = [{"name": n, "label": bool(lb), "score": s} for n, lb, s in zip(names, labels, scores)]
         if json_out is not None:  # undefined metrics as null (JSON has no NaN)
-            atomic_write_json(json_out, _nan_to_none(res))
+            atomic_write_json(json_out, _nan_to_none(ev.metrics))
         if report is not None:
             from defectforge.report import Report
-            from defectforge.report.visual import side_by_side
-            from defectforge.synth3d.render import render_cloud
 
             rep = Report("3D anomaly detection", report)
-            sec = rep.section("metrics", "Metrics per category")
-            sec.table(rows)
-            for c in sorted(set(cats)):
-                idx = [i for i, x in enumerate(cats) if x == c]
-                idx = sorted(idx, key=lambda i: -scores[i])[:max_renders]
-                g = rep.section(f"clouds-{c}", f"{c}: score (left) and ground truth (right), highest scores first")
-                items = []
-                for i in idx:
-                    pts = clouds[i].points
-                    left = render_cloud(pts, scores=pscores[i], size=(320, 240))
-                    right = render_cloud(pts, mask=plabels[i], size=(320, 240))
-                    items.append((side_by_side(left, right), f"{names[i]} score {scores[i]:.4g}"))
-                g.gallery(items)
+            add_eval3d_section(rep, ev, max_renders)
             rep.save()
             _console().print(f"report: {report / 'report.html'}")
 

@@ -88,8 +88,8 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 from scipy.spatial import cKDTree
 
-from defectforge.detect.base import Detector, Prediction
-from defectforge.detect3d.persist import PersistentDetector
+from defectforge.detect.base import Prediction
+from defectforge.detect3d.base import DETECTORS3D, Detector3D
 from defectforge.detect3d.common import SDN, as_cloud, idw_interpolate, knn_smooth, topk_mean
 from defectforge.detect3d.fpfh import pca_normals_centroid
 from defectforge.detect3d.shape import SHAPE_KS, local_shape_features
@@ -277,10 +277,14 @@ def _rotation(rng: np.random.Generator, max_deg: float) -> np.ndarray:
     return np.eye(3) + np.sin(a) * K + (1 - np.cos(a)) * K @ K
 
 
-class PointTransformerAD(PersistentDetector, Detector):
-    """Point transformer trained on synthetic anomalies, scored by prototype matching."""
+@DETECTORS3D.register("pointnet")
+class PointTransformerAD(Detector3D):
+    """Point transformer trained on synthetic anomalies, scored by prototype matching.
 
-    name = "pointnet"
+    Fitted attributes: ``sdn_``, ``net_voxel_``, ``model_``, ``bank_``, ``ref_distance_``,
+    ``head_weight_`` (the weight in use; ``fusion="auto"`` chooses it at fit),
+    ``validation_``, ``threshold_``, ``point_threshold_``, ``fit_info_``, ``fpfh_`` (the fused
+    FPFH bank, or None when ``fpfh_weight`` is 0)."""
 
     def __init__(self, channels: int = 32, n_layers: int = 3, k: int = 16, net_points: int = 6144,
                  steps: int = 600, lr: float = 2e-3, anomaly_prob: float = 0.8,
@@ -289,60 +293,48 @@ class PointTransformerAD(PersistentDetector, Detector):
                  bank_ratio: float = 0.25, fusion: str = "proto", smooth_k: int = 8, top_k: int = 10,
                  scale: str = "category", voxel: float = 0.02, max_scale_ratio: float = 4.0,
                  features: str = "normal,fpfh,shape", proto_layers: str = "all", head_weight: float = 1.0,
-                 fpfh_weight: float = 0.0, seed: int = 0, threads: int | None = 1, progress: bool = False):
+                 fpfh_weight: float = 0.0, seed: int = 0, threads: int | None = 1, progress: Any = False):
+        self.channels, self.n_layers, self.k = channels, n_layers, k
+        self.net_points, self.steps, self.lr = net_points, steps, lr
+        self.anomaly_prob = anomaly_prob
+        self.train_ops, self.train_ranges = train_ops, train_ranges
+        self.rotate_deg, self.jitter, self.dropout = rotate_deg, jitter, dropout
+        self.bank_ratio, self.fusion = bank_ratio, fusion
+        self.smooth_k, self.top_k = smooth_k, top_k
+        self.scale, self.voxel, self.max_scale_ratio = scale, voxel, max_scale_ratio
+        self.features, self.proto_layers, self.head_weight = features, proto_layers, head_weight
+        self.fpfh_weight = fpfh_weight
+        self.seed, self.threads, self.progress = seed, threads, progress
+        self._nn = None
+
+    def _validate_params(self) -> None:
         from defectforge.synth3d.operators import OPERATORS
 
-        self.channels, self.n_layers, self.k = int(channels), int(n_layers), int(k)
-        self.net_points, self.steps, self.lr = int(net_points), int(steps), float(lr)
-        self.anomaly_prob = float(anomaly_prob)
-        self.train_ops = tuple(train_ops)
-        self.train_ranges = {o: dict(r) for o, r in (train_ranges or TRAIN_RANGES).items()}
-        self.rotate_deg, self.jitter, self.dropout = float(rotate_deg), float(jitter), float(dropout)
-        self.bank_ratio, self.fusion = float(bank_ratio), fusion
-        self.smooth_k, self.top_k, self.seed = int(smooth_k), int(top_k), int(seed)
-        self.threads = None if threads is None else int(threads)
-        self.progress = progress
-        self.features = ",".join(parse_features(features))
-        self.proto_layers, self.head_weight = proto_layers, float(head_weight)
-        if proto_layers not in ("last", "all"):
-            raise ConfigError(f"proto_layers must be 'last' or 'all', got {proto_layers!r}")
+        parse_features(self.features)
+        if self.proto_layers not in ("last", "all"):
+            raise ConfigError(f"proto_layers must be 'last' or 'all', got {self.proto_layers!r}")
         if not self.head_weight >= 0:
-            raise ConfigError(f"head_weight must be >= 0, got {head_weight}")
-        self.fpfh_weight = float(fpfh_weight)
+            raise ConfigError(f"head_weight must be >= 0, got {self.head_weight}")
         if not self.fpfh_weight >= 0:
-            raise ConfigError(f"fpfh_weight must be >= 0, got {fpfh_weight}")
-        self.fpfh_ = None  # the fitted FPFH bank when fpfh_weight > 0
+            raise ConfigError(f"fpfh_weight must be >= 0, got {self.fpfh_weight}")
         for o in self.train_ops:
             if o not in OPERATORS:
                 raise ConfigError(f"unknown synthesis operator {o!r}; choose from {', '.join(OPERATORS)}")
-        if fusion not in ("proto", "head", "fused", "auto"):
-            raise ConfigError(f"fusion must be 'proto', 'head', 'fused' or 'auto', got {fusion!r}")
+        if self.fusion not in ("proto", "head", "fused", "auto"):
+            raise ConfigError(f"fusion must be 'proto', 'head', 'fused' or 'auto', got {self.fusion!r}")
         if self.channels < 4 or self.n_layers < 1 or self.k < 2 or self.net_points < 64 or self.steps < 0:
             raise ConfigError("channels >= 4, n_layers >= 1, k >= 2, net_points >= 64 and steps >= 0 are required")
         if not 0 < self.bank_ratio <= 1:
             raise ConfigError(f"bank_ratio must be in (0, 1], got {self.bank_ratio}")
-        self.sdn = SDN(scale=scale, voxel=voxel, max_points=max(net_points * 4, 200), max_scale_ratio=max_scale_ratio)
-        self.net_voxel: float | None = None
-        self.model = None
-        self.bank: np.ndarray | None = None
-        self.ref_distance = 1.0
-        self.head_weight_ = self.head_weight  # the weight in use ("auto": chosen at fit)
-        self.validation: dict[str, Any] = {}
-        self.threshold = float("inf")
-        self.point_threshold = float("inf")
-        self.fit_info: dict[str, Any] = {}
-        self._nn = None
+        self._new_sdn()
 
-    def get_params(self) -> dict[str, Any]:
-        return {"channels": self.channels, "n_layers": self.n_layers, "k": self.k, "net_points": self.net_points,
-                "steps": self.steps, "lr": self.lr, "anomaly_prob": self.anomaly_prob,
-                "train_ops": list(self.train_ops),
-                "train_ranges": {o: {p: list(v) for p, v in r.items()} for o, r in self.train_ranges.items()},
-                "rotate_deg": self.rotate_deg, "jitter": self.jitter, "dropout": self.dropout,
-                "bank_ratio": self.bank_ratio, "fusion": self.fusion, "smooth_k": self.smooth_k, "top_k": self.top_k,
-                "scale": self.sdn.scale, "voxel": self.sdn.voxel, "max_scale_ratio": self.sdn.max_scale_ratio,
-                "features": self.features, "proto_layers": self.proto_layers, "head_weight": self.head_weight,
-                "fpfh_weight": self.fpfh_weight, "seed": self.seed, "threads": self.threads}
+    def _new_sdn(self) -> SDN:
+        return SDN(scale=self.scale, voxel=self.voxel, max_points=max(self.net_points * 4, 200),
+                   max_scale_ratio=self.max_scale_ratio)
+
+    @property
+    def _ranges(self) -> dict[str, dict[str, tuple[float, float]]]:
+        return self.train_ranges if self.train_ranges is not None else TRAIN_RANGES
 
     @contextlib.contextmanager
     def _torch_threads(self) -> Iterator[None]:
@@ -364,8 +356,8 @@ class PointTransformerAD(PersistentDetector, Detector):
         """(normalised input points, network points) of one cloud."""
         from defectforge.synth3d.geometry import voxel_downsample
 
-        npts = self.sdn.normalise(points, source)
-        net, _ = voxel_downsample(npts, self.net_voxel)
+        npts = self.sdn_.normalise(points, source)
+        net, _ = voxel_downsample(npts, self.net_voxel_)
         if len(net) > 3 * self.net_points:  # much denser/larger than the training clouds
             idx = np.random.default_rng(self.seed).choice(len(net), 3 * self.net_points, replace=False)
             net = net[np.sort(idx)]
@@ -382,13 +374,13 @@ class PointTransformerAD(PersistentDetector, Detector):
         kf = int(min(FPFH_K, len(pts) - 1))
         dist, nbr = tree.query(pts, k=max(self.k, kf + 1), workers=-1)
         parts = []
-        for name in self.features.split(","):
+        for name in parse_features(self.features):
             if name == "normal":
                 parts.append(nrm)
             elif name == "fpfh":
                 parts.append(fpfh_from_neighbours(pts, nrm, nbr[:, 1:kf + 1], dist[:, 1:kf + 1]) / 100.0)
             else:  # "shape": spread relative to the network voxel, so O(1) values
-                parts.append(local_shape_features(pts, nrm, SHAPE_KS, unit=4 * (self.net_voxel or 0.02), tree=tree))
+                parts.append(local_shape_features(pts, nrm, SHAPE_KS, unit=4 * (getattr(self, "net_voxel_", None) or 0.02), tree=tree))
         nbr = nbr[:, :int(min(self.k, len(pts)))]
         feats = np.concatenate(parts, axis=1)
         return (torch.from_numpy(feats.astype(np.float32)), torch.from_numpy(pts.astype(np.float32)),
@@ -399,7 +391,7 @@ class PointTransformerAD(PersistentDetector, Detector):
 
         for _ in range(3):
             op = self.train_ops[int(rng.integers(len(self.train_ops)))]
-            params = {p: float(rng.uniform(lo, hi)) for p, (lo, hi) in self.train_ranges.get(op, {}).items()}
+            params = {p: float(rng.uniform(lo, hi)) for p, (lo, hi) in self._ranges.get(op, {}).items()}
             try:
                 r = apply(op, pts, nrm, rng, **params)
             except SynthesisError:
@@ -435,14 +427,18 @@ class PointTransformerAD(PersistentDetector, Detector):
         from defectforge.detect.knn import NearestNeighbors
         from defectforge.synth3d.geometry import voxel_downsample
 
+        self._validate_params()
         clouds = [as_cloud(c, i) for i, c in enumerate(normal)]
         if not clouds:
             raise InputError(None, "no training clouds given")
+        self.head_weight_, self.validation_, self.ref_distance_ = float(self.head_weight), {}, 1.0
+        self.threshold_ = self.point_threshold_ = float("inf")
         show = bool(self.progress)
-        self.sdn.fit(clouds)
-        normed = [self.sdn.normalise(p, s) for p, s in clouds]
+        self.fpfh_ = None
+        self.sdn_ = self._new_sdn().fit(clouds)
+        normed = [self.sdn_.normalise(p, s) for p, s in clouds]
         # network voxel: the median training cloud keeps about net_points points
-        v = self.sdn.voxel
+        v = self.sdn_.voxel
         med = float(np.median([len(voxel_downsample(q, v)[0]) for q in normed]))
         if med > self.net_points:
             v *= math.sqrt(med / self.net_points)  # surface points scale ~ 1/voxel^2
@@ -451,11 +447,11 @@ class PointTransformerAD(PersistentDetector, Detector):
                 if med <= self.net_points * 1.05:
                     break
                 v *= 1.05
-        self.net_voxel = float(v)
+        self.net_voxel_ = float(v)
         train = []
         with progress_task("pointnet preparing clouds", len(clouds), show) as t:
             for q, (_, src) in zip(normed, clouds):
-                net = voxel_downsample(q, self.net_voxel)[0]
+                net = voxel_downsample(q, self.net_voxel_)[0]
                 if len(net) < max(self.k + 1, 50):
                     raise InputError(src, f"only {len(net)} points remain on the network voxel grid")
                 train.append((net, pca_normals_centroid(net, 10)))
@@ -502,7 +498,7 @@ class PointTransformerAD(PersistentDetector, Detector):
                 t.advance()
         loss_after = heldout_loss()
         model.eval()
-        self.model = model
+        self.model_ = model
         # prototype bank from the clean training clouds (coreset capped at MAX_BANK_ROWS)
         feats = []
         with progress_task("pointnet prototype features", len(train), show) as t:
@@ -515,9 +511,9 @@ class PointTransformerAD(PersistentDetector, Detector):
         with progress_task("pointnet coreset", n, show) as t:
             keep = greedy_kcenter(allf, n, seed=self.seed, progress=t.update)
             t.update(n)
-        self.bank = np.ascontiguousarray(allf[keep])
+        self.bank_ = np.ascontiguousarray(allf[keep])
         bank_owner = owner[keep]
-        self._nn = NearestNeighbors(self.bank, "faiss")
+        self._nn = NearestNeighbors(self.bank_, "faiss")
         # synthetic validation from (at most VAL_CLOUDS of) the training clouds, each scored
         # against the bank rows that came from the other clouds (leave-one-cloud-out):
         # VAL_GOOD re-augmented good copies and VAL_ANOMALOUS copies with a training-type
@@ -530,8 +526,8 @@ class PointTransformerAD(PersistentDetector, Detector):
             with progress_task("pointnet validation", len(val_idx) * (VAL_GOOD + VAL_ANOMALOUS), show) as t:
                 for i in val_idx:
                     p, nr = train[i]
-                    others = self.bank[bank_owner != i]
-                    nn_i = NearestNeighbors(others if len(others) else self.bank, "faiss")
+                    others = self.bank_[bank_owner != i]
+                    nn_i = NearestNeighbors(others if len(others) else self.bank_, "faiss")
                     for j in range(VAL_GOOD + VAL_ANOMALOUS):
                         q, qn, m = p, nr, np.zeros(len(p), dtype=bool)
                         if j >= VAL_GOOD:
@@ -541,32 +537,32 @@ class PointTransformerAD(PersistentDetector, Detector):
                         val.append((ap, nn_i.search(fi, 1)[0][:, 0], lg, m))
                         t.advance()
             good = [v for v in val if not v[3].any()]
-            self.ref_distance = float(max(np.quantile(np.concatenate([v[1] for v in good]), 0.99), 1e-6))
-            comps = [(pt, d / self.ref_distance, _sigmoid(lg), m) for pt, d, lg, m in val]
+            self.ref_distance_ = float(max(np.quantile(np.concatenate([v[1] for v in good]), 0.99), 1e-6))
+            comps = [(pt, d / self.ref_distance_, _sigmoid(lg), m) for pt, d, lg, m in val]
             if self.fusion == "auto":
                 self.head_weight_, table = select_head_weight(
                     [c[0] for c in comps], [c[1] for c in comps], [c[2] for c in comps], [c[3] for c in comps],
                     self.smooth_k, self.top_k)
-                self.validation = {"head_weight_table": table, "n_clouds": len(comps),
+                self.validation_ = {"head_weight_table": table, "n_clouds": len(comps),
                                    "n_anomalous": int(sum(c[3].any() for c in comps))}
             sm = [self._point_scores(pt, pr, hd)[0] for pt, pr, hd, m in comps if not m.any()]
-            self.threshold = float(max(topk_mean(v, self.top_k) for v in sm))
-            self.point_threshold = float(np.quantile(np.concatenate(sm), 0.999))
+            self.threshold_ = float(max(topk_mean(v, self.top_k) for v in sm))
+            self.point_threshold_ = float(np.quantile(np.concatenate(sm), 0.999))
         else:
             warnings.warn("one training cloud: no held-out scores, thresholds set to +inf", stacklevel=2)
         if self.fpfh_weight > 0:  # the FPFH bank whose normalised scores are added (see fuse_scores)
             from defectforge.detect3d.bank import FPFHBank
 
-            self.fpfh_ = FPFHBank(scale=self.sdn.scale, voxel=self.sdn.voxel, max_scale_ratio=self.sdn.max_scale_ratio,
+            self.fpfh_ = FPFHBank(scale=self.scale, voxel=self.voxel, max_scale_ratio=self.max_scale_ratio,
                                   seed=self.seed, progress=self.progress).fit([p for p, _ in clouds])
-        self.fit_info = {"n_train": len(clouds), "net_voxel": self.net_voxel,
-                         "net_points": [int(len(p)) for p, _ in train], "bank_rows": int(len(self.bank)),
+        self.fit_info_ = {"n_train": len(clouds), "net_voxel": self.net_voxel_,
+                         "net_points": [int(len(p)) for p, _ in train], "bank_rows": int(len(self.bank_)),
                          "loss_first": float(np.mean(losses[:10])) if losses else float("nan"),
                          "loss_last": float(np.mean(losses[-10:])) if losses else float("nan"),
                          "losses": [float(v) for v in losses], "heldout_loss_before": loss_before,
-                         "heldout_loss_after": loss_after, "category_scale": self.sdn.category_scale,
-                         "head_weight": self.effective_head_weight(), "fpfh_weight": self.fpfh_weight,
-                         "validation": self.validation}
+                         "heldout_loss_after": loss_after, "category_scale": self.sdn_.category_scale,
+                         "head_weight": self.effective_head_weight(), "fpfh_weight": float(self.fpfh_weight),
+                         "validation": self.validation_}
         return self
 
     def _features(self, pts: np.ndarray, nrm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -575,7 +571,7 @@ class PointTransformerAD(PersistentDetector, Detector):
 
         f, x, nbr = self._tensors(pts, nrm)
         with torch.no_grad():
-            feat, logit = self.model(f, x, nbr, all_layers=self.proto_layers == "all")
+            feat, logit = self.model_(f, x, nbr, all_layers=self.proto_layers == "all")
         return feat.numpy().astype(np.float32), logit.numpy().astype(np.float64)
 
     def effective_head_weight(self) -> float:
@@ -593,10 +589,6 @@ class PointTransformerAD(PersistentDetector, Detector):
         return s, topk_mean(s, self.top_k if top_k is None else top_k)
 
     # ------------------------------------------------------------------ predict
-    def _check_fitted(self) -> None:
-        if self.model is None or self.bank is None:
-            raise ConfigError("the detector is not fitted: call fit() or load() first")
-
     def predict(self, clouds: Iterable[Any]) -> Prediction:
         """Object scores and per-point scores (aligned with each input cloud's points)."""
         self._check_fitted()
@@ -618,20 +610,21 @@ class PointTransformerAD(PersistentDetector, Detector):
                 t.advance()
         s = np.asarray(scores, dtype=np.float64)
         if self.fpfh_ is None:
-            return Prediction(s, maps, s >= self.threshold, [m >= self.point_threshold for m in maps])
+            return Prediction(s, maps, s >= self.threshold_, [m >= self.point_threshold_ for m in maps])
         fp = self.fpfh_.predict(items)
-        s, maps = fuse_scores(s, maps, fp.pred_score, fp.anomaly_map, self.norms(), self.fpfh_norms(), self.fpfh_weight)
+        s, maps = fuse_scores(s, maps, fp.pred_score, fp.anomaly_map, self.norms(), self.fpfh_norms(),
+                              float(self.fpfh_weight))
         # each normalised part is at most 1 on the held-out good clouds, so 1 + w bounds their sum
-        thr = 1.0 + self.fpfh_weight
+        thr = 1.0 + float(self.fpfh_weight)
         return Prediction(s, maps, s >= thr, [m >= thr for m in maps])
 
     def norms(self) -> tuple[float, float]:
         """(object, point) reference scores of the network part (its held-out thresholds)."""
-        return self.threshold, self.point_threshold
+        return self.threshold_, self.point_threshold_
 
     def fpfh_norms(self) -> tuple[float, float]:
         """(object, point) reference scores of the fused FPFH bank."""
-        return self.fpfh_.threshold, self.fpfh_.point_threshold
+        return self.fpfh_.threshold_, self.fpfh_.point_threshold_
 
     def _components(self, cloud: Any, i: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(normalised input points, network points, prototype score, head probability)."""
@@ -639,7 +632,7 @@ class PointTransformerAD(PersistentDetector, Detector):
         npts, net = self._coarse(p, src)
         feat, logit = self._features(net, pca_normals_centroid(net, 10))
         d, _ = self._nn.search(feat, 1)
-        return npts, net, d[:, 0] / self.ref_distance, _sigmoid(logit)
+        return npts, net, d[:, 0] / self.ref_distance_, _sigmoid(logit)
 
     def score_variants(self, clouds: Iterable[Any], head_weights: Iterable[float],
                        top_ks: Iterable[int]) -> dict[tuple[float, int], tuple[np.ndarray, list[np.ndarray]]]:
@@ -661,46 +654,42 @@ class PointTransformerAD(PersistentDetector, Detector):
         return {key: (np.asarray(v[0]), v[1]) for key, v in out.items()}
 
     # ------------------------------------------------------------------ persistence
-    def to_payload(self) -> dict[str, Any]:
+    def _get_state(self) -> dict[str, Any]:
         import torch
 
-        self._check_fitted()
-        info = {k: v for k, v in self.fit_info.items() if k != "losses"}
-        return {"config": self.get_params(), "category_scale": self.sdn.category_scale, "net_voxel": self.net_voxel,
-                "state_dict": {k: v.detach().clone() for k, v in self.model.state_dict().items()},
-                "bank": torch.from_numpy(self.bank), "ref_distance": self.ref_distance,
-                "head_weight_": self.head_weight_,
-                "threshold": self.threshold, "point_threshold": self.point_threshold, "fit_info": info,
-                "fpfh": None if self.fpfh_ is None else self.fpfh_.to_payload()}
+        info = {k: v for k, v in self.fit_info_.items() if k != "losses"}
+        return {"category_scale": self.sdn_.category_scale, "net_voxel": self.net_voxel_,
+                "state_dict": {k: v.detach().clone() for k, v in self.model_.state_dict().items()},
+                "bank": torch.from_numpy(self.bank_), "ref_distance": self.ref_distance_,
+                "head_weight_": self.head_weight_, "validation": self.validation_,
+                "threshold": self.threshold_, "point_threshold": self.point_threshold_, "fit_info": info,
+                "fpfh": None if self.fpfh_ is None else self.fpfh_.to_entry()}
 
-    @classmethod
-    def from_payload(cls, payload: dict[str, Any], progress: bool = False) -> "PointTransformerAD":
+    def _set_state(self, state: dict[str, Any]) -> None:
         from defectforge.detect.knn import NearestNeighbors
 
-        cfg = dict(payload["config"])
-        cfg["train_ops"] = tuple(cfg["train_ops"])
-        cfg["train_ranges"] = {o: {p: tuple(v) for p, v in r.items()} for o, r in cfg["train_ranges"].items()}
-        m = cls(progress=progress, **cfg)
-        m.sdn.category_scale = float(payload["category_scale"])
-        m.net_voxel = float(payload["net_voxel"])
-        model = _build_model(input_dim(m.features), m.channels, m.n_layers, m.k)
-        model.load_state_dict(payload["state_dict"])
+        self.sdn_ = self._new_sdn()
+        self.sdn_.category_scale = float(state["category_scale"])
+        self.net_voxel_ = float(state["net_voxel"])
+        model = _build_model(input_dim(self.features), self.channels, self.n_layers, self.k)
+        model.load_state_dict(state["state_dict"])
         model.eval()
-        m.model = model
-        m.bank = payload["bank"].numpy().astype(np.float32)
-        width = m.channels * (m.n_layers + 1 if m.proto_layers == "all" else 1)
-        if m.bank.ndim != 2 or m.bank.shape[1] != width:
+        self.model_ = model
+        self.bank_ = state["bank"].numpy().astype(np.float32)
+        width = self.channels * (self.n_layers + 1 if self.proto_layers == "all" else 1)
+        if self.bank_.ndim != 2 or self.bank_.shape[1] != width:
             raise ValueError("bank width does not match the network channels")
-        m.ref_distance = float(payload["ref_distance"])
-        m.head_weight_ = float(payload.get("head_weight_", m.head_weight))
-        m.threshold = float(payload["threshold"])
-        m.point_threshold = float(payload["point_threshold"])
-        m.fit_info = dict(payload.get("fit_info", {}))
-        m._nn = NearestNeighbors(m.bank, "faiss")
-        if payload.get("fpfh") is not None:
+        self.ref_distance_ = float(state["ref_distance"])
+        self.head_weight_ = float(state.get("head_weight_", self.head_weight))
+        self.validation_ = dict(state.get("validation", {}))
+        self.threshold_ = float(state["threshold"])
+        self.point_threshold_ = float(state["point_threshold"])
+        self.fit_info_ = dict(state.get("fit_info", {}))
+        self._nn = NearestNeighbors(self.bank_, "faiss")
+        self.fpfh_ = None
+        if state.get("fpfh") is not None:
             from defectforge.detect3d.bank import FPFHBank
 
-            m.fpfh_ = FPFHBank.from_payload(payload["fpfh"], progress=progress)
-        elif m.fpfh_weight > 0:
+            self.fpfh_ = FPFHBank.from_entry(state["fpfh"], progress=self.progress)
+        elif float(self.fpfh_weight) > 0:
             raise ValueError("the model has fpfh_weight > 0 but no FPFH bank")
-        return m

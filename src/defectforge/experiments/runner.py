@@ -32,8 +32,10 @@ import numpy as np
 
 from defectforge.data.sample import Dataset, Sample
 from defectforge.errors import ConfigError, InputError
+from defectforge.registry import Registry
 
-EXPERIMENTS = ("exdd-augmentation", "synsur-regimes", "filtering-ablation")
+#: experiment name -> builder of its conditions ``ctx -> [(label, run(seed) -> metrics)]``
+EXPERIMENTS: Registry[Callable[..., Any]] = Registry("experiment", builtin=(__name__,))
 
 
 @dataclass
@@ -166,104 +168,114 @@ def _det(ctx: _Ctx, seed: int, key: str, train: list[Sample], val: list[Sample])
     run_dir = ctx.out / "runs" / key.replace("/", "_").replace(" ", "_")
     det = train_detector(train, run_dir, ctx.st.train_config(seed), val=val, classes=ctx.classes)
     m = evaluate_boxes(det, ctx.test)
-    hist = det.info.get("history", [])
+    hist = det.info_.get("history", [])
     res = {"map50": float(m["map50"]), "map50_95": float(m["map50_95"]), "epochs_run": len(hist),
            "n_train_defect": sum(s.is_defect for s in train), "n_train_good": sum(not s.is_defect for s in train),
-           "best_val_map50": float(det.info.get("best_val", [float("nan")])[0])}
+           "best_val_map50": float(det.info_.get("best_val", [float("nan")])[0])}
     shutil.rmtree(run_dir, ignore_errors=True)  # checkpoints only matter while the run is unfinished
     return res
 
 
-def _conditions(name: str, ctx: _Ctx) -> list[tuple[str, Callable[[int], dict[str, Any]]]]:
+@EXPERIMENTS.register("exdd-augmentation")
+def _exdd_augmentation(ctx: _Ctx) -> list[tuple[str, Callable[[int], dict[str, Any]]]]:
     st = ctx.st
     conds: list[tuple[str, Callable[[int], dict[str, Any]]]] = []
-    if name == "exdd-augmentation":
-        for n in st.n_synth:
-            conds.append((f"exdd +{n} synthetic", lambda seed, n=n: _exdd(ctx, seed, ctx.pool("all", seed, n))))
-        return conds
-    if name == "synsur-regimes":
-        def real_only(seed: int) -> dict[str, Any]:
-            tr, va = ctx.split(seed)
-            return _det(ctx, seed, f"real_s{seed}", tr, va)
+    for n in st.n_synth:
+        conds.append((f"exdd +{n} synthetic", lambda seed, n=n: _exdd(ctx, seed, ctx.pool("all", seed, n))))
+    return conds
 
-        def synth_only(seed: int) -> dict[str, Any]:
-            tr, va = ctx.split(seed)
-            n = st.synth_only_n or sum(s.is_defect for s in tr)
-            goods = [s for s in tr if not s.is_defect]
-            return _det(ctx, seed, f"synth_s{seed}", goods + ctx.pool("part", seed, n), va)
 
-        def mixed(seed: int, r: float) -> dict[str, Any]:
-            tr, va = ctx.split(seed)
-            n = max(1, int(round(r * sum(s.is_defect for s in tr))))
-            return _det(ctx, seed, f"mix{r:g}_s{seed}", tr + ctx.pool("part", seed, n), va)
+@EXPERIMENTS.register("synsur-regimes")
+def _synsur_regimes(ctx: _Ctx) -> list[tuple[str, Callable[[int], dict[str, Any]]]]:
+    st = ctx.st
+    conds: list[tuple[str, Callable[[int], dict[str, Any]]]] = []
 
-        def few(seed: int, k: int, n_syn: int) -> dict[str, Any]:
+    def real_only(seed: int) -> dict[str, Any]:
+        tr, va = ctx.split(seed)
+        return _det(ctx, seed, f"real_s{seed}", tr, va)
+
+    def synth_only(seed: int) -> dict[str, Any]:
+        tr, va = ctx.split(seed)
+        n = st.synth_only_n or sum(s.is_defect for s in tr)
+        goods = [s for s in tr if not s.is_defect]
+        return _det(ctx, seed, f"synth_s{seed}", goods + ctx.pool("part", seed, n), va)
+
+    def mixed(seed: int, r: float) -> dict[str, Any]:
+        tr, va = ctx.split(seed)
+        n = max(1, int(round(r * sum(s.is_defect for s in tr))))
+        return _det(ctx, seed, f"mix{r:g}_s{seed}", tr + ctx.pool("part", seed, n), va)
+
+    def few(seed: int, k: int, n_syn: int) -> dict[str, Any]:
+        from defectforge.experiments.data import subsample
+
+        tr, va = ctx.split(seed)
+        defs = subsample([s for s in tr if s.is_defect], k, seed)
+        goods = [s for s in tr if not s.is_defect]
+        return _det(ctx, seed, f"few{k}_{n_syn}_s{seed}", goods + defs + ctx.pool("part", seed, n_syn), va)
+
+    conds.append(("real only", real_only))
+    conds.append(("synthetic only", synth_only))
+    for r in st.ratios:
+        conds.append((f"real + synthetic x{r:g}", lambda seed, r=r: mixed(seed, r)))
+    n_avail = min(sum(s.is_defect for s in ctx.split(seed)[0]) for seed in st.seeds)
+    for k in st.few_real:
+        if k > n_avail:  # more than the train part holds: that is the "real only" row
+            warnings.warn(f"few-real regime {k} skipped: the train part has only {n_avail} real defects",
+                          UserWarning, stacklevel=2)
+            continue
+        conds.append((f"{k} real", lambda seed, k=k: few(seed, k, 0)))
+        conds.append((f"{k} real + {st.few_real_synth} synthetic", lambda seed, k=k: few(seed, k, st.few_real_synth)))
+    return conds
+
+
+@EXPERIMENTS.register("filtering-ablation")
+def _filtering_ablation(ctx: _Ctx) -> list[tuple[str, Callable[[int], dict[str, Any]]]]:
+    st = ctx.st
+    conds: list[tuple[str, Callable[[int], dict[str, Any]]]] = []
+    cache: dict[int, tuple[list[Sample], list[Sample], dict[str, Any]]] = {}
+
+    def sets(seed: int):
+        if seed not in cache:
             from defectforge.experiments.data import subsample
+            from defectforge.filter.quality import set_quality
+            from defectforge.filter.scores import score_samples
+            from defectforge.filter.select import SelectionPolicy, select
 
+            tr, _va = ctx.split(seed)
+            real_defs = [s for s in tr if s.is_defect]
+            pool = ctx.pool("part", seed, int(math.ceil(st.filter_n * st.filter_pool_factor)))
+            unf = subsample(pool, st.filter_n, seed)
+            rows = score_samples(pool, real_defs, embedder=ctx.embedder())
+            keep, _ = select(rows, SelectionPolicy(rules=list(st.filter_rules), rank_by=st.filter_rank_by,
+                                                   top_k=st.filter_n))
+            fil = [s for s, k in zip(pool, keep) if k]
+            q = {}
+            for tag, ss in (("unfiltered", unf), ("filtered", fil)):
+                try:
+                    qq = set_quality(real_defs, ss, embedder=ctx.embedder(), kid_subsets=50, seed=seed)
+                    q[tag] = {k: qq[k] for k in ("kid_mean", "precision", "recall", "density", "coverage")}
+                except (InputError, ConfigError) as exc:
+                    q[tag] = {"error": str(exc)}
+            cache[seed] = (unf, fil, q)
+        return cache[seed]
+
+    def run(seed: int, which: str, detector: str) -> dict[str, Any]:
+        unf, fil, q = sets(seed)
+        syn = unf if which == "unfiltered" else fil
+        if detector == "exdd":
+            res = _exdd(ctx, seed, syn)
+        else:
             tr, va = ctx.split(seed)
-            defs = subsample([s for s in tr if s.is_defect], k, seed)
-            goods = [s for s in tr if not s.is_defect]
-            return _det(ctx, seed, f"few{k}_{n_syn}_s{seed}", goods + defs + ctx.pool("part", seed, n_syn), va)
+            res = _det(ctx, seed, f"{which}_{detector}_s{seed}", tr + syn, va)
+        res.update({f"set_{k}": v for k, v in q[which].items() if k != "error"})
+        res["n_synthetic"] = len(syn)
+        return res
 
-        conds.append(("real only", real_only))
-        conds.append(("synthetic only", synth_only))
-        for r in st.ratios:
-            conds.append((f"real + synthetic x{r:g}", lambda seed, r=r: mixed(seed, r)))
-        n_avail = min(sum(s.is_defect for s in ctx.split(seed)[0]) for seed in st.seeds)
-        for k in st.few_real:
-            if k > n_avail:  # more than the train part holds: that is the "real only" row
-                warnings.warn(f"few-real regime {k} skipped: the train part has only {n_avail} real defects",
-                              UserWarning, stacklevel=2)
-                continue
-            conds.append((f"{k} real", lambda seed, k=k: few(seed, k, 0)))
-            conds.append((f"{k} real + {st.few_real_synth} synthetic", lambda seed, k=k: few(seed, k, st.few_real_synth)))
-        return conds
-    if name == "filtering-ablation":
-        cache: dict[int, tuple[list[Sample], list[Sample], dict[str, Any]]] = {}
-
-        def sets(seed: int):
-            if seed not in cache:
-                from defectforge.experiments.data import subsample
-                from defectforge.filter.quality import set_quality
-                from defectforge.filter.scores import score_samples
-                from defectforge.filter.select import SelectionPolicy, select
-
-                tr, _va = ctx.split(seed)
-                real_defs = [s for s in tr if s.is_defect]
-                pool = ctx.pool("part", seed, int(math.ceil(st.filter_n * st.filter_pool_factor)))
-                unf = subsample(pool, st.filter_n, seed)
-                rows = score_samples(pool, real_defs, embedder=ctx.embedder())
-                keep, _ = select(rows, SelectionPolicy(rules=list(st.filter_rules), rank_by=st.filter_rank_by,
-                                                       top_k=st.filter_n))
-                fil = [s for s, k in zip(pool, keep) if k]
-                q = {}
-                for tag, ss in (("unfiltered", unf), ("filtered", fil)):
-                    try:
-                        qq = set_quality(real_defs, ss, embedder=ctx.embedder(), kid_subsets=50, seed=seed)
-                        q[tag] = {k: qq[k] for k in ("kid_mean", "precision", "recall", "density", "coverage")}
-                    except (InputError, ConfigError) as exc:
-                        q[tag] = {"error": str(exc)}
-                cache[seed] = (unf, fil, q)
-            return cache[seed]
-
-        def run(seed: int, which: str, detector: str) -> dict[str, Any]:
-            unf, fil, q = sets(seed)
-            syn = unf if which == "unfiltered" else fil
-            if detector == "exdd":
-                res = _exdd(ctx, seed, syn)
-            else:
-                tr, va = ctx.split(seed)
-                res = _det(ctx, seed, f"{which}_{detector}_s{seed}", tr + syn, va)
-            res.update({f"set_{k}": v for k, v in q[which].items() if k != "error"})
-            res["n_synthetic"] = len(syn)
-            return res
-
-        for d in st.filter_detectors:
-            label = "ExDD" if d == "exdd" else st.arch
-            for which in ("unfiltered", "filtered"):
-                conds.append((f"{label}: {which}", lambda seed, w=which, d=d: run(seed, w, d)))
-        return conds
-    raise ConfigError(f"unknown experiment {name!r} (choose from {', '.join(EXPERIMENTS)})")
+    for d in st.filter_detectors:
+        label = "ExDD" if d == "exdd" else st.arch
+        for which in ("unfiltered", "filtered"):
+            conds.append((f"{label}: {which}", lambda seed, w=which, d=d: run(seed, w, d)))
+    return conds
 
 
 PRIMARY = {"exdd-augmentation": ("i_auroc", "p_auroc"), "synsur-regimes": ("map50", "map50_95"),
@@ -326,8 +338,7 @@ def run_experiment(name: str, data: str | Path | Dataset, out: str | Path, setti
     """Run (or resume) experiment ``name``; returns ``{"runs", "summary", "markdown", "out"}``."""
     from defectforge._atomic import atomic_write_text
 
-    if name not in EXPERIMENTS:
-        raise ConfigError(f"unknown experiment {name!r} (choose from {', '.join(EXPERIMENTS)})")
+    EXPERIMENTS.get(name)  # an unknown name raises ConfigError listing the experiments
     st = settings or ExperimentSettings()
     st.check()
     if isinstance(data, Dataset):
@@ -359,7 +370,7 @@ def run_experiment(name: str, data: str | Path | Dataset, out: str | Path, setti
                     continue  # a torn last line from a crash: that run is redone
                 done[f"{r['condition']}|{r['seed']}"] = r
     ctx = _Ctx(ds, st, out)
-    conds = _conditions(name, ctx)
+    conds = EXPERIMENTS.get(name)(ctx)
     if st.only:
         names = [c for c, _ in conds]
         unknown = [c for c in st.only if c not in names]

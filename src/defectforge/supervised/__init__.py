@@ -8,7 +8,15 @@ TRAIN, checkpoints every epoch and resumes after an interruption; :func:`evaluat
 reports COCO mAP@0.5 and mAP@0.5:0.95 through :func:`defectforge.metrics.mean_average_precision`.
 """
 
-from defectforge.supervised.models import ARCHS, build_detector
-from defectforge.supervised.train import BoxDetector, TrainConfig, evaluate_boxes, gt_boxes, train_detector
+from defectforge.supervised.detector import BoxDetector, boxes_prediction
+from defectforge.supervised.models import BOX_ARCHS, build_detector
+from defectforge.supervised.train import TrainConfig, evaluate_boxes, gt_boxes, train_detector
 
-__all__ = ["ARCHS", "BoxDetector", "TrainConfig", "build_detector", "evaluate_boxes", "gt_boxes", "train_detector"]
+__all__ = ["ARCHS", "BOX_ARCHS", "BoxDetector", "TrainConfig", "boxes_prediction", "build_detector", "evaluate_boxes",
+           "gt_boxes", "train_detector"]
+
+
+def __getattr__(name: str):
+    if name == "ARCHS":  # the registered architecture names
+        return tuple(BOX_ARCHS.names())
+    raise AttributeError(name)

@@ -88,8 +88,8 @@ def train_detector_cmd(
                 det = train_detector(tr, out, cfg, val=va, classes=classes, overwrite=overwrite, progress=on_batch,
                                      on_epoch=on_epoch)
         metrics: dict = {"arch": arch, "n_train": len(tr), "n_val": len(va),
-                         "classes": list(det.classes) if ultra else classes,
-                         "history": det.info.get("history", [])}
+                         "classes": list(det.classes_) if ultra else classes,
+                         "history": det.info_.get("history", [])}
         if test:
             m = evaluate_boxes(det, test)
             metrics["test"] = {k: m[k] for k in ("map50", "map50_95", "per_class", "n_images", "n_gt_boxes")}

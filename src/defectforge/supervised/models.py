@@ -24,13 +24,16 @@ Class ids: 0 is background; the dataset classes are 1..n.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Sequence
+from typing import Any, Callable
 
 from defectforge.errors import ConfigError
+from defectforge.registry import Registry
 
-TORCHVISION_ARCHS = ("fasterrcnn-lite0", "retinanet-lite0", "fcos-lite0")
-YOLOX_ARCHS = ("yolox-nano", "yolox-tiny")
-ARCHS = TORCHVISION_ARCHS + YOLOX_ARCHS
+#: architecture name -> builder ``(num_classes, image_size, max_size, trainable_stages, random_init,
+#: score_thresh, detections_per_img) -> nn.Module``; plug-ins register more
+#: (``@BOX_ARCHS.register("name")`` or the entry-point group ``defectforge.box_archs``).
+BOX_ARCHS: Registry[Callable[..., Any]] = Registry("detector architecture", builtin=(__name__,),
+                                                   entry_points="defectforge.box_archs")
 
 
 def _lite_fpn(extra: str, trainable_stages: int, random_init: bool):
@@ -83,14 +86,69 @@ def _lite_fpn(extra: str, trainable_stages: int, random_init: bool):
 def build_detector(arch: str, num_classes: int, image_size: int = 256, trainable_stages: int = 0,
                    random_init: bool = False, max_size: int | None = None, score_thresh: float = 0.05,
                    detections_per_img: int = 100):
-    """A torchvision detector for ``num_classes`` defect classes (background added here).
+    """A detector network of a registered architecture for ``num_classes`` defect classes
+    (background added by the builder where the head needs it).
 
     ``image_size`` is the shorter side the detector's transform resizes to (``max_size``
     caps the longer side, default 4x). Nothing is downloaded. YOLOX archs are always
     randomly initialised (``random_init`` does not apply) and have no backbone stages to
     unfreeze (``trainable_stages`` must be 0).
     """
-    if arch in YOLOX_ARCHS:
+    builder = BOX_ARCHS.get(arch)
+    if num_classes < 1:
+        raise ConfigError("a detector needs at least one defect class")
+    if image_size < 32:
+        raise ConfigError(f"image_size must be >= 32, got {image_size}")
+    return builder(num_classes=int(num_classes), image_size=int(image_size), max_size=max_size,
+                   trainable_stages=trainable_stages, random_init=random_init, score_thresh=score_thresh,
+                   detections_per_img=detections_per_img)
+
+
+def _common(image_size: int, max_size: int | None) -> dict[str, Any]:
+    return dict(min_size=image_size, max_size=int(max_size or 4 * image_size),
+                image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5])
+
+
+@BOX_ARCHS.register("fasterrcnn-lite0")
+def _fasterrcnn(num_classes, image_size, max_size, trainable_stages, random_init, score_thresh, detections_per_img):
+    from torchvision.models.detection import FasterRCNN
+    from torchvision.models.detection.anchor_utils import AnchorGenerator
+    from torchvision.ops import MultiScaleRoIAlign
+
+    bb = _lite_fpn("maxpool", trainable_stages, random_init)
+    anchors = AnchorGenerator(((16,), (32,), (64,), (128,)), ((0.5, 1.0, 2.0),) * 4)
+    return FasterRCNN(bb, num_classes=num_classes + 1, rpn_anchor_generator=anchors,
+                      box_roi_pool=MultiScaleRoIAlign(["0", "1", "2"], 7, 2),
+                      rpn_pre_nms_top_n_train=600, rpn_post_nms_top_n_train=300,
+                      rpn_pre_nms_top_n_test=300, rpn_post_nms_top_n_test=100,
+                      box_batch_size_per_image=128, box_score_thresh=score_thresh,
+                      box_detections_per_img=detections_per_img, **_common(image_size, max_size))
+
+
+@BOX_ARCHS.register("retinanet-lite0")
+def _retinanet(num_classes, image_size, max_size, trainable_stages, random_init, score_thresh, detections_per_img):
+    from torchvision.models.detection import RetinaNet
+    from torchvision.models.detection.anchor_utils import AnchorGenerator
+
+    bb = _lite_fpn("p6p7", trainable_stages, random_init)
+    anchors = AnchorGenerator(((16,), (32,), (64,), (128,), (256,)), ((0.5, 1.0, 2.0),) * 5)
+    return RetinaNet(bb, num_classes=num_classes + 1, anchor_generator=anchors, score_thresh=score_thresh,
+                     detections_per_img=detections_per_img, **_common(image_size, max_size))
+
+
+@BOX_ARCHS.register("fcos-lite0")
+def _fcos(num_classes, image_size, max_size, trainable_stages, random_init, score_thresh, detections_per_img):
+    from torchvision.models.detection import FCOS
+    from torchvision.models.detection.anchor_utils import AnchorGenerator
+
+    bb = _lite_fpn("p6p7", trainable_stages, random_init)
+    anchors = AnchorGenerator(((8,), (16,), (32,), (64,), (128,)), ((1.0,),) * 5)
+    return FCOS(bb, num_classes=num_classes + 1, anchor_generator=anchors, score_thresh=score_thresh,
+                detections_per_img=detections_per_img, **_common(image_size, max_size))
+
+
+def _yolox_builder(arch: str) -> Callable[..., Any]:
+    def build(num_classes, image_size, max_size, trainable_stages, random_init, score_thresh, detections_per_img):
         if trainable_stages != 0:
             raise ConfigError(f"{arch} trains all its layers from scratch: trainable_stages must be 0, "
                               f"got {trainable_stages}")
@@ -98,34 +156,15 @@ def build_detector(arch: str, num_classes: int, image_size: int = 256, trainable
 
         return build_yolox(arch, num_classes, image_size=image_size, max_size=max_size,
                            score_thresh=score_thresh, detections_per_img=detections_per_img)
-    from torchvision.models.detection import FCOS, FasterRCNN, RetinaNet
-    from torchvision.models.detection.anchor_utils import AnchorGenerator
-    from torchvision.ops import MultiScaleRoIAlign
 
-    if arch not in ARCHS:
-        raise ConfigError(f"unknown detector architecture {arch!r} (choose from {', '.join(ARCHS)})")
-    if num_classes < 1:
-        raise ConfigError("a detector needs at least one defect class")
-    if image_size < 32:
-        raise ConfigError(f"image_size must be >= 32, got {image_size}")
-    common = dict(min_size=int(image_size), max_size=int(max_size or 4 * image_size),
-                  image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5])
-    nc = int(num_classes) + 1
-    if arch == "fasterrcnn-lite0":
-        bb = _lite_fpn("maxpool", trainable_stages, random_init)
-        anchors = AnchorGenerator(((16,), (32,), (64,), (128,)), ((0.5, 1.0, 2.0),) * 4)
-        return FasterRCNN(bb, num_classes=nc, rpn_anchor_generator=anchors,
-                          box_roi_pool=MultiScaleRoIAlign(["0", "1", "2"], 7, 2),
-                          rpn_pre_nms_top_n_train=600, rpn_post_nms_top_n_train=300,
-                          rpn_pre_nms_top_n_test=300, rpn_post_nms_top_n_test=100,
-                          box_batch_size_per_image=128, box_score_thresh=score_thresh,
-                          box_detections_per_img=detections_per_img, **common)
-    bb = _lite_fpn("p6p7", trainable_stages, random_init)
-    if arch == "retinanet-lite0":
-        sizes: Sequence[tuple[int, ...]] = ((16,), (32,), (64,), (128,), (256,))
-        anchors = AnchorGenerator(sizes, ((0.5, 1.0, 2.0),) * 5)
-        return RetinaNet(bb, num_classes=nc, anchor_generator=anchors, score_thresh=score_thresh,
-                         detections_per_img=detections_per_img, **common)
-    anchors = AnchorGenerator(((8,), (16,), (32,), (64,), (128,)), ((1.0,),) * 5)
-    return FCOS(bb, num_classes=nc, anchor_generator=anchors, score_thresh=score_thresh,
-                detections_per_img=detections_per_img, **common)
+    return build
+
+
+for _arch in ("yolox-nano", "yolox-tiny"):
+    BOX_ARCHS.register(_arch, _yolox_builder(_arch))
+
+
+def __getattr__(name: str) -> Any:
+    if name == "ARCHS":  # the registered architecture names (round-1 constant)
+        return tuple(BOX_ARCHS.names())
+    raise AttributeError(name)

@@ -24,14 +24,17 @@ import io
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
 
 import numpy as np
 
 from defectforge.data.sample import Box, Sample
 from defectforge.errors import ConfigError, InputError
+
+if TYPE_CHECKING:
+    from defectforge.supervised.detector import BoxDetector
 
 CKPT, BEST, FINAL, HISTORY = "checkpoint.pt", "best.pt", "model.pt", "history.json"
 
@@ -201,101 +204,15 @@ def check_memory(items: Sequence[_Item], cfg: TrainConfig) -> None:
                           f"{px} px) but {avail / 2**30:.1f} GiB are available: lower --batch-size or --image-size")
 
 
-# -- the detector --------------------------------------------------------------------------------------
-class BoxDetector:
-    """A trained (or fresh) detector with its classes and config; ``predict`` -> boxes."""
-
-    def __init__(self, config: TrainConfig, classes: Sequence[str]):
-        import torch
-
-        from defectforge.supervised.models import build_detector
-
-        config.check()
-        self.config, self.classes = config, list(classes)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(config.seed)
-            self.model = build_detector(config.arch, len(self.classes), config.image_size, config.trainable_stages,
-                                        config.random_init, score_thresh=config.score_thresh)
-        self.info: dict[str, Any] = {}
-
-    def predict(self, samples: Sequence[Sample | np.ndarray], batch_size: int = 4) -> list[list[Box]]:
-        """Boxes with scores per image, in the images' original pixel coordinates."""
-        import torch
-
-        from defectforge.data.image_io import as_rgb8
-
-        self.model.eval()
-        out: list[list[Box]] = []
-        with torch.inference_mode():
-            for s in range(0, len(samples), batch_size):
-                imgs, scales = [], []
-                for it in samples[s:s + batch_size]:
-                    rgb = it.rgb() if isinstance(it, Sample) else as_rgb8(np.asarray(it))
-                    r, sc = _resize(rgb, self.config.image_size)
-                    imgs.append(torch.from_numpy(np.array(r, copy=True)).permute(2, 0, 1).float().div_(255.0))
-                    scales.append(sc)
-                for det, sc in zip(self.model(imgs), scales):
-                    bx = (det["boxes"].numpy() / sc).tolist()
-                    out.append([Box(b[0], b[1], b[2], b[3], self.classes[int(l) - 1], float(p))
-                                for b, l, p in zip(bx, det["labels"].tolist(), det["scores"].tolist())])
-        return out
-
-    def weights(self) -> dict[str, Any]:
-        """The learnt weights: everything but a frozen backbone body (that one is rebuilt
-        from the bundled ImageNet weights), which keeps checkpoints small."""
-        sd = self.model.state_dict()
-        if self.config.trainable_stages == 0 and not self.config.random_init:
-            sd = {k: v for k, v in sd.items() if not k.startswith("backbone.body.")}
-        return sd
-
-    def load_weights(self, sd: dict[str, Any]) -> None:
-        missing, unexpected = self.model.load_state_dict(sd, strict=False)
-        bad = [k for k in missing if not k.startswith("backbone.body.")] + list(unexpected)
-        if bad:
-            raise KeyError(f"weights do not fit the detector: {bad[:3]}")
-
-    def state(self) -> dict[str, Any]:
-        return {"config": asdict(self.config), "classes": self.classes, "model": self.weights(), "info": self.info}
-
-    def save(self, path: str | Path) -> Path:
-        from defectforge._atomic import atomic_write_bytes
-
-        buf = io.BytesIO()
-        import torch
-
-        torch.save(self.state(), buf)
-        atomic_write_bytes(Path(path), buf.getvalue())
-        return Path(path)
-
-    @classmethod
-    def from_state(cls, st: dict[str, Any]) -> "BoxDetector":
-        names = {f.name for f in fields(TrainConfig)}
-        det = cls(TrainConfig(**{k: v for k, v in st["config"].items() if k in names}), st["classes"])
-        det.load_weights(st["model"])
-        det.info = st.get("info", {})
-        return det
-
-    @classmethod
-    def load(cls, path: str | Path) -> "BoxDetector":
-        import torch
-
-        p = Path(path)
-        if not p.is_file():
-            raise InputError(p, "detector file not found")
-        try:
-            st = torch.load(p, map_location="cpu", weights_only=False)
-            return cls.from_state(st)
-        except (KeyError, RuntimeError, EOFError, OSError, TypeError) as exc:
-            raise InputError(p, f"not a defectforge detector file ({exc.__class__.__name__})") from None
-
-
 class BoxPredictor(Protocol):
-    """What :func:`evaluate_boxes` scores: class names and boxes per image (a
-    :class:`BoxDetector`, an ultralytics ``UltralyticsDetector``, ...)."""
+    """What :func:`evaluate_boxes` scores: class names (``classes_``) and a
+    :class:`~defectforge.detect.base.Prediction` with ``boxes`` per image (a
+    :class:`~defectforge.supervised.detector.BoxDetector`, an ultralytics
+    ``UltralyticsDetector``, ...)."""
 
-    classes: list[str]
+    classes_: list[str]
 
-    def predict(self, samples: Sequence[Sample], batch_size: int = 4) -> list[list[Box]]: ...
+    def predict(self, samples: Sequence[Sample], batch_size: int = 4) -> Any: ...
 
 
 def evaluate_boxes(detector: BoxPredictor, samples: Sequence[Sample], batch_size: int = 4) -> dict[str, Any]:
@@ -305,9 +222,9 @@ def evaluate_boxes(detector: BoxPredictor, samples: Sequence[Sample], batch_size
 
     if not samples:
         raise InputError(None, "no samples to evaluate")
-    preds = detector.predict(list(samples), batch_size)
+    preds = detector.predict(list(samples), batch_size).boxes
     gts = [gt_boxes(s) for s in samples]
-    res = mean_average_precision(gts, preds, classes=detector.classes, nan_on_undefined=True)
+    res = mean_average_precision(gts, preds, classes=detector.classes_, nan_on_undefined=True)
     res["n_gt_boxes"] = sum(len(g) for g in gts)
     return res
 
@@ -323,7 +240,7 @@ def _lr_at(step: int, total: int, cfg: TrainConfig) -> float:
 def train_detector(train: Sequence[Sample], out_dir: str | Path, config: TrainConfig | None = None,
                    val: Sequence[Sample] | None = None, classes: Sequence[str] | None = None,
                    overwrite: bool = False, progress: Callable[[str, int, int], None] | None = None,
-                   on_epoch: Callable[[int, dict[str, Any]], None] | None = None) -> BoxDetector:
+                   on_epoch: Callable[[int, dict[str, Any]], None] | None = None) -> "BoxDetector":
     """Train (or resume training) a detector; returns the best model on validation.
 
     ``val=None`` carves ``config.val_fraction`` of ``train`` (stratified). ``classes``
@@ -336,6 +253,7 @@ def train_detector(train: Sequence[Sample], out_dir: str | Path, config: TrainCo
     import torch
 
     from defectforge._atomic import atomic_write_bytes, atomic_write_text
+    from defectforge.supervised.detector import BoxDetector
 
     cfg = config or TrainConfig()
     cfg.check()
@@ -357,8 +275,8 @@ def train_detector(train: Sequence[Sample], out_dir: str | Path, config: TrainCo
     out.mkdir(parents=True, exist_ok=True)
     run_key = {"config": cfg.resume_key(), "classes": cls, "train": _fingerprint(tr), "val": _fingerprint(va)}
 
-    det = BoxDetector(cfg, cls)
-    params = [p for p in det.model.parameters() if p.requires_grad]
+    det = BoxDetector.from_config(cfg, cls)
+    params = [p for p in det.model_.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     gen = torch.Generator().manual_seed(cfg.seed)
     n_neg = len(neg) if cfg.neg_per_pos is None else min(len(neg), int(round(cfg.neg_per_pos * len(pos))))
@@ -387,7 +305,7 @@ def train_detector(train: Sequence[Sample], out_dir: str | Path, config: TrainCo
     elif overwrite:
         for f in (BEST, FINAL, HISTORY):
             (out / f).unlink(missing_ok=True)
-    det.info["resumed_from_epoch"] = start if start else None
+    det.info_["resumed_from_epoch"] = start if start else None
 
     stopped = False
     for epoch in range(start, cfg.epochs):
@@ -398,7 +316,7 @@ def train_detector(train: Sequence[Sample], out_dir: str | Path, config: TrainCo
         negs = [neg[i] for i in torch.randperm(len(neg), generator=gen)[:n_neg].tolist()] if neg else []
         order = [(pos + negs)[i] for i in torch.randperm(len(pos) + len(negs), generator=gen).tolist()]
         flips = torch.rand(len(order), 2, generator=gen) < 0.5
-        det.model.train()
+        det.model_.train()
         losses = []
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed * 100003 + epoch)
@@ -410,7 +328,7 @@ def train_detector(train: Sequence[Sample], out_dir: str | Path, config: TrainCo
                 for g in opt.param_groups:
                     g["lr"] = _lr_at(step, total, cfg)
                 try:
-                    ld = det.model(imgs, tgts)
+                    ld = det.model_(imgs, tgts)
                 except RuntimeError as exc:
                     if "memory" in str(exc).lower():
                         raise ConfigError(f"the detector ran out of memory (batch {cfg.batch_size}, image size "
@@ -451,8 +369,8 @@ def train_detector(train: Sequence[Sample], out_dir: str | Path, config: TrainCo
         if on_epoch is not None:
             on_epoch(epoch + 1, rec)
     final = BoxDetector.load(out / BEST) if (out / BEST).exists() else det
-    final.info.update({"history": history, "best_val": list(best), "early_stopped": stopped,
-                       "n_train": len(tr), "n_val": len(va), "resumed_from_epoch": det.info.get("resumed_from_epoch"),
+    final.info_.update({"history": history, "best_val": list(best), "early_stopped": stopped,
+                       "n_train": len(tr), "n_val": len(va), "resumed_from_epoch": det.info_.get("resumed_from_epoch"),
                        "val_names": [s.name for s in va]})
     final.save(out / FINAL)
     st = torch.load(ck, map_location="cpu", weights_only=False)

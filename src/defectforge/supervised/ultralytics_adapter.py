@@ -153,14 +153,15 @@ def export_yolo_dataset(train: Sequence[Sample], val: Sequence[Sample], dst: str
 
 # -- predictor -----------------------------------------------------------------------------------------
 class UltralyticsDetector:
-    """A trained ultralytics model with our predictor interface (``classes``, ``predict``)."""
+    """A trained ultralytics model with our predictor interface (``classes_``, ``predict``
+    returning a :class:`~defectforge.detect.base.Prediction` with ``boxes``)."""
 
     def __init__(self, weights: str | Path, classes: Sequence[str], image_size: int = 256,
                  config_dir: str | Path | None = None, conf: float = 0.05, max_det: int = 100):
-        self.weights, self.classes = Path(weights), list(classes)
+        self.weights, self.classes_ = Path(weights), list(classes)
         self.image_size, self.conf, self.max_det = int(image_size), float(conf), int(max_det)
         self.config_dir = Path(config_dir) if config_dir is not None else self.weights.parent / CONFIG_DIR
-        self.info: dict[str, Any] = {}
+        self.info_: dict[str, Any] = {}
         self._model: Any = None
 
     def _net(self) -> Any:
@@ -169,9 +170,10 @@ class UltralyticsDetector:
             self._model = yolo(str(self.weights))
         return self._model
 
-    def predict(self, samples: Sequence[Sample | np.ndarray], batch_size: int = 4) -> list[list[Box]]:
+    def predict(self, samples: Sequence[Sample | np.ndarray], batch_size: int = 4) -> Any:
         """Boxes with scores per image, in the images' original pixel coordinates."""
         from defectforge.data.image_io import as_rgb8
+        from defectforge.supervised.detector import boxes_prediction
 
         net = self._net()
         out: list[list[Box]] = []
@@ -185,9 +187,9 @@ class UltralyticsDetector:
                 xyxy = np.asarray(b.xyxy.cpu() if hasattr(b.xyxy, "cpu") else b.xyxy, dtype=float).reshape(-1, 4)
                 cls = np.asarray(b.cls.cpu() if hasattr(b.cls, "cpu") else b.cls).reshape(-1).astype(int)
                 score = np.asarray(b.conf.cpu() if hasattr(b.conf, "cpu") else b.conf, dtype=float).reshape(-1)
-                out.append([Box(float(x0), float(y0), float(x1), float(y1), self.classes[c], float(p))
+                out.append([Box(float(x0), float(y0), float(x1), float(y1), self.classes_[c], float(p))
                             for (x0, y0, x1, y1), c, p in zip(xyxy.tolist(), cls.tolist(), score.tolist())])
-        return out
+        return boxes_prediction(out)
 
     @classmethod
     def load(cls, run_dir: str | Path) -> "UltralyticsDetector":
@@ -200,7 +202,7 @@ class UltralyticsDetector:
         except (OSError, ValueError):
             raise InputError(run / RUN_INFO, "not a finished ultralytics run (run.json missing or unreadable)") from None
         det = cls(run / MODEL, info["classes"], info["image_size"], config_dir=run / CONFIG_DIR)
-        det.info = info
+        det.info_ = info
         return det
 
 

@@ -21,6 +21,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from defectforge.errors import ConfigError, InputError
+from defectforge.registry import Registry
 
 
 @dataclass
@@ -117,70 +118,27 @@ class Generator:
 
 
 # -- registry ----------------------------------------------------------------------------
-_REGISTRY: dict[str, type[Generator]] = {}
+#: The 2D generators: the weight-free built-ins, the diffusion backend (its module imports
+#: no diffusers at import time; a broken optional backend only warns) and third-party
+#: plug-ins declared as entry points in the group ``defectforge.generators2d``
+#: (``name = "package.module:Class"``).
+GENERATORS: Registry[type[Generator]] = Registry(
+    "generator", builtin=("defectforge.synth2d.procedural", "defectforge.synth2d.transplant"),
+    optional=("defectforge.synth2d.diffusion",), entry_points="defectforge.generators2d", base=Generator)
 
 
 def register_generator(name: str) -> Callable[[type[Generator]], type[Generator]]:
     """Class decorator: make a :class:`Generator` subclass available as ``name``."""
-
-    def deco(cls: type[Generator]) -> type[Generator]:
-        if not (isinstance(cls, type) and issubclass(cls, Generator)):
-            raise TypeError("register_generator expects a Generator subclass")
-        if name in _REGISTRY and _REGISTRY[name] is not cls:
-            raise ConfigError(f"generator name {name!r} is already registered by {_REGISTRY[name].__name__}")
-        cls.name = name
-        _REGISTRY[name] = cls
-        return cls
-
-    return deco
-
-
-_LOADED = False
-
-
-def _ensure_builtin() -> None:
-    """Register the built-in generators, the diffusion backend (its module imports no
-    diffusers at import time) and third-party plug-ins declared as entry points in the
-    group ``defectforge.generators2d`` (``name = "package.module:Class"``)."""
-    global _LOADED
-    from defectforge.synth2d import procedural, transplant  # noqa: F401
-
-    if _LOADED:
-        return
-    _LOADED = True
-    import importlib
-    import warnings
-
-    try:
-        importlib.import_module("defectforge.synth2d.diffusion")
-    except ModuleNotFoundError as exc:
-        if not (exc.name or "").startswith("defectforge.synth2d.diffusion"):
-            warnings.warn(f"diffusion generators unavailable: {exc}", stacklevel=2)
-    except Exception as exc:  # a broken optional backend must not break the weight-free ones
-        warnings.warn(f"diffusion generators unavailable: {exc.__class__.__name__}: {exc}", stacklevel=2)
-    from importlib.metadata import entry_points
-
-    for ep in entry_points(group="defectforge.generators2d"):
-        try:
-            cls = ep.load()
-            if isinstance(cls, type) and issubclass(cls, Generator) and ep.name not in _REGISTRY:
-                register_generator(ep.name)(cls)
-        except Exception as exc:
-            warnings.warn(f"generator plug-in {ep.name!r} failed to load: {exc}", stacklevel=2)
+    return GENERATORS.register(name)
 
 
 def list_generators() -> list[str]:
     """Names of all registered generators, sorted."""
-    _ensure_builtin()
-    return sorted(_REGISTRY)
+    return GENERATORS.names()
 
 
 def generator_class(name: str) -> type[Generator]:
-    _ensure_builtin()
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise ConfigError(f"unknown generator {name!r}; known: {', '.join(sorted(_REGISTRY))}") from None
+    return GENERATORS.get(name)
 
 
 def get_generator(name: str, **config: Any) -> Generator:

@@ -38,7 +38,11 @@ from defectforge.synth3d.cloud import PointCloud
 from defectforge.synth3d.operators import CHOICE_PARAMS, OPERATORS, Surface, SynthesisError, apply
 
 REGION_NAMES = ("top", "bottom", "side", "hole", "edge", "any")
-DefectType = Literal["bump", "dent", "pit", "scratch", "groove", "bend", "crack", "freeform", "bulge", "sink"]
+
+
+def _operator_enum(schema: dict[str, Any]) -> None:
+    """JSON schema of ``type``: the names registered in :data:`OPERATORS` when the schema is made."""
+    schema["enum"] = OPERATORS.names()
 
 
 class _Strict(BaseModel):
@@ -90,7 +94,7 @@ class DefectSpec(_Strict):
     """One instruction: ``count`` defects of ``type`` at ``location`` with ``params``
     (a value or a ``[lo, hi]`` range sampled uniformly per defect)."""
 
-    type: DefectType
+    type: str = Field(json_schema_extra=_operator_enum)
     primitive: Literal["1D", "2D", "3D"] | None = None
     location: Location = Field(default_factory=RandomLocation)
     params: dict[str, ParamValue] = Field(default_factory=dict)
@@ -104,6 +108,13 @@ class DefectSpec(_Strict):
     def _location_shorthand(cls, v: Any) -> Any:
         if isinstance(v, str):
             return {"kind": "random"} if v in ("random", "any") else {"kind": "region", "name": v}
+        return v
+
+    @field_validator("type")
+    @classmethod
+    def _registered_operator(cls, v: str) -> str:
+        if v not in OPERATORS:
+            raise ValueError(f"{v!r} is not a registered operator; available: {', '.join(OPERATORS.names())}")
         return v
 
     @model_validator(mode="after")
@@ -287,12 +298,12 @@ def sample_params(spec: DefectSpec, rng: np.random.Generator) -> dict[str, Any]:
     for key, val in merged.items():
         if isinstance(val, (tuple, list)) and len(val) == 2 and not isinstance(val, str):
             v = float(rng.uniform(float(val[0]), float(val[1])))
-            if key in ("n_hull", "wall_k"):
+            if key in op.int_params:
                 v = int(round(v))
             out[key] = v
         else:
             out[key] = val
-    for key in ("n_hull", "wall_k"):
+    for key in op.int_params:
         if key in out:
             out[key] = int(out[key])
     return out
@@ -321,8 +332,8 @@ def synthesize(cloud: PointCloud, instructions: InstructionSet, rng: np.random.G
             for attempt in range(1, inst.max_attempts + 1):
                 params = sample_params(spec, srng)
                 center = int(cand[srng.integers(len(cand))])
-                if spec.type == "bend" and isinstance(spec.location, RandomLocation):
-                    center = None  # the hinge goes at a fraction of the long axis (see operators.bend)
+                if not OPERATORS[spec.type].random_centre and isinstance(spec.location, RandomLocation):
+                    center = None  # the operator places itself (bend: a hinge along the long axis)
                 try:
                     res = apply(spec.type, s.points, s.normals, srng, surface=s, center=center, **params)
                 except SynthesisError as exc:

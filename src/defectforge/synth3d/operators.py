@@ -43,6 +43,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from defectforge.errors import ConfigError
+from defectforge.registry import Registry
 from defectforge.synth3d.cloud import bbox_diag, check_cloud
 
 LABEL_THRESHOLD = 0.001
@@ -573,13 +574,21 @@ def sink(points, normals, rng, **kw) -> OpResult:
 @dataclass(frozen=True)
 class OperatorSpec:
     """An operator, its primitive family, and per-parameter (lo, hi) bounds plus the
-    default sampling range (all lengths as fractions of diag, angles in degrees)."""
+    default sampling range (all lengths as fractions of diag, angles in degrees).
+
+    ``int_params`` are sampled as integers; ``random_centre=False`` means a random
+    location lets the operator place itself (``bend`` puts its hinge along the long
+    axis) instead of drawing a surface point as the centre. The instruction schema
+    (:mod:`defectforge.synth3d.instructions`) reads all of this from :data:`OPERATORS`.
+    """
 
     fn: Callable[..., OpResult]
     primitive: str
     bounds: dict[str, tuple[float, float]]
     defaults: dict[str, tuple[float, float]]
     mask_fraction: tuple[float, float] = (0.0002, 0.25)
+    int_params: tuple[str, ...] = ()
+    random_centre: bool = True
 
 
 _LT = {"label_threshold": (0.0, 0.05)}
@@ -589,7 +598,10 @@ _LINE_B = {"length": (0.01, 0.8), "width": (0.001, 0.1), "depth": (0.0002, 0.05)
 _FREE_B = {"size": (0.01, 0.4), "aspect": (0.2, 1.0), "amplitude": (0.0005, 0.1), "n_hull": (4, 40),
            "normal_gate": (-1.0, 0.99), **_LT}
 
-OPERATORS: dict[str, OperatorSpec] = {
+#: The 3D defect operators (plug-ins: ``OPERATORS.register(name, OperatorSpec(...))`` or the
+#: entry-point group ``defectforge.operators3d``).
+OPERATORS: Registry[OperatorSpec] = Registry("operator", entry_points="defectforge.operators3d")
+_BUILTIN_OPERATORS = {
     "bump": OperatorSpec(bump, "1D", _POINT_B, {"radius": (0.03, 0.06), "depth": (0.006, 0.015)}),
     "dent": OperatorSpec(dent, "1D", _POINT_B, {"radius": (0.03, 0.06), "depth": (0.006, 0.015)}),
     "pit": OperatorSpec(pit, "1D", _POINT_B, {"radius": (0.01, 0.02), "depth": (0.005, 0.012)}),
@@ -598,23 +610,27 @@ OPERATORS: dict[str, OperatorSpec] = {
     "groove": OperatorSpec(groove, "1D", _LINE_B, {"length": (0.1, 0.25), "width": (0.01, 0.016),
                                                    "depth": (0.004, 0.008)}),
     "bend": OperatorSpec(bend, "2D", {"angle": (-60.0, 60.0), "position": (0.05, 0.95), "zone": (0.005, 0.3), **_LT},
-                         {"angle": (8.0, 20.0), "zone": (0.03, 0.06)}, mask_fraction=(0.01, 0.6)),
+                         {"angle": (8.0, 20.0), "zone": (0.03, 0.06)}, mask_fraction=(0.01, 0.6),
+                         random_centre=False),
     "crack": OperatorSpec(crack, "2D", {"length": (0.02, 0.8), "gap": (0.001, 0.05), "depth": (0.005, 0.3),
                                         "wall_k": (1, 20)},
-                          {"length": (0.12, 0.25), "gap": (0.006, 0.012), "depth": (0.03, 0.08)}),
+                          {"length": (0.12, 0.25), "gap": (0.006, 0.012), "depth": (0.03, 0.08)},
+                          int_params=("wall_k",)),
     "freeform": OperatorSpec(freeform, "3D", {**_FREE_B, "sign": (-1.0, 1.0)},
-                             {"size": (0.06, 0.12), "amplitude": (0.008, 0.02)}),
-    "bulge": OperatorSpec(bulge, "3D", _FREE_B, {"size": (0.06, 0.12), "amplitude": (0.008, 0.02)}),
-    "sink": OperatorSpec(sink, "3D", _FREE_B, {"size": (0.06, 0.12), "amplitude": (0.008, 0.02)}),
+                             {"size": (0.06, 0.12), "amplitude": (0.008, 0.02)}, int_params=("n_hull",)),
+    "bulge": OperatorSpec(bulge, "3D", _FREE_B, {"size": (0.06, 0.12), "amplitude": (0.008, 0.02)},
+                          int_params=("n_hull",)),
+    "sink": OperatorSpec(sink, "3D", _FREE_B, {"size": (0.06, 0.12), "amplitude": (0.008, 0.02)},
+                         int_params=("n_hull",)),
 }
+for _name, _spec in _BUILTIN_OPERATORS.items():
+    OPERATORS.register(_name, _spec)
 CHOICE_PARAMS = {"profile": ("rc", "v", "u"), "field": ("gaussian", "noise", "surface_fit"), "smooth": (True, False)}
 
 
 def apply(name: str, points, normals, rng, **params) -> OpResult:
     """Run the operator ``name`` (see :data:`OPERATORS`)."""
-    if name not in OPERATORS:
-        raise ConfigError(f"unknown operator {name!r}; choose one of {', '.join(OPERATORS)}")
-    return OPERATORS[name].fn(points, normals, rng, **params)
+    return OPERATORS.get(name).fn(points, normals, rng, **params)
 
 
 def compose(points, normals, rng, steps: list[tuple[str, dict]], *, surface: Surface | None = None) -> OpResult:
