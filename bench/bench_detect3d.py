@@ -127,6 +127,47 @@ def _collect(store: dict, cls: str, evals, scores, maps) -> None:
         store["ps"].append(amap)
 
 
+def rescore(raw_paths: list[str], weight: float | None, json_path: str | None) -> int:
+    """Metrics of saved ``--raw`` runs; with ``weight``, also network + weight x FPFH per
+    class (:func:`~defectforge.detect3d.pointnet.fuse_scores` with the saved norms)."""
+    import json
+    import pickle
+
+    from defectforge.detect3d.metrics import METRICS_3D, evaluate_3d
+    from defectforge.detect3d.pointnet import fuse_scores
+
+    runs = {}
+    for path in raw_paths:
+        raw = pickle.loads(Path(path).read_bytes())
+        tag = raw["args"].get("train_ops", "full")
+        for d, r in raw["results"].items():
+            runs[d if d == "fpfh" else f"{d} ({tag})"] = r
+    out = {}
+    if weight is not None and "fpfh" in runs:
+        f = runs["fpfh"]
+        for name in [n for n in runs if n.startswith("pointnet (")]:
+            n = runs[name]
+            fused = _store()
+            for cls in dict.fromkeys(n["cats"]):
+                ia = [i for i, c in enumerate(n["cats"]) if c == cls]
+                ib = [i for i, c in enumerate(f["cats"]) if c == cls]
+                sc, maps = fuse_scores([n["scores"][i] for i in ia], [n["ps"][i] for i in ia],
+                                       [f["scores"][i] for i in ib], [f["ps"][i] for i in ib],
+                                       n["norms"][cls], f["norms"][cls], weight)
+                _collect(fused, cls, [(None, n["pl"][i]) for i in ia], sc, maps)
+            runs[f"{name} + {weight:g} x fpfh"] = fused
+    for name, r in runs.items():
+        res = evaluate_3d(r["cats"], r["labels"], r["scores"], r["pl"], r["ps"])
+        out[name] = res
+        print(f"{name}: " + ", ".join(f"{k} {res['mean'][k]:.3f}" for k in METRICS_3D), flush=True)
+        for cls, m in res["per_class"].items():
+            print(f"  {cls}: " + ", ".join(f"{k} {m[k]:.3f}" for k in METRICS_3D), flush=True)
+    if json_path:
+        Path(json_path).write_text(json.dumps({k: {"mean": v["mean"], "per_class": v["per_class"]}
+                                               for k, v in out.items()}, indent=1))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     import json
 
@@ -160,7 +201,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", default=None, help="also write the raw results as JSON here")
     ap.add_argument("--out", default=None, help="markdown output (default: docs/bench/detect3d.md for "
                                                 "--split test, none for val)")
+    ap.add_argument("--raw", default=None, help="also save every cloud's scores, maps, masks and the detectors' "
+                                                "held-out norms here (pickle), for --rescore")
+    ap.add_argument("--rescore", nargs="+", default=None, metavar="RAW",
+                    help="no fitting: metrics of saved --raw runs (detectors merged by name) and, with "
+                         "--fuse-weight, of network + W x FPFH; the weight must come from --split val")
     args = ap.parse_args(argv)
+    if args.rescore:
+        return rescore(args.rescore, args.fuse_weight, args.json)
     if args.out is None and args.split == "test":
         args.out = str(Path(__file__).resolve().parents[1] / "docs" / "bench" / "detect3d.md")
 
@@ -206,6 +254,8 @@ def main(argv: list[str] | None = None) -> int:
             fitted[d] = (det, pred)
             r = results[d]
             r["fit_s"][cls] = fit_s
+            r.setdefault("norms", {})[cls] = (det.norms() if d == "pointnet"
+                                              else (det.threshold_, det.point_threshold_))
             r["pred_s"].append(pred_s)
             _collect(r, cls, test, pred.pred_score, pred.anomaly_map)
             if d == "fpfh":
@@ -256,6 +306,10 @@ def main(argv: list[str] | None = None) -> int:
         fsweep_rows.append({"fpfh_weight": w, **{m: res[m] for m in METRICS_3D}})
         print(f"[{args.split} fpfh sweep] fpfh_weight={w:g}: O-AUROC {res['O-AUROC']:.3f} P-AUROC "
               f"{res['P-AUROC']:.3f}", file=sys.stderr, flush=True)
+    if args.raw:
+        import pickle
+
+        Path(args.raw).write_bytes(pickle.dumps({"args": vars(args), "results": results}))
     if args.json:
         from defectforge._atomic import atomic_write_json
 
