@@ -200,6 +200,7 @@ def test_every_fit_phase_reports_progress_and_the_bank_is_capped(monkeypatch, ca
         assert f"{phase}: 0/" in err, phase
     assert "pointnet training: 5/5" in err and "pointnet coreset: 50/50" in err
     assert len(det.bank_) == 50
+    assert set(det.fit_info_["phase_s"]) == {"prepare", "train", "prototypes", "coreset", "validation", "fpfh"}
 
 
 def test_default_training_covers_the_full_mpas_range():

@@ -82,6 +82,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import time
 import warnings
 from typing import Any, Iterable, Iterator
 
@@ -434,6 +435,7 @@ class PointTransformerAD(Detector3D):
         self.head_weight_, self.validation_, self.ref_distance_ = float(self.head_weight), {}, 1.0
         self.threshold_ = self.point_threshold_ = float("inf")
         show = bool(self.progress)
+        phase_s: dict[str, float] = {}  # seconds per fit phase (fit_info_["phase_s"])
         self.fpfh_ = None
         self.sdn_ = self._new_sdn().fit(clouds)
         normed = [self.sdn_.normalise(p, s) for p, s in clouds]
@@ -449,6 +451,7 @@ class PointTransformerAD(Detector3D):
                 v *= 1.05
         self.net_voxel_ = float(v)
         train = []
+        tick = time.perf_counter()
         with progress_task("pointnet preparing clouds", len(clouds), show) as t:
             for q, (_, src) in zip(normed, clouds):
                 net = voxel_downsample(q, self.net_voxel_)[0]
@@ -456,6 +459,7 @@ class PointTransformerAD(Detector3D):
                     raise InputError(src, f"only {len(net)} points remain on the network voxel grid")
                 train.append((net, pca_normals_centroid(net, 10)))
                 t.advance()
+        phase_s["prepare"] = time.perf_counter() - tick
         gen = torch.Generator().manual_seed(self.seed)
         model = _build_model(input_dim(self.features), self.channels, self.n_layers, self.k)
         _init_params(model, gen)
@@ -480,6 +484,7 @@ class PointTransformerAD(Detector3D):
         loss_before = heldout_loss()
         losses = []
         model.train()
+        tick = time.perf_counter()
         with progress_task("pointnet training", self.steps, show) as t:
             for step in range(self.steps):
                 pts, nrm = train[int(rng.integers(len(train)))]
@@ -496,21 +501,26 @@ class PointTransformerAD(Detector3D):
                 opt.step()
                 losses.append(float(loss.detach()))
                 t.advance()
+        phase_s["train"] = time.perf_counter() - tick
         loss_after = heldout_loss()
         model.eval()
         self.model_ = model
         # prototype bank from the clean training clouds (coreset capped at MAX_BANK_ROWS)
         feats = []
+        tick = time.perf_counter()
         with progress_task("pointnet prototype features", len(train), show) as t:
             for p, nr in train:
                 feats.append(self._features(p, nr)[0])
                 t.advance()
+        phase_s["prototypes"] = time.perf_counter() - tick
         allf = np.concatenate(feats)
         owner = np.concatenate([np.full(len(f), i) for i, f in enumerate(feats)])
         n = min(coreset_size(len(allf), self.bank_ratio, minimum=1), MAX_BANK_ROWS)
+        tick = time.perf_counter()
         with progress_task("pointnet coreset", n, show) as t:
             keep = greedy_kcenter(allf, n, seed=self.seed, progress=t.update)
             t.update(n)
+        phase_s["coreset"] = time.perf_counter() - tick
         self.bank_ = np.ascontiguousarray(allf[keep])
         bank_owner = owner[keep]
         self._nn = NearestNeighbors(self.bank_, "faiss")
@@ -523,6 +533,7 @@ class PointTransformerAD(Detector3D):
             vrng = np.random.default_rng([self.seed, 2])
             val_idx = np.unique(np.linspace(0, len(train) - 1, min(VAL_CLOUDS, len(train))).round().astype(int))
             val = []
+            tick = time.perf_counter()
             with progress_task("pointnet validation", len(val_idx) * (VAL_GOOD + VAL_ANOMALOUS), show) as t:
                 for i in val_idx:
                     p, nr = train[i]
@@ -536,6 +547,7 @@ class PointTransformerAD(Detector3D):
                         fi, lg = self._features(ap, an)
                         val.append((ap, nn_i.search(fi, 1)[0][:, 0], lg, m))
                         t.advance()
+            phase_s["validation"] = time.perf_counter() - tick
             good = [v for v in val if not v[3].any()]
             self.ref_distance_ = float(max(np.quantile(np.concatenate([v[1] for v in good]), 0.99), 1e-6))
             comps = [(pt, d / self.ref_distance_, _sigmoid(lg), m) for pt, d, lg, m in val]
@@ -553,8 +565,10 @@ class PointTransformerAD(Detector3D):
         if self.fpfh_weight > 0:  # the FPFH bank whose normalised scores are added (see fuse_scores)
             from defectforge.detect3d.bank import FPFHBank
 
+            tick = time.perf_counter()
             self.fpfh_ = FPFHBank(scale=self.scale, voxel=self.voxel, max_scale_ratio=self.max_scale_ratio,
                                   seed=self.seed, progress=self.progress).fit([p for p, _ in clouds])
+            phase_s["fpfh"] = time.perf_counter() - tick
         self.fit_info_ = {"n_train": len(clouds), "net_voxel": self.net_voxel_,
                          "net_points": [int(len(p)) for p, _ in train], "bank_rows": int(len(self.bank_)),
                          "loss_first": float(np.mean(losses[:10])) if losses else float("nan"),
@@ -562,6 +576,7 @@ class PointTransformerAD(Detector3D):
                          "losses": [float(v) for v in losses], "heldout_loss_before": loss_before,
                          "heldout_loss_after": loss_after, "category_scale": self.sdn_.category_scale,
                          "head_weight": self.effective_head_weight(), "fpfh_weight": float(self.fpfh_weight),
+                         "phase_s": phase_s,
                          "validation": self.validation_}
         return self
 
