@@ -12,7 +12,7 @@ from defectforge.synth3d.parts import make_part
 TINY = dict(channels=16, n_layers=2, k=8, net_points=600, lr=5e-3, anomaly_prob=1.0,
             train_ranges={"bump": {"radius": (0.08, 0.1), "depth": (0.03, 0.04)},
                           "dent": {"radius": (0.08, 0.1), "depth": (0.03, 0.04)}},
-            train_ops=("bump", "dent"), rotate_deg=5.0, top_k=10)
+            train_ops=("bump", "dent"), rotate_deg=5.0, top_k=10, fpfh_weight=0.0)
 
 
 def _parts(n=2):
@@ -171,7 +171,7 @@ def test_fpfh_fusion_equals_the_two_detectors_combined_and_round_trips(trained, 
     from defectforge.detect3d.bank import FPFHBank
     from defectforge.detect3d.pointnet import fuse_scores
 
-    fused = PointTransformerAD(steps=30, fpfh_weight=2.0, **TINY).fit(_parts())
+    fused = PointTransformerAD(steps=30, **{**TINY, "fpfh_weight": 2.0}).fit(_parts())
     c = make_part("flange", 3000, 9)
     r = apply("bump", c.points, c.normals, np.random.default_rng(1), radius=0.09, depth=0.04)
     pred = fused.predict([r.points, c.points])
@@ -193,7 +193,7 @@ def test_every_fit_phase_reports_progress_and_the_bank_is_capped(monkeypatch, ca
     import defectforge.detect3d.pointnet as pn
 
     monkeypatch.setattr(pn, "MAX_BANK_ROWS", 50)
-    det = PointTransformerAD(steps=5, progress=True, fpfh_weight=1.0, **TINY).fit(_parts(3))
+    det = PointTransformerAD(steps=5, progress=True, **{**TINY, "fpfh_weight": 1.0}).fit(_parts(3))
     err = capsys.readouterr().err  # not a terminal: plain progress lines
     for phase in ("pointnet preparing clouds", "pointnet training", "pointnet prototype features",
                   "pointnet coreset", "pointnet validation", "fpfh features"):
@@ -210,6 +210,7 @@ def test_default_training_covers_the_full_mpas_range():
     assert set(TRAIN_OPS) == set(OPERATORS) and set(TRAIN_RANGES) >= set(TRAIN_OPS)
     det = PointTransformerAD()
     assert {"bend", "crack", "bulge", "sink"} <= set(det.train_ops)
+    assert det.fpfh_weight == 2.0  # fused with the FPFH bank by default (chosen on validation)
     assert TRAIN_RANGES["bump"]["radius"][1] >= 0.1  # large, non-local defects too
     p = make_part("flange", 3000, 0)
     hits = 0

@@ -55,7 +55,9 @@ threshold + ``fpfh_weight`` x FPFH score / the bank's held-out threshold (object
 points alike), so both parts are on a "1 = largest good held-out score" scale; the
 fused thresholds are ``1 + fpfh_weight`` (an upper bound of the sum on held-out good
 clouds). The weight is chosen on a validation split (``bench/bench_detect3d.py --split
-val --sweep``), never on test data.
+val --sweep``), never on test data: the default 2.0 is the choice for the default (full
+MPAS) training, 1.0 that for the local-types-only training validated on an unseen type
+(``docs/bench/detect3d.md``). ``fpfh_weight=0`` gives the network alone.
 
 Fit phases, each with its own progress (``progress=True``; plain lines when stderr is
 not a terminal): preparing clouds, training, prototype features, coreset (at most
@@ -294,7 +296,7 @@ class PointTransformerAD(Detector3D):
                  bank_ratio: float = 0.25, fusion: str = "proto", smooth_k: int = 8, top_k: int = 10,
                  scale: str = "category", voxel: float = 0.02, max_scale_ratio: float = 4.0,
                  features: str = "normal,fpfh,shape", proto_layers: str = "all", head_weight: float = 1.0,
-                 fpfh_weight: float = 0.0, seed: int = 0, threads: int | None = 1, progress: Any = False):
+                 fpfh_weight: float = 2.0, seed: int = 0, threads: int | None = 1, progress: Any = False):
         self.channels, self.n_layers, self.k = channels, n_layers, k
         self.net_points, self.steps, self.lr = net_points, steps, lr
         self.anomaly_prob = anomaly_prob
