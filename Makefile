@@ -14,7 +14,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV) || python3 -m venv $(VENV)
 	$(BIN)/python -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(BIN)/python -m pip install -q -e ".[test,diffusion,yolox]"
+	$(BIN)/python -m pip install -q -e ".[test,diffusion,yolox,studio,dist]"
 	$(BIN)/python -m pip install -q --no-deps yolox-datamint==0.3.1
 	@touch $(STAMP)
 
@@ -24,7 +24,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
-bench: bench-data bench-metrics bench-exdd bench-synth2d bench-diffusion bench-synth3d bench-detect3d
+bench: bench-data bench-metrics bench-exdd bench-scale bench-synth2d bench-diffusion bench-synth3d bench-detect3d bench-studio
 	$(BIN)/python bench/collect.py
 
 # bench-NAME runs bench/bench_NAME.py (each writes docs/bench/NAME.md)

@@ -48,7 +48,7 @@ def _samples(data: Path, split: str):
 
 
 def _size(short: int) -> tuple[int, int]:
-    from defectforge.detect.features import input_size_for
+    from defectforge.bank.features import input_size_for
 
     return input_size_for((460, 1130), short)
 
@@ -121,8 +121,8 @@ def worker_anomalib(args) -> dict:
     from anomalib.pre_processing import PreProcessor
     from torchvision.transforms.v2 import Compose, Normalize, Resize
 
-    from defectforge.detect.backbone import packaged_weights_path, read_state_dict, rename_lite_keys
-    from defectforge.detect.features import to_rgb
+    from defectforge.bank.backbone import packaged_weights_path, read_state_dict, rename_lite_keys
+    from defectforge.bank.features import to_rgb
 
     torch.manual_seed(0)  # anomalib's coreset start and projection use the global RNG
     size = _size(args.short)

@@ -21,6 +21,8 @@ class Reply:
     status: int = 200
     refusal: str | None = None
     delay: float = 0.0
+    raw: bytes | None = None  # send these bytes as the whole body instead of a chat completion
+    trickle: float = 0.0  # seconds between single bytes of the body (a slow-drip server)
 
 
 class FakeChatServer:
@@ -50,13 +52,20 @@ class FakeChatServer:
                     msg = {"role": "assistant", "content": reply.content}
                     if reply.refusal is not None:
                         msg["refusal"] = reply.refusal
-                    data = json.dumps({"id": "x", "object": "chat.completion",
-                                       "choices": [{"index": 0, "message": msg, "finish_reason": "stop"}]}).encode()
+                    data = reply.raw if reply.raw is not None else json.dumps(
+                        {"id": "x", "object": "chat.completion",
+                         "choices": [{"index": 0, "message": msg, "finish_reason": "stop"}]}).encode()
                     self.send_response(200)
                     self.send_header("Content-Type", "application/json")
                     self.send_header("Content-Length", str(len(data)))
                     self.end_headers()
-                    self.wfile.write(data)
+                    if reply.trickle:
+                        for k in range(len(data)):
+                            self.wfile.write(data[k:k + 1])
+                            self.wfile.flush()
+                            time.sleep(reply.trickle)
+                    else:
+                        self.wfile.write(data)
                 except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout tests)
                     pass
 

@@ -15,7 +15,7 @@ from defectforge.detect.cli import register
 
 from test_detect_model import blob, texture
 
-pytestmark = pytest.mark.filterwarnings("ignore::defectforge.detect.backbone.RandomInitWarning")
+pytestmark = pytest.mark.filterwarnings("ignore::defectforge.bank.backbone.RandomInitWarning")
 
 # Only the detect commands (the full app also loads areas that are built elsewhere).
 app = typer.Typer()

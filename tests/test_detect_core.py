@@ -10,21 +10,21 @@ import pytest
 import torch
 
 from defectforge.detect.base import Prediction, available_detectors, get_detector
-from defectforge.detect.coreset import coreset_size, greedy_kcenter, greedy_kcenter_bruteforce
-from defectforge.detect.features import embed, input_size_for, mask_to_grid, random_projection
-from defectforge.detect.knn import NearestNeighbors
+from defectforge.bank.coreset import coreset_size, greedy_kcenter, greedy_kcenter_bruteforce
+from defectforge.bank.features import embed, input_size_for, mask_to_grid, random_projection
+from defectforge.bank.knn import NearestNeighbors
 from defectforge.detect.scoring import exdd_ratio, gaussian_blur, patchcore_weight
 from defectforge.errors import ConfigError
 
 
 @pytest.mark.parametrize("seed", [0, 1, 7])
-@pytest.mark.parametrize("chunk", [64, 10_000])
-def test_coreset_matches_bruteforce_greedy(seed, chunk):
+@pytest.mark.parametrize("leaf_size", [2, 32])
+def test_coreset_matches_bruteforce_greedy(seed, leaf_size):
     rng = np.random.default_rng(seed)
     # clustered data: the interesting case for farthest-first traversal
     centers = rng.normal(0, 5, (12, 6))
     x = (centers[rng.integers(12, size=900)] + rng.normal(0, 1, (900, 6))).astype(np.float32)
-    fast = greedy_kcenter(x, 80, seed=seed, chunk=chunk)
+    fast = greedy_kcenter(x, 80, seed=seed, leaf_size=leaf_size)
     ref = greedy_kcenter_bruteforce(x, 80, seed=seed)
     assert np.array_equal(fast, ref)
     assert len(set(fast.tolist())) == 80

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from defectforge.data.sample import Sample
-from defectforge.detect.backbone import RandomInitWarning
+from defectforge.bank.backbone import RandomInitWarning
 from defectforge.detect.exdd import EmptyDefectMaskWarning, ExDD, PatchCore
 from defectforge.estimator import FORMAT_VERSION
 from defectforge.errors import ConfigError, InputError
@@ -99,7 +99,7 @@ def test_defect_bank_holds_only_masked_rows(data, fitted):
     row of a defect image than to any normal-bank row."""
     _, defects, _ = data
     exdd, _ = fitted
-    from defectforge.detect.features import mask_to_grid
+    from defectforge.bank.features import mask_to_grid
 
     inside, outside = [], []
     for s in defects:

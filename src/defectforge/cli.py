@@ -4,8 +4,14 @@ Each area registers its own commands from a small module (``defectforge.<area>.c
 with a ``register(app)`` function), so this file stays a table of contents. Heavy
 imports (torch, timm) happen inside commands, never at start-up.
 
-Errors that are the user's input (:class:`~defectforge.errors.DefectforgeError`) are
-printed as one line, ``error: <file>: <problem>``, with exit code 2.
+**The one error boundary** is the root group (:class:`_Group`): a user error
+(:class:`~defectforge.errors.DefectforgeError`) from any command becomes one line,
+``error: <file>: <problem>``, with exit code 2; Ctrl-C becomes one line saying that what
+was written is kept, with exit code 130. Commands and library code only raise.
+
+**Commands are registered one way**: each area module defines its commands as importable
+module-level functions (or a ``typer.Typer`` group of them) and ``register(app)`` adds
+them; this file lists the modules.
 """
 
 from __future__ import annotations
@@ -18,19 +24,29 @@ from typer.core import TyperGroup
 
 from defectforge import __version__
 from defectforge._cliutil import print_error
-from defectforge.errors import DefectforgeError
+from defectforge.errors import DefectforgeError, user_error_message
+
+
+INTERRUPTED = "interrupted: outputs written so far are complete and kept; run again to resume"
 
 
 class _Group(TyperGroup):
-    """Root command group: a :class:`DefectforgeError` from any sub-command becomes one line
-    on stderr and exit code 2 (also under ``typer.testing.CliRunner``), never a traceback."""
+    """Root command group, the CLI's one error boundary: a :class:`DefectforgeError` from
+    any sub-command becomes one line on stderr and exit code 2 (also under
+    ``typer.testing.CliRunner``), never a traceback; Ctrl-C exits 130 with one line."""
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
-        except DefectforgeError as exc:
-            print_error(str(exc))
+        except (DefectforgeError, OSError, UnicodeDecodeError) as exc:
+            message = user_error_message(exc)  # OSError: unwritable output, full disk, ...
+            if message is None:
+                raise
+            print_error(message)
             raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            print(INTERRUPTED, file=sys.stderr)
+            raise typer.Exit(130) from None
 
 
 app = typer.Typer(
@@ -54,6 +70,7 @@ COMMAND_MODULES = (
     "defectforge.supervised.cli",
     "defectforge.experiments.cli",
     "defectforge.demo",
+    "defectforge.studio.cli",
 )
 
 
@@ -66,8 +83,13 @@ def _version(value: bool) -> None:
 @app.callback()
 def _root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only errors and requested output (no progress)."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Also print log messages and every warning."),
 ) -> None:
     """defectforge: generate, filter and use synthetic defects."""
+    from defectforge import _verbosity
+
+    _verbosity.set_level(_verbosity.QUIET if quiet else _verbosity.VERBOSE if verbose else _verbosity.NORMAL)
 
 
 def _register_all() -> None:
@@ -85,14 +107,8 @@ _register_all()
 
 
 def main(argv: list[str] | None = None) -> None:
-    try:
-        app(args=argv, prog_name="defectforge")
-    except DefectforgeError as exc:  # raised outside a command (e.g. while parsing)
-        print_error(str(exc))
-        sys.exit(2)
-    except KeyboardInterrupt:
-        print("interrupted: outputs written so far are complete and kept; run again to resume", file=sys.stderr)
-        sys.exit(130)
+    """The ``defectforge`` console script."""
+    app(args=argv, prog_name="defectforge")
 
 
 if __name__ == "__main__":

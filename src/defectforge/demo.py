@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+import typer
 
 from defectforge._atomic import atomic_write_json
 from defectforge.data import Dataset
@@ -150,8 +151,12 @@ STAGES: list[tuple[str, Callable[[DemoContext], dict]]] = [
 
 
 def run_demo(out_dir: str | Path = "demo_out", seed: int = 0, quick: bool = False,
-             progress: Callable[[str], None] | None = None) -> dict:
-    """Run every demo stage; returns the summary that is also written to ``summary.json``."""
+             progress: Callable[[str, int, int | None], None] | None = None) -> dict:
+    """Run every demo stage; returns the summary that is also written to ``summary.json``.
+    ``progress("demo stage: <name>", k, n)`` is called before stage k of n
+    (:mod:`defectforge.progress`)."""
+    from defectforge.progress import notify
+
     from defectforge.datasets import load_sample
 
     out = Path(out_dir)
@@ -161,9 +166,8 @@ def run_demo(out_dir: str | Path = "demo_out", seed: int = 0, quick: bool = Fals
         dataset = _subset(dataset, {"train/good": 16, "train/pitting": 5, "test/good": 8, "test/pitting": 8})
     ctx = DemoContext(out, seed, report, dataset, quick=quick)
     summary: dict[str, Any] = {"seed": seed, "stages": {}}
-    for name, fn in STAGES:
-        if progress:
-            progress(name)
+    for k, (name, fn) in enumerate(STAGES):
+        notify(progress, f"demo stage: {name}", k, len(STAGES))
         t0 = time.perf_counter()
         result = fn(ctx)
         result["seconds"] = round(time.perf_counter() - t0, 2)
@@ -186,23 +190,24 @@ def _subset(dataset: Dataset, limits: dict[str, int]) -> Dataset:
     return Dataset(keep, dataset.root, dataset.format)
 
 
+def demo_cmd(
+    out: Path = typer.Option(Path("demo_out"), "--out", help="Output folder for report.html and summary.json."),
+    seed: int = typer.Option(0, help="Seed for synthesis and coresets."),
+    quick: bool = typer.Option(False, help="A subset of the sample and smaller settings (about a minute; used by the tests)."),
+) -> None:
+    """Run the whole pipeline on the bundled BSData sample and write an HTML report."""
+    from rich.console import Console
+
+    console = Console()
+    t0 = time.perf_counter()
+    with console.status("starting") as status:
+        summary = run_demo(out, seed=seed, quick=quick, progress=lambda stage, done, total: status.update(stage))
+    for name, res in summary["stages"].items():
+        console.print(f"[green]done[/] {name} ({res['seconds']:.1f} s)")
+    console.print(f"report: [bold]{summary['report']}[/]")
+    console.print(f"summary: {Path(out) / 'summary.json'}  (total {time.perf_counter() - t0:.0f} s)")
+
+
 def register(app) -> None:
-    import typer
-
-    @app.command("demo")
-    def demo(
-        out: Path = typer.Option(Path("demo_out"), "--out", help="Output folder for report.html and summary.json."),
-        seed: int = typer.Option(0, help="Seed for synthesis and coresets."),
-        quick: bool = typer.Option(False, help="A subset of the sample and smaller settings (about a minute; used by the tests)."),
-    ) -> None:
-        """Run the whole pipeline on the bundled BSData sample and write an HTML report."""
-        from rich.console import Console
-
-        console = Console()
-        t0 = time.perf_counter()
-        with console.status("starting") as status:
-            summary = run_demo(out, seed=seed, quick=quick, progress=lambda s: status.update(f"demo stage: {s}"))
-        for name, res in summary["stages"].items():
-            console.print(f"[green]done[/] {name} ({res['seconds']:.1f} s)")
-        console.print(f"report: [bold]{summary['report']}[/]")
-        console.print(f"summary: {Path(out) / 'summary.json'}  (total {time.perf_counter() - t0:.0f} s)")
+    """Add ``defectforge demo``."""
+    app.command("demo")(demo_cmd)

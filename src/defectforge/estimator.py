@@ -55,6 +55,8 @@ class Estimator:
     registry: ClassVar[Any] = None
     #: what a file of this family is called in messages ("model", "3D detector", ...)
     file_what: ClassVar[str] = "model"
+    #: kinds of this family's older files (read by :meth:`_upgrade` where it can)
+    legacy_kinds: ClassVar[tuple[str, ...]] = ()
     #: parameters that describe how to run, not the model; never stored in a model file
     runtime_params: ClassVar[tuple[str, ...]] = ("progress",)
     #: the fitted attribute whose presence means "fitted" (None: any public name ending in ``_``)
@@ -263,7 +265,7 @@ def read_model_file(path: str | Path, family: type[Estimator]) -> dict[str, Any]
     old = family._upgrade(obj, ver)
     if old is not None:
         return old
-    if obj.get("kind") == family.model_kind:
+    if obj.get("kind") == family.model_kind or obj.get("kind") in family.legacy_kinds:
         raise InputError(path, f"{what} format version {ver} cannot be read by this version "
                                f"(reads {FORMAT_VERSION}); fit the model again")
     kind = obj.get("kind")
@@ -286,6 +288,10 @@ def load_models(path: str | Path, family: type[Estimator], **runtime: Any) -> di
             raise InputError(path, str(exc)) from None
         try:
             out[str(name)] = family.from_entry(entry, **runtime)
+        except InputError as exc:
+            if exc.path is None:  # a check inside _set_state: name the model file
+                raise InputError(path, exc.problem) from None
+            raise
         except DefectforgeError:
             raise
         except (KeyError, TypeError, AttributeError, ValueError, RuntimeError) as exc:

@@ -92,9 +92,13 @@ def image_suffix(sample: Sample) -> str:
 def export_image(sample: Sample, dst: Path) -> Path:
     """Write the sample's image to ``dst``: the file's bytes when it has one, else encoded."""
     if sample.image_array is None and sample.path is not None:
-        if not sample.path.is_file():
+        from defectforge.data.image_io import open_image
+
+        data = sample.path.read_bytes() if sample.path.is_file() else None
+        if data is None:
             raise InputError(sample.path, "file not found")
-        return atomic_write_bytes(dst, sample.path.read_bytes())
+        open_image(data, sample.path).close()  # a corrupt file or a bomb is refused, not copied
+        return atomic_write_bytes(dst, data)
     return write_image(dst, sample.image)
 
 
@@ -103,17 +107,28 @@ def export_mask(mask: np.ndarray, dst: Path) -> Path:
     return write_mask(dst, mask)
 
 
+def read_text(path: str | Path, encoding: str = "utf-8") -> str:
+    """A text file's contents; :class:`InputError` naming the file when it is missing or not
+    UTF-8 (every reader of user text files goes through here)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "file not found")
+    try:
+        return path.read_text(encoding=encoding)
+    except UnicodeDecodeError as exc:
+        raise InputError(path, f"not a UTF-8 text file ({exc.reason} at byte {exc.start})") from None
+
+
 def read_json(path: Path) -> Any:
     """Parse a JSON file; :class:`InputError` naming the file (and line) when it cannot."""
     import json
 
     path = Path(path)
-    if not path.is_file():
-        raise InputError(path, "file not found")
+    text = read_text(path)
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as exc:
-        raise InputError(path, f"not a UTF-8 text file ({exc.reason})") from None
+        return json.loads(text)
+    except RecursionError:
+        raise InputError(path, "JSON nested too deeply") from None
     except json.JSONDecodeError as exc:
         raise InputError(path, f"malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
 
@@ -129,17 +144,12 @@ def image_size(sample: Sample) -> tuple[int, int]:
 
 def header_size(path: Path) -> tuple[int, int]:
     """``(height, width)`` as displayed (EXIF orientation applied) from the header only."""
-    from PIL import Image, UnidentifiedImageError
+    from defectforge.data.image_io import open_image
 
     path = Path(path)
-    if not path.is_file():
-        raise InputError(path, "file not found")
-    try:
-        with Image.open(path) as im:
-            w, h = im.size
-            orient = _orientation(im)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise InputError(path, f"unreadable or corrupt image ({exc.__class__.__name__}: {exc})") from None
+    with open_image(path, load=False) as im:
+        w, h = im.size
+        orient = _orientation(im)
     if orient in (5, 6, 7, 8):
         w, h = h, w
     return h, w

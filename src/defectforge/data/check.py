@@ -10,7 +10,11 @@ orientation) and hashes its bytes; it fully decodes masks only. Problems found:
 - ``mask on good image`` (warning): a non-empty mask given for a ``good`` image;
 - ``non-binary mask`` (warning): a mask file with more than two values;
 - ``duplicate``: an image file with the same bytes as an earlier one;
-- ``listed twice``: the same image file listed more than once.
+- ``listed twice``: the same image file listed more than once;
+- ``unknown split`` (warning): a split other than train/val/test (``Test``, ``valid``);
+- ``bad label`` / ``outside root``: what the reader skipped (broken COCO ids, boxes and
+  categories, YOLO lines, labelme vertices; files outside the dataset folder), see
+  :mod:`defectforge.data.problems`.
 
 Each problem is ``{"file": ..., "problem": ..., "kind": ..., "severity": "error"|"warning"}``.
 """
@@ -18,7 +22,6 @@ Each problem is ``{"file": ..., "problem": ..., "kind": ..., "severity": "error"
 from __future__ import annotations
 
 import hashlib
-import io
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,9 +29,13 @@ from typing import Any, Callable
 
 import numpy as np
 
-from defectforge.data.image_io import NonBinaryMaskWarning, read_mask
+from defectforge.data.image_io import NonBinaryMaskWarning, open_image, read_mask
+from defectforge.data.problems import ReadProblems
 from defectforge.data.sample import Dataset, Sample
 from defectforge.errors import InputError
+
+
+KNOWN_SPLITS = ("train", "val", "test")
 
 
 @dataclass
@@ -54,11 +61,9 @@ class CheckReport:
         return asdict(self)
 
 
-def _header(data: bytes) -> tuple[int, int]:
+def _header(data: bytes, path: Path) -> tuple[int, int]:
     """``(height, width)`` as displayed, from the image header in ``data``."""
-    from PIL import Image
-
-    with Image.open(io.BytesIO(data)) as im:
+    with open_image(data, path, load=False) as im:
         w, h = im.size
         try:
             orient = im.getexif().get(0x0112, 1)
@@ -67,27 +72,27 @@ def _header(data: bytes) -> tuple[int, int]:
     return (w, h) if orient in (5, 6, 7, 8) else (h, w)
 
 
-def _full_decode(data: bytes) -> None:
-    from PIL import Image
-
-    with Image.open(io.BytesIO(data)) as im:
-        im.load()
+def _full_decode(data: bytes, path: Path) -> None:
+    open_image(data, path).close()
 
 
 def check_dataset(data: str | Path | Dataset, format: str | None = None, decode: bool = False,
-                  progress: Callable[[int, int], None] | None = None) -> CheckReport:
+                  progress: Callable[[int, int], None] | None = None,
+                  allow_outside_root: bool = False) -> CheckReport:
     """Check a dataset (a path of any supported format, or a :class:`Dataset`).
 
     ``decode=True`` also fully decodes every image (finds truncated files; slower).
-    ``progress(done, total)`` is called after each sample.
+    ``progress(done, total)`` is called after each sample. A path is read with a collecting
+    :class:`~defectforge.data.problems.ReadProblems`, so broken labels and files outside the
+    dataset folder are listed (kinds ``bad label`` / ``outside root``) rather than raised.
     """
     if isinstance(data, Dataset):
         ds = data
     else:
         from defectforge.data.formats import load_dataset
 
-        ds = load_dataset(data, format)
-    problems: list[dict[str, str]] = []
+        ds = load_dataset(data, format, problems=ReadProblems(collect=True, allow_outside_root=allow_outside_root))
+    problems: list[dict[str, str]] = list(ds.read_problems)
 
     def problem(file: Any, kind: str, text: str, severity: str = "error") -> None:
         problems.append({"file": str(file), "problem": text, "kind": kind, "severity": severity})
@@ -105,6 +110,11 @@ def check_dataset(data: str | Path | Dataset, format: str | None = None, decode:
         _check_mask(s, hw, problem, fractions)
         if progress is not None:
             progress(i + 1, total)
+    for split in sorted({s.split for s in ds} - set(KNOWN_SPLITS)):
+        n = sum(s.split == split for s in ds)
+        problem(ds.root or split, "unknown split",
+                f"{n} image(s) have split {split!r}, not one of {', '.join(KNOWN_SPLITS)}; commands that take a split "
+                "(test by default) leave them out", "warning")
     stats = {t: {"n": len(v), "min": float(np.min(v)), "median": float(np.median(v)), "max": float(np.max(v))}
              for t, v in sorted(fractions.items())}
     return CheckReport(format=ds.format, root=None if ds.root is None else str(ds.root), counts=ds.counts(),
@@ -135,9 +145,12 @@ def _check_image(s: Sample, problem: Callable[..., None], seen_paths: dict[Path,
     else:
         seen_hash[digest] = s.path
     try:
-        hw = _header(data)
+        hw = _header(data, s.path)
         if decode:
-            _full_decode(data)
+            _full_decode(data, s.path)
+    except InputError as exc:
+        problem(s.path, "unreadable", exc.problem)
+        return None
     except Exception as exc:  # any decoder failure means the file is unusable
         problem(s.path, "unreadable", f"unreadable or corrupt image ({exc.__class__.__name__}: {exc})")
         return None

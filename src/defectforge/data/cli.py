@@ -14,7 +14,7 @@ import typer
 
 from defectforge._cliutil import console as _console
 from defectforge._cliutil import user_errors as _user_errors
-from defectforge.errors import DefectforgeError
+from defectforge.errors import DefectforgeError, InputError
 
 data_app = typer.Typer(help="Check and convert defect datasets (MVTec, manifest CSV, labelme, YOLO, COCO).",
                        no_args_is_help=True)
@@ -25,10 +25,12 @@ FORMAT_CHOICES = ("mvtec", "manifest", "labelme", "yolo", "coco")
 @data_app.command("check")
 def check_cmd(
     path: Path = typer.Argument(..., help="Dataset folder or file (format detected)."),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the report as JSON here."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the report as JSON here ('-': stdout, the table goes to stderr)."),
     format: Optional[str] = typer.Option(None, "--format", "-f", help=f"Force a format: {', '.join(FORMAT_CHOICES)}."),
     decode: bool = typer.Option(False, "--decode", help="Fully decode every image (finds truncated files; slower)."),
     max_problems: int = typer.Option(50, "--max-problems", help="Problems to print (all go to --json)."),
+    allow_outside_root: bool = typer.Option(False, "--allow-outside-root",
+                                            help="Accept image/mask paths outside the dataset folder."),
 ) -> None:
     """Counts per split/label, image sizes, mask statistics and problems.
 
@@ -38,15 +40,22 @@ def check_cmd(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
     from rich.table import Table
 
-    from defectforge._atomic import atomic_write_json
     from defectforge.data.check import check_dataset
-    from defectforge.data.formats import load_dataset
+    from defectforge.data.formats import format_choice, load_dataset
+    from defectforge.data.problems import ReadProblems
 
-    con = _console()
+    from defectforge._jsonout import console_for, write_json_out
+
+    con = console_for(json_out)
     with _user_errors():
         if format is not None and format not in FORMAT_CHOICES:
             raise DefectforgeError(f"unknown format {format!r} (choose from {', '.join(FORMAT_CHOICES)})")
-        ds = load_dataset(path, format)
+        if json_out is not None and json_out.is_dir():
+            raise InputError(json_out, "is a folder; --json needs a file name (e.g. report.json)")
+        fmt, note = (format, "") if format is not None else format_choice(path)
+        ds = load_dataset(path, fmt, problems=ReadProblems(collect=True, allow_outside_root=allow_outside_root))
+        if note:
+            con.print(f"[yellow]note:[/] {escape(note)}")
         with Progress(TextColumn("checking"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                       console=con, transient=True) as bar:
             task = bar.add_task("check", total=len(ds))
@@ -64,7 +73,7 @@ def check_cmd(
         row = [report.counts.get(f"{sp}/{lab}", 0) for lab in labels]
         t.add_row(sp, *[str(v) for v in row], str(sum(row)))
     con.print(t)
-    con.print("image sizes (WxH): " + ", ".join(f"{k} x{v}" for k, v in report.image_sizes.items()))
+    con.print(size_summary(report.image_sizes))
     if report.mask_stats:
         mt = Table(title="defect area (fraction of the image)")
         for c in ("type", "masks", "min", "median", "max"):
@@ -85,9 +94,29 @@ def check_cmd(
     else:
         con.print("[green]no problems found[/]")
     if json_out is not None:
-        atomic_write_json(json_out, report.to_dict())
-        con.print(f"report written to {escape(str(json_out))}")
+        con.print(f"report written to {escape(write_json_out(json_out, report.to_dict()))}")
     raise typer.Exit(1 if report.problems else 0)
+
+
+def size_summary(sizes: dict[str, int], top: int = 5) -> str:
+    """One line about image sizes (``{"WxH": count}``): the ``top`` most common with their
+    counts, then how many other sizes and images, and the width/height ranges. Every size
+    is in ``--json``."""
+    if not sizes:
+        return "image sizes: none read"
+    ranked = sorted(sizes.items(), key=lambda kv: (-kv[1], kv[0]))
+    head = ", ".join(f"{k} x{v}" for k, v in ranked[:top])
+    if len(ranked) <= top:
+        return f"image sizes (WxH): {head}"
+    rest = ranked[top:]
+    wh = [tuple(int(x) for x in k.lower().split("x")) for k in sizes if k.lower().count("x") == 1
+          and all(x.isdigit() for x in k.lower().split("x"))]
+    rng = ""
+    if wh:
+        ws, hs = [w for w, _ in wh], [h for _, h in wh]
+        rng = f"; width {min(ws)}-{max(ws)}, height {min(hs)}-{max(hs)}"
+    return (f"image sizes (WxH): {len(sizes)} different; most common {head}; "
+            f"{len(rest)} other sizes ({sum(v for _, v in rest)} images){rng} (all in --json)")
 
 
 @data_app.command("convert")
@@ -98,6 +127,8 @@ def convert_cmd(
     from_: Optional[str] = typer.Option(None, "--from", help="Force the source format."),
     mode: Optional[str] = typer.Option(None, "--mode", help="yolo: segment (default) | detect; coco: rle (default) | polygon."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty destination."),
+    allow_outside_root: bool = typer.Option(False, "--allow-outside-root",
+                                            help="Accept image/mask paths outside the source dataset folder."),
 ) -> None:
     """Convert a dataset to another format.
 
@@ -122,10 +153,12 @@ def convert_cmd(
 
         src_root = src if src.is_dir() else src.parent
         check_destination(dst, overwrite, (src_root,))
-        ds = load_dataset(src, from_)
+        ds = load_dataset(src, from_, allow_outside_root=allow_outside_root)
         with con.status(f"writing {len(ds)} images as {to} ..."):
             out = write_dataset(ds, dst, to, overwrite=overwrite, mode=mode)
-    counts = ", ".join(f"{k} {v}" for k, v in ds.counts().items())
+    with _user_errors():  # the counts of what was written (MVTec moves train defects / val to test)
+        written = load_dataset(out, to).counts() if to != "labelme" else ds.counts()
+    counts = ", ".join(f"{k} {v}" for k, v in written.items())
     con.print(f"wrote {escape(str(out))} ({to}): {counts}")
 
 

@@ -23,6 +23,7 @@ annotations.
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,9 @@ import numpy as np
 
 from defectforge._atomic import atomic_write_json
 from defectforge.data._files import export_image, header_size, image_suffix, read_json, staged_dir, unique_name
+from defectforge.data.image_io import check_pixels
 from defectforge.data.polygons import mask_to_polygons, polygons_to_mask
+from defectforge.data.problems import ReadProblems, finite_number, point_problem, strict
 from defectforge.data.rle import counts_from_indices, counts_to_string, decode_rle, encode_rle
 from defectforge.data.sample import GOOD, Box, Dataset, Sample
 from defectforge.errors import InputError
@@ -93,85 +96,178 @@ def _ann_mask(seg: Any, hw: tuple[int, int], p: Path, aid: Any) -> np.ndarray | 
         return None
     try:
         if isinstance(seg, dict):
+            if list(seg.get("size") or []) != [hw[0], hw[1]]:  # checked before decoding: no huge allocations
+                raise ValueError(f"RLE size {seg.get('size')} (HxW) differs from the image {hw[0]}x{hw[1]}")
             m = decode_rle(seg)
             if m.shape != tuple(hw):
                 raise ValueError(f"RLE size {m.shape[0]}x{m.shape[1]} (HxW) differs from the image {hw[0]}x{hw[1]}")
             return m
+        if not isinstance(seg, list) or not all(isinstance(poly, list) and len(poly) % 2 == 0 for poly in seg):
+            raise ValueError("polygons must be lists of x, y numbers")
+        for poly in seg:
+            why = point_problem([poly[k:k + 2] for k in range(0, len(poly), 2)], hw)
+            if why:
+                raise ValueError(why)
         polys = [np.asarray(poly, dtype=float).reshape(-1, 2) for poly in seg]
         return polygons_to_mask(polys, hw)
     except (ValueError, TypeError) as exc:
         raise InputError(p, f"annotation {aid}: bad segmentation ({exc})") from None
 
 
+def _int_id(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _id_text(v: Any) -> str:
+    return f"{v!r} is a string (COCO ids are integers)" if isinstance(v, str) else f"{v!r} is not an integer"
+
+
+def _entries(items: Any, what: str, keys: tuple[str, ...], p: Path, problems: ReadProblems) -> list[dict[str, Any]]:
+    """The entries of a COCO list (``images``, ``categories``) with integer, unique ids;
+    entries without ``keys`` are malformed files (raised), bad ids are label problems."""
+    out, seen = [], set()
+    for e in items or []:
+        if not isinstance(e, dict) or any(k not in e for k in keys):
+            raise InputError(p, f"{what} entry without {'/'.join(keys)}: {str(e)[:80]}")
+        if not _int_id(e["id"]):
+            problems.add(p, f"{what} id {_id_text(e['id'])}")
+        elif e["id"] in seen:
+            problems.add(p, f"{what} id {e['id']} is used twice")
+        else:
+            seen.add(e["id"])
+            out.append(e)
+    return out
+
+
+def _annotations(data: dict[str, Any], p: Path, image_ids: set[Any], cats: dict[Any, str],
+                 problems: ReadProblems) -> dict[Any, list[dict[str, Any]]]:
+    """Annotations per image id; orphan, duplicate, mistyped and unknown-category ones are problems."""
+    by_image: dict[Any, list[dict[str, Any]]] = {}
+    seen: set[Any] = set()
+    for a in data.get("annotations") or []:
+        if not isinstance(a, dict) or "image_id" not in a:
+            raise InputError(p, f"annotation without image_id: {str(a)[:80]}")
+        aid, iid = a.get("id"), a["image_id"]
+        if aid is not None:
+            if aid in seen:
+                problems.add(p, f"annotation id {aid} is used twice")
+                continue
+            seen.add(aid)
+        if not _int_id(iid):
+            problems.add(p, f"annotation {aid}: image_id {_id_text(iid)}")
+            continue
+        if iid not in image_ids:
+            problems.add(p, f"annotation {aid}: image_id {iid} matches no image")
+            continue
+        if cats and a.get("category_id") not in cats:
+            problems.add(p, f"annotation {aid}: unknown category_id {a.get('category_id')!r} "
+                            f"(categories are {sorted(cats)})")
+            continue
+        by_image.setdefault(iid, []).append(a)
+    return by_image
+
+
+def _bbox(a: dict[str, Any], hw: tuple[int, int], p: Path, problems: ReadProblems) -> tuple[float, ...] | None:
+    """``(x, y, w, h)`` of an annotation's bbox, or None (reported) when it is unusable."""
+    bb = a.get("bbox")
+    aid = a.get("id")
+    if not isinstance(bb, list) or len(bb) != 4:
+        problems.add(p, f"annotation {aid}: bbox must be [x, y, w, h], got {str(bb)[:60]}")
+        return None
+    vals = [finite_number(v) for v in bb]
+    text = json.dumps(bb)
+    if any(v is None for v in vals):
+        problems.add(p, f"annotation {aid}: bbox {text} is not finite numbers")
+        return None
+    x, y, bw, bh = vals  # type: ignore[misc]
+    h, w = hw
+    if bw <= 0 or bh <= 0:
+        problems.add(p, f"annotation {aid}: bbox {text} has a negative or zero width/height")
+        return None
+    if x >= w or y >= h or x + bw <= 0 or y + bh <= 0:
+        problems.add(p, f"annotation {aid}: bbox {text} lies outside the {w}x{h} image")
+        return None
+    return x, y, bw, bh
+
+
 def read_coco_file(json_path: str | Path, image_root: str | Path | None = None, split: str | None = None,
-                   root: Path | None = None) -> list[Sample]:
-    """Samples of one COCO JSON file."""
+                   root: Path | None = None, problems: ReadProblems | None = None) -> list[Sample]:
+    """Samples of one COCO JSON file.
+
+    Refused (or, when ``problems`` collects, listed and skipped): string, duplicate or
+    orphan ids, unknown categories, boxes that are not finite, have no area or lie outside
+    the image, and ``file_name`` s outside the dataset folder."""
+    problems = strict(problems)
     p = Path(json_path)
     data = load_coco_json(p)
     root = root or (p.parent.parent if p.parent.name == "annotations" else p.parent)
     split = split or _split_from_name(p.stem)
     iroot = Path(image_root) if image_root is not None else None
-    cats = {}
-    for c in data.get("categories") or []:
-        try:
-            cats[c["id"]] = str(c["name"]).strip().lower()
-        except (KeyError, TypeError):
-            raise InputError(p, f"category without id/name: {c!r}") from None
-    by_image: dict[Any, list[dict[str, Any]]] = {}
-    for a in data.get("annotations") or []:
-        if not isinstance(a, dict) or "image_id" not in a:
-            raise InputError(p, f"annotation without image_id: {str(a)[:80]}")
-        by_image.setdefault(a["image_id"], []).append(a)
+    cats = {c["id"]: str(c["name"]).strip().lower()
+            for c in _entries(data.get("categories"), "category", ("id", "name"), p, problems)}
+    images = _entries(data["images"], "image", ("id", "file_name"), p, problems)
+    by_image = _annotations(data, p, {im["id"] for im in images}, cats, problems)
     samples: list[Sample] = []
-    for im in data["images"]:
-        if not isinstance(im, dict) or "file_name" not in im or "id" not in im:
-            raise InputError(p, f"image entry without id/file_name: {str(im)[:80]}")
+    for im in images:
         path = _resolve_image(str(im["file_name"]), p, root, split, iroot)
+        if problems.outside(path, (root, iroot), p, f"image {im['id']}: file_name {im['file_name']}"):
+            continue
         anns = by_image.get(im["id"], [])
         meta: dict[str, Any] = {}
         if not anns:
             samples.append(Sample(label=GOOD, split=split, path=path, meta=meta))
             continue
         h, w = im.get("height"), im.get("width")
-        if not (isinstance(h, int) and isinstance(w, int)):
+        if not (_int_id(h) and _int_id(w) and h > 0 and w > 0):
             h, w = header_size(path)
+        check_pixels(p, w, h)  # masks are allocated at this size
         boxes: list[Box] = []
         mask = None
+        kept = []
         for a in anns:
             label = cats.get(a.get("category_id"), str(a.get("category_id")))
-            am = _ann_mask(a.get("segmentation"), (h, w), p, a.get("id"))
-            if am is not None:
-                mask = am if mask is None else (mask | am)
-            bb = a.get("bbox")
-            if bb is not None:
-                try:
-                    x, y, bw, bh = (float(v) for v in bb)
-                except (TypeError, ValueError):
-                    raise InputError(p, f"annotation {a.get('id')}: bbox must be [x, y, w, h]") from None
+            try:
+                am = _ann_mask(a.get("segmentation"), (h, w), p, a.get("id"))
+            except InputError as exc:
+                problems.add(p, exc.problem)
+                continue
+            if a.get("bbox") is not None:
+                xywh = _bbox(a, (h, w), p, problems)
+                if xywh is None:
+                    continue
+                x, y, bw, bh = xywh
                 boxes.append(Box(x, y, x + bw, y + bh, label))
             elif am is not None and am.any():
                 ys, xs = np.nonzero(am)
                 boxes.append(Box(float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1), label))
-        first = cats.get(anns[0].get("category_id"), str(anns[0].get("category_id")))
+            if am is not None:
+                mask = am if mask is None else (mask | am)
+            kept.append(a)
+        if not kept:
+            samples.append(Sample(label=GOOD, split=split, path=path, meta=meta))
+            continue
+        first = cats.get(kept[0].get("category_id"), str(kept[0].get("category_id")))
         samples.append(Sample(label=first, split=split, path=path, boxes=boxes, mask_array=mask, meta=meta))
     return samples
 
 
-def read_coco(path: str | Path, image_root: str | Path | None = None) -> Dataset:
+def read_coco(path: str | Path, image_root: str | Path | None = None, problems: ReadProblems | None = None) -> Dataset:
     """Read a COCO dataset: a JSON file or a folder (``annotations/*.json``)."""
+    problems = strict(problems)
     p = Path(path)
     if not p.exists():
         raise InputError(p, "file not found")
     if p.is_file():
         root = p.parent.parent if p.parent.name == "annotations" else p.parent
-        return Dataset(read_coco_file(p, image_root, root=root), root=root, format="coco")
+        return Dataset(read_coco_file(p, image_root, root=root, problems=problems), root=root, format="coco",
+                       read_problems=problems.items)
     files = coco_files(p)
     if not files:
         raise InputError(p, "no COCO JSON here (looked for annotations/*.json and *.json with 'images')")
     samples: list[Sample] = []
     for f in files:
-        samples += read_coco_file(f, image_root, root=p)
-    return Dataset(samples, root=p, format="coco")
+        samples += read_coco_file(f, image_root, root=p, problems=problems)
+    return Dataset(samples, root=p, format="coco", read_problems=problems.items)
 
 
 def _flat_poly(poly: np.ndarray) -> list[float]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
+from defectforge.data.problems import ReadProblems
 from defectforge.data.sample import Dataset
 from defectforge.errors import InputError
 from defectforge.registry import Registry
@@ -32,15 +33,60 @@ def detect_format(path: str | Path) -> str:
     """``"mvtec" | "manifest" | "labelme" | "yolo" | "coco"`` for ``path``.
 
     Raises :class:`InputError` for a missing path or an unknown layout, listing what
-    was looked for.
+    was looked for. :func:`format_choice` also says why, when the choice was not obvious.
     """
+    return format_choice(path)[0]
+
+
+def format_choice(path: str | Path) -> tuple[str, str]:
+    """``(format, note)``: the detected format and, when a folder matches a manifest and
+    another layout, which one was chosen and why (else ``""``).
+
+    A manifest whose listed files are not there (e.g. bare file names in a ``manifest.csv``
+    beside MVTec ``train/`` / ``test/`` folders) loses to the other layout.
+    """
+    p = Path(path)
+    fmt = _detect(p)
+    if fmt != "manifest" or not p.is_dir():
+        return fmt, ""
+    from defectforge.data.manifest import find_manifest
+
+    other = _detect(p, skip_manifest=True)
+    if other is None:
+        return fmt, ""
+    csv_path = find_manifest(p)
+    found, listed = _manifest_files_found(csv_path)
+    if listed and found == 0:
+        return other, (f"{csv_path.name} lists {listed} file(s) that are not under {p} (first rows checked); "
+                       f"read as {other} instead (pass --format manifest to force the manifest)")
+    return fmt, (f"the folder also looks like {other}; read {csv_path.name} as a manifest "
+                 f"(pass --format {other} for the other layout)")
+
+
+def _manifest_files_found(csv_path: Path, limit: int = 20) -> tuple[int, int]:
+    """``(found, listed)`` over the first ``limit`` rows' ``file`` cells (paths relative to the CSV)."""
+    import csv
+
+    try:
+        with open(csv_path, newline="", encoding="utf-8-sig") as fh:
+            rows = csv.DictReader(fh)
+            cells = [r.get("file") for _, r in zip(range(limit), rows)]
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return 0, 0
+    cells = [c for c in cells if c]
+    return sum((csv_path.parent / c).is_file() for c in cells), len(cells)
+
+
+def _detect(p: Path, skip_manifest: bool = False) -> str | None:
+    """The first matching format of the detection order (``None`` for a folder that matches
+    nothing when ``skip_manifest``; :class:`InputError` otherwise)."""
     from defectforge.data.coco import coco_files, is_coco_file
     from defectforge.data.labelme import is_labelme_file
     from defectforge.data.manifest import find_manifest
     from defectforge.data.mvtec import looks_like_mvtec
     from defectforge.data.yolo import looks_like_yolo
 
-    p = Path(path)
+    p = Path(p)
     if not p.exists():
         raise InputError(p, "path not found")
     if p.is_file():
@@ -58,7 +104,7 @@ def detect_format(path: str | Path) -> str:
         if suf in (".yaml", ".yml") and looks_like_yolo(p.parent):
             return "yolo"
         raise InputError(p, f"unknown dataset file type {suf or '(no suffix)'!r}; looked for {_LOOKED_FOR}")
-    if find_manifest(p) is not None:
+    if not skip_manifest and find_manifest(p) is not None:
         return "manifest"
     if coco_files(p):
         return "coco"
@@ -69,6 +115,8 @@ def detect_format(path: str | Path) -> str:
         return "yolo"
     if looks_like_mvtec(p):
         return "mvtec"
+    if skip_manifest:
+        return None
     raise InputError(p, f"unknown dataset layout; looked for {_LOOKED_FOR}")
 
 
@@ -79,8 +127,15 @@ def _check_json(p: Path) -> None:
     read_json(p)
 
 
-def load_dataset(path: str | Path, format: str | None = None) -> Dataset:
-    """Load a dataset of any supported format (detected unless ``format`` is given)."""
+def load_dataset(path: str | Path, format: str | None = None, *, allow_outside_root: bool = False,
+                 problems: ReadProblems | None = None) -> Dataset:
+    """Load a dataset of any supported format (detected unless ``format`` is given).
+
+    Broken labels and files outside the dataset folder raise :class:`InputError` naming the
+    file; ``allow_outside_root`` accepts the latter; a collecting ``problems``
+    (``ReadProblems(collect=True)``, what ``data check`` uses) lists both in
+    ``Dataset.read_problems`` instead (see :mod:`defectforge.data.problems`)."""
+    problems = problems if problems is not None else ReadProblems(allow_outside_root=allow_outside_root)
     p = Path(path)
     fmt = format or detect_format(p)
     if fmt not in FORMATS:
@@ -90,7 +145,7 @@ def load_dataset(path: str | Path, format: str | None = None) -> Dataset:
     if fmt == "manifest":
         from defectforge.data.manifest import read_manifest
 
-        return read_manifest(p)
+        return read_manifest(p, problems)
     if fmt == "mvtec":
         from defectforge.data.mvtec import read_mvtec
 
@@ -98,16 +153,18 @@ def load_dataset(path: str | Path, format: str | None = None) -> Dataset:
     if fmt == "coco":
         from defectforge.data.coco import read_coco
 
-        return read_coco(p)
+        return read_coco(p, problems=problems)
     if fmt == "yolo":
         from defectforge.data.yolo import read_yolo
 
-        return read_yolo(p.parent if p.is_file() else p)
+        return read_yolo(p.parent if p.is_file() else p, problems)
     from defectforge.data.labelme import read_labelme, read_labelme_folder
 
     if p.is_file():
-        return Dataset([read_labelme(p)], root=p.parent, format="labelme")
-    return read_labelme_folder(p)
+        one = read_labelme(p, problems=problems)
+        return Dataset([one] if one is not None else [], root=p.parent, format="labelme",
+                       read_problems=problems.items)
+    return read_labelme_folder(p, problems=problems)
 
 
 #: format name -> writer ``(dataset, dst, overwrite, mode) -> Path``; plug-ins register more

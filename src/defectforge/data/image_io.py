@@ -5,11 +5,18 @@
 ``read_mask`` returns a boolean ``H x W`` array: any non-zero value is defect, with a
 warning when the file holds more than two distinct values (e.g. a JPEG mask).
 Writers are atomic (see :mod:`defectforge._atomic`).
+
+Every image any command reads is opened through :func:`open_image`, which checks the size the
+header declares before decoding: more than :func:`max_pixels` pixels (default 64 megapixels,
+``DEFECTFORGE_MAX_PIXELS`` to change it) or a PIL decompression bomb is an
+:class:`~defectforge.errors.InputError` naming the file, not minutes of decoding, gigabytes
+of memory or a traceback.
 """
 
 from __future__ import annotations
 
 import io
+import os
 import warnings
 from pathlib import Path
 
@@ -26,20 +33,73 @@ class NonBinaryMaskWarning(UserWarning):
     """A mask file holds more than two distinct values; non-zero counts as defect."""
 
 
+#: default for :func:`max_pixels` (8192 x 8192); ``DEFECTFORGE_MAX_PIXELS`` overrides it
+DEFAULT_MAX_PIXELS = 8192 * 8192
+MAX_PIXELS_ENV = "DEFECTFORGE_MAX_PIXELS"
+
+
 def is_image_file(path: str | Path) -> bool:
     return Path(path).suffix.lower() in IMAGE_SUFFIXES
 
 
-def _open_pil(path: Path) -> Image.Image:
-    if not path.exists():
-        raise InputError(path, "file not found")
-    if not path.is_file():
-        raise InputError(path, "not a file")
+def max_pixels() -> int:
+    """Largest image (width x height) any command decodes: ``$DEFECTFORGE_MAX_PIXELS`` or 64 Mpx."""
+    raw = os.environ.get(MAX_PIXELS_ENV, "").strip()
+    if not raw:
+        return DEFAULT_MAX_PIXELS
     try:
-        im = Image.open(path)
-        im.load()
+        value = int(float(raw))
+    except ValueError:
+        raise InputError(None, f"{MAX_PIXELS_ENV}={raw!r} is not a number of pixels") from None
+    if value <= 0:
+        raise InputError(None, f"{MAX_PIXELS_ENV}={raw!r} must be positive")
+    return value
+
+
+def check_pixels(path: str | Path, width: int, height: int) -> None:
+    """Refuse an image whose declared size exceeds :func:`max_pixels`."""
+    limit = max_pixels()
+    if int(width) * int(height) > limit:
+        raise InputError(path, f"image is {width}x{height} = {int(width) * int(height):,} pixels, over the limit of "
+                               f"{limit:,} (a decompression bomb?); raise {MAX_PIXELS_ENV} if it is genuine")
+
+
+def open_image(source: str | Path | bytes, path: str | Path | None = None, load: bool = True) -> Image.Image:
+    """Open an image with PIL, checking the declared size before any pixel is decoded.
+
+    ``source`` is a path or the file's bytes (``path`` then names it in errors). Unreadable
+    files, decompression bombs and images over :func:`max_pixels` raise :class:`InputError`.
+    With ``load=False`` only the header is read (the caller closes the image)."""
+    where = Path(path) if path is not None else (None if isinstance(source, bytes) else Path(source))
+    if not isinstance(source, bytes):
+        p = Path(source)
+        if not p.exists():
+            raise InputError(p, "file not found")
+        if not p.is_file():
+            raise InputError(p, "not a file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            im = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise InputError(where, f"refused: {exc}") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise InputError(path, f"unreadable or corrupt image ({exc.__class__.__name__}: {exc})") from None
+        raise InputError(where, f"unreadable or corrupt image ({exc.__class__.__name__}: {exc})") from None
+    try:
+        check_pixels(where, *im.size)
+        if load:
+            im.load()
+    except InputError:
+        im.close()
+        raise
+    except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as exc:
+        im.close()
+        raise InputError(where, f"unreadable or corrupt image ({exc.__class__.__name__}: {exc})") from None
+    return im
+
+
+def _open_pil(path: Path) -> Image.Image:
+    im = open_image(path)
     try:
         im = ImageOps.exif_transpose(im)
     except Exception:  # broken EXIF: keep the pixels as stored
@@ -82,6 +142,11 @@ def read_image(path: str | Path) -> np.ndarray:
 
         if not path.exists():
             raise InputError(path, "file not found")
+        try:  # the size limit, from the header, before OpenCV decodes anything
+            with Image.open(path) as head:
+                check_pixels(path, *head.size)
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+            pass  # not readable by PIL: OpenCV (or the PIL fallback below) decides
         arr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
         if arr is None:
             return _pil_to_array(_open_pil(path), path)

@@ -24,6 +24,7 @@ from defectforge.data._files import (export_image, header_size, image_suffix, li
                                      unique_name)
 from defectforge.data.image_io import IMAGE_SUFFIXES
 from defectforge.data.polygons import draw_shape, mask_to_polygons
+from defectforge.data.problems import ReadProblems, point_problem, strict
 from defectforge.data.sample import GOOD, Dataset, Sample
 from defectforge.errors import InputError
 
@@ -47,10 +48,13 @@ def is_labelme_file(path: Path) -> bool:
 
 
 def _shape_hw(data: dict[str, Any], p: Path, shape: tuple[int, int] | None) -> tuple[int, int]:
+    from defectforge.data.image_io import check_pixels
+
     if shape is not None:
         return int(shape[0]), int(shape[1])
     h, w = data.get("imageHeight"), data.get("imageWidth")
     if isinstance(h, int) and isinstance(w, int) and h > 0 and w > 0:
+        check_pixels(p, w, h)  # the mask is allocated at this size
         return h, w
     img = _find_image(p, data)
     if img is not None:
@@ -67,12 +71,23 @@ def labelme_to_mask(json_path: str | Path, shape: tuple[int, int] | None = None,
     return _mask_from_data(data, p, _shape_hw(data, p, shape), labels)
 
 
-def _mask_from_data(data: dict[str, Any], p: Path, hw: tuple[int, int], labels: set[str] | None = None) -> np.ndarray:
+def _mask_from_data(data: dict[str, Any], p: Path, hw: tuple[int, int], labels: set[str] | None = None,
+                    problems: ReadProblems | None = None) -> np.ndarray:
+    """Union of the shapes; a shape with NaN/inf/non-number or far-outside vertices is refused
+    (or listed and skipped when ``problems`` collects)."""
     from PIL import ImageDraw
 
+    problems = strict(problems)
     im = Image.new("L", (hw[1], hw[0]), 0)
     draw = ImageDraw.Draw(im)
     for i, sh in enumerate(data["shapes"]):
+        if not isinstance(sh, dict):
+            problems.add(p, f"shape {i}: not an object")
+            continue
+        why = point_problem(sh.get("points"), hw)
+        if why:
+            problems.add(p, f"shape {i}: {why}")
+            continue
         try:
             if labels is not None and str(sh.get("label", "")).lower() not in labels:
                 continue
@@ -117,23 +132,37 @@ def _image_from_data(data: dict[str, Any], p: Path) -> np.ndarray | None:
     if not b64:
         return None
     import base64
-    import io
 
-    from defectforge.data.image_io import _pil_to_array
+    from defectforge.data.image_io import _pil_to_array, open_image
 
     try:
-        im = Image.open(io.BytesIO(base64.b64decode(b64)))
-        im.load()
-    except Exception as exc:
-        raise InputError(p, f"imageData is not a readable image ({exc.__class__.__name__})") from None
-    return _pil_to_array(im, p)
+        raw = base64.b64decode(b64)
+    except (ValueError, TypeError) as exc:
+        raise InputError(p, f"imageData is not base64 ({exc.__class__.__name__})") from None
+    return _pil_to_array(open_image(raw, p), p)
 
 
-def read_labelme(json_path: str | Path, image_dir: str | Path | None = None, split: str = "train") -> Sample:
-    """One labelme file as a :class:`Sample` with the rasterised mask in memory."""
+def _roots(p: Path, image_dir: Path | None, folder: Path | None = None) -> tuple[Path | None, ...]:
+    """Where a labelme file's image may be: its folder (or the dataset folder), ``image_dir``,
+    and the sibling ``images/`` folder (BSData's ``labelme/`` + ``images/`` layout)."""
+    base = folder if folder is not None else p.parent
+    return (base, image_dir, base.parent / "images")
+
+
+def read_labelme(json_path: str | Path, image_dir: str | Path | None = None, split: str = "train",
+                 problems: ReadProblems | None = None, folder: Path | None = None) -> Sample | None:
+    """One labelme file as a :class:`Sample` with the rasterised mask in memory.
+
+    An image outside the file's folder, ``image_dir`` and the sibling ``images/`` folder is
+    refused (see :mod:`defectforge.data.problems`); with a collecting ``problems`` the file is
+    listed and ``None`` returned."""
+    problems = strict(problems)
     p = Path(json_path)
     data = load_labelme(p)
-    img = _find_image(p, data, Path(image_dir) if image_dir is not None else None)
+    idir = Path(image_dir) if image_dir is not None else None
+    img = _find_image(p, data, idir)
+    if img is not None and problems.outside(img, _roots(p, idir, folder), p, f"imagePath {data.get('imagePath')}"):
+        return None
     arr = None
     if img is None:
         arr = _image_from_data(data, p)
@@ -142,7 +171,7 @@ def read_labelme(json_path: str | Path, image_dir: str | Path | None = None, spl
         hw = arr.shape[:2]
     else:
         hw = _shape_hw(data, p, None)
-    mask = _mask_from_data(data, p, hw)
+    mask = _mask_from_data(data, p, hw, problems=problems)
     label = labelme_label(data)
     return Sample(label=label, split=split, path=img, image_array=arr,
                   mask_array=mask if label != GOOD else None,
@@ -150,13 +179,14 @@ def read_labelme(json_path: str | Path, image_dir: str | Path | None = None, spl
 
 
 def read_labelme_folder(folder: str | Path, image_dir: str | Path | None = None, split: str = "train",
-                        include_unlabelled: bool = True) -> Dataset:
+                        include_unlabelled: bool = True, problems: ReadProblems | None = None) -> Dataset:
     """Read every ``*.json`` labelme file of ``folder`` (masks rasterised in memory).
 
     Images are looked up beside the JSON (``imagePath``), in ``image_dir``, or in a sibling
     ``images/`` folder. With ``include_unlabelled``, images in the image folder(s) that have
     no labelme file are added as ``good``. Every sample gets ``split``.
     """
+    problems = strict(problems)
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(folder, "folder not found" if not folder.exists() else "not a folder")
@@ -164,7 +194,8 @@ def read_labelme_folder(folder: str | Path, image_dir: str | Path | None = None,
     jsons = sorted(p for p in folder.glob("*.json") if not p.name.startswith("."))
     if not jsons:
         raise InputError(folder, "no labelme *.json files in this folder")
-    samples = [read_labelme(j, idir, split) for j in jsons]
+    read = [read_labelme(j, idir, split, problems, folder) for j in jsons]
+    samples = [s for s in read if s is not None]
     if include_unlabelled:
         seen = {s.path.resolve() for s in samples if s.path is not None}
         dirs = {s.path.parent for s in samples if s.path is not None}
@@ -175,7 +206,7 @@ def read_labelme_folder(folder: str | Path, image_dir: str | Path | None = None,
                 if img.resolve() not in seen:
                     seen.add(img.resolve())
                     samples.append(Sample(label=GOOD, split=split, path=img))
-    return Dataset(samples, root=folder, format="labelme")
+    return Dataset(samples, root=folder, format="labelme", read_problems=problems.items)
 
 
 def write_labelme(dataset: Dataset, dst: str | Path, overwrite: bool = False) -> Path:

@@ -13,12 +13,14 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
 
 from defectforge._atomic import atomic_write_text
 from defectforge.data._files import export_image, export_mask, image_suffix, staged_dir, unique_name
+from defectforge.data.problems import ReadProblems, strict
 from defectforge.data.sample import GOOD, Box, Dataset, Sample
 from defectforge.errors import InputError
 
@@ -39,12 +41,14 @@ def find_manifest(path: str | Path) -> Path | None:
     return None
 
 
-def read_manifest(csv_path: str | Path) -> Dataset:
+def read_manifest(csv_path: str | Path, problems: ReadProblems | None = None) -> Dataset:
     """Read a manifest CSV (or a folder holding ``split.csv``) into a :class:`Dataset`.
 
     Raises :class:`InputError` naming the file and line for missing columns, empty
-    ``file``/``split``/``label`` cells or rows with the wrong number of cells.
+    ``file``/``split``/``label`` cells or rows with the wrong number of cells, and for
+    ``file``/``mask`` paths outside the CSV's folder (see :mod:`defectforge.data.problems`).
     """
+    problems = strict(problems)
     p = Path(csv_path)
     found = find_manifest(p)
     if found is None:
@@ -88,6 +92,10 @@ def read_manifest(csv_path: str | Path) -> Dataset:
                     raise InputError(p, f"line {line}: empty '{col}'")
             label = cells[idx["label"]]
             mask_rel = cells[idx["mask"]] if "mask" in idx else ""
+            if problems.outside(root / cells[idx["file"]], (root,), p, f"line {line}: file {cells[idx['file']]}"):
+                continue
+            if mask_rel and problems.outside(root / mask_rel, (root,), p, f"line {line}: mask {mask_rel}"):
+                continue
             meta: dict[str, Any] = {h: cells[idx[h]] for h in extra if h != "boxes"}
             boxes = _parse_boxes(p, line, cells[idx["boxes"]], label) if "boxes" in idx else None
             samples.append(Sample(
@@ -100,11 +108,12 @@ def read_manifest(csv_path: str | Path) -> Dataset:
             ))
     except csv.Error as exc:
         raise InputError(p, f"line {reader.line_num}: malformed CSV ({exc})") from None
-    return Dataset(samples, root=root, format="manifest")
+    return Dataset(samples, root=root, format="manifest", read_problems=problems.items)
 
 
 def _parse_boxes(p: Path, line: int, cell: str, label: str) -> list[Box] | None:
-    """The optional ``boxes`` column: JSON ``[[x0, y0, x1, y1, label?], ...]``; empty = none."""
+    """The optional ``boxes`` column: JSON ``[[x0, y0, x1, y1, label?], ...]``; empty = none.
+    Boxes must be finite with ``x1 > x0`` and ``y1 > y0``."""
     if not cell:
         return None
     try:
@@ -112,7 +121,12 @@ def _parse_boxes(p: Path, line: int, cell: str, label: str) -> list[Box] | None:
         out = []
         for b in raw:
             lab = str(b[4]) if len(b) > 4 else label
-            out.append(Box(float(b[0]), float(b[1]), float(b[2]), float(b[3]), lab))
+            x0, y0, x1, y1 = (float(v) for v in b[:4])
+            if not all(map(math.isfinite, (x0, y0, x1, y1))):
+                raise ValueError(f"box {list(b)} is not finite")
+            if x1 <= x0 or y1 <= y0:
+                raise ValueError(f"box {list(b)} has no area (needs x1 > x0 and y1 > y0)")
+            out.append(Box(x0, y0, x1, y1, lab))
         return out
     except (ValueError, TypeError, IndexError) as exc:
         raise InputError(p, f"line {line}: malformed 'boxes' cell (expected JSON [[x0,y0,x1,y1,label],...]): {exc}") from None

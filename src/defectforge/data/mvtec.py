@@ -6,7 +6,7 @@ Layout::
     root/val/<label>/*.png           (optional)
     root/test/good/*.png
     root/test/<type>/*.png
-    root/ground_truth/<type>/<stem>_mask.png   (or <stem>.png)
+    root/ground_truth/<type>/<stem>_mask.png   (or <stem>.png, as :func:`write_mvtec` names them)
 
 The label is the folder name; masks are paired by stem. ``ground_truth/<split>/<type>/``
 is also searched first, so a writer can keep same-named defects of different splits
@@ -19,7 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from defectforge.data._files import export_image, export_mask, image_suffix, list_images, staged_dir, unique_name
-from defectforge.data.image_io import IMAGE_SUFFIXES
+from defectforge.data.image_io import IMAGE_SUFFIXES, write_image
 from defectforge.data.sample import GOOD, Dataset, Sample
 from defectforge.errors import InputError
 
@@ -80,23 +80,48 @@ def read_mvtec(root: str | Path) -> Dataset:
     return Dataset(samples, root=root, format="mvtec")
 
 
-def write_mvtec(dataset: Dataset, dst: str | Path, overwrite: bool = False) -> Path:
-    """Write ``dataset`` as an MVTec-style folder at ``dst`` and return ``dst``.
+def mvtec_place(sample: Sample) -> tuple[str, str]:
+    """``(split folder, label folder)`` of ``sample`` in the anomalib layout: only good
+    images of the train split stay in ``train/good``; every other image (defects of any
+    split, good images of val/test) goes to ``test/<label>``."""
+    if sample.split == "train" and not sample.is_defect:
+        return "train", GOOD
+    return "test", sample.label
 
-    Images are copied byte for byte (arrays become PNGs); masks of defect images go to
-    ``ground_truth/<type>/<stem>_mask.png`` with names kept unique across splits. A good
-    image's mask is not written (MVTec has none). Built in a temporary folder and moved
-    into place at the end; a non-empty ``dst`` is refused unless ``overwrite``.
+
+def write_mvtec(dataset: Dataset, dst: str | Path, overwrite: bool = False) -> Path:
+    """Write ``dataset`` as an MVTec AD folder at ``dst`` (the layout anomalib's ``MVTecAD``
+    and ``Folder`` datamodules read) and return ``dst``.
+
+    - ``train/good/``: the good images of the train split, and nothing else;
+    - ``test/good/``, ``test/<type>/``: every other image (MVTec has no val split and
+      never trains on defects, so val images and train defects land here);
+    - ``ground_truth/<type>/<stem>.png``: one 0/255 mask per ``test/<type>`` image, same
+      stem. anomalib pairs masks with images by sorting both lists, so the names must
+      sort alike (``<stem>_mask`` would not: ``a_1_mask`` < ``a_mask`` but ``a.png`` <
+      ``a_1.png``). Good images get no mask; nor does a defect that has none (no label is
+      made up: anomalib's ``MVTecAD`` then refuses the folder, its ``Folder`` datamodule
+      without ``mask_dir`` reads it for classification).
+
+    Every image is a PNG (anomalib's ``MVTecAD`` globs ``*.png`` only): PNG files are
+    copied byte for byte, other files (JPEG, TIFF, ...) and arrays are written as PNGs of
+    their decoded pixels; names are kept unique per label.
+    Built in a temporary folder and moved into place at the end; a non-empty ``dst`` is
+    refused unless ``overwrite``.
     """
     dst = Path(dst)
     with staged_dir(dst, overwrite, (dataset.root,)) as tmp:
         used_by_label: dict[str, set[str]] = {}
         for s in dataset:
-            used = used_by_label.setdefault(s.label, set())  # unique per label across splits
-            name = unique_name(s.name, image_suffix(s), used)
-            export_image(s, tmp / s.split / s.label / name)
+            split, label = mvtec_place(s)
+            used = used_by_label.setdefault(label, set())  # unique per label across splits
+            name = unique_name(s.name, ".png", used)
+            if image_suffix(s) == ".png":
+                export_image(s, tmp / split / label / name)  # PNG bytes copied as they are
+            else:
+                write_image(tmp / split / label / name, s.image)  # decoded pixels, losslessly
             if s.is_defect:
                 m = s.mask
                 if m is not None:
-                    export_mask(m, tmp / "ground_truth" / s.label / f"{Path(name).stem}_mask.png")
+                    export_mask(m, tmp / "ground_truth" / label / f"{Path(name).stem}.png")
     return dst

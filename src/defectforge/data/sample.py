@@ -161,9 +161,17 @@ class Dataset:
     samples: list[Sample]
     root: Path | None = None
     format: str = "memory"
+    #: label/path problems a reader skipped while collecting (``data check``; see data/problems.py)
+    read_problems: list[dict[str, str]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.samples)
+
+    def __repr__(self) -> str:
+        """A summary (format, root, counts per split/label), never every sample."""
+        counts = ", ".join(f"{k}: {v}" for k, v in self.counts().items())
+        return f"Dataset({len(self.samples)} samples, format={self.format!r}, root={str(self.root) if self.root else None!r}" + \
+            (f", {counts})" if counts else ")")
 
     def __iter__(self) -> Iterator[Sample]:
         return iter(self.samples)

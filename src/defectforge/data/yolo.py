@@ -30,8 +30,10 @@ import numpy as np
 import yaml
 
 from defectforge._atomic import atomic_write_text
-from defectforge.data._files import export_image, header_size, image_suffix, list_images, staged_dir, unique_name
+from defectforge.data._files import (export_image, header_size, image_suffix, list_images, read_text, staged_dir,
+                                     unique_name)
 from defectforge.data.polygons import mask_to_polygons, polygon_bbox, polygons_to_mask
+from defectforge.data.problems import ReadProblems, strict
 from defectforge.data.sample import GOOD, Box, Dataset, Sample, boxes_from_mask
 from defectforge.errors import InputError
 
@@ -71,7 +73,7 @@ def _read_names(yml: Path | None) -> dict[int, str]:
     if yml is None:
         return {}
     try:
-        data = yaml.safe_load(yml.read_text(encoding="utf-8")) or {}
+        data = yaml.safe_load(read_text(yml)) or {}
     except yaml.YAMLError as exc:
         raise InputError(yml, f"malformed YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(data, dict):
@@ -104,40 +106,84 @@ def _snap(v: np.ndarray, tol: float) -> np.ndarray:
     return np.where(np.abs(v - r) <= tol, r, v)
 
 
-def parse_label_file(txt: Path, hw: tuple[int, int], names: dict[int, str]) -> tuple[list[Box], list[tuple[str, np.ndarray]]]:
-    """Boxes of every object and the polygons (label, pixel points) of segment lines."""
+#: normalised coordinates may exceed [0, 1] by this much (rounding in other tools); clipped
+COORD_TOL = 1e-3
+
+
+def _line_values(parts: list[str], names: dict[int, str]) -> tuple[int, list[float]]:
+    """Class id and coordinates of one label line; ValueError with the reason when invalid."""
+    try:
+        c = float(parts[0])
+    except ValueError:
+        raise ValueError(f"class {parts[0]!r} is not an integer") from None
+    if not np.isfinite(c) or c != int(c):
+        raise ValueError(f"class {parts[0]!r} is not an integer")
+    cls = int(c)
+    vals = []
+    for tok in parts[1:]:
+        try:
+            v = float(tok)
+        except ValueError:
+            raise ValueError(f"expected numbers, got {' '.join(parts)!r}") from None
+        if not np.isfinite(v):
+            raise ValueError(f"value {tok} is not finite")
+        if not -COORD_TOL <= v <= 1 + COORD_TOL:
+            raise ValueError(f"value {tok} is outside [0, 1] (YOLO coordinates are normalised)")
+        vals.append(min(max(v, 0.0), 1.0))
+    if len(vals) == 4 and (vals[2] <= 0 or vals[3] <= 0):
+        raise ValueError("box has zero width or height")
+    if not (len(vals) == 4 or (len(vals) >= 6 and len(vals) % 2 == 0)):
+        raise ValueError(f"expected 'class cx cy w h' or 'class x1 y1 x2 y2 x3 y3 ...', got {len(vals)} coordinates")
+    if cls < 0:
+        raise ValueError(f"class {cls} is negative")
+    if names and cls not in names:
+        raise ValueError(f"class {cls} is not in data.yaml names ({min(names)}..{max(names)})")
+    return cls, vals
+
+
+def parse_label_file(txt: Path, hw: tuple[int, int], names: dict[int, str],
+                     problems: ReadProblems | None = None) -> tuple[list[Box], list[tuple[str, np.ndarray]]]:
+    """Boxes of every object and the polygons (label, pixel points) of segment lines.
+
+    Lines with a non-integer, negative or unknown class, non-finite or out-of-range
+    coordinates or an empty box are refused naming the file and line (or listed and
+    skipped when ``problems`` collects)."""
+    problems = strict(problems)
     h, w = hw
     tol = 0.5e-6 * max(h, w) * 1.01 + 1e-9  # 6-decimal normalised coordinates
     boxes: list[Box] = []
     polys: list[tuple[str, np.ndarray]] = []
-    for ln, line in enumerate(txt.read_text(encoding="utf-8").splitlines(), start=1):
+    try:
+        text = txt.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        problems.add(txt, f"not a UTF-8 text file ({exc.reason})")
+        return boxes, polys
+    for ln, line in enumerate(text.splitlines(), start=1):
         parts = line.split()
         if not parts:
             continue
         try:
-            cls = int(float(parts[0]))
-            vals = [float(v) for v in parts[1:]]
-        except ValueError:
-            raise InputError(txt, f"line {ln}: expected numbers, got {line.strip()!r}") from None
+            cls, vals = _line_values(parts, names)
+        except ValueError as exc:
+            problems.add(txt, f"line {ln}: {exc}")
+            continue
         label = names.get(cls, str(cls)).lower() if names else str(cls)
         if len(vals) == 4:
             cx, cy, bw, bh = vals
             x0, y0, x1, y1 = _snap(np.array([(cx - bw / 2) * w, (cy - bh / 2) * h,
                                              (cx + bw / 2) * w, (cy + bh / 2) * h]), 2 * tol)
             boxes.append(Box(float(x0), float(y0), float(x1), float(y1), label))
-        elif len(vals) >= 6 and len(vals) % 2 == 0:
+        else:
             pts = _snap(np.asarray(vals, dtype=float).reshape(-1, 2) * [w, h], tol)
             polys.append((label, pts))
             x0, y0, x1, y1 = polygon_bbox(pts)
             boxes.append(Box(x0, y0, x1, y1, label))
-        else:
-            raise InputError(txt, f"line {ln}: expected 'class cx cy w h' or 'class x1 y1 x2 y2 x3 y3 ...', "
-                                  f"got {len(vals)} coordinates")
     return boxes, polys
 
 
-def read_yolo(root: str | Path) -> Dataset:
+def read_yolo(root: str | Path, problems: ReadProblems | None = None) -> Dataset:
     """Read a YOLO dataset folder (detection or segmentation labels)."""
+    problems = strict(problems)
     root = Path(root)
     if not root.is_dir():
         raise InputError(root, "folder not found" if not root.exists() else "not a folder")
@@ -149,16 +195,16 @@ def read_yolo(root: str | Path) -> Dataset:
     for split, idir in splits:
         for img in list_images(idir):
             txt = _labels_path(img, idir)
-            if not txt.is_file() or not txt.read_text(encoding="utf-8").strip():
+            if not txt.is_file() or not txt.read_bytes().strip():
                 samples.append(Sample(label=GOOD, split=split, path=img))
                 continue
             hw = header_size(img)
-            boxes, polys = parse_label_file(txt, hw, names)
+            boxes, polys = parse_label_file(txt, hw, names, problems)
             mask = polygons_to_mask([p for _, p in polys], hw) if polys else None
             label = boxes[0].label if boxes else GOOD
             samples.append(Sample(label=label, split=split, path=img, boxes=boxes,
                                   mask_array=mask))
-    return Dataset(samples, root=root, format="yolo")
+    return Dataset(samples, root=root, format="yolo", read_problems=problems.items)
 
 
 def _fmt(v: float) -> str:
@@ -214,11 +260,34 @@ def write_yolo(dataset: Dataset, dst: str | Path, mode: str = "detect", overwrit
                 lines = _label_lines(s, hw, class_id, mode)  # type: ignore[arg-type]
             atomic_write_text(tmp / "labels" / s.split / (Path(name).stem + ".txt"),
                               "".join(line + "\n" for line in lines))
-        spec: dict[str, Any] = {}  # no "path": tools resolve the folders beside data.yaml
-        for split in ("train", "val", "test"):
-            if any(s.split == split for s in dataset):
-                spec[split] = f"images/{split}"
-        spec["nc"] = len(types)
-        spec["names"] = list(types)
-        atomic_write_text(tmp / "data.yaml", yaml.safe_dump(spec, sort_keys=False))
+        atomic_write_text(tmp / "data.yaml", data_yaml_text(dataset, types))
     return dst
+
+
+def data_yaml_text(dataset: Dataset, names: list[str]) -> str:
+    """The ``data.yaml`` of a YOLO export, as ultralytics reads it: ``train:`` and ``val:``
+    (required) and ``test:`` when the dataset has that split, relative to the yaml's folder
+    (no ``path:`` key, so the folder can be moved), then ``nc`` and ``names``.
+
+    A dataset without a val split gets ``val:`` = the train images (stated in a comment):
+    ultralytics' best-epoch choice is then uninformative, but it never looks at test data.
+    """
+    present = {s.split for s in dataset}
+    head = ""
+    if "train" in present:
+        spec: dict[str, Any] = {"train": "images/train"}
+    else:  # an evaluation-only export: the keys must exist, and must name existing folders
+        first = next(sp for sp in ("val", "test") if sp in present)
+        spec = {"train": f"images/{first}"}
+        head += f"# no train split in the source: train: names the {first} images (for 'yolo val' only)\n"
+    if "val" in present:
+        spec["val"] = "images/val"
+    else:
+        spec["val"] = spec["train"]
+        head += ("# no val split in the source: val: repeats train: (never the test images); carve a\n"
+                 "# val split (e.g. in a manifest) for a meaningful best-epoch choice\n")
+    if "test" in present:
+        spec["test"] = "images/test"
+    spec["nc"] = len(names)
+    spec["names"] = list(names)
+    return head + yaml.safe_dump(spec, sort_keys=False)

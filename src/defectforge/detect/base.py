@@ -56,6 +56,15 @@ class Prediction:
     def __len__(self) -> int:
         return int(len(self.pred_score))
 
+    def __getitem__(self, i: int):
+        """One image's :class:`~defectforge.detect.item.PredictionItem` (``plot``, ``save``, ``to_dict``)."""
+        from defectforge.detect.item import item_of
+
+        return item_of(self, i)
+
+    def __iter__(self):
+        return (self[i] for i in range(len(self)))
+
     @staticmethod
     def concat(parts: Iterable["Prediction"]) -> "Prediction":
         """Join predictions of consecutive chunks into one."""
@@ -88,6 +97,8 @@ class Detector(Estimator):
 
     def predict(self, images: Iterable[Any]) -> Prediction:
         raise NotImplementedError
+
+    legacy_kinds = ("defectforge.detect.exdd",)
 
     @classmethod
     def _upgrade(cls, obj: dict[str, Any], version: Any) -> dict[str, Any] | None:

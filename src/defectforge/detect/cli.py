@@ -1,9 +1,12 @@
 """``defectforge detect ...``: fit, predict and evaluate PatchCore / ExDD.
 
-- ``detect fit DATA --model exdd|patchcore --out MODEL``: normal images = ``train/good``;
-  the train split's defect images (with masks) fill ExDD's defect bank, or serve PatchCore
-  as validation positives for the threshold.
-- ``detect predict MODEL IMAGES... --out DIR``: ``heatmaps/``, ``masks/``, ``scores.csv``.
+- ``detect fit DATA --model exdd|patchcore --out MODEL [--synthetic DIR ...] [--no-real-defects]``:
+  normal images = ``train/good``; the train split's defect images (with masks) and those of
+  each ``--synthetic`` set fill ExDD's defect bank, or serve PatchCore as validation
+  positives for the threshold.
+- ``detect predict MODEL IMAGES... --out DIR``: ``heatmaps/``, ``masks/``, ``scores.csv``,
+  written chunk by chunk and resumed when rerun.
+- ``--device cuda`` runs the backbone and the nearest-neighbour search on a GPU.
 - ``detect eval MODEL DATA --json metrics.json --report DIR``: metrics of the test split.
 
 User errors print one line ``error: ...`` and exit 2.
@@ -18,6 +21,7 @@ import typer
 
 from defectforge._cliutil import console as _console
 from defectforge._cliutil import user_errors as _user_errors
+from defectforge.engine.cli import address_option, engine_option
 
 detect_app = typer.Typer(help="Anomaly detection with PatchCore and ExDD (dual memory bank).", no_args_is_help=True)
 
@@ -51,8 +55,16 @@ def fit_cmd(
     random_init: bool = typer.Option(False, "--random-init", help="Random backbone weights (tests only)."),
     seed: int = typer.Option(0, "--seed"),
     format: Optional[str] = typer.Option(None, "--format", "-f", help="Force the dataset format."),
+    synthetic: Optional[List[Path]] = typer.Option(
+        None, "--synthetic", help="Synthetic set (any readable dataset, e.g. a 'synth' output) whose defects go into "
+                                  "ExDD's defect bank (PatchCore: its validation positives); repeatable."),
+    real_defects: bool = typer.Option(True, "--real-defects/--no-real-defects",
+                                      help="Also use the train split's real defect images."),
+    device: str = typer.Option("cpu", "--device", help="cpu, or cuda[:N] when a GPU is available."),
 ) -> None:
-    """Fit a detector on the train split of DATA and save it."""
+    """Fit a detector on the train split of DATA and save it.
+
+    The model file records which defect sets went in (``fit_info_["defect_sets"]``)."""
     with _user_errors():
         import warnings
 
@@ -67,7 +79,16 @@ def fit_cmd(
         defects = list(train.filter(defect=True))
         if not normal:
             raise InputError(data, "no good images in the train split")
-        kw: dict = {"backbone": backbone, "random_init": random_init, "seed": seed}
+        from defectforge.filter.run import check_synthetic
+
+        def_sets: dict = {}
+        if real_defects and defects:
+            def_sets[f"real:{data}"] = defects
+        for sp in synthetic or []:
+            sds = load_dataset(sp)
+            syn = check_synthetic(list(sds), sorted({s.label for s in sds if s.is_defect}), sp)
+            def_sets[f"synthetic:{sp}"] = syn
+        kw: dict = {"backbone": backbone, "random_init": random_init, "seed": seed, "device": device}
         if weights is not None:
             kw["weights"] = str(weights.resolve())
         if layers:
@@ -78,77 +99,62 @@ def fit_cmd(
                 kw[k] = v
         det = get_detector(model, progress=True, **kw)
         con = _console()
-        con.print(f"fitting {model} on {len(normal)} good + {len(defects)} defect train images of {data}")
+        n_def = sum(len(v) for v in def_sets.values())
+        con.print(f"fitting {model} on {len(normal)} good train images of {data} + {n_def} defect images "
+                  f"from {len(def_sets)} set(s)")
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            det.fit(normal, defects or None)
+            det.fit(normal, def_sets or None)
         for w in caught:
             con.print(f"[yellow]warning:[/] {w.message}")
         det.save(out)
         info = det.fit_info_
+        for st in info.get("defect_sets", []):
+            con.print(f"  defect set {st['name']}: {st['images']} images, {st['in_bank']} in the bank ({st['use']})")
         con.print(f"saved {out}: input {info['input_size'][0]}x{info['input_size'][1]}, normal bank "
                   f"{info['bank_normal']} rows, defect bank {info['bank_defect']} rows, threshold {det.threshold_}")
 
 
 def _collect_images(paths: List[Path]) -> list[Path]:
-    from defectforge.data._files import list_images
-    from defectforge.data.image_io import is_image_file
-    from defectforge.errors import InputError
+    """Image files of the given files, folders and glob patterns (the same rules as the API)."""
+    from defectforge.data.inputs import as_items
 
-    out: list[Path] = []
-    for p in paths:
-        if p.is_dir():
-            found = list_images(p)
-            if not found:
-                raise InputError(p, "folder holds no images")
-            out.extend(found)
-        elif p.is_file():
-            if not is_image_file(p):
-                raise InputError(p, "not an image file (by its suffix)")
-            out.append(p)
-        else:
-            raise InputError(p, "file not found")
-    return out
+    return [s.path for s in as_items(list(paths))]
 
 
 @detect_app.command("predict")
 def predict_cmd(
     model_path: Path = typer.Argument(..., metavar="MODEL", help="Model file from 'detect fit'."),
-    images: List[Path] = typer.Argument(..., help="Image files or folders."),
+    images: List[Path] = typer.Argument(..., help="Image files, folders or quoted glob patterns ('parts/*.jpg')."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (heatmaps/, masks/, scores.csv)."),
+    threshold: Optional[float] = typer.Option(None, "--threshold", help="Image score threshold for 'anomalous' (default: the model's, chosen on validation)."),
+    pixel_threshold: Optional[float] = typer.Option(None, "--pixel-threshold", help="Map threshold for masks/ (default: the model's)."),
+    device: str = typer.Option("cpu", "--device", help="cpu, or cuda[:N] when a GPU is available."),
+    chunk: int = typer.Option(16, "--chunk", help="Images scored (and written) per step.", min=1),
+    workers: Optional[int] = typer.Option(None, "--workers", "-j", min=1,
+                                          help="Workers (default: 1 local; with --engine ray, the cluster's CPUs)."),
+    engine: str = engine_option(),
+    ray_address: Optional[str] = address_option(),
 ) -> None:
-    """Score images: heatmap overlays, predicted masks and a scores CSV."""
-    with _user_errors():
-        import csv
-        import io
+    """Score images: heatmap panels (image | map | predicted mask | colour bar, one colour
+    scale for the whole run with the pixel threshold at its middle), predicted masks and
+    a scores CSV.
 
-        from defectforge._atomic import atomic_write_text
-        from defectforge.data._files import unique_name
-        from defectforge.data.image_io import read_image, write_image, write_mask
-        from defectforge.data.sample import Sample
+    Results are written as they come (``scores.csv`` grows chunk by chunk, flushed to disk);
+    rerun the same command after an interruption and the images already scored are skipped."""
+    with _user_errors():
         from defectforge.detect.base import load_detector
-        from defectforge.report.visual import heatmap_overlay
+        from defectforge.detect.predict_job import predict_files
+        from defectforge.engine.cli import open_engine
+        from defectforge.progress import rich_progress
 
         files = _collect_images(images)
-        det = load_detector(model_path, progress=True)
-        used: set[str] = set()
-        thr = "" if det.threshold_ is None else f"{det.threshold_:.6g}"
-        buf = io.StringIO()
-        wr = csv.writer(buf, lineterminator="\n")
-        wr.writerow(["file", "score", "anomalous", "threshold", "heatmap", "mask"])
-        for s in range(0, len(files), 16):
-            part = [Sample(path=f) for f in files[s:s + 16]]
-            pred = det.predict(part)
-            for smp, score, lab, amap, mask in zip(part, pred.pred_score, pred.pred_label, pred.anomaly_map,
-                                                   pred.pred_mask):
-                name = unique_name(smp.path.stem, ".png", used)
-                used.add(name.lower())
-                hm = f"heatmaps/{name}.png"
-                mk = f"masks/{name}.png"
-                write_image(out / hm, heatmap_overlay(read_image(smp.path), amap))
-                write_mask(out / mk, mask)
-                wr.writerow([str(smp.path), f"{float(score):.6g}", int(bool(lab)), thr, hm, mk])
-        atomic_write_text(out / "scores.csv", buf.getvalue())
+        det = load_detector(model_path, progress=False, device=device)  # checks the model file before any output
+        with rich_progress() as bar, open_engine(engine, ray_address, workers) as eng:
+            predict_files(model_path, files, out, engine=eng, model=det, threshold=threshold,
+                          pixel_threshold=pixel_threshold, chunk=chunk, device=device,
+                          progress=lambda d, t: bar("predict", d, t),
+                          on_resume=lambda d, t: _console().print(f"resuming: {d} of {t} images already scored in {out}"))
         _console().print(f"scored {len(files)} images -> {out}/scores.csv")
 
 
@@ -156,32 +162,59 @@ def predict_cmd(
 def eval_cmd(
     model_path: Path = typer.Argument(..., metavar="MODEL", help="Model file from 'detect fit'."),
     data: Path = typer.Argument(..., help="Dataset with a labelled test split."),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Metrics JSON to write."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Metrics JSON to write ('-': stdout)."),
     report: Optional[Path] = typer.Option(None, "--report", help="Folder for report.html."),
     split: str = typer.Option("test", "--split", help="Split to evaluate (never the one fitted on)."),
     format: Optional[str] = typer.Option(None, "--format", "-f", help="Force the dataset format."),
+    image_only: bool = typer.Option(False, "--image-only", help="Image metrics only (for data without masks)."),
+    threshold: Optional[float] = typer.Option(None, "--threshold", help="Image score threshold for the confusion counts (default: the model's, chosen on validation)."),
+    pixel_threshold: Optional[float] = typer.Option(None, "--pixel-threshold", help="Map threshold for the pixel counts and masks (default: the model's)."),
+    device: str = typer.Option("cpu", "--device", help="cpu, or cuda[:N] when a GPU is available."),
+    workers: Optional[int] = typer.Option(None, "--workers", "-j", min=1,
+                                          help="Workers (default: 1 local; with --engine ray, the cluster's CPUs)."),
+    engine: str = engine_option(),
+    ray_address: Optional[str] = address_option(),
 ) -> None:
     """Evaluate a model on the test split: metrics JSON and an HTML report."""
     with _user_errors():
-        from defectforge._atomic import atomic_write_json
+        from defectforge._jsonout import console_for, write_json_out
         from defectforge.data.formats import load_dataset
         from defectforge.detect.base import load_detector
         from defectforge.detect.evaluate import add_eval_section, evaluate_detector, metrics_json
         from defectforge.report import Report
 
-        det = load_detector(model_path, progress=True)
+        from defectforge.engine.cli import open_engine
+        from defectforge.progress import rich_progress
+
+        det = load_detector(model_path, device=device)
+        given = _override_thresholds(det, threshold, pixel_threshold)
         ds = load_dataset(data, format=format)
-        res = evaluate_detector(det, ds, split=split)
-        out = metrics_json(res, {"model": str(model_path), "detector": det.name, "data": str(data), "split": split})
+        with rich_progress() as bar, open_engine(engine, ray_address, workers) as eng:
+            res = evaluate_detector(det, ds, split=split, pixel_metrics=not image_only, engine=eng,
+                                    model_path=str(model_path), progress=lambda d, t: bar("eval", d, t))
+        out = metrics_json(res, {"model": str(model_path), "detector": det.name, "data": str(data), "split": split,
+                                 **given})
         if json_out is not None:
-            atomic_write_json(json_out, out)
+            write_json_out(json_out, out)
         if report is not None:
             rep = Report(f"defectforge detect eval: {det.name}", report, subtitle=f"{model_path} on {data} ({split})")
             add_eval_section(rep, det.name, res)
             rep.save()
-        con = _console()
+        con = console_for(json_out)
         con.print("  ".join(f"{k} {out[k]:.4f}" if isinstance(out[k], float) else f"{k} {out[k]}"
                             for k in ("image_auroc", "pixel_auroc", "aupro", "n_images")))
+
+
+def _override_thresholds(det, threshold: float | None, pixel_threshold: float | None) -> dict:
+    """Set user-given thresholds on a loaded model; the JSON keys that say so."""
+    out = {}
+    if threshold is not None:
+        det.threshold_ = float(threshold)
+        out["threshold_source"] = "--threshold"
+    if pixel_threshold is not None:
+        det.pixel_threshold_ = float(pixel_threshold)
+        out["pixel_threshold_source"] = "--pixel-threshold"
+    return out
 
 
 def register(app: typer.Typer) -> None:

@@ -1,7 +1,7 @@
 """ExDD (explicit dual memory bank) with PatchCore as its one-bank case.
 
 A frozen backbone turns each image into a grid of locally aware patch rows
-(:mod:`~defectforge.detect.features`). The **normal bank** M- is a greedy k-center
+(:mod:`~defectforge.bank.features`). The **normal bank** M- is a greedy k-center
 coreset (~1 %) of the rows of defect-free training images; the **defect bank** M+ a
 coreset (~10 %) of the rows that lie *inside defect masks* of real and/or synthetic
 defect images. A test patch is anomalous when it is far from M- and close to M+:
@@ -25,7 +25,7 @@ import math
 import warnings
 from types import SimpleNamespace
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -38,6 +38,15 @@ class EmptyDefectMaskWarning(UserWarning):
     """A defect image without mask pixels (or without a mask) was skipped for the defect bank."""
 
 
+def _torch_device(name: str):
+    """``torch.device(name)``; a clear error when CUDA is asked for but not available."""
+    import torch
+
+    if str(name).startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} requested but torch sees no CUDA device")
+    return torch.device(name)
+
+
 @register_detector("exdd")
 class ExDD(Detector):
     """ExDD dual-memory-bank detector (scikit-learn estimator shape).
@@ -48,13 +57,17 @@ class ExDD(Detector):
     the model (``input_size_``), so all later images are resized to it. ``layers=None``
     taps the backbone's default stages (the resolved names are ``layers_`` after fit).
     ``progress`` (a run-time setting, not stored in the model file): ``True`` shows rich
-    progress bars on stderr, a callable receives ``(stage, done, total)``.
+    progress bars on stderr, a callable receives ``(stage, done, total)``. ``device``
+    (run-time too): ``"cpu"`` or ``"cuda[:N]"`` for the backbone and the nearest-neighbour
+    search (the coreset choice always runs on the CPU, exact).
 
     Fitted attributes: ``input_size_``, ``grid_``, ``feature_dim_``, ``layers_``,
     ``bank_normal_``, ``bank_defect_``, ``threshold_``, ``pixel_threshold_``, ``fit_info_``.
     """
 
     fitted_marker = "bank_normal_"
+    #: run-time settings, never stored in the model file (a GPU-fitted model loads on a CPU)
+    runtime_params = ("progress", "device")
 
     def __init__(self, backbone: str = "efficientnet_lite0", layers: tuple[str, ...] | None = None,
                  weights: str | None = None, random_init: bool = False, image_size: int | tuple[int, int] = 256,
@@ -63,7 +76,8 @@ class ExDD(Detector):
                  num_neighbors: int = 3, image_score: str = "weighted", eps: float = 1e-6, sigma: float = 4.0,
                  map_upsample: str = "bilinear", mask_fraction: float = 0.5, val_fraction: float = 0.1,
                  threshold_quantile: float = 0.99, pixel_quantile: float = 0.999, defects_for: str = "bank",
-                 batch_size: int = 4, nn_backend: str = "faiss", seed: int = 0, progress: Any = False):
+                 batch_size: int = 4, nn_backend: str = "faiss", seed: int = 0, progress: Any = False,
+                 device: str = "cpu"):
         self.backbone = backbone
         self.layers = layers
         self.weights = weights
@@ -89,6 +103,7 @@ class ExDD(Detector):
         self.nn_backend = nn_backend
         self.seed = seed
         self.progress = progress
+        self.device = device
         self._extractor = self._extractor_key = None
         self._nn_normal = None
         self._nn_defect = None
@@ -129,6 +144,8 @@ class ExDD(Detector):
             raise ConfigError("num_neighbors and batch_size must be >= 1")
         if c.eps <= 0:
             raise ConfigError(f"eps must be > 0, got {c.eps}")
+        if not (c.device == "cpu" or str(c.device).startswith("cuda")):
+            raise ConfigError(f"device must be 'cpu' or 'cuda[:N]', got {c.device!r}")
         if isinstance(c.image_size, tuple):
             if len(c.image_size) != 2 or min(c.image_size) < 16:
                 raise ConfigError(f"image_size must be an int or (H, W) >= 16, got {c.image_size}")
@@ -140,14 +157,15 @@ class ExDD(Detector):
     def extractor(self):
         """The frozen backbone (built on first use, rebuilt when its parameters change)."""
         c = self.config
-        key = (c.backbone, c.layers, c.weights, c.random_init, c.seed)
+        key = (c.backbone, c.layers, c.weights, c.random_init, c.seed, c.device)
         if self._extractor is None or self._extractor_key != key:
             import torch
 
-            from defectforge.detect.backbone import build_extractor
+            from defectforge.bank.backbone import build_extractor
 
             ex, _ = build_extractor(c.backbone, c.layers, c.weights, c.random_init, seed=c.seed)
-            self._extractor, self._extractor_key = ex.to(memory_format=torch.channels_last), key
+            ex = ex.to(_torch_device(c.device), memory_format=torch.channels_last)
+            self._extractor, self._extractor_key = ex, key
             self.layers_ = tuple(ex.layers)
         return self._extractor
 
@@ -155,41 +173,52 @@ class ExDD(Detector):
         """Patch rows ``(B*h*w, C)`` of a batch of RGB uint8 images at the input size."""
         import torch
 
-        from defectforge.detect.features import embed, to_rows, to_tensor
+        from defectforge.bank.features import embed, to_rows, to_tensor
 
         ex = self.extractor
-        x = to_tensor(images, self.input_size_, ex.mean, ex.std).contiguous(memory_format=torch.channels_last)
+        x = to_tensor(images, self.input_size_, ex.mean, ex.std).to(_torch_device(self.config.device))
+        x = x.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
-            emb = embed(ex(x), self.config.upsample)
+            emb = embed(ex(x), self.config.upsample).cpu()
         self.grid_ = (int(emb.shape[2]), int(emb.shape[3]))
         return to_rows(emb)
 
     def _setup_size(self, first_rgb: np.ndarray) -> None:
         import torch
 
-        from defectforge.detect.features import embed, input_size_for
+        from defectforge.bank.features import embed, input_size_for
 
         s = self.config.image_size
         self.input_size_ = tuple(int(v) for v in s) if isinstance(s, (tuple, list)) else input_size_for(first_rgb.shape[:2], int(s))
         with torch.inference_mode():
-            emb = embed(self.extractor(torch.zeros(1, 3, *self.input_size_)), self.config.upsample)
+            x = torch.zeros(1, 3, *self.input_size_, device=_torch_device(self.config.device))
+            emb = embed(self.extractor(x), self.config.upsample)
         self.grid_ = (int(emb.shape[2]), int(emb.shape[3]))
         self.feature_dim_ = int(emb.shape[1])
 
     # ------------------------------------------------------------------ fit
-    def fit(self, normal: Iterable[Any], defects: Iterable[Any] | None = None) -> "ExDD":
+    def fit(self, normal: Iterable[Any], defects: Iterable[Any] | dict[str, Iterable[Any]] | None = None) -> "ExDD":
         """Build the banks from defect-free ``normal`` images and (ExDD) the masked
         regions of ``defects`` (``Sample`` s with masks, or ``(image, mask)`` pairs), then
-        choose thresholds on a validation split carved from ``normal``."""
-        from defectforge.detect._progress import progress_task
-        from defectforge.detect.coreset import coreset_size, greedy_kcenter
-        from defectforge.detect.features import random_projection, to_rgb
-        from defectforge.detect.knn import NearestNeighbors
+        choose thresholds on a validation split carved from ``normal``.
+
+        ``defects`` may also be a dict ``{set name: items}`` (e.g. the train split's real
+        defects and one or more synthetic sets); ``fit_info["defect_sets"]`` then records,
+        per set, how many images it had and how many put rows in the defect bank.
+
+        Memory: only the rows projected for the coreset choice stay in memory; the full
+        rows wait in a temporary file and only the chosen ones are read back."""
+        import time
+
+        from defectforge.bank.features import random_projection, to_rgb
 
         self._validate_params()
         c = self.config
         normal = list(normal)
-        defects = list(defects) if defects is not None else []
+        if isinstance(defects, dict):
+            def_sets = {str(k): list(v) for k, v in defects.items()}
+        else:
+            def_sets = {"defects": list(defects)} if defects is not None else {}
         if len(normal) == 0:
             raise ConfigError("fit needs at least one normal (defect-free) training image")
         rng = np.random.default_rng(c.seed)
@@ -206,63 +235,40 @@ class ExDD(Detector):
 
         first = to_rgb(train_items[0])
         self._setup_size(first)
-        h, w = self.grid_
-        per = h * w
-        n_rows = len(train_items) * per
         D = self.feature_dim_
         proj = None
         if c.projection_dim is not None and c.projection_dim < D:
             proj = random_projection(D, int(c.projection_dim), c.seed)
-        store = np.empty((n_rows, D), dtype=np.float32)
-        sel_store = np.empty((n_rows, proj.shape[1]), dtype=np.float32) if proj is not None else store
-
-        import time
 
         t0 = time.perf_counter()
-        with progress_task("features (normal)", len(train_items), self.progress) as bar:
-            for s in range(0, len(train_items), c.batch_size):
-                batch = [first if s + j == 0 else to_rgb(it) for j, it in enumerate(train_items[s:s + c.batch_size])]
-                rows = self._rows(batch)
-                store[s * per:s * per + len(rows)] = rows
-                if proj is not None:
-                    np.matmul(rows, proj, out=sel_store[s * per:s * per + len(rows)])
-                bar.advance(len(batch))
-        t1 = time.perf_counter()
-        target = coreset_size(n_rows, c.normal_ratio, c.coreset_min)
-        with progress_task("coreset (normal bank)", target, self.progress) as bar:
-            idx = greedy_kcenter(sel_store, target, seed=c.seed, progress=bar.update)
-        self.bank_normal_ = np.ascontiguousarray(store[np.sort(idx)])
-        del store, sel_store
+        self.bank_normal_, n_rows, t1 = self._bank_from(
+            "normal", ((first if k == 0 else it, None) for k, it in enumerate(train_items)), len(train_items),
+            proj, c.normal_ratio)
         t2 = time.perf_counter()
 
         # ---- defect bank (ExDD) or defect validation images (PatchCore)
         val_defects: list[Any] = []
         self.bank_defect_ = np.zeros((0, D), dtype=np.float32)
-        n_def_used = 0
-        if defects and c.defects_for == "bank":
-            parts = []
-            with progress_task("features (defect regions)", len(defects), self.progress) as bar:
-                for k, it in enumerate(defects):
-                    sel = self._defect_rows(it, k)
-                    if sel is not None:
-                        parts.append(sel)
-                        n_def_used += 1
-                    bar.advance()
-            if parts:
-                drows = np.concatenate(parts)
-                dsel = drows @ proj if proj is not None else drows
-                target_d = coreset_size(len(drows), c.defect_ratio, c.coreset_min)
-                with progress_task("coreset (defect bank)", target_d, self.progress) as bar:
-                    didx = greedy_kcenter(dsel, target_d, seed=c.seed, progress=bar.update)
-                self.bank_defect_ = np.ascontiguousarray(drows[np.sort(didx)])
-            else:
+        set_info = []
+        if def_sets and c.defects_for == "bank":
+            tagged = [(it, name) for name, items in def_sets.items() for it in items]
+            used: dict[str, int] = {name: 0 for name in def_sets}
+            self.bank_defect_, n_drows, _ = self._bank_from("defect", iter(tagged), len(tagged), proj, c.defect_ratio,
+                                                           used=used)
+            if n_drows == 0:
                 warnings.warn("no defect image contributed rows: the defect bank is empty (PatchCore behaviour)",
                               EmptyDefectMaskWarning, stacklevel=2)
-        elif defects:
-            val_defects = defects
+            set_info = [{"name": k, "images": len(v), "in_bank": used[k], "use": "bank"} for k, v in def_sets.items()]
+        elif def_sets:
+            # (image, mask) pairs are scored by their image
+            val_defects = [d[0] if isinstance(d, (tuple, list)) else d for items in def_sets.values() for d in items]
+            set_info = [{"name": k, "images": len(v), "in_bank": 0, "use": "validation"} for k, v in def_sets.items()]
         t3 = time.perf_counter()
-        self._nn_normal = NearestNeighbors(self.bank_normal_, c.nn_backend)
-        self._nn_defect = NearestNeighbors(self.bank_defect_, c.nn_backend) if len(self.bank_defect_) else None
+        from defectforge.detect.model_checks import check_finite_state
+
+        check_finite_state(c.weights, {"bank_normal": self.bank_normal_, "bank_defect": self.bank_defect_},
+                           cause="the backbone produced non-finite features (corrupt --weights?)")
+        self._make_indexes()
 
         # ---- thresholds on validation (never test)
         self.threshold_ = self.pixel_threshold_ = None
@@ -275,7 +281,8 @@ class ExDD(Detector):
                           "pred_label / pred_mask will be all False", UserWarning, stacklevel=2)
         self.fit_info_ = {
             "n_train_normal": len(train_items), "n_val_normal": len(val_items), "n_val_defect": n_val_def,
-            "n_defect_images_in_bank": n_def_used, "n_rows_normal": int(n_rows),
+            "n_defect_images_in_bank": int(sum(x["in_bank"] for x in set_info)), "defect_sets": set_info,
+            "n_rows_normal": int(n_rows),
             "bank_normal": int(len(self.bank_normal_)), "bank_defect": int(len(self.bank_defect_)),
             "feature_dim": D, "grid": list(self.grid_), "input_size": list(self.input_size_),
             "seconds_features": round(t1 - t0, 3), "seconds_coreset": round(t2 - t1, 3),
@@ -283,10 +290,77 @@ class ExDD(Detector):
         }
         return self
 
+    def _bank_from(self, which: str, items: Iterator[tuple[Any, Any]], n_items: int, proj: np.ndarray | None,
+                   ratio: float, used: dict[str, int] | None = None) -> tuple[np.ndarray, int, float]:
+        """``(bank rows, rows seen, time features ended)`` for the normal or the defect
+        bank: features batch by batch (full rows spooled to disk, projected rows kept),
+        then the greedy k-center coreset on the projected rows. ``items`` yields
+        ``(item, tag)``; defect items go through :meth:`_defect_rows` and ``used[tag]``
+        counts the ones that gave rows."""
+        import time
+
+        from defectforge.bank.coreset import coreset_size, greedy_kcenter
+        from defectforge.bank.features import to_rgb
+        from defectforge.progress import progress_task
+        from defectforge.bank.spool import RowSpool
+
+        c = self.config
+        D = self.feature_dim_
+        sel_dim = proj.shape[1] if proj is not None else D
+        sel_parts: list[np.ndarray] = []
+        # the normal rows' count is known: fill one array (no second copy at the end)
+        sel_all = (np.empty((n_items * self.grid_[0] * self.grid_[1], sel_dim), np.float32)
+                   if which == "normal" else None)
+        with RowSpool(D) as spool:
+            with progress_task(f"features ({which})", n_items, self.progress) as bar:
+                batch: list[Any] = []
+                for k, (it, tag) in enumerate(items):
+                    if which == "normal":
+                        batch.append(it)
+                        if len(batch) < c.batch_size and k + 1 < n_items:
+                            continue
+                        rows = self._rows([to_rgb(b) for b in batch])
+                        bar.advance(len(batch))
+                        batch = []
+                    else:
+                        rows = self._defect_rows(it, k)
+                        bar.advance()
+                        if rows is None:
+                            continue
+                        used[tag] += 1
+                    if sel_all is not None:
+                        dst = sel_all[spool.n_rows:spool.n_rows + len(rows)]
+                        if proj is not None:
+                            np.matmul(rows, proj, out=dst)
+                        else:
+                            dst[:] = rows
+                    else:
+                        sel_parts.append(rows @ proj if proj is not None else rows)
+                    spool.append(rows)
+            t_feat = time.perf_counter()
+            n_rows = spool.n_rows
+            if n_rows == 0:
+                return np.zeros((0, D), np.float32), 0, t_feat
+            sel = sel_all[:n_rows] if sel_all is not None else np.concatenate(sel_parts)
+            del sel_parts, sel_all
+            target = coreset_size(n_rows, ratio, c.coreset_min)
+            with progress_task(f"coreset ({which} bank)", target, self.progress) as bar:
+                idx = greedy_kcenter(sel, target, seed=c.seed, progress=bar.update)
+            del sel
+            return np.ascontiguousarray(spool.gather(np.sort(idx))), n_rows, t_feat
+
+    def _make_indexes(self) -> None:
+        from defectforge.bank.knn import NearestNeighbors
+
+        c = self.config
+        self._nn_normal = NearestNeighbors(self.bank_normal_, c.nn_backend, device=c.device)
+        self._nn_defect = (NearestNeighbors(self.bank_defect_, c.nn_backend, device=c.device)
+                           if len(self.bank_defect_) else None)
+
     def _defect_rows(self, item: Any, k: int) -> np.ndarray | None:
         """Rows of one defect image whose grid cell is at least ``mask_fraction`` defect."""
         from defectforge.data.sample import Sample
-        from defectforge.detect.features import mask_to_grid, to_rgb
+        from defectforge.bank.features import mask_to_grid, to_rgb
 
         if isinstance(item, Sample):
             rgb, mask, name = to_rgb(item), item.mask, item.name
@@ -322,29 +396,34 @@ class ExDD(Detector):
 
     # ------------------------------------------------------------------ predict
     def predict(self, images: Iterable[Any]) -> Prediction:
-        """Scores, maps (at each image's own size), labels and masks for ``images``
-        (``Sample`` s or H x W [x C] arrays of any size; grey is converted to RGB)."""
+        """Scores, maps (at each image's own size), labels and masks for ``images``: image
+        paths, folders, glob patterns, ``Sample`` s, PIL images or H x W [x C] arrays of any
+        size, one or a list (see :func:`defectforge.data.inputs.as_items`)."""
         self._check_fitted()
         import cv2
 
-        items = list(images)
+        from defectforge.data.inputs import as_items
+
+        items = as_items(images)
         scores, maps, shapes = self._score(items, keep_input_maps=True, return_shapes=True)
         out_maps = []
         for m, (H, W) in zip(maps, shapes):
             out_maps.append(m if m.shape == (H, W) else cv2.resize(m, (W, H), interpolation=cv2.INTER_LINEAR))
         thr = self.threshold_ if self.threshold_ is not None else float("inf")
         pthr = self.pixel_threshold_ if self.pixel_threshold_ is not None else float("inf")
-        return Prediction(
+        pred = Prediction(
             pred_score=scores.astype(np.float64),
             anomaly_map=out_maps,
             pred_label=scores >= thr,
             pred_mask=[m >= pthr for m in out_maps],
         )
+        pred.inputs, pred.pixel_threshold = items, self.pixel_threshold_  # for pred[i].plot()
+        return pred
 
     def _score(self, items: list[Any], keep_input_maps: bool = True, return_shapes: bool = False):
         """Image scores and maps at the model input size for ``items``."""
-        from defectforge.detect._progress import progress_task
-        from defectforge.detect.features import to_rgb
+        from defectforge.progress import progress_task
+        from defectforge.bank.features import to_rgb
         from defectforge.detect.scoring import patch_maps_to_input
 
         c = self.config
@@ -425,7 +504,7 @@ class ExDD(Detector):
                 "pixel_threshold": self.pixel_threshold_, "fit_info": dict(self.fit_info_)}
 
     def _set_state(self, state: dict[str, Any]) -> None:
-        from defectforge.detect.knn import NearestNeighbors
+        from defectforge.detect.model_checks import check_finite_state, check_input_size
 
         self.layers_ = tuple(state["layers"])
         self.input_size_ = tuple(int(v) for v in state["input_size"])
@@ -438,9 +517,11 @@ class ExDD(Detector):
         self.fit_info_ = dict(state.get("fit_info", {}))
         if self.bank_normal_.ndim != 2 or self.bank_normal_.shape[1] != self.feature_dim_:
             raise ValueError("bank width does not match the recorded feature dimension")
-        backend = self.config.nn_backend
-        self._nn_normal = NearestNeighbors(self.bank_normal_, backend)
-        self._nn_defect = NearestNeighbors(self.bank_defect_, backend) if len(self.bank_defect_) else None
+        # a tampered or corrupt file: refused before any allocation or scoring (the loader names the file)
+        check_input_size(None, self.input_size_)
+        check_finite_state(None, {"bank_normal": self.bank_normal_, "bank_defect": self.bank_defect_},
+                           {"threshold": self.threshold_, "pixel_threshold": self.pixel_threshold_})
+        self._make_indexes()
         _ = self.extractor  # rebuild the backbone now: a missing weights file fails at load time
 
 

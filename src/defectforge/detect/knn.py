@@ -1,70 +1,7 @@
-"""Exact nearest-neighbour search of patch rows in a memory bank.
+"""Old import path of :mod:`defectforge.bank.knn` (the module moved there; this name is an alias of it)."""
 
-Two interchangeable backends, both exact and fp32:
+import sys
 
-- ``"faiss"``: ``faiss.IndexFlatL2`` (BLAS, multi-threaded).
-- ``"torch"``: chunked ``||q||^2 - 2 q.b + ||b||^2`` matmul (chunks of query rows keep the
-  distance matrix small), ``topk``.
+from defectforge.bank import knn as _moved
 
-Distances returned are Euclidean (not squared), clamped at 0 before the square root.
-"""
-
-from __future__ import annotations
-
-import numpy as np
-
-from defectforge.errors import ConfigError
-
-
-class NearestNeighbors:
-    """``NearestNeighbors(bank, backend).search(queries, k) -> (dist, idx)``."""
-
-    def __init__(self, bank: np.ndarray, backend: str = "faiss", chunk: int = 2048):
-        if backend not in ("faiss", "torch"):
-            raise ConfigError(f"nn backend must be 'faiss' or 'torch', got {backend!r}")
-        self.bank = np.ascontiguousarray(bank, dtype=np.float32)
-        self.backend = backend
-        self.chunk = int(chunk)
-        self._index = None
-        if backend == "faiss" and len(self.bank):
-            import faiss
-
-            self._index = faiss.IndexFlatL2(self.bank.shape[1])
-            self._index.add(self.bank)
-        else:
-            self._bank_sq = np.einsum("ij,ij->i", self.bank, self.bank)
-
-    def __len__(self) -> int:
-        return int(self.bank.shape[0])
-
-    def search(self, queries: np.ndarray, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
-        """``(dist (n, k) float32, idx (n, k) int64)`` of the ``k`` nearest bank rows."""
-        q = np.ascontiguousarray(queries, dtype=np.float32)
-        k = int(min(k, len(self)))
-        if k <= 0:
-            raise ConfigError("nearest-neighbour search in an empty bank")
-        if self._index is not None:
-            d2, idx = self._index.search(q, k)
-        else:
-            d2, idx = self._search_torch(q, k)
-        np.maximum(d2, 0.0, out=d2)
-        return np.sqrt(d2, out=d2), idx.astype(np.int64, copy=False)
-
-    def _search_torch(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        import torch
-
-        bank = torch.from_numpy(self.bank)
-        bsq = torch.from_numpy(self._bank_sq)
-        out_d = np.empty((q.shape[0], k), np.float32)
-        out_i = np.empty((q.shape[0], k), np.int64)
-        for s in range(0, q.shape[0], self.chunk):
-            qq = torch.from_numpy(q[s:s + self.chunk])
-            d2 = torch.addmm(bsq[None, :], qq, bank.T, beta=1.0, alpha=-2.0)
-            d2 += (qq * qq).sum(1, keepdim=True)
-            if k == 1:
-                v, i = d2.min(1, keepdim=True)
-            else:
-                v, i = torch.topk(d2, k, dim=1, largest=False, sorted=True)
-            out_d[s:s + len(qq)] = v.numpy()
-            out_i[s:s + len(qq)] = i.numpy()
-        return out_d, out_i
+sys.modules[__name__] = _moved

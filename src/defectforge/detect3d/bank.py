@@ -9,7 +9,7 @@ Pipeline per cloud (all in SDN-normalised space, see :mod:`defectforge.detect3d.
 3. Groups: ``n_groups`` (1,024) farthest-point-sampled centres; a group's feature is
    the mean FPFH of the ``group_size`` (64) voxel points nearest to its centre.
 4. Fit: group features of all training (good) clouds, greedy k-center coreset to
-   ``coreset_ratio`` (10 %, seeded, :func:`defectforge.detect.coreset.greedy_kcenter`).
+   ``coreset_ratio`` (10 %, seeded, :func:`defectforge.bank.coreset.greedy_kcenter`).
 5. Predict: group score = Euclidean distance to the nearest bank row (faiss); voxel-point
    score = inverse-distance interpolation from the 3 nearest centres, then the mean over
    the ``smooth_k`` (12) nearest voxel points; every input point gets the IDW (3-NN) of
@@ -113,8 +113,8 @@ class FPFHBank(Detector3D):
     # ------------------------------------------------------------------ fit / predict
     def fit(self, normal: Iterable[Any], defects: Iterable[Any] | None = None) -> "FPFHBank":
         """Fit on good clouds (PointCloud, (N, 3) arrays, paths or samples); ``defects`` is ignored."""
-        from defectforge.detect.coreset import coreset_size, greedy_kcenter
-        from defectforge.detect.knn import NearestNeighbors
+        from defectforge.bank.coreset import coreset_size, greedy_kcenter
+        from defectforge.bank.knn import NearestNeighbors
         from defectforge.detect._progress import progress_task
 
         self._validate_params()
@@ -124,7 +124,7 @@ class FPFHBank(Detector3D):
         self.threshold_ = self.point_threshold_ = float("inf")
         self.sdn_ = self._new_sdn().fit(clouds)
         preps = []
-        with progress_task("fpfh features", len(clouds), bool(self.progress)) as t:
+        with progress_task("fpfh features", len(clouds), self.progress) as t:
             for i, (p, src) in enumerate(clouds):
                 preps.append(self._prepare(p, src, i))
                 t.advance()
@@ -159,7 +159,7 @@ class FPFHBank(Detector3D):
         self._check_fitted()
         items = list(clouds)
         scores, maps = [], []
-        with progress_task("fpfh scoring", len(items), bool(self.progress)) as t:
+        with progress_task("fpfh scoring", len(items), self.progress) as t:
             for i, c in enumerate(items):
                 p, src = as_cloud(c, i)
                 prep = self._prepare(p, src, i)
@@ -180,7 +180,7 @@ class FPFHBank(Detector3D):
                 "fit_info": dict(self.fit_info_)}
 
     def _set_state(self, state: dict[str, Any]) -> None:
-        from defectforge.detect.knn import NearestNeighbors
+        from defectforge.bank.knn import NearestNeighbors
 
         self.sdn_ = self._new_sdn()
         self.sdn_.category_scale = float(state["category_scale"])

@@ -36,6 +36,8 @@ class Detector3D(Estimator):
     def predict(self, clouds: Iterable[Any]) -> Prediction:
         raise NotImplementedError
 
+    legacy_kinds = ("defectforge.detect3d",)
+
     @classmethod
     def _upgrade(cls, obj: dict[str, Any], version: Any) -> dict[str, Any] | None:
         # round-1 files: kind "defectforge.detect3d", format 1, {"class", "config", **state} per model

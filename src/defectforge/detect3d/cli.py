@@ -132,7 +132,7 @@ def predict_cmd(
 def eval_cmd(
     model_path: Path = typer.Argument(..., metavar="MODEL", help="Model file from 'detect3d fit'."),
     data: Path = typer.Argument(..., help="3D dataset folder; its test split is evaluated."),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the metrics as JSON here."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the metrics as JSON here ('-': stdout)."),
     report: Optional[Path] = typer.Option(None, "--report", help="Write an HTML report into this folder."),
     format: Optional[str] = typer.Option(None, "--format", "-f"),
     max_renders: int = typer.Option(12, "--max-renders", help="Clouds rendered per category in the report."),
@@ -142,7 +142,7 @@ def eval_cmd(
         import numpy as np
         from rich.table import Table
 
-        from defectforge._atomic import atomic_write_json
+        from defectforge._jsonout import console_for, write_json_out
         from defectforge.detect3d import load_models3d
         from defectforge.detect3d.data import load_dataset3d
         from defectforge.detect3d.evaluate import add_eval3d_section, evaluate_detector3d, one_sided_categories
@@ -158,20 +158,21 @@ def eval_cmd(
             table.add_column(m, justify="right")
         for r in metrics_table(ev.metrics):
             table.add_row(r["class"], *[f"{r[m]:.4f}" if np.isfinite(r[m]) else "n/a" for m in METRICS_3D])
-        _console().print(table)
+        console_for(json_out).print(table)
         for c, kind in one_sided.items():
-            _console().print(f"note: {c}: every test cloud is {kind}, so O-AUROC and O-AUPR are undefined (n/a, "
-                             "left out of the mean): they need both good and defective test clouds"
-                             + ("; P-AUROC/P-AUPR also need defective points" if kind == "good" else ""))
+            console_for(json_out).print(
+                f"note: {c}: every test cloud is {kind}, so O-AUROC and O-AUPR are undefined (n/a, left out of the "
+                "mean): they need both good and defective test clouds"
+                + ("; P-AUROC/P-AUPR also need defective points" if kind == "good" else ""))
         if json_out is not None:  # undefined metrics as null (JSON has no NaN)
-            atomic_write_json(json_out, _nan_to_none(ev.metrics))
+            write_json_out(json_out, _nan_to_none(ev.metrics))
         if report is not None:
             from defectforge.report import Report
 
             rep = Report("3D anomaly detection", report)
             add_eval3d_section(rep, ev, max_renders)
             rep.save()
-            _console().print(f"report: {report / 'report.html'}")
+            console_for(json_out).print(f"report: {report / 'report.html'}")
 
 
 def _nan_to_none(obj):

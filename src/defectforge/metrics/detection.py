@@ -34,6 +34,10 @@ __all__ = ["COCO_IOU_THRESHOLDS", "box_iou", "mean_average_precision"]
 
 COCO_IOU_THRESHOLDS: tuple[float, ...] = tuple(float(t) for t in np.linspace(0.5, 0.95, 10))
 _RECALL_POINTS = np.linspace(0.0, 1.0, 101)
+#: COCO's object sizes by box area in pixels (small < 32^2 <= medium < 96^2 <= large; both
+#: ends of each range count, as in COCOeval)
+AREA_RANGES: dict[str, tuple[float, float]] = {"small": (0.0, 32.0 ** 2), "medium": (32.0 ** 2, 96.0 ** 2),
+                                                "large": (96.0 ** 2, 1e10)}
 
 
 def _box_array(boxes: Sequence[Any], what: str, image: int, need_score: bool
@@ -81,26 +85,43 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return iou
 
 
-def _match_image(gt: np.ndarray, dt: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
-    """(T, D) bool: detection d (already in score order) is a true positive at threshold t."""
+def _match_image(gt: np.ndarray, dt: np.ndarray, thresholds: np.ndarray,
+                 gt_ignore: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``(tp, matched_ignored)``, both (T, D) bool, for detections already in score order.
+
+    Without ``gt_ignore`` this is plain greedy matching. With it (COCOeval's area ranges),
+    ``gt`` must list the counted boxes first: a detection prefers a counted ground truth
+    and only falls back to an ignored one, and a match to an ignored one is reported in
+    ``matched_ignored`` (the detection is then left out, neither TP nor FP)."""
     n_t, n_d, n_g = thresholds.shape[0], dt.shape[0], gt.shape[0]
     tp = np.zeros((n_t, n_d), dtype=bool)
+    ign = np.zeros((n_t, n_d), dtype=bool)
     if n_d == 0 or n_g == 0:
-        return tp
-    ious = box_iou(dt, gt)
+        return tp, ign
+    ious = box_iou(dt, gt).tolist()  # plain lists: the boxes of one image and class are few
+    gi = [False] * n_g if gt_ignore is None else [bool(x) for x in gt_ignore]
+    n_keep = n_g - sum(gi)  # counted boxes come first
     for ti, t in enumerate(thresholds):
         need = min(float(t), 1 - 1e-10)  # as COCOeval: a threshold of 1 accepts IoU ~ 1
-        free = ious.copy()
+        taken = [False] * n_g
         for d in range(n_d):
-            row = free[d]
-            best = row.max()
-            if best < need:
+            row = ious[d]
+            m = -1
+            for lo, hi in ((0, n_keep), (n_keep, n_g)):  # counted first, then ignored
+                best = need
+                for j in range(lo, hi):  # the free ground truth with the highest IoU; ties -> the last
+                    if not taken[j] and row[j] >= best:
+                        best, m = row[j], j
+                if m >= 0:
+                    break
+            if m < 0:
                 continue
-            # the unmatched ground truth with the highest IoU; ties -> the last one (COCOeval)
-            m = n_g - 1 - int(np.argmax(row[::-1] == best))
-            free[:, m] = -1.0
-            tp[ti, d] = True
-    return tp
+            taken[m] = True
+            if gi[m]:
+                ign[ti, d] = True
+            else:
+                tp[ti, d] = True
+    return tp, ign
 
 
 def _coco_ap(tp_sorted: np.ndarray, n_gt: int) -> float:
@@ -129,8 +150,10 @@ def mean_average_precision(ground_truth: Sequence[Sequence[Any]],
     Predictions must carry ``score``. ``classes`` restricts the evaluation to those labels
     (other boxes are ignored); by default every label seen in ground truth or predictions.
 
-    Returns ``{"map50", "map50_95", "per_class": {name: {"ap50", "ap50_95", "n_gt", "n_pred"}},
-    "n_images", "iou_thresholds", "max_detections"}``. ``map50`` is ``None`` when 0.5 is not
+    Returns ``{"map50", "map50_95", "map_small", "map_medium", "map_large", "per_class":
+    {name: {"ap50", "ap50_95", "n_gt", "n_pred"}}, "n_images", "iou_thresholds",
+    "max_detections"}``; ``map_small/medium/large`` are COCO's APs/APm/APl (mAP50-95 over the
+    boxes of that size, :data:`AREA_RANGES`, box area; ``None`` when no ground truth has it). ``map50`` is ``None`` when 0.5 is not
     among ``iou_thresholds``; per-class APs are ``None`` for a class without ground truth
     (excluded from the means). Raises :class:`UndefinedMetricError` when no evaluated class has
     any ground truth (``nan_on_undefined=True``: NaN). See the module docstring for the exact
@@ -159,30 +182,19 @@ def mean_average_precision(ground_truth: Sequence[Sequence[Any]],
     i50 = np.flatnonzero(np.isclose(thr, 0.5))
     per_class: dict[str, dict[str, Any]] = {}
     ap_table = []  # (n_classes_with_gt, T)
+    by_size: dict[str, list[float]] = {k: [] for k in AREA_RANGES}
     for name in names:
-        n_gt = 0
-        n_pred = 0
-        scores_all, tp_all = [], []
-        for (gc, _, gl), (dc, ds, dl) in images:
-            gmask = np.fromiter((lab == name for lab in gl), dtype=bool, count=len(gl))
-            dmask = np.fromiter((lab == name for lab in dl), dtype=bool, count=len(dl))
-            g, d, s = gc[gmask], dc[dmask], ds[dmask]
-            order = np.argsort(-s, kind="mergesort")[:max_detections]
-            d, s = d[order], s[order]
-            n_gt += g.shape[0]
-            n_pred += d.shape[0]
-            scores_all.append(s)
-            tp_all.append(_match_image(g, d, thr))
+        parts = _class_matches(images, name, thr, max_detections)
+        aps, n_gt, n_pred = _class_aps(parts, thr, None)
         entry: dict[str, Any] = {"ap50": None, "ap50_95": None, "n_gt": n_gt, "n_pred": n_pred}
-        if n_gt > 0:
-            s = np.concatenate(scores_all) if scores_all else np.zeros(0)
-            tp = (np.concatenate(tp_all, axis=1) if tp_all
-                  else np.zeros((thr.shape[0], 0), dtype=bool))
-            rank = np.argsort(-s, kind="mergesort")
-            aps = np.array([_coco_ap(tp[ti, rank], n_gt) for ti in range(thr.shape[0])])
+        if aps is not None:
             ap_table.append(aps)
             entry["ap50_95"] = float(aps.mean())
             entry["ap50"] = float(aps[i50[0]]) if i50.size else None
+        for size, rng in AREA_RANGES.items():
+            aps_s, _, _ = _class_aps(parts, thr, rng)
+            if aps_s is not None:
+                by_size[size].append(float(aps_s.mean()))
         per_class[name] = entry
 
     out: dict[str, Any] = {"per_class": per_class, "n_images": len(images),
@@ -195,8 +207,70 @@ def mean_average_precision(ground_truth: Sequence[Sequence[Any]],
             raise UndefinedMetricError(msg)
         out["map50"] = float("nan") if i50.size else None
         out["map50_95"] = float("nan")
+        out.update({f"map_{size}": None for size in AREA_RANGES})
         return out
     table = np.stack(ap_table)
     out["map50_95"] = float(table.mean())
     out["map50"] = float(table[:, i50[0]].mean()) if i50.size else None
+    for size, vals in by_size.items():  # COCO APs / APm / APl (None: no box of that size)
+        out[f"map_{size}"] = float(np.mean(vals)) if vals else None
     return out
+
+
+def _class_matches(images: list, name: str, thr: np.ndarray, max_detections: int) -> list[tuple]:
+    """Per image: ``(gt boxes, detections in score order, their scores, TP matrix)`` of one class."""
+    out = []
+    for (gc, _, gl), (dc, ds, dl) in images:
+        gmask = np.fromiter((lab == name for lab in gl), dtype=bool, count=len(gl))
+        dmask = np.fromiter((lab == name for lab in dl), dtype=bool, count=len(dl))
+        g, d, s = gc[gmask], dc[dmask], ds[dmask]
+        order = np.argsort(-s, kind="mergesort")[:max_detections]
+        d, s = d[order], s[order]
+        out.append((g, d, s, _match_image(g, d, thr)[0]))
+    return out
+
+
+def _class_aps(parts: list[tuple], thr: np.ndarray, area_range: tuple[float, float] | None
+               ) -> tuple[np.ndarray | None, int, int]:
+    """``(AP per IoU threshold or None without counted ground truth, n_gt, n_pred)`` of one
+    class; ``area_range`` (lo, hi): ground truth outside it is ignored, and so are unmatched
+    detections outside it (COCOeval's small / medium / large)."""
+    n_gt = n_pred = 0
+    scores_all, tp_all, keep_all = [], [], []
+    for g, d, s, tp in parts:
+        keep = np.ones_like(tp)
+        if area_range is None:
+            n_gt += g.shape[0]
+        else:
+            lo, hi = area_range
+            g_out = ~_in_range(_areas(g), lo, hi)
+            if g_out.all():  # every ground truth ignored: any match makes the detection ignored
+                tp, ign = np.zeros_like(tp), tp
+            elif g_out.any():  # mixed: match again, counted boxes first (as COCOeval)
+                order = np.argsort(g_out, kind="mergesort")
+                tp, ign = _match_image(g[order], d, thr, g_out[order])
+            else:  # nothing ignored: the plain matching holds
+                ign = np.zeros_like(tp)
+            d_out = ~_in_range(_areas(d), lo, hi)
+            keep = ~(ign | (~tp & d_out[None, :]))
+            n_gt += int((~g_out).sum())
+        n_pred += d.shape[0]
+        scores_all.append(s)
+        tp_all.append(tp)
+        keep_all.append(keep)
+    if n_gt == 0:
+        return None, n_gt, n_pred
+    s = np.concatenate(scores_all) if scores_all else np.zeros(0)
+    tp = np.concatenate(tp_all, axis=1) if tp_all else np.zeros((thr.shape[0], 0), dtype=bool)
+    keep = np.concatenate(keep_all, axis=1) if keep_all else np.zeros((thr.shape[0], 0), dtype=bool)
+    rank = np.argsort(-s, kind="mergesort")
+    aps = np.array([_coco_ap(tp[ti, rank][keep[ti, rank]], n_gt) for ti in range(thr.shape[0])])
+    return aps, n_gt, n_pred
+
+
+def _areas(b: np.ndarray) -> np.ndarray:
+    return (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+
+
+def _in_range(a: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    return (a >= lo) & (a <= hi)  # both ends included, as COCOeval

@@ -82,16 +82,26 @@ class Section:
 
     def figure(self, fig: Any, caption: str = "", name: str | None = None) -> "Section":
         """Add a matplotlib figure (saved as PNG, then closed)."""
+        return self.figures([(fig, caption)]) if name is None else self._figures([(fig, caption, name)])
+
+    def figures(self, figs: Iterable[tuple[Any, str]]) -> "Section":
+        """Add matplotlib figures side by side (one gallery, wrapping)."""
+        return self._figures([(f, c, None) for f, c in figs])
+
+    def _figures(self, figs: Sequence[tuple[Any, str, str | None]]) -> "Section":
         import matplotlib.pyplot as plt
 
-        rel = self.report.asset_path(name or caption or "figure", self.key, ".png")
-        out = self.report.out_dir / rel
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.tmp.png")
-        fig.savefig(tmp, dpi=110, bbox_inches="tight")
-        tmp.replace(out)
-        plt.close(fig)
-        self.blocks.append(("gallery", [(rel, caption)]))
+        saved = []
+        for fig, caption, name in figs:
+            rel = self.report.asset_path(name or caption or "figure", self.key, ".png")
+            out = self.report.out_dir / rel
+            out.parent.mkdir(parents=True, exist_ok=True)
+            tmp = out.with_name(f".{out.name}.tmp.png")
+            fig.savefig(tmp, dpi=110, bbox_inches="tight")
+            tmp.replace(out)
+            plt.close(fig)
+            saved.append((rel, caption))
+        self.blocks.append(("gallery", saved))
         return self
 
 

@@ -51,6 +51,9 @@ def train_detector_cmd(
             cfg.check_values()
         else:
             cfg.check()
+        from defectforge.runfolder import check_no_overlap
+
+        check_no_overlap(out, [data, *(synthetic or [])])  # the run folder never touches its inputs
         ds = load_dataset(data)
         real_train = list(ds.filter(split="train"))
         test = list(ds.filter(split="test"))
@@ -92,12 +95,16 @@ def train_detector_cmd(
                          "history": det.info_.get("history", [])}
         if test:
             m = evaluate_boxes(det, test)
-            metrics["test"] = {k: m[k] for k in ("map50", "map50_95", "per_class", "n_images", "n_gt_boxes")}
+            metrics["test"] = {k: m.get(k) for k in ("map50", "map50_95", "map_small", "map_medium", "map_large",
+                                                     "per_class", "n_images", "n_gt_boxes")}
             con.print(f"test mAP@0.5 {m['map50']:.4f}  mAP@0.5:0.95 {m['map50_95']:.4f}  ({len(test)} images)")
         else:
             con.print("no test split: skipped evaluation")
         atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2, default=str))
-        con.print(f"model: {out / 'model.pt'}")
+        from defectforge.report.training import write_training_report
+
+        html = write_training_report(out, metrics, det, va)
+        con.print(f"model: {out / 'model.pt'}\nreport: {html}")
 
 
 def register(app: typer.Typer) -> None:

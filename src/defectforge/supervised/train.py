@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from defectforge.supervised.detector import BoxDetector
 
 CKPT, BEST, FINAL, HISTORY = "checkpoint.pt", "best.pt", "model.pt", "history.json"
+RUN_OUTPUTS = (CKPT, BEST, FINAL, HISTORY, "metrics.json", "report.html", "assets")
 
 
 @dataclass
@@ -248,13 +249,10 @@ def train_detector(train: Sequence[Sample], out_dir: str | Path, config: TrainCo
     ``out_dir`` of the same run (same config and data) is resumed; one of another run
     raises :class:`ConfigError` unless ``overwrite``. ``progress(stage, done, total)`` is
     called per batch; ``on_epoch(epoch, record)`` after each epoch (an exception there
-    interrupts the run after the epoch's checkpoint was written).
+    interrupts the run after the epoch's checkpoint was written). The folder follows
+    :mod:`defectforge.runfolder` (locked while training; ``overwrite`` clears only this
+    command's files).
     """
-    import torch
-
-    from defectforge._atomic import atomic_write_bytes, atomic_write_text
-    from defectforge.supervised.detector import BoxDetector
-
     cfg = config or TrainConfig()
     cfg.check()
     train = list(train)
@@ -269,11 +267,39 @@ def train_detector(train: Sequence[Sample], out_dir: str | Path, config: TrainCo
         raise InputError(None, "training set has no labelled defect boxes")
     items = _prepare(tr, cls, cfg.image_size)
     check_memory(items, cfg)
+    out = Path(out_dir)
+    run_key = {"config": cfg.resume_key(), "classes": cls, "train": _fingerprint(tr), "val": _fingerprint(va)}
+    with _open_run(out, run_key, overwrite) as rf:
+        return _train(rf, cfg, items, cls, tr, va, run_key, progress, on_epoch)
+
+
+def _open_run(out: Path, run_key: dict[str, Any], overwrite: bool):
+    """The locked run folder (:mod:`defectforge.runfolder`): same run resumes, another is
+    refused unless ``overwrite`` (which clears only this command's files)."""
+    from defectforge.runfolder import STATE, RunFolder, load_state
+
+    legacy = (out / CKPT).is_file() and not (out / STATE / "run.json").is_file()
+    same = False
+    if legacy:  # written before run folders kept their state: the checkpoint names its run
+        same = load_state(out / CKPT, "checkpoint").get("run_key") == run_key
+        if not same and not overwrite:
+            raise ConfigError(f"{out}: holds a checkpoint of a different run (config, classes or data differ); "
+                              "use another folder or overwrite=True (--overwrite)")
+    return RunFolder.open(out, job="train-detector", config=run_key, outputs=RUN_OUTPUTS, overwrite=overwrite,
+                          adopt=same)
+
+
+def _train(rf, cfg: TrainConfig, items: list[_Item], cls: list[str], tr: list[Sample], va: list[Sample],
+           run_key: dict[str, Any], progress, on_epoch) -> "BoxDetector":
+    import torch
+
+    from defectforge._atomic import atomic_write_bytes, atomic_write_text
+    from defectforge.runfolder import load_state
+    from defectforge.supervised.detector import BoxDetector
+
+    out = rf.path
     pos = [i for i, it in enumerate(items) if len(it.boxes)]
     neg = [i for i, it in enumerate(items) if not len(it.boxes)]
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    run_key = {"config": cfg.resume_key(), "classes": cls, "train": _fingerprint(tr), "val": _fingerprint(va)}
 
     det = BoxDetector.from_config(cfg, cls)
     params = [p for p in det.model_.parameters() if p.requires_grad]
@@ -288,23 +314,15 @@ def train_detector(train: Sequence[Sample], out_dir: str | Path, config: TrainCo
     start = 0
     ck = out / CKPT
     if ck.exists():
-        try:
-            st = torch.load(ck, map_location="cpu", weights_only=False)
-        except Exception as exc:
-            raise InputError(ck, f"cannot read the checkpoint ({exc.__class__.__name__}); delete it or pass overwrite") from None
-        if st.get("run_key") != run_key and not overwrite:
-            raise ConfigError(f"{out}: holds a checkpoint of a different run (config, classes or data differ); "
-                              "use another folder or overwrite=True (--overwrite)")
-        if st.get("run_key") == run_key:
-            det.load_weights(st["model"])
-            opt.load_state_dict(st["optimizer"])
-            gen.set_state(st["generator"])
-            history, best, bad, start = st["history"], tuple(st["best"]), st["bad"], st["epoch"] + 1
-            if st.get("finished") and (out / FINAL).exists():
-                return BoxDetector.load(out / FINAL)
-    elif overwrite:
-        for f in (BEST, FINAL, HISTORY):
-            (out / f).unlink(missing_ok=True)
+        st = load_state(ck, "checkpoint")
+        if st.get("run_key") != run_key:  # not this run's (the run folder said it was)
+            raise InputError(ck, "the checkpoint belongs to a different run than its run folder; use --overwrite")
+        det.load_weights(st["model"])
+        opt.load_state_dict(st["optimizer"])
+        gen.set_state(st["generator"])
+        history, best, bad, start = st["history"], tuple(st["best"]), st["bad"], st["epoch"] + 1
+        if st.get("finished") and (out / FINAL).exists():
+            return BoxDetector.load(out / FINAL)
     det.info_["resumed_from_epoch"] = start if start else None
 
     stopped = False
@@ -373,7 +391,7 @@ def train_detector(train: Sequence[Sample], out_dir: str | Path, config: TrainCo
                        "n_train": len(tr), "n_val": len(va), "resumed_from_epoch": det.info_.get("resumed_from_epoch"),
                        "val_names": [s.name for s in va]})
     final.save(out / FINAL)
-    st = torch.load(ck, map_location="cpu", weights_only=False)
+    st = load_state(ck, "checkpoint")
     st["finished"] = True
     buf = io.BytesIO()
     torch.save(st, buf)

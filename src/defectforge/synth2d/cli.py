@@ -16,6 +16,8 @@ from typing import Optional
 
 import typer
 
+from defectforge.engine.cli import address_option, engine_option
+
 
 def register(app: typer.Typer) -> None:
     app.command("synth")(synth)
@@ -34,13 +36,15 @@ def synth(
     split: str = typer.Option("train", "--split", help="Split whose good images and real defects are used."),
     roi: str = typer.Option("auto", "--roi", help="auto | border | none | path to a mask PNG."),
     fmt: str = typer.Option("", "--format", help="Comma-separated exports: mvtec,yolo,coco."),
-    workers: int = typer.Option(2, "--workers", "-j", min=1, help="Worker processes."),
+    workers: Optional[int] = typer.Option(None, "--workers", "-j", min=1,
+                                          help="Workers (default: 2 local processes; with --engine ray, the cluster's CPUs)."),
+    engine: str = engine_option(),
+    ray_address: Optional[str] = address_option(),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a different run in --out."),
     no_real: bool = typer.Option(False, "--no-real", help="Do not use the dataset's real defects."),
 ) -> None:
     """Generate labelled synthetic defects (images, masks, manifest, card, exports, report)."""
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     from defectforge.errors import ConfigError
     from defectforge.synth2d.config import load_config, parse_config
@@ -65,22 +69,11 @@ def synth(
         cfg = parse_config({"source": {"path": str(data), "split": split, "roi": roi, "real_defects": not no_real},
                             "generators": gens, "n": n, "seed": seed,
                             "formats": [f.strip() for f in fmt.split(",") if f.strip()]})
-    prog = Progress(TextColumn("synth"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("eta"),
-                    TimeRemainingColumn(), console=console, transient=False)
-    task = None
+    from defectforge.engine.cli import open_engine
+    from defectforge.progress import rich_progress
 
-    def cb(done: int, total: int) -> None:
-        nonlocal task
-        if task is None:  # start the bar only once the inputs are checked
-            prog.start()
-            task = prog.add_task("synth", total=total)
-        prog.update(task, completed=done, total=total)
-
-    try:
-        run = synthesize(cfg, out, workers=workers, overwrite=overwrite, progress=cb)
-    finally:
-        if task is not None:
-            prog.stop()
+    with rich_progress() as bar, open_engine(engine, ray_address, workers or (2 if engine == "local" else None)) as eng:
+        run = synthesize(cfg, out, overwrite=overwrite, progress=lambda d, t: bar("synth", d, t), engine=eng)
     console.print(f"[green]done[/]: {len(run.samples)} samples in {out} ({run.written} new, {run.resumed} resumed, "
                   f"{run.failed} failed, {run.n_rejected} rejected attempts {run.rejected or ''}) "
                   f"in {run.elapsed_s:.1f} s")

@@ -120,8 +120,10 @@ def load_config(path: str | Path) -> SynthConfig:
     p = Path(path)
     if not p.is_file():
         raise InputError(p, "config file not found")
+    from defectforge.data._files import read_text
+
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        data = yaml.safe_load(read_text(p))
     except yaml.YAMLError as exc:
         raise InputError(p, f"not valid YAML ({exc.__class__.__name__})") from None
     if not isinstance(data, dict):

@@ -59,4 +59,24 @@ def write_report(out: Path, samples: Sequence[Sample], run: Any) -> Path | None:
     rep.section("summary", "Run").kv({"accepted": len(run.samples), "failed": run.failed,
                                       "rejected attempts": run.n_rejected, **{f"rejected: {k}": v for k, v in run.rejected.items()}})
     add_gallery(rep, samples)
+    real = _real_defects(run)
+    if real:
+        from defectforge.report.realsynth import add_real_vs_synthetic
+
+        add_real_vs_synthetic(rep, real, run.samples or samples)
     return rep.save()
+
+
+def _real_defects(run: Any) -> list[Sample]:
+    """The real defect images (with masks) of the run's source split, for comparison."""
+    src = getattr(getattr(run, "config", None), "source", None)
+    if src is None or not Path(src.path).exists():
+        return []
+    from defectforge.data.formats import load_dataset
+    from defectforge.errors import DefectforgeError
+
+    try:
+        ds = load_dataset(src.path)
+    except DefectforgeError:
+        return []
+    return [s for s in ds if s.split == src.split and s.is_defect and (s.mask_path or s.mask_array is not None)]

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import typer
 
+from defectforge.engine.cli import address_option, engine_option
+
 
 GUESS_METRES_BELOW = 3.0
 """An input without ``--units`` whose diagonal is below this is taken to be in metres
@@ -68,6 +70,9 @@ def register(app: typer.Typer) -> None:
         llm_model: str = typer.Option("gpt-4o-mini", "--llm-model", help="Model name for --llm-url."),
         scan_noise: float = typer.Option(0.0, "--scan-noise", help="Scanner noise std along normals, fraction of diag (e.g. 0.0005)."),
         partial: bool = typer.Option(False, "--partial", help="Keep only a partial view facing the defects (like Real3D-AD test scans)."),
+        workers: int = typer.Option(None, "--workers", "-j", min=1, help="Workers (default: 1 local; with --engine ray, the cluster's CPUs)."),
+        engine: str = engine_option(),
+        ray_address: str = address_option(),
     ) -> None:
         """Synthesise defective point clouds with exact point-wise masks (Real3D-AD layout)."""
         from rich.console import Console
@@ -75,8 +80,8 @@ def register(app: typer.Typer) -> None:
         from defectforge.errors import ConfigError
         import numpy as np
 
-        from defectforge.detect._progress import progress_task
-        from defectforge.synth3d.describe import has_absolute_sizes, instructions_from_llm, parse_description
+        from defectforge.synth3d.describe import (SizedDescription, has_absolute_sizes, instructions_from_llm,
+                                                  parse_description)
         from defectforge.synth3d.instructions import load_instructions
         from defectforge.synth3d.pipeline import resolve_inputs, run_synthesis
 
@@ -113,17 +118,17 @@ def register(app: typer.Typer) -> None:
                 except LLMError as exc:
                     console.print(f"[yellow]LLM unavailable ({exc}); using the rule-based parser[/]")
             if inst is None:
-                if scale is not None:  # absolute sizes refer to each sample's own part
-                    def inst(d: float, _text: str = describe, _scale: float = scale, _hint: str = hint):
-                        return parse_description(_text, part_diag=d * _scale, size_hint=_hint)
+                if scale is not None:  # absolute sizes refer to each sample's own part (picklable for workers)
+                    inst = SizedDescription(describe, scale, hint)
                 else:
                     inst = parse_description(describe, part_diag=part_diag, size_hint=hint)
-        with progress_task("synth3d", n, True) as task:
-            def tick(done: int, total: int, name: str) -> None:
-                task.update(done)
+        from defectforge.engine.cli import open_engine
+        from defectforge.progress import rich_progress
 
-            summary = run_synthesis(input, inst, n, seed, out, n_points=n_points, progress=tick, instruction_text=text,
-                                    scan_noise=scan_noise, partial=partial, sources=sources)
+        with rich_progress() as bar, open_engine(engine, ray_address, workers) as eng:
+            summary = run_synthesis(input, inst, n, seed, out, n_points=n_points, instruction_text=text,
+                                    progress=lambda d, t, _name: bar("synth3d", d, t),
+                                    scan_noise=scan_noise, partial=partial, engine=eng, sources=sources)
         Console().print(f"[green]done[/]: {summary['generated']} generated, {summary['skipped']} already present, "
                         f"{summary['samples']} samples in {summary['out']} (manifest.csv)")
 
@@ -140,7 +145,7 @@ def register(app: typer.Typer) -> None:
         import numpy as np
         from rich.console import Console
 
-        from defectforge.detect._progress import progress_task
+        from defectforge.progress import progress_task
         from defectforge.errors import ConfigError
         from defectforge.synth3d.cloud_io import write_cloud
         from defectforge.synth3d.parts import PART_NAMES, make_part

@@ -20,6 +20,7 @@ import numpy as np
 from defectforge._atomic import atomic_write_bytes, atomic_write_text
 from defectforge.errors import InputError
 from defectforge.synth3d.cloud import PointCloud
+from defectforge.synth3d.cloud_precision import needs_double, text_decimals
 
 CLOUD_SUFFIXES = (".ply", ".pcd", ".xyz", ".txt", ".asc", ".pts", ".npy")
 MESH_SUFFIXES = (".obj", ".stl", ".off", ".glb", ".gltf")
@@ -53,7 +54,7 @@ def read_cloud(path: str | Path, *, mesh_points: int = 20000, seed: int = 0) -> 
         elif suffix in (".xyz", ".txt", ".asc", ".pts"):
             cloud = _read_text(path)
         elif suffix == ".npy":
-            cloud = _from_columns(np.load(path, allow_pickle=False), path)
+            cloud = _from_columns(_load_npy(path), path)
         elif suffix in MESH_SUFFIXES:
             cloud = sample_mesh_file(path, mesh_points, seed=seed)
         else:
@@ -64,6 +65,31 @@ def read_cloud(path: str | Path, *, mesh_points: int = 20000, seed: int = 0) -> 
         raise InputError(path, f"cannot read point cloud: {exc}") from exc
     cloud.meta.setdefault("source", str(path))
     return cloud
+
+
+def _load_npy(path: Path) -> np.ndarray:
+    """A ``.npy`` array, its declared shape checked against the file size before any copy
+    (memory-mapped first: a header claiming billions of rows is an error, not a MemoryError)."""
+    arr = np.load(path, allow_pickle=False, mmap_mode="r")
+    return np.array(arr)
+
+
+def _check_declared(count: int, row_bytes: int, remaining: int, what: str) -> None:
+    """Refuse a header whose declared ``count`` rows cannot fit in the ``remaining`` bytes of
+    the file, before allocating anything for them."""
+    if count < 0:
+        raise ValueError(f"header declares a negative number of {what} ({count})")
+    need = count * row_bytes
+    if need > remaining:
+        raise ValueError(f"header declares {count:,} {what} (at least {need:,} bytes) but only {remaining:,} bytes "
+                         "follow the header; the file is truncated or its header is wrong")
+
+
+def _remaining(fh) -> int:
+    import os
+
+    pos = fh.tell()
+    return os.fstat(fh.fileno()).st_size - pos
 
 
 def _from_columns(arr: np.ndarray, path: Path) -> PointCloud:
@@ -133,6 +159,8 @@ def _read_ply(path: Path, *, mesh_points: int, seed: int) -> PointCloud:
         if any(p[2] is not None for p in props):
             raise ValueError("list properties on vertices are not supported")
         has_faces = any(e[0] == "face" and e[1] > 0 for e in elements[1:])
+        row_bytes = 2 * len(props) if fmt == "ascii" else int(sum(np.dtype(p[1]).itemsize for p in props))
+        _check_declared(count, row_bytes, _remaining(fh) + (1 if fmt == "ascii" else 0), "vertices")
         if fmt == "ascii":
             rows = []
             for _ in range(count):
@@ -184,6 +212,8 @@ def _read_pcd(path: Path) -> PointCloud:
         types = header["TYPE"]
         counts = [int(c) for c in header.get("COUNT", ["1"] * len(fields))]
         npts = int(header["POINTS"][0]) if "POINTS" in header else int(header["WIDTH"][0]) * int(header.get("HEIGHT", ["1"])[0])
+        row_bytes = 2 * sum(counts) if data_kind == "ascii" else sum(s * c for s, c in zip(sizes, counts))
+        _check_declared(npts, row_bytes, _remaining(fh) + (1 if data_kind == "ascii" else 0), "points")
         if data_kind == "ascii":
             body = fh.read().decode("ascii", errors="replace")
             rows = [ln for ln in body.splitlines() if ln.strip()]
@@ -279,9 +309,13 @@ def write_cloud(path: str | Path, cloud: PointCloud, *, binary: bool = True) -> 
     raise InputError(path, f"cannot write format {suffix!r}")
 
 
-def write_xyz_label(path: str | Path, points: np.ndarray, labels: np.ndarray | None = None, decimals: int = 6) -> Path:
-    """Real3D-AD ground-truth layout: one ``x y z label`` line per point, 6 decimals."""
+def write_xyz_label(path: str | Path, points: np.ndarray, labels: np.ndarray | None = None,
+                    decimals: int | None = None) -> Path:
+    """Real3D-AD ground-truth layout: one ``x y z label`` line per point, 6 decimals (more when
+    the part is so small that 6 would lose its shape; see :func:`text_decimals`)."""
     pts = np.asarray(points, dtype=np.float64)
+    if decimals is None:
+        decimals = text_decimals(pts)
     bio = io.StringIO()
     if labels is None:
         np.savetxt(bio, pts, fmt=f"%.{decimals}f", delimiter=" ")
@@ -301,9 +335,14 @@ def _vertex_fields(cloud: PointCloud) -> list[tuple[str, np.ndarray, str]]:
     return fields
 
 
-def write_ply(path: str | Path, cloud: PointCloud, *, binary: bool = True, double: bool = False) -> Path:
-    """PLY with ``x y z`` (float32, or float64 when ``double``), optional normals and ``label``."""
+def write_ply(path: str | Path, cloud: PointCloud, *, binary: bool = True, double: bool | None = None) -> Path:
+    """PLY with ``x y z`` (float32, or float64 when ``double``), optional normals and ``label``.
+
+    ``double=None`` (default) picks float64 for the coordinates when float32 would move
+    points by more than ``REL_PRECISION`` of the extent (see :func:`~defectforge.synth3d.cloud_precision.needs_double`)."""
     fields = _vertex_fields(cloud)
+    if double is None:
+        double = needs_double(cloud.points)
     if double:
         fields = [(n, a, "f8" if t == "f4" else t) for n, a, t in fields]
     ply_name = {"f4": "float", "f8": "double", "u1": "uchar", "i4": "int"}
@@ -317,15 +356,18 @@ def write_ply(path: str | Path, cloud: PointCloud, *, binary: bool = True, doubl
         for n, a, _ in fields:
             rec[n] = a
         return atomic_write_bytes(path, header + rec.tobytes())
-    fmts = ["%d" if t in ("u1", "i4") else ("%.9g" if t == "f8" else "%.7g") for _, _, t in fields]
+    fmts = ["%d" if t in ("u1", "i4") else ("%.17g" if t == "f8" else "%.9g") for _, _, t in fields]
     bio = io.StringIO()
     np.savetxt(bio, np.stack([a.astype(np.float64) for _, a, _ in fields], axis=1), fmt=fmts, delimiter=" ")
     return atomic_write_bytes(path, header + bio.getvalue().encode("ascii"))
 
 
 def write_pcd(path: str | Path, cloud: PointCloud, *, binary: bool = True) -> Path:
-    """PCD v0.7 (ascii or binary) with ``x y z``, optional ``normal_*`` and ``label`` fields."""
+    """PCD v0.7 (ascii or binary) with ``x y z``, optional ``normal_*`` and ``label`` fields
+    (coordinates as float64 when float32 would lose precision, as :func:`write_ply`)."""
     fields = _vertex_fields(cloud)
+    if needs_double(cloud.points):
+        fields = [(n, a, "f8" if t == "f4" else t) for n, a, t in fields]
     rename = {"nx": "normal_x", "ny": "normal_y", "nz": "normal_z"}
     names = [rename.get(n, n) for n, _, _ in fields]
     types = ["U" if t == "u1" else ("I" if t == "i4" else "F") for _, _, t in fields]
@@ -339,7 +381,7 @@ def write_pcd(path: str | Path, cloud: PointCloud, *, binary: bool = True) -> Pa
         for nm, (_, a, _) in zip(names, fields):
             rec[nm] = a
         return atomic_write_bytes(path, header + rec.tobytes())
-    fmts = ["%d" if t in ("u1", "i4") else "%.7g" for _, _, t in fields]
+    fmts = ["%d" if t in ("u1", "i4") else ("%.17g" if t == "f8" else "%.9g") for _, _, t in fields]
     bio = io.StringIO()
     np.savetxt(bio, np.stack([a.astype(np.float64) for _, a, _ in fields], axis=1), fmt=fmts, delimiter=" ")
     return atomic_write_bytes(path, header + bio.getvalue().encode("ascii"))

@@ -157,6 +157,18 @@ def parse_description(text: str, part_diag: float | None = None, *, seed: int | 
     return validate_instructions({"version": 1, "defects": defects}, source="description")
 
 
+class SizedDescription:
+    """``diag -> parse_description(text, part_diag=diag * scale, size_hint=hint)``: the
+    instructions for each sample's own part, whose coordinates are in units of ``scale`` mm
+    (picklable, so engine workers can run it)."""
+
+    def __init__(self, text: str, scale: float, hint: str = ""):
+        self.text, self.scale, self.hint = text, float(scale), hint
+
+    def __call__(self, diag: float) -> InstructionSet:
+        return parse_description(self.text, part_diag=diag * self.scale, size_hint=self.hint)
+
+
 def instructions_from_llm(text: str, client, part_diag: float | None = None, part_name: str | None = None) -> InstructionSet:
     """Ask an OpenAI-compatible model (a :class:`defectforge.llm.ChatClient`) for
     instructions; the reply must pass the same schema and bounds checks as a file.

@@ -208,11 +208,19 @@ def load_instructions(path: str | Path) -> InstructionSet:
     path = Path(path)
     if not path.is_file():
         raise InputError(path, "instruction file not found")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(path, f"not a UTF-8 text file ({exc.reason} at byte {exc.start})") from None
     try:
         data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+    except RecursionError:
+        raise InputError(path, "nested too deeply to be an instruction file") from None
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise InputError(path, f"not valid {'JSON' if path.suffix.lower() == '.json' else 'YAML'}: {exc}") from exc
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+        raise InputError(path, f"not valid {'JSON' if path.suffix.lower() == '.json' else 'YAML'}{where}: {first}") from None
     try:
         return validate_instructions(data, source=str(path))
     except ConfigError as exc:

@@ -2,16 +2,20 @@
 
 For sample ``i`` the random state is ``SeedSequence(seed, spawn_key=(i,))`` (one child
 for the base part or the sampling of a mesh input, one for the defects, one for the
-scan), so any sample can be regenerated alone and a rerun reproduces the same files. Outputs in ``out_dir``::
+scan), so any sample can be regenerated alone and a rerun reproduces the same files.
+Outputs in ``out_dir``::
 
     run.json                 the run's configuration (a rerun must match it)
+    .run/                    run state (fingerprint, journal of finished samples, lock)
     <name>.txt               x y z label per line, 6 decimals (Real3D-AD gt layout)
     <name>.ply               binary PLY with x y z nx ny nz label
     meta/<name>.json         per-sample record; written last, so it marks completion
     manifest.csv             file, part, defects, instruction, seed, n_points, n_defect_points
 
-A sample whose ``meta`` record exists is skipped on rerun; every file is written
-atomically, so an interrupted run leaves only complete samples.
+The folder follows :mod:`defectforge.runfolder`: a journaled sample (whose ``meta`` record
+exists) is skipped on rerun; every file is written atomically, so an interrupted run leaves
+only complete samples; a different run, a non-empty folder the command did not create, a
+folder that overlaps the input, and a second concurrent run are refused.
 """
 
 from __future__ import annotations
@@ -21,18 +25,20 @@ import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
 from defectforge._atomic import atomic_write_json, atomic_write_text
 from defectforge.errors import ConfigError, DefectforgeError, InputError
+from defectforge.runfolder import RunFolder, remove_leftovers
 from defectforge.synth3d.cloud import PointCloud, check_cloud
 from defectforge.synth3d.cloud_io import list_cloud_files, read_cloud, write_ply, write_xyz_label
 from defectforge.synth3d.instructions import InstructionSet, synthesize
 from defectforge.synth3d.parts import PART_NAMES, make_part
 
 MANIFEST_COLUMNS = ("file", "part", "defects", "instruction", "seed", "n_points", "n_defect_points")
+OUTPUTS = ("run.json", "*.txt", "*.ply", "meta", "manifest.csv")
 
 
 @dataclass
@@ -93,14 +99,15 @@ def run_synthesis(input_spec: str, instructions: InstructionSet | Callable[[floa
                   out_dir: str | Path, *,
                   n_points: int = 20000, progress: Callable[[int, int, str], None] | None = None,
                   instruction_text: str = "", scan_noise: float = 0.0, partial: bool = False,
-                  sources: list[InputSource] | None = None) -> dict:
+                  engine: Any = None, sources: list[InputSource] | None = None) -> dict:
     """Generate ``n`` defective clouds into ``out_dir`` (resumable); returns a summary dict.
 
     ``scan_noise`` adds Gaussian noise along the normals (std as a fraction of diag)
     after the defects; ``partial`` keeps only what a scanner would see from a direction
     facing the defects (Real3D-AD test clouds are partial scans). Labels follow the
-    kept points exactly. ``sources`` are the resolved ``input_spec`` when the caller already
-    read them (so a file is not read twice).
+    kept points exactly. ``engine`` (:mod:`defectforge.engine`) runs the samples (default:
+    this process); every engine writes the same bytes. ``sources`` are the resolved
+    ``input_spec`` when the caller already read them (so a file is not read twice).
     """
     if n < 1:
         raise ConfigError(f"--n must be at least 1, got {n}")
@@ -111,49 +118,98 @@ def run_synthesis(input_spec: str, instructions: InstructionSet | Callable[[floa
     if callable(instructions) and not isinstance(instructions, InstructionSet):
         make_inst, inst_json = instructions, {"describe": instruction_text}
     else:
-        make_inst, inst_json = (lambda _diag: instructions), instructions.model_dump(mode="json")
+        make_inst, inst_json = _Fixed(instructions), instructions.model_dump(mode="json")
     config = {"input": input_spec, "seed": int(seed), "n_points": int(n_points),
               "instructions": inst_json, "scan_noise": float(scan_noise),
               "partial": bool(partial)}
-    run_file = out / "run.json"
-    if run_file.exists():
-        old = json.loads(run_file.read_text(encoding="utf-8"))
-        if {k: old.get(k) for k in config} != json.loads(json.dumps(config)):
-            raise ConfigError(f"{out}: holds a different run (input, seed, points or instructions differ); "
-                              "use a new --out folder")
-    else:
-        atomic_write_json(run_file, {**config, "n": int(n)})
-    done = skipped = 0
-    for i in range(n):
-        src = sources[i % len(sources)]
-        name = f"{i:05d}_{src.name}"
-        meta_path = out / "meta" / f"{name}.json"
-        if meta_path.exists():
-            skipped += 1
+    inputs = [] if input_spec.startswith("part:") else [input_spec]
+    config = json.loads(json.dumps(config))
+    adopt = _same_legacy_run(out, config)
+    with RunFolder.open(out, job="synth3d", config=config, inputs=inputs, outputs=OUTPUTS, overwrite_flag=None,
+                        adopt=adopt) as rf:
+        if not (out / "run.json").exists():
+            rf.write_artifact("run.json", json.dumps({**config, "n": int(n)}, indent=2) + "\n")
+        finished = set(rf.done_ids("name", valid=lambda r: (out / "meta" / f"{r['name']}.json").is_file()))
+        if adopt:  # an older folder: its meta records mark the finished samples
+            finished |= {p.stem for p in (out / "meta").glob("*.json")}
+        task = CloudTask(sources, make_inst, int(seed), int(n_points), float(scan_noise), bool(partial),
+                         instruction_text, out)
+        todo = [i for i in range(n) if task.name(i) not in finished]
+        skipped = n - len(todo)
+        if progress:
+            progress(skipped, n, "")
+        from defectforge.engine.local import LocalEngine
+
+        runner = engine if engine is not None else LocalEngine(1)
+        for k, (_, rec) in enumerate(runner.map(task, todo), start=1):
+            rf.journal.append(rec)
             if progress:
-                progress(i + 1, n, name)
-            continue
-        ss = np.random.SeedSequence(int(seed), spawn_key=(i,))
+                progress(skipped + k, n, rec["name"])
+        if todo:  # the journal in index order, so it is the same bytes whatever order samples finished in
+            rf.journal.rewrite(sorted(rf.journal.records(), key=lambda r: r.get("index", -1)))
+        remove_leftovers(out)  # what a worker killed mid-write left (no writer is active now)
+        rows = write_manifest(out)
+    return {"out": str(out), "generated": len(todo), "skipped": skipped, "samples": len(rows)}
+
+
+def _same_legacy_run(out: Path, config: dict) -> bool:
+    """A folder written before run folders (``run.json`` at the top, no state) of this run."""
+    from defectforge.runfolder import STATE
+
+    if not (out / "run.json").is_file() or (out / STATE / "run.json").is_file():
+        return False
+    try:
+        old = json.loads((out / "run.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(old, dict) and {k: old.get(k) for k in config} == config
+
+
+class _Fixed:
+    """The same instructions for every part (picklable, unlike a lambda)."""
+
+    def __init__(self, inst: InstructionSet):
+        self.inst = inst
+
+    def __call__(self, _diag: float) -> InstructionSet:
+        return self.inst
+
+
+class CloudTask:
+    """Make sample ``i`` from its own seed and write ``<name>.txt``, ``<name>.ply`` and
+    ``meta/<name>.json`` (last: it marks completion) atomically; returns its journal record
+    ``{"index", "name"}``. Runs in a worker of any engine (:mod:`defectforge.engine`)."""
+
+    def __init__(self, sources: list[InputSource], make_inst: Callable[[float], InstructionSet], seed: int,
+                 n_points: int, scan_noise: float, partial: bool, instruction_text: str, out: Path):
+        self.sources, self.make_inst, self.seed, self.n_points = sources, make_inst, seed, n_points
+        self.scan_noise, self.partial, self.instruction_text, self.out = scan_noise, partial, instruction_text, out
+
+    def name(self, i: int) -> str:
+        return f"{i:05d}_{self.sources[i % len(self.sources)].name}"
+
+    def setup(self) -> None:
+        pass
+
+    def __call__(self, i: int) -> dict:
+        out, src, name = self.out, self.sources[i % len(self.sources)], self.name(i)
+        ss = np.random.SeedSequence(int(self.seed), spawn_key=(i,))
         part_ss, defect_ss, scan_ss = ss.spawn(3)
-        base = src.load(np.random.default_rng(part_ss), n_points)
+        base = src.load(np.random.default_rng(part_ss), self.n_points)
         try:
-            inst = make_inst(base.diag)
+            inst = self.make_inst(base.diag)
             cloud, records = synthesize(base, inst, np.random.default_rng(defect_ss), source=name)
         except DefectforgeError as exc:
             raise ConfigError(f"sample {name}: {exc}") from None
-        cloud = _scan(cloud, np.random.default_rng(scan_ss), scan_noise, partial)
+        cloud = _scan(cloud, np.random.default_rng(scan_ss), self.scan_noise, self.partial)
         write_xyz_label(out / f"{name}.txt", cloud.points, cloud.labels)
         write_ply(out / f"{name}.ply", PointCloud(cloud.points, cloud.normals, cloud.labels))
-        atomic_write_json(meta_path, {
+        atomic_write_json(out / "meta" / f"{name}.json", {
             "file": f"{name}.txt", "part": src.part or str(src.path), "defects": _describe_instructions(inst),
-            "instruction": instruction_text, "seed": int(seed), "index": i, "n_points": len(cloud),
+            "instruction": self.instruction_text, "seed": int(self.seed), "index": i, "n_points": len(cloud),
             "n_defect_points": int(cloud.labels.sum()), "part_params": base.meta.get("params", {}),
             "records": records})
-        done += 1
-        if progress:
-            progress(i + 1, n, name)
-    rows = write_manifest(out)
-    return {"out": str(out), "generated": done, "skipped": skipped, "samples": len(rows)}
+        return {"index": i, "name": name}
 
 
 def _scan(cloud: PointCloud, rng: np.random.Generator, noise: float, partial: bool) -> PointCloud:

@@ -92,7 +92,7 @@ def lora_train(
         def _cb(done: int, total: int, loss: float) -> None:
             prog.update(task, completed=done, loss=f"{loss:.4f}")
 
-        res = trainer.fit(items, resume=resume, progress=_cb)
+        res = trainer.fit(items, resume=resume, progress=_cb, inputs=[data])
     console.print(f"weights: {res.weights}")
     if res.resumed_from:
         console.print(f"resumed from step {res.resumed_from}")

@@ -44,6 +44,7 @@ from defectforge.errors import ConfigError, InputError
 
 TARGET_MODULES = ("to_q", "to_k", "to_v", "to_out.0")
 _FINGERPRINT_KEYS = ("model", "instance_prompt", "rank", "alpha", "resolution", "target_modules", "seed")
+LORA_OUTPUTS = ("train_config.json", "checkpoints", "pytorch_lora_weights.safetensors", "losses.json", "samples.png")
 
 
 class LoraTrainConfig(BaseModel):
@@ -311,15 +312,24 @@ class LoraTrainer:
 
     # -- loop -------------------------------------------------------------------------------------
     def fit(self, items: Sequence[TrainItem], resume: bool = False,
-            progress: Callable[[int, int, float], None] | None = None) -> TrainResult:
-        """Train for ``config.steps`` steps in total (continuing a checkpoint with ``resume``)."""
+            progress: Callable[[int, int, float], None] | None = None,
+            inputs: Sequence[str | Path] = ()) -> TrainResult:
+        """Train for ``config.steps`` steps in total (continuing a checkpoint with ``resume``).
+
+        The output folder follows :mod:`defectforge.runfolder`: locked while training, never
+        overlapping the model folder or ``inputs`` (the training data), another run's
+        settings refused."""
+        cfg = self.cfg
+        out = Path(cfg.out)
+        with _open_run(out, cfg, [cfg.model, *inputs], check=self._setup) as rf:
+            rf.write_artifact("train_config.json", json.dumps(cfg.model_dump(), indent=2) + "\n")
+            return self._fit(rf.path, items, resume, progress)
+
+    def _fit(self, out: Path, items: Sequence[TrainItem], resume: bool,
+             progress: Callable[[int, int, float], None] | None) -> TrainResult:
         import torch
 
         cfg = self.cfg
-        out = Path(cfg.out)
-        out.mkdir(parents=True, exist_ok=True)
-        self._setup()
-        _check_fingerprint(out, cfg)
         gen = torch.Generator("cpu").manual_seed(cfg.seed)
         rng = np.random.default_rng(cfg.seed)
         losses: list[float] = []
@@ -367,7 +377,7 @@ class LoraTrainer:
 
         sd = convert_state_dict_to_diffusers(get_peft_model_state_dict(self._pipe.unet))
         sd = {k: v.detach().to("cpu").float().contiguous() for k, v in sd.items()}
-        with tempfile.TemporaryDirectory(dir=out, prefix=".lora-") as tmp:
+        with tempfile.TemporaryDirectory(dir=out, prefix=".lora.", suffix=".tmp") as tmp:  # see runfolder
             type(self._pipe).save_lora_weights(tmp, unet_lora_layers=sd, safe_serialization=True)
             final = out / "pytorch_lora_weights.safetensors"
             os.replace(Path(tmp) / "pytorch_lora_weights.safetensors", final)
@@ -379,7 +389,7 @@ class LoraTrainer:
 
         ckdir = out / "checkpoints"
         ckdir.mkdir(exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=ckdir, prefix=".tmp-"))
+        tmp = Path(tempfile.mkdtemp(dir=ckdir, prefix=f".step-{step:07d}.", suffix=".tmp"))
         try:
             torch.save({"adapter": {k: v.detach().cpu() for k, v in get_peft_model_state_dict(self._pipe.unet).items()},
                         "optimizer": self.optimizer.state_dict(), "torch_rng": gen.get_state()}, tmp / "state.pt")
@@ -397,13 +407,14 @@ class LoraTrainer:
         return final
 
     def _load_checkpoint(self, ck: Path, gen, rng: np.random.Generator) -> tuple[int, list[float]]:
-        import torch
         from peft.utils import set_peft_model_state_dict
 
+        from defectforge.runfolder import load_state
+
+        state = load_state(ck / "state.pt", "LoRA checkpoint")
         try:
             meta = json.loads((ck / "state.json").read_text())
-            state = torch.load(ck / "state.pt", map_location="cpu", weights_only=False)
-        except (OSError, ValueError, RuntimeError) as exc:
+        except (OSError, ValueError) as exc:
             raise InputError(ck, f"unreadable checkpoint ({exc})") from None
         set_peft_model_state_dict(self._pipe.unet, state["adapter"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -440,20 +451,26 @@ def latest_checkpoint(out: str | Path) -> Path | None:
     return done[-1] if done else None
 
 
-def _check_fingerprint(out: Path, cfg: LoraTrainConfig) -> None:
-    """Refuse to mix runs: the saved train_config.json must agree on the settings that define the adapter."""
-    path = out / "train_config.json"
+def _open_run(out: Path, cfg: LoraTrainConfig, inputs: Sequence[str | Path], check: Callable[[], Any]):
+    """The locked run folder; the settings that define the adapter must match to continue."""
+    from defectforge.runfolder import STATE, RunFolder
+
     mine = cfg.model_dump()
-    if path.is_file():
+    key = {k: mine[k] for k in _FINGERPRINT_KEYS}
+    legacy = (out / "train_config.json").is_file() and not (out / STATE / "run.json").is_file()
+    same = False
+    if legacy:  # a folder written before run folders kept their state
         try:
-            old = json.loads(path.read_text())
+            old = json.loads((out / "train_config.json").read_text())
         except (OSError, ValueError):
             old = {}
         diff = [k for k in _FINGERPRINT_KEYS if k in old and old[k] != mine[k]]
         if diff and latest_checkpoint(out) is not None:
             raise ConfigError(f"{out}: existing checkpoints were trained with different {', '.join(diff)}; "
                               "use another output folder")
-    atomic_write_json(path, mine)
+        same = not diff
+    return RunFolder.open(out, job="lora-train", config=key, inputs=inputs, outputs=LORA_OUTPUTS,
+                          overwrite_flag=None, adopt=same, check=check)
 
 
 def train_lora(config: LoraTrainConfig | dict[str, Any], images: Sequence[np.ndarray], masks: Sequence[np.ndarray],

@@ -1,0 +1,278 @@
+"""Benchmark: how PatchCore and ExDD fit and predict scale with the number of training images
+at the README's default settings (256 px shorter side, EfficientNet-Lite0, PatchCore 10 % /
+ExDD 1 % coreset, exact greedy selection), and anomalib 2.7 PatchCore on the same images.
+
+Usage (from the repository root)::
+
+    .venv/bin/python bench/bench_scale.py                                  # all sizes, both models
+    .venv/bin/python bench/bench_scale.py --sizes 50,100 --models exdd      # a subset
+    .venv/bin/python bench/bench_scale.py --device cuda --data DIR         # on a GPU machine
+
+Each (model, size) runs in its own subprocess: peak RSS is that process's ``ru_maxrss``.
+Sizes up to 402 are the first N BSData train-good images; larger sizes add flipped and
+cropped copies of them (written once to ``bench/_work/aug``), as a KSDD2-size stand-in.
+ExDD's defect bank gets the 63 train defect images. Predict is timed on ``--predict-n``
+test images; the metrics (on the whole test split) are computed for the 402-image fits
+only. ``uptime`` is recorded before every run, results go to ``bench/_work/scale_*.json``
+and the table to ``docs/bench/scale.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import math
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "bench"))
+from bench_exdd import _metrics, _samples  # noqa: E402  (same data reading and metrics as bench_exdd)
+
+DATA = REPO.parent / "shared" / "datasets" / "bsdata"
+WORK = REPO / "bench" / "_work"
+DEFAULT_SIZES = "50,100,200,402,800,1600,3200"
+
+
+def _uptime() -> str:
+    try:
+        return subprocess.run(["uptime"], capture_output=True, text=True, timeout=10).stdout.strip()
+    except Exception:
+        return "n/a"
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def train_images(data: Path, n: int) -> list:
+    """The first ``n`` train-good images; past 402, flipped / cropped copies (cached on disk)."""
+    from defectforge.data.sample import Sample
+
+    good = [s for s in _samples(data, "train") if not s.is_defect]
+    if n <= len(good):
+        return good[:n]
+    from defectforge.data.image_io import read_image, write_image
+
+    out = list(good)
+    k = 0
+    while len(out) < n:
+        variant = 1 + k // len(good)  # 1.. : flip h, flip v, flip hv, then crops of those
+        src = good[k % len(good)]
+        path = WORK / "aug" / f"v{variant}" / f"{src.path.stem}.png"
+        if not path.is_file():
+            img = read_image(src.path)
+            flip = variant % 4
+            if flip in (1, 3):
+                img = img[:, ::-1]
+            if flip in (2, 3):
+                img = img[::-1]
+            if variant >= 4:  # crops: 90 % of the image at a variant-dependent offset
+                h, w = img.shape[:2]
+                ch, cw = int(h * 0.9), int(w * 0.9)
+                oy, ox = (variant * 7) % (h - ch + 1), (variant * 13) % (w - cw + 1)
+                img = img[oy:oy + ch, ox:ox + cw]
+            write_image(path, img.copy())
+        out.append(Sample(label="good", split="train", path=path))
+        k += 1
+    return out
+
+
+# --------------------------------------------------------------------------- workers
+def worker_defectforge(args) -> dict:
+    import warnings
+
+    import numpy as np
+
+    from defectforge.detect.exdd import ExDD, PatchCore
+
+    normal = train_images(args.data, args.n)
+    defects = [s for s in _samples(args.data, "train") if s.is_defect]
+    test = _samples(args.data, "test")
+    kw = {"device": args.device}
+    model = PatchCore(**kw) if args.model == "patchcore" else ExDD(**kw)
+    up = _uptime()
+    t0 = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.fit(normal, defects if args.model == "exdd" else None)
+    fit_s = time.perf_counter() - t0
+    rss_fit = _rss_mb()
+    timed = test[:: max(1, len(test) // args.predict_n)][: args.predict_n]
+    model.predict(timed[:2])  # warm-up (first-call allocations), not timed
+    t0 = time.perf_counter()
+    for s in range(0, len(timed), 16):
+        model.predict(timed[s:s + 16])
+    pred_ms = 1000 * (time.perf_counter() - t0) / len(timed)
+    res = {"model": args.model, "n_images": args.n, "device": args.device, "fit_s": round(fit_s, 2),
+           "predict_ms": round(pred_ms, 2), "peak_rss_fit_mb": round(rss_fit, 1), "uptime_before": up,
+           "uptime_after": _uptime(), "fit_info": model.fit_info, "n_predict": len(timed)}
+    if args.metrics:
+        from defectforge.detect.evaluate import _resize
+
+        scores, maps = [], []
+        for s in range(0, len(test), 16):
+            p = model.predict(test[s:s + 16])
+            scores.extend(p.pred_score.tolist())
+            maps.extend(_resize(a, model.input_size) for a in p.anomaly_map)
+        res["metrics"] = _metrics([s.is_defect for s in test], scores, [s.mask for s in test], maps,
+                                  model.input_size)
+        res["bank_checksum"] = float(np.float64(model.bank_normal.sum()))
+    res["peak_rss_mb"] = round(_rss_mb(), 1)
+    return res
+
+
+def worker_anomalib(args) -> dict:
+    from bench_exdd import worker_anomalib as run
+
+    from defectforge.bank.features import input_size_for
+
+    ns = argparse.Namespace(data=args.data, short=256, ratio=0.1, limit=args.n)
+    up = _uptime()
+    res = run(ns)
+    res.update({"model": "anomalib-patchcore", "n_images": args.n, "uptime_before": up, "uptime_after": _uptime(),
+                "input_size": list(input_size_for((460, 1130), 256))})
+    return res
+
+
+# --------------------------------------------------------------------------- driver
+def _run(py: str, model: str, n: int, args) -> dict | None:
+    out = WORK / f"scale_{model}_{n}_{args.device}.json"
+    cmd = [py, __file__, "--worker", model, "--n", str(n), "--data", str(args.data), "--device", args.device,
+           "--predict-n", str(args.predict_n), "--result", str(out)]
+    if args.metrics_at and n == args.metrics_at:
+        cmd.append("--metrics")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")]))
+    t0 = time.time()
+    try:
+        proc = subprocess.run(cmd, env=env, timeout=args.timeout, capture_output=True, text=True)
+    except subprocess.TimeoutExpired:
+        res = {"model": model, "n_images": n, "device": args.device, "timeout_s": args.timeout,
+               "uptime_after": _uptime()}
+        out.write_text(json.dumps(res, indent=2))
+        return res
+    if proc.returncode != 0 or not out.is_file():
+        print(proc.stdout[-2000:], proc.stderr[-4000:], file=sys.stderr)
+        return None
+    res = json.loads(out.read_text())
+    res["wall_s"] = round(time.time() - t0, 1)
+    out.write_text(json.dumps(res, indent=2))
+    return res
+
+
+def _slope(rows: list[dict]) -> float | None:
+    pts = [(math.log(r["n_images"]), math.log(r["fit_s"])) for r in rows if r.get("fit_s")]
+    if len(pts) < 2:
+        return None
+    mx = sum(p[0] for p in pts) / len(pts)
+    my = sum(p[1] for p in pts) / len(pts)
+    return sum((x - mx) * (y - my) for x, y in pts) / sum((x - mx) ** 2 for x, _ in pts)
+
+
+def write_doc(results: list[dict], args, path: Path) -> None:
+    lines = ["# Benchmark: detector fit / predict vs number of training images", "",
+             f"- Date: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC; machine: {platform.machine()}, "
+             f"{os.cpu_count()} CPUs, device {args.device}",
+             f"- Command: `{args.command}`",
+             "- Settings: README defaults (`detect fit` without options): 256 px shorter side (256x632 input, "
+             "32x79 = 2,528 rows of 152 values per image), EfficientNet-Lite0 (packaged weights), 128-d projection "
+             "for the choice, exact greedy k-center (ball tree, identical to the brute force); PatchCore 10 %, ExDD "
+             "1 % of the normal rows (+ 10 % of the rows inside the 63 train defect masks). 10 % of the images are "
+             "held out as validation (threshold). Sizes past 402: flipped / cropped copies of the 402.",
+             "- Peak RSS: `ru_maxrss` of the worker process (fit, or fit + predict + metrics where marked). "
+             "Predict: mean over the timed test images (chunks of 16, after a 2-image warm-up).",
+             "- Load: `uptime` recorded before and after every run (the machine is shared; 2 cores).", "",
+             "| model | images | fit s | predict ms/img | peak RSS MB (fit) | bank rows | coreset s | features s | "
+             "load before -> after |", "|---|---|---|---|---|---|---|---|---|"]
+
+    def load(r: dict, key: str) -> str:
+        u = r.get(key, "")
+        return u.split("load average:")[-1].split(",")[0].strip() if "load average" in u else "?"
+
+    for r in sorted(results, key=lambda r: (r["model"], r["n_images"])):
+        fi = r.get("fit_info", {})
+        if "timeout_s" in r:
+            lines.append(f"| {r['model']} | {r['n_images']} | > {r['timeout_s']} (stopped) | | | | | | "
+                         f"-> {load(r, 'uptime_after')} |")
+            continue
+        bank = fi.get("bank_normal", r.get("bank", ""))
+        lines.append(f"| {r['model']} | {r['n_images']} | {r.get('fit_s', '')} | {r.get('predict_ms', 0):.1f} | "
+                     f"{r.get('peak_rss_fit_mb', r.get('peak_rss_fit_predict_mb', ''))} | {bank} | "
+                     f"{fi.get('seconds_coreset', '')} | {fi.get('seconds_features', '')} | "
+                     f"{load(r, 'uptime_before')} -> {load(r, 'uptime_after')} |")
+    lines += ["", "Log-log slope of fit time against images (least squares over the sizes run):", ""]
+    for m in sorted({r["model"] for r in results}):
+        s = _slope([r for r in results if r["model"] == m and "fit_s" in r])
+        lines.append(f"- {m}: {'n/a' if s is None else f'{s:.2f}'}")
+    mets = [r for r in results if r.get("metrics")]
+    if mets:
+        lines += ["", "Metrics of the 402-image fits (whole test split, 372 images, maps at the input size):", "",
+                  "| model | I-AUROC | P-AUROC | AUPRO | I-AP | P-AP | F1-max |", "|---|---|---|---|---|---|---|"]
+        for r in mets:
+            m = r["metrics"]
+            lines.append(f"| {r['model']} | {m['image_auroc']:.3f} | {m['pixel_auroc']:.3f} | {m['aupro']:.3f} | "
+                         f"{m['image_ap']:.3f} | {m['pixel_ap']:.3f} | {m['f1_max']:.3f} |")
+    lines += ["", "Raw results: `bench/_work/scale_*.json` (not committed).", ""]
+    if args.notes and Path(args.notes).is_file():
+        lines += ["## Notes", "", Path(args.notes).read_text().strip(), ""]
+    from defectforge._atomic import atomic_write_text
+
+    atomic_write_text(path, "\n".join(lines))
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--data", type=Path, default=DATA)
+    ap.add_argument("--sizes", default=DEFAULT_SIZES)
+    ap.add_argument("--models", default="exdd,patchcore,anomalib")
+    ap.add_argument("--anomalib-sizes", default="50,100", help="sizes anomalib runs at (it is quadratic)")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--predict-n", type=int, default=48)
+    ap.add_argument("--metrics-at", type=int, default=402)
+    ap.add_argument("--timeout", type=int, default=3600, help="seconds per run before it is stopped")
+    ap.add_argument("--bench-python", default=str(REPO / ".venv-bench" / "bin" / "python"))
+    ap.add_argument("--out", type=Path, default=REPO / "docs" / "bench" / "scale.md")
+    ap.add_argument("--notes", default=str(REPO / "bench" / "scale_notes.md"))
+    ap.add_argument("--from-results", action="store_true", help="only re-write the markdown from bench/_work")
+    ap.add_argument("--command-text", default=None, help="(with --from-results) the command that produced them")
+    ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--n", type=int, default=0, help=argparse.SUPPRESS)
+    ap.add_argument("--metrics", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--result", type=Path, default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if not (args.data / "split.csv").is_file():
+        sys.exit(f"BSData not found at {args.data}")
+    if args.worker:
+        res = worker_anomalib(args) if args.worker == "anomalib" else worker_defectforge(
+            argparse.Namespace(**{**vars(args), "model": args.worker}))
+        args.result.parent.mkdir(parents=True, exist_ok=True)
+        args.result.write_text(json.dumps(res, indent=2))
+        return
+    WORK.mkdir(parents=True, exist_ok=True)
+    args.command = args.command_text or "python bench/bench_scale.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    results = []
+    if args.from_results:
+        results = [json.loads(f.read_text()) for f in sorted(WORK.glob(f"scale_*_{args.device}.json"))]
+    else:
+        for n in [int(v) for v in args.sizes.split(",")]:
+            for model in args.models.split(","):
+                if model == "anomalib" and str(n) not in args.anomalib_sizes.split(","):
+                    continue
+                py = args.bench_python if model == "anomalib" else sys.executable
+                r = _run(py, model, n, args)
+                if r is not None:
+                    results.append(r)
+                    print(json.dumps({k: v for k, v in r.items() if k != "fit_info"}), flush=True)
+                    write_doc(results, args, args.out)
+    write_doc(results, args, args.out)
+    print("wrote", args.out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,76 @@
+"""Exact nearest-neighbour search of patch rows in a memory bank.
+
+Two interchangeable backends, both exact and fp32:
+
+- ``"faiss"``: ``faiss.IndexFlatL2`` (BLAS, multi-threaded).
+- ``"torch"``: chunked ``||q||^2 - 2 q.b + ||b||^2`` matmul (chunks of query rows keep the
+  distance matrix small), ``topk``; on ``device="cuda"`` the bank lives on the GPU (the
+  faiss backend is CPU only, so a CUDA device always uses this one).
+
+Queries are searched in batches (all patch rows of a batch of images at once).
+
+Distances returned are Euclidean (not squared), clamped at 0 before the square root.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from defectforge.errors import ConfigError
+
+
+class NearestNeighbors:
+    """``NearestNeighbors(bank, backend).search(queries, k) -> (dist, idx)``."""
+
+    def __init__(self, bank: np.ndarray, backend: str = "faiss", chunk: int = 2048, device: str = "cpu"):
+        if backend not in ("faiss", "torch"):
+            raise ConfigError(f"nn backend must be 'faiss' or 'torch', got {backend!r}")
+        self.bank = np.ascontiguousarray(bank, dtype=np.float32)
+        self.device = device
+        self.backend = "torch" if device != "cpu" else backend
+        self.chunk = int(chunk)
+        self._index = None
+        self._dev_bank = None
+        if self.backend == "faiss" and len(self.bank):
+            import faiss
+
+            self._index = faiss.IndexFlatL2(self.bank.shape[1])
+            self._index.add(self.bank)
+        else:
+            self._bank_sq = np.einsum("ij,ij->i", self.bank, self.bank)
+
+    def __len__(self) -> int:
+        return int(self.bank.shape[0])
+
+    def search(self, queries: np.ndarray, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """``(dist (n, k) float32, idx (n, k) int64)`` of the ``k`` nearest bank rows."""
+        q = np.ascontiguousarray(queries, dtype=np.float32)
+        k = int(min(k, len(self)))
+        if k <= 0:
+            raise ConfigError("nearest-neighbour search in an empty bank")
+        if self._index is not None:
+            d2, idx = self._index.search(q, k)
+        else:
+            d2, idx = self._search_torch(q, k)
+        np.maximum(d2, 0.0, out=d2)
+        return np.sqrt(d2, out=d2), idx.astype(np.int64, copy=False)
+
+    def _search_torch(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        import torch
+
+        if self._dev_bank is None:
+            self._dev_bank = (torch.from_numpy(self.bank).to(self.device), torch.from_numpy(self._bank_sq).to(self.device))
+        bank, bsq = self._dev_bank
+        out_d = np.empty((q.shape[0], k), np.float32)
+        out_i = np.empty((q.shape[0], k), np.int64)
+        for s in range(0, q.shape[0], self.chunk):
+            qq = torch.from_numpy(q[s:s + self.chunk]).to(self.device)
+            d2 = torch.addmm(bsq[None, :], qq, bank.T, beta=1.0, alpha=-2.0)
+            d2 += (qq * qq).sum(1, keepdim=True)
+            if k == 1:
+                v, i = d2.min(1, keepdim=True)
+            else:
+                v, i = torch.topk(d2, k, dim=1, largest=False, sorted=True)
+            out_d[s:s + len(qq)] = v.cpu().numpy()
+            out_i[s:s + len(qq)] = i.cpu().numpy()
+        return out_d, out_i

@@ -1,0 +1,161 @@
+"""``detect predict`` as a job: chunks of image paths scored by a model loaded once per
+worker, each worker writing its heatmap panels and masks atomically; the driver appends
+each finished chunk's rows to ``scores.csv`` (flushed and fsync'ed, so an interrupted run
+resumes: rows whose panel and mask exist are kept and their images skipped) and rewrites
+it at the end in input order.
+
+The same :class:`PredictTask` runs on every engine (:mod:`defectforge.engine`): in this
+process with the already loaded model, in local worker processes or on Ray actors (each
+loads the model file by path). Chunks are the same on every engine, so the model sees the
+same batches and writes the same bytes.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+#: images per item (one item = one model call; the model batches inside)
+CHUNK = 16
+SCORE_HEADER = ["file", "score", "anomalous", "threshold", "heatmap", "mask"]
+
+
+class DetectorTask:
+    """Base of the tasks that need a fitted 2D detector: the driver's already loaded model
+    is used in this process; a worker of another process loads ``model_path`` once
+    (:meth:`setup`), because the model itself is never pickled."""
+
+    def __init__(self, model_path: str | Path | None, model: Any = None, device: str = "cpu"):
+        self.model_path = None if model_path is None else str(model_path)
+        self.model = model
+        self.device = device
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["model"] = None  # workers load the model file themselves
+        return state
+
+    def setup(self) -> None:
+        if self.model is None:
+            from defectforge.detect.base import load_detector
+
+            self.model = load_detector(self.model_path, device=self.device)
+
+
+class PredictTask(DetectorTask):
+    """Scores one chunk of ``(path, name)`` pairs and writes ``heatmaps/<name>.png`` (panel
+    image | map | predicted mask | colour bar, on the run's one colour ``scale``) and
+    ``masks/<name>.png`` into ``out``; returns the chunk's CSV rows. The thresholds and the
+    scale are fixed by the driver (:func:`~defectforge.report.panels.run_thresholds`)."""
+
+    def __init__(self, model_path: str | Path, out: str | Path, thresholds: tuple[Any, Any, Any], model: Any = None,
+                 device: str = "cpu"):
+        super().__init__(model_path, model, device)
+        self.out = Path(out)
+        self.img_thr, self.px_thr, self.scale = thresholds
+
+    def __call__(self, chunk: Sequence[tuple[str, str]]) -> list[list[str]]:
+        import numpy as np
+
+        from defectforge.data.image_io import read_image, write_image, write_mask
+        from defectforge.data.sample import Sample
+        from defectforge.report.panels import prediction_panel
+
+        thr = "" if self.img_thr is None else f"{self.img_thr:.6g}"
+        pred = self.model.predict([Sample(path=Path(p)) for p, _ in chunk])
+        rows = []
+        for (path, name), score, amap in zip(chunk, pred.pred_score, pred.anomaly_map):
+            lab = self.img_thr is not None and score >= self.img_thr
+            mask = amap >= self.px_thr if self.px_thr is not None else np.zeros(amap.shape, bool)
+            hm, mk = f"heatmaps/{name}.png", f"masks/{name}.png"
+            write_image(self.out / hm, prediction_panel(read_image(path), amap, self.scale, mask))
+            write_mask(self.out / mk, mask)
+            rows.append([str(path), f"{float(score):.6g}", str(int(bool(lab))), thr, hm, mk])
+        return rows
+
+
+def done_rows(out: Path, thr: str) -> list[list[str]]:
+    """Complete rows of an earlier, interrupted run into ``out`` (a torn last line and rows
+    whose heatmap or mask is missing are dropped); refuses a folder scored by another model."""
+    from defectforge.errors import InputError
+
+    path = out / "scores.csv"
+    if not path.is_file():
+        return []
+    text = path.read_text(encoding="utf-8", errors="replace")
+    lines = text.split("\n")[:-1]  # the part after the last newline is torn (or empty)
+    rows = list(csv.reader(lines))
+    if not rows or rows[0] != SCORE_HEADER:
+        raise InputError(path, "exists but is not a scores file of 'detect predict'; choose another --out")
+    done = [r for r in rows[1:] if len(r) == len(SCORE_HEADER)
+            and (out / r[4]).is_file() and (out / r[5]).is_file()]
+    if any(r[3] != thr for r in done):
+        raise InputError(path, "was written with another model (threshold differs); choose another --out")
+    return done
+
+
+def _csv_text(rows: Sequence[Sequence[str]]) -> str:
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerows(rows)
+    return buf.getvalue()
+
+
+def predict_files(model_path: str | Path, files: Sequence[Path], out: str | Path, engine: Any = None,
+                  model: Any = None, progress: Callable[[int, int], None] | None = None,
+                  threshold: float | None = None, pixel_threshold: float | None = None, chunk: int = CHUNK,
+                  device: str = "cpu", on_resume: Callable[[int, int], None] | None = None) -> Path:
+    """Score ``files`` with the model in ``model_path`` into ``out`` (``heatmaps/``,
+    ``masks/``, ``scores.csv``), resuming an interrupted run; ``engine`` default: this
+    process (with ``model`` if it is already loaded). ``threshold`` / ``pixel_threshold``
+    override the model's; ``on_resume(done, total)`` is told when earlier rows are kept.
+    Returns the path of ``scores.csv``."""
+    import os
+
+    from defectforge._atomic import atomic_write_text
+    from defectforge.data._files import unique_name
+    from defectforge.engine.local import LocalEngine
+    from defectforge.report.panels import run_thresholds
+    from defectforge.runfolder import remove_leftovers
+
+    out = Path(out)
+    if model is None:
+        from defectforge.detect.base import load_detector
+
+        model = load_detector(model_path, device=device)
+    thresholds = run_thresholds(model, threshold, pixel_threshold)
+    thr = "" if thresholds[0] is None else f"{thresholds[0]:.6g}"
+    done = done_rows(out, thr)
+    seen = {r[0] for r in done}
+    used: set[str] = {Path(r[4]).stem.lower() for r in done}
+    todo = [(str(f), unique_name(Path(f).stem, "", used)) for f in files if str(f) not in seen]
+    atomic_write_text(out / "scores.csv", _csv_text([SCORE_HEADER, *done]))  # drops a torn line of an earlier run
+    if done and on_resume:
+        on_resume(len(done), len(done) + len(todo))
+    chunks = [tuple(todo[s:s + chunk]) for s in range(0, len(todo), chunk)]
+    if thresholds[2] is None and chunks:  # no pixel threshold: the first chunk's maps fix the colour scale
+        from defectforge.data.sample import Sample
+
+        first = model.predict([Sample(path=Path(p)) for p, _ in chunks[0]]).anomaly_map
+        thresholds = run_thresholds(model, threshold, pixel_threshold, first)
+    runner = engine if engine is not None else LocalEngine(1)
+    rows: dict[str, list[list[str]]] = {}
+    n = len(done)
+    if progress:
+        progress(n, len(done) + len(todo))
+    with open(out / "scores.csv", "a", encoding="utf-8", newline="") as fh:
+        for part, part_rows in runner.map(PredictTask(model_path, out, thresholds, model, device), chunks):
+            rows[part[0][1]] = part_rows
+            fh.write(_csv_text(part_rows))
+            fh.flush()
+            os.fsync(fh.fileno())
+            n += len(part)
+            if progress:
+                progress(n, len(done) + len(todo))
+    for sub in ("heatmaps", "masks"):  # what a worker killed mid-write left behind
+        if (out / sub).is_dir():
+            remove_leftovers(out / sub)
+    # input order, whatever order the chunks finished in
+    return atomic_write_text(out / "scores.csv", _csv_text([SCORE_HEADER, *done,
+                                                            *(r for c in chunks for r in rows[c[0][1]])]))

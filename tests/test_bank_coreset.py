@@ -1,0 +1,110 @@
+"""Exact greedy k-center (ball tree with pruned updates) against the brute force: same
+selection index for index on random data, duplicates, exact ties, tiny and degenerate
+inputs, any leaf size and tree width; the row spool."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from defectforge.bank import _balltree
+from defectforge.bank.coreset import greedy_kcenter, greedy_kcenter_bruteforce, principal_rows
+from defectforge.bank.spool import RowSpool
+
+
+def _data(kind: str, rng: np.random.Generator, n: int, d: int) -> np.ndarray:
+    x = rng.standard_normal((n, d)).astype(np.float32)
+    if kind == "duplicates":
+        x = x[rng.integers(0, max(1, n // 4), n)]
+    elif kind == "ties":  # small integer grid: many exactly equal distances
+        x = rng.integers(0, 3, (n, d)).astype(np.float32)
+    elif kind == "clusters":
+        centres = rng.normal(0, 20, (5, d))
+        x = (centres[rng.integers(5, size=n)] + rng.normal(0, 0.5, (n, d))).astype(np.float32)
+    elif kind == "scaled":  # large offset and scale: rounding of the bounds matters
+        x = (1e4 + 1e3 * x).astype(np.float32)
+    return x
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(kind=st.sampled_from(["normal", "duplicates", "ties", "clusters", "scaled"]),
+       n=st.integers(1, 300), d=st.integers(1, 20), extra=st.integers(0, 5), seed=st.integers(0, 50),
+       leaf=st.integers(2, 40), tree_dim=st.integers(1, 24), data_seed=st.integers(0, 10_000))
+def test_same_selection_as_bruteforce(kind, n, d, extra, seed, leaf, tree_dim, data_seed):
+    x = _data(kind, np.random.default_rng(data_seed), n, d)
+    k = int(np.random.default_rng(data_seed + 1).integers(1, n + 1)) + extra
+    fast = greedy_kcenter(x, k, seed=seed, leaf_size=leaf, tree_dim=tree_dim)
+    ref = greedy_kcenter_bruteforce(x, k, seed=seed)
+    assert np.array_equal(fast, ref)
+
+
+@pytest.mark.parametrize("d", [127, 128, 129, 152, 300])
+def test_wide_rows_use_numpys_summation_order(d):
+    """Widths around and above NumPy's 128-term pairwise block give bit-identical distances."""
+    rng = np.random.default_rng(d)
+    x = rng.standard_normal((400, d)).astype(np.float32) * 3
+    assert np.array_equal(greedy_kcenter(x, 120, seed=1, leaf_size=8), greedy_kcenter_bruteforce(x, 120, seed=1))
+
+
+def test_ties_go_to_the_lowest_index():
+    # four corners of a square around the start point: equal distances everywhere
+    x = np.array([[0, 0], [1, 1], [-1, 1], [1, -1], [-1, -1], [0, 0]], np.float32)
+    for seed in range(5):
+        assert np.array_equal(greedy_kcenter(x, 6, seed=seed, leaf_size=2), greedy_kcenter_bruteforce(x, 6, seed=seed))
+
+
+def test_degenerate_inputs():
+    assert len(greedy_kcenter(np.zeros((0, 4), np.float32), 3)) == 0
+    assert len(greedy_kcenter(np.ones((5, 3), np.float32), 0)) == 0
+    assert np.array_equal(greedy_kcenter(np.ones((7, 3), np.float32), 4), greedy_kcenter_bruteforce(np.ones((7, 3)), 4))
+    one = greedy_kcenter(np.array([[2.0, 3.0]], np.float32), 5)
+    assert one.tolist() == [0]
+    x = np.random.default_rng(0).standard_normal((50, 1)).astype(np.float32)  # one column
+    assert np.array_equal(greedy_kcenter(x, 20, seed=3), greedy_kcenter_bruteforce(x, 20, seed=3))
+    # float64 and float16 input: same rule on the values used
+    x64 = np.random.default_rng(1).standard_normal((80, 5))
+    assert np.array_equal(greedy_kcenter(x64, 30), greedy_kcenter_bruteforce(x64.astype(np.float32), 30))
+    x16 = x64.astype(np.float16)
+    assert np.array_equal(greedy_kcenter(x16, 30), greedy_kcenter_bruteforce(x16, 30))
+
+
+def test_pruning_skips_most_rows_late_and_reports_progress():
+    rng = np.random.default_rng(0)
+    centres = rng.normal(0, 10, (40, 16))
+    x = (centres[rng.integers(40, size=6000)] + rng.normal(0, 1, (6000, 16))).astype(np.float32)
+    stats: dict = {}
+    seen: list[int] = []
+    idx = greedy_kcenter(x, 600, seed=0, stats=stats, progress=seen.append)
+    assert np.array_equal(idx, greedy_kcenter_bruteforce(x, 600, seed=0))
+    # the brute force computes 6000 distances per step; the tree far fewer
+    assert stats["rows_visited"] < 0.2 * 6000 * 600
+    assert seen[-1] == 600 and seen == sorted(seen)
+
+
+def test_principal_rows_never_lengthen_distances():
+    rng = np.random.default_rng(2)
+    x = (rng.standard_normal((500, 12)) * np.linspace(5, 0.1, 12)).astype(np.float32)
+    y, margin = principal_rows(x, 4)
+    i, j = rng.integers(0, 500, (2, 2000))
+    full = np.linalg.norm(x[i].astype(np.float64) - x[j], axis=1)
+    low = np.linalg.norm(y[i].astype(np.float64) - y[j], axis=1)
+    assert np.all(low - margin <= full) and margin > 0
+    assert _balltree.pairwise_plan(300).shape[0] == 7  # blocks 72, 72, 72, 84 and 3 additions
+
+
+def test_row_spool_gathers_in_one_pass(tmp_path):
+    rng = np.random.default_rng(0)
+    rows = rng.standard_normal((1000, 7)).astype(np.float32)
+    with RowSpool(7, dir=str(tmp_path)) as sp:
+        for s in range(0, 1000, 137):
+            sp.append(rows[s:s + 137])
+        idx = np.array([0, 5, 136, 137, 500, 999])
+        assert np.array_equal(sp.gather(idx, chunk_rows=100), rows[idx])
+        with pytest.raises(ValueError):
+            sp.gather(np.array([5, 3]))
+        with pytest.raises(ValueError):
+            sp.append(np.zeros((2, 3), np.float32))
+        path = sp.path
+    assert not list(tmp_path.iterdir()), path

@@ -1,0 +1,132 @@
+"""Detectors at scale: the spooled fit selects the same bank as the full feature matrix,
+defect sets are recorded, `detect fit --synthetic`, resumable streaming `detect predict`,
+and `--device` errors on a machine without CUDA."""
+
+from __future__ import annotations
+
+import csv
+import warnings
+
+import numpy as np
+import pytest
+import torch
+import typer
+from typer.testing import CliRunner
+
+from defectforge.bank.coreset import coreset_size, greedy_kcenter_bruteforce
+from defectforge.bank.features import random_projection
+from defectforge.data.image_io import write_image, write_mask
+from defectforge.detect.cli import register
+from defectforge.detect.exdd import ExDD
+
+from test_detect_model import SMALL, blob, texture, toy_samples
+
+pytestmark = pytest.mark.filterwarnings("ignore::defectforge.bank.backbone.RandomInitWarning")
+
+app = typer.Typer()
+register(app)
+
+
+@app.callback()
+def _root() -> None:
+    """test root"""
+
+
+def test_spooled_fit_selects_the_bruteforce_bank_of_the_full_rows():
+    """Only projected rows stay in memory during fit; the bank must still be exactly the
+    brute-force greedy selection's full rows (so metrics are those of today's selection)."""
+    train = toy_samples(0, 9, 0, "train")
+    defects = toy_samples(1, 0, 4, "train")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        m = ExDD(**SMALL, val_fraction=0.0).fit(train, {"real": defects[:2], "synthetic:x": defects[2:]})
+    rows = np.concatenate([m._rows([s.rgb()]) for s in train])
+    proj = random_projection(rows.shape[1], SMALL["projection_dim"], 0)
+    idx = greedy_kcenter_bruteforce(rows @ proj, coreset_size(len(rows), SMALL["normal_ratio"]), seed=0)
+    assert np.array_equal(m.bank_normal_, rows[np.sort(idx)])
+    sets = m.fit_info_["defect_sets"]
+    assert [s["name"] for s in sets] == ["real", "synthetic:x"]
+    assert [(s["images"], s["in_bank"], s["use"]) for s in sets] == [(2, 2, "bank"), (2, 2, "bank")]
+    assert m.fit_info_["n_defect_images_in_bank"] == 4 and len(m.bank_defect_) > 0
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    root = tmp_path_factory.mktemp("scale_data")
+    rng = np.random.default_rng(5)
+    real, syn = root / "real", root / "synth"
+    for i in range(8):
+        write_image(real / "train" / "good" / f"g{i:02d}.png", texture(rng))
+    for i in range(2):
+        img, m = blob(rng)
+        write_image(real / "train" / "blob" / f"tb{i:02d}.png", img)
+        write_mask(real / "ground_truth" / "blob" / f"tb{i:02d}_mask.png", m)
+    for i in range(3):
+        img, m = blob(rng)
+        write_image(syn / "train" / "blob" / f"s{i:02d}.png", img)
+        write_mask(syn / "ground_truth" / "blob" / f"s{i:02d}_mask.png", m)
+    for i in range(5):
+        write_image(root / "images" / f"q{i:02d}.png", blob(rng)[0] if i % 2 else texture(rng))
+    return root
+
+
+def _fit(args, out):
+    common = ["--random-init", "--image-size", "64x96"]
+    return CliRunner().invoke(app, ["detect", "fit", *args, "--out", str(out), *common])
+
+
+def test_fit_synthetic_alone_or_with_real_is_recorded(tmp_path, folders):
+    both, alone = tmp_path / "both.dfm", tmp_path / "alone.dfm"
+    r = _fit([str(folders / "real"), "--synthetic", str(folders / "synth"), "--defect-ratio", "1"], both)
+    assert r.exit_code == 0, r.output
+    r = _fit([str(folders / "real"), "--synthetic", str(folders / "synth"), "--no-real-defects", "--defect-ratio", "1"],
+             alone)
+    assert r.exit_code == 0, r.output
+    info_both = ExDD.load(both).fit_info_
+    info_alone = ExDD.load(alone).fit_info_
+    assert [(s["name"].split(":")[0], s["images"], s["in_bank"]) for s in info_both["defect_sets"]] == \
+        [("real", 2, 2), ("synthetic", 3, 3)]
+    assert [(s["name"].split(":")[0], s["images"]) for s in info_alone["defect_sets"]] == [("synthetic", 3)]
+    assert info_both["bank_defect"] > info_alone["bank_defect"] > 0
+    # a folder without defect images is refused with one line
+    r = _fit([str(folders / "real"), "--synthetic", str(folders / "images")], tmp_path / "x.dfm")
+    assert r.exit_code == 2 and "error:" in r.output and not (tmp_path / "x.dfm").exists()
+
+
+def test_predict_writes_as_it_goes_and_resumes(tmp_path, folders):
+    model = tmp_path / "m.dfm"
+    assert _fit([str(folders / "real")], model).exit_code == 0
+    out = tmp_path / "pred"
+    runner = CliRunner()
+    r = runner.invoke(app, ["detect", "predict", str(model), str(folders / "images"), "--out", str(out), "--chunk", "2"])
+    assert r.exit_code == 0, r.output
+    full = (out / "scores.csv").read_text()
+    rows = list(csv.DictReader(full.splitlines()))
+    assert [row["file"].rsplit("/", 1)[-1] for row in rows] == [f"q{i:02d}.png" for i in range(5)]
+    assert all(row["heatmap"] == f"heatmaps/q{i:02d}.png" for i, row in enumerate(rows))
+    # interrupted run: two rows complete, a torn third line, and one row whose mask is missing
+    lines = full.splitlines(keepends=True)
+    (out / "scores.csv").write_text("".join(lines[:4]) + lines[4][:9])
+    (out / rows[2]["mask"]).unlink()
+    kept = (out / rows[0]["heatmap"]).stat().st_mtime_ns
+    r = runner.invoke(app, ["detect", "predict", str(model), str(folders / "images"), "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "resuming: 2 of 5" in r.output
+    again = list(csv.DictReader((out / "scores.csv").read_text().splitlines()))
+    assert sorted(row["file"] for row in again) == sorted(row["file"] for row in rows)
+    assert {row["file"]: row["score"] for row in again} == {row["file"]: row["score"] for row in rows}
+    assert (out / rows[0]["heatmap"]).stat().st_mtime_ns == kept  # not redone
+    # another model (other threshold) into the same folder is refused
+    other = tmp_path / "other.dfm"
+    assert _fit([str(folders / "real"), "--seed", "3"], other).exit_code == 0
+    if ExDD.load(other).threshold_ != ExDD.load(model).threshold_:
+        r = runner.invoke(app, ["detect", "predict", str(other), str(folders / "images"), "--out", str(out)])
+        assert r.exit_code == 2 and "another model" in r.output
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA error")
+def test_device_cuda_without_gpu_is_one_line_error(tmp_path, folders):
+    r = _fit([str(folders / "real"), "--device", "cuda"], tmp_path / "g.dfm")
+    assert r.exit_code == 2 and "no CUDA device" in r.output
+    r = _fit([str(folders / "real"), "--device", "tpu"], tmp_path / "g.dfm")
+    assert r.exit_code == 2 and "device must be" in r.output

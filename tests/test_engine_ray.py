@@ -1,0 +1,227 @@
+"""The Ray engine on a local 2-CPU Ray (started here, shut down after): same bytes as the
+local engine for synth / synth3d / detect predict / detect eval whatever the worker count,
+a killed worker costs only its unfinished items, a killed driver resumes on either engine,
+and input errors raised inside a worker reach the user as one line."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'defectforge[dist]')")
+
+from defectforge.engine import LocalEngine, get_engine  # noqa: E402
+from defectforge.errors import ConfigError, InputError  # noqa: E402
+from defectforge.synth2d import synthesize  # noqa: E402
+
+from test_detect_cli import mvtec  # noqa: E402,F401 (a module fixture: toy MVTec folder)
+from test_experiments_runner import _st, small  # noqa: E402,F401 (small: a module fixture)
+from test_synth2d_pipeline import _cfg, make_dataset  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """A local Ray with 2 CPUs for this module (about 10 s to start)."""
+    if ray.is_initialized():
+        ray.shutdown()
+    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False,
+             object_store_memory=100 * 2**20, logging_level="WARNING")
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def eng2(local_ray):
+    """A Ray engine with 2 workers, shared by the tests (its actors start once)."""
+    eng = get_engine("ray", workers=2)
+    yield eng
+    eng.close()
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    return make_dataset(tmp_path_factory.mktemp("synth_src"))
+
+
+@pytest.fixture(scope="module")
+def local_synth(data, tmp_path_factory) -> dict[str, str]:
+    out = tmp_path_factory.mktemp("local") / "out"
+    synthesize(_cfg(data, n=8), out, workers=1)
+    return _digest(out)
+
+
+def _digest(out: Path) -> dict[str, str]:
+    """Hashes of every output file (report.html carries a date and is left out)."""
+    return {p.relative_to(out).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(out.rglob("*")) if p.is_file() and p.name != "report.html"}
+
+
+def test_synth_on_ray_gives_the_local_bytes(local_ray, data, local_synth, tmp_path):
+    # before eng2 exists: its actors hold both CPUs of this Ray
+    for workers in (1, 2):
+        with get_engine("ray", workers=workers) as eng:
+            run = synthesize(_cfg(data, n=8), tmp_path / f"o{workers}", engine=eng)
+        assert run.written == 8
+        assert _digest(tmp_path / f"o{workers}") == local_synth
+    assert ray.is_initialized()  # an engine leaves a Ray it did not start running
+
+
+def test_killed_worker_costs_only_its_items(eng2, data, local_synth, tmp_path):
+    eng = eng2
+    killed: list[int] = []
+    seen: list[int] = []
+
+    def kill_one(done: int, total: int) -> None:
+        seen.append(done)
+        if done == 2 and not killed:
+            killed.append(eng.worker_pids[0])
+            os.kill(eng.worker_pids[0], signal.SIGKILL)
+
+    run = synthesize(_cfg(data, n=8), tmp_path / "o", engine=eng, progress=kill_one)
+    assert killed and run.written == 8
+    assert seen == list(range(9))  # every item reported once, none twice
+    out = tmp_path / "o"
+    assert _digest(out) == local_synth
+    journal = [json.loads(x) for x in (out / ".synth" / "journal.jsonl").read_text().splitlines()]
+    assert sorted(r["index"] for r in journal) == list(range(8))
+    assert not [p for p in out.rglob("*.tmp")]
+
+
+@pytest.mark.parametrize("first,second", [("ray", "local"), ("local", "ray")])
+def test_killed_driver_resumes_on_either_engine(eng2, data, local_synth, tmp_path, first, second):
+    class DriverDied(Exception):
+        pass
+
+    def die_after_3(done: int, total: int) -> None:
+        if done >= 3:
+            raise DriverDied
+
+    engines = {"ray": eng2, "local": LocalEngine(1)}
+    with pytest.raises(DriverDied):
+        synthesize(_cfg(data, n=8), tmp_path / "o", engine=engines[first], progress=die_after_3)
+    assert not (tmp_path / "o" / "manifest.csv").exists()
+    run = synthesize(_cfg(data, n=8), tmp_path / "o", engine=engines[second])
+    assert run.resumed >= 3 and run.resumed + run.written == 8
+    assert _digest(tmp_path / "o") == local_synth
+
+
+def test_synth_cli_with_engine_ray(local_ray, data, local_synth, tmp_path):
+    from typer.testing import CliRunner
+
+    from defectforge.cli import app
+
+    cfg = _cfg(data, n=8).model_dump(mode="json")
+    import yaml
+
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    r = CliRunner().invoke(app, ["synth", "--config", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "o"),
+                                 "--engine", "ray", "--workers", "2"])
+    assert r.exit_code == 0, r.output
+    assert _digest(tmp_path / "o") == local_synth
+    r = CliRunner().invoke(app, ["synth", "--config", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "p"),
+                                 "--engine", "spark"])
+    assert r.exit_code == 2 and "--engine must be one of local, ray" in r.output
+    r = CliRunner().invoke(app, ["synth", "--config", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "p"),
+                                 "--ray-address", "auto"])
+    assert r.exit_code == 2 and "--ray-address needs --engine ray" in r.output
+
+
+def test_worker_input_error_reaches_the_driver(eng2, tmp_path):
+    from defectforge.engine import Task
+
+    class Fails(Task):
+        def __call__(self, item):
+            if item == 3:
+                raise InputError(f"/data/img{item}.png", "not an image")
+            return item * 2
+
+    with pytest.raises(InputError, match=r"img3.png: not an image") as exc:
+        list(eng2.map(Fails(), range(6)))
+    assert exc.value.problem == "not an image"
+    assert sorted(r for _, r in eng2.map(Fails(), [0, 1, 2, 4])) == [0, 2, 4, 8]
+
+    class BadSetup(Task):
+        def setup(self):
+            raise ConfigError("model file is for another detector")
+
+    with pytest.raises(ConfigError, match="another detector"):
+        list(eng2.map(BadSetup(), [1, 2, 3]))
+
+
+def test_synth3d_on_ray_gives_the_local_bytes(eng2, tmp_path):
+    from defectforge.synth3d.describe import parse_description
+    from defectforge.synth3d.pipeline import run_synthesis
+
+    inst = parse_description("a dent and a scratch")
+    run_synthesis("part:all", inst, 4, 3, tmp_path / "a", n_points=1500)
+    s = run_synthesis("part:all", inst, 4, 3, tmp_path / "b", n_points=1500, engine=eng2)
+    assert s["generated"] == 4
+    da, db = _digest(tmp_path / "a"), _digest(tmp_path / "b")
+    assert da == db and len([k for k in da if k.endswith(".ply")]) == 4
+
+
+@pytest.fixture(scope="module")
+def toy_model(mvtec, one_torch_thread):
+    """An ExDD (random backbone) fitted on the toy MVTec folder's train/good images."""
+    import warnings
+
+    from defectforge.data.formats import load_dataset
+    from defectforge.detect.exdd import ExDD
+
+    normal = [s for s in load_dataset(mvtec).filter(split="train") if not s.is_defect]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        det = ExDD(random_init=True, image_size=(64, 96), val_fraction=0.34).fit(normal)
+    det.save(mvtec / "m.dfm")
+    return mvtec
+
+
+def test_detect_predict_and_eval_on_ray(eng2, toy_model, tmp_path):
+    from defectforge.data.formats import load_dataset
+    from defectforge.detect.evaluate import evaluate_detector
+    from defectforge.detect.exdd import ExDD
+    from defectforge.detect.predict_job import predict_files
+
+    files = sorted((toy_model / "test").rglob("*.png"))
+    model = toy_model / "m.dfm"
+    predict_files(model, files, tmp_path / "local")
+    predict_files(model, files, tmp_path / "ray", engine=eng2)
+    a, b = _digest(tmp_path / "local"), _digest(tmp_path / "ray")
+    assert a == b and len([k for k in a if k.startswith("heatmaps/")]) == len(files) == 8
+    rows = list(csv.DictReader(open(tmp_path / "ray" / "scores.csv")))
+    assert [r["file"] for r in rows] == [str(f) for f in files]
+
+    det = ExDD.load(model)
+    ds = load_dataset(toy_model)
+    loc = evaluate_detector(det, ds, chunk=2, engine=LocalEngine(1))
+    rem = evaluate_detector(det, ds, chunk=2, engine=eng2, model_path=str(model))
+    assert np.array_equal(loc["scores"], rem["scores"])
+    for k in ("image_auroc", "pixel_auroc", "aupro", "n_images"):
+        assert loc["metrics"][k] == rem["metrics"][k]
+    with pytest.raises(ConfigError, match="model_path"):
+        evaluate_detector(det, ds, engine=eng2)
+
+
+def test_experiment_conditions_on_ray(eng2, small, tmp_path, one_torch_thread):
+    from defectforge.experiments import run_experiment
+
+    st = _st(seeds=(0, 1), only=("exdd +3 synthetic",))
+    loc = run_experiment("exdd-augmentation", small, tmp_path / "local", st)
+    rem = run_experiment("exdd-augmentation", small, tmp_path / "ray", st, engine=eng2)
+    key = lambda r: (r["condition"], r["seed"])  # noqa: E731
+    a, b = sorted(loc["runs"], key=key), sorted(rem["runs"], key=key)
+    assert [key(r) for r in a] == [key(r) for r in b] == [("exdd +3 synthetic", 0), ("exdd +3 synthetic", 1)]
+    compared = 0
+    for ra, rb in zip(a, b):
+        for k, v in ra.items():
+            if k != "seconds" and isinstance(v, float):
+                assert np.isclose(v, rb[k], rtol=1e-6, equal_nan=True), k
+                compared += 1
+    assert compared >= 4

@@ -1,0 +1,173 @@
+"""Studio jobs: a synth run from the browser API goes through ``synthesize`` (same files as
+the CLI), reports progress, can be cancelled and resumed, and the list survives a restart."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+pytest.importorskip("fastapi")
+pytest.importorskip("httpx")
+
+import warnings  # noqa: E402
+
+with warnings.catch_warnings():  # starlette's note about its httpx client, not about this project
+    warnings.simplefilter("ignore")
+    from fastapi.testclient import TestClient  # noqa: E402
+
+from defectforge.studio.app import create_app  # noqa: E402
+
+CONFIG = {"source": {"path": "@sample", "split": "train", "real_defects": False},
+          "generators": [{"name": "pitting"}], "seed": 1}
+
+
+def _wait(c, jid, states, timeout=120):
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        j = next(j for j in c.get("/api/jobs").json()["jobs"] if j["id"] == jid)
+        if j["status"] in states:
+            return j
+        time.sleep(0.1)
+    raise AssertionError(f"job {jid} stuck in {j['status']}")
+
+
+def test_synth_job_runs_the_synth_pipeline(tmp_path):
+    from defectforge.data.formats import load_dataset
+
+    c = TestClient(create_app(tmp_path))
+    j = c.post("/api/jobs", json={"kind": "synth", "config": {**CONFIG, "n": 3}, "out": "runs/a"}).json()
+    done = _wait(c, j["id"], ("done", "failed"))
+    assert done["status"] == "done", done["message"]
+    assert done["done"] == done["total"] == 3
+    ds = load_dataset(tmp_path / "runs" / "a")
+    assert len(ds) == 3 and {s.label for s in ds} == {"pitting"}
+    assert (tmp_path / "runs" / "a" / ".synth" / "journal.jsonl").is_file()
+    y = c.get(f"/api/jobs/{j['id']}/config.yaml")
+    assert "pitting" in y.text and "attachment" in y.headers["content-disposition"]
+
+
+def test_bad_job_configs_are_refused_before_queueing(tmp_path):
+    c = TestClient(create_app(tmp_path))
+    r = c.post("/api/jobs", json={"kind": "synth", "config": {**CONFIG, "n": 0}, "out": "runs/a"})
+    assert r.status_code == 400 and r.json()["field"] == "config" and "impossible count" in r.json()["error"]
+    r = c.post("/api/jobs", json={"kind": "synth", "config": {**CONFIG, "n": 2}, "out": "../x"})
+    assert r.status_code == 403
+    r = c.post("/api/jobs", json={"kind": "synth", "yaml_text": "source: [", "out": "runs/a"})
+    assert r.status_code == 400 and r.json()["field"] == "config"
+    assert c.get("/api/jobs").json()["jobs"] == []
+
+
+def test_cancel_resume_and_restart(tmp_path):
+    from defectforge.data.formats import load_dataset
+
+    c = TestClient(create_app(tmp_path))
+    j = c.post("/api/jobs", json={"kind": "synth", "config": {**CONFIG, "n": 10}, "out": "runs/b"}).json()
+    t0 = time.time()
+    while c.get("/api/jobs").json()["jobs"][0]["done"] < 1 and time.time() - t0 < 60:
+        time.sleep(0.05)
+    c.post(f"/api/jobs/{j['id']}/cancel")
+    stopped = _wait(c, j["id"], ("cancelled", "done"))
+    assert stopped["status"] == "cancelled" and stopped["done"] < 10
+    journal = (tmp_path / "runs" / "b" / ".synth" / "journal.jsonl").read_text().splitlines()
+    assert len(journal) >= 1  # what was written before the cancel is kept
+    # a restarted server sees the same list (and marks a job that was running as interrupted)
+    store = tmp_path / ".studio" / "jobs.json"
+    data = json.loads(store.read_text())
+    data.append({**data[0], "id": "zzz", "status": "running", "created": data[0]["created"] + 1})
+    store.write_text(json.dumps(data))
+    c2 = TestClient(create_app(tmp_path))
+    jobs = {x["id"]: x for x in c2.get("/api/jobs").json()["jobs"]}
+    assert jobs[j["id"]]["status"] == "cancelled" and jobs["zzz"]["status"] == "interrupted"
+    c2.post(f"/api/jobs/{j['id']}/resume")
+    done = _wait(c2, j["id"], ("done", "failed"))
+    assert done["status"] == "done" and "resumed" in done["message"]
+    assert int(done["message"].split("(")[1].split(" new, ")[1].split(" resumed")[0]) >= 1
+    assert len(load_dataset(tmp_path / "runs" / "b")) == 10
+
+
+def test_synth3d_job(tmp_path):
+    c = TestClient(create_app(tmp_path))
+    inst = {"version": 1, "defects": [{"type": "dent", "location": "top"}]}
+    j = c.post("/api/jobs", json={"kind": "synth3d", "config": {"input": "part:flange", "instructions": inst, "n": 2,
+                                                                "n_points": 3000}, "out": "runs/c"}).json()
+    done = _wait(c, j["id"], ("done", "failed"))
+    assert done["status"] == "done", done["message"]
+    assert (tmp_path / "runs" / "c" / "manifest.csv").is_file() and len(list((tmp_path / "runs" / "c").glob("*.txt"))) == 2
+    # the output opens in the data page as a 3D dataset, with labelled points for the viewer
+    d = c.get("/api/dataset", params={"path": "runs/c"}).json()
+    assert (d["kind"], d["format"], d["n"]) == ("3d", "synth3d", 2)
+    cl = c.get("/api/cloud", params={"path": "runs/c", "i": 0}).json()
+    assert cl["n"] > 2000 and cl["n_defect"] > 0
+
+
+@pytest.mark.slow
+def test_cli_job_runs_the_detect_commands(tmp_path):
+    """``detect fit`` then ``detect predict`` as child processes of the CLI (tiny random-init model),
+    and the predict output on the Results page."""
+    c = TestClient(create_app(tmp_path))
+    form = {f["name"]: f for f in c.get("/api/jobs/commands").json()["commands"]["detect fit"]}
+    assert form["data"]["option"] is None and form["random_init"]["flag"] and form["out"]["path"]
+    fit = {"command": "detect fit", "args": {"data": "@sample", "out": "models/m.pt", "model": "patchcore",
+                                             "image_size": "64", "random_init": True}}
+    j = c.post("/api/jobs", json={"kind": "cli", "config": fit}).json()
+    done = _wait(c, j["id"], ("done", "failed"), timeout=400)
+    assert done["status"] == "done", done["message"]
+    assert (tmp_path / "models" / "m.pt").is_file()
+    log = (tmp_path / done["log"]).read_text()
+    assert log.startswith("$ defectforge detect fit")
+    # predict into the project, then open it on the Results page with ground truth
+    import shutil
+
+    from defectforge.datasets import sample_path
+
+    shutil.copytree(sample_path(), tmp_path / "data")
+    ds = c.get("/api/samples", params={"path": "data", "split": "test", "limit": 100}).json()["items"]
+    picked = [it for it in ds if it["defect"]][:3] + [it for it in ds if not it["defect"]][:3]
+    files = [f"data/images/{it['name']}.jpg" for it in picked]
+    pr = {"command": "detect predict", "args": {"model_path": "models/m.pt", "images": files, "out": "pred"}}
+    j = c.post("/api/jobs", json={"kind": "cli", "config": pr}).json()
+    done = _wait(c, j["id"], ("done", "failed"), timeout=400)
+    assert done["status"] == "done", done["message"]
+    res = c.get("/api/results", params={"path": "pred", "dataset": "data"}).json()
+    assert len(res["items"]) == 6 and res["matched"] == 6
+    assert sum(it["defect"] for it in res["items"]) == 3
+    k = next(it["k"] for it in res["items"] if it["defect"])
+    for kind in ("image", "gt", "heatmap", "mask"):
+        r = c.get("/api/results/image", params={"path": "pred", "k": k, "kind": kind, "dataset": "data"})
+        assert r.status_code == 200 and r.headers["content-type"] == "image/png", (kind, r.text[:200])
+
+
+def test_cli_jobs_refuse_unknown_commands_params_and_paths(tmp_path):
+    c = TestClient(create_app(tmp_path))
+    for cfg, field in (({"command": "rm -rf", "args": {}}, "command"),
+                       ({"command": "detect fit", "args": {"data": "@sample", "out": "m.pt", "evil": 1}}, "config"),
+                       ({"command": "detect fit", "args": {"out": "m.pt"}}, "config")):
+        r = c.post("/api/jobs", json={"kind": "cli", "config": cfg})
+        assert r.status_code == 400 and r.json()["field"] == field, r.json()
+    r = c.post("/api/jobs", json={"kind": "cli", "config": {"command": "detect fit",
+                                                            "args": {"data": "@sample", "out": "../m.pt"}}})
+    assert r.status_code == 403
+    assert c.get("/api/jobs").json()["jobs"] == []
+
+
+def test_cli_job_argument_lists(tmp_path):
+    """The argument list follows the CLI's declarations: positionals, options, flags, paths
+    made absolute inside the project (outputs may not exist yet)."""
+    from defectforge.studio.cli_jobs import argv
+
+    app = create_app(tmp_path)
+    st = app.state.studio
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "m.pt").write_bytes(b"x")
+    got = argv(st, {"command": "detect eval", "args": {"model_path": "models/m.pt", "data": "@sample",
+                                                       "json_out": "eval/m.json", "split": "test"}})
+    assert got[:4] == ["detect", "eval", str(tmp_path / "models" / "m.pt"), str(st.paths.sample)]
+    assert got[got.index("--json") + 1] == str(tmp_path / "eval" / "m.json")
+    assert got[got.index("--split") + 1] == "test"
+    fit = argv(st, {"command": "detect fit", "args": {"data": "@sample", "out": "m2.pt", "random_init": True,
+                                                     "seed": 3}})
+    assert "--random-init" in fit and fit[fit.index("--seed") + 1] == "3"
+    off = argv(st, {"command": "detect fit", "args": {"data": "@sample", "out": "m2.pt", "random_init": False}})
+    assert "--random-init" not in off
