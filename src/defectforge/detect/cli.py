@@ -171,6 +171,7 @@ def eval_cmd(
                                           help="Workers (default: 1 local; with --engine ray, the cluster's CPUs)."),
     engine: str = engine_option(),
     ray_address: Optional[str] = address_option(),
+    compare: Optional[List[Path]] = typer.Option(None, "--compare", help="Other model file(s) to evaluate on the same images: overlaid curves and bootstrap intervals in the report and JSON."),
 ) -> None:
     """Evaluate a model on the test split: metrics JSON and an HTML report."""
     from defectforge._jsonout import console_for, write_json_out
@@ -190,10 +191,21 @@ def eval_cmd(
                                 model_path=str(model_path), progress=bar)
     out = metrics_json(res, {"model": str(model_path), "detector": det.name, "data": str(data), "split": split,
                              **given})
+    others = {}
+    for other in compare or []:  # the same data, split and evaluation for every compared model
+        o = load_detector(other, device=device)
+        others[other.name] = evaluate_detector(o, ds, split=split, pixel_metrics=not image_only)
+    if others:
+        from defectforge.report.compare import add_comparison_section, comparison_rows
+
+        compared = {model_path.name: res, **others}
+        out["comparison"] = comparison_rows(compared)
     if json_out is not None:
         write_json_out(json_out, out)
     if report is not None:
         rep = Report(f"defectforge detect eval: {det.name}", report, subtitle=f"{model_path} on {data} ({split})")
+        if others:
+            add_comparison_section(rep, compared)
         add_eval_section(rep, det.name, res)
         rep.save()
     con = console_for(json_out)

@@ -134,26 +134,33 @@ def eval_cmd(
     max_renders: int = typer.Option(12, "--max-renders", help="Clouds rendered per category in the report."),
 ) -> None:
     """O-AUROC, P-AUROC, O-AUPR, P-AUPR per category and their mean."""
+    import numpy as np
     from rich.table import Table
 
     from defectforge._jsonout import console_for, write_json_out
     from defectforge.detect3d import load_models3d
     from defectforge.detect3d.data import load_dataset3d
-    from defectforge.detect3d.evaluate import add_eval3d_section, evaluate_detector3d
+    from defectforge.detect3d.evaluate import add_eval3d_section, evaluate_detector3d, one_sided_categories
     from defectforge.detect3d.metrics import METRICS_3D, metrics_table
 
     models = load_models3d(model_path, progress=True)
     ds = load_dataset3d(data, format)
     ev = evaluate_detector3d(models, ds, source=model_path)
+    one_sided = one_sided_categories(ev.categories, ev.labels)
     table = Table(title="detect3d evaluation")
     table.add_column("class")
     for m in METRICS_3D:
         table.add_column(m, justify="right")
     for r in metrics_table(ev.metrics):
-        table.add_row(r["class"], *[f"{r[m]:.4f}" for m in METRICS_3D])
+        table.add_row(r["class"], *[f"{r[m]:.4f}" if np.isfinite(r[m]) else "n/a" for m in METRICS_3D])
     console_for(json_out).print(table)
-    if json_out is not None:
-        write_json_out(json_out, ev.metrics)
+    for c, kind in one_sided.items():
+        console_for(json_out).print(
+            f"note: {c}: every test cloud is {kind}, so O-AUROC and O-AUPR are undefined (n/a, left out of the "
+            "mean): they need both good and defective test clouds"
+            + ("; P-AUROC/P-AUPR also need defective points" if kind == "good" else ""))
+    if json_out is not None:  # undefined metrics as null (JSON has no NaN)
+        write_json_out(json_out, _nan_to_none(ev.metrics))
     if report is not None:
         from defectforge.report import Report
 
@@ -161,6 +168,16 @@ def eval_cmd(
         add_eval3d_section(rep, ev, max_renders)
         rep.save()
         console_for(json_out).print(f"report: {report / 'report.html'}")
+
+
+def _nan_to_none(obj):
+    if isinstance(obj, float) and obj != obj:
+        return None
+    if isinstance(obj, dict):
+        return {k: _nan_to_none(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_nan_to_none(v) for v in obj]
+    return obj
 
 
 def register(app: typer.Typer) -> None:

@@ -32,10 +32,11 @@ from defectforge.errors import ConfigError, InputError
 from defectforge.runfolder import RunFolder, remove_leftovers, write_artifact
 from defectforge.synth2d.config import SynthConfig
 from defectforge.synth2d.engine import Engine, generate_samples, prepare, real_defects_from, seed_for
+from defectforge.synth2d.export import export, write_outputs
 from defectforge.synth2d.record import SynthRecord
 
 __all__ = ["SynthRun", "synthesize", "generate_samples", "real_defects_from", "seed_for", "prepare", "read_records",
-           "add_record", "run_config"]
+           "add_record", "run_config", "export"]
 
 STATE = ".synth"
 OUR_OUTPUTS = ("images", "masks", "manifest.csv", "dataset_card.md", "dataset_card.json", "export",
@@ -69,8 +70,6 @@ def synthesize(config: SynthConfig, out: str | Path | None = None, workers: int 
     ``engine`` (:mod:`defectforge.engine`) runs the samples; default: ``workers`` local
     processes. Every engine writes the same bytes. ``progress("synth", done, total)``
     follows :mod:`defectforge.progress`."""
-    from defectforge.synth2d.export import write_outputs
-
     t0 = time.perf_counter()
     # 1. the config: output folder and an absolute source path (so the fingerprint is stable)
     cfg, out = _resolve(config, out)
