@@ -112,7 +112,7 @@ def worker_defectforge(args) -> dict:
     pred_ms = 1000 * (time.perf_counter() - t0) / len(timed)
     res = {"model": args.model, "n_images": args.n, "device": args.device, "fit_s": round(fit_s, 2),
            "predict_ms": round(pred_ms, 2), "peak_rss_fit_mb": round(rss_fit, 1), "uptime_before": up,
-           "uptime_after": _uptime(), "fit_info": model.fit_info, "n_predict": len(timed)}
+           "uptime_after": _uptime(), "fit_info": model.fit_info_, "n_predict": len(timed)}
     if args.metrics:
         from defectforge.detect.evaluate import _resize
 
@@ -120,10 +120,10 @@ def worker_defectforge(args) -> dict:
         for s in range(0, len(test), 16):
             p = model.predict(test[s:s + 16])
             scores.extend(p.pred_score.tolist())
-            maps.extend(_resize(a, model.input_size) for a in p.anomaly_map)
+            maps.extend(_resize(a, model.input_size_) for a in p.anomaly_map)
         res["metrics"] = _metrics([s.is_defect for s in test], scores, [s.mask for s in test], maps,
-                                  model.input_size)
-        res["bank_checksum"] = float(np.float64(model.bank_normal.sum()))
+                                  model.input_size_)
+        res["bank_checksum"] = float(np.float64(model.bank_normal_.sum()))
     res["peak_rss_mb"] = round(_rss_mb(), 1)
     return res
 

@@ -68,7 +68,6 @@ def progress_task(stage: str, total: int | None, progress: ProgressLike) -> Iter
 @contextlib.contextmanager
 def rich_progress(console: Any = None, transient: bool = False) -> Iterator[Callable[[str, int, int | None], None]]:
     """A progress callback that draws one rich bar per stage (stderr by default)."""
-    from rich.console import Console
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn,
                                TimeElapsedColumn, TimeRemainingColumn)
 

@@ -97,7 +97,7 @@ def _describe_instructions(inst: InstructionSet) -> str:
 
 def run_synthesis(input_spec: str, instructions: InstructionSet | Callable[[float], InstructionSet], n: int, seed: int,
                   out_dir: str | Path, *,
-                  n_points: int = 20000, progress: Callable[[int, int, str], None] | None = None,
+                  n_points: int = 20000, progress: Callable[[str, int, int | None], None] | None = None,
                   instruction_text: str = "", scan_noise: float = 0.0, partial: bool = False,
                   engine: Any = None, sources: list[InputSource] | None = None) -> dict:
     """Generate ``n`` defective clouds into ``out_dir`` (resumable); returns a summary dict.
@@ -137,14 +137,14 @@ def run_synthesis(input_spec: str, instructions: InstructionSet | Callable[[floa
         todo = [i for i in range(n) if task.name(i) not in finished]
         skipped = n - len(todo)
         if progress:
-            progress(skipped, n, "")
+            progress("synth3d", skipped, n)
         from defectforge.engine.local import LocalEngine
 
         runner = engine if engine is not None else LocalEngine(1)
         for k, (_, rec) in enumerate(runner.map(task, todo), start=1):
             rf.journal.append(rec)
             if progress:
-                progress(skipped + k, n, rec["name"])
+                progress("synth3d", skipped + k, n)
         if todo:  # the journal in index order, so it is the same bytes whatever order samples finished in
             rf.journal.rewrite(sorted(rf.journal.records(), key=lambda r: r.get("index", -1)))
         remove_leftovers(out)  # what a worker killed mid-write left (no writer is active now)
