@@ -167,10 +167,12 @@ def _finish(s: Surface, idx: np.ndarray, disp: np.ndarray, info: dict, min_point
     idx, disp, mag = idx[moved], disp[moved], mag[moved]
     thr = label_threshold * s.diag
     lab = mag >= thr if thr > 0 else np.ones(len(idx), dtype=bool)
-    if lab.sum() < min_points:
-        raise SynthesisError(f"{info['operator']}: the defect moves only {int(lab.sum())} points by at least the "
-                             f"label threshold {label_threshold:g} x diag; increase its size or depth "
-                             f"(diag = {s.diag:.4g}, {len(s)} points)")
+    if len(idx) < min_points:
+        raise SynthesisError(f"{info['operator']}: the defect moves only {len(idx)} points; "
+                             f"increase its size (diag = {s.diag:.4g}, {len(s)} points)")
+    if not lab.any():
+        raise SynthesisError(f"{info['operator']}: no point moves by the label threshold {label_threshold:g} x diag; "
+                             f"increase its size or depth (diag = {s.diag:.4g}, {len(s)} points)")
     pts = s.points.copy()
     pts[idx] += disp
     mask = np.zeros(len(pts), dtype=bool)
