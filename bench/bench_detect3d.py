@@ -16,20 +16,21 @@ Protocol (all seeded; nothing is fitted on test data):
 - Train: ``--train`` (4) good parts per class (like Real3D-AD's 4 prototypes).
 - Test (``--split test``, default): ``--good`` (5) good parts + ``--per-type`` (2)
   defective parts per test type ``groove, crack, bend, freeform, sink`` with the synth3d
-  operators' **default** parameter ranges (``OPERATORS[op].defaults``). The point network
-  trains on ``bump, dent, scratch`` only, at the small amplitudes of
-  :data:`defectforge.detect3d.pointnet.TRAIN_RANGES` (bump/dent radius 0.03-0.06, depth
-  0.006-0.015 of the diagonal; scratch length 0.1-0.2, width 0.015-0.025, depth
-  0.003-0.006), so no test defect type was seen in training.
-  The FPFH bank sees good parts only.
+  operators' **default** parameter ranges (``OPERATORS[op].defaults``). Two point-network
+  protocols (``--train-ops``): ``full`` trains on every MPAS operator at
+  :data:`defectforge.detect3d.pointnet.TRAIN_RANGES` (large and non-local defects, bends,
+  cracks: the test types are among the training types, on other parts, positions and
+  parameters); ``unseen`` trains on bump, dent, pit and scratch only, so no test type
+  (nor the free-form family) was seen in training. The FPFH bank sees good parts only.
+  ``--fuse-weight W`` adds ``pointnet+fpfh``: network + W x FPFH scores, each divided by
+  its detector's held-out threshold (:func:`defectforge.detect3d.pointnet.fuse_scores`,
+  exactly what ``PointTransformerAD(fpfh_weight=W)`` predicts).
 - Validation (``--split val``): other good parts of the same products (own seeds) and
-  the *training* types bump, dent, scratch at the training ranges plus pit (operator
-  defaults; not a test type), or the types given by ``--val-types`` (test types are
-  refused). Every setting of the point network was chosen on this split, never on the
-  test split: inputs, prototype layers, resolution and steps on the training types; head
-  weight and top-k on a leave-one-type-out split (network trained on bump+dent,
-  validated on scratch), since the benchmark measures transfer to unseen types.
-  ``--sweep`` scores every head weight x top-k from one network pass.
+  anomalies of ``--val-types`` (default bump, dent, scratch, pit, bulge; test types are
+  refused), at the training ranges. ``--sweep`` scores every head weight x top-k from one
+  network pass and every FPFH weight of :data:`~defectforge.detect3d.pointnet.FPFH_WEIGHTS`;
+  for ``unseen``, validating on ``bulge`` (a type the network never trained on) measures
+  transfer, which is what picks the FPFH weight for that protocol.
 - Metrics per class: O-AUROC, P-AUROC (points pooled over the class's test clouds),
   O-AUPR, P-AUPR; fit seconds per class; predict seconds per 40k-point cloud.
 
@@ -51,7 +52,7 @@ from pathlib import Path
 import numpy as np
 
 TEST_TYPES = ("groove", "crack", "bend", "freeform", "sink")
-VAL_TYPES = ("bump", "dent", "scratch", "pit")  # training types (+ pit), never the test types
+VAL_TYPES = ("bump", "dent", "scratch", "pit", "bulge")  # never the test types
 
 
 def design_seed(seed: int, class_index: int) -> int:
@@ -112,6 +113,61 @@ def build_split(cls: str, ci: int, args, split: str):
     return train, ev
 
 
+def _store() -> dict:
+    return {"cats": [], "labels": [], "scores": [], "pl": [], "ps": []}
+
+
+def _collect(store: dict, cls: str, evals, scores, maps) -> None:
+    """Append one class's scored evaluation clouds to ``store`` (see :func:`_store`)."""
+    for (_, m), s, amap in zip(evals, scores, maps):
+        store["cats"].append(cls)
+        store["labels"].append(bool(m.any()))
+        store["scores"].append(float(s))
+        store["pl"].append(m)
+        store["ps"].append(amap)
+
+
+def rescore(raw_paths: list[str], weight: float | None, json_path: str | None) -> int:
+    """Metrics of saved ``--raw`` runs; with ``weight``, also network + weight x FPFH per
+    class (:func:`~defectforge.detect3d.pointnet.fuse_scores` with the saved norms)."""
+    import json
+    import pickle
+
+    from defectforge.detect3d.metrics import METRICS_3D, evaluate_3d
+    from defectforge.detect3d.pointnet import fuse_scores
+
+    runs = {}
+    for path in raw_paths:
+        raw = pickle.loads(Path(path).read_bytes())
+        tag = raw["args"].get("train_ops", "full")
+        for d, r in raw["results"].items():
+            runs[d if d == "fpfh" else f"{d} ({tag})"] = r
+    out = {}
+    if weight is not None and "fpfh" in runs:
+        f = runs["fpfh"]
+        for name in [n for n in runs if n.startswith("pointnet (")]:
+            n = runs[name]
+            fused = _store()
+            for cls in dict.fromkeys(n["cats"]):
+                ia = [i for i, c in enumerate(n["cats"]) if c == cls]
+                ib = [i for i, c in enumerate(f["cats"]) if c == cls]
+                sc, maps = fuse_scores([n["scores"][i] for i in ia], [n["ps"][i] for i in ia],
+                                       [f["scores"][i] for i in ib], [f["ps"][i] for i in ib],
+                                       n["norms"][cls], f["norms"][cls], weight)
+                _collect(fused, cls, [(None, n["pl"][i]) for i in ia], sc, maps)
+            runs[f"{name} + {weight:g} x fpfh"] = fused
+    for name, r in runs.items():
+        res = evaluate_3d(r["cats"], r["labels"], r["scores"], r["pl"], r["ps"])
+        out[name] = res
+        print(f"{name}: " + ", ".join(f"{k} {res['mean'][k]:.3f}" for k in METRICS_3D), flush=True)
+        for cls, m in res["per_class"].items():
+            print(f"  {cls}: " + ", ".join(f"{k} {m[k]:.3f}" for k in METRICS_3D), flush=True)
+    if json_path:
+        Path(json_path).write_text(json.dumps({k: {"mean": v["mean"], "per_class": v["per_class"]}
+                                               for k, v in out.items()}, indent=1))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     import json
 
@@ -134,11 +190,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sweep", action="store_true",
                     help="also score the point network for every head weight x top_k (use with --split val)")
     ap.add_argument("--detectors", default="fpfh,pointnet")
+    ap.add_argument("--fuse-weight", type=float, default=None,
+                    help="also report 'pointnet+fpfh': the network's scores + this weight x the FPFH bank's "
+                         "(fuse_scores, exactly what PointTransformerAD(fpfh_weight=W) predicts); the weight "
+                         "comes from --split val --sweep")
+    ap.add_argument("--train-ops", choices=("full", "unseen"), default="full",
+                    help="point-network training types: full = every MPAS operator (the test types included), "
+                         "unseen = bump, dent, pit, scratch only (no test type, nor its family)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", default=None, help="also write the raw results as JSON here")
     ap.add_argument("--out", default=None, help="markdown output (default: docs/bench/detect3d.md for "
                                                 "--split test, none for val)")
+    ap.add_argument("--raw", default=None, help="also save every cloud's scores, maps, masks and the detectors' "
+                                                "held-out norms here (pickle), for --rescore")
+    ap.add_argument("--rescore", nargs="+", default=None, metavar="RAW",
+                    help="no fitting: metrics of saved --raw runs (detectors merged by name) and, with "
+                         "--fuse-weight, of network + W x FPFH; the weight must come from --split val")
     args = ap.parse_args(argv)
+    if args.rescore:
+        return rescore(args.rescore, args.fuse_weight, args.json)
     if args.out is None and args.split == "test":
         args.out = str(Path(__file__).resolve().parents[1] / "docs" / "bench" / "detect3d.md")
 
@@ -152,15 +222,25 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"--val-types must not contain test types ({', '.join(sorted(leaked))})")
     if args.steps is not None:
         pn_kwargs["steps"] = args.steps
+    from defectforge.detect3d.pointnet import FPFH_WEIGHTS, TRAIN_OPS, UNSEEN_TRAIN_OPS, fuse_scores
+
+    pn_kwargs.setdefault("train_ops", list(TRAIN_OPS if args.train_ops == "full" else UNSEEN_TRAIN_OPS))
+    fsweep: dict = {}
     classes = [c for c in args.classes.split(",") if c]
     dets = [d for d in args.detectors.split(",") if d]
-    results = {d: {"cats": [], "labels": [], "scores": [], "pl": [], "ps": [], "fit_s": {}, "pred_s": []} for d in dets}
+    fused_name = "pointnet+fpfh"
+    if args.fuse_weight is not None:
+        if not {"fpfh", "pointnet"} <= set(dets):
+            ap.error("--fuse-weight needs --detectors fpfh,pointnet")
+        pn_kwargs["fpfh_weight"] = 0.0  # fused below from the two detectors' predictions
+    results = {d: {**_store(), "fit_s": {}, "pred_s": []} for d in dets + ([fused_name] if args.fuse_weight is not None else [])}
     top_ks = (5, 10, 20, 40, 80)
     sweep: dict = {}
     extra = {}
     pn_params = {}
     for ci, cls in enumerate(classes):
         train, test = build_split(cls, ci, args, args.split)
+        fitted = {}
         for d in dets:
             kw = {"seed": args.seed}
             if d == "pointnet":
@@ -171,15 +251,13 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.perf_counter()
             pred = det.predict([p for p, _ in test])
             pred_s = (time.perf_counter() - t0) / len(test)
+            fitted[d] = (det, pred)
             r = results[d]
             r["fit_s"][cls] = fit_s
+            r.setdefault("norms", {})[cls] = (det.norms() if d == "pointnet"
+                                              else (det.threshold_, det.point_threshold_))
             r["pred_s"].append(pred_s)
-            for (p, m), s, amap in zip(test, pred.pred_score, pred.anomaly_map):
-                r["cats"].append(cls)
-                r["labels"].append(bool(m.any()))
-                r["scores"].append(float(s))
-                r["pl"].append(m)
-                r["ps"].append(amap)
+            _collect(r, cls, test, pred.pred_score, pred.anomaly_map)
             if d == "fpfh":
                 extra.setdefault(cls, {})["fpfh voxel points of the training clouds"] = det.fit_info_["voxel_points"]
             else:
@@ -193,15 +271,24 @@ def main(argv: list[str] | None = None) -> int:
                 extra[cls]["pointnet head weight in use"] = f"{fi['head_weight']:g}"
                 if args.sweep:
                     for key, (sc, maps) in det.score_variants([p for p, _ in test], HEAD_WEIGHTS, top_ks).items():
-                        v = sweep.setdefault(key, {"cats": [], "labels": [], "scores": [], "pl": [], "ps": []})
-                        for (p, m), s1, m1 in zip(test, sc, maps):
-                            v["cats"].append(cls)
-                            v["labels"].append(bool(m.any()))
-                            v["scores"].append(float(s1))
-                            v["pl"].append(m)
-                            v["ps"].append(m1)
+                        _collect(sweep.setdefault(key, _store()), cls, test, sc, maps)
             print(f"{cls} {d}: fit {fit_s:.1f} s, predict {pred_s:.2f} s/cloud", file=sys.stderr, flush=True)
+        if args.fuse_weight is not None:
+            (fd, fpred), (nd, npred) = fitted["fpfh"], fitted["pointnet"]
+            sc, maps = fuse_scores(npred.pred_score, npred.anomaly_map, fpred.pred_score, fpred.anomaly_map,
+                                   nd.norms(), (fd.threshold_, fd.point_threshold_), args.fuse_weight)
+            r = results[fused_name]
+            r["fit_s"][cls] = results["fpfh"]["fit_s"][cls] + results["pointnet"]["fit_s"][cls]
+            r["pred_s"].append(results["fpfh"]["pred_s"][-1] + results["pointnet"]["pred_s"][-1])
+            _collect(r, cls, test, sc, maps)
+        if args.sweep and {"fpfh", "pointnet"} <= set(fitted) and fitted["pointnet"][0].fpfh_weight == 0:
+            (fd, fpred), (nd, npred) = fitted["fpfh"], fitted["pointnet"]
+            for w in FPFH_WEIGHTS:  # network + w x FPFH, from the two detectors' own predictions
+                sc, maps = fuse_scores(npred.pred_score, npred.anomaly_map, fpred.pred_score, fpred.anomaly_map,
+                                       nd.norms(), (fd.threshold_, fd.point_threshold_), w)
+                _collect(fsweep.setdefault(w, _store()), cls, test, sc, maps)
     summary = {}
+    dets = list(results)
     for d in dets:
         r = results[d]
         summary[d] = evaluate_3d(r["cats"], r["labels"], r["scores"], r["pl"], r["ps"])
@@ -213,6 +300,16 @@ def main(argv: list[str] | None = None) -> int:
         sweep_rows.append({"head_weight": w, "top_k": k, **{m: res[m] for m in METRICS_3D}})
         print(f"[{args.split} sweep] w={w:g} top_k={k}: O-AUROC {res['O-AUROC']:.3f} P-AUROC {res['P-AUROC']:.3f}",
               file=sys.stderr, flush=True)
+    fsweep_rows = []
+    for w, v in sorted(fsweep.items()):
+        res = evaluate_3d(v["cats"], v["labels"], v["scores"], v["pl"], v["ps"])["mean"]
+        fsweep_rows.append({"fpfh_weight": w, **{m: res[m] for m in METRICS_3D}})
+        print(f"[{args.split} fpfh sweep] fpfh_weight={w:g}: O-AUROC {res['O-AUROC']:.3f} P-AUROC "
+              f"{res['P-AUROC']:.3f}", file=sys.stderr, flush=True)
+    if args.raw:
+        import pickle
+
+        Path(args.raw).write_bytes(pickle.dumps({"args": vars(args), "results": results}))
     if args.json:
         from defectforge._atomic import atomic_write_json
 
@@ -221,7 +318,8 @@ def main(argv: list[str] | None = None) -> int:
             "mean": {d: summary[d]["mean"] for d in dets},
             "per_class": {d: summary[d]["per_class"] for d in dets},
             "fit_s": {d: results[d]["fit_s"] for d in dets},
-            "pred_s": {d: float(np.mean(results[d]["pred_s"])) for d in dets}, "sweep": sweep_rows})
+            "pred_s": {d: float(np.mean(results[d]["pred_s"])) for d in dets}, "sweep": sweep_rows,
+            "fpfh_sweep": fsweep_rows, "load_end": os.getloadavg()})
     if not args.out:
         return 0
     lines = ["# 3D anomaly detection benchmark (built-in parametric parts)", "",
@@ -239,13 +337,16 @@ def main(argv: list[str] | None = None) -> int:
              f"- Train: {args.train} good parts per class. Test per class: {args.good} good + "
              f"{args.per_type} x ({', '.join(TEST_TYPES) if args.split == 'test' else args.val_types}) defective parts"
              + (", operator default ranges." if args.split == "test" else "."),
-             f"- Point network: trained on synthetic {', '.join(pn_params.get('train_ops', ('bump', 'dent', 'scratch')))} "
-             "only (`TRAIN_RANGES`: bump/dent radius "
-             "0.03-0.06, depth 0.006-0.015 of the diagonal; scratch length 0.1-0.2, width 0.015-0.025, depth "
-             "0.003-0.006); **no test defect type was seen in training**. Settings: "
-             + (", ".join(f"{k}={pn_params[k]}" for k in ("steps", "channels", "n_layers", "features",
+             f"- Point network: trained on synthetic {', '.join(pn_params.get('train_ops', ()))} "
+             "at `TRAIN_RANGES` (defectforge.detect3d.pointnet); "
+             + ("**no test defect type (nor its family) was seen in training**" if args.train_ops == "unseen" else
+                "the full MPAS range, **so the test types are among the training types** (other parameters, "
+                "parts and positions)") + ". Settings: "
+             + (", ".join(f"{k}={pn_params[k]}" for k in ("steps", "net_points", "channels", "n_layers", "features",
                                                            "proto_layers", "fusion", "head_weight", "top_k"))
-                if pn_params else "n/a") + ".",
+                if pn_params else "n/a") + "."
+             + (f" `pointnet+fpfh`: network + {args.fuse_weight:g} x FPFH scores, each divided by its held-out "
+                "threshold (`fuse_scores`; weight chosen on --split val)." if args.fuse_weight is not None else ""),
              "- FPFH bank: training-free (good parts only), kNN 40/80/120, 1,024 groups of 64, 10 % coreset, "
              "voxel 0.02 of the unit ball (at most 20,000 points).", ""]
     for d in dets:

@@ -85,10 +85,7 @@ def test_runs_seeded_with_aligned_exact_labels(name, part):
     np.testing.assert_array_equal(a.labels, b.labels)
     assert rec_a == rec_b and rec_a[0]["type"] == name
     assert a.labels.shape == (len(a.points),) and 0 < int(a.labels.sum()) == rec_a[0]["n_mask"]
-    # called directly, the operator returns a boolean mask aligned with its (finite) output points
-    direct = apply(name, part.points, part.normals, np.random.default_rng(0))
-    assert direct.mask.shape == (len(direct.points),) and direct.mask.dtype == bool
-    assert np.isfinite(direct.points).all() and direct.normals.shape == direct.points.shape
+    assert np.isfinite(a.points).all() and a.normals is not None and a.normals.shape == a.points.shape
 
 
 def test_unknown_operator_lists_the_registered_ones():

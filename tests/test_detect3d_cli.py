@@ -65,3 +65,21 @@ def test_cli_errors_are_one_line(tree, tmp_path):
     res = runner.invoke(app, ["detect3d", "fit", str(tree), "--model", "nope", "--out", str(tmp_path / "m.pt")])
     assert res.exit_code == 2 and "unknown 3D detector" in res.output
     assert not (tmp_path / "m.pt").exists()
+
+
+def test_eval_without_good_test_clouds_says_why_instead_of_nan(tree, tmp_path):
+    import shutil
+
+    only_bad = tmp_path / "only_bad"
+    shutil.copytree(tree, only_bad)
+    (only_bad / "flange" / "test" / "5_good.pcd").unlink()
+    model = tmp_path / "m.pt"
+    res = runner.invoke(app, ["detect3d", "fit", str(only_bad), "--model", "fpfh", "--out", str(model), "--voxel", "0.03"])
+    assert res.exit_code == 0, res.output
+    js = tmp_path / "m.json"
+    res = runner.invoke(app, ["detect3d", "eval", str(model), str(only_bad), "--json", str(js)])
+    assert res.exit_code == 0, res.output
+    assert "nan" not in res.output.lower() and "n/a" in res.output
+    assert "every test cloud is defective" in res.output and "need both good and defective" in res.output
+    data = json.loads(js.read_text())  # strict JSON: undefined metrics are null, not NaN
+    assert data["per_class"]["flange"]["O-AUROC"] is None and data["per_class"]["flange"]["P-AUROC"] > 0.5

@@ -12,7 +12,7 @@ from defectforge.synth3d.parts import make_part
 TINY = dict(channels=16, n_layers=2, k=8, net_points=600, lr=5e-3, anomaly_prob=1.0,
             train_ranges={"bump": {"radius": (0.08, 0.1), "depth": (0.03, 0.04)},
                           "dent": {"radius": (0.08, 0.1), "depth": (0.03, 0.04)}},
-            train_ops=("bump", "dent"), rotate_deg=5.0, top_k=10)
+            train_ops=("bump", "dent"), rotate_deg=5.0, top_k=10, fpfh_weight=0.0)
 
 
 def _parts(n=2):
@@ -154,3 +154,69 @@ def test_bad_feature_options():
         get_detector3d("pointnet", features="normal,colour")  # checked by the factory (and by fit)
     with pytest.raises(ConfigError, match="proto_layers"):
         get_detector3d("pointnet", proto_layers="first")  # checked by the factory (and by fit)
+
+
+def test_fuse_scores_normalises_each_part():
+    from defectforge.detect3d.pointnet import fuse_scores
+
+    obj, maps = fuse_scores([2.0, 4.0], [np.array([1.0, 2.0])] * 2, [10.0, 30.0], [np.array([5.0, 0.0])] * 2,
+                            net_norm=(2.0, 1.0), fpfh_norm=(10.0, 5.0), weight=0.5)
+    np.testing.assert_allclose(obj, [1.0 + 0.5, 2.0 + 1.5])
+    np.testing.assert_allclose(maps[0], [1.0 + 0.5, 2.0])
+    obj0, _ = fuse_scores([2.0], [np.zeros(1)], [99.0], [np.zeros(1)], (2.0, 1.0), (np.inf, 0.0), 0.0)
+    assert obj0[0] == 1.0  # weight 0: the network alone; non-finite norms fall back to 1
+
+
+def test_fpfh_fusion_equals_the_two_detectors_combined_and_round_trips(trained, tmp_path):
+    from defectforge.detect3d.bank import FPFHBank
+    from defectforge.detect3d.pointnet import fuse_scores
+
+    fused = PointTransformerAD(steps=30, **{**TINY, "fpfh_weight": 2.0}).fit(_parts())
+    c = make_part("flange", 3000, 9)
+    r = apply("bump", c.points, c.normals, np.random.default_rng(1), radius=0.09, depth=0.04)
+    pred = fused.predict([r.points, c.points])
+    net = trained.predict([r.points, c.points])  # the same network (same seed and data)
+    fb = FPFHBank(seed=0).fit(_parts())
+    fp = fb.predict([r.points, c.points])
+    obj, maps = fuse_scores(net.pred_score, net.anomaly_map, fp.pred_score, fp.anomaly_map, trained.norms(),
+                            (fb.threshold_, fb.point_threshold_), 2.0)
+    np.testing.assert_allclose(pred.pred_score, obj, rtol=1e-6)
+    np.testing.assert_allclose(pred.anomaly_map[0], maps[0], rtol=1e-5)
+    assert pred.pred_score[0] > pred.pred_score[1]
+    loaded = PointTransformerAD.load(fused.save(tmp_path / "fused.pt"))
+    np.testing.assert_array_equal(loaded.predict([r.points]).pred_score, pred.pred_score[:1])
+    with pytest.raises(ConfigError, match="fpfh_weight"):
+        get_detector3d("pointnet", fpfh_weight=-1)
+
+
+def test_every_fit_phase_reports_progress_and_the_bank_is_capped(monkeypatch, capsys):
+    import defectforge.detect3d.pointnet as pn
+
+    monkeypatch.setattr(pn, "MAX_BANK_ROWS", 50)
+    det = PointTransformerAD(steps=5, progress=True, **{**TINY, "fpfh_weight": 1.0}).fit(_parts(3))
+    err = capsys.readouterr().err  # not a terminal: plain progress lines
+    for phase in ("pointnet preparing clouds", "pointnet training", "pointnet prototype features",
+                  "pointnet coreset", "pointnet validation", "fpfh features"):
+        assert f"{phase}: 0/" in err, phase
+    assert "pointnet training: 5/5" in err and "pointnet coreset: 50/50" in err
+    assert len(det.bank_) == 50
+    assert set(det.fit_info_["phase_s"]) == {"prepare", "train", "prototypes", "coreset", "validation", "fpfh"}
+
+
+def test_default_training_covers_the_full_mpas_range():
+    from defectforge.detect3d.pointnet import TRAIN_OPS, TRAIN_RANGES
+    from defectforge.synth3d.operators import OPERATORS
+
+    assert set(TRAIN_OPS) == set(OPERATORS) and set(TRAIN_RANGES) >= set(TRAIN_OPS)
+    det = PointTransformerAD()
+    assert {"bend", "crack", "bulge", "sink"} <= set(det.train_ops)
+    assert det.fpfh_weight == 2.0  # fused with the FPFH bank by default (chosen on validation)
+    assert TRAIN_RANGES["bump"]["radius"][1] >= 0.1  # large, non-local defects too
+    p = make_part("flange", 3000, 0)
+    hits = 0
+    rng = np.random.default_rng(0)
+    for op in ("bend", "crack", "bulge"):
+        det.train_ops = (op,)
+        _, _, m = det._synth(p.points / 100.0, p.normals, rng)
+        hits += bool(m.any())
+    assert hits == 3

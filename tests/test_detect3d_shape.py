@@ -4,7 +4,6 @@ import numpy as np
 
 from defectforge.detect3d.fpfh import pca_normals_centroid
 from defectforge.detect3d.shape import SHAPE_KS, local_shape_features
-from defectforge.synth3d.operators import apply
 from defectforge.synth3d.parts import make_part
 
 

@@ -12,13 +12,14 @@ from typer.testing import CliRunner
 
 from defectforge.data.image_io import write_image, write_mask
 from defectforge.detect.cli import register
+from defectforge.cli import _Group  # the CLI's one error boundary, for apps built in tests
 
 from test_detect_model import blob, texture
 
 pytestmark = pytest.mark.filterwarnings("ignore::defectforge.bank.backbone.RandomInitWarning")
 
 # Only the detect commands (the full app also loads areas that are built elsewhere).
-app = typer.Typer()
+app = typer.Typer(cls=_Group)
 register(app)
 
 

@@ -18,12 +18,13 @@ from defectforge.bank.features import random_projection
 from defectforge.data.image_io import write_image, write_mask
 from defectforge.detect.cli import register
 from defectforge.detect.exdd import ExDD
+from defectforge.cli import _Group  # the CLI's one error boundary, for apps built in tests
 
 from test_detect_model import SMALL, blob, texture, toy_samples
 
 pytestmark = pytest.mark.filterwarnings("ignore::defectforge.bank.backbone.RandomInitWarning")
 
-app = typer.Typer()
+app = typer.Typer(cls=_Group)
 register(app)
 
 

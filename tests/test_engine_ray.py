@@ -78,7 +78,7 @@ def test_killed_worker_costs_only_its_items(eng2, data, local_synth, tmp_path):
     killed: list[int] = []
     seen: list[int] = []
 
-    def kill_one(done: int, total: int) -> None:
+    def kill_one(stage: str, done: int, total: int) -> None:
         seen.append(done)
         if done == 2 and not killed:
             killed.append(eng.worker_pids[0])
@@ -99,7 +99,7 @@ def test_killed_driver_resumes_on_either_engine(eng2, data, local_synth, tmp_pat
     class DriverDied(Exception):
         pass
 
-    def die_after_3(done: int, total: int) -> None:
+    def die_after_3(stage: str, done: int, total: int) -> None:
         if done >= 3:
             raise DriverDied
 

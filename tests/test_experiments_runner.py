@@ -12,6 +12,7 @@ from defectforge.datasets import load_sample
 from defectforge.errors import ConfigError, InputError
 from defectforge.experiments import ExperimentSettings, run_experiment, summarize
 from defectforge.experiments.data import check_synthetic
+from defectforge.cli import _Group  # the CLI's one error boundary, for apps built in tests
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -109,7 +110,7 @@ def test_experiment_cli_registers(tmp_path):
 
     from defectforge.experiments import cli as ecli
 
-    app = typer.Typer()
+    app = typer.Typer(cls=_Group)
     ecli.register(app)
     app.command("noop")(lambda: None)
     r = CliRunner().invoke(app, ["experiment", "nope", "--data", str(tmp_path), "-o", str(tmp_path / "o")])
@@ -131,7 +132,7 @@ def test_experiment_cli_passes_settings(tmp_path, monkeypatch):
         return {"markdown": "| x |\n"}
 
     monkeypatch.setattr(runner, "run_experiment", fake_run)
-    app = typer.Typer()
+    app = typer.Typer(cls=_Group)
     ecli.register(app)
     app.command("noop")(lambda: None)
     r = CliRunner().invoke(app, ["experiment", "synsur-regimes", "--data", str(tmp_path), "-o", str(tmp_path / "o"),

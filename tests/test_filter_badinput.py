@@ -20,6 +20,7 @@ import pytest
 
 from defectforge.data import Dataset, Sample, load_dataset, write_dataset
 from defectforge.errors import ConfigError
+from defectforge.cli import _Group  # the CLI's one error boundary, for apps built in tests
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -65,7 +66,7 @@ def other_class(tmp_path):
 def _app(*modules):
     import typer
 
-    app = typer.Typer()
+    app = typer.Typer(cls=_Group)
     for m in modules:
         m.register(app)
     app.command("noop")(lambda: None)  # keep typer in multi-command mode

@@ -14,6 +14,7 @@ import torch
 from defectforge.data import Dataset, Sample, write_dataset
 from defectforge.errors import ConfigError, InputError
 from defectforge.filter.quality import frechet_distance
+from defectforge.cli import _Group  # the CLI's one error boundary, for apps built in tests
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -240,7 +241,7 @@ def test_filter_quality_cli_with_inception_weights(tmp_path, weights, monkeypatc
     from defectforge.filter.scores import sample_crops
 
     monkeypatch.setattr("defectforge.filter.embed.default_embedder", lambda size=128: small_embedder)
-    app = typer.Typer()
+    app = typer.Typer(cls=_Group)
     fcli.register(app)
     rp, sp = _sets(tmp_path)
     base = ["filter", "quality", str(rp), str(sp), "--k", "1", "--subsets", "4"]

@@ -14,6 +14,7 @@ from defectforge.errors import ConfigError, InputError
 from defectforge.filter.embed import BackboneEmbedder, ClipScorer, Embedder, TorchEmbedder
 from defectforge.filter.scores import fidelity, score_samples
 from defectforge.filter.select import SelectionPolicy, parse_rule, select
+from defectforge.cli import _Group  # the CLI's one error boundary, for apps built in tests
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -229,7 +230,7 @@ def test_filter_cli(tmp_path, monkeypatch, embedder):
     from defectforge.filter import cli as fcli
 
     monkeypatch.setattr("defectforge.filter.embed.default_embedder", lambda size=128: embedder)
-    app = typer.Typer()
+    app = typer.Typer(cls=_Group)
     fcli.register(app)
     rp, sp = _sets(tmp_path, n_syn=4)
     r = CliRunner().invoke(app, ["filter", "select", str(sp), "--real", str(rp), "-o", str(tmp_path / "o"),

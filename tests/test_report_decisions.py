@@ -164,3 +164,40 @@ def test_predict_uses_one_scale_and_the_given_threshold(tmp_path, fitted):
     # panels (image | map | mask | colour bar), all the same size
     pics = [read_image(out / row["heatmap"]) for row in rows]
     assert len({p.shape for p in pics}) == 1 and pics[0].shape[1] > 3 * 96
+
+
+def test_bootstrap_interval_covers_the_value_and_shrinks_with_data():
+    from defectforge.metrics import auroc
+    from defectforge.report.compare import bootstrap_ci
+
+    rng = np.random.default_rng(0)
+    small_y = rng.random(40) < 0.5
+    big_y = rng.random(800) < 0.5
+    small_s = rng.normal(size=40) + small_y
+    big_s = rng.normal(size=800) + big_y
+    lo, hi = bootstrap_ci(small_y, small_s, auroc, n_boot=300)
+    blo, bhi = bootstrap_ci(big_y, big_s, auroc, n_boot=300)
+    assert lo <= auroc(small_y, small_s) <= hi and blo <= auroc(big_y, big_s) <= bhi
+    assert (bhi - blo) < (hi - lo) / 2  # 20x the images: a much narrower interval
+    assert bootstrap_ci(small_y, small_s, auroc, n_boot=300) == (lo, hi)  # seeded
+    assert np.isnan(bootstrap_ci(np.ones(5, bool), np.arange(5.0), auroc)[0])
+
+
+def test_eval_compare_overlays_models_with_intervals(tmp_path, fitted):
+    root, model = fitted
+    other = tmp_path / "other.dfm"
+    r = CliRunner().invoke(app, ["detect", "fit", str(root), "--model", "patchcore", "--out", str(other),
+                                 "--random-init", "--image-size", "64x96"])
+    assert r.exit_code == 0, r.output
+    js, rep = tmp_path / "m.json", tmp_path / "rep"
+    r = CliRunner().invoke(app, ["detect", "eval", str(model), str(root), "--compare", str(other),
+                                 "--json", str(js), "--report", str(rep)])
+    assert r.exit_code == 0, r.output
+    m = json.loads(js.read_text())
+    rows = {row["model"]: row for row in m["comparison"]}
+    assert set(rows) == {model.name, other.name}
+    assert rows[model.name]["image_auroc"] == m["image_auroc"]
+    lo, hi = rows[model.name]["image_auroc_ci95"]
+    assert lo <= m["image_auroc"] <= hi
+    html = (rep / "report.html").read_text()
+    assert "Models compared on the same images" in html and "image ROC, all models" in html

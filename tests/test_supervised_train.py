@@ -12,6 +12,7 @@ from defectforge.data import Dataset, Sample, write_dataset
 from defectforge.errors import ConfigError, InputError
 from defectforge.supervised import BoxDetector, TrainConfig, build_detector, evaluate_boxes, train_detector
 from defectforge.supervised.train import split_train_val
+from defectforge.cli import _Group  # the CLI's one error boundary, for apps built in tests
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -127,7 +128,7 @@ def test_train_detector_cli(tmp_path):
 
     from defectforge.supervised import cli as scli
 
-    app = typer.Typer()
+    app = typer.Typer(cls=_Group)
     scli.register(app)
     app.command("noop")(lambda: None)  # keep typer in multi-command mode
     root = write_dataset(Dataset(_data(8) + _data(4, seed=2, split="test")), tmp_path / "ds", "manifest")

@@ -18,6 +18,7 @@ from defectforge.data import Dataset, Sample, load_dataset, write_dataset
 from defectforge.errors import ConfigError
 from defectforge.supervised import TrainConfig, evaluate_boxes, gt_boxes
 from defectforge.supervised import ultralytics_adapter as ua
+from defectforge.cli import _Group  # the CLI's one error boundary, for apps built in tests
 
 ENV_KEYS = ("YOLO_OFFLINE", "YOLO_AUTOINSTALL", "YOLO_CONFIG_DIR")
 
@@ -192,7 +193,7 @@ def _cli_app():
 
     from defectforge.supervised import cli as scli
 
-    app = typer.Typer()
+    app = typer.Typer(cls=_Group)
     scli.register(app)
     app.command("noop")(lambda: None)
     return app

@@ -84,7 +84,7 @@ def test_workers_and_resume_give_identical_bytes(data, tmp_path):
     class Stop(Exception):
         pass
 
-    def stop_after(done, total):
+    def stop_after(stage, done, total):
         if done >= 2:
             raise Stop
 

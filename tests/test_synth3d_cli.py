@@ -126,7 +126,7 @@ def test_absolute_sizes_refer_to_each_samples_part(tmp_path):
     import json
 
     out = tmp_path / "mm"
-    res = runner.invoke(app, ["synth3d", "part:all", "--describe", "a 8 mm scratch", "--n", "2", "--out", str(out),
+    res = runner.invoke(app, ["synth3d", "part:all", "--describe", "a 8 mm groove", "--n", "2", "--out", str(out),
                               "--points", "3000"])
     assert res.exit_code == 0, res.output
     diags = []
@@ -137,3 +137,100 @@ def test_absolute_sizes_refer_to_each_samples_part(tmp_path):
         assert rec["params"]["length"] * diag == pytest.approx(8.0, rel=0.02)
         diags.append(diag)
     assert abs(diags[0] - diags[1]) > 5  # really two different part sizes
+
+
+@pytest.fixture()
+def metre_box(tmp_path):
+    import trimesh
+
+    path = tmp_path / "box_m.stl"
+    trimesh.creation.box(extents=(0.10, 0.06, 0.03)).export(path)  # a part given in metres
+    return path
+
+
+def test_units_are_guessed_with_a_warning_and_can_be_set(tmp_path, metre_box):
+    import json
+
+    diag_m = float(np.linalg.norm([0.10, 0.06, 0.03]))
+    out = tmp_path / "guess"
+    res = runner.invoke(app, ["synth3d", str(metre_box), "--describe", "a 20 mm groove", "--n", "1", "--out", str(out),
+                              "--points", "6000"])
+    assert res.exit_code == 0, res.output
+    assert "warning" in res.output and "taken as m" in res.output and "--units" in res.output
+    rec = json.loads((out / "meta" / "00000_box_m.json").read_text())
+    assert rec["records"][0]["params"]["length"] * diag_m * 1000 == pytest.approx(20.0, rel=0.05)
+    assert "taken as m" in rec["instruction"]  # the unit assumption is recorded
+    # told the wrong units, the error names the size, the units and both fixes
+    res = runner.invoke(app, ["synth3d", str(metre_box), "--describe", "a 20 mm groove", "--n", "1",
+                              "--out", str(tmp_path / "mm"), "--points", "6000", "--units", "mm"])
+    assert res.exit_code == 2
+    assert "impossible size length=" in res.output and "(x diag)" in res.output
+    assert "in mm (--units)" in res.output and "--part-diag" in res.output
+    assert not (tmp_path / "mm").exists() or not any((tmp_path / "mm").glob("*.txt"))
+    # --part-diag (mm) overrides everything, without a warning
+    res = runner.invoke(app, ["synth3d", str(metre_box), "--describe", "a 20 mm groove", "--n", "1",
+                              "--out", str(tmp_path / "pd"), "--points", "6000", "--part-diag", "200"])
+    assert res.exit_code == 0, res.output
+    assert "warning" not in res.output
+    rec = json.loads((tmp_path / "pd" / "meta" / "00000_box_m.json").read_text())
+    assert rec["records"][0]["params"]["length"] == pytest.approx(0.1)
+
+
+def test_mesh_is_sampled_per_item_and_per_seed(tmp_path, metre_box):
+    def clouds(seed, out):
+        res = runner.invoke(app, ["synth3d", str(metre_box), "--describe", "a dent", "--n", "2", "--seed", str(seed),
+                                  "--out", str(out), "--points", "3000", "--scan-noise", "0.0005"])
+        assert res.exit_code == 0, res.output
+        return [np.loadtxt(p)[:, :3] for p in sorted(out.glob("*.txt"))]
+
+    a0, a1 = clouds(0, tmp_path / "s0")
+    (b0, _), (c0, _) = clouds(1, tmp_path / "s1"), clouds(0, tmp_path / "s0b")
+    common = lambda p, q: len(set(map(tuple, np.round(p, 4))) & set(map(tuple, np.round(q, 4))))  # noqa: E731
+    assert common(a0, a1) < 30 and common(a0, b0) < 30  # other items / seeds: other point sets
+    np.testing.assert_array_equal(a0, c0)  # same seed and item: the same file
+
+
+def test_outputs_follow_the_umask(tmp_path):
+    import os
+
+    old = os.umask(0o022)
+    try:
+        res = runner.invoke(app, ["synth3d", "part:flange", "--describe", "a dent", "--n", "1",
+                                  "--out", str(tmp_path / "o"), "--points", "2000"])
+    finally:
+        os.umask(old)
+    assert res.exit_code == 0, res.output
+    files = [p for p in (tmp_path / "o").rglob("*") if p.is_file()]
+    assert files and {p.stat().st_mode & 0o777 for p in files} == {0o644}
+
+
+def test_describe_reads_the_input_once_and_reports_progress_in_logs(tmp_path, monkeypatch):
+    from defectforge.synth3d import cloud_io, pipeline
+    from defectforge.synth3d.parts import make_part
+
+    src = tmp_path / "part.ply"
+    cloud_io.write_cloud(src, make_part("flange", 3000, np.random.default_rng(0)))
+    calls = []
+    real = pipeline.read_cloud
+    monkeypatch.setattr(pipeline, "read_cloud", lambda *a, **k: calls.append(a) or real(*a, **k))
+    res = runner.invoke(app, ["synth3d", str(src), "--describe", "a 10 mm dent", "--n", "3", "--out",
+                              str(tmp_path / "o")])
+    assert res.exit_code == 0, res.output
+    assert len(calls) == 1
+    assert "synth3d: 0/3" in res.output and "synth3d: 3/3" in res.output  # plain lines, not an empty bar
+
+
+def test_unit_sources_in_order():
+    from pathlib import Path
+
+    from defectforge.synth3d.cli import part_size_mm
+
+    assert part_size_mm(None, 250.0, 0.3, False)[0] is None  # --part-diag wins
+    assert part_size_mm("cm", None, 0.3, False)[:2] == (10.0, "cm")
+    assert part_size_mm(None, None, 0.3, True)[:2] == (1.0, "mm")  # parametric parts
+    assert part_size_mm(None, None, 0.3, False, Path("a.glb"))[:2] == (1000.0, "m")  # glTF: metres by spec
+    scale, used, note = part_size_mm(None, None, 0.3, False, Path("a.stl"))
+    assert (scale, used) == (1000.0, "m") and "guess" not in note and "taken as m" in note and "--units" in note
+    assert part_size_mm(None, None, 120.0, False, Path("a.stl"))[:2] == (1.0, "mm")
+    with pytest.raises(ConfigError, match="--units must be one of"):
+        part_size_mm("furlong", None, 1.0, False)

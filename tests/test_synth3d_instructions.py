@@ -70,8 +70,11 @@ def test_synthesize_labels_align_and_regions_are_respected(flange):
     ]})
     out, records = synthesize(flange, inst, np.random.default_rng(0))
     assert len(out) == len(flange) and out.labels.shape == (len(flange),)
-    moved = np.linalg.norm(out.points - flange.points, axis=1) > 0
-    np.testing.assert_array_equal(out.labels.astype(bool), moved)
+    motion = np.linalg.norm(out.points - flange.points, axis=1)
+    lab = out.labels.astype(bool)
+    thr = [r["label_threshold_abs"] for r in records]
+    assert all(t == pytest.approx(0.001 * flange.diag, rel=1e-3) for t in thr)  # recorded per defect
+    assert motion[lab].min() >= min(thr) and motion[~lab].max() < sum(thr)  # labels = real motion
     assert [r["type"] for r in records] == ["scratch", "scratch", "dent"]
     tags = flange.meta["tags"]
     assert tags[records[0]["center_index"]] == 0 and tags[records[2]["center_index"]] == 3  # top, hole
@@ -139,3 +142,26 @@ def test_rule_based_parser(text, expected):
 def test_parser_errors(text, match):
     with pytest.raises(ConfigError, match=match):
         parse_description(text, part_diag=None if "5 mm dent" in text else 100.0)
+
+
+@pytest.mark.parametrize("text,count", [("twenty five dents", 25), ("twenty-five dents", 25), ("a dozen pits", 12),
+                                        ("fifteen scratches", 15), ("forty bumps", 40), ("two dents", 2),
+                                        ("25 dents", 25)])
+def test_number_words(text, count):
+    assert parse_description(text).defects[0].count == count
+
+
+@pytest.mark.parametrize("text,found", [("a 3 mm scratch", True), ("a 0.5 inch dent", True), ("a 10 % dent", False),
+                                        ("a 15 deg bend", False), ("two dents", False)])
+def test_absolute_sizes_are_recognised(text, found):
+    from defectforge.synth3d.describe import has_absolute_sizes
+
+    assert has_absolute_sizes(text) is found
+
+
+def test_impossible_absolute_size_names_units_and_fix():
+    with pytest.raises(ConfigError) as exc:
+        parse_description("a 30 mm scratch", part_diag=0.25, size_hint="pass --units or --part-diag")
+    msg = str(exc.value)
+    assert "impossible size length=120 (x diag)" in msg and "0.25 mm" in msg and "--units" in msg
+    assert parse_description("a 1 inch scratch", part_diag=254.0).defects[0].params["length"] == pytest.approx(0.1)

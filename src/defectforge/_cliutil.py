@@ -1,13 +1,7 @@
-"""Small helpers shared by every CLI module: one-line user errors and a console."""
+"""Small helpers shared by every CLI module: the one-line error printer (used by the root
+command group, the CLI's one error boundary, see :mod:`defectforge.cli`) and a console."""
 
 from __future__ import annotations
-
-import contextlib
-from typing import Iterator
-
-import typer
-
-from defectforge.errors import DefectforgeError, user_error_message
 
 
 def print_error(message: str) -> None:
@@ -16,23 +10,6 @@ def print_error(message: str) -> None:
     from rich.markup import escape
 
     Console(stderr=True, highlight=False, soft_wrap=True).print(f"[bold red]error:[/] {escape(message)}")
-
-
-@contextlib.contextmanager
-def user_errors() -> Iterator[None]:
-    """Turn a :class:`DefectforgeError` into one line ``error: <file>: <problem>`` and exit 2.
-
-    The root ``defectforge`` command does this for every sub-command already; this context
-    manager gives a sub-app used on its own (``register(typer.Typer())``) the same behaviour.
-    """
-    try:
-        yield
-    except (DefectforgeError, OSError, UnicodeDecodeError) as exc:
-        message = user_error_message(exc)
-        if message is None:
-            raise
-        print_error(message)
-        raise typer.Exit(2) from None
 
 
 def console():

@@ -68,13 +68,16 @@ def progress_task(stage: str, total: int | None, progress: ProgressLike) -> Iter
 @contextlib.contextmanager
 def rich_progress(console: Any = None, transient: bool = False) -> Iterator[Callable[[str, int, int | None], None]]:
     """A progress callback that draws one rich bar per stage (stderr by default)."""
-    from rich.console import Console
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn,
                                TimeElapsedColumn, TimeRemainingColumn)
 
+    console = console or _stderr_console()
+    if not console.is_terminal and not console.quiet:  # a log file or pipe: a bar would show only at the end
+        yield _line_callback(console)
+        return
     tasks: dict[str, Any] = {}
     with RichProgress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), _rate_column(),
-                      TimeElapsedColumn(), TimeRemainingColumn(), console=console or _stderr_console(),
+                      TimeElapsedColumn(), TimeRemainingColumn(), console=console,
                       transient=transient) as bar:
 
         def callback(stage: str, done: int, total: int | None) -> None:
@@ -83,6 +86,29 @@ def rich_progress(console: Any = None, transient: bool = False) -> Iterator[Call
             bar.update(tasks[stage], completed=done, total=total)
 
         yield callback
+
+
+LINE_EVERY_S = 30.0
+
+
+def _line_callback(console: Any) -> Callable[[str, int, int | None], None]:
+    """Progress as plain lines ``<stage>: <done>/<total> (<seconds> s)`` for non-terminal
+    output: at the start, at every tenth of a stage, at least every :data:`LINE_EVERY_S`
+    seconds, and at its end."""
+    import time
+
+    state: dict[str, list[float]] = {}
+
+    def callback(stage: str, done: int, total: int | None) -> None:
+        now = time.monotonic()
+        t0, last_t, last_step = state.setdefault(stage, [now, -1e9, -1.0])
+        step = float(done * 10 // total) if total else float(done)
+        if step > last_step or now - last_t >= LINE_EVERY_S or (total and done >= total and last_step < 10):
+            console.print(f"{stage}: {done}/{total if total is not None else '?'} ({now - t0:.0f} s)",
+                          highlight=False, markup=False)
+            state[stage] = [t0, now, step]
+
+    return callback
 
 
 def _rate_column():

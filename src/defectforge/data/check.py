@@ -77,12 +77,12 @@ def _full_decode(data: bytes, path: Path) -> None:
 
 
 def check_dataset(data: str | Path | Dataset, format: str | None = None, decode: bool = False,
-                  progress: Callable[[int, int], None] | None = None,
+                  progress: Callable[[str, int, int | None], None] | None = None,
                   allow_outside_root: bool = False) -> CheckReport:
     """Check a dataset (a path of any supported format, or a :class:`Dataset`).
 
     ``decode=True`` also fully decodes every image (finds truncated files; slower).
-    ``progress(done, total)`` is called after each sample. A path is read with a collecting
+    ``progress("check", done, total)`` is called after each sample. A path is read with a collecting
     :class:`~defectforge.data.problems.ReadProblems`, so broken labels and files outside the
     dataset folder are listed (kinds ``bad label`` / ``outside root``) rather than raised.
     """
@@ -109,7 +109,7 @@ def check_dataset(data: str | Path | Dataset, format: str | None = None, decode:
             sizes[key] = sizes.get(key, 0) + 1
         _check_mask(s, hw, problem, fractions)
         if progress is not None:
-            progress(i + 1, total)
+            progress("check", i + 1, total)
     for split in sorted({s.split for s in ds} - set(KNOWN_SPLITS)):
         n = sum(s.split == split for s in ds)
         problem(ds.root or split, "unknown split",

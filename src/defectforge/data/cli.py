@@ -13,7 +13,6 @@ from typing import Optional
 import typer
 
 from defectforge._cliutil import console as _console
-from defectforge._cliutil import user_errors as _user_errors
 from defectforge.errors import DefectforgeError, InputError
 
 data_app = typer.Typer(help="Check and convert defect datasets (MVTec, manifest CSV, labelme, YOLO, COCO).",
@@ -47,20 +46,19 @@ def check_cmd(
     from defectforge._jsonout import console_for, write_json_out
 
     con = console_for(json_out)
-    with _user_errors():
-        if format is not None and format not in FORMAT_CHOICES:
-            raise DefectforgeError(f"unknown format {format!r} (choose from {', '.join(FORMAT_CHOICES)})")
-        if json_out is not None and json_out.is_dir():
-            raise InputError(json_out, "is a folder; --json needs a file name (e.g. report.json)")
-        fmt, note = (format, "") if format is not None else format_choice(path)
-        ds = load_dataset(path, fmt, problems=ReadProblems(collect=True, allow_outside_root=allow_outside_root))
-        if note:
-            con.print(f"[yellow]note:[/] {escape(note)}")
-        with Progress(TextColumn("checking"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                      console=con, transient=True) as bar:
-            task = bar.add_task("check", total=len(ds))
-            report = check_dataset(ds, decode=decode, progress=lambda done, total: bar.update(task, completed=done))
-        report.format = ds.format
+    if format is not None and format not in FORMAT_CHOICES:
+        raise DefectforgeError(f"unknown format {format!r} (choose from {', '.join(FORMAT_CHOICES)})")
+    if json_out is not None and json_out.is_dir():
+        raise InputError(json_out, "is a folder; --json needs a file name (e.g. report.json)")
+    fmt, note = (format, "") if format is not None else format_choice(path)
+    ds = load_dataset(path, fmt, problems=ReadProblems(collect=True, allow_outside_root=allow_outside_root))
+    if note:
+        con.print(f"[yellow]note:[/] {escape(note)}")
+    with Progress(TextColumn("checking"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=con, transient=True) as bar:
+        task = bar.add_task("check", total=len(ds))
+        report = check_dataset(ds, decode=decode, progress=lambda stage, done, total: bar.update(task, completed=done))
+    report.format = ds.format
     con.print(f"[bold]{escape(str(path))}[/]: format [cyan]{report.format}[/], {report.n_images} images")
     splits = sorted({k.split("/")[0] for k in report.counts}, key=lambda s: (s != "train", s != "val", s))
     labels = sorted({k.split("/", 1)[1] for k in report.counts}, key=lambda lab: (lab != "good", lab))
@@ -140,24 +138,23 @@ def convert_cmd(
     from defectforge.data.formats import load_dataset, write_dataset
 
     con = _console()
-    with _user_errors():
-        if to not in FORMAT_CHOICES:
-            raise DefectforgeError(f"unknown output format {to!r} (choose from {', '.join(FORMAT_CHOICES)})")
-        if from_ is not None and from_ not in FORMAT_CHOICES:
-            raise DefectforgeError(f"unknown source format {from_!r} (choose from {', '.join(FORMAT_CHOICES)})")
-        valid_modes = {"yolo": ("detect", "segment"), "coco": ("polygon", "rle")}
-        if mode is not None and mode not in valid_modes.get(to, ()):
-            raise DefectforgeError(f"--mode {mode!r} does not apply to --to {to} "
-                                   f"(yolo: detect|segment, coco: polygon|rle)")
-        from defectforge.data._files import check_destination
+    if to not in FORMAT_CHOICES:
+        raise DefectforgeError(f"unknown output format {to!r} (choose from {', '.join(FORMAT_CHOICES)})")
+    if from_ is not None and from_ not in FORMAT_CHOICES:
+        raise DefectforgeError(f"unknown source format {from_!r} (choose from {', '.join(FORMAT_CHOICES)})")
+    valid_modes = {"yolo": ("detect", "segment"), "coco": ("polygon", "rle")}
+    if mode is not None and mode not in valid_modes.get(to, ()):
+        raise DefectforgeError(f"--mode {mode!r} does not apply to --to {to} "
+                               f"(yolo: detect|segment, coco: polygon|rle)")
+    from defectforge.data._files import check_destination
 
-        src_root = src if src.is_dir() else src.parent
-        check_destination(dst, overwrite, (src_root,))
-        ds = load_dataset(src, from_, allow_outside_root=allow_outside_root)
-        with con.status(f"writing {len(ds)} images as {to} ..."):
-            out = write_dataset(ds, dst, to, overwrite=overwrite, mode=mode)
-    with _user_errors():  # the counts of what was written (MVTec moves train defects / val to test)
-        written = load_dataset(out, to).counts() if to != "labelme" else ds.counts()
+    src_root = src if src.is_dir() else src.parent
+    check_destination(dst, overwrite, (src_root,))
+    ds = load_dataset(src, from_, allow_outside_root=allow_outside_root)
+    with con.status(f"writing {len(ds)} images as {to} ..."):
+        out = write_dataset(ds, dst, to, overwrite=overwrite, mode=mode)
+    # the counts of what was written (MVTec moves train defects / val to test)
+    written = load_dataset(out, to).counts() if to != "labelme" else ds.counts()
     counts = ", ".join(f"{k} {v}" for k, v in written.items())
     con.print(f"wrote {escape(str(out))} ({to}): {counts}")
 

@@ -20,7 +20,6 @@ from typing import List, Optional
 import typer
 
 from defectforge._cliutil import console as _console
-from defectforge._cliutil import user_errors as _user_errors
 from defectforge.engine.cli import address_option, engine_option
 
 detect_app = typer.Typer(help="Anomaly detection with PatchCore and ExDD (dual memory bank).", no_args_is_help=True)
@@ -65,54 +64,53 @@ def fit_cmd(
     """Fit a detector on the train split of DATA and save it.
 
     The model file records which defect sets went in (``fit_info_["defect_sets"]``)."""
-    with _user_errors():
-        import warnings
+    import warnings
 
-        from defectforge.data.formats import load_dataset
-        from defectforge.detect.base import DETECTORS, get_detector
-        from defectforge.errors import InputError
+    from defectforge.data.formats import load_dataset
+    from defectforge.detect.base import DETECTORS, get_detector
+    from defectforge.errors import InputError
 
-        DETECTORS.get(model)  # an unknown name fails before the data are read
-        ds = load_dataset(data, format=format)
-        train = ds.filter(split="train")
-        normal = list(train.filter(defect=False))
-        defects = list(train.filter(defect=True))
-        if not normal:
-            raise InputError(data, "no good images in the train split")
-        from defectforge.filter.run import check_synthetic
+    DETECTORS.get(model)  # an unknown name fails before the data are read
+    ds = load_dataset(data, format=format)
+    train = ds.filter(split="train")
+    normal = list(train.filter(defect=False))
+    defects = list(train.filter(defect=True))
+    if not normal:
+        raise InputError(data, "no good images in the train split")
+    from defectforge.filter.run import check_synthetic
 
-        def_sets: dict = {}
-        if real_defects and defects:
-            def_sets[f"real:{data}"] = defects
-        for sp in synthetic or []:
-            sds = load_dataset(sp)
-            syn = check_synthetic(list(sds), sorted({s.label for s in sds if s.is_defect}), sp)
-            def_sets[f"synthetic:{sp}"] = syn
-        kw: dict = {"backbone": backbone, "random_init": random_init, "seed": seed, "device": device}
-        if weights is not None:
-            kw["weights"] = str(weights.resolve())
-        if layers:
-            kw["layers"] = tuple(x.strip() for x in layers.split(",") if x.strip())
-        for k, v in (("image_size", _parse_size(image_size)), ("normal_ratio", normal_ratio),
-                     ("defect_ratio", defect_ratio), ("image_score", image_score)):
-            if v is not None:
-                kw[k] = v
-        det = get_detector(model, progress=True, **kw)
-        con = _console()
-        n_def = sum(len(v) for v in def_sets.values())
-        con.print(f"fitting {model} on {len(normal)} good train images of {data} + {n_def} defect images "
-                  f"from {len(def_sets)} set(s)")
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            det.fit(normal, def_sets or None)
-        for w in caught:
-            con.print(f"[yellow]warning:[/] {w.message}")
-        det.save(out)
-        info = det.fit_info_
-        for st in info.get("defect_sets", []):
-            con.print(f"  defect set {st['name']}: {st['images']} images, {st['in_bank']} in the bank ({st['use']})")
-        con.print(f"saved {out}: input {info['input_size'][0]}x{info['input_size'][1]}, normal bank "
-                  f"{info['bank_normal']} rows, defect bank {info['bank_defect']} rows, threshold {det.threshold_}")
+    def_sets: dict = {}
+    if real_defects and defects:
+        def_sets[f"real:{data}"] = defects
+    for sp in synthetic or []:
+        sds = load_dataset(sp)
+        syn = check_synthetic(list(sds), sorted({s.label for s in sds if s.is_defect}), sp)
+        def_sets[f"synthetic:{sp}"] = syn
+    kw: dict = {"backbone": backbone, "random_init": random_init, "seed": seed, "device": device}
+    if weights is not None:
+        kw["weights"] = str(weights.resolve())
+    if layers:
+        kw["layers"] = tuple(x.strip() for x in layers.split(",") if x.strip())
+    for k, v in (("image_size", _parse_size(image_size)), ("normal_ratio", normal_ratio),
+                 ("defect_ratio", defect_ratio), ("image_score", image_score)):
+        if v is not None:
+            kw[k] = v
+    det = get_detector(model, progress=True, **kw)
+    con = _console()
+    n_def = sum(len(v) for v in def_sets.values())
+    con.print(f"fitting {model} on {len(normal)} good train images of {data} + {n_def} defect images "
+              f"from {len(def_sets)} set(s)")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        det.fit(normal, def_sets or None)
+    for w in caught:
+        con.print(f"[yellow]warning:[/] {w.message}")
+    det.save(out)
+    info = det.fit_info_
+    for st in info.get("defect_sets", []):
+        con.print(f"  defect set {st['name']}: {st['images']} images, {st['in_bank']} in the bank ({st['use']})")
+    con.print(f"saved {out}: input {info['input_size'][0]}x{info['input_size'][1]}, normal bank "
+              f"{info['bank_normal']} rows, defect bank {info['bank_defect']} rows, threshold {det.threshold_}")
 
 
 def _collect_images(paths: List[Path]) -> list[Path]:
@@ -142,20 +140,19 @@ def predict_cmd(
 
     Results are written as they come (``scores.csv`` grows chunk by chunk, flushed to disk);
     rerun the same command after an interruption and the images already scored are skipped."""
-    with _user_errors():
-        from defectforge.detect.base import load_detector
-        from defectforge.detect.predict_job import predict_files
-        from defectforge.engine.cli import open_engine
-        from defectforge.progress import rich_progress
+    from defectforge.detect.base import load_detector
+    from defectforge.detect.predict_job import predict_files
+    from defectforge.engine.cli import open_engine
+    from defectforge.progress import rich_progress
 
-        files = _collect_images(images)
-        det = load_detector(model_path, progress=False, device=device)  # checks the model file before any output
-        with rich_progress() as bar, open_engine(engine, ray_address, workers) as eng:
-            predict_files(model_path, files, out, engine=eng, model=det, threshold=threshold,
-                          pixel_threshold=pixel_threshold, chunk=chunk, device=device,
-                          progress=lambda d, t: bar("predict", d, t),
-                          on_resume=lambda d, t: _console().print(f"resuming: {d} of {t} images already scored in {out}"))
-        _console().print(f"scored {len(files)} images -> {out}/scores.csv")
+    files = _collect_images(images)
+    det = load_detector(model_path, progress=False, device=device)  # checks the model file before any output
+    with rich_progress() as bar, open_engine(engine, ray_address, workers) as eng:
+        predict_files(model_path, files, out, engine=eng, model=det, threshold=threshold,
+                      pixel_threshold=pixel_threshold, chunk=chunk, device=device,
+                      progress=bar,
+                      on_resume=lambda d, t: _console().print(f"resuming: {d} of {t} images already scored in {out}"))
+    _console().print(f"scored {len(files)} images -> {out}/scores.csv")
 
 
 @detect_app.command("eval")
@@ -174,35 +171,46 @@ def eval_cmd(
                                           help="Workers (default: 1 local; with --engine ray, the cluster's CPUs)."),
     engine: str = engine_option(),
     ray_address: Optional[str] = address_option(),
+    compare: Optional[List[Path]] = typer.Option(None, "--compare", help="Other model file(s) to evaluate on the same images: overlaid curves and bootstrap intervals in the report and JSON."),
 ) -> None:
     """Evaluate a model on the test split: metrics JSON and an HTML report."""
-    with _user_errors():
-        from defectforge._jsonout import console_for, write_json_out
-        from defectforge.data.formats import load_dataset
-        from defectforge.detect.base import load_detector
-        from defectforge.detect.evaluate import add_eval_section, evaluate_detector, metrics_json
-        from defectforge.report import Report
+    from defectforge._jsonout import console_for, write_json_out
+    from defectforge.data.formats import load_dataset
+    from defectforge.detect.base import load_detector
+    from defectforge.detect.evaluate import add_eval_section, evaluate_detector, metrics_json
+    from defectforge.report import Report
 
-        from defectforge.engine.cli import open_engine
-        from defectforge.progress import rich_progress
+    from defectforge.engine.cli import open_engine
+    from defectforge.progress import rich_progress
 
-        det = load_detector(model_path, device=device)
-        given = _override_thresholds(det, threshold, pixel_threshold)
-        ds = load_dataset(data, format=format)
-        with rich_progress() as bar, open_engine(engine, ray_address, workers) as eng:
-            res = evaluate_detector(det, ds, split=split, pixel_metrics=not image_only, engine=eng,
-                                    model_path=str(model_path), progress=lambda d, t: bar("eval", d, t))
-        out = metrics_json(res, {"model": str(model_path), "detector": det.name, "data": str(data), "split": split,
-                                 **given})
-        if json_out is not None:
-            write_json_out(json_out, out)
-        if report is not None:
-            rep = Report(f"defectforge detect eval: {det.name}", report, subtitle=f"{model_path} on {data} ({split})")
-            add_eval_section(rep, det.name, res)
-            rep.save()
-        con = console_for(json_out)
-        con.print("  ".join(f"{k} {out[k]:.4f}" if isinstance(out[k], float) else f"{k} {out[k]}"
-                            for k in ("image_auroc", "pixel_auroc", "aupro", "n_images")))
+    det = load_detector(model_path, device=device)
+    given = _override_thresholds(det, threshold, pixel_threshold)
+    ds = load_dataset(data, format=format)
+    with rich_progress() as bar, open_engine(engine, ray_address, workers) as eng:
+        res = evaluate_detector(det, ds, split=split, pixel_metrics=not image_only, engine=eng,
+                                model_path=str(model_path), progress=bar)
+    out = metrics_json(res, {"model": str(model_path), "detector": det.name, "data": str(data), "split": split,
+                             **given})
+    others = {}
+    for other in compare or []:  # the same data, split and evaluation for every compared model
+        o = load_detector(other, device=device)
+        others[other.name] = evaluate_detector(o, ds, split=split, pixel_metrics=not image_only)
+    if others:
+        from defectforge.report.compare import add_comparison_section, comparison_rows
+
+        compared = {model_path.name: res, **others}
+        out["comparison"] = comparison_rows(compared)
+    if json_out is not None:
+        write_json_out(json_out, out)
+    if report is not None:
+        rep = Report(f"defectforge detect eval: {det.name}", report, subtitle=f"{model_path} on {data} ({split})")
+        if others:
+            add_comparison_section(rep, compared)
+        add_eval_section(rep, det.name, res)
+        rep.save()
+    con = console_for(json_out)
+    con.print("  ".join(f"{k} {out[k]:.4f}" if isinstance(out[k], float) else f"{k} {out[k]}"
+                        for k in ("image_auroc", "pixel_auroc", "aupro", "n_images")))
 
 
 def _override_thresholds(det, threshold: float | None, pixel_threshold: float | None) -> dict:

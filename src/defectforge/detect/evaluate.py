@@ -112,7 +112,7 @@ def evaluate_detector(model: Any, dataset: Any, split: str | None = "test", eval
     evaluates image scores only (pixel metrics are then reported as not computed).
     ``engine`` (:mod:`defectforge.engine`) scores the chunks (default: this process with
     ``model``); workers of another process load ``model_path`` and read images by path.
-    ``progress(done, total)`` is called as images are scored.
+    ``progress("eval", done, total)`` (:mod:`defectforge.progress`) is called as images are scored.
     """
     from defectforge.metrics import evaluate_anomaly, pro_curve, roc_curve
     from defectforge.report.threshold import decision_summary, model_thresholds
@@ -196,7 +196,7 @@ def _score_all(model: Any, samples: list[Any], size: tuple[int, int], chunk: int
         got[start] = res
         done += len(part)
         if progress:
-            progress(done, len(samples))
+            progress("eval", done, len(samples))
     scores, maps, masks, t_pred = [], [], [], 0.0
     for s in starts:
         sc, mp, mk, dt = got[s]

@@ -24,7 +24,6 @@ from __future__ import annotations
 import math
 import warnings
 from types import SimpleNamespace
-from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np

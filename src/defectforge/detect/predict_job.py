@@ -103,7 +103,7 @@ def _csv_text(rows: Sequence[Sequence[str]]) -> str:
 
 
 def predict_files(model_path: str | Path, files: Sequence[Path], out: str | Path, engine: Any = None,
-                  model: Any = None, progress: Callable[[int, int], None] | None = None,
+                  model: Any = None, progress: Callable[[str, int, int | None], None] | None = None,
                   threshold: float | None = None, pixel_threshold: float | None = None, chunk: int = CHUNK,
                   device: str = "cpu", on_resume: Callable[[int, int], None] | None = None) -> Path:
     """Score ``files`` with the model in ``model_path`` into ``out`` (``heatmaps/``,
@@ -143,7 +143,7 @@ def predict_files(model_path: str | Path, files: Sequence[Path], out: str | Path
     rows: dict[str, list[list[str]]] = {}
     n = len(done)
     if progress:
-        progress(n, len(done) + len(todo))
+        progress("predict", n, len(done) + len(todo))
     with open(out / "scores.csv", "a", encoding="utf-8", newline="") as fh:
         for part, part_rows in runner.map(PredictTask(model_path, out, thresholds, model, device), chunks):
             rows[part[0][1]] = part_rows
@@ -152,7 +152,7 @@ def predict_files(model_path: str | Path, files: Sequence[Path], out: str | Path
             os.fsync(fh.fileno())
             n += len(part)
             if progress:
-                progress(n, len(done) + len(todo))
+                progress("predict", n, len(done) + len(todo))
     for sub in ("heatmaps", "masks"):  # what a worker killed mid-write left behind
         if (out / sub).is_dir():
             remove_leftovers(out / sub)

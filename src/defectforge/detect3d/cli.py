@@ -18,9 +18,7 @@ from typing import List, Optional
 
 import typer
 
-# the one-line "error: ..." / exit 2 wrapper and the console shared by the CLI modules
 from defectforge._cliutil import console as _console
-from defectforge._cliutil import user_errors as _user_errors
 
 detect3d_app = typer.Typer(help="3D anomaly detection: FPFH memory bank and a point transformer.",
                            no_args_is_help=True)
@@ -55,32 +53,31 @@ def fit_cmd(
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
     """Fit one detector per category on the good training clouds of DATA."""
-    with _user_errors():
-        import time
+    import time
 
-        from defectforge.detect3d import DETECTORS3D, get_detector3d, save_models
-        from defectforge.detect3d.data import load_dataset3d
-        from defectforge.errors import InputError
+    from defectforge.detect3d import DETECTORS3D, get_detector3d, save_models
+    from defectforge.detect3d.data import load_dataset3d
+    from defectforge.errors import InputError
 
-        DETECTORS3D.get(model)  # an unknown name fails before the data are read
-        ds = load_dataset3d(data, format)
-        cats = classes or ds.categories
-        kwargs = {"scale": scale, "voxel": voxel, "seed": seed, "progress": True}
-        if steps is not None:
-            if model != "pointnet":
-                raise InputError(None, "--steps only applies to --model pointnet")
-            kwargs["steps"] = steps
-        models = {}
-        con = _console()
-        for c in cats:
-            train = ds.filter(category=c, split="train").samples
-            if not train:
-                raise InputError(data, f"category {c!r} has no training clouds")
-            t0 = time.perf_counter()
-            models[c] = get_detector3d(model, **kwargs).fit([s.load() for s in train])
-            con.print(f"{c}: fitted {model} on {len(train)} clouds in {time.perf_counter() - t0:.1f} s")
-        save_models(out, models)
-        con.print(f"wrote {out}")
+    DETECTORS3D.get(model)  # an unknown name fails before the data are read
+    ds = load_dataset3d(data, format)
+    cats = classes or ds.categories
+    kwargs = {"scale": scale, "voxel": voxel, "seed": seed, "progress": True}
+    if steps is not None:
+        if model != "pointnet":
+            raise InputError(None, "--steps only applies to --model pointnet")
+        kwargs["steps"] = steps
+    models = {}
+    con = _console()
+    for c in cats:
+        train = ds.filter(category=c, split="train").samples
+        if not train:
+            raise InputError(data, f"category {c!r} has no training clouds")
+        t0 = time.perf_counter()
+        models[c] = get_detector3d(model, **kwargs).fit([s.load() for s in train])
+        con.print(f"{c}: fitted {model} on {len(train)} clouds in {time.perf_counter() - t0:.1f} s")
+    save_models(out, models)
+    con.print(f"wrote {out}")
 
 
 @detect3d_app.command("predict")
@@ -91,41 +88,40 @@ def predict_cmd(
     category: Optional[str] = typer.Option(None, "--class", "-c", help="Category detector to use (needed when the file holds several)."),
 ) -> None:
     """Score CLOUDS: per-point scores as TXT and PLY, object scores in scores.csv."""
-    with _user_errors():
-        import csv
-        import io
+    import csv
+    import io
 
-        import numpy as np
+    import numpy as np
 
-        from defectforge._atomic import atomic_write_text
-        from defectforge.detect3d import load_models3d
-        from defectforge.errors import InputError
-        from defectforge.synth3d.cloud_io import read_cloud
+    from defectforge._atomic import atomic_write_text
+    from defectforge.detect3d import load_models3d
+    from defectforge.errors import InputError
+    from defectforge.synth3d.cloud_io import read_cloud
 
-        models = load_models3d(model_path, progress=True)
-        if category is None:
-            if len(models) != 1:
-                raise InputError(model_path, f"holds detectors for {', '.join(models)}: choose one with --class")
-            det = next(iter(models.values()))
-        elif category not in models:
-            raise InputError(model_path, f"no detector for class {category!r} (has {', '.join(models)})")
-        else:
-            det = models[category]
-        items = [read_cloud(p) for p in clouds]
-        pred = det.predict(items)
-        out.mkdir(parents=True, exist_ok=True)
-        rows = io.StringIO()
-        w = csv.writer(rows, lineterminator="\n")
-        w.writerow(["file", "score", "label", "n_points", "n_flagged_points"])
-        for p, cloud, s, lab, amap, m in zip(clouds, items, pred.pred_score, pred.pred_label, pred.anomaly_map,
-                                              pred.pred_mask):
-            tb = io.StringIO()
-            np.savetxt(tb, np.column_stack([cloud.points, amap]), fmt="%.6f %.6f %.6f %.6g")
-            atomic_write_text(out / f"{p.stem}.txt", tb.getvalue())
-            write_score_ply(out / f"{p.stem}.ply", cloud.points, amap)
-            w.writerow([str(p), f"{s:.6g}", int(lab), len(amap), int(m.sum())])
-        atomic_write_text(out / "scores.csv", rows.getvalue())
-        _console().print(f"scored {len(clouds)} clouds -> {out}")
+    models = load_models3d(model_path, progress=True)
+    if category is None:
+        if len(models) != 1:
+            raise InputError(model_path, f"holds detectors for {', '.join(models)}: choose one with --class")
+        det = next(iter(models.values()))
+    elif category not in models:
+        raise InputError(model_path, f"no detector for class {category!r} (has {', '.join(models)})")
+    else:
+        det = models[category]
+    items = [read_cloud(p) for p in clouds]
+    pred = det.predict(items)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = io.StringIO()
+    w = csv.writer(rows, lineterminator="\n")
+    w.writerow(["file", "score", "label", "n_points", "n_flagged_points"])
+    for p, cloud, s, lab, amap, m in zip(clouds, items, pred.pred_score, pred.pred_label, pred.anomaly_map,
+                                          pred.pred_mask):
+        tb = io.StringIO()
+        np.savetxt(tb, np.column_stack([cloud.points, amap]), fmt="%.6f %.6f %.6f %.6g")
+        atomic_write_text(out / f"{p.stem}.txt", tb.getvalue())
+        write_score_ply(out / f"{p.stem}.ply", cloud.points, amap)
+        w.writerow([str(p), f"{s:.6g}", int(lab), len(amap), int(m.sum())])
+    atomic_write_text(out / "scores.csv", rows.getvalue())
+    _console().print(f"scored {len(clouds)} clouds -> {out}")
 
 
 @detect3d_app.command("eval")
@@ -138,34 +134,50 @@ def eval_cmd(
     max_renders: int = typer.Option(12, "--max-renders", help="Clouds rendered per category in the report."),
 ) -> None:
     """O-AUROC, P-AUROC, O-AUPR, P-AUPR per category and their mean."""
-    with _user_errors():
-        from rich.table import Table
+    import numpy as np
+    from rich.table import Table
 
-        from defectforge._jsonout import console_for, write_json_out
-        from defectforge.detect3d import load_models3d
-        from defectforge.detect3d.data import load_dataset3d
-        from defectforge.detect3d.evaluate import add_eval3d_section, evaluate_detector3d
-        from defectforge.detect3d.metrics import METRICS_3D, metrics_table
+    from defectforge._jsonout import console_for, write_json_out
+    from defectforge.detect3d import load_models3d
+    from defectforge.detect3d.data import load_dataset3d
+    from defectforge.detect3d.evaluate import add_eval3d_section, evaluate_detector3d, one_sided_categories
+    from defectforge.detect3d.metrics import METRICS_3D, metrics_table
 
-        models = load_models3d(model_path, progress=True)
-        ds = load_dataset3d(data, format)
-        ev = evaluate_detector3d(models, ds, source=model_path)
-        table = Table(title="detect3d evaluation")
-        table.add_column("class")
-        for m in METRICS_3D:
-            table.add_column(m, justify="right")
-        for r in metrics_table(ev.metrics):
-            table.add_row(r["class"], *[f"{r[m]:.4f}" for m in METRICS_3D])
-        console_for(json_out).print(table)
-        if json_out is not None:
-            write_json_out(json_out, ev.metrics)
-        if report is not None:
-            from defectforge.report import Report
+    models = load_models3d(model_path, progress=True)
+    ds = load_dataset3d(data, format)
+    ev = evaluate_detector3d(models, ds, source=model_path)
+    one_sided = one_sided_categories(ev.categories, ev.labels)
+    table = Table(title="detect3d evaluation")
+    table.add_column("class")
+    for m in METRICS_3D:
+        table.add_column(m, justify="right")
+    for r in metrics_table(ev.metrics):
+        table.add_row(r["class"], *[f"{r[m]:.4f}" if np.isfinite(r[m]) else "n/a" for m in METRICS_3D])
+    console_for(json_out).print(table)
+    for c, kind in one_sided.items():
+        console_for(json_out).print(
+            f"note: {c}: every test cloud is {kind}, so O-AUROC and O-AUPR are undefined (n/a, left out of the "
+            "mean): they need both good and defective test clouds"
+            + ("; P-AUROC/P-AUPR also need defective points" if kind == "good" else ""))
+    if json_out is not None:  # undefined metrics as null (JSON has no NaN)
+        write_json_out(json_out, _nan_to_none(ev.metrics))
+    if report is not None:
+        from defectforge.report import Report
 
-            rep = Report("3D anomaly detection", report)
-            add_eval3d_section(rep, ev, max_renders)
-            rep.save()
-            console_for(json_out).print(f"report: {report / 'report.html'}")
+        rep = Report("3D anomaly detection", report)
+        add_eval3d_section(rep, ev, max_renders)
+        rep.save()
+        console_for(json_out).print(f"report: {report / 'report.html'}")
+
+
+def _nan_to_none(obj):
+    if isinstance(obj, float) and obj != obj:
+        return None
+    if isinstance(obj, dict):
+        return {k: _nan_to_none(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_nan_to_none(v) for v in obj]
+    return obj
 
 
 def register(app: typer.Typer) -> None:

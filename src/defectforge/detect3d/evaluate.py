@@ -61,6 +61,15 @@ def evaluate_detector3d(models: dict[str, Any], dataset: Any, split: str = "test
     return ev
 
 
+def one_sided_categories(categories: list[str], labels: list[bool]) -> dict[str, str]:
+    """``{category: "good" | "defective"}`` for categories whose test clouds are all of one
+    kind (their object metrics are undefined)."""
+    kinds: dict[str, set[bool]] = {}
+    for c, lb in zip(categories, labels):
+        kinds.setdefault(c, set()).add(bool(lb))
+    return {c: ("defective" if True in k else "good") for c, k in sorted(kinds.items()) if len(k) < 2}
+
+
 def add_eval3d_section(report: Any, ev: Eval3D, max_renders: int = 12) -> None:
     """Metrics table and, per category, the ``max_renders`` highest-scoring clouds rendered
     by score (left) and ground truth (right)."""

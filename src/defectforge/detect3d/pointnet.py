@@ -24,7 +24,11 @@ Training (:meth:`PointTransformerAD.fit`) uses good clouds only:
   keeps about ``net_points`` points; every later cloud uses the same voxel.
 - Each step draws a training cloud and, with probability ``anomaly_prob``, applies one
   synth3d operator from ``train_ops`` with parameters drawn uniformly from
-  ``train_ranges`` (MPAS-style synthesis on the fly, exact point masks); augmentations:
+  ``train_ranges`` (MPAS-style synthesis on the fly, exact point masks). The default is
+  the full MPAS range (:data:`TRAIN_OPS`: small and large bumps/dents, pits, scratches,
+  grooves, bends, cracks, free-form bulges and sinks); :data:`UNSEEN_TRAIN_OPS` (local
+  point and line types only) is what the benchmark uses to test on never-seen types.
+  Augmentations:
   a random rotation up to ``rotate_deg`` about a random axis, Gaussian jitter
   (``jitter`` in normalised units), random point dropout up to ``dropout``.
 - Loss: per-point binary cross-entropy with the positive weight ``n_neg / n_pos`` (<= 20).
@@ -44,6 +48,21 @@ scores are smoothed over ``smooth_k`` neighbours, interpolated (IDW, 3-NN) to ev
 input point; the object score is the mean of the ``top_k`` largest network-point scores.
 The reference distance and the thresholds come from the same leave-one-cloud-out
 validation clouds.
+
+FPFH fusion (``fpfh_weight`` > 0): fit also fits a :class:`~defectforge.detect3d.bank.FPFHBank`
+on the same clouds, and predict returns :func:`fuse_scores`: network score / its held-out
+threshold + ``fpfh_weight`` x FPFH score / the bank's held-out threshold (objects and
+points alike), so both parts are on a "1 = largest good held-out score" scale; the
+fused thresholds are ``1 + fpfh_weight`` (an upper bound of the sum on held-out good
+clouds). The weight is chosen on a validation split (``bench/bench_detect3d.py --split
+val --sweep``), never on test data: the default 2.0 is the choice for the default (full
+MPAS) training, 1.0 that for the local-types-only training validated on an unseen type
+(``docs/bench/detect3d.md``). ``fpfh_weight=0`` gives the network alone.
+
+Fit phases, each with its own progress (``progress=True``; plain lines when stderr is
+not a terminal): preparing clouds, training, prototype features, coreset (at most
+:data:`MAX_BANK_ROWS` rows), leave-one-cloud-out validation (at most :data:`VAL_CLOUDS`
+clouds, each against the coreset rows of the other clouds), and the FPFH bank.
 
 Defaults (inputs ``normal,fpfh,shape``, ``proto_layers="all"``, 6,144 network points,
 600 steps, ``fusion="proto"``, ``top_k=10``) were chosen on the validation splits of
@@ -65,6 +84,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import time
 import warnings
 from typing import Any, Iterable, Iterator
 
@@ -81,12 +101,46 @@ from defectforge.errors import ConfigError, InputError
 FPFH_K = 24
 FEATURE_WIDTHS = {"normal": 3, "fpfh": 33, "shape": 5 * len(SHAPE_KS)}
 HEAD_WEIGHTS = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0)
-TRAIN_OPS = ("bump", "dent", "scratch")
+TRAIN_OPS = ("bump", "dent", "pit", "scratch", "groove", "bend", "crack", "freeform", "bulge", "sink")
+"""The full MPAS range: 1D point and line, 2D plane (bend, crack), 3D free-form."""
+UNSEEN_TRAIN_OPS = ("bump", "dent", "pit", "scratch")
+"""Local point and line types only: the network the benchmark tests on types it never saw."""
 TRAIN_RANGES: dict[str, dict[str, tuple[float, float]]] = {
-    "bump": {"radius": (0.03, 0.06), "depth": (0.006, 0.015)},
-    "dent": {"radius": (0.03, 0.06), "depth": (0.006, 0.015)},
-    "scratch": {"length": (0.1, 0.2), "width": (0.015, 0.025), "depth": (0.003, 0.006)},
+    # small and large (non-local) point defects
+    "bump": {"radius": (0.03, 0.12), "depth": (0.006, 0.02)},
+    "dent": {"radius": (0.03, 0.12), "depth": (0.006, 0.02)},
+    "pit": {"radius": (0.01, 0.03), "depth": (0.005, 0.012)},
+    "scratch": {"length": (0.1, 0.3), "width": (0.012, 0.025), "depth": (0.003, 0.006)},
+    "groove": {"length": (0.1, 0.3), "width": (0.01, 0.02), "depth": (0.004, 0.008)},
+    "bend": {"angle": (6.0, 20.0), "zone": (0.03, 0.06)},
+    "crack": {"length": (0.1, 0.3), "gap": (0.006, 0.014), "depth": (0.03, 0.08)},
+    "freeform": {"size": (0.05, 0.15), "amplitude": (0.008, 0.025)},
+    "bulge": {"size": (0.05, 0.15), "amplitude": (0.008, 0.025)},
+    "sink": {"size": (0.05, 0.15), "amplitude": (0.008, 0.025)},
 }
+FPFH_WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
+"""Weights of the FPFH bank's normalised scores tried when choosing ``fpfh_weight`` on validation."""
+MAX_BANK_ROWS = 16384
+"""Prototype bank cap: the coreset is at most this many rows, so fit time does not grow
+with the square of the number of training clouds."""
+VAL_CLOUDS = 4
+"""Leave-one-cloud-out validation uses at most this many training clouds (evenly spaced)."""
+
+
+def fuse_scores(net_obj, net_maps, fpfh_obj, fpfh_maps, net_norm: tuple[float, float],
+                fpfh_norm: tuple[float, float], weight: float):
+    """Object scores and point maps ``net / net_norm + weight * fpfh / fpfh_norm``.
+
+    Each norm is ``(object, point)`` reference scores of good held-out clouds (the
+    detectors' leave-one-cloud-out thresholds), so both parts are on a "1 = the largest
+    good score" scale before they are added.
+    """
+    no, npn = (float(v) if np.isfinite(v) and v > 0 else 1.0 for v in net_norm)
+    fo, fpn = (float(v) if np.isfinite(v) and v > 0 else 1.0 for v in fpfh_norm)
+    obj = np.asarray(net_obj, dtype=np.float64) / no + weight * np.asarray(fpfh_obj, dtype=np.float64) / fo
+    maps = [(np.asarray(a, dtype=np.float64) / npn + weight * np.asarray(b, dtype=np.float64) / fpn).astype(np.float32)
+            for a, b in zip(net_maps, fpfh_maps)]
+    return obj, maps
 
 
 def parse_features(features: str) -> tuple[str, ...]:
@@ -232,7 +286,8 @@ class PointTransformerAD(Detector3D):
 
     Fitted attributes: ``sdn_``, ``net_voxel_``, ``model_``, ``bank_``, ``ref_distance_``,
     ``head_weight_`` (the weight in use; ``fusion="auto"`` chooses it at fit),
-    ``validation_``, ``threshold_``, ``point_threshold_``, ``fit_info_``."""
+    ``validation_``, ``threshold_``, ``point_threshold_``, ``fit_info_``, ``fpfh_`` (the fused
+    FPFH bank, or None when ``fpfh_weight`` is 0)."""
 
     def __init__(self, channels: int = 32, n_layers: int = 3, k: int = 16, net_points: int = 6144,
                  steps: int = 600, lr: float = 2e-3, anomaly_prob: float = 0.8,
@@ -241,7 +296,7 @@ class PointTransformerAD(Detector3D):
                  bank_ratio: float = 0.25, fusion: str = "proto", smooth_k: int = 8, top_k: int = 10,
                  scale: str = "category", voxel: float = 0.02, max_scale_ratio: float = 4.0,
                  features: str = "normal,fpfh,shape", proto_layers: str = "all", head_weight: float = 1.0,
-                 seed: int = 0, threads: int | None = 1, progress: Any = False):
+                 fpfh_weight: float = 2.0, seed: int = 0, threads: int | None = 1, progress: Any = False):
         self.channels, self.n_layers, self.k = channels, n_layers, k
         self.net_points, self.steps, self.lr = net_points, steps, lr
         self.anomaly_prob = anomaly_prob
@@ -251,6 +306,7 @@ class PointTransformerAD(Detector3D):
         self.smooth_k, self.top_k = smooth_k, top_k
         self.scale, self.voxel, self.max_scale_ratio = scale, voxel, max_scale_ratio
         self.features, self.proto_layers, self.head_weight = features, proto_layers, head_weight
+        self.fpfh_weight = fpfh_weight
         self.seed, self.threads, self.progress = seed, threads, progress
         self._nn = None
 
@@ -262,6 +318,8 @@ class PointTransformerAD(Detector3D):
             raise ConfigError(f"proto_layers must be 'last' or 'all', got {self.proto_layers!r}")
         if not self.head_weight >= 0:
             raise ConfigError(f"head_weight must be >= 0, got {self.head_weight}")
+        if not self.fpfh_weight >= 0:
+            raise ConfigError(f"fpfh_weight must be >= 0, got {self.fpfh_weight}")
         for o in self.train_ops:
             if o not in OPERATORS:
                 raise ConfigError(f"unknown synthesis operator {o!r}; choose from {', '.join(OPERATORS)}")
@@ -378,6 +436,9 @@ class PointTransformerAD(Detector3D):
             raise InputError(None, "no training clouds given")
         self.head_weight_, self.validation_, self.ref_distance_ = float(self.head_weight), {}, 1.0
         self.threshold_ = self.point_threshold_ = float("inf")
+        show = self.progress  # True (bars), False, or a progress(stage, done, total) callback
+        phase_s: dict[str, float] = {}  # seconds per fit phase (fit_info_["phase_s"])
+        self.fpfh_ = None
         self.sdn_ = self._new_sdn().fit(clouds)
         normed = [self.sdn_.normalise(p, s) for p, s in clouds]
         # network voxel: the median training cloud keeps about net_points points
@@ -392,11 +453,15 @@ class PointTransformerAD(Detector3D):
                 v *= 1.05
         self.net_voxel_ = float(v)
         train = []
-        for q, (_, src) in zip(normed, clouds):
-            net = voxel_downsample(q, self.net_voxel_)[0]
-            if len(net) < max(self.k + 1, 50):
-                raise InputError(src, f"only {len(net)} points remain on the network voxel grid")
-            train.append((net, pca_normals_centroid(net, 10)))
+        tick = time.perf_counter()
+        with progress_task("pointnet preparing clouds", len(clouds), show) as t:
+            for q, (_, src) in zip(normed, clouds):
+                net = voxel_downsample(q, self.net_voxel_)[0]
+                if len(net) < max(self.k + 1, 50):
+                    raise InputError(src, f"only {len(net)} points remain on the network voxel grid")
+                train.append((net, pca_normals_centroid(net, 10)))
+                t.advance()
+        phase_s["prepare"] = time.perf_counter() - tick
         gen = torch.Generator().manual_seed(self.seed)
         model = _build_model(input_dim(self.features), self.channels, self.n_layers, self.k)
         _init_params(model, gen)
@@ -421,7 +486,8 @@ class PointTransformerAD(Detector3D):
         loss_before = heldout_loss()
         losses = []
         model.train()
-        with progress_task("pointnet training", self.steps, self.progress) as t:
+        tick = time.perf_counter()
+        with progress_task("pointnet training", self.steps, show) as t:
             for step in range(self.steps):
                 pts, nrm = train[int(rng.integers(len(train)))]
                 mask = np.zeros(len(pts), dtype=bool)
@@ -437,33 +503,53 @@ class PointTransformerAD(Detector3D):
                 opt.step()
                 losses.append(float(loss.detach()))
                 t.advance()
+        phase_s["train"] = time.perf_counter() - tick
         loss_after = heldout_loss()
         model.eval()
         self.model_ = model
-        # prototype bank from the clean training clouds
-        feats = [self._features(p, n)[0] for p, n in train]
+        # prototype bank from the clean training clouds (coreset capped at MAX_BANK_ROWS)
+        feats = []
+        tick = time.perf_counter()
+        with progress_task("pointnet prototype features", len(train), show) as t:
+            for p, nr in train:
+                feats.append(self._features(p, nr)[0])
+                t.advance()
+        phase_s["prototypes"] = time.perf_counter() - tick
         allf = np.concatenate(feats)
-        n = coreset_size(len(allf), self.bank_ratio, minimum=1)
-        self.bank_ = np.ascontiguousarray(allf[greedy_kcenter(allf, n, seed=self.seed)])
+        owner = np.concatenate([np.full(len(f), i) for i, f in enumerate(feats)])
+        n = min(coreset_size(len(allf), self.bank_ratio, minimum=1), MAX_BANK_ROWS)
+        tick = time.perf_counter()
+        with progress_task("pointnet coreset", n, show) as t:
+            keep = greedy_kcenter(allf, n, seed=self.seed, progress=t.update)
+            t.update(n)
+        phase_s["coreset"] = time.perf_counter() - tick
+        self.bank_ = np.ascontiguousarray(allf[keep])
+        bank_owner = owner[keep]
         self._nn = NearestNeighbors(self.bank_, "faiss")
-        # synthetic validation from the training clouds, each scored against the prototypes
-        # of the others (leave-one-cloud-out): VAL_GOOD re-augmented good copies and
-        # VAL_ANOMALOUS copies with a training-type synthetic anomaly per cloud (own random
-        # stream). It gives the reference distance, the thresholds and, with
-        # fusion="auto", the head weight; no test data is involved.
+        # synthetic validation from (at most VAL_CLOUDS of) the training clouds, each scored
+        # against the bank rows that came from the other clouds (leave-one-cloud-out):
+        # VAL_GOOD re-augmented good copies and VAL_ANOMALOUS copies with a training-type
+        # synthetic anomaly per cloud (own random stream). It gives the reference distance,
+        # the thresholds and, with fusion="auto", the head weight; no test data is involved.
         if len(train) > 1:
             vrng = np.random.default_rng([self.seed, 2])
-            owner = np.concatenate([np.full(len(f), i) for i, f in enumerate(feats)])
+            val_idx = np.unique(np.linspace(0, len(train) - 1, min(VAL_CLOUDS, len(train))).round().astype(int))
             val = []
-            for i, (p, nr) in enumerate(train):
-                nn_i = NearestNeighbors(allf[owner != i], "faiss")
-                for j in range(VAL_GOOD + VAL_ANOMALOUS):
-                    q, qn, m = p, nr, np.zeros(len(p), dtype=bool)
-                    if j >= VAL_GOOD:
-                        q, qn, m = self._synth(p, nr, vrng)
-                    ap, an, m = self._augment(q, qn, m, vrng)
-                    fi, lg = self._features(ap, an)
-                    val.append((ap, nn_i.search(fi, 1)[0][:, 0], lg, m))
+            tick = time.perf_counter()
+            with progress_task("pointnet validation", len(val_idx) * (VAL_GOOD + VAL_ANOMALOUS), show) as t:
+                for i in val_idx:
+                    p, nr = train[i]
+                    others = self.bank_[bank_owner != i]
+                    nn_i = NearestNeighbors(others if len(others) else self.bank_, "faiss")
+                    for j in range(VAL_GOOD + VAL_ANOMALOUS):
+                        q, qn, m = p, nr, np.zeros(len(p), dtype=bool)
+                        if j >= VAL_GOOD:
+                            q, qn, m = self._synth(p, nr, vrng)
+                        ap, an, m = self._augment(q, qn, m, vrng)
+                        fi, lg = self._features(ap, an)
+                        val.append((ap, nn_i.search(fi, 1)[0][:, 0], lg, m))
+                        t.advance()
+            phase_s["validation"] = time.perf_counter() - tick
             good = [v for v in val if not v[3].any()]
             self.ref_distance_ = float(max(np.quantile(np.concatenate([v[1] for v in good]), 0.99), 1e-6))
             comps = [(pt, d / self.ref_distance_, _sigmoid(lg), m) for pt, d, lg, m in val]
@@ -478,13 +564,22 @@ class PointTransformerAD(Detector3D):
             self.point_threshold_ = float(np.quantile(np.concatenate(sm), 0.999))
         else:
             warnings.warn("one training cloud: no held-out scores, thresholds set to +inf", stacklevel=2)
+        if self.fpfh_weight > 0:  # the FPFH bank whose normalised scores are added (see fuse_scores)
+            from defectforge.detect3d.bank import FPFHBank
+
+            tick = time.perf_counter()
+            self.fpfh_ = FPFHBank(scale=self.scale, voxel=self.voxel, max_scale_ratio=self.max_scale_ratio,
+                                  seed=self.seed, progress=self.progress).fit([p for p, _ in clouds])
+            phase_s["fpfh"] = time.perf_counter() - tick
         self.fit_info_ = {"n_train": len(clouds), "net_voxel": self.net_voxel_,
                          "net_points": [int(len(p)) for p, _ in train], "bank_rows": int(len(self.bank_)),
                          "loss_first": float(np.mean(losses[:10])) if losses else float("nan"),
                          "loss_last": float(np.mean(losses[-10:])) if losses else float("nan"),
                          "losses": [float(v) for v in losses], "heldout_loss_before": loss_before,
                          "heldout_loss_after": loss_after, "category_scale": self.sdn_.category_scale,
-                         "head_weight": self.effective_head_weight(), "validation": self.validation_}
+                         "head_weight": self.effective_head_weight(), "fpfh_weight": float(self.fpfh_weight),
+                         "phase_s": phase_s,
+                         "validation": self.validation_}
         return self
 
     def _features(self, pts: np.ndarray, nrm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -531,7 +626,22 @@ class PointTransformerAD(Detector3D):
                 maps.append(idw_interpolate(net, s, npts, k=3, tree=tree).astype(np.float32))
                 t.advance()
         s = np.asarray(scores, dtype=np.float64)
-        return Prediction(s, maps, s >= self.threshold_, [m >= self.point_threshold_ for m in maps])
+        if self.fpfh_ is None:
+            return Prediction(s, maps, s >= self.threshold_, [m >= self.point_threshold_ for m in maps])
+        fp = self.fpfh_.predict(items)
+        s, maps = fuse_scores(s, maps, fp.pred_score, fp.anomaly_map, self.norms(), self.fpfh_norms(),
+                              float(self.fpfh_weight))
+        # each normalised part is at most 1 on the held-out good clouds, so 1 + w bounds their sum
+        thr = 1.0 + float(self.fpfh_weight)
+        return Prediction(s, maps, s >= thr, [m >= thr for m in maps])
+
+    def norms(self) -> tuple[float, float]:
+        """(object, point) reference scores of the network part (its held-out thresholds)."""
+        return self.threshold_, self.point_threshold_
+
+    def fpfh_norms(self) -> tuple[float, float]:
+        """(object, point) reference scores of the fused FPFH bank."""
+        return self.fpfh_.threshold_, self.fpfh_.point_threshold_
 
     def _components(self, cloud: Any, i: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(normalised input points, network points, prototype score, head probability)."""
@@ -569,7 +679,8 @@ class PointTransformerAD(Detector3D):
                 "state_dict": {k: v.detach().clone() for k, v in self.model_.state_dict().items()},
                 "bank": torch.from_numpy(self.bank_), "ref_distance": self.ref_distance_,
                 "head_weight_": self.head_weight_, "validation": self.validation_,
-                "threshold": self.threshold_, "point_threshold": self.point_threshold_, "fit_info": info}
+                "threshold": self.threshold_, "point_threshold": self.point_threshold_, "fit_info": info,
+                "fpfh": None if self.fpfh_ is None else self.fpfh_.to_entry()}
 
     def _set_state(self, state: dict[str, Any]) -> None:
         from defectforge.bank.knn import NearestNeighbors
@@ -592,3 +703,10 @@ class PointTransformerAD(Detector3D):
         self.point_threshold_ = float(state["point_threshold"])
         self.fit_info_ = dict(state.get("fit_info", {}))
         self._nn = NearestNeighbors(self.bank_, "faiss")
+        self.fpfh_ = None
+        if state.get("fpfh") is not None:
+            from defectforge.detect3d.bank import FPFHBank
+
+            self.fpfh_ = FPFHBank.from_entry(state["fpfh"], progress=self.progress)
+        elif float(self.fpfh_weight) > 0:
+            raise ValueError("the model has fpfh_weight > 0 but no FPFH bank")

@@ -7,7 +7,6 @@ from typing import List, Optional
 
 import typer
 
-from defectforge._cliutil import user_errors as _user_errors
 from defectforge.engine.cli import address_option, engine_option
 
 
@@ -47,32 +46,31 @@ def experiment_cmd(
 
     from defectforge.experiments.runner import ExperimentSettings, run_experiment
 
-    with _user_errors():
-        st = ExperimentSettings(seeds=tuple(seeds), exdd_image_size=exdd_image_size, arch=arch,
-                                det_image_size=det_image_size, epochs=epochs, batch_size=batch_size, lr=lr,
-                                patience=patience, few_real_synth=few_real_synth, filter_n=filter_n,
-                                generator=generator, max_test=max_test)
-        if n_synth:
-            st.n_synth = tuple(n_synth)
-        if ratio:
-            st.ratios = tuple(ratio)
-        if few_real:
-            st.few_real = tuple(k for k in few_real if k > 0)
-        if filter_detector:
-            st.filter_detectors = tuple(filter_detector)
-        if only:
-            st.only = tuple(only)
-        st.check()
-        from defectforge.engine.cli import open_engine
+    st = ExperimentSettings(seeds=tuple(seeds), exdd_image_size=exdd_image_size, arch=arch,
+                            det_image_size=det_image_size, epochs=epochs, batch_size=batch_size, lr=lr,
+                            patience=patience, few_real_synth=few_real_synth, filter_n=filter_n,
+                            generator=generator, max_test=max_test)
+    if n_synth:
+        st.n_synth = tuple(n_synth)
+    if ratio:
+        st.ratios = tuple(ratio)
+    if few_real:
+        st.few_real = tuple(k for k in few_real if k > 0)
+    if filter_detector:
+        st.filter_detectors = tuple(filter_detector)
+    if only:
+        st.only = tuple(only)
+    st.check()
+    from defectforge.engine.cli import open_engine
 
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()) as prog, \
-                open_engine(engine, ray_address, workers) as eng:
-            task = prog.add_task(name, total=None)
-            res = run_experiment(name, data, out, st, overwrite=overwrite, engine=eng,
-                                 progress=lambda c, k, n: prog.update(task, completed=k, total=n, description=c))
-        con = Console(highlight=False)
-        con.print(Markdown(res["markdown"]))
-        con.print(f"results: {out / 'results.md'}, {out / 'results.csv'}, {out / 'report.html'}")
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()) as prog, \
+            open_engine(engine, ray_address, workers) as eng:
+        task = prog.add_task(name, total=None)
+        res = run_experiment(name, data, out, st, overwrite=overwrite, engine=eng,
+                             progress=lambda c, k, n: prog.update(task, completed=k, total=n, description=c))
+    con = Console(highlight=False)
+    con.print(Markdown(res["markdown"]))
+    con.print(f"results: {out / 'results.md'}, {out / 'results.csv'}, {out / 'report.html'}")
 
 
 def register(app: typer.Typer) -> None:

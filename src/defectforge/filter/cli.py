@@ -7,7 +7,6 @@ from typing import List, Optional
 
 import typer
 
-from defectforge._cliutil import user_errors as _user_errors
 from defectforge.errors import ConfigError
 
 filter_app = typer.Typer(help="Filter synthetic defects (realism, fidelity, diversity) and measure set quality.",
@@ -52,25 +51,25 @@ def select_cmd(
     from defectforge.filter.run import filter_dataset
     from defectforge.filter.select import SelectionPolicy
 
-    with _user_errors():
-        policy = SelectionPolicy(rules=list(rule or []), rank_by=rank_by, top_k=top_k, quotas=_quotas(quota),
-                                 min_diversity=min_diversity)
-        clip = dreamsim = None
-        if clip_dir is not None:
-            from defectforge.filter.embed import load_clip
+    policy = SelectionPolicy(rules=list(rule or []), rank_by=rank_by, top_k=top_k, quotas=_quotas(quota),
+                             min_diversity=min_diversity)
+    clip = dreamsim = None
+    if clip_dir is not None:
+        from defectforge.filter.embed import load_clip
 
-            clip = load_clip(clip_dir)
-        if dreamsim_dir is not None:
-            from defectforge.filter.embed import load_dreamsim
+        clip = load_clip(clip_dir)
+    if dreamsim_dir is not None:
+        from defectforge.filter.embed import load_dreamsim
 
-            dreamsim = load_dreamsim(dreamsim_dir)
-        with Progress(TextColumn("scoring"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                      TimeRemainingColumn(), transient=True) as prog:
-            task = prog.add_task("score", total=None)
-            res = filter_dataset(synthetic, real, out, policy, clip=clip, prompt=prompt, dreamsim=dreamsim,
-                                 overwrite=overwrite, progress=lambda k: prog.advance(task, k))
-        Console(highlight=False).print(f"kept {res['n_kept']} / {res['n_scored']} -> {out}/kept "
-                                       f"(scores.csv, report.html)")
+        dreamsim = load_dreamsim(dreamsim_dir)
+    with Progress(TextColumn("scoring"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TimeRemainingColumn(), transient=True) as prog:
+        task = prog.add_task("score", total=None)
+        res = filter_dataset(synthetic, real, out, policy, clip=clip, prompt=prompt, dreamsim=dreamsim,
+                             overwrite=overwrite,
+                             progress=lambda stage, done, total: prog.update(task, completed=done, total=total))
+    Console(highlight=False).print(f"kept {res['n_kept']} / {res['n_scored']} -> {out}/kept "
+                                   f"(scores.csv, report.html)")
 
 
 @filter_app.command("quality")
@@ -93,21 +92,20 @@ def quality_cmd(
     from defectforge.filter.quality import set_quality
     from defectforge.filter.run import check_sets
 
-    with _user_errors():
-        syn, reals = check_sets(load_dataset(synthetic), load_dataset(real))
-        inception = None
-        if inception_weights is not None:
-            from defectforge.filter.inception import inception_embedder
+    syn, reals = check_sets(load_dataset(synthetic), load_dataset(real))
+    inception = None
+    if inception_weights is not None:
+        from defectforge.filter.inception import inception_embedder
 
-            inception = inception_embedder(inception_weights)
-        q = set_quality(reals, syn, k=k, kid_subsets=subsets, seed=seed, inception=inception)
-        from defectforge._jsonout import console_for, write_json_out
+        inception = inception_embedder(inception_weights)
+    q = set_quality(reals, syn, k=k, kid_subsets=subsets, seed=seed, inception=inception)
+    from defectforge._jsonout import console_for, write_json_out
 
-        con = console_for(json_out)
-        for key, v in q.items():
-            con.print(f"{key:>14}: {v:.5g}" if isinstance(v, float) else f"{key:>14}: {v}")
-        if json_out is not None:
-            write_json_out(json_out, q)
+    con = console_for(json_out)
+    for key, v in q.items():
+        con.print(f"{key:>14}: {v:.5g}" if isinstance(v, float) else f"{key:>14}: {v}")
+    if json_out is not None:
+        write_json_out(json_out, q)
 
 
 def register(app: typer.Typer) -> None:

@@ -141,8 +141,8 @@ def score_samples(synthetic: Sequence[Sample], real_defects: Sequence[Sample], e
                 raise InputError(None, "CLIPScore needs a prompt (--prompt)")
             row["clipscore"] = float(np.mean(clip.score(crops, prompt)))
         rows.append(row)
-        if progress is not None:
-            progress(1)
+        if progress is not None:  # defectforge.progress protocol
+            progress("scoring", i + 1, len(synthetic))
     if rows:
         M = np.stack(means)
         div = diversity(M)

@@ -172,14 +172,7 @@ class JobQueue:
         jid = job["id"]
         last = [0.0]
 
-        def progress(*args: Any) -> None:
-            """Either the progress protocol ``(stage, done, total)`` (:mod:`defectforge.progress`)
-            or the older ``(done, total[, item])``."""
-            if isinstance(args[0], str):
-                stage, done, total = args[0], args[1], args[2]
-            else:
-                done, total = args[0], args[1]
-                stage = str(args[2]) if len(args) > 2 else ""
+        def progress(stage: str, done: int, total: int | None) -> None:  # defectforge.progress protocol
             job.update(done=int(done), total=None if total is None else int(total), stage=stage)
             if jid in self.cancel:
                 raise Cancelled()

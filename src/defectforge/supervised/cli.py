@@ -8,8 +8,6 @@ from typing import List, Optional
 
 import typer
 
-from defectforge._cliutil import user_errors as _user_errors
-
 
 def train_detector_cmd(
     data: Path = typer.Argument(..., help="Dataset (YOLO, COCO, manifest, MVTec, labelme); boxes from masks when needed."),
@@ -39,72 +37,71 @@ def train_detector_cmd(
     from defectforge.supervised.ultralytics_adapter import is_ultralytics_arch
 
     con = Console(highlight=False)
-    with _user_errors():
-        ultra = is_ultralytics_arch(arch)
-        cfg = TrainConfig(arch=arch, image_size=image_size, epochs=epochs, batch_size=batch_size, lr=lr,
-                          val_fraction=val_fraction, patience=patience, trainable_stages=trainable_stages, seed=seed)
-        if ultra:
-            from defectforge.supervised.ultralytics_adapter import require_ultralytics, resolve_model
+    ultra = is_ultralytics_arch(arch)
+    cfg = TrainConfig(arch=arch, image_size=image_size, epochs=epochs, batch_size=batch_size, lr=lr,
+                      val_fraction=val_fraction, patience=patience, trainable_stages=trainable_stages, seed=seed)
+    if ultra:
+        from defectforge.supervised.ultralytics_adapter import require_ultralytics, resolve_model
 
-            resolve_model(arch)
-            require_ultralytics()
-            cfg.check_values()
-        else:
-            cfg.check()
-        from defectforge.runfolder import check_no_overlap
+        resolve_model(arch)
+        require_ultralytics()
+        cfg.check_values()
+    else:
+        cfg.check()
+    from defectforge.runfolder import check_no_overlap
 
-        check_no_overlap(out, [data, *(synthetic or [])])  # the run folder never touches its inputs
-        ds = load_dataset(data)
-        real_train = list(ds.filter(split="train"))
-        test = list(ds.filter(split="test"))
-        if not real_train:
-            from defectforge.errors import InputError
+    check_no_overlap(out, [data, *(synthetic or [])])  # the run folder never touches its inputs
+    ds = load_dataset(data)
+    real_train = list(ds.filter(split="train"))
+    test = list(ds.filter(split="test"))
+    if not real_train:
+        from defectforge.errors import InputError
 
-            raise InputError(data, "dataset has no train split")
-        tr, va = split_train_val(real_train, val_fraction, seed)
-        classes = sorted({b.label for s in real_train for b in gt_boxes(s)})
-        for sp in synthetic or []:
-            from defectforge.experiments.data import check_synthetic
+        raise InputError(data, "dataset has no train split")
+    tr, va = split_train_val(real_train, val_fraction, seed)
+    classes = sorted({b.label for s in real_train for b in gt_boxes(s)})
+    for sp in synthetic or []:
+        from defectforge.experiments.data import check_synthetic
 
-            tr += check_synthetic(list(load_dataset(sp)), classes, sp)
-        if ultra:
-            from defectforge.supervised.ultralytics_adapter import train_ultralytics
+        tr += check_synthetic(list(load_dataset(sp)), classes, sp)
+    if ultra:
+        from defectforge.supervised.ultralytics_adapter import train_ultralytics
 
-            con.print(f"{arch}: ultralytics, trained from scratch on the CPU (its own optimizer and learning "
-                      "rate: --lr and --trainable-stages do not apply)")
-            det = train_ultralytics(tr, out, arch, val=va, image_size=image_size, epochs=epochs,
-                                    batch_size=batch_size, patience=patience, seed=seed, overwrite=overwrite)
-        else:
-            with Progress(TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
-                          TimeRemainingColumn(), transient=True) as prog:
-                task = prog.add_task("train", total=None, epoch=1)
-                state = {"epoch": 1}
+        con.print(f"{arch}: ultralytics, trained from scratch on the CPU (its own optimizer and learning "
+                  "rate: --lr and --trainable-stages do not apply)")
+        det = train_ultralytics(tr, out, arch, val=va, image_size=image_size, epochs=epochs,
+                                batch_size=batch_size, patience=patience, seed=seed, overwrite=overwrite)
+    else:
+        with Progress(TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
+                      TimeRemainingColumn(), transient=True) as prog:
+            task = prog.add_task("train", total=None, epoch=1)
+            state = {"epoch": 1}
 
-                def on_batch(_stage: str, done: int, total: int) -> None:
-                    prog.update(task, completed=done, total=total, epoch=state["epoch"])
+            def on_batch(_stage: str, done: int, total: int) -> None:
+                prog.update(task, completed=done, total=total, epoch=state["epoch"])
 
-                def on_epoch(ep: int, rec: dict) -> None:
-                    state["epoch"] = ep + 1
-                    con.print(f"epoch {ep}: loss {rec['loss']:.4f}"
-                              + (f", val mAP50 {rec['val_map50']:.4f}" if rec.get("val_map50") is not None else ""))
+            def on_epoch(ep: int, rec: dict) -> None:
+                state["epoch"] = ep + 1
+                con.print(f"epoch {ep}: loss {rec['loss']:.4f}"
+                          + (f", val mAP50 {rec['val_map50']:.4f}" if rec.get("val_map50") is not None else ""))
 
-                det = train_detector(tr, out, cfg, val=va, classes=classes, overwrite=overwrite, progress=on_batch,
-                                     on_epoch=on_epoch)
-        metrics: dict = {"arch": arch, "n_train": len(tr), "n_val": len(va),
-                         "classes": list(det.classes_) if ultra else classes,
-                         "history": det.info_.get("history", [])}
-        if test:
-            m = evaluate_boxes(det, test)
-            metrics["test"] = {k: m.get(k) for k in ("map50", "map50_95", "map_small", "map_medium", "map_large",
-                                                     "per_class", "n_images", "n_gt_boxes")}
-            con.print(f"test mAP@0.5 {m['map50']:.4f}  mAP@0.5:0.95 {m['map50_95']:.4f}  ({len(test)} images)")
-        else:
-            con.print("no test split: skipped evaluation")
-        atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2, default=str))
-        from defectforge.report.training import write_training_report
+            det = train_detector(tr, out, cfg, val=va, classes=classes, overwrite=overwrite, progress=on_batch,
+                                 on_epoch=on_epoch)
+    metrics: dict = {"arch": arch, "n_train": len(tr), "n_val": len(va),
+                     "classes": list(det.classes_) if ultra else classes,
+                     "history": det.info_.get("history", [])}
+    if test:
+        m = evaluate_boxes(det, test)
+        metrics["test"] = {k: m.get(k) for k in ("map50", "map50_95", "map_small", "map_medium", "map_large",
+                                                 "per_class", "n_images", "n_gt_boxes")}
+        con.print(f"test mAP@0.5 {m['map50']:.4f}  mAP@0.5:0.95 {m['map50_95']:.4f}  ({len(test)} images)")
+    else:
+        con.print("no test split: skipped evaluation")
+    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2, default=str))
+    from defectforge.report.training import write_training_report
 
-        html = write_training_report(out, metrics, det, va)
-        con.print(f"model: {out / 'model.pt'}\nreport: {html}")
+    html = write_training_report(out, metrics, det, va)
+    con.print(f"model: {out / 'model.pt'}\nreport: {html}")
 
 
 def register(app: typer.Typer) -> None:

@@ -73,7 +73,7 @@ def synth(
     from defectforge.progress import rich_progress
 
     with rich_progress() as bar, open_engine(engine, ray_address, workers or (2 if engine == "local" else None)) as eng:
-        run = synthesize(cfg, out, overwrite=overwrite, progress=lambda d, t: bar("synth", d, t), engine=eng)
+        run = synthesize(cfg, out, overwrite=overwrite, progress=bar, engine=eng)
     console.print(f"[green]done[/]: {len(run.samples)} samples in {out} ({run.written} new, {run.resumed} resumed, "
                   f"{run.failed} failed, {run.n_rejected} rejected attempts {run.rejected or ''}) "
                   f"in {run.elapsed_s:.1f} s")

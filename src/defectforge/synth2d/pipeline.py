@@ -32,10 +32,11 @@ from defectforge.errors import ConfigError, InputError
 from defectforge.runfolder import RunFolder, remove_leftovers, write_artifact
 from defectforge.synth2d.config import SynthConfig
 from defectforge.synth2d.engine import Engine, generate_samples, prepare, real_defects_from, seed_for
+from defectforge.synth2d.export import export, write_outputs
 from defectforge.synth2d.record import SynthRecord
 
 __all__ = ["SynthRun", "synthesize", "generate_samples", "real_defects_from", "seed_for", "prepare", "read_records",
-           "add_record", "run_config"]
+           "add_record", "run_config", "export"]
 
 STATE = ".synth"
 OUR_OUTPUTS = ("images", "masks", "manifest.csv", "dataset_card.md", "dataset_card.json", "export",
@@ -63,13 +64,12 @@ class SynthRun:
 
 
 def synthesize(config: SynthConfig, out: str | Path | None = None, workers: int = 2, overwrite: bool = False,
-               progress: Callable[[int, int], None] | None = None, dataset: Dataset | None = None,
+               progress: Callable[[str, int, int | None], None] | None = None, dataset: Dataset | None = None,
                gallery: int = 12, engine: Any = None) -> SynthRun:
     """Run (or resume) a synthesis into ``out``; see the module doc for the rules.
     ``engine`` (:mod:`defectforge.engine`) runs the samples; default: ``workers`` local
-    processes. Every engine writes the same bytes."""
-    from defectforge.synth2d.export import write_outputs
-
+    processes. Every engine writes the same bytes. ``progress("synth", done, total)``
+    follows :mod:`defectforge.progress`."""
     t0 = time.perf_counter()
     # 1. the config: output folder and an absolute source path (so the fingerprint is stable)
     cfg, out = _resolve(config, out)
@@ -92,7 +92,7 @@ def synthesize(config: SynthConfig, out: str | Path | None = None, workers: int 
         todo = [i for i in range(total) if i not in done]
         run = SynthRun(cfg, out, resumed=len(done))
         if progress:
-            progress(len(done), total)
+            progress("synth", len(done), total)
         # 4. workers make the missing samples and write each (atomically); journal each one done
         from defectforge.engine.local import LocalEngine
 
@@ -104,7 +104,7 @@ def synthesize(config: SynthConfig, out: str | Path | None = None, workers: int 
             done[rec.index] = rec
             run.written += rec.ok
             if progress:
-                progress(len(done), total)
+                progress("synth", len(done), total)
         remove_leftovers(out)  # what a worker killed mid-write left (no writer is active now)
         # 5. manifest, exports, card and report, rebuilt from the journal
         write_outputs(run, rf, cfg, [done[i] for i in sorted(done)], total, loaded["facts"], gallery)

@@ -98,7 +98,7 @@ class DefectSpec(_Strict):
     primitive: Literal["1D", "2D", "3D"] | None = None
     location: Location = Field(default_factory=RandomLocation)
     params: dict[str, ParamValue] = Field(default_factory=dict)
-    count: int = Field(1, ge=1, le=20)
+    count: int = Field(1, ge=1, le=100)
     seed: int | None = Field(None, ge=0)
     name: str | None = None
     mask_fraction: tuple[float, float] | None = None

@@ -6,8 +6,11 @@ Every operator has the contract::
     OpResult(points, normals, mask, info)      # unpacks as a 4-tuple
 
 ``mask`` is a bool array aligned with the *output* points; it marks exactly the points
-the operator displaced (displacement operators) or the walls left by removed points
-(crack). It is carried as an index mask, never recovered by coordinate matching. All
+the operator displaced by at least ``label_threshold`` x diag (displacement operators;
+default :data:`LABEL_THRESHOLD`, recorded in ``info``; points moved by less stay
+unlabelled and ``info["max_unlabelled_displacement"]`` bounds their motion) or the walls
+left by removed points (crack). ``info["achieved"]`` records what the labelled points
+really reach (displacement, radius, line length) next to the requested ``params``. It is carried as an index mask, never recovered by coordinate matching. All
 lengths are fractions of the bounding-box diagonal ``diag``; randomness only comes from
 ``rng``. ``info`` records the primitive, the centre, the support size, the largest
 displacement and every value actually used. Deleting operators also return
@@ -42,6 +45,13 @@ from scipy.spatial import cKDTree
 from defectforge.errors import ConfigError
 from defectforge.registry import Registry
 from defectforge.synth3d.cloud import bbox_diag, check_cloud
+
+LABEL_THRESHOLD = 0.001
+"""Default label threshold (fraction of the diagonal): a point is labelled defective only
+when an operator displaced it by at least this much (recorded per defect)."""
+MIN_LENGTH_RATIO = 0.5
+"""A line defect whose surface path is shorter than this fraction of the requested
+length is refused (a short path at a part's end), so records never overstate a defect."""
 
 
 class SynthesisError(ConfigError):
@@ -141,20 +151,41 @@ def refresh_normals(s: Surface, new_points: np.ndarray, idx: np.ndarray, k: int 
 
 
 def _finish(s: Surface, idx: np.ndarray, disp: np.ndarray, info: dict, min_points: int = 3,
-            normals: np.ndarray | None = None) -> OpResult:
-    """Apply per-point displacement ``disp`` to rows ``idx``; the mask is exactly the moved rows."""
+            normals: np.ndarray | None = None, label_threshold: float = LABEL_THRESHOLD) -> OpResult:
+    """Apply per-point displacement ``disp`` to rows ``idx``.
+
+    The mask is exactly the rows displaced by at least ``label_threshold * diag`` (every
+    row is displaced as computed, so the surface stays smooth; rows moved by less are
+    left unlabelled and ``info["max_unlabelled_displacement"]`` says how little they
+    moved). ``info["achieved"]`` holds what the labelled points really reach (largest
+    displacement, radius around the centre) next to the requested ``params``.
+    """
+    if not 0.0 <= label_threshold < 1.0:
+        raise SynthesisError(f"{info['operator']}: label_threshold must be in [0, 1) (x diag), got {label_threshold}")
     mag = np.linalg.norm(disp, axis=1)
     moved = mag > 0
     idx, disp, mag = idx[moved], disp[moved], mag[moved]
+    thr = label_threshold * s.diag
+    lab = mag >= thr if thr > 0 else np.ones(len(idx), dtype=bool)
     if len(idx) < min_points:
         raise SynthesisError(f"{info['operator']}: the defect moves only {len(idx)} points; "
                              f"increase its size (diag = {s.diag:.4g}, {len(s)} points)")
+    if not lab.any():
+        raise SynthesisError(f"{info['operator']}: no point moves by the label threshold {label_threshold:g} x diag; "
+                             f"increase its size or depth (diag = {s.diag:.4g}, {len(s)} points)")
     pts = s.points.copy()
     pts[idx] += disp
     mask = np.zeros(len(pts), dtype=bool)
-    mask[idx] = True
-    info.update(n_support=int(len(idx)), max_displacement=float(mag.max()),
-                max_displacement_ratio=float(mag.max() / s.diag))
+    mask[idx[lab]] = True
+    info["params"]["label_threshold"] = float(label_threshold)
+    achieved = {"max_displacement_abs": float(mag.max()), "max_displacement": float(mag.max() / s.diag)}
+    if "center" in info:
+        r = float(np.linalg.norm(s.points[idx[lab]] - np.asarray(info["center"]), axis=1).max())
+        achieved.update(radius_abs=r, radius=r / s.diag)
+    info.update(n_support=int(lab.sum()), n_moved=int(len(idx)), label_threshold_abs=float(thr),
+                max_unlabelled_displacement=float(mag[~lab].max(initial=0.0)),
+                max_displacement=float(mag.max()), max_displacement_ratio=float(mag.max() / s.diag),
+                achieved=achieved)
     out_normals = normals if normals is not None else refresh_normals(s, pts, idx)
     return OpResult(pts, out_normals, mask, info)
 
@@ -163,7 +194,7 @@ def _finish(s: Surface, idx: np.ndarray, disp: np.ndarray, info: dict, min_point
 
 
 def _point_primitive(kind: str, points, normals, rng, *, surface=None, center=None, radius=0.04, depth=0.01,
-                     normal_gate=-0.5) -> OpResult:
+                     normal_gate=-0.5, label_threshold=LABEL_THRESHOLD) -> OpResult:
     s = _surface(points, normals, surface)
     ci = _pick_center(s, rng, center)
     r = radius * s.diag
@@ -180,7 +211,7 @@ def _point_primitive(kind: str, points, normals, rng, *, surface=None, center=No
     info = {"operator": kind, "primitive": "1D-point", "center_index": ci, "center": s.points[ci].tolist(),
             "normal": nc.tolist(), "params": {"radius": radius, "depth": depth, "normal_gate": normal_gate},
             "radius_abs": r, "depth_abs": depth * s.diag}
-    return _finish(s, idx, disp, info)
+    return _finish(s, idx, disp, info, label_threshold=label_threshold)
 
 
 def bump(points, normals, rng, **kw) -> OpResult:
@@ -248,7 +279,8 @@ def _resample_polyline(poly: np.ndarray, step: float) -> tuple[np.ndarray, np.nd
 
 
 def _line_primitive(kind: str, points, normals, rng, *, surface=None, center=None, length=0.15, width=0.006,
-                    depth=0.003, profile="rc", taper=0.15, sign=-1.0, direction=None, normal_gate=-0.5) -> OpResult:
+                    depth=0.003, profile="rc", taper=0.15, sign=-1.0, direction=None, normal_gate=-0.5,
+                    label_threshold=LABEL_THRESHOLD) -> OpResult:
     s = _surface(points, normals, surface)
     ci = _pick_center(s, rng, center)
     L, w = length * s.diag, width * s.diag
@@ -261,7 +293,8 @@ def _line_primitive(kind: str, points, normals, rng, *, surface=None, center=Non
     _, cj = s.tree.query(s.points[ci] + L * u)
     cj = int(cj)
     if cj == ci:
-        raise SynthesisError(f"{kind}: length {length} x diag is shorter than the point spacing")
+        raise SynthesisError(f"{kind}: no surface point lies along the requested length {length} x diag from this "
+                             "centre (the part ends there, or the length is below the point spacing)")
     chord = float(np.linalg.norm(s.points[cj] - s.points[ci]))
     path, geodesic = _geodesic_path(s, ci, cj, radius=0.75 * max(chord, L) + 2 * w)
     dense, along = _resample_polyline(path, step=max(w / 3, 1e-12))
@@ -290,8 +323,19 @@ def _line_primitive(kind: str, points, normals, rng, *, surface=None, center=Non
             "center": s.points[ci].tolist(), "path": path.tolist(), "geodesic": geodesic,
             "path_length_abs": float(np.linalg.norm(np.diff(dense, axis=0), axis=1).sum()),
             "params": {"length": length, "width": width, "depth": depth, "profile": profile, "taper": taper,
-                       "sign": float(np.sign(sign)), "normal_gate": normal_gate}}
-    return _finish(s, cand, disp, info)
+                       "sign": float(np.sign(sign)), "normal_gate": normal_gate}, "length_abs": L}
+    res = _finish(s, cand, disp, info, label_threshold=label_threshold)
+    # achieved length: the surface path, and the span along it of the labelled points
+    # (shorter than the path by the tapered ends that stay under the label threshold)
+    total = info["path_length_abs"]
+    a_lab = a[res.mask[cand]]
+    span = float((a_lab.max() - a_lab.min()) * total)
+    res.info["achieved"].update(length_abs=total, length=total / s.diag, length_ratio=total / L,
+                                labelled_length_abs=span, labelled_length=span / s.diag)
+    if total < MIN_LENGTH_RATIO * L:
+        raise SynthesisError(f"{kind}: the surface path is only {total / L:.2f}x the requested length "
+                             f"{length} x diag (the part ends there); another centre is needed")
+    return res
 
 
 def scratch(points, normals, rng, **kw) -> OpResult:
@@ -318,7 +362,7 @@ def _pca_axes(pts: np.ndarray) -> np.ndarray:
 
 
 def bend(points, normals, rng, *, surface=None, center=None, angle=12.0, position=None, zone=0.04,
-         hinge_point=None, hinge_normal=None) -> OpResult:
+         hinge_point=None, hinge_normal=None, label_threshold=LABEL_THRESHOLD) -> OpResult:
     """Smooth bend of the part about a hinge line (Barr bend).
 
     The hinge plane has normal ``e1`` (PCA long axis, or ``hinge_normal``) through the
@@ -374,8 +418,7 @@ def bend(points, normals, rng, *, surface=None, center=None, angle=12.0, positio
     info = {"operator": "bend", "primitive": "2D-plane", "center": h.tolist(), "hinge_normal": e1.tolist(),
             "bend_axis": e2.tolist(), "bend_towards": e3.tolist(), "hinge_band": band,
             "params": {"angle": float(angle), "position": position, "zone": zone}}
-    res = _finish(s, sel, disp, info, normals=normals_out)
-    return res
+    return _finish(s, sel, disp, info, normals=normals_out, label_threshold=label_threshold)
 
 
 def crack(points, normals, rng, *, surface=None, center=None, length=0.2, gap=0.008, depth=0.05,
@@ -432,7 +475,8 @@ def crack(points, normals, rng, *, surface=None, center=None, length=0.2, gap=0.
 
 
 def _freeform(kind: str, points, normals, rng, *, surface=None, center=None, size=0.08, aspect=None,
-              amplitude=0.01, field="gaussian", n_hull=10, smooth=True, sign=1.0, normal_gate=-0.5) -> OpResult:
+              amplitude=0.01, field="gaussian", n_hull=10, smooth=True, sign=1.0, normal_gate=-0.5,
+              label_threshold=LABEL_THRESHOLD) -> OpResult:
     from scipy.spatial import ConvexHull, Delaunay, QhullError
 
     s = _surface(points, normals, surface)
@@ -504,8 +548,9 @@ def _freeform(kind: str, points, normals, rng, *, surface=None, center=None, siz
     info = {"operator": kind, "primitive": "3D-freeform", "center_index": ci, "center": c.tolist(),
             "normal": nc.tolist(), "support": support, "hull_2d": poly.tolist(),
             "params": {"size": size, "aspect": aspect, "amplitude": amplitude, "field": field, "n_hull": int(n_hull),
-                       "smooth": bool(smooth), "sign": float(np.sign(sign)), "normal_gate": normal_gate}}
-    return _finish(s, idx, disp, info)
+                       "smooth": bool(smooth), "sign": float(np.sign(sign)), "normal_gate": normal_gate},
+            "size_abs": a}
+    return _finish(s, idx, disp, info, label_threshold=label_threshold)
 
 
 def freeform(points, normals, rng, **kw) -> OpResult:
@@ -548,11 +593,12 @@ class OperatorSpec:
     random_centre: bool = True
 
 
-_POINT_B = {"radius": (0.003, 0.25), "depth": (0.0005, 0.1), "normal_gate": (-1.0, 0.99)}
+_LT = {"label_threshold": (0.0, 0.05)}
+_POINT_B = {"radius": (0.003, 0.25), "depth": (0.0005, 0.1), "normal_gate": (-1.0, 0.99), **_LT}
 _LINE_B = {"length": (0.01, 0.8), "width": (0.001, 0.1), "depth": (0.0002, 0.05), "taper": (0.0, 0.5),
-           "sign": (-1.0, 1.0), "normal_gate": (-1.0, 0.99)}
+           "sign": (-1.0, 1.0), "normal_gate": (-1.0, 0.99), **_LT}
 _FREE_B = {"size": (0.01, 0.4), "aspect": (0.2, 1.0), "amplitude": (0.0005, 0.1), "n_hull": (4, 40),
-           "normal_gate": (-1.0, 0.99)}
+           "normal_gate": (-1.0, 0.99), **_LT}
 
 #: The 3D defect operators (plug-ins: ``OPERATORS.register(name, OperatorSpec(...))`` or the
 #: entry-point group ``defectforge.operators3d``).
@@ -565,7 +611,7 @@ _BUILTIN_OPERATORS = {
                                                      "depth": (0.002, 0.004)}),
     "groove": OperatorSpec(groove, "1D", _LINE_B, {"length": (0.1, 0.25), "width": (0.01, 0.016),
                                                    "depth": (0.004, 0.008)}),
-    "bend": OperatorSpec(bend, "2D", {"angle": (-60.0, 60.0), "position": (0.05, 0.95), "zone": (0.005, 0.3)},
+    "bend": OperatorSpec(bend, "2D", {"angle": (-60.0, 60.0), "position": (0.05, 0.95), "zone": (0.005, 0.3), **_LT},
                          {"angle": (8.0, 20.0), "zone": (0.03, 0.06)}, mask_fraction=(0.01, 0.6),
                          random_centre=False),
     "crack": OperatorSpec(crack, "2D", {"length": (0.02, 0.8), "gap": (0.001, 0.05), "depth": (0.005, 0.3),

@@ -1,8 +1,9 @@
 """Batch synthesis of defective clouds in the Real3D-AD layout, resumable.
 
 For sample ``i`` the random state is ``SeedSequence(seed, spawn_key=(i,))`` (one child
-for the base part, one for the defects), so any sample can be regenerated alone and a
-rerun reproduces the same files. Outputs in ``out_dir``::
+for the base part or the sampling of a mesh input, one for the defects, one for the
+scan), so any sample can be regenerated alone and a rerun reproduces the same files.
+Outputs in ``out_dir``::
 
     run.json                 the run's configuration (a rerun must match it)
     .run/                    run state (fingerprint, journal of finished samples, lock)
@@ -42,23 +43,29 @@ OUTPUTS = ("run.json", "*.txt", "*.ply", "meta", "manifest.csv")
 
 @dataclass
 class InputSource:
-    """One base cloud: a file (read once) or a parametric part (regenerated per sample)."""
+    """One base cloud: a point-cloud file (read once), a mesh file (sampled anew for
+    every item from the item's random stream) or a parametric part (regenerated per item)."""
 
     name: str
     path: Path | None = None
     part: str | None = None
     _cache: PointCloud | None = None
+    _is_mesh: bool = False
 
     def load(self, rng: np.random.Generator, n_points: int) -> PointCloud:
         if self.part is not None:
             return make_part(self.part, n_points, rng)
-        if self._cache is None:
-            cloud = read_cloud(self.path, mesh_points=n_points)
+        seed = int(rng.integers(2 ** 63))
+        if self._cache is None or self._is_mesh:
+            cloud = read_cloud(self.path, mesh_points=n_points, seed=seed)
+            self._is_mesh = "watertight" in cloud.meta  # set only when a mesh was sampled
             check_cloud(cloud.points, self.path)
             if cloud.normals is None or cloud.meta.get("watertight") is False:
                 from defectforge.synth3d.geometry import estimate_normals
 
                 cloud.normals = estimate_normals(cloud.points)
+            if self._is_mesh:
+                return cloud
             self._cache = cloud
         c = self._cache
         return PointCloud(c.points.copy(), c.normals.copy(), None, dict(c.meta))
@@ -90,20 +97,21 @@ def _describe_instructions(inst: InstructionSet) -> str:
 
 def run_synthesis(input_spec: str, instructions: InstructionSet | Callable[[float], InstructionSet], n: int, seed: int,
                   out_dir: str | Path, *,
-                  n_points: int = 20000, progress: Callable[[int, int, str], None] | None = None,
+                  n_points: int = 20000, progress: Callable[[str, int, int | None], None] | None = None,
                   instruction_text: str = "", scan_noise: float = 0.0, partial: bool = False,
-                  engine: Any = None) -> dict:
+                  engine: Any = None, sources: list[InputSource] | None = None) -> dict:
     """Generate ``n`` defective clouds into ``out_dir`` (resumable); returns a summary dict.
 
     ``scan_noise`` adds Gaussian noise along the normals (std as a fraction of diag)
     after the defects; ``partial`` keeps only what a scanner would see from a direction
     facing the defects (Real3D-AD test clouds are partial scans). Labels follow the
     kept points exactly. ``engine`` (:mod:`defectforge.engine`) runs the samples (default:
-    this process); every engine writes the same bytes.
+    this process); every engine writes the same bytes. ``sources`` are the resolved
+    ``input_spec`` when the caller already read them (so a file is not read twice).
     """
     if n < 1:
         raise ConfigError(f"--n must be at least 1, got {n}")
-    sources = resolve_inputs(input_spec)
+    sources = resolve_inputs(input_spec) if sources is None else sources  # given: already resolved (and read)
     out = Path(out_dir)
     if not 0.0 <= scan_noise <= 0.05:
         raise ConfigError(f"--scan-noise must be between 0 and 0.05 (fraction of the diagonal), got {scan_noise}")
@@ -129,14 +137,14 @@ def run_synthesis(input_spec: str, instructions: InstructionSet | Callable[[floa
         todo = [i for i in range(n) if task.name(i) not in finished]
         skipped = n - len(todo)
         if progress:
-            progress(skipped, n, "")
+            progress("synth3d", skipped, n)
         from defectforge.engine.local import LocalEngine
 
         runner = engine if engine is not None else LocalEngine(1)
         for k, (_, rec) in enumerate(runner.map(task, todo), start=1):
             rf.journal.append(rec)
             if progress:
-                progress(skipped + k, n, rec["name"])
+                progress("synth3d", skipped + k, n)
         if todo:  # the journal in index order, so it is the same bytes whatever order samples finished in
             rf.journal.rewrite(sorted(rf.journal.records(), key=lambda r: r.get("index", -1)))
         remove_leftovers(out)  # what a worker killed mid-write left (no writer is active now)

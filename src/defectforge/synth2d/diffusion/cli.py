@@ -89,8 +89,8 @@ def lora_train(
                   console=console) as prog:
         task = prog.add_task("train", total=steps, loss="-")
 
-        def _cb(done: int, total: int, loss: float) -> None:
-            prog.update(task, completed=done, loss=f"{loss:.4f}")
+        def _cb(stage: str, done: int, total: int | None) -> None:
+            prog.update(task, completed=done, loss=f"{trainer.last_loss:.4f}")
 
         res = trainer.fit(items, resume=resume, progress=_cb, inputs=[data])
     console.print(f"weights: {res.weights}")

@@ -172,6 +172,7 @@ class LoraTrainer:
         self.cfg = config
         self._pipe = pipe
         self._ready = False
+        self.last_loss = float("nan")  # loss of the latest training step
         self._cache: dict[tuple, tuple] = {}
 
     # -- setup ------------------------------------------------------------------------------------
@@ -312,9 +313,11 @@ class LoraTrainer:
 
     # -- loop -------------------------------------------------------------------------------------
     def fit(self, items: Sequence[TrainItem], resume: bool = False,
-            progress: Callable[[int, int, float], None] | None = None,
+            progress: Callable[[str, int, int | None], None] | None = None,
             inputs: Sequence[str | Path] = ()) -> TrainResult:
         """Train for ``config.steps`` steps in total (continuing a checkpoint with ``resume``).
+        ``progress("lora train", done, steps)`` follows :mod:`defectforge.progress`; the
+        latest step's loss is ``self.last_loss``.
 
         The output folder follows :mod:`defectforge.runfolder`: locked while training, never
         overlapping the model folder or ``inputs`` (the training data), another run's
@@ -326,7 +329,7 @@ class LoraTrainer:
             return self._fit(rf.path, items, resume, progress)
 
     def _fit(self, out: Path, items: Sequence[TrainItem], resume: bool,
-             progress: Callable[[int, int, float], None] | None) -> TrainResult:
+             progress: Callable[[str, int, int | None], None] | None) -> TrainResult:
         import torch
 
         cfg = self.cfg
@@ -357,8 +360,9 @@ class LoraTrainer:
             self.optimizer.step()
             losses.append(float(loss.item()))
             done = step + 1
+            self.last_loss = losses[-1]
             if progress is not None:
-                progress(done, cfg.steps, losses[-1])
+                progress("lora train", done, cfg.steps)
             if done % cfg.checkpoint_every == 0 or done == cfg.steps:
                 self._save_checkpoint(out, done, losses, gen, rng)
         unet.eval()
@@ -475,7 +479,7 @@ def _open_run(out: Path, cfg: LoraTrainConfig, inputs: Sequence[str | Path], che
 
 def train_lora(config: LoraTrainConfig | dict[str, Any], images: Sequence[np.ndarray], masks: Sequence[np.ndarray],
                sources: Sequence[str] | None = None, resume: bool = False, pipe=None,
-               progress: Callable[[int, int, float], None] | None = None) -> TrainResult:
+               progress: Callable[[str, int, int | None], None] | None = None) -> TrainResult:
     """Convenience: build items from images+masks and train (see :class:`LoraTrainer`)."""
     cfg = config if isinstance(config, LoraTrainConfig) else load_config(config)
     items = make_items(images, masks, cfg, sources)
