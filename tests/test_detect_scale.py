@@ -44,7 +44,10 @@ def test_spooled_fit_selects_the_bruteforce_bank_of_the_full_rows():
     rows = np.concatenate([m._rows([s.rgb()]) for s in train])
     proj = random_projection(rows.shape[1], SMALL["projection_dim"], 0)
     idx = greedy_kcenter_bruteforce(rows @ proj, coreset_size(len(rows), SMALL["normal_ratio"]), seed=0)
-    assert np.array_equal(m.bank_normal_, rows[np.sort(idx)])
+    # the same rows as the brute-force choice; values to float tolerance only, since the fit
+    # extracts features in batches and `_rows` one image at a time (conv numerics differ ~1e-7)
+    assert m.bank_normal_.shape == (len(idx), rows.shape[1])
+    np.testing.assert_allclose(m.bank_normal_, rows[np.sort(idx)], rtol=0, atol=1e-5)
     sets = m.fit_info_["defect_sets"]
     assert [s["name"] for s in sets] == ["real", "synthetic:x"]
     assert [(s["images"], s["in_bank"], s["use"]) for s in sets] == [(2, 2, "bank"), (2, 2, "bank")]
