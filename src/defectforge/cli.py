@@ -23,6 +23,7 @@ import typer
 from typer.core import TyperGroup
 
 from defectforge import __version__
+from defectforge._cliconfig import add_config_options
 from defectforge._cliutil import print_error
 from defectforge.errors import DefectforgeError, user_error_message
 
@@ -104,6 +105,7 @@ def _register_all() -> None:
 
 
 _register_all()
+add_config_options(app)  # --config/--print-config on every job command, in this one place
 
 
 def main(argv: list[str] | None = None) -> None:
