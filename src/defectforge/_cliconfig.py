@@ -7,8 +7,8 @@ area has registered its commands), never per command:
   or ``image_size``) and argument names (``data``, ``model_path``); the values become the
   command's defaults through click's ``Context.default_map``, so **options given on the
   command line win**. Relative paths of path-valued keys are read against the file's folder
-  (as ``synth --config`` does). A key the command does not have is refused with one line,
-  ``error: FILE: unknown key 'x' for 'defectforge CMD' (keys: ...)``, exit code 2.
+  (as ``synth --config`` does; ``--print-config`` writes them absolute). A key the
+  command does not have is refused with one line, ``error: FILE: unknown key 'x' for 'defectforge CMD' (keys: ...)``, exit code 2.
 - ``--print-config``: print the effective settings (file + command line + defaults) as YAML
   that ``--config`` reads back, and exit without running the job.
 
@@ -98,7 +98,10 @@ def read_config(path: Path, ctx, path_params: frozenset[str]) -> dict[str, Any]:
             value = [value]
         if param.name in path_params and value is not None:
             base = path.parent
-            value = [str(base / str(v)) for v in value] if isinstance(value, list) else str(base / str(value))
+            def rel(v):  # '-' is stdout (--json -), not a file
+                return str(v) if str(v) == "-" else str(base / str(v))
+
+            value = [rel(v) for v in value] if isinstance(value, list) else rel(value)
         _check_value(path, key, param, value, ctx)
         out[param.name] = value
     return out
@@ -119,11 +122,18 @@ def _check_value(path: Path, key: Any, param, value: Any, ctx) -> None:
         raise InputError(path, f"{key}: {text}") from None
 
 
-def effective_yaml(ctx) -> str:
-    """The command's effective settings as the YAML ``--config`` reads back."""
+def effective_yaml(ctx, path_params: frozenset[str] = frozenset()) -> str:
+    """The command's effective settings as the YAML ``--config`` reads back (paths made
+    absolute, so the file means the same wherever it is kept)."""
     import yaml
 
-    doc = {config_key(p): _plain(ctx.params.get(p.name)) for p in _job_params(ctx)}
+    def value(p):
+        v = ctx.params.get(p.name)
+        if p.name in path_params and v is not None and str(v) != "-":
+            v = [Path(x).absolute() for x in v] if isinstance(v, (list, tuple)) else Path(v).absolute()
+        return _plain(v)
+
+    doc = {config_key(p): value(p) for p in _job_params(ctx)}
     return yaml.safe_dump(doc, sort_keys=False, default_flow_style=False)
 
 
@@ -165,7 +175,7 @@ def with_config(fn):
         if not own_config:
             kwargs.pop("config", None)
         if printing:
-            sys.stdout.write(effective_yaml(ctx))
+            sys.stdout.write(effective_yaml(ctx, path_params))
             sys.stdout.flush()
             raise typer.Exit(0)
         return fn(**kwargs)

@@ -15,7 +15,7 @@ def train_detector_cmd(
     arch: str = typer.Option("fasterrcnn-lite0", help="fasterrcnn-lite0 | retinanet-lite0 | fcos-lite0 | yolox-nano | "
                              "yolox-tiny (needs yolox-datamint) | yolov8n | yolo11n (ultralytics, extra [yolo])"),
     synthetic: Optional[List[Path]] = typer.Option(None, help="Extra synthetic set(s) added to TRAIN (never to val/test)."),
-    image_size: int = typer.Option(256, help="Shorter image side."),
+    image_size: str = typer.Option("256", "--image-size", help="N: the shorter image side (HxW is not taken here)."),
     epochs: int = typer.Option(20),
     batch_size: int = typer.Option(4),
     lr: float = typer.Option(0.01),
@@ -36,7 +36,10 @@ def train_detector_cmd(
     from defectforge.supervised.train import TrainConfig, evaluate_boxes, gt_boxes, split_train_val, train_detector
     from defectforge.supervised.ultralytics_adapter import is_ultralytics_arch
 
+    from defectforge._cliutil import parse_image_size
+
     con = Console(highlight=False)
+    image_size = parse_image_size(image_size, square_ok=False)
     ultra = is_ultralytics_arch(arch)
     cfg = TrainConfig(arch=arch, image_size=image_size, epochs=epochs, batch_size=batch_size, lr=lr,
                       val_fraction=val_fraction, patience=patience, trainable_stages=trainable_stages, seed=seed)

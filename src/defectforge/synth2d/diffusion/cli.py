@@ -2,7 +2,7 @@
 
 ::
 
-    defectforge lora train DATA --model WEIGHTS --prompt "dkf pitting on ground steel" --out DIR [--resume]
+    defectforge lora train DATA --base-model WEIGHTS --prompt "dkf pitting on ground steel" --out DIR [--resume]
     defectforge diffusion check WEIGHTS          # is the model folder complete? what is missing?
     defectforge diffusion prompts pitting [--vlm-url URL --vlm-model NAME --image crop.png ...]
     defectforge diffusion tiny DIR               # write a tiny random pipeline (smoke tests, no download)
@@ -34,7 +34,7 @@ def register(app: typer.Typer) -> None:
 @lora_app.command("train")
 def lora_train(
     data: Path = typer.Argument(..., help="Dataset with real defect masks (any format load_dataset reads)."),
-    model: Path = typer.Option(..., "--model", "-m", help="Local inpainting model folder (diffusers layout)."),
+    model: Path = typer.Option(..., "--base-model", help="Local inpainting model folder (diffusers layout) to train on."),
     prompt: str = typer.Option(..., "--prompt", "-p", help="Instance prompt, e.g. 'dkf pitting on ground steel'."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (checkpoints, weights, samples.png)."),
     split: str = typer.Option("train", "--split", help="Split whose defects are used (never 'test' by default)."),
