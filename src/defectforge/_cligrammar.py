@@ -137,8 +137,9 @@ def _value_type(annotation: Any) -> str:
 
 
 def declared_options(app, prefix: tuple[str, ...] = ()):
-    """``(command, option name, value type, hidden)`` for every option of every command
-    registered on ``app`` (a ``typer.Typer``), read from the command functions."""
+    """``(command, option names, value type)`` for every option of every command registered
+    on ``app`` (a ``typer.Typer``), read from the command functions; a ``--x/--no-x``
+    switch is named ``--x``."""
     from typer.main import get_command_name
     from typer.models import OptionInfo
 
@@ -150,8 +151,7 @@ def declared_options(app, prefix: tuple[str, ...] = ()):
                 continue
             decls = [d for d in (p.default.param_decls or ()) if d.startswith("-")]
             names = decls or ["--" + pname.replace("_", "-")]
-            for name in names:  # '--x/--no-x': the switch's own name
-                yield path, name.split("/")[0].strip(), _value_type(p.annotation), bool(p.default.hidden)
+            yield path, tuple(n.split("/")[0].strip() for n in names), _value_type(p.annotation)
     for group in app.registered_groups:
         sub = group.typer_instance
         yield from declared_options(sub, (*prefix, group.name or sub.info.name))
