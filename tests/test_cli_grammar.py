@@ -196,10 +196,21 @@ def test_docs_table_lists_every_option_name():
             assert f"`{old}`" in text and f"`{new}`" in text
 
 
-def test_device_wherever_a_detector_runs():
+def test_device_wherever_a_detector_runs_with_one_reading(tmp_path):
     commands = _commands()
     for path in ("detect fit", "detect predict", "detect eval", "lora train"):
         assert "--device" in {o for p in commands[path].params for o in p.opts}, path
+    for args in (["detect", "fit", str(tmp_path), "--out", "m.dfm"], ["detect", "predict", "m.dfm", "x.png", "--out", "o"],
+                 ["lora", "train", str(tmp_path), "--base-model", "w", "--prompt", "p", "--out", "o"]):
+        _one_line_error(runner.invoke(app, [*args, "--device", "gpu0"]), "unknown device 'gpu0'", "'auto'")
+    import torch
+
+    if not torch.cuda.is_available():
+        _one_line_error(runner.invoke(app, ["detect", "fit", str(tmp_path), "--out", "m.dfm", "--device", "cuda:1"]),
+                        "CUDA is not available")
+    # 'auto' is accepted by the detectors too (it used to reach torch.device('auto'))
+    r = runner.invoke(app, ["detect", "fit", str(tmp_path / "none"), "--out", "m.dfm", "--device", "auto"])
+    assert r.exit_code == 2 and "path not found" in r.stderr and "unknown device" not in r.stderr, r.stderr
 
 
 def test_image_size_has_one_reading():

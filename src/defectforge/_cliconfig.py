@@ -13,7 +13,9 @@ area has registered its commands), never per command:
   that ``--config`` reads back, and exit without running the job.
 
 A command that declares its own ``config`` parameter (``synth``: its recipe YAML) keeps it;
-one that declares ``print_config`` prints its own effective configuration.
+one that declares ``print_config`` prints its own effective configuration. A ``device``
+option is read the one way (:func:`defectforge._device.resolve_device`: ``auto`` picks CUDA
+when torch sees one) before the command runs.
 """
 
 from __future__ import annotations
@@ -178,6 +180,10 @@ def with_config(fn):
             sys.stdout.write(effective_yaml(ctx, path_params))
             sys.stdout.flush()
             raise typer.Exit(0)
+        if isinstance(kwargs.get("device"), str):  # one reading of --device: auto | cpu | cuda[:N]
+            from defectforge._device import resolve_device
+
+            kwargs["device"] = resolve_device(kwargs["device"])
         return fn(**kwargs)
 
     params = list(sig.parameters.values())
