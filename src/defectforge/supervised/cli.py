@@ -24,6 +24,8 @@ def train_detector_cmd(
     trainable_stages: int = typer.Option(0, help="Unfreeze the last k backbone stages (0 = FPN + heads only)."),
     seed: int = typer.Option(0),
     overwrite: bool = typer.Option(False, help="Discard a checkpoint of a different run in --out."),
+    device: str = typer.Option("cpu", "--device", help="Where the network trains and predicts: auto, cpu, cuda[:N] "
+                                                       "(not part of the run: a run resumes on another device)."),
 ) -> None:
     """Train a detector on TRAIN (validation carved from it), resume if interrupted, and report
     mAP@0.5 / mAP@0.5:0.95 on TEST. Ultralytics models (yolov8n, yolo11n) train offline
@@ -70,10 +72,11 @@ def train_detector_cmd(
     if ultra:
         from defectforge.supervised.ultralytics_adapter import train_ultralytics
 
-        con.print(f"{arch}: ultralytics, trained from scratch on the CPU (its own optimizer and learning "
+        con.print(f"{arch}: ultralytics, trained from scratch on {device} (its own optimizer and learning "
                   "rate: --lr and --trainable-stages do not apply)")
         det = train_ultralytics(tr, out, arch, val=va, image_size=image_size, epochs=epochs,
-                                batch_size=batch_size, patience=patience, seed=seed, overwrite=overwrite)
+                                batch_size=batch_size, patience=patience, seed=seed, overwrite=overwrite,
+                                device=device)
     else:
         with Progress(TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
                       TimeRemainingColumn(), transient=True) as prog:
@@ -89,7 +92,7 @@ def train_detector_cmd(
                           + (f", val mAP50 {rec['val_map50']:.4f}" if rec.get("val_map50") is not None else ""))
 
             det = train_detector(tr, out, cfg, val=va, classes=classes, overwrite=overwrite, progress=on_batch,
-                                 on_epoch=on_epoch)
+                                 on_epoch=on_epoch, device=device)
     metrics: dict = {"arch": arch, "n_train": len(tr), "n_val": len(va),
                      "classes": list(det.classes_) if ultra else classes,
                      "history": det.info_.get("history", [])}
