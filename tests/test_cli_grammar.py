@@ -198,10 +198,12 @@ def test_docs_table_lists_every_option_name():
 
 def test_device_wherever_a_detector_runs_with_one_reading(tmp_path):
     commands = _commands()
-    for path in ("detect fit", "detect predict", "detect eval", "lora train"):
+    for path in ("detect fit", "detect predict", "detect eval", "lora train", "train-detector", "experiment", "demo"):
         assert "--device" in {o for p in commands[path].params for o in p.opts}, path
     for args in (["detect", "fit", str(tmp_path), "--out", "m.dfm"], ["detect", "predict", "m.dfm", "x.png", "--out", "o"],
-                 ["lora", "train", str(tmp_path), "--base-model", "w", "--prompt", "p", "--out", "o"]):
+                 ["lora", "train", str(tmp_path), "--base-model", "w", "--prompt", "p", "--out", "o"],
+                 ["train-detector", str(tmp_path), "--out", str(tmp_path / "run")], ["demo", "--out", str(tmp_path / "d")],
+                 ["experiment", "exdd-augmentation", "--data", str(tmp_path), "--out", str(tmp_path / "e")]):
         _one_line_error(runner.invoke(app, [*args, "--device", "gpu0"]), "unknown device 'gpu0'", "'auto'")
     import torch
 
@@ -211,6 +213,7 @@ def test_device_wherever_a_detector_runs_with_one_reading(tmp_path):
     # 'auto' is accepted by the detectors too (it used to reach torch.device('auto'))
     r = runner.invoke(app, ["detect", "fit", str(tmp_path / "none"), "--out", "m.dfm", "--device", "auto"])
     assert r.exit_code == 2 and "path not found" in r.stderr and "unknown device" not in r.stderr, r.stderr
+    assert not any((tmp_path / d).exists() for d in ("run", "d", "e"))  # refused before anything was written
 
 
 def test_image_size_has_one_reading():

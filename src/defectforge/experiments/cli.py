@@ -38,6 +38,8 @@ def experiment_cmd(
                                           help="Workers (default: 1 local; with --engine ray, the cluster's CPUs)."),
     engine: str = engine_option(),
     ray_address: Optional[str] = address_option(),
+    device: str = typer.Option("cpu", "--device", help="Where ExDD and the box detectors run: auto, cpu, cuda[:N] "
+                                                       "(not a setting of the run: it resumes on another device)."),
 ) -> None:
     """Run an experiment over seeds (resumable) and write results.csv/.md and report.html."""
     from rich.console import Console
@@ -70,7 +72,7 @@ def experiment_cmd(
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()) as prog, \
             open_engine(engine, ray_address, workers) as eng:
         task = prog.add_task(name, total=None)
-        res = run_experiment(name, data, out, st, overwrite=overwrite, engine=eng,
+        res = run_experiment(name, data, out, st, overwrite=overwrite, engine=eng, device=device,
                              progress=lambda c, k, n: prog.update(task, completed=k, total=n, description=c))
     con = Console(highlight=False)
     con.print(Markdown(res["markdown"]))
