@@ -10,7 +10,6 @@ import collections
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import typer
 import yaml
@@ -20,7 +19,6 @@ from defectforge._cliconfig import NOT_JOBS
 from defectforge._cligrammar import OPTIONS, RENAMED, SHORT, declared_options, interrupted_line, rewrite_renamed
 from defectforge._cliutil import parse_image_size
 from defectforge.cli import app
-from defectforge.data import write_image, write_mask
 from defectforge.errors import ConfigError
 
 runner = CliRunner()
@@ -39,12 +37,10 @@ def _commands():
 
 
 def _mvtec(root: Path) -> Path:
-    rng = np.random.default_rng(0)
-    m = np.zeros((8, 10), bool)
-    m[2:4, 3:6] = True
-    for name in ("train/good/000.png", "test/good/001.png", "test/crack/002.png"):
-        write_image(root / name, rng.integers(0, 255, (8, 10, 3), dtype=np.uint8))
-    write_mask(root / "ground_truth" / "crack" / "002_mask.png", m)
+    from test_cli_consistency import _mvtec_with_bare_manifest
+
+    _mvtec_with_bare_manifest(root)
+    (root / "manifest.csv").unlink()
     return root
 
 
