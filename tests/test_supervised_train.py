@@ -169,3 +169,25 @@ def test_device_is_a_run_time_setting(tmp_path):
             BoxDetector.from_config(_cfg(), ["pit"], device="cuda")
     with pytest.raises(ConfigError, match="unknown device"):
         BoxDetector.from_config(_cfg(), ["pit"], device="gpu")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_trains_on_cuda_and_resumes_on_the_cpu(tmp_path):
+    data = _data(8)
+
+    def stop(epoch, rec):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):  # one epoch on the GPU, then interrupted
+        train_detector(data, tmp_path / "run", _cfg(epochs=3, random_init=True), device="cuda", on_epoch=stop)
+    from defectforge.runfolder import load_state
+
+    st = load_state(tmp_path / "run" / "checkpoint.pt")
+    assert st["epoch"] == 0 and all(v.device.type == "cpu" for v in st["model"].values())
+    # the same run finishes on the CPU
+    det = train_detector(data, tmp_path / "run", _cfg(epochs=3, random_init=True), device="cpu")
+    assert det.info_["resumed_from_epoch"] == 1 and len(det.info_["history"]) == 3
+    gpu = BoxDetector.load(tmp_path / "run" / "model.pt", device="cuda")
+    assert next(gpu.model_.parameters()).is_cuda
+    a, b = gpu.predict(data[:3]).pred_score, det.predict(data[:3]).pred_score
+    assert np.allclose(a, b, atol=1e-3)
