@@ -26,6 +26,7 @@ OPTIONS: dict[str, tuple[str, str]] = {
     "--to": ("str", "format(s) to write: exports of `synth` (`mvtec,yolo,coco`), clouds of `parts` (`ply`), the target of `data convert`"),
     "--model": ("str", "a registered detector algorithm (`exdd`, `patchcore`; 3D: `fpfh`, `pointnet`); a fitted model file is the MODEL argument"),
     "--image-size": ("str", "network input size: `N` (shorter side, aspect kept) or `HxW`"),
+    "--normal-ratio": ("float", "coreset ratio of the normal memory bank (PatchCore / ExDD)"),
     "--device": ("str", "where the models of the command run: `auto`, `cpu`, `cuda`, `cuda:N` (not part of a run: a run resumes on another device)"),
     "--seed": ("int", "seed of the run's random generators (repeat on `experiment`: one run per seed)"),
     "--n": ("int", "how many samples (parts, prompts) to make"),
