@@ -92,6 +92,16 @@ def test_config_keys_are_option_names_and_the_command_line_wins(tmp_path):
     assert yaml.safe_load(r2.stdout) == doc
 
 
+def test_print_config_alone_is_a_template(tmp_path):
+    r = runner.invoke(app, ["detect", "predict", "--print-config"])
+    assert r.exit_code == 0, r.stderr
+    doc = yaml.safe_load(r.stdout)
+    assert doc["model_path"] is None and doc["images"] == [] and doc["out"] is None and doc["device"] == "cpu"
+    (tmp_path / "t.yaml").write_text(r.stdout)  # the template still needs its inputs to run
+    r = runner.invoke(app, ["detect", "predict", "--config", str(tmp_path / "t.yaml")])
+    assert r.exit_code == 2 and "Missing" in r.stderr
+
+
 def test_a_config_file_runs_the_job(tmp_path):
     root = _mvtec(tmp_path / "mv")
     (tmp_path / "check.yaml").write_text("path: mv\njson: out/check.json\n")

@@ -10,7 +10,8 @@ area has registered its commands), never per command:
   (as ``synth --config`` does; ``--print-config`` writes them absolute). A key the
   command does not have is refused with one line, ``error: FILE: unknown key 'x' for 'defectforge CMD' (keys: ...)``, exit code 2.
 - ``--print-config``: print the effective settings (file + command line + defaults) as YAML
-  that ``--config`` reads back, and exit without running the job.
+  that ``--config`` reads back, and exit without running the job; required inputs not given
+  print as ``null`` (a template to fill in).
 
 A command that declares its own ``config`` parameter (``synth``: its recipe YAML) keeps it;
 one that declares ``print_config`` prints its own effective configuration. A ``device``
@@ -157,6 +158,12 @@ def with_config(fn):
         ctx.meta["defectforge.config"] = (Path(value), values)
         return value
 
+    def _template(ctx: typer.Context, value: bool):
+        if value:  # a template: required arguments/options left out print as null instead of failing
+            for p in ctx.command.params:
+                p.required = False
+        return value
+
     kw = inspect.Parameter.KEYWORD_ONLY
     if not own_config:
         extra.append(inspect.Parameter("config", kw, annotation=Optional[Path], default=typer.Option(
@@ -165,7 +172,9 @@ def with_config(fn):
                  "command line win. --print-config writes one.")))
     if not own_print:
         extra.append(inspect.Parameter("print_config", kw, annotation=bool, default=typer.Option(
-            False, "--print-config", help="Print the effective settings as YAML (for --config) and exit.")))
+            False, "--print-config", is_eager=True, callback=_template,
+            help="Print the effective settings as YAML (for --config) and exit; without the required "
+                 "inputs, a template with them null.")))
     extra.append(inspect.Parameter(_CTX, kw, annotation=typer.Context))
     ctx_names = [n for n, p in sig.parameters.items() if p.annotation is typer.Context]
     if ctx_names:  # typer hands the context to one parameter only: share it
