@@ -102,6 +102,13 @@ def test_print_config_alone_is_a_template(tmp_path):
     assert r.exit_code == 2 and "Missing" in r.stderr
 
 
+def test_studio_job_forms_offer_config_but_not_print_config():
+    from defectforge.studio.cli_jobs import command_form
+
+    names = [f["name"] for f in command_form("detect fit")]
+    assert "config" in names and "print_config" not in names and "device" in names
+
+
 def test_a_config_file_runs_the_job(tmp_path):
     root = _mvtec(tmp_path / "mv")
     (tmp_path / "check.yaml").write_text("path: mv\njson: out/check.json\n")
