@@ -200,6 +200,16 @@ def test_every_shared_option_name_has_one_meaning_and_one_type():
     assert all(t == "str" for p, names, t in _declared() if any("image-size" in n for n in names))
 
 
+def test_argument_keys_mean_what_the_option_of_that_name_means():
+    """A ``--config`` key names an argument or an option: an argument whose key is also an
+    option name (``out``, ``synthetic``, ``base_model``) has that option's value type."""
+    args = list(declared_options(app, arguments=True))
+    assert ("diffusion check", ("--base-model",), "path") in args  # was 'model', a folder
+    for path, (name,), vtype in args:
+        if name in OPTIONS:
+            assert vtype == OPTIONS[name][0], f"{path}: argument {name[2:]} is {vtype}, the option is {OPTIONS[name][0]}"
+
+
 def test_docs_table_lists_every_option_name():
     text = DOCS.read_text()
     for name in OPTIONS:

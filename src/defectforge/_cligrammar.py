@@ -20,6 +20,8 @@ from typing import Any, Union, get_args, get_origin
 # takes several values (repeatable) keeps the type of one value.
 OPTIONS: dict[str, tuple[str, str]] = {
     "--out": ("path", "where the command writes its output: a folder, or the model file for `detect fit` / `detect3d fit`"),
+    "--data": ("path", "the dataset that is read (an argument, DATA, on most commands; an option on `experiment`)"),
+    "--real": ("path", "the real dataset compared with or filtered against"),
     "--config": ("path", "YAML file with the same keys as the options; options on the command line win"),
     "--print-config": ("bool", "print the effective settings as YAML (for `--config`) and exit"),
     "--format": ("str", "force the format of the dataset that is read (manifest, coco, labelme, yolo, mvtec; 3D: real3d, ...)"),
@@ -137,22 +139,25 @@ def _value_type(annotation: Any) -> str:
     return getattr(annotation, "__name__", str(annotation))
 
 
-def declared_options(app, prefix: tuple[str, ...] = ()):
+def declared_options(app, prefix: tuple[str, ...] = (), arguments: bool = False):
     """``(command, option names, value type)`` for every option of every command registered
     on ``app`` (a ``typer.Typer``), read from the command functions; a ``--x/--no-x``
-    switch is named ``--x``."""
+    switch is named ``--x``. ``arguments=True``: the arguments instead, named ``--KEY`` after
+    their ``--config`` key (``model_path`` -> ``--model-path``), to hold them to the same table."""
     from typer.main import get_command_name
-    from typer.models import OptionInfo
+    from typer.models import ArgumentInfo, OptionInfo
 
     for info in app.registered_commands:
         fn = info.callback
         path = " ".join((*prefix, info.name or get_command_name(fn.__name__)))
         for pname, p in inspect.signature(fn, eval_str=True).parameters.items():
-            if not isinstance(p.default, OptionInfo):
+            if arguments and isinstance(p.default, ArgumentInfo):
+                yield path, ("--" + pname.replace("_", "-"),), _value_type(p.annotation)
+            if arguments or not isinstance(p.default, OptionInfo):
                 continue
             decls = [d for d in (p.default.param_decls or ()) if d.startswith("-")]
             names = decls or ["--" + pname.replace("_", "-")]
             yield path, tuple(n.split("/")[0].strip() for n in names), _value_type(p.annotation)
     for group in app.registered_groups:
         sub = group.typer_instance
-        yield from declared_options(sub, (*prefix, group.name or sub.info.name))
+        yield from declared_options(sub, (*prefix, group.name or sub.info.name), arguments)
