@@ -25,7 +25,7 @@ import inspect
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Any, Optional, Union, get_args, get_origin
+from typing import Any, Optional
 
 import typer
 
@@ -44,14 +44,6 @@ def config_key(param) -> str:
         if longs:
             return longs[0][2:].replace("-", "_")
     return param.name
-
-
-def _is_path(annotation: Any) -> bool:
-    if annotation is Path:
-        return True
-    if get_origin(annotation) in (Union, list, tuple) or str(get_origin(annotation)) == "types.UnionType":
-        return any(_is_path(a) for a in get_args(annotation))
-    return False
 
 
 def _plain(value: Any) -> Any:
@@ -147,7 +139,9 @@ def with_config(fn):
     sig = inspect.signature(fn, eval_str=True)
     own_config = "config" in sig.parameters
     own_print = "print_config" in sig.parameters
-    path_params = frozenset(n for n, p in sig.parameters.items() if _is_path(p.annotation))
+    from defectforge._cligrammar import value_type
+
+    path_params = frozenset(n for n, p in sig.parameters.items() if value_type(p.annotation) == "path")
     extra = []
 
     def _load(ctx: typer.Context, value: Optional[Path]):
@@ -203,7 +197,6 @@ def with_config(fn):
     wrapper.__signature__ = sig.replace(parameters=params + extra)
     wrapper.__annotations__ = {p.name: p.annotation for p in params + extra if p.annotation is not p.empty}
     setattr(wrapper, _MARK, True)
-    wrapper.__wrapped_command__ = fn
     return wrapper
 
 

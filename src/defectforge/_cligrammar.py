@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import inspect
 import shlex
+import types
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin
 
@@ -130,8 +131,9 @@ def interrupted_line(group, args: list[str]) -> str:
             f"run again to start over: {cmd}")
 
 
-def _value_type(annotation: Any) -> str:
-    while get_origin(annotation) in (Union, list, tuple) or str(get_origin(annotation)) == "types.UnionType":
+def value_type(annotation: Any) -> str:
+    """The type of one value of an annotation (``Optional[List[Path]]``, ``Path | None`` -> ``path``)."""
+    while get_origin(annotation) in (Union, list, tuple, types.UnionType):
         args = [a for a in get_args(annotation) if a is not type(None) and a is not Ellipsis]
         annotation = args[0]
     if annotation is Path:
@@ -152,12 +154,12 @@ def declared_options(app, prefix: tuple[str, ...] = (), arguments: bool = False)
         path = " ".join((*prefix, info.name or get_command_name(fn.__name__)))
         for pname, p in inspect.signature(fn, eval_str=True).parameters.items():
             if arguments and isinstance(p.default, ArgumentInfo):
-                yield path, ("--" + pname.replace("_", "-"),), _value_type(p.annotation)
+                yield path, ("--" + pname.replace("_", "-"),), value_type(p.annotation)
             if arguments or not isinstance(p.default, OptionInfo):
                 continue
             decls = [d for d in (p.default.param_decls or ()) if d.startswith("-")]
             names = decls or ["--" + pname.replace("_", "-")]
-            yield path, tuple(n.split("/")[0].strip() for n in names), _value_type(p.annotation)
+            yield path, tuple(n.split("/")[0].strip() for n in names), value_type(p.annotation)
     for group in app.registered_groups:
         sub = group.typer_instance
         yield from declared_options(sub, (*prefix, group.name or sub.info.name), arguments)
