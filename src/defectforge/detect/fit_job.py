@@ -72,9 +72,12 @@ def feature_rows(det: Any, which: str, items: Any, batch_size: int) -> Iterator[
     batches = [tuple((k, it, tag) for k, (it, tag) in enumerate(pairs[s:s + size], start=s))
                for s in range(0, len(pairs), size)]
     engine = getattr(det, ENGINE_ATTR, None) or LocalEngine(1)
+    seen: set[tuple[type, str]] = set()  # each worker building its backbone repeats the same warnings
     for batch, (rows, caught) in engine.map_ordered(FeatureTask(det, which), batches):
         for category, message in caught:
-            warnings.warn(message, category, stacklevel=2)
+            if (category, message) not in seen:
+                seen.add((category, message))
+                warnings.warn(message, category, stacklevel=2)
         yield rows, len(batch), batch[0][2]
 
 
