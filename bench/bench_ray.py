@@ -62,6 +62,14 @@ def _kbytes(folder: Path) -> float:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 1024 if folder.exists() else 0.0
 
 
+def write_page(path: Path, lines: list[str]) -> int:
+    """Write a results page (and print it); the exit code."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines), encoding="utf-8")
+    print("\n".join(lines))
+    return 0
+
+
 def _uptime() -> str:
     import subprocess
 
@@ -97,7 +105,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"BSData not found at {args.data}", file=sys.stderr)
         return 2
     tmp = Path(tempfile.mkdtemp(prefix="bench_ray_"))
-    load_before = os.getloadavg()
     uptime_before = _uptime()
     t = time.perf_counter()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
@@ -144,7 +151,6 @@ def main(argv: list[str] | None = None) -> int:
         print("no-op", noop[-1], flush=True)
     ray.shutdown()
     shutil.rmtree(tmp, ignore_errors=True)
-    load_after = os.getloadavg()
     uptime_after = _uptime()
 
     by = {(j, lab): r for j, lab, r in rows}
@@ -182,10 +188,7 @@ def main(argv: list[str] | None = None) -> int:
               "second worker adds one actor start). Driver CPU per item is this process's CPU time from the first "
               "to the last finished item over the items between (journal, progress, Ray calls; for the local "
               "engine it includes the work itself).", ""]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(lines), encoding="utf-8")
-    print("\n".join(lines))
-    return 0
+    return write_page(args.out, lines)
 
 
 if __name__ == "__main__":

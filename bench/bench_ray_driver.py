@@ -20,7 +20,6 @@ import argparse
 import datetime as dt
 import os
 import platform
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -36,9 +35,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "bench" / "ray_driver.md")
     args = ap.parse_args(argv)
     import ray
+    from bench_ray import _uptime, write_page  # this folder is on sys.path when run as a script
 
     sizes = [int(x) for x in args.sizes.split(",")]
-    up0 = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    up0 = _uptime()
     ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
 
     @ray.remote(num_cpus=0, max_concurrency=10000)
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
             os.fsync(fh.fileno())
     journal_ms = 1000 * (time.perf_counter() - t0) / args.steps
     jpath.unlink()
-    up1 = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    up1 = _uptime()
 
     lines = ["# Ray engine: driver cost per item against references in flight", "",
              f"`python bench/bench_ray_driver.py --sizes {args.sizes} --steps {args.steps}` on "
@@ -100,10 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     lines += [f"| {n} | {w:.2f} | {c:.2f} |" for n, w, c in rows]
     lines += ["", f"Journal line (append + flush + fsync) on {'the given folder' if args.dir else 'the local temp disk'}: "
               f"{journal_ms:.2f} ms per item.", ""]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(lines), encoding="utf-8")
-    print("\n".join(lines))
-    return 0
+    return write_page(args.out, lines)
 
 
 if __name__ == "__main__":
