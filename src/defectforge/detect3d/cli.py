@@ -102,7 +102,7 @@ def predict_cmd(
     from defectforge.errors import InputError
     from defectforge.progress import rich_progress
 
-    models = load_models3d(model_path, progress=True)
+    models = load_models3d(model_path)  # one progress bar over the job, not one per cloud
     if category is None:
         if len(models) != 1:
             raise InputError(model_path, f"holds detectors for {', '.join(models)}: choose one with --class")
@@ -137,12 +137,14 @@ def eval_cmd(
     from defectforge.detect3d.evaluate import add_eval3d_section, evaluate_detector3d, one_sided_categories
     from defectforge.detect3d.metrics import METRICS_3D, metrics_table
 
-    models = load_models3d(model_path, progress=True)
+    from defectforge.progress import rich_progress
+
+    models = load_models3d(model_path)  # one progress bar over the job, not one per cloud
     ds = load_dataset3d(data, format)
     from defectforge.engine.cli import open_engine
 
-    with open_engine(engine, ray_address, workers) as eng:
-        ev = evaluate_detector3d(models, ds, source=model_path, engine=eng, model_path=model_path)
+    with rich_progress() as bar, open_engine(engine, ray_address, workers) as eng:
+        ev = evaluate_detector3d(models, ds, source=model_path, engine=eng, model_path=model_path, progress=bar)
     one_sided = one_sided_categories(ev.categories, ev.labels)
     table = Table(title="detect3d evaluation")
     table.add_column("class")

@@ -65,14 +65,24 @@ class CloudScoreTask:
         return done
 
 
-def runner(engine: Any, model_path: str | Path | None) -> Any:
-    """``engine`` (default: this process); an engine of other processes needs ``model_path``."""
+def scored(task: CloudScoreTask, items: Sequence[tuple[str, Any, str]], engine: Any, chunk: int,
+           progress: Callable[[str, int, int | None], None] | None, stage: str) -> list[Any]:
+    """``task``'s result for each item, in order, chunks of ``chunk`` items on ``engine``
+    (default: this process; an engine of other processes needs ``task.model_path``)."""
     from defectforge.engine.local import LocalEngine
     from defectforge.errors import ConfigError
 
-    if engine is not None and engine.name != "local" and model_path is None:
+    if engine is not None and engine.name != "local" and task.model_path is None:
         raise ConfigError(f"the {engine.name} engine loads the model in its workers: pass model_path")
-    return engine if engine is not None else LocalEngine(1)
+    chunks = [tuple(items[s:s + chunk]) for s in range(0, len(items), max(1, int(chunk)))]
+    done: list[Any] = []
+    if progress:
+        progress(stage, 0, len(items))
+    for _, part in (engine if engine is not None else LocalEngine(1)).map_ordered(task, chunks):
+        done += part
+        if progress:
+            progress(stage, len(done), len(items))
+    return done
 
 
 def predict_clouds(model_path: str | Path, category: str, clouds: Sequence[Path], out: str | Path,
@@ -89,15 +99,7 @@ def predict_clouds(model_path: str | Path, category: str, clouds: Sequence[Path]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     items = [(category, str(p), Path(p).stem) for p in clouds]
-    chunks = [tuple(items[s:s + chunk]) for s in range(0, len(items), max(1, int(chunk)))]
-    rows: list[list[Any]] = []
-    if progress:
-        progress("predict", 0, len(items))
-    task = CloudScoreTask(model_path, models, out)
-    for _, part in runner(engine, model_path).map_ordered(task, chunks):
-        rows += part
-        if progress:
-            progress("predict", len(rows), len(items))
+    rows = scored(CloudScoreTask(model_path, models, out), items, engine, chunk, progress, "predict")
     remove_leftovers(out)  # temporary files a killed worker left behind
     buf = io.StringIO()
     csv.writer(buf, lineterminator="\n").writerows([SCORE_HEADER, *rows])
@@ -105,8 +107,7 @@ def predict_clouds(model_path: str | Path, category: str, clouds: Sequence[Path]
 
 
 def score_samples3d(samples: Sequence[tuple[str, Any, str]], models: dict[str, Any] | None, engine: Any = None,
-                    model_path: str | Path | None = None, chunk: int = CHUNK) -> list[tuple[float, np.ndarray]]:
+                    model_path: str | Path | None = None, chunk: int = CHUNK,
+                    progress: Callable[[str, int, int | None], None] | None = None) -> list[tuple[float, np.ndarray]]:
     """``(object score, point scores)`` of each ``(category, sample, name)``, in order."""
-    chunks = [tuple(samples[s:s + chunk]) for s in range(0, len(samples), max(1, int(chunk)))]
-    task = CloudScoreTask(model_path, models)
-    return [r for _, part in runner(engine, model_path).map_ordered(task, chunks) for r in part]
+    return scored(CloudScoreTask(model_path, models), samples, engine, chunk, progress, "score")
