@@ -266,7 +266,7 @@ def test_killed_worker_redoes_only_its_unfinished_items(eng2, tmp_path):
     assert all(len(runs[i]) == 1 for i in done_before)  # finished items are never redone
 
 
-def test_sigkilled_driver_resumes_to_the_same_bytes(local_ray, data, tmp_path):
+def test_sigkilled_driver_resumes_to_the_same_bytes(data, tmp_path):
     """The CLI on Ray (its own local Ray) is SIGKILLed after a few samples; the same
     command again finishes the run, and the files equal an uninterrupted local run."""
     import subprocess
