@@ -163,3 +163,25 @@ def declared_options(app, prefix: tuple[str, ...] = (), arguments: bool = False)
     for group in app.registered_groups:
         sub = group.typer_instance
         yield from declared_options(sub, (*prefix, group.name or sub.info.name), arguments)
+
+
+def markdown_table(app) -> str:
+    """The option table of ``docs/cli.md`` (``python -m defectforge._cligrammar`` prints it)."""
+    uses: dict[str, set[str]] = {}
+    for path, names, _ in declared_options(app):
+        for name in names:
+            uses.setdefault(name, set()).add(path)
+    short = {long: s for s, long in SHORT.items()}
+    rows = ["| Option | Value | Meaning | Commands |", "|---|---|---|---|"]
+    for name, (vtype, meaning) in OPTIONS.items():
+        alias = f" / `{short[name]}`" if name in short else ""
+        cmds = sorted(uses.get(name, ()))
+        where = "every job command" if name in ("--config", "--print-config") else ", ".join(f"`{c}`" for c in cmds)
+        rows.append(f"| `{name}`{alias} | {vtype} | {meaning} | {where} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    from defectforge.cli import app as _app
+
+    print(markdown_table(_app))
