@@ -267,6 +267,13 @@ def test_renamed_spellings_still_work_with_a_warning(tmp_path):
                             "--out", str(tmp_path / "q")])
     assert r.exit_code == 0 and "deprecated" not in r.stderr
     assert [f.suffix for f in (tmp_path / "q").iterdir()] == [".npy"]
+    from defectforge import _verbosity
+
+    try:
+        r = runner.invoke(app, ["-q", "parts", "--n", "1", "--points", "300", "--format", "txt", "--out", str(tmp_path / "t")])
+    finally:
+        _verbosity.set_level(_verbosity.NORMAL)
+    assert r.exit_code == 0 and r.stderr == "" and [f.suffix for f in (tmp_path / "t").iterdir()] == [".txt"]
     root = typer.main.get_command(app)
     args, warns = rewrite_renamed(root, ["-q", "synth", "d", "--format=yolo", "-c", "r.yaml", "--", "--format"])
     assert args == ["-q", "synth", "d", "--to=yolo", "--config", "r.yaml", "--", "--format"] and len(warns) == 2

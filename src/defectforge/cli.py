@@ -17,6 +17,7 @@ them; this file lists the modules.
 from __future__ import annotations
 
 import importlib
+import itertools
 import sys
 
 import typer
@@ -37,7 +38,8 @@ class _Group(TyperGroup):
         from defectforge._cligrammar import rewrite_renamed
 
         args, warnings = rewrite_renamed(self, list(args))  # old spellings: still work, with a warning
-        for line in warnings:
+        root_flags = set(itertools.takewhile(lambda a: a.startswith("-"), args))
+        for line in warnings if not root_flags & {"-q", "--quiet"} else ():
             print(line, file=sys.stderr)
         ctx.meta["defectforge.args"] = list(args)
         return super().parse_args(ctx, args)
