@@ -74,7 +74,7 @@ RENAMED: dict[str, dict[str, str]] = {
 RERUN, ADD_RESUME = "rerun", "--resume"
 RESUME: dict[str, str] = {
     "synth": RERUN, "synth3d": RERUN, "parts": RERUN, "detect predict": RERUN, "experiment": RERUN,
-    "train-detector": RERUN, "lora train": ADD_RESUME,
+    "train-detector": RERUN, "recipe search": RERUN, "lora train": ADD_RESUME,
 }
 """Resumable commands: rerunning the same command resumes (``rerun``), or ``--resume`` is needed."""
 
