@@ -63,28 +63,48 @@ def _sq32(x, r, q):
     return acc
 
 
+@njit(cache=True, nogil=True, fastmath=True)
+def _sq64(a, C, q):
+    """``sum((a - C[q])^2)`` in float64, any order (vectorised): within ``d 2^-52`` relative."""
+    acc = 0.0
+    for i in range(a.shape[0]):
+        w = np.float64(a[i]) - np.float64(C[q, i])
+        acc += w * w
+    return acc
+
+
 @njit(cache=True, nogil=True)
-def _sync(x, Y, eps, eps_max, plan, s, e, C, cpos, j0, j1, mind, orig, bc, brad, bound, scratch, sel, YcT, acc,
-          counts):
+def _sync(x, Y, eps, eps_max, plan, s, e, C, cpos, j0, j1, mind, orig, bc, brad, h, bound, scratch, sel, YcT, acc,
+          dmv, tmp, counts):
     """Compare rows ``s:e`` with centres ``j0:j1``; return the block's new maximum and its
-    row (original index). A centre farther from the block's ball than ``bound`` (an upper
-    bound of every row's distance to the chosen set) cannot move any row and is skipped."""
+    row (original index).
+
+    Tests, cheapest first, each a proven bound (the slack terms are far above the rounding
+    of the float64 sums they guard): a centre farther from the block's ball than ``bound``
+    (an upper bound of every row's distance to the chosen set) cannot move any row; a row
+    ``x`` at distance ``h`` from the block centre only needs the centres whose distance
+    ``dm`` to that centre is within ``|dm - h| <= mind(x)`` (triangle inequality: with the
+    centres sorted by ``dm`` that is one contiguous range); then the principal-axis test,
+    the float32 test, and the exact distance."""
     d = x.shape[1]
     cnt = 0
     for q in range(j0, j1):
-        t = 0.0
-        for i in range(d):
-            u = np.float64(bc[i]) - np.float64(C[q, i])
-            t += u * u
-        # relative slack far above the rounding of this float64 sum
-        if math.sqrt(t) * (1.0 - 1e-9) - brad > bound:
+        dq = math.sqrt(_sq64(bc, C, q))
+        if dq * (1.0 - 1e-9) - brad > bound:
             continue
-        sel[cnt] = q
-        for t in range(Y.shape[1]):
-            YcT[t, cnt] = Y[cpos[q], t]
+        tmp[cnt] = q
+        dmv[cnt] = dq
         cnt += 1
     counts[2] += j1 - j0 - cnt
     if cnt > 0:
+        order = np.argsort(dmv[:cnt])
+        dms = dmv[:cnt][order]
+        for jj in range(cnt):
+            q = tmp[order[jj]]
+            sel[jj] = q
+            for t in range(Y.shape[1]):
+                YcT[t, jj] = Y[cpos[q], t]
+        slack = 1e-12 * (dms[cnt - 1] + brad)
         p = Y.shape[1]
         # a float32 sum of p squared differences is within (p + 4) 2^-24 of the exact one
         fac = 1.0 + (p + 8) * 2.0 ** -24
@@ -96,16 +116,23 @@ def _sync(x, Y, eps, eps_max, plan, s, e, C, cpos, j0, j1, mind, orig, bc, brad,
             # true one, less the rounding of y and of this float32 sum) exceeds mind
             if m == np.inf:
                 thr = np.float32(np.inf)
+                lo, hi = 0, cnt
             else:
                 thr = np.float32(((m * (1.0 + 1e-9) + eps[r] + eps_max) * fac) ** 2)
-            for jj in range(cnt):
+                mm = m * (1.0 + 1e-9) + slack
+                lo = np.searchsorted(dms, h[r] - mm)
+                hi = np.searchsorted(dms, h[r] + mm, side="right")
+            if hi <= lo:
+                continue
+            counts[1] += hi - lo
+            for jj in range(lo, hi):
                 acc[jj] = 0.0
             for t in range(p):
                 yv = Y[r, t]
-                for jj in range(cnt):
+                for jj in range(lo, hi):
                     w = yv - YcT[t, jj]
                     acc[jj] += w * w
-            for jj in range(cnt):
+            for jj in range(lo, hi):
                 if acc[jj] <= thr:
                     q = sel[jj]
                     # second test: the full float32 distance, with its rounding bound
@@ -117,7 +144,6 @@ def _sync(x, Y, eps, eps_max, plan, s, e, C, cpos, j0, j1, mind, orig, bc, brad,
                         m = dd
                         thr = np.float32(((m * (1.0 + 1e-9) + eps[r] + eps_max) * fac) ** 2)
             mind[r] = m
-        counts[1] += (e - s) * cnt
     best = -1.0
     arg = orig[s]
     for r in range(s, e):
@@ -128,8 +154,8 @@ def _sync(x, Y, eps, eps_max, plan, s, e, C, cpos, j0, j1, mind, orig, bc, brad,
 
 
 @njit(cache=True, nogil=True)
-def _run(x, Y, eps, eps_max, plan, B, C, cpos, chosen, k, n, every, mind, orig, where, bc, brad, synced, tv, ta,
-         tb, P, scratch, sel, YcT, acc, counts):
+def _run(x, Y, eps, eps_max, plan, B, C, cpos, chosen, k, n, every, mind, orig, where, bc, brad, h, synced, tv, ta,
+         tb, P, scratch, sel, YcT, acc, dmv, tmp, counts):
     N = x.shape[0]
     while True:
         if k >= n:
@@ -138,8 +164,8 @@ def _run(x, Y, eps, eps_max, plan, B, C, cpos, chosen, k, n, every, mind, orig, 
         if synced[b] < k:
             s = b * B
             e = min(N, s + B)
-            v, a = _sync(x, Y, eps, eps_max, plan, s, e, C, cpos, synced[b], k, mind, orig, bc[b], brad[b],
-                         tv[P + b], scratch, sel, YcT, acc, counts)
+            v, a = _sync(x, Y, eps, eps_max, plan, s, e, C, cpos, synced[b], k, mind, orig, bc[b], brad[b], h,
+                         tv[P + b], scratch, sel, YcT, acc, dmv, tmp, counts)
             synced[b] = k
             counts[3] += 1
             _set_leaf(tv, ta, tb, P, b, v, a)
@@ -156,8 +182,9 @@ def _run(x, Y, eps, eps_max, plan, B, C, cpos, chosen, k, n, every, mind, orig, 
 
 
 @njit(cache=True, nogil=True)
-def _block_balls(x, B, plan, bc, brad):
-    """Centre (float32 mean) and radius (float64, exact distances) of every block."""
+def _block_balls(x, B, plan, bc, brad, h):
+    """Centre (float32 mean) and radius (float64, exact distances) of every block, and
+    every row's distance ``h`` to its block's centre."""
     N, d = x.shape
     acc = np.empty(d, np.float64)
     c64 = np.empty(d, np.float64)
@@ -174,6 +201,7 @@ def _block_balls(x, B, plan, bc, brad):
         rad = 0.0
         for r in range(s, e):
             t = _dist_to(x, r, c64, plan)
+            h[r] = t
             if t > rad:
                 rad = t
         brad[b] = rad * (1.0 + 1e-9)
@@ -280,7 +308,8 @@ class LazyState:
         nb = (N + self.B - 1) // self.B
         self.bc = np.empty((nb, d), np.float32)
         self.brad = np.empty(nb, np.float64)
-        _block_balls(x, self.B, self.plan, self.bc, self.brad)
+        self.h = np.empty(N, np.float64)
+        _block_balls(x, self.B, self.plan, self.bc, self.brad, self.h)
         self.P = 1 << max(0, math.ceil(math.log2(max(nb, 1))))
         self.tv = np.full(2 * self.P, -1.0)
         self.ta = np.full(2 * self.P, np.iinfo(np.int64).max, np.int64)
@@ -292,6 +321,8 @@ class LazyState:
         self.C = np.empty((self.n, d), np.float32)
         self.YcT = np.empty((self.Y.shape[1], self.n), np.float32)
         self.acc = np.empty(self.n, np.float32)
+        self.dmv = np.empty(self.n, np.float64)
+        self.tmp = np.empty(self.n, np.int64)
         self.sel = np.empty(self.n, np.int64)
         self.chosen = np.empty(self.n, np.int64)
         self.cpos = np.empty(self.n, np.int64)
@@ -305,8 +336,9 @@ class LazyState:
         """Choose rows until ``every`` divides the count, ``n`` are chosen or all rows are
         covered; True when finished."""
         k, done = _run(self.x, self.Y, self.eps, self.eps_max, self.plan, self.B, self.C, self.cpos, self.chosen,
-                       self.k, self.n, int(every), self.mind, self.orig, self.where, self.bc, self.brad, self.synced,
-                       self.tv, self.ta, self.tb, self.P, self.scratch, self.sel, self.YcT, self.acc, self.counts)
+                       self.k, self.n, int(every), self.mind, self.orig, self.where, self.bc, self.brad, self.h,
+                       self.synced, self.tv, self.ta, self.tb, self.P, self.scratch, self.sel, self.YcT, self.acc,
+                       self.dmv, self.tmp, self.counts)
         self.k = int(k)
         return bool(done)
 
