@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 from defectforge.bank._exact import _dist_to, pair_dist
 
@@ -74,8 +74,66 @@ def _sq64(a, C, q):
 
 
 @njit(cache=True, nogil=True)
+def _update_rows(x, Y, eps, eps_max, plan, r0, r1, cpos, sel, YcT, dms, cnt, slack, mind, h, scratch, acc, counts):
+    """Bring rows ``r0:r1`` up to date with the ``cnt`` centres ``sel`` (sorted by their
+    distance ``dms`` to the block centre; ``YcT`` their principal-axis rows, transposed)."""
+    p = Y.shape[1]
+    # a float32 sum of p squared differences is within (p + 4) 2^-24 of the exact one
+    fac = 1.0 + (p + 8) * 2.0 ** -24
+    facx = 1.0 + (x.shape[1] + 8) * 2.0 ** -23
+    for r in range(r0, r1):
+        m = mind[r]
+        # skip a pair when its distance in the principal axes (a lower bound of the
+        # true one, less the rounding of y and of this float32 sum) exceeds mind
+        if m == np.inf:
+            thr = np.float32(np.inf)
+            lo, hi = 0, cnt
+        else:
+            thr = np.float32(((m * (1.0 + 1e-9) + eps[r] + eps_max) * fac) ** 2)
+            mm = m * (1.0 + 1e-9) + slack
+            lo = np.searchsorted(dms, h[r] - mm)
+            hi = np.searchsorted(dms, h[r] + mm, side="right")
+        if hi <= lo:
+            continue
+        counts[1] += hi - lo
+        for jj in range(lo, hi):
+            acc[jj] = 0.0
+        for t in range(p):
+            yv = Y[r, t]
+            for jj in range(lo, hi):
+                w = yv - YcT[t, jj]
+                acc[jj] += w * w
+        for jj in range(lo, hi):
+            if acc[jj] <= thr:
+                q = sel[jj]
+                # second test: the full float32 distance, with its rounding bound
+                if np.float64(_sq32(x, r, cpos[q])) > (m * (1.0 + 1e-9)) ** 2 * facx:
+                    continue
+                dd = pair_dist(x, r, cpos[q], plan, scratch)
+                counts[0] += 1
+                if dd < m:
+                    m = dd
+                    thr = np.float32(((m * (1.0 + 1e-9) + eps[r] + eps_max) * fac) ** 2)
+        mind[r] = m
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _update_rows_par(x, Y, eps, eps_max, plan, s, e, cpos, sel, YcT, dms, cnt, slack, mind, h, scratch2, acc2,
+                     counts2):
+    """:func:`_update_rows` on ``T`` threads, each on its own slice of rows and buffers."""
+    T = acc2.shape[0]
+    step = (e - s + T - 1) // T
+    for c in prange(T):
+        r0 = s + c * step
+        r1 = min(e, r0 + step)
+        if r1 > r0:
+            _update_rows(x, Y, eps, eps_max, plan, r0, r1, cpos, sel, YcT, dms, cnt, slack, mind, h, scratch2[c],
+                         acc2[c], counts2[c])
+
+
+@njit(cache=True, nogil=True)
 def _sync(x, Y, eps, eps_max, plan, s, e, C, cpos, j0, j1, mind, orig, bc, brad, h, bound, scratch, sel, YcT, acc,
-          dmv, tmp, counts):
+          dmv, tmp, counts, par_min, scratch2, acc2, counts2):
     """Compare rows ``s:e`` with centres ``j0:j1``; return the block's new maximum and its
     row (original index).
 
@@ -105,45 +163,17 @@ def _sync(x, Y, eps, eps_max, plan, s, e, C, cpos, j0, j1, mind, orig, bc, brad,
             for t in range(Y.shape[1]):
                 YcT[t, jj] = Y[cpos[q], t]
         slack = 1e-12 * (dms[cnt - 1] + brad)
-        p = Y.shape[1]
-        # a float32 sum of p squared differences is within (p + 4) 2^-24 of the exact one
-        fac = 1.0 + (p + 8) * 2.0 ** -24
-        facx = 1.0 + (x.shape[1] + 8) * 2.0 ** -23
-        for i in range(e - s):
-            r = s + i
-            m = mind[r]
-            # skip a pair when its distance in the principal axes (a lower bound of the
-            # true one, less the rounding of y and of this float32 sum) exceeds mind
-            if m == np.inf:
-                thr = np.float32(np.inf)
-                lo, hi = 0, cnt
-            else:
-                thr = np.float32(((m * (1.0 + 1e-9) + eps[r] + eps_max) * fac) ** 2)
-                mm = m * (1.0 + 1e-9) + slack
-                lo = np.searchsorted(dms, h[r] - mm)
-                hi = np.searchsorted(dms, h[r] + mm, side="right")
-            if hi <= lo:
-                continue
-            counts[1] += hi - lo
-            for jj in range(lo, hi):
-                acc[jj] = 0.0
-            for t in range(p):
-                yv = Y[r, t]
-                for jj in range(lo, hi):
-                    w = yv - YcT[t, jj]
-                    acc[jj] += w * w
-            for jj in range(lo, hi):
-                if acc[jj] <= thr:
-                    q = sel[jj]
-                    # second test: the full float32 distance, with its rounding bound
-                    if np.float64(_sq32(x, r, cpos[q])) > (m * (1.0 + 1e-9)) ** 2 * facx:
-                        continue
-                    dd = pair_dist(x, r, cpos[q], plan, scratch)
-                    counts[0] += 1
-                    if dd < m:
-                        m = dd
-                        thr = np.float32(((m * (1.0 + 1e-9) + eps[r] + eps_max) * fac) ** 2)
-            mind[r] = m
+        if (e - s) * cnt >= par_min and acc2.shape[0] > 1:
+            _update_rows_par(x, Y, eps, eps_max, plan, s, e, cpos, sel, YcT, dms, cnt, slack, mind, h, scratch2,
+                             acc2, counts2)
+            for c in range(counts2.shape[0]):
+                counts[0] += counts2[c, 0]
+                counts[1] += counts2[c, 1]
+                counts2[c, 0] = 0
+                counts2[c, 1] = 0
+        else:
+            _update_rows(x, Y, eps, eps_max, plan, s, e, cpos, sel, YcT, dms, cnt, slack, mind, h, scratch, acc,
+                         counts)
     best = -1.0
     arg = orig[s]
     for r in range(s, e):
@@ -155,7 +185,7 @@ def _sync(x, Y, eps, eps_max, plan, s, e, C, cpos, j0, j1, mind, orig, bc, brad,
 
 @njit(cache=True, nogil=True)
 def _run(x, Y, eps, eps_max, plan, B, C, cpos, chosen, k, n, every, mind, orig, where, bc, brad, h, synced, tv, ta,
-         tb, P, scratch, sel, YcT, acc, dmv, tmp, counts):
+         tb, P, scratch, sel, YcT, acc, dmv, tmp, counts, par_min, scratch2, acc2, counts2):
     N = x.shape[0]
     while True:
         if k >= n:
@@ -165,7 +195,7 @@ def _run(x, Y, eps, eps_max, plan, B, C, cpos, chosen, k, n, every, mind, orig, 
             s = b * B
             e = min(N, s + B)
             v, a = _sync(x, Y, eps, eps_max, plan, s, e, C, cpos, synced[b], k, mind, orig, bc[b], brad[b], h,
-                         tv[P + b], scratch, sel, YcT, acc, dmv, tmp, counts)
+                         tv[P + b], scratch, sel, YcT, acc, dmv, tmp, counts, par_min, scratch2, acc2, counts2)
             synced[b] = k
             counts[3] += 1
             _set_leaf(tv, ta, tb, P, b, v, a)
@@ -294,7 +324,8 @@ class LazyState:
     the rows already in block order (``orig[i]`` is the original index of row ``i``);
     ``dim``: how many principal axes the first, cheap test uses."""
 
-    def __init__(self, x: np.ndarray, orig: np.ndarray, n: int, start: int, block: int, dim: int = 16):
+    def __init__(self, x: np.ndarray, orig: np.ndarray, n: int, start: int, block: int, dim: int = 16,
+                 threads: int = 1, par_min: int = 16384):
         from defectforge.bank._exact import pairwise_plan
 
         N, d = x.shape
@@ -329,6 +360,11 @@ class LazyState:
         r = int(self.where[start])
         self.chosen[0], self.cpos[0], self.C[0] = start, r, x[r]
         self.scratch = np.empty(d, np.float64)
+        T = max(1, int(threads))
+        self.par_min = int(par_min)  # row-centre pairs a visit needs before it is split over threads
+        self.scratch2 = np.empty((T, d), np.float64)
+        self.acc2 = np.empty((T, self.n), np.float32)
+        self.counts2 = np.zeros((T, 2), np.int64)
         self.counts = np.zeros(4, np.int64)  # exact distances, row-centre pairs tested, centres skipped, syncs
         self.k = 1
 
@@ -338,7 +374,7 @@ class LazyState:
         k, done = _run(self.x, self.Y, self.eps, self.eps_max, self.plan, self.B, self.C, self.cpos, self.chosen,
                        self.k, self.n, int(every), self.mind, self.orig, self.where, self.bc, self.brad, self.h,
                        self.synced, self.tv, self.ta, self.tb, self.P, self.scratch, self.sel, self.YcT, self.acc,
-                       self.dmv, self.tmp, self.counts)
+                       self.dmv, self.tmp, self.counts, self.par_min, self.scratch2, self.acc2, self.counts2)
         self.k = int(k)
         return bool(done)
 

@@ -39,7 +39,7 @@ def coreset_size(n_rows: int, ratio: float, minimum: int = 0) -> int:
 
 
 def greedy_kcenter(x: np.ndarray, n: int, seed: int = 0, progress: Callable[[int], None] | None = None,
-                   block: int = 128, dim: int = 16, overwrite_x: bool = False,
+                   block: int = 128, dim: int = 16, overwrite_x: bool = False, threads: int | None = None,
                    stats: dict | None = None) -> np.ndarray:
     """Indices of ``n`` rows of ``x`` chosen by greedy k-center (farthest-first), exact.
 
@@ -47,8 +47,9 @@ def greedy_kcenter(x: np.ndarray, n: int, seed: int = 0, progress: Callable[[int
     float32 (exactly, for float16). The first row is drawn from
     ``numpy.random.default_rng(seed)``. Stops early when every row coincides with a chosen
     row (duplicates), so the result can be shorter than ``n``. ``progress`` is called with
-    the number of rows chosen so far (about every 1 % and at the end). ``block`` and ``dim``
-    change the speed only, never the result. ``overwrite_x=True`` lets the rows be
+    the number of rows chosen so far (about every 1 % and at the end). ``block``, ``dim``
+    and ``threads`` (default: numba's thread count, i.e. the cores) change the speed only,
+    never the result. ``overwrite_x=True`` lets the rows be
     reordered in place (a writable float32 ``x`` is then not copied; its content is
     undefined afterwards). ``stats``, when given, receives ``exact_distances``,
     ``pairs_tested`` (row-centre pairs seen by the first test), ``centres_skipped`` (by
@@ -68,7 +69,11 @@ def greedy_kcenter(x: np.ndarray, n: int, seed: int = 0, progress: Callable[[int
         permute_rows(x, perm)
     else:
         x = np.ascontiguousarray(x[perm], dtype=np.float32)
-    state = LazyState(x, perm, n, start, block, dim)
+    if threads is None:
+        import numba
+
+        threads = numba.get_num_threads()
+    state = LazyState(x, perm, n, start, block, dim, threads=threads)
     every = max(64, n // 100)
     while True:
         done = state.run(every)
