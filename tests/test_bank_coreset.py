@@ -117,3 +117,20 @@ def test_row_spool_gathers_in_one_pass(tmp_path):
             sp.append(np.zeros((2, 3), np.float32))
         path = sp.path
     assert not list(tmp_path.iterdir()), path
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_threaded_block_visits_give_the_same_selection(threads):
+    """Every visit split over threads (``par_min=0``): same rows, same order."""
+    from defectforge.bank._lazy import LazyState, block_order
+
+    rng = np.random.default_rng(threads)
+    x = _data("clusters", rng, 3000, 24)
+    ref = greedy_kcenter_bruteforce(x, 300, seed=4)
+    perm = block_order(x, 64)
+    xp = np.ascontiguousarray(x[perm])
+    start = int(np.random.default_rng(4).integers(len(x)))
+    state = LazyState(xp, perm, 300, start, 64, 8, threads=threads, par_min=0)
+    while not state.run(50):
+        pass
+    assert np.array_equal(state.chosen[:state.k], ref)
