@@ -127,10 +127,11 @@ def test_threaded_block_visits_give_the_same_selection(threads):
     rng = np.random.default_rng(threads)
     x = _data("clusters", rng, 3000, 24)
     ref = greedy_kcenter_bruteforce(x, 300, seed=4)
-    perm = block_order(x, 64)
+    y, eps = principal_rows(x, 8)
+    perm = block_order(y, 64)
     xp = np.ascontiguousarray(x[perm])
     start = int(np.random.default_rng(4).integers(len(x)))
-    state = LazyState(xp, perm, 300, start, 64, 8, threads=threads, par_min=0)
+    state = LazyState(xp, perm, 300, start, 64, y[perm], eps[perm], threads=threads, par_min=0)
     while not state.run(50):
         pass
     assert np.array_equal(state.chosen[:state.k], ref)

@@ -322,10 +322,10 @@ def permute_rows(x, perm):
 class LazyState:
     """Everything the traversal keeps between calls of :meth:`run` (for progress). ``x``:
     the rows already in block order (``orig[i]`` is the original index of row ``i``);
-    ``dim``: how many principal axes the first, cheap test uses."""
+    ``Y``/``eps``: their :func:`principal_rows`, in the same order."""
 
-    def __init__(self, x: np.ndarray, orig: np.ndarray, n: int, start: int, block: int, dim: int = 16,
-                 threads: int = 1, par_min: int = 16384):
+    def __init__(self, x: np.ndarray, orig: np.ndarray, n: int, start: int, block: int, Y: np.ndarray,
+                 eps: np.ndarray, threads: int = 1, par_min: int = 16384):
         from defectforge.bank._exact import pairwise_plan
 
         N, d = x.shape
@@ -334,7 +334,7 @@ class LazyState:
         self.where = np.empty(N, np.int64)
         self.where[self.orig] = np.arange(N)
         self.plan = pairwise_plan(d)
-        self.Y, self.eps = principal_rows(x, dim)
+        self.Y, self.eps = np.ascontiguousarray(Y, dtype=np.float32), np.ascontiguousarray(eps, dtype=np.float64)
         self.eps_max = float(self.eps.max()) if N else 0.0
         nb = (N + self.B - 1) // self.B
         self.bc = np.empty((nb, d), np.float32)

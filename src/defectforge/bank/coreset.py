@@ -55,7 +55,7 @@ def greedy_kcenter(x: np.ndarray, n: int, seed: int = 0, progress: Callable[[int
     ``pairs_tested`` (row-centre pairs seen by the first test), ``centres_skipped`` (by
     the block test) and ``block_visits``.
     """
-    from defectforge.bank._lazy import LazyState, block_order, permute_rows
+    from defectforge.bank._lazy import LazyState, block_order, permute_rows, principal_rows
 
     x = np.asarray(x)
     N = x.shape[0]
@@ -64,16 +64,17 @@ def greedy_kcenter(x: np.ndarray, n: int, seed: int = 0, progress: Callable[[int
         return np.zeros(0, dtype=np.int64)
     start = int(np.random.default_rng(seed).integers(N))
     block = int(max(1, block))
-    perm = block_order(np.ascontiguousarray(x, dtype=np.float32), block)
-    if overwrite_x and x.dtype == np.float32 and x.flags.c_contiguous and x.flags.writeable:
-        permute_rows(x, perm)
-    else:
-        x = np.ascontiguousarray(x[perm], dtype=np.float32)
+    if not (overwrite_x and x.dtype == np.float32 and x.flags.c_contiguous and x.flags.writeable):
+        x = np.array(x, dtype=np.float32, order="C")  # a private copy (float16 converts exactly)
+    y, eps = principal_rows(x, dim)
+    perm = block_order(y, block)  # near rows together, judged on the principal axes (speed only)
+    permute_rows(x, perm)
+    y, eps = np.ascontiguousarray(y[perm]), eps[perm]
     if threads is None:
         import numba
 
         threads = numba.get_num_threads()
-    state = LazyState(x, perm, n, start, block, dim, threads=threads)
+    state = LazyState(x, perm, n, start, block, y, eps, threads=threads)
     every = max(64, n // 100)
     while True:
         done = state.run(every)
