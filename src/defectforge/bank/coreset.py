@@ -39,7 +39,7 @@ def coreset_size(n_rows: int, ratio: float, minimum: int = 0) -> int:
 
 
 def greedy_kcenter(x: np.ndarray, n: int, seed: int = 0, progress: Callable[[int], None] | None = None,
-                   block: int = 128, dim: int = 16, overwrite_x: bool = False, threads: int | None = None,
+                   block: int = 128, dim: int = 16, overwrite_x: bool = False, threads: int = 1,
                    stats: dict | None = None) -> np.ndarray:
     """Indices of ``n`` rows of ``x`` chosen by greedy k-center (farthest-first), exact.
 
@@ -48,8 +48,9 @@ def greedy_kcenter(x: np.ndarray, n: int, seed: int = 0, progress: Callable[[int
     ``numpy.random.default_rng(seed)``. Stops early when every row coincides with a chosen
     row (duplicates), so the result can be shorter than ``n``. ``progress`` is called with
     the number of rows chosen so far (about every 1 % and at the end). ``block``, ``dim``
-    and ``threads`` (default: numba's thread count, i.e. the cores) change the speed only,
-    never the result. ``overwrite_x=True`` lets the rows be
+    and ``threads`` change the speed only, never the result (``threads > 1`` splits large
+    block visits over numba threads; measured slower on a busy 2-core machine, so off by
+    default, see ``docs/bench/scale.md``). ``overwrite_x=True`` lets the rows be
     reordered in place (a writable float32 ``x`` is then not copied; its content is
     undefined afterwards). ``stats``, when given, receives ``exact_distances``,
     ``pairs_tested`` (row-centre pairs seen by the first test), ``centres_skipped`` (by
@@ -70,10 +71,6 @@ def greedy_kcenter(x: np.ndarray, n: int, seed: int = 0, progress: Callable[[int
     perm = block_order(y, block)  # near rows together, judged on the principal axes (speed only)
     permute_rows(x, perm)
     y, eps = np.ascontiguousarray(y[perm]), eps[perm]
-    if threads is None:
-        import numba
-
-        threads = numba.get_num_threads()
     state = LazyState(x, perm, n, start, block, y, eps, threads=threads)
     every = max(64, n // 100)
     while True:
