@@ -171,3 +171,41 @@ def test_cli_job_argument_lists(tmp_path):
     assert "--random-init" in fit and fit[fit.index("--seed") + 1] == "3"
     off = argv(st, {"command": "detect fit", "args": {"data": "@sample", "out": "m2.pt", "random_init": False}})
     assert "--random-init" not in off
+
+
+@pytest.mark.slow
+def test_review_rejections_are_honoured_by_reruns_and_detect_fit(tmp_path):
+    """A sample rejected in Review leaves the manifest and exports, stays out after the synth
+    job is run again on the folder, and ``detect fit --synthetic`` puts only the kept samples
+    into ExDD's defect bank (the model file records how many went in)."""
+    from typer.testing import CliRunner
+
+    from defectforge.cli import app
+    from defectforge.data.formats import load_dataset
+    from defectforge.datasets import sample_path
+    from defectforge.detect.base import load_detector
+
+    c = TestClient(create_app(tmp_path))
+    cfg = {**CONFIG, "n": 4, "formats": ["mvtec"]}
+    j = c.post("/api/jobs", json={"kind": "synth", "config": cfg, "out": "runs/r"}).json()
+    assert _wait(c, j["id"], ("done", "failed"))["status"] == "done"
+    items = c.get("/api/review", params={"set": "runs/r"}).json()["items"]
+    assert len(items) == 4
+    gone = items[2]
+    assert c.post("/api/review/decide", json={"set": "runs/r", "index": gone["index"],
+                                              "decision": "rejected"}).json()["kept"] == 3
+    out = tmp_path / "runs" / "r"
+    listed = lambda: sorted(s.path.name for s in load_dataset(out))  # noqa: E731
+    assert len(listed()) == 3 and gone["file"].split("/")[-1] not in listed()
+    n_export = len(list((out / "export" / "mvtec").rglob("*.png")))
+    # the job run again on the same folder (everything resumed) keeps the decision
+    c.post(f"/api/jobs/{j['id']}/resume")
+    again = _wait(c, j["id"], ("done", "failed"))
+    assert again["status"] == "done" and "4 resumed" in again["message"], again["message"]
+    assert len(listed()) == 3 and len(list((out / "export" / "mvtec").rglob("*.png"))) == n_export
+    model = tmp_path / "m.pt"
+    r = CliRunner().invoke(app, ["detect", "fit", str(sample_path()), "--out", str(model), "--model", "exdd",
+                                 "--random-init", "--image-size", "48", "--no-real-defects", "--synthetic", str(out)])
+    assert r.exit_code == 0, r.output
+    sets = load_detector(model).fit_info_["defect_sets"]
+    assert [s["images"] for s in sets if s["name"].startswith("synthetic:")] == [3]
