@@ -209,3 +209,104 @@ def test_review_rejections_are_honoured_by_reruns_and_detect_fit(tmp_path):
     assert r.exit_code == 0, r.output
     sets = load_detector(model).fit_info_["defect_sets"]
     assert [s["images"] for s in sets if s["name"].startswith("synthetic:")] == [3]
+
+
+@pytest.mark.slow
+def test_cli_jobs_live_progress_cancel_resume_and_config(tmp_path):
+    """``detect fit`` and ``detect eval`` jobs report the child's progress while they run,
+    can be cancelled (nothing half-written) and resumed, and show their YAML config with
+    the command line."""
+    c = TestClient(create_app(tmp_path))
+    fit = {"command": "detect fit", "args": {"data": "@sample", "out": "models/m.pt", "model": "patchcore",
+                                             "image_size": "64", "random_init": True}}
+    j = c.post("/api/jobs", json={"kind": "cli", "config": fit}).json()
+    seen = []
+    t0 = time.time()
+    while time.time() - t0 < 300:
+        cur = next(x for x in c.get("/api/jobs").json()["jobs"] if x["id"] == j["id"])
+        if cur["status"] == "running" and cur["total"]:
+            seen.append((cur["stage"], cur["done"], cur["total"]))
+        if cur["status"] in ("done", "failed"):
+            break
+        time.sleep(0.05)
+    assert cur["status"] == "done", cur["message"]
+    assert seen and all(st and 0 <= d <= t for st, d, t in seen), seen  # live, while running
+    assert cur["done"] == cur["total"] and cur["total"] > 0
+    text = c.get(f"/api/jobs/{j['id']}/config.yaml", params={"download": 0}).text
+    assert text.startswith("# runs: defectforge detect fit ") and "--random-init" in text and "model: patchcore" in text
+    ev = {"command": "detect eval", "args": {"model_path": "models/m.pt", "data": "@sample", "json_out": "eval/m.json"}}
+    e = c.post("/api/jobs", json={"kind": "cli", "config": ev}).json()
+    done = _wait(c, e["id"], ("done", "failed"), timeout=300)
+    assert done["status"] == "done", done["message"]
+    n_test = len(json.loads((tmp_path / "eval" / "m.json").read_text())["per_image"])
+    assert (done["stage"], done["done"], done["total"]) == ("eval", n_test, n_test)
+    # cancel a fit while it runs: the model file is not written; resume runs it to the end
+    fit2 = {"command": "detect fit", "args": {**fit["args"], "out": "models/m2.pt", "image_size": "96"}}
+    k = c.post("/api/jobs", json={"kind": "cli", "config": fit2}).json()
+    t0 = time.time()
+    while time.time() - t0 < 300:
+        cur = next(x for x in c.get("/api/jobs").json()["jobs"] if x["id"] == k["id"])
+        if cur["status"] == "running" and cur["total"] or cur["status"] in ("done", "failed"):
+            break
+        time.sleep(0.05)
+    c.post(f"/api/jobs/{k['id']}/cancel")
+    stopped = _wait(c, k["id"], ("cancelled", "done", "failed"), timeout=120)
+    assert stopped["status"] == "cancelled", stopped
+    assert not (tmp_path / "models" / "m2.pt").exists()
+    c.post(f"/api/jobs/{k['id']}/resume")
+    again = _wait(c, k["id"], ("done", "failed"), timeout=300)
+    assert again["status"] == "done" and (tmp_path / "models" / "m2.pt").is_file(), again["message"]
+
+
+@pytest.fixture(scope="module")
+def eval_project(tmp_path_factory):
+    """A project with a tiny random-init PatchCore and its ``detect eval --json`` output."""
+    from typer.testing import CliRunner
+
+    from defectforge.cli import app
+    from defectforge.datasets import sample_path
+
+    root = tmp_path_factory.mktemp("evalproj")
+    import shutil
+
+    shutil.copytree(sample_path(), root / "data")
+    run = CliRunner().invoke
+    r = run(app, ["detect", "fit", str(root / "data"), "--out", str(root / "m.pt"), "--model", "patchcore",
+                  "--random-init", "--image-size", "64"])
+    assert r.exit_code == 0, r.output
+    r = run(app, ["detect", "eval", str(root / "m.pt"), str(root / "data"), "--json", str(root / "eval.json")])
+    assert r.exit_code == 0, r.output
+    return root
+
+
+@pytest.mark.slow
+def test_results_open_an_eval_output_with_maps_on_one_scale(eval_project):
+    import cv2
+    import numpy as np
+
+    root = eval_project
+    data = json.loads((root / "eval.json").read_text())
+    c = TestClient(create_app(root))
+    r = c.get("/api/results", params={"path": "eval.json"}).json()
+    assert r["kind"] == "eval" and r["maps"] and r["matched"] == len(data["per_image"]) == len(r["items"])
+    assert [it["score"] for it in r["items"]] == [p["score"] for p in data["per_image"]]
+    assert any(it["defect"] for it in r["items"]) and not all(it["defect"] for it in r["items"])
+    k = next(it["k"] for it in r["items"] if it["defect"])
+    m = c.get("/api/results/map", params={"path": "eval.json", "k": k}).json()
+    amap = np.frombuffer(__import__("base64").b64decode(m["map"]), np.float32).reshape(m["h"], m["w"])
+    assert [m["h"], m["w"]] == data["eval_size"]
+    assert m["score"] == pytest.approx(data["per_image"][k]["score"], rel=1e-4)  # the evaluation's own scoring
+    pthr = data["pixel_threshold"]
+    assert (m["scale"]["lo"], m["scale"]["hi"]) == (0.0, pytest.approx(2 * pthr))  # one scale for every image
+    m2 = c.get("/api/results/map", params={"path": "eval.json", "k": 0}).json()
+    assert m2["scale"] == m["scale"] and amap.std() > 0
+    shapes = {}
+    for kind in ("image", "gt", "heatmap", "colorbar"):
+        resp = c.get("/api/results/image", params={"path": "eval.json", "k": k, "kind": kind})
+        assert resp.status_code == 200, resp.text
+        shapes[kind] = cv2.imdecode(np.frombuffer(resp.content, np.uint8), cv2.IMREAD_COLOR)
+    assert shapes["image"].shape == shapes["gt"].shape == shapes["heatmap"].shape == (m["h"], m["w"], 3)
+    assert shapes["gt"].max() == 255  # a defect row has its ground truth
+    (root / "other.json").write_text('{"image_auroc": 0.5}')
+    bad = c.get("/api/results", params={"path": "other.json"})
+    assert bad.status_code == 400 and "per-image scores" in bad.json()["error"]
