@@ -158,5 +158,5 @@ def eval_image(st, rel: str, k: int, kind: str) -> Response:
     if kind == "heatmap":
         return png_response(colorize(amap, scale))
     if kind == "colorbar":
-        return png_response(colorbar(amap.shape[0], scale))
+        return png_response(colorbar(max(240, amap.shape[0]), scale))
     raise FieldError("kind", "kind must be image, gt, heatmap or colorbar")

@@ -173,7 +173,7 @@ async function rsShow(k) {
     const im = kind => `<figure><img alt="${kind}" src="/api/results/image?${q({ path: base.path, k, kind })}"><figcaption>${kind}</figcaption></figure>`;
     $("#rs-view").innerHTML = im("image") + im("gt") + im("heatmap") +
       `<figure><canvas id="rs-mask" width="${m.w}" height="${m.h}"></canvas><figcaption>predicted mask</figcaption></figure>` +
-      `<figure><img alt="colour bar" src="/api/results/image?${q({ path: base.path, k, kind: "colorbar" })}"><figcaption>one scale</figcaption></figure>`;
+      `<figure class="bar"><img alt="colour bar" src="/api/results/image?${q({ path: base.path, k, kind: "colorbar" })}"><figcaption>one scale</figcaption></figure>`;
     rsDrawMask(); status("map ready");
   } catch (e) { status(e.message, true); }
 }
