@@ -119,6 +119,7 @@ def run(st, job: dict[str, Any], cancelled: Callable[[], bool],
     ``progress(stage, done, total)`` gets the child's progress as it comes."""
     import os
 
+    from defectforge._pool import kill_me_with_parent
     from defectforge.progress import PROGRESS_FILE_ENV
     from defectforge.studio.jobs import Cancelled
 
@@ -133,7 +134,8 @@ def run(st, job: dict[str, Any], cancelled: Callable[[], bool],
         fh.write(("$ defectforge " + " ".join(cmd[3:]) + "\n").encode())
         fh.flush()
         proc = subprocess.Popen(cmd, cwd=st.paths.root, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env={**os.environ, PROGRESS_FILE_ENV: str(prog)})
+                                env={**os.environ, PROGRESS_FILE_ENV: str(prog)},
+                                preexec_fn=kill_me_with_parent)  # a killed server leaves no orphan writing
         while proc.poll() is None:
             follow()
             if cancelled():

@@ -62,7 +62,8 @@ class ProjectPaths:
             raise PathRefused(rel, "'..' is refused; give a path inside the project folder")
         full = (base / pure).resolve()
         if full != base and base not in full.parents:
-            raise PathRefused(rel, "resolves outside the project folder (symlink escape refused)")
+            raise PathRefused(rel, "resolves outside the project folder (symlink escape refused; mount a dataset that lives "
+                                   "elsewhere with: defectforge studio PROJECT --data NAME=FOLDER)")
         if must_exist and not full.exists():
             raise InputError(rel, "not found in the project folder")
         return full
