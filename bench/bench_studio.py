@@ -30,11 +30,12 @@ from defectforge._atomic import atomic_write_text
 from defectforge.studio.app import create_app
 
 
-def serve(project: Path) -> tuple[str, uvicorn.Server]:
+def serve(project: Path, mounts: dict | None = None) -> tuple[str, uvicorn.Server]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(create_app(project), host="127.0.0.1", port=port, log_level="warning"))
+    srv = uvicorn.Server(uvicorn.Config(create_app(project, mounts=mounts), host="127.0.0.1", port=port,
+                                        log_level="warning"))
     threading.Thread(target=srv.run, daemon=True).start()
     while not srv.started:
         time.sleep(0.05)
@@ -76,19 +77,31 @@ def preview_3d(c: httpx.Client, points: int, repeats: int) -> dict:
     return {"load": load, "median": statistics.median(times), "max": max(times), "n": len(times)}
 
 
-def responsiveness(c: httpx.Client, n: int) -> dict:
-    j = c.post("/api/jobs", json={"kind": "synth", "out": "runs/bench",
-                                  "config": {"source": {"path": "@sample", "real_defects": False},
-                                             "generators": [{"name": "pitting"}], "n": n}}).json()
-    lat = []
+def responsiveness(c: httpx.Client, n: int, kind: str = "synth") -> dict:
+    """Latency of ``GET /api/jobs`` (and of a thumbnail: a handler that decodes an image) polled
+    while a job runs: a synth job in the server's worker thread, or a ``detect fit`` child process."""
+    if kind == "synth":
+        body = {"kind": "synth", "out": "runs/bench", "config": {"source": {"path": "@sample", "real_defects": False},
+                                                                "generators": [{"name": "pitting"}], "n": n}}
+    else:
+        body = {"kind": "cli", "config": {"command": "detect fit", "args": {
+            "data": "@sample", "out": "models/bench.pt", "model": "exdd", "image_size": "128"}}}
+    j = c.post("/api/jobs", json=body).json()
+    lat, thumb, seen_progress = [], [], 0
     while True:
         t0 = time.perf_counter()
         job = next(x for x in c.get("/api/jobs").json()["jobs"] if x["id"] == j["id"])
         lat.append(time.perf_counter() - t0)
         if job["status"] not in ("queued", "running"):
             break
+        seen_progress += bool(job["status"] == "running" and job.get("total"))
+        t0 = time.perf_counter()
+        c.get("/api/thumb", params={"path": "@sample", "i": len(thumb) % 50, "size": 256})
+        thumb.append(time.perf_counter() - t0)
         time.sleep(0.1)
-    return {"polls": len(lat), "median": statistics.median(lat), "max": max(lat), "status": job["status"]}
+    return {"polls": len(lat), "median": statistics.median(lat), "max": max(lat), "status": job["status"],
+            "thumb_median": statistics.median(thumb) if thumb else float("nan"), "thumb_max": max(thumb, default=float("nan")),
+            "progress_polls": seen_progress}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -100,11 +113,12 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     load0 = os.getloadavg()
     rows = []
-    if args.bsdata.is_dir():  # previews write nothing, so the shared datasets folder can be the project
-        url, srv = serve(args.bsdata.resolve().parent)
+    if args.bsdata.is_dir():  # an empty project with BSData mounted read-only, as a person would start it
+        td_bs = tempfile.TemporaryDirectory()
+        url, srv = serve(Path(td_bs.name), {"bsdata": args.bsdata})
         with httpx.Client(base_url=url, timeout=120) as c:
             for gen in ("pitting", "scratch"):
-                r = preview_2d(c, args.bsdata.resolve().name, gen, args.repeats)
+                r = preview_2d(c, "@bsdata", gen, args.repeats)
                 rows.append(f"| 2D preview, {gen}, BSData train image ({r['size'][0]}x{r['size'][1]}) | {r['n']} | "
                             f"{r['median']:.3f} | {r['max']:.3f} | first call {r['first']:.2f} s (loads the dataset, "
                             "prepares the engine) |")
@@ -120,7 +134,13 @@ def main(argv: list[str] | None = None) -> int:
                         f"{r3['median']:.3f} | {r3['max']:.3f} | load {r3['load']:.2f} s |")
             rr = responsiveness(c, 12)
             rows.append(f"| GET /api/jobs while a 12-sample synth job runs | {rr['polls']} | {rr['median']:.3f} | "
-                        f"{rr['max']:.3f} | job {rr['status']} |")
+                        f"{rr['max']:.3f} | job {rr['status']}; a 256 px thumbnail meanwhile: median "
+                        f"{rr['thumb_median']:.3f} s, max {rr['thumb_max']:.3f} s |")
+            rr = responsiveness(c, 0, kind="cli")
+            rows.append(f"| GET /api/jobs while a `detect fit` job (ExDD, bundled sample, 128 px) runs | {rr['polls']} | "
+                        f"{rr['median']:.3f} | {rr['max']:.3f} | job {rr['status']}, live progress in "
+                        f"{rr['progress_polls']} polls; a thumbnail meanwhile: median {rr['thumb_median']:.3f} s, "
+                        f"max {rr['thumb_max']:.3f} s |")
         srv.should_exit = True
     load1 = os.getloadavg()
     text = "\n".join([
