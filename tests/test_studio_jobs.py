@@ -310,3 +310,29 @@ def test_results_open_an_eval_output_with_maps_on_one_scale(eval_project):
     (root / "other.json").write_text('{"image_auroc": 0.5}')
     bad = c.get("/api/results", params={"path": "other.json"})
     assert bad.status_code == 400 and "per-image scores" in bad.json()["error"]
+
+
+def test_progress_file_for_child_processes(tmp_path, monkeypatch):
+    """``DEFECTFORGE_PROGRESS_FILE``: the CLI's progress callbacks also write JSON lines (each
+    stage's first and last update at least), which a studio job follows."""
+    from defectforge.progress import PROGRESS_FILE_ENV, rich_progress
+    from defectforge.studio.cli_jobs import _Follow
+
+    f = tmp_path / "p.jsonl"
+    monkeypatch.setenv(PROGRESS_FILE_ENV, str(f))
+    got = []
+    follow = _Follow(f, lambda *a: got.append(a))
+    with rich_progress() as cb:
+        for i in range(0, 101):
+            cb("features", i, 100)
+        follow()
+        cb("bank", 1, None)
+    follow()
+    lines = [json.loads(x) for x in f.read_text().splitlines()]
+    assert lines[0] == {"stage": "features", "done": 0, "total": 100} and {"stage": "features", "done": 100, "total": 100} in lines
+    assert got[0] == ("features", 0, 100) and ("features", 100, 100) in got and got[-1] == ("bank", 1, None)
+    assert len(got) == len(lines)  # every line read exactly once across calls
+    monkeypatch.delenv(PROGRESS_FILE_ENV)
+    with rich_progress() as cb:
+        cb("other", 1, 2)
+    assert "other" not in f.read_text()
