@@ -104,6 +104,16 @@ def responsiveness(c: httpx.Client, n: int, kind: str = "synth") -> dict:
             "progress_polls": seen_progress}
 
 
+def _uptime() -> str:
+    import subprocess
+
+    try:
+        return subprocess.run(["uptime"], capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        la = os.getloadavg()
+        return f"load average: {la[0]:.2f}, {la[1]:.2f}, {la[2]:.2f}"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--bsdata", type=Path, default=Path("../shared/datasets/bsdata"))
@@ -111,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--points", type=int, default=100_000)
     ap.add_argument("--out", type=Path, default=Path("docs/bench/studio.md"))
     args = ap.parse_args(argv)
-    load0 = os.getloadavg()
+    up0 = _uptime()
     rows = []
     if args.bsdata.is_dir():  # an empty project with BSData mounted read-only, as a person would start it
         td_bs = tempfile.TemporaryDirectory()
@@ -142,14 +152,16 @@ def main(argv: list[str] | None = None) -> int:
                         f"{rr['progress_polls']} polls; a thumbnail meanwhile: median {rr['thumb_median']:.3f} s, "
                         f"max {rr['thumb_max']:.3f} s |")
         srv.should_exit = True
-    load1 = os.getloadavg()
+    up1 = _uptime()
     text = "\n".join([
         "# studio", "",
         f"`python bench/bench_studio.py --repeats {args.repeats} --points {args.points}` on {dt.date.today().isoformat()}, "
-        f"{platform.machine()} {os.cpu_count()} CPUs, Python {platform.python_version()}; load average before/after "
-        f"{load0[0]:.2f}/{load1[0]:.2f} (other sessions' jobs shared the cores: treat times as upper bounds).",
+        f"{platform.machine()} {os.cpu_count()} CPUs, Python {platform.python_version()}. `uptime` before: `{up0}`; "
+        f"after: `{up1}` (other sessions' jobs shared the cores: treat times as upper bounds).",
         "Each time is one HTTP round trip to a real uvicorn server in the same process (2D: preview JSON + the overlay "
-        "PNG). Targets: 2D <= 1 s, 3D <= 1.5 s, requests answered while a job runs.", "",
+        "PNG), BSData mounted read-only (`--data bsdata=...`) into an empty project. Targets: 2D <= 1 s, 3D <= 1.5 s, "
+        "requests answered while a job runs (handlers run in the thread pool; synth jobs in a worker thread, "
+        "`detect` jobs in a child process).", "",
         "| what | n | median s | max s | note |", "|---|---|---|---|---|", *rows, ""])
     atomic_write_text(args.out, text)
     print(text)

@@ -25,7 +25,7 @@ async function refreshJobs() {
     const pct = j.total ? `<progress max="${j.total}" value="${j.done}"></progress> ${j.done}/${j.total}` : "";
     const what = j.kind === "cli" ? (j.config.command || "cli") : j.kind;
     tr.innerHTML = `<td><a href="#" class="job-show">${j.id}</a> · <a href="/api/jobs/${j.id}/config.yaml" title="download the YAML config">yaml</a></td><td>${what}</td><td>${j.out}</td><td>${pct}</td>` +
-                   `<td class="job-status">${j.status}<div class="help">${j.status === "running" && j.stage ? j.stage + " · " : ""}${j.message || ""}</div></td><td></td>`;
+                   `<td class="job-status">${j.status}<div class="help">${[j.status === "running" ? j.stage : "", j.message].filter(Boolean).join(" · ")}</div></td><td></td>`;
     tr.querySelector(".job-show").onclick = async e => { e.preventDefault();
       const r = await fetch(`/api/jobs/${j.id}/config.yaml?download=0`); $("#job-config").textContent = await r.text();
       $("#job-config").dataset.id = j.id; $("#job-config").hidden = false; };
