@@ -279,6 +279,10 @@ def test_studio_command_errors(tmp_path):
     assert r.exit_code == 2 and "project folder not found" in r.output
     r = CliRunner().invoke(app, ["studio", str(tmp_path), "--port", "70000"])
     assert r.exit_code == 2 and "not a valid port" in r.output
+    r = CliRunner().invoke(app, ["studio", str(tmp_path), "--data", "bsdata"])
+    assert r.exit_code == 2 and "give NAME=FOLDER" in r.output
+    r = CliRunner().invoke(app, ["studio", str(tmp_path), "--data", f"x={tmp_path / 'nope'}"])
+    assert r.exit_code == 2 and "data folder to mount not found" in r.output
 
 
 class _FakeLLM:
