@@ -151,7 +151,9 @@ def run(st, job: dict[str, Any], cancelled: Callable[[], bool],
     tail = _tail(log)
     if proc.returncode != 0:
         err = next((ln for ln in reversed(tail) if ln.startswith("error:")), tail[-1] if tail else "")
-        raise DefectforgeError(f"{job['config']['command']} exited with {proc.returncode}: {err}")
+        how = f"exited with {proc.returncode}" if proc.returncode > 0 else f"was killed by signal {-proc.returncode}" + (
+            " (SIGKILL: often the out-of-memory killer)" if proc.returncode == -9 else "")
+        raise DefectforgeError(f"{job['config']['command']} {how}: {err}")
     return tail[-1] if tail else "done"
 
 
