@@ -165,14 +165,7 @@ def synthesize_recipe(recipe: dict[str, Any], sp: Splits, source: str, n: int, s
         return []
     cfg = parse_config(synth_config(recipe, source, n, seed, sp.defect_type))
     engine, _ = prepare(cfg, Dataset(sp.fit_good + sp.guide, None, "memory"))
-    out = []
-    for i in range(n):
-        rec = engine.make(i, encode=False)
-        if rec.status == "error":
-            raise InputError(None, rec.error)
-        if rec.ok:
-            out.append(rec.to_sample())
-    return out
+    return engine.samples(n)
 
 
 def _half(samples: Sequence[Sample]) -> list[Sample]:

@@ -189,6 +189,18 @@ class Engine:
             rec.error = str(exc) if good.path is None else f"{good.path}: {getattr(exc, 'problem', str(exc))}"
         return rec
 
+    def samples(self, n: int) -> list[Sample]:
+        """Samples ``0 .. n-1`` in memory (:meth:`SynthRecord.to_sample`); those whose every
+        attempt was rejected are skipped; an error is raised as :class:`InputError`."""
+        out = []
+        for i in range(n):
+            rec = self.make(i, encode=False)
+            if rec.status == "error":
+                raise InputError(None, rec.error)
+            if rec.ok:
+                out.append(rec.to_sample())
+        return out
+
 
 def _png(arr: np.ndarray, level: int) -> bytes:
     a = arr[..., ::-1] if arr.ndim == 3 else arr
@@ -291,11 +303,4 @@ def generate_samples(good_samples: Sequence[Sample] | Sequence[np.ndarray], gene
     if isinstance(roi, np.ndarray) and not roi.any():
         raise InputError(None, "region of interest is empty: no place to put a defect")
     engine = Engine(goods, [(gen, 1.0)], None, seed, roi, roi_margin, label or LabelConfig(), max_attempts)
-    out = []
-    for i in range(int(n)):
-        rec = engine.make(i, encode=False)
-        if rec.status == "error":
-            raise InputError(None, rec.error)
-        if rec.ok:
-            out.append(rec.to_sample())
-    return out
+    return engine.samples(int(n))
