@@ -17,7 +17,8 @@ def _trial_rows(study: Any) -> list[dict[str, Any]]:
     rows = []
     for t in study.trials:
         r = {"trial": t.number, "state": t.state.name.lower(), "score": t.value,
-             "n_synthetic": t.user_attrs.get("n_synthetic"), "seconds": t.user_attrs.get("seconds")}
+             "n_synthetic": t.user_attrs.get("n_synthetic"), "seconds": t.user_attrs.get("seconds"),
+             "last_intermediate": list(t.intermediate_values.values())[-1] if t.intermediate_values else None}
         rec = t.user_attrs.get("recipe") or {}
         r["generators"] = " + ".join(f"{g['name']}:{g['weight']:.2f}" for g in rec.get("generators", []))
         for k, v in (t.user_attrs.get("metrics") or {}).items():
@@ -139,9 +140,10 @@ def _report(out: Path, summary: dict[str, Any], rows: list[dict[str, Any]], stud
     fig, ax = plt.subplots(figsize=(6.5, 3.4))
     xs = [r["trial"] for r in rows if r["score"] is not None]
     ax.plot(xs, [r["score"] for r in rows if r["score"] is not None], "o-", color="#4a7ab5", label="trial (complete)")
-    pr = [r["trial"] for r in rows if r["state"] == "pruned"]
+    pr = [r for r in rows if r["state"] == "pruned" and r["last_intermediate"] is not None]
     if pr:
-        ax.plot(pr, [base["score"]] * len(pr), "x", color="#b54a4a", label="pruned")
+        ax.plot([r["trial"] for r in pr], [r["last_intermediate"] for r in pr], "x", color="#b54a4a",
+                label="pruned (its last intermediate value)")
     ax.axhline(base["score"], color="k", ls="--", lw=1, label="real only")
     ax.set_xlabel("trial")
     ax.set_ylabel(summary["validation_metric"])
