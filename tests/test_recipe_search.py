@@ -183,3 +183,12 @@ def test_bad_inputs_are_one_line_errors(data, tmp_path):
     with pytest.raises(InputError, match="no defect images"):
         search_recipes(only_good, tmp_path / "y", _tiny())
     assert not (tmp_path / "x").exists()
+
+
+def test_box_detector_search_trains_on_real_plus_synthetic(data, tmp_path):
+    s = search_recipes(data, tmp_path / "s", _tiny(detector="fcos-lite0", trials=1, generators=("fitted",), epochs=1,
+                                                   patience=1))
+    assert s["trials"]["complete"] == 1 and 0.0 <= s["best"]["map50"] <= 1.0 and s["best"]["epochs_run"] == 1
+    assert s["validation_metric"] == "mAP@0.5" and s["search_time_reductions"]["epochs"] == 1
+    assert "train-detector" in (tmp_path / "s" / "commands.sh").read_text()
+    assert not (tmp_path / "s" / "work").exists() or not any((tmp_path / "s" / "work").iterdir())
