@@ -132,6 +132,8 @@ def test_search_never_reads_test_writes_a_runnable_recipe_and_resumes(data, tmp_
     assert len(calls) == 1 and calls[0] > 0
     assert s2["trials"]["complete"] + s2["trials"]["pruned"] == 4
     assert any("resuming: 3 trial(s)" in m for m in logs)
+    study = optuna.load_study(study_name=rs.STUDY, storage=f"sqlite:///{out / 'study.db'}")
+    assert study.trials[3].params != study.trials[0].params  # a resumed sampler does not redraw old points
     with pytest.raises(ConfigError):  # other settings in the same folder are refused
         search_recipes(data, out, _tiny(trials=4, seed=5))
 

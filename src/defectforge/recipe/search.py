@@ -252,9 +252,11 @@ def search_recipes(data: str | Path | Dataset, out: str | Path, settings: Search
         n_start = min(10, max(3, st.trials // 3))
         study = optuna.create_study(
             study_name=STUDY, storage=storage, direction="maximize", load_if_exists=True,
-            sampler=optuna.samplers.TPESampler(seed=st.seed, n_startup_trials=n_start),
             pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0 if st.detector == "exdd" else 1))
         _fail_stale(study)
+        # seeded by (seed, trials so far): a resumed study continues deterministically and does not
+        # redraw the random start-up points it already tried
+        study.sampler = optuna.samplers.TPESampler(seed=st.seed + 7919 * len(study.trials), n_startup_trials=n_start)
         if "baseline" not in study.user_attrs:
             say(f"baseline (real only: {len(sp.fit_good)} good + {len(sp.guide)} guide defects) ...")
             t0 = time.perf_counter()
