@@ -167,6 +167,11 @@ def test_a_recipe_that_helps_is_recommended_and_poor_trials_are_pruned(data, tmp
     s = search_recipes(data, tmp_path / "s", _tiny(trials=4))
     assert s["recommend_synthetic"] and s["trials"]["pruned"] == 1 and s["trials"]["complete"] == 3
     assert s["best"]["score"] == 0.95 and s["gain_over_baseline"] == pytest.approx(0.25)
+    import csv
+
+    rows = list(csv.DictReader((tmp_path / "s" / "trials.csv").open()))
+    assert [r["state"] for r in rows] == ["complete", "complete", "pruned", "complete"]
+    assert rows[2]["score"] == "" and float(rows[2]["last_intermediate"]) == pytest.approx(0.1)
     cmds = (tmp_path / "s" / "commands.sh").read_text()
     assert "synth --config" in cmds and "--synthetic" in cmds
 

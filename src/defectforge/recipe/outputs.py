@@ -16,7 +16,8 @@ from defectforge._atomic import atomic_write_text
 def _trial_rows(study: Any) -> list[dict[str, Any]]:
     rows = []
     for t in study.trials:
-        r = {"trial": t.number, "state": t.state.name.lower(), "score": t.value,
+        done = t.state.name == "COMPLETE"  # (optuna gives a pruned trial its last intermediate value)
+        r = {"trial": t.number, "state": t.state.name.lower(), "score": t.value if done else None,
              "n_synthetic": t.user_attrs.get("n_synthetic"), "seconds": t.user_attrs.get("seconds"),
              "last_intermediate": list(t.intermediate_values.values())[-1] if t.intermediate_values else None}
         rec = t.user_attrs.get("recipe") or {}

@@ -291,7 +291,7 @@ def search_recipes(data: str | Path | Dataset, out: str | Path, settings: Search
             say(f"resuming: {done} trial(s) already in {out / 'study.db'}, {todo} to run")
 
         def after(study_: Any, trial: Any) -> None:
-            v = "pruned" if trial.value is None else f"{trial.value:.4f}"
+            v = f"{trial.value:.4f}" if trial.state.name == "COMPLETE" else trial.state.name.lower()
             say(f"trial {trial.number}: {v} ({trial.user_attrs.get('n_synthetic', '?')} synthetic, "
                 f"{trial.user_attrs.get('seconds', '?')} s)")
 
