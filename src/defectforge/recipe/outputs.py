@@ -36,8 +36,12 @@ def _importances(study: Any) -> dict[str, float]:
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     if len(done) < 3:
         return {}
+    import warnings
+
     try:
-        return {k: float(v) for k, v in optuna.importance.get_param_importances(study).items()}
+        with warnings.catch_warnings():  # few trials per category: the evaluator warns, the report says so
+            warnings.simplefilter("ignore")
+            return {k: float(v) for k, v in optuna.importance.get_param_importances(study).items()}
     except (RuntimeError, ValueError, ZeroDivisionError):  # e.g. every value equal, or a one-point space
         return {}
 
@@ -98,6 +102,9 @@ def _commands(out: Path, st: Any, source: str, use: bool) -> str:
     data, rec, syn = q(source), q(str(out / "best_recipe.yaml")), q(str(out / "synth_recipe"))
     lines = ["#!/bin/sh", f"# recipe search verdict for {st.detector}: "
              + ("use the recipe" if use else "real data only (no recipe beat the baseline on validation)")]
+    red = st.reductions()
+    if red:
+        lines.append(f"# searched at reduced settings {red}; the detector below runs at its own defaults")
     if use:
         lines.append(f"defectforge synth --config {rec} --out {syn}")
     extra = f" --synthetic {syn}" if use else ""
@@ -153,7 +160,8 @@ def _report(out: Path, summary: dict[str, Any], rows: list[dict[str, Any]], stud
     rep.section("history", "Trial history").figure(fig, caption="validation score per trial", name="history")
     plt.close(fig)
     imp = summary["importances"]
-    sec = rep.section("importance", "Parameter importances (fANOVA over completed trials)")
+    sec = rep.section("importance", "Parameter importances (Optuna's default evaluator over completed trials; "
+                                    "indicative only with few trials)")
     if imp:
         fig, ax = plt.subplots(figsize=(6.5, 0.35 * len(imp) + 1.2))
         names = list(imp)[::-1]
