@@ -29,7 +29,7 @@ from pydantic import Field
 from defectforge.synth2d import masks as mk
 from defectforge.synth2d.appearance import luminance
 from defectforge.synth2d.base import Generator, GeneratorConfig, register_generator
-from defectforge.synth2d.fit import DOWN, DefectProfile, host_descriptors, location_prior, similarity_map
+from defectforge.synth2d.fit import DefectProfile, host_descriptors, location_prior, similarity_map
 from defectforge.synth2d.procedural import _embed, _finish, _paste_crop, _roi_or_all
 
 Range = tuple[float, float]
@@ -167,4 +167,4 @@ def _trim(m: np.ndarray, img: np.ndarray | None, pad: int) -> tuple[np.ndarray, 
     return m2, p2
 
 
-__all__ = ["Fitted", "FittedConfig", "DOWN"]
+__all__ = ["Fitted", "FittedConfig"]
