@@ -199,3 +199,24 @@ def test_box_detector_search_trains_on_real_plus_synthetic(data, tmp_path):
     assert s["validation_metric"] == "mAP@0.5" and s["search_time_reductions"]["epochs"] == 1
     assert "train-detector" in (tmp_path / "s" / "commands.sh").read_text()
     assert not (tmp_path / "s" / "work").exists() or not any((tmp_path / "s" / "work").iterdir())
+
+
+def test_folds_score_every_candidate_on_several_validation_splits(data, tmp_path, monkeypatch):
+    from defectforge.data.formats import load_dataset
+
+    ds = load_dataset(data)
+    f0, f1 = carve_splits(ds, _tiny(), 0), carve_splits(ds, _tiny(), 1)
+    assert {s.name for s in f0.val} != {s.name for s in f1.val}
+    seen: list[tuple[frozenset, int]] = []
+
+    def fake(sp, synth, st, work, report=None):
+        seen.append((frozenset(s.name for s in sp.val), len(synth)))
+        assert report is None  # with several folds the running mean is reported between folds
+        return {"score": 0.5 + 0.01 * len(seen)}
+
+    monkeypatch.setattr(rs, "evaluate_candidate", fake)
+    s = search_recipes(data, tmp_path / "s", _tiny(trials=2, folds=2))
+    assert len(seen) == 2 * 3  # baseline + 2 trials, each on 2 folds
+    assert seen[0][0] != seen[1][0] and seen[0][1] == 0 and seen[2][1] > 0
+    assert len(s["baseline"]["fold_scores"]) == 2
+    assert s["baseline"]["score"] == pytest.approx(np.mean(s["baseline"]["fold_scores"]))

@@ -48,6 +48,7 @@ def search_cmd(
     max_good: Optional[int] = typer.Option(None, "--max-good", help="Speed: use at most N good images to fit (stated)."),
     max_val_good: Optional[int] = typer.Option(None, "--max-val-good", help="Speed: at most N good validation images (stated)."),
     min_gain: float = typer.Option(0.01, "--min-gain", help="A recipe must beat the real-only baseline by this much."),
+    folds: int = typer.Option(1, "--folds", help="Score each candidate on K guide/validation splits (mean; K x cost)."),
     image_size: int = typer.Option(256, "--image-size", help="Detector input size (shorter side) during the search."),
     normal_ratio: float = typer.Option(0.01, "--normal-ratio", help="ExDD: coreset ratio of the normal bank."),
     epochs: int = typer.Option(8, "--epochs", help="Box detectors: epochs per trial."),
@@ -62,7 +63,7 @@ def search_cmd(
                         generators=tuple(g.strip() for g in generators.split(",") if g.strip()),
                         ratio_range=_floats(ratio_range, "--ratio-range"), defect_type=defect_type,
                         val_defects=val_defects, val_good=val_good, max_good=max_good, max_val_good=max_val_good,
-                        min_gain=min_gain, image_size=image_size, normal_ratio=normal_ratio, epochs=epochs,
+                        min_gain=min_gain, folds=folds, image_size=image_size, normal_ratio=normal_ratio, epochs=epochs,
                         batch_size=batch_size, patience=patience)
     con = _console()
     summary = search_recipes(data, out, st, overwrite=overwrite, log=lambda m: con.print(m, highlight=False))

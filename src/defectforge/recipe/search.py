@@ -58,6 +58,9 @@ class SearchSettings:
     max_good: int | None = None
     max_val_good: int | None = None
     min_gain: float = 0.01
+    folds: int = 1
+    """Guide/validation splits (seeds ``seed + k``) each candidate is scored on; the score is
+    their mean (more real defects are seen, less split noise; ``folds`` x the cost)."""
     image_size: int = 256
     normal_ratio: float = 0.01
     epochs: int = 8
@@ -85,6 +88,8 @@ class SearchSettings:
     def check(self) -> None:
         from defectforge.recipe.space import check_generators
 
+        if self.folds < 1:
+            raise ConfigError(f"--folds must be >= 1, got {self.folds}")
         if self.trials < 1:
             raise ConfigError(f"--trials must be >= 1, got {self.trials}")
         if not (0 < self.val_defects < 1) or not (0 < self.val_good < 1):
@@ -123,8 +128,9 @@ class Splits:
                 "val_defects": len(self.val_defects)}
 
 
-def carve_splits(ds: Dataset, st: SearchSettings) -> Splits:
-    """Guide/validation defects and fit/validation goods, from the TRAIN split only."""
+def carve_splits(ds: Dataset, st: SearchSettings, fold: int = 0) -> Splits:
+    """Guide/validation defects and fit/validation goods, from the TRAIN split only
+    (fold ``k`` draws them with seed ``seed + k``)."""
     train = [s for s in ds if s.split == "train"]
     types = sorted({s.label for s in train if s.is_defect})
     if not types:
@@ -138,7 +144,7 @@ def carve_splits(ds: Dataset, st: SearchSettings) -> Splits:
         raise InputError(ds.root, f"need at least 2 masked {t!r} defects in the train split (1 guides, 1 validates)")
     if len(goods) < 4:
         raise InputError(ds.root, "need at least 4 good train images (fit and validation)")
-    rng = np.random.default_rng(st.seed)
+    rng = np.random.default_rng(st.seed + fold)
     pd, pg = rng.permutation(len(defects)), rng.permutation(len(goods))
     nvd = int(np.clip(round(st.val_defects * len(defects)), 1, len(defects) - 1))
     nvg = int(np.clip(round(st.val_good * len(goods)), 1, len(goods) - 2))
@@ -211,6 +217,29 @@ def score_boxes(sp: Splits, synth: list[Sample], st: SearchSettings, work: Path,
             "epochs_run": len(det.info_.get("history", []))}
 
 
+def _mean(results: list[dict[str, Any]]) -> dict[str, Any]:
+    out = {k: float(np.mean([r[k] for r in results])) for k in results[0] if isinstance(results[0][k], (int, float))}
+    if len(results) > 1:
+        out["fold_scores"] = [float(r["score"]) for r in results]
+    return out
+
+
+def score_folds(recipe: dict[str, Any] | None, sps: list[Splits], st: SearchSettings, source: str, work: Path,
+                seed: int, report: Callable[[float, int], None] | None = None) -> tuple[dict[str, Any], int]:
+    """Mean validation metrics of ``recipe`` (None: real only) over the folds, and the
+    number of synthetic samples per fold. With one fold the detector reports its own
+    intermediate values; with several, the running mean is reported after each fold."""
+    results, n = [], 0
+    for k, sp in enumerate(sps):
+        n = max(1, int(round(recipe["ratio"] * len(sp.guide)))) if recipe is not None else 0
+        synth = synthesize_recipe(recipe, sp, source, n, seed + 7 * k) if recipe is not None else []
+        results.append(evaluate_candidate(sp, synth, st, work / f"fold{k}", report if len(sps) == 1 else None))
+        if report is not None and len(sps) > 1 and k < len(sps) - 1:
+            report(float(np.mean([r["score"] for r in results])), k)
+    shutil.rmtree(work, ignore_errors=True)
+    return _mean(results), n
+
+
 def evaluate_candidate(sp: Splits, synth: list[Sample], st: SearchSettings, work: Path,
                        report: Callable[[float, int], None] | None = None) -> dict[str, Any]:
     if st.detector == "exdd":
@@ -240,10 +269,11 @@ def search_recipes(data: str | Path | Dataset, out: str | Path, settings: Search
     if ds.root is None:
         raise InputError(None, "a recipe search needs a dataset on disk (the recipe names it as its source)")
     source = str(Path(ds.root).resolve())
-    sp = carve_splits(ds, st)
+    sps = [carve_splits(ds, st, k) for k in range(st.folds)]
+    sp = sps[0]
     out = Path(out)
     key = {"settings": st.key(), "data": source, "splits": sp.counts(),
-           "val_names": [s.name for s in sp.val]}
+           "val_names": [[s.name for s in f.val] for f in sps]}
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     t_start = time.perf_counter()
     with RunFolder.open(out, job="recipe-search", config=key, inputs=[source], outputs=OUTPUTS, state=STATE,
@@ -260,7 +290,7 @@ def search_recipes(data: str | Path | Dataset, out: str | Path, settings: Search
         if "baseline" not in study.user_attrs:
             say(f"baseline (real only: {len(sp.fit_good)} good + {len(sp.guide)} guide defects) ...")
             t0 = time.perf_counter()
-            base = evaluate_candidate(sp, [], st, out / "work" / "baseline")
+            base, _ = score_folds(None, sps, st, source, out / "work" / "baseline", 0)
             base["seconds"] = round(time.perf_counter() - t0, 1)
             study.set_user_attr("baseline", base)
         say(f"baseline validation score {study.user_attrs['baseline']['score']:.4f}")
@@ -268,11 +298,8 @@ def search_recipes(data: str | Path | Dataset, out: str | Path, settings: Search
         def objective(trial: Any) -> float:
             t0 = time.perf_counter()
             recipe = suggest(trial, list(st.generators), st.ratio_range)
-            n = max(1, int(round(recipe["ratio"] * len(sp.guide))))
             trial.set_user_attr("recipe", recipe)
-            trial.set_user_attr("n_synthetic", n)
-            synth = synthesize_recipe(recipe, sp, source, n, st.seed * 1000 + trial.number)
-            trial.set_user_attr("n_made", len(synth))
+            trial.set_user_attr("n_synthetic", max(1, int(round(recipe["ratio"] * len(sp.guide)))))
 
             def report(value: float, step: int) -> None:
                 trial.report(value, step)
@@ -280,7 +307,8 @@ def search_recipes(data: str | Path | Dataset, out: str | Path, settings: Search
                     trial.set_user_attr("seconds", round(time.perf_counter() - t0, 1))
                     raise optuna.TrialPruned()
 
-            res = evaluate_candidate(sp, synth, st, out / "work" / f"trial{trial.number}", report)
+            res, _ = score_folds(recipe, sps, st, source, out / "work" / f"trial{trial.number}",
+                                 st.seed * 1000 + trial.number, report)
             trial.set_user_attr("metrics", res)
             trial.set_user_attr("seconds", round(time.perf_counter() - t0, 1))
             return float(res["score"])
