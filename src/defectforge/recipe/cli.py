@@ -35,9 +35,9 @@ def search_cmd(
     data: Path = typer.Argument(..., help="Dataset (any format load_dataset reads); only its train split is read."),
     out: Path = typer.Option(..., "--out", "-o", help="Search folder (study.db, best_recipe.yaml, report.html); "
                                                       "rerun to resume."),
-    detector: str = typer.Option("exdd", "--detector", "-d", help="exdd, or a box architecture (fcos-lite0, "
+    detector: str = typer.Option("exdd", "--detector", help="exdd, or a box architecture (fcos-lite0, "
                                                                   "fasterrcnn-lite0, retinanet-lite0)."),
-    trials: int = typer.Option(20, "--trials", "-n", help="Total trials in the study (a rerun runs the missing ones)."),
+    trials: int = typer.Option(20, "--trials", help="Total trials in the study (a rerun runs the missing ones)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the sampler, the splits, synthesis and the detector."),
     generators: str = typer.Option("fitted,transplant,pitting", "--generators", help="Candidate generators (comma-separated)."),
     ratio_range: str = typer.Option("0.25,4", "--ratio-range", help="Synthetic per real guide defect: LO,HI."),
