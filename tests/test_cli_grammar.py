@@ -16,7 +16,8 @@ import yaml
 from typer.testing import CliRunner
 
 from defectforge._cliconfig import NOT_JOBS
-from defectforge._cligrammar import OPTIONS, RENAMED, SHORT, declared_options, interrupted_line, rewrite_renamed
+from defectforge._cligrammar import (OPTIONS, OTHER_FORMS, RENAMED, SHORT, declared_options, interrupted_line,
+                                     rewrite_renamed)
 from defectforge._cliutil import parse_image_size
 from defectforge.cli import app
 from defectforge.errors import ConfigError
@@ -182,6 +183,9 @@ def test_every_shared_option_name_has_one_meaning_and_one_type():
     for path, names, vtype in _declared():
         for name in names:
             uses[name].add(path)
+            if (path, name) in OTHER_FORMS:  # the same meaning written another way, listed
+                assert OTHER_FORMS[path, name][0] == vtype, (path, name)
+                continue
             types[name].add(vtype)
         for name in names:
             if not name.startswith("--"):
@@ -194,6 +198,8 @@ def test_every_shared_option_name_has_one_meaning_and_one_type():
     for name, (vtype, _) in OPTIONS.items():  # the table lists nothing that no command has
         assert name in uses, f"{name} is in the table but no command has it"
         assert types[name] == {vtype}, name
+    for path, name in OTHER_FORMS:
+        assert path in uses[name], f"OTHER_FORMS lists {path} {name}, which does not exist"
     # the renamed meanings are gone: --format only reads, --model is never a folder
     assert all("synth" != p and "parts" != p for p in uses["--format"])
     assert "lora train" not in uses["--model"] and "lora train" in uses["--base-model"]

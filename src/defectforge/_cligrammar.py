@@ -21,7 +21,8 @@ from typing import Any, Union, get_args, get_origin
 # takes several values (repeatable) keeps the type of one value.
 OPTIONS: dict[str, tuple[str, str]] = {
     "--out": ("path", "where the command writes its output: a folder, or the model file for `detect fit` / `detect3d fit`"),
-    "--data": ("path", "the dataset that is read (an argument, DATA, on most commands; an option on `experiment`)"),
+    "--data": ("path", "the dataset that is read (an argument, DATA, on most commands; an option on `experiment`; "
+                       "`studio --data NAME=FOLDER` mounts one under a name)"),
     "--real": ("path", "the real dataset compared with or filtered against"),
     "--config": ("path", "YAML file with the same keys as the options; options on the command line win"),
     "--print-config": ("bool", "print the effective settings as YAML (for `--config`) and exit"),
@@ -59,6 +60,11 @@ OPTIONS: dict[str, tuple[str, str]] = {
     "--llm-model": ("str", "model name at `--llm-url`"),
     "--base-model": ("path", "a local diffusers model folder (the base model a LoRA is trained on)"),
 }
+
+OTHER_FORMS: dict[tuple[str, str], tuple[str, str]] = {
+    ("studio", "--data"): ("str", "NAME=FOLDER, repeatable: a dataset folder mounted read-only under NAME"),
+}
+"""(command, option) -> (value type, form): the same meaning written another way on one command."""
 
 SHORT: dict[str, str] = {"-o": "--out", "-f": "--format", "-m": "--model", "-j": "--workers", "-c": "--class",
                          "-g": "--generator", "-i": "--instructions", "-d": "--describe", "-p": "--prompt"}
