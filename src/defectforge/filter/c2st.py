@@ -279,3 +279,15 @@ def kid_prdc(res: dict[str, Any], k: int = 5, subsets: int = 50, seed: int = 0) 
     p = prdc(er, es, k=max(1, min(k, len(er) - 1, len(es) - 1)))
     out.update({m: round(p[m], 4) for m in ("precision", "recall", "density", "coverage")})
     return out
+
+
+def set_realism(real: Sequence[Any], synthetic: Sequence[Any], seed: int = 0, **kw: Any) -> dict[str, Any]:
+    """What the synth card and report show: :func:`summary_lines` of :func:`realism_c2st`
+    plus KID / PRDC (:func:`kid_prdc`) on the same crops, and ``c2st_method`` (one line)."""
+    res = realism_c2st(real, synthetic, seed=seed, **kw)
+    out = {"c2st_method": (f"logistic regression on backbone + appearance features of {res['window']} px crops, "
+                           f"grouped {res['overall']['folds'] or kw.get('folds', 5)}-fold out-of-fold AUC, "
+                           "95 % bootstrap over images; 0.5 = indistinguishable")}
+    out.update(summary_lines(res))
+    out.update(kid_prdc(res, seed=seed))
+    return out
