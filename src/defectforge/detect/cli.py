@@ -50,7 +50,7 @@ def fit_cmd(
     image_size: Optional[str] = typer.Option(None, "--image-size", help="Shorter side N (keeps aspect) or HxW; default 256."),
     normal_ratio: Optional[float] = typer.Option(None, "--normal-ratio", help="Coreset ratio of the normal bank."),
     defect_ratio: Optional[float] = typer.Option(None, "--defect-ratio", help="Coreset ratio of the defect bank (ExDD)."),
-    image_score: Optional[str] = typer.Option(None, "--image-score", help="weighted (paper) | max (of the map) | patch_max."),
+    image_score: Optional[str] = typer.Option(None, "--image-score", help="auto (default for exdd: the best on a validation split carved from train) | weighted (paper) | max (of the map) | patch_max | topk (top-1 %% mean of the ratio map) | fusion (nearest-normal score + ratio map, calibrated on validation)."),
     random_init: bool = typer.Option(False, "--random-init", help="Random backbone weights (tests only)."),
     seed: int = typer.Option(0, "--seed"),
     format: Optional[str] = typer.Option(None, "--format", "-f", help="Force the dataset format."),
