@@ -120,9 +120,9 @@ def crops_and_stats(samples: Sequence[Any], window: int, max_per_image: int = 4
 
 
 def _auc(y: np.ndarray, s: np.ndarray) -> float:
-    from sklearn.metrics import roc_auc_score
+    from defectforge.metrics import auroc
 
-    return float(roc_auc_score(y, s))
+    return float(auroc(y, s))
 
 
 def c2st(x_a: np.ndarray, x_b: np.ndarray, groups_a: Sequence[int] | None = None,
