@@ -123,6 +123,11 @@ def fit_cmd(
         con.print(f"  defect set {st['name']}: {st['images']} images, {st['in_bank']} in the bank ({st['use']})")
     con.print(f"saved {out}: input {info['input_size'][0]}x{info['input_size'][1]}, normal bank "
               f"{info['bank_normal']} rows, defect bank {info['bank_defect']} rows, threshold {det.threshold_}")
+    sc = info.get("image_score")
+    if sc:
+        aucs = ", ".join(f"{k} {v:.3f}" for k, v in sc["val_auroc"].items() if v is not None)
+        con.print(f"  image score: {sc['chosen']}" + (f" (validation AUROC: {aucs})" if aucs else "")
+                  + (f"; {sc['reason']}" if sc.get("reason") else ""))
 
 
 def _collect_images(paths: List[Path]) -> list[Path]:
