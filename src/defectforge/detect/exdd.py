@@ -270,10 +270,10 @@ class ExDD(Detector):
         held: dict[str, int] = {}
         score_why = None
         if def_sets and c.defects_for == "bank" and val_items:
-            from defectforge.detect.image_score import NEED_VALIDATION
+            from defectforge.detect.image_score import NEED_VALIDATION, hold_out_real_defects
 
             if c.image_score in NEED_VALIDATION:
-                def_sets, val_defects, held, score_why = self._hold_out_defects(def_sets)
+                def_sets, val_defects, held, score_why = hold_out_real_defects(def_sets, c.defect_val_fraction, c.seed)
         if def_sets and c.defects_for == "bank":
             tagged = [(it, name) for name, items in def_sets.items() for it in items]
             used: dict[str, int] = {name: 0 for name in def_sets}
@@ -399,24 +399,6 @@ class ExDD(Detector):
         if not keep.any():  # a defect smaller than one cell: keep its best-covered cell(s)
             keep = frac >= frac.max() - 1e-9
         return rows[keep]
-
-    def _hold_out_defects(self, def_sets: dict[str, list[Any]]):
-        """Hold ``defect_val_fraction`` of the **real** defect images (sets not named
-        ``synthetic*``) out of the defect bank for validation (seeded). Returns ``(sets
-        left for the bank, held-out images, held per set, reason when none were held)``."""
-        c = self.config
-        real = [(name, i) for name, items in def_sets.items() if not name.startswith("synthetic")
-                for i in range(len(items))]
-        n_hold = int(round(c.defect_val_fraction * len(real)))
-        if n_hold < 2 or len(real) - n_hold < 1:
-            return def_sets, [], {}, (f"{len(real)} real defect image(s): a {c.defect_val_fraction:g} validation "
-                                      f"share is {n_hold} (< 2), so none is held out of the defect bank")
-        rng = np.random.default_rng([int(c.seed), 15])
-        pick = {real[j] for j in rng.permutation(len(real))[:n_hold]}
-        kept = {name: [it for i, it in enumerate(items) if (name, i) not in pick] for name, items in def_sets.items()}
-        val = [def_sets[n][i] for n, i in sorted(pick)]
-        held = {name: sum(1 for n, _ in pick if n == name) for name in def_sets}
-        return kept, [d[0] if isinstance(d, (tuple, list)) else d for d in val], held, None
 
     def _choose_image_score(self, raw: dict[str, np.ndarray] | None, labels: np.ndarray | None,
                             why: str | None) -> None:

@@ -36,6 +36,24 @@ AUTO_CANDIDATES = ("weighted", "max", "topk", "fusion")
 NEED_VALIDATION = ("fusion", "auto")
 
 
+def hold_out_real_defects(def_sets: dict[str, list[Any]], fraction: float, seed: int):
+    """Hold ``fraction`` of the **real** defect images (sets not named ``synthetic*``) out of
+    the defect bank for validation (seeded), when that is at least 2 images and leaves one.
+    Returns ``(sets left for the bank, held-out images, held per set, reason when none)``."""
+    real = [(name, i) for name, items in def_sets.items() if not name.startswith("synthetic")
+            for i in range(len(items))]
+    n_hold = int(round(fraction * len(real)))
+    if n_hold < 2 or len(real) - n_hold < 1:
+        return def_sets, [], {}, (f"{len(real)} real defect image(s): a {fraction:g} validation share is "
+                                  f"{n_hold} (< 2), so none is held out of the defect bank")
+    rng = np.random.default_rng([int(seed), 15])
+    pick = {real[j] for j in rng.permutation(len(real))[:n_hold]}
+    kept = {name: [it for i, it in enumerate(items) if (name, i) not in pick] for name, items in def_sets.items()}
+    val = [def_sets[n][i] for n, i in sorted(pick)]
+    held = {name: sum(1 for n, _ in pick if n == name) for name in def_sets}
+    return kept, [d[0] if isinstance(d, (tuple, list)) else d for d in val], held, None
+
+
 def raw_scores(full_map: np.ndarray, patch_map: np.ndarray, dn: np.ndarray, weighted: float,
                topk_fraction: float) -> dict[str, float]:
     """The raw scores of one image (see the module doc)."""
