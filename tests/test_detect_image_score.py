@@ -73,6 +73,10 @@ def test_synthetic_sets_are_never_held_out(data):
     # 5 real defects: a 0.2 share is 1 image (< 2): nothing held out, auto keeps the paper's formula
     assert sets["real"]["validation"] == 0 and m.image_score_ == "weighted"
     assert "< 2" in m.fit_info_["image_score"]["reason"]
+    # in one plain list, generated samples (meta["generator"]) are never held out either
+    tagged = [d.with_(meta={**d.meta, "generator": "pitting"}) for d in defects[5:]]
+    m2 = _fit(train, defects[:5] + tagged)
+    assert m2.fit_info_["n_defect_images_in_bank"] == 12 and m2.image_score_ == "weighted"
 
 
 def test_scores_follow_their_definitions(auto, data):

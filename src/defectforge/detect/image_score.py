@@ -36,12 +36,19 @@ AUTO_CANDIDATES = ("weighted", "max", "topk", "fusion")
 NEED_VALIDATION = ("fusion", "auto")
 
 
+def _is_synthetic(item: Any) -> bool:
+    """A sample made by a defectforge generator (its ``meta`` names the generator)."""
+    meta = getattr(item, "meta", None)
+    return isinstance(meta, dict) and bool(meta.get("generator"))
+
+
 def hold_out_real_defects(def_sets: dict[str, list[Any]], fraction: float, seed: int):
-    """Hold ``fraction`` of the **real** defect images (sets not named ``synthetic*``) out of
+    """Hold ``fraction`` of the **real** defect images (not in sets named ``synthetic*``, and
+    without a ``meta["generator"]``, which synthetic samples carry) out of
     the defect bank for validation (seeded), when that is at least 2 images and leaves one.
     Returns ``(sets left for the bank, held-out images, held per set, reason when none)``."""
     real = [(name, i) for name, items in def_sets.items() if not name.startswith("synthetic")
-            for i in range(len(items))]
+            for i, it in enumerate(items) if not _is_synthetic(it)]
     n_hold = int(round(fraction * len(real)))
     if n_hold < 2 or len(real) - n_hold < 1:
         return def_sets, [], {}, (f"{len(real)} real defect image(s): a {fraction:g} validation share is "
