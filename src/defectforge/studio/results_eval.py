@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 from fastapi.responses import Response
 
+from defectforge.detect.evaluate import model_input_size
 from defectforge.errors import InputError
 from defectforge.studio.data_api import png_response, studio
 from defectforge.studio.forms import FieldError
@@ -115,7 +116,7 @@ def _scored(st, rel: str, k: int) -> tuple[Any, np.ndarray, np.ndarray | None, f
         if det is None:
             det = load_detector(model_path, progress=False)
             st.engines.put(mkey, det)
-        size = tuple(data.get("eval_size") or det.input_size)
+        size = tuple(data.get("eval_size") or model_input_size(det))
         with st.lock:  # one prediction at a time: the model is shared
             scores, maps, masks, _ = ScoreTask(None, size, det, True)((0, [samples[k]]))
         if not maps:
