@@ -28,7 +28,7 @@ def test_training_steps_reduce_the_loss_on_a_synthetic_anomaly():
     import torch
 
     from defectforge.detect3d.fpfh import pca_normals_centroid
-    from defectforge.detect3d.pointnet import _bce, _build_model, _init_params, input_dim
+    from defectforge.detect3d.pointnet_model import bce, build_model, init_params, input_dim
     from defectforge.synth3d.geometry import voxel_downsample
 
     det = PointTransformerAD(**TINY)
@@ -39,12 +39,12 @@ def test_training_steps_reduce_the_loss_on_a_synthetic_anomaly():
     assert 0 < mask.sum() < len(mask)
     f, x, nbr = det._tensors(pts, nrm)
     y = torch.from_numpy(mask.astype(np.float32))
-    model = _build_model(input_dim(det.features), 16, 2, 8)
-    _init_params(model, torch.Generator().manual_seed(0))
+    model = build_model(input_dim(det.features), 16, 2, 8)
+    init_params(model, torch.Generator().manual_seed(0))
     opt = torch.optim.Adam(model.parameters(), lr=5e-3)
     losses = []
     for _ in range(25):
-        loss = _bce(model(f, x, nbr)[1], y)
+        loss = bce(model(f, x, nbr)[1], y)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -157,19 +157,51 @@ def test_bad_feature_options():
 
 
 def test_fuse_scores_normalises_each_part():
-    from defectforge.detect3d.pointnet import fuse_scores
+    from defectforge.detect3d.fusion import fuse_scores, stats_from_thresholds
 
+    net, fpfh = stats_from_thresholds(2.0, 1.0), stats_from_thresholds(10.0, 5.0)
     obj, maps = fuse_scores([2.0, 4.0], [np.array([1.0, 2.0])] * 2, [10.0, 30.0], [np.array([5.0, 0.0])] * 2,
-                            net_norm=(2.0, 1.0), fpfh_norm=(10.0, 5.0), weight=0.5)
+                            net, fpfh, weight=0.5)
     np.testing.assert_allclose(obj, [1.0 + 0.5, 2.0 + 1.5])
     np.testing.assert_allclose(maps[0], [1.0 + 0.5, 2.0])
-    obj0, _ = fuse_scores([2.0], [np.zeros(1)], [99.0], [np.zeros(1)], (2.0, 1.0), (np.inf, 0.0), 0.0)
+    obj0, _ = fuse_scores([2.0], [np.zeros(1)], [99.0], [np.zeros(1)], net, stats_from_thresholds(np.inf, 0.0), 0.0)
     assert obj0[0] == 1.0  # weight 0: the network alone; non-finite norms fall back to 1
+
+
+def test_fuse_scores_zscore_and_map_objects():
+    from defectforge.detect3d.fusion import fuse_scores, fused_thresholds, score_stats, top_fraction_mean
+
+    rng = np.random.default_rng(0)
+    good_a = [rng.normal(1.0, 0.1, 500) for _ in range(3)]
+    good_b = [rng.normal(50.0, 5.0, 500) for _ in range(3)]
+    sa = score_stats([v.max() for v in good_a], good_a)
+    sb = score_stats([v.max() for v in good_b], good_b)
+    assert abs(sa["point_mean"] - 1.0) < 0.02 and abs(sb["point_std"] - 5.0) < 0.5
+    # both parts on the z scale: a map twice as far from its good mean counts the same in either
+    a = np.full(10, 1.0 + 3 * sa["point_std"])
+    b = np.full(10, 50.0 + 3 * sb["point_std"])
+    _, maps = fuse_scores([0.0], [a], [0.0], [b], sa, sb, 1.0, norm="zscore")
+    np.testing.assert_allclose(maps[0], 3.0 + 3.0 + (1.0 - sa["point_mean"]) / sa["point_std"]
+                               + (50.0 - sb["point_mean"]) / sb["point_std"], rtol=1e-5)
+    # object="map": only where the two maps agree spatially does the object score rise
+    base_a, base_b = np.zeros(1000), np.zeros(1000)
+    apart_a, apart_b = base_a.copy(), base_b.copy()
+    apart_a[:10], apart_b[-10:] = 5.0, 5.0
+    same_a, same_b = base_a.copy(), base_b.copy()
+    same_a[:10], same_b[:10] = 5.0, 5.0
+    unit = {"object_max": 1.0, "object_mean": 0.0, "object_std": 1.0, "point_q999": 1.0, "point_mean": 0.0,
+            "point_std": 1.0}
+    o_sum, _ = fuse_scores([5.0, 5.0], [apart_a, same_a], [5.0, 5.0], [apart_b, same_b], unit, unit, 1.0)
+    assert o_sum[0] == o_sum[1]  # summed object scores cannot tell the two apart
+    o_map, m = fuse_scores([5.0, 5.0], [apart_a, same_a], [5.0, 5.0], [apart_b, same_b], unit, unit, 1.0,
+                           object="map", object_frac=0.01)
+    assert o_map[1] == 10.0 and o_map[0] == 5.0 and o_map[1] == top_fraction_mean(m[1], 0.01)
+    assert fused_thresholds(sa, sb, 2.0, "threshold") == (3.0, 3.0)
 
 
 def test_fpfh_fusion_equals_the_two_detectors_combined_and_round_trips(trained, tmp_path):
     from defectforge.detect3d.bank import FPFHBank
-    from defectforge.detect3d.pointnet import fuse_scores
+    from defectforge.detect3d.fusion import fuse_scores
 
     fused = PointTransformerAD(steps=30, **{**TINY, "fpfh_weight": 2.0}).fit(_parts())
     c = make_part("flange", 3000, 9)
@@ -178,8 +210,8 @@ def test_fpfh_fusion_equals_the_two_detectors_combined_and_round_trips(trained, 
     net = trained.predict([r.points, c.points])  # the same network (same seed and data)
     fb = FPFHBank(seed=0).fit(_parts())
     fp = fb.predict([r.points, c.points])
-    obj, maps = fuse_scores(net.pred_score, net.anomaly_map, fp.pred_score, fp.anomaly_map, trained.norms(),
-                            (fb.threshold_, fb.point_threshold_), 2.0)
+    obj, maps = fuse_scores(net.pred_score, net.anomaly_map, fp.pred_score, fp.anomaly_map, trained.stats_,
+                            fb.stats_, 2.0)
     np.testing.assert_allclose(pred.pred_score, obj, rtol=1e-6)
     np.testing.assert_allclose(pred.anomaly_map[0], maps[0], rtol=1e-5)
     assert pred.pred_score[0] > pred.pred_score[1]
