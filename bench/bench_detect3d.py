@@ -179,8 +179,12 @@ def rescore(raw_paths: list[str], fusion: str | None, sweep: bool, json_path: st
         tag = raw["args"].get("train_ops", "full")
         splits.add(raw["args"].get("split", "test"))
         for d, r in raw["results"].items():
-            if d != "pointnet+fpfh":
-                runs[d if d == "fpfh" else f"{d} ({tag})"] = r
+            if d != "pointnet+fpfh":  # runs of other classes (one class per process) are merged
+                merged = runs.setdefault(d if d == "fpfh" else f"{d} ({tag})", {**_store(), "stats": {}, "fit_s": {}})
+                for k in _store():
+                    merged[k] += r[k]
+                merged["stats"].update(r["stats"])
+                merged["fit_s"].update(r.get("fit_s", {}))
     if sweep and splits != {"val"}:
         raise SystemExit("error: --sweep chooses settings, so it takes validation runs (--split val) only")
     nets = [n for n in runs if n.startswith("pointnet (")]

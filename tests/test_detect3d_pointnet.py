@@ -35,7 +35,7 @@ def test_training_steps_reduce_the_loss_on_a_synthetic_anomaly():
     p = make_part("flange", 3000, 0).points
     p = (p - p.mean(axis=0)) / np.linalg.norm(p - p.mean(axis=0), axis=1).max()
     net = voxel_downsample(p, 0.06)[0]
-    pts, nrm, mask = det._synth(net, pca_normals_centroid(net, 10), np.random.default_rng(0))
+    pts, nrm, mask = det._data().synth(net, pca_normals_centroid(net, 10), np.random.default_rng(0))
     assert 0 < mask.sum() < len(mask)
     f, x, nbr = det._tensors(pts, nrm)
     y = torch.from_numpy(mask.astype(np.float32))
@@ -215,8 +215,17 @@ def test_fpfh_fusion_equals_the_two_detectors_combined_and_round_trips(trained, 
     np.testing.assert_allclose(pred.pred_score, obj, rtol=1e-6)
     np.testing.assert_allclose(pred.anomaly_map[0], maps[0], rtol=1e-5)
     assert pred.pred_score[0] > pred.pred_score[1]
+    # z-score normalisation and the object score from the fused map: the same function, fitted stats
+    fused.fusion_norm, fused.fusion_object, fused.object_frac = "zscore", "map", 0.01
+    pz = fused.predict([r.points, c.points])
+    obj, maps = fuse_scores(net.pred_score, net.anomaly_map, fp.pred_score, fp.anomaly_map, trained.stats_,
+                            fb.stats_, 2.0, norm="zscore", object="map", object_frac=0.01)
+    np.testing.assert_allclose(pz.pred_score, obj, rtol=1e-5)
+    np.testing.assert_allclose(pz.anomaly_map[1], maps[1], rtol=1e-5, atol=1e-5)
+    assert fb.stats_["point_std"] > 0 and trained.stats_["object_max"] == trained.threshold_
     loaded = PointTransformerAD.load(fused.save(tmp_path / "fused.pt"))
-    np.testing.assert_array_equal(loaded.predict([r.points]).pred_score, pred.pred_score[:1])
+    assert loaded.fusion_object == "map" and loaded.fpfh_.stats_ == fb.stats_
+    np.testing.assert_array_equal(loaded.predict([r.points]).pred_score, pz.pred_score[:1])
     with pytest.raises(ConfigError, match="fpfh_weight"):
         get_detector3d("pointnet", fpfh_weight=-1)
 
@@ -249,6 +258,21 @@ def test_default_training_covers_the_full_mpas_range():
     rng = np.random.default_rng(0)
     for op in ("bend", "crack", "bulge"):
         det.train_ops = (op,)
-        _, _, m = det._synth(p.points / 100.0, p.normals, rng)
+        _, _, m = det._data().synth(p.points / 100.0, p.normals, rng)
         hits += bool(m.any())
     assert hits == 3
+
+
+def test_device_option_is_checked_and_not_saved(trained, tmp_path):
+    import torch
+
+    from defectforge.detect3d.bank import FPFHBank
+
+    for cls in (PointTransformerAD, FPFHBank):
+        with pytest.raises(ConfigError, match="device"):
+            get_detector3d("pointnet" if cls is PointTransformerAD else "fpfh", device="tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="no CUDA device"):
+            PointTransformerAD(steps=1, device="cuda", **TINY).fit(_parts())
+    path = trained.save(tmp_path / "dev.pt")
+    assert PointTransformerAD.load(path, device="cpu").device == "cpu"  # a run-time option, not a fitted one
