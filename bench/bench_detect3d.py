@@ -51,6 +51,7 @@ from pathlib import Path
 
 import numpy as np
 
+CLASSES = ("flange", "bracket", "spur_gear", "hex_bolt")
 TEST_TYPES = ("groove", "crack", "bend", "freeform", "sink")
 VAL_TYPES = ("bump", "dent", "scratch", "pit", "bulge")  # never the test types
 
@@ -223,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     import json
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--classes", default="flange,bracket,spur_gear,hex_bolt")
+    ap.add_argument("--classes", default=",".join(CLASSES))
     ap.add_argument("--points", type=int, default=40000)
     ap.add_argument("--train", type=int, default=4)
     ap.add_argument("--good", type=int, default=5)
@@ -294,7 +295,9 @@ def main(argv: list[str] | None = None) -> int:
     sweep: dict = {}
     extra = {}
     pn_params = {}
-    for ci, cls in enumerate(classes):
+    for i, cls in enumerate(classes):
+        # a class's data depends on its place in the default list only, so one class per process gives the same clouds
+        ci = CLASSES.index(cls) if cls in CLASSES else len(CLASSES) + i
         train, test = build_split(cls, ci, args, args.split)
         fitted = {}
         for d in dets:
