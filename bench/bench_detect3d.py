@@ -28,11 +28,18 @@ Protocol (all seeded; nothing is fitted on test data):
 - Validation (``--split val``): other good parts of the same products (own seeds) and
   anomalies of ``--val-types`` (default bump, dent, scratch, pit, bulge; test types are
   refused), at the training ranges. ``--sweep`` scores every head weight x top-k from one
-  network pass and every FPFH weight of :data:`~defectforge.detect3d.pointnet.FPFH_WEIGHTS`;
-  for ``unseen``, validating on ``bulge`` (a type the network never trained on) measures
-  transfer, which is what picks the FPFH weight for that protocol.
+  network pass and every fusion setting of :func:`fusion_variants` (normalisation
+  threshold/z-score, object score summed or from the fused map, FPFH weight); for
+  ``unseen``, validating on ``bulge`` (a type the network never trained on) measures
+  transfer. ``--rescore RAW... --sweep`` does the fusion sweep on saved validation runs
+  (one class per process is fine: runs are merged by detector), ``--rescore RAW...
+  --fusion NORM,OBJECT,FRAC,WEIGHT`` applies the chosen setting to saved test runs.
 - Metrics per class: O-AUROC, P-AUROC (points pooled over the class's test clouds),
-  O-AUPR, P-AUPR; fit seconds per class; predict seconds per 40k-point cloud.
+  O-AUPR, P-AUPR; fit seconds and fit CPU seconds per class (the machine is shared, so CPU
+  seconds are the comparable figure); predict seconds per 40k-point cloud.
+- ``--device cuda``: the network and both detectors' nearest-neighbour searches on the
+  GPU (torch; no faiss needed); ``bench/run_detect3d_gpu.sh`` runs every class and
+  protocol in parallel on a GPU machine.
 
 Run: ``OMP_NUM_THREADS=1 .venv/bin/python bench/bench_detect3d.py`` (writes
 ``docs/bench/detect3d.md``); validation:
