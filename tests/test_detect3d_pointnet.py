@@ -237,7 +237,7 @@ def test_every_fit_phase_reports_progress_and_the_bank_is_capped(monkeypatch, ca
     det = PointTransformerAD(steps=5, progress=True, **{**TINY, "fpfh_weight": 1.0}).fit(_parts(3))
     err = capsys.readouterr().err  # not a terminal: plain progress lines
     for phase in ("pointnet preparing clouds", "pointnet training", "pointnet prototype features",
-                  "pointnet coreset", "pointnet validation", "fpfh features"):
+                  "pointnet coreset", "pointnet validation", "fpfh features", "fpfh coreset", "fpfh validation"):
         assert f"{phase}: 0/" in err, phase
     assert "pointnet training: 5/5" in err and "pointnet coreset: 50/50" in err
     assert len(det.bank_) == 50

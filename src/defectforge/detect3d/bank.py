@@ -144,18 +144,22 @@ class FPFHBank(Detector3D):
                 t.advance()
         allg = np.concatenate([q.groups for q in preps])
         n = coreset_size(len(allg), self.coreset_ratio, minimum=1)
-        idx = greedy_kcenter(allg, n, seed=self.seed)
+        with progress_task("fpfh coreset", n, self.progress) as t:
+            idx = greedy_kcenter(allg, n, seed=self.seed, progress=t.update)
+            t.update(n)
         self.bank_ = np.ascontiguousarray(allg[idx])
         self._nn = self._nearest(self.bank_)
         # leave-one-cloud-out thresholds
         obj, pts = [], []
         if len(preps) > 1:
             owner = np.concatenate([np.full(len(q.groups), i) for i, q in enumerate(preps)])
-            for i, q in enumerate(preps):
-                d, _ = self._nearest(allg[owner != i]).search(q.groups, 1)
-                o, vs, _ = self._score(q, d[:, 0])
-                obj.append(o)
-                pts.append(vs)
+            with progress_task("fpfh validation", len(preps), self.progress) as t:
+                for i, q in enumerate(preps):
+                    d, _ = self._nearest(allg[owner != i]).search(q.groups, 1)
+                    o, vs, _ = self._score(q, d[:, 0])
+                    obj.append(o)
+                    pts.append(vs)
+                    t.advance()
             self.stats_ = score_stats(obj, pts)
             self.threshold_, self.point_threshold_ = self.stats_["object_max"], self.stats_["point_q999"]
         else:
