@@ -442,9 +442,9 @@ def main(argv: list[str] | None = None) -> int:
               "its own random design (`--variation -1` reproduces that), which made a good spur gear with "
               "another tooth count look anomalous to both detectors (spur_gear near chance).",
               "- The point network's settings were chosen on `--split val` (held-out good parts of the same "
-              "products with training-type anomalies), never on this test split: inputs, multi-layer prototypes, "
-              "6,144 network points and 600 steps on training-type anomalies (bump, dent, scratch at the training "
-              "ranges, plus pit); head weight 0 (prototype score only) and top_k 10 on a leave-one-type-out split "
+              "products with training-type anomalies), never on this test split: inputs, multi-layer prototypes "
+              "(at 6,144 points / 600 steps; the defaults are now 3,072 / 300 to fit 5 minutes per class), the "
+              "FPFH fusion setting (`--rescore ... --sweep` on validation runs); head weight 0 (prototype score only) and top_k 10 on a leave-one-type-out split "
               "(train on bump+dent, validate on scratch: `--val-types scratch --pn-kwargs "
               "'{\"train_ops\": [\"bump\", \"dent\"]}'`), which measures transfer to an unseen type. "
               "`fusion='auto'` instead picks the head weight inside `fit` from synthetic training-type anomalies "
