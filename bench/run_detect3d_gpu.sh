@@ -5,14 +5,14 @@
 #
 # Runs bench/bench_detect3d.py --device DEVICE (default cuda) on the test split for every
 # class: FPFH + the point network at the defaults (full MPAS training), the network trained
-# on unseen types only, and the network trained LONG_STEPS steps (default 1200; more than
+# on unseen types only, and the network trained LONG_STEPS steps (default 900; more than
 # the CPU defaults, which were sized for 5 minutes on 2 CPU cores). The fusion setting
 # applied to the saved scores is the class default (chosen on validation, never on test).
 # Needs: torch (CUDA), numpy, scipy, scikit-learn, numba, matplotlib, pyyaml, pillow; no faiss.
 set -u
 out=${1:?usage: run_detect3d_gpu.sh OUTDIR [DEVICE] [LONG_STEPS]}
 device=${2:-cuda}
-long=${3:-1200}
+long=${3:-900}
 py=${PYTHON:-python3}
 read -r -a extra <<< "${BENCH_EXTRA:-}"  # e.g. smaller clouds for a smoke test
 here=$(cd "$(dirname "$0")" && pwd)
