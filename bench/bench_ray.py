@@ -30,18 +30,53 @@ class Clock:
     def __init__(self) -> None:
         self.t0 = time.perf_counter()
         self.times: list[float] = []
+        self.cpu: list[float] = []  # this process's CPU time at each finished item
         self.last = 0
 
-    def __call__(self, done: int, total: int, *_: object) -> None:
+    def __call__(self, stage: str, done: int, total: int | None = None) -> None:  # defectforge.progress protocol
         now = time.perf_counter() - self.t0
         self.times += [now] * max(0, done - self.last)
+        self.cpu += [time.process_time()] * max(0, done - self.last)
         self.last = done
 
     def summary(self) -> dict[str, float]:
         ts = self.times
         wall = time.perf_counter() - self.t0
         rate = (len(ts) - 1) / (ts[-1] - ts[0]) if len(ts) > 1 and ts[-1] > ts[0] else float("nan")
-        return {"items": len(ts), "first_s": ts[0] if ts else float("nan"), "wall_s": wall, "items_per_s": rate}
+        cpu = 1000 * (self.cpu[-1] - self.cpu[0]) / (len(ts) - 1) if len(ts) > 1 else float("nan")
+        return {"items": len(ts), "first_s": ts[0] if ts else float("nan"), "wall_s": wall, "items_per_s": rate,
+                "driver_cpu_ms": cpu}
+
+
+class Noop:
+    """The smallest task: measures the engine's round trip per item."""
+
+    def setup(self) -> None:
+        pass
+
+    def __call__(self, item: int) -> int:
+        return item
+
+
+def _kbytes(folder: Path) -> float:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 1024 if folder.exists() else 0.0
+
+
+def write_page(path: Path, lines: list[str]) -> int:
+    """Write a results page (and print it); the exit code."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines), encoding="utf-8")
+    print("\n".join(lines))
+    return 0
+
+
+def _uptime() -> str:
+    import subprocess
+
+    try:
+        return subprocess.run(["uptime"], capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "load average " + ", ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n", type=int, default=24, help="synth samples and predict images per configuration")
     ap.add_argument("--n3d", type=int, default=12, help="synth3d clouds per configuration")
     ap.add_argument("--points", type=int, default=20000)
+    ap.add_argument("--chunk", type=int, default=4, help="images per detect predict item")
+    ap.add_argument("--noop", type=int, default=300, help="items of the no-op job (engine round trip)")
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "bench" / "ray.md")
     args = ap.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -68,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"BSData not found at {args.data}", file=sys.stderr)
         return 2
     tmp = Path(tempfile.mkdtemp(prefix="bench_ray_"))
-    load_before = os.getloadavg()
+    uptime_before = _uptime()
     t = time.perf_counter()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
     ray_start = time.perf_counter() - t
@@ -77,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     tests = [s.path for s in ds.filter(split="test")][: args.n]
     det = get_detector("exdd", image_size=128, seed=0)
     det.fit(goods[:20])
+    in_kb = sum(Path(p).stat().st_size for p in tests) / 1024 / max(1, len(tests))
     model = det.save(tmp / "m.dfm")
     inst = parse_description("a dent and a scratch")
     cfg = parse_config({"source": {"path": str(args.data), "roi": "auto"}, "generators": [{"name": "pitting"}],
@@ -86,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         "synth3d": lambda eng, out, clk: run_synthesis("part:all", inst, args.n3d, 0, out, n_points=args.points,
                                                        engine=eng, progress=clk),
         "detect predict": lambda eng, out, clk: predict_files(model, tests, out, engine=eng, model=det,
-                                                              progress=clk),
+                                                              progress=clk, chunk=args.chunk),
     }
     rows = []
     for job, fn in jobs.items():
@@ -97,43 +135,60 @@ def main(argv: list[str] | None = None) -> int:
             with make() as eng:
                 clk = Clock()
                 fn(eng, out, clk)
-                rows.append((job, label, clk.summary()))
+                r = clk.summary()
+                r["out_kb"] = _kbytes(out) / max(1, r["items"])
+                rows.append((job, label, r))
             shutil.rmtree(out, ignore_errors=True)
             print(job, label, rows[-1][2], flush=True)
+    noop = []
+    for label, make in (("local, 1 process", lambda: LocalEngine(1)), ("ray, 1 worker", lambda: get_engine("ray", workers=1)),
+                        ("ray, 2 workers", lambda: get_engine("ray", workers=2))):
+        with make() as eng:
+            list(eng.map(Noop(), range(4)))  # actors started and set up
+            t, cpu0 = time.perf_counter(), time.process_time()
+            n_done = sum(1 for _ in eng.map(Noop(), range(args.noop)))
+            noop.append((label, 1000 * (time.perf_counter() - t) / n_done, 1000 * (time.process_time() - cpu0) / n_done))
+        print("no-op", noop[-1], flush=True)
     ray.shutdown()
     shutil.rmtree(tmp, ignore_errors=True)
-    load_after = os.getloadavg()
+    uptime_after = _uptime()
 
     by = {(j, lab): r for j, lab, r in rows}
     lines = ["# Ray engine", "",
-             f"`python bench/bench_ray.py --n {args.n} --n3d {args.n3d} --points {args.points}` on "
-             f"{dt.date.today().isoformat()}, {platform.machine()} with {os.cpu_count()} CPUs, Python "
-             f"{platform.python_version()}, Ray {ray.__version__}; load average before {load_before[0]:.1f}, after "
-             f"{load_after[0]:.1f} (other jobs shared the cores: compare ratios within this run only).",
-             f"Data: BSData ({args.data.name}), synth 2D = pitting on its train good images, detect predict = ExDD "
-             f"(efficientnet_lite0, 128 px) fitted on 20 train good images, scoring {len(tests)} test images in "
-             f"chunks of 16. A local Ray started in {ray_start:.1f} s.", "",
-             "| job | engine | items | first item after (s) | wall (s) | items/s (first to last item) |",
-             "| --- | --- | ---: | ---: | ---: | ---: |"]
+             f"`python bench/bench_ray.py --n {args.n} --n3d {args.n3d} --points {args.points} --chunk {args.chunk} "
+             f"--noop {args.noop}` on {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.machine()} "
+             f"with {os.cpu_count()} CPUs, Python {platform.python_version()}, Ray {ray.__version__}.",
+             f"Machine load (`uptime`) before: `{uptime_before}`; after: `{uptime_after}`. The 2 cores were shared "
+             "with other jobs: compare ratios within this run only, and read the 2-worker figures as bounded by "
+             "that load (two workers need two idle cores).",
+             f"Data: a subset of BSData ({args.data.name}): synth 2D = {args.n} pitting samples on its train good "
+             f"images; synth3d = {args.n3d} clouds of {args.points} points; detect predict = ExDD "
+             f"(efficientnet_lite0, 128 px) fitted on 20 train good images, scoring the first {len(tests)} test "
+             f"images ({in_kb:.0f} KiB JPEG each) in items of {args.chunk} images. A local Ray with 2 CPUs "
+             f"started in {ray_start:.1f} s.", "",
+             "| job | engine | items | first item after (s) | wall (s) | items/s (first to last item) | "
+             "driver CPU per item (ms) | output per item (KiB) |",  # predict: per image
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for job, label, r in rows:
-        lines.append(f"| {job} | {label} | {r['items']} | {r['first_s']:.1f} | {r['wall_s']:.1f} | "
-                     f"{r['items_per_s']:.2f} |")
+        unit = f" images (in items of {args.chunk})" if job == "detect predict" else ""
+        lines.append(f"| {job} | {label} | {r['items']}{unit} | {r['first_s']:.1f} | {r['wall_s']:.1f} | "
+                     f"{r['items_per_s']:.2f} | {r['driver_cpu_ms']:.1f} | {r['out_kb']:.0f} |")
     lines += ["", "| job | Ray 1 worker vs local (overhead, target <= 15 %) | Ray 2 vs 1 workers (target >= 1.7x) |",
               "| --- | ---: | ---: |"]
     for job in jobs:
         loc, r1, r2 = (by[(job, lab)]["items_per_s"] for lab in ("local, 1 process", "ray, 1 worker",
                                                                  "ray, 2 workers"))
         lines.append(f"| {job} | {100 * (loc / r1 - 1):+.0f} % | {r2 / r1:.2f}x |")
-    lines += ["", "Reading: with a load average far above the 2 cores, two workers compete with everything else "
-              "for the same 2 cores, so the 1 -> 2 worker ratio here measures the machine, not the engine; the "
-              "targets need an idle machine (or one node per worker). Items/s counts finished items, so for "
-              "detect predict (items of 16 images) only chunk boundaries are seen: run with more images "
-              "(--n 256) for a stable rate. 'first item after' includes starting the Ray actors (a second "
-              "worker adds one actor start).", ""]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(lines), encoding="utf-8")
-    print("\n".join(lines))
-    return 0
+    lines += ["", f"No-op task ({args.noop} items, each returns its item): the engine's own cost per item.", "",
+              "| engine | wall per item (ms) | driver CPU per item (ms) |", "| --- | ---: | ---: |"]
+    lines += [f"| {label} | {w:.2f} | {c:.2f} |" for label, w, c in noop]
+    lines += ["", "Reading: overhead = local items/s over Ray-1-worker items/s, minus 1 (negative: Ray was faster "
+              "in this run, i.e. within the noise of the shared machine). Items/s counts finished items from the "
+              "first to the last, so the workers' start-up is left out (it is the 'first item after' column; a "
+              "second worker adds one actor start). Driver CPU per item is this process's CPU time from the first "
+              "to the last finished item over the items between (journal, progress, Ray calls; for the local "
+              "engine it includes the work itself).", ""]
+    return write_page(args.out, lines)
 
 
 if __name__ == "__main__":

@@ -60,8 +60,17 @@ def fit_cmd(
     real_defects: bool = typer.Option(True, "--real-defects/--no-real-defects",
                                       help="Also use the train split's real defect images."),
     device: str = typer.Option("cpu", "--device", help="cpu, or cuda[:N] when a GPU is available."),
+    workers: Optional[int] = typer.Option(None, "--workers", "-j", min=1,
+                                          help="Feature-extraction workers (default: 1 local; with --engine ray, "
+                                               "the cluster's CPUs)."),
+    engine: str = engine_option(),
+    ray_address: Optional[str] = address_option(),
 ) -> None:
     """Fit a detector on the train split of DATA and save it.
+
+    With ``--engine ray`` (or ``--workers``) the backbone features are computed by the
+    workers (the images read there by path); the coreset is chosen here, on the rows in
+    input order, so the model is the same on every engine.
 
     The model file records which defect sets went in (``fit_info_["defect_sets"]``)."""
     import warnings
@@ -100,9 +109,12 @@ def fit_cmd(
     n_def = sum(len(v) for v in def_sets.values())
     con.print(f"fitting {model} on {len(normal)} good train images of {data} + {n_def} defect images "
               f"from {len(def_sets)} set(s)")
-    with warnings.catch_warnings(record=True) as caught:
+    from defectforge.detect.fit_job import fit_on
+    from defectforge.engine.cli import open_engine
+
+    with warnings.catch_warnings(record=True) as caught, open_engine(engine, ray_address, workers) as eng:
         warnings.simplefilter("always")
-        det.fit(normal, def_sets or None)
+        fit_on(det, eng, normal, def_sets or None)
     for w in caught:
         con.print(f"[yellow]warning:[/] {w.message}")
     det.save(out)

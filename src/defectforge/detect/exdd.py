@@ -299,7 +299,7 @@ class ExDD(Detector):
         import time
 
         from defectforge.bank.coreset import coreset_size, greedy_kcenter
-        from defectforge.bank.features import to_rgb
+        from defectforge.detect.fit_job import feature_rows
         from defectforge.progress import progress_task
         from defectforge.bank.spool import RowSpool
 
@@ -312,20 +312,12 @@ class ExDD(Detector):
                    if which == "normal" else None)
         with RowSpool(D) as spool:
             with progress_task(f"features ({which})", n_items, self.progress) as bar:
-                batch: list[Any] = []
-                for k, (it, tag) in enumerate(items):
-                    if which == "normal":
-                        batch.append(it)
-                        if len(batch) < c.batch_size and k + 1 < n_items:
-                            continue
-                        rows = self._rows([to_rgb(b) for b in batch])
-                        bar.advance(len(batch))
-                        batch = []
-                    else:
-                        rows = self._defect_rows(it, k)
-                        bar.advance()
-                        if rows is None:
-                            continue
+                # batches of images -> rows, in order, in this process or on an engine (fit_job)
+                for rows, n_batch, tag in feature_rows(self, which, items, c.batch_size):
+                    bar.advance(n_batch)
+                    if rows is None:
+                        continue
+                    if used is not None:
                         used[tag] += 1
                     if sel_all is not None:
                         dst = sel_all[spool.n_rows:spool.n_rows + len(rows)]

@@ -19,6 +19,7 @@ from typing import List, Optional
 import typer
 
 from defectforge._cliutil import console as _console
+from defectforge.engine.cli import address_option, engine_option
 
 detect3d_app = typer.Typer(help="3D anomaly detection: FPFH memory bank and a point transformer.",
                            no_args_is_help=True)
@@ -86,41 +87,30 @@ def predict_cmd(
     clouds: List[Path] = typer.Argument(..., help="Point-cloud files (PLY, PCD, TXT/XYZ, NPY, meshes)."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder."),
     category: Optional[str] = typer.Option(None, "--class", "-c", help="Category detector to use (needed when the file holds several)."),
+    workers: Optional[int] = typer.Option(None, "--workers", "-j", min=1,
+                                          help="Workers (default: 1 local; with --engine ray, the cluster's CPUs)."),
+    engine: str = engine_option(),
+    ray_address: Optional[str] = address_option(),
 ) -> None:
-    """Score CLOUDS: per-point scores as TXT and PLY, object scores in scores.csv."""
-    import csv
-    import io
+    """Score CLOUDS: per-point scores as TXT and PLY, object scores in scores.csv.
 
-    import numpy as np
-
-    from defectforge._atomic import atomic_write_text
+    Each cloud is scored on its own (its score does not depend on the other clouds);
+    with ``--engine ray`` the workers read the clouds and write the files."""
     from defectforge.detect3d import load_models3d
+    from defectforge.detect3d.score_job import predict_clouds
+    from defectforge.engine.cli import open_engine
     from defectforge.errors import InputError
-    from defectforge.synth3d.cloud_io import read_cloud
+    from defectforge.progress import rich_progress
 
-    models = load_models3d(model_path, progress=True)
+    models = load_models3d(model_path)  # one progress bar over the job, not one per cloud
     if category is None:
         if len(models) != 1:
             raise InputError(model_path, f"holds detectors for {', '.join(models)}: choose one with --class")
-        det = next(iter(models.values()))
+        category = next(iter(models))
     elif category not in models:
         raise InputError(model_path, f"no detector for class {category!r} (has {', '.join(models)})")
-    else:
-        det = models[category]
-    items = [read_cloud(p) for p in clouds]
-    pred = det.predict(items)
-    out.mkdir(parents=True, exist_ok=True)
-    rows = io.StringIO()
-    w = csv.writer(rows, lineterminator="\n")
-    w.writerow(["file", "score", "label", "n_points", "n_flagged_points"])
-    for p, cloud, s, lab, amap, m in zip(clouds, items, pred.pred_score, pred.pred_label, pred.anomaly_map,
-                                          pred.pred_mask):
-        tb = io.StringIO()
-        np.savetxt(tb, np.column_stack([cloud.points, amap]), fmt="%.6f %.6f %.6f %.6g")
-        atomic_write_text(out / f"{p.stem}.txt", tb.getvalue())
-        write_score_ply(out / f"{p.stem}.ply", cloud.points, amap)
-        w.writerow([str(p), f"{s:.6g}", int(lab), len(amap), int(m.sum())])
-    atomic_write_text(out / "scores.csv", rows.getvalue())
+    with rich_progress() as bar, open_engine(engine, ray_address, workers) as eng:
+        predict_clouds(model_path, category, clouds, out, models=models, engine=eng, progress=bar)
     _console().print(f"scored {len(clouds)} clouds -> {out}")
 
 
@@ -132,6 +122,10 @@ def eval_cmd(
     report: Optional[Path] = typer.Option(None, "--report", help="Write an HTML report into this folder."),
     format: Optional[str] = typer.Option(None, "--format", "-f"),
     max_renders: int = typer.Option(12, "--max-renders", help="Clouds rendered per category in the report."),
+    workers: Optional[int] = typer.Option(None, "--workers", "-j", min=1,
+                                          help="Workers (default: 1 local; with --engine ray, the cluster's CPUs)."),
+    engine: str = engine_option(),
+    ray_address: Optional[str] = address_option(),
 ) -> None:
     """O-AUROC, P-AUROC, O-AUPR, P-AUPR per category and their mean."""
     import numpy as np
@@ -143,9 +137,14 @@ def eval_cmd(
     from defectforge.detect3d.evaluate import add_eval3d_section, evaluate_detector3d, one_sided_categories
     from defectforge.detect3d.metrics import METRICS_3D, metrics_table
 
-    models = load_models3d(model_path, progress=True)
+    from defectforge.progress import rich_progress
+
+    models = load_models3d(model_path)  # one progress bar over the job, not one per cloud
     ds = load_dataset3d(data, format)
-    ev = evaluate_detector3d(models, ds, source=model_path)
+    from defectforge.engine.cli import open_engine
+
+    with rich_progress() as bar, open_engine(engine, ray_address, workers) as eng:
+        ev = evaluate_detector3d(models, ds, source=model_path, engine=eng, model_path=model_path, progress=bar)
     one_sided = one_sided_categories(ev.categories, ev.labels)
     table = Table(title="detect3d evaluation")
     table.add_column("class")

@@ -30,30 +30,34 @@ class Eval3D:
 
 
 def evaluate_detector3d(models: dict[str, Any], dataset: Any, split: str = "test",
-                        source: str | Path | None = None) -> Eval3D:
+                        source: str | Path | None = None, engine: Any = None,
+                        model_path: str | Path | None = None, progress: Any = None) -> Eval3D:
     """Score the ``split`` clouds of every category of ``dataset`` (a
     :class:`~defectforge.detect3d.data.Dataset3D`) with ``models[category]`` (a
     ``{category: detector}`` mapping, e.g. from :func:`~defectforge.detect3d.load_models3d`;
-    ``source`` names the model file in errors)."""
+    ``source`` names the model file in errors). Each cloud is scored on its own, on
+    ``engine`` (default: this process; an engine of other processes loads ``model_path``);
+    ``progress("score", done, total)`` follows :mod:`defectforge.progress`."""
     from defectforge.detect3d.metrics import evaluate_3d
+    from defectforge.detect3d.score_job import score_samples3d
 
     ev = Eval3D(metrics={})
+    todo = []
     for c in dataset.categories:
         test = dataset.filter(category=c, split=split).samples
-        if not test:
-            continue
-        if c not in models:
+        if test and c not in models:
             raise InputError(source, f"no detector for class {c!r} of {dataset.root} (has {', '.join(models)})")
-        loaded = [s.load() for s in test]
-        pred = models[c].predict(loaded)
-        for s, cl, sc, amap in zip(test, loaded, pred.pred_score, pred.anomaly_map):
-            ev.categories.append(c)
-            ev.labels.append(bool(s.is_defect))
-            ev.scores.append(float(sc))
-            ev.point_labels.append(cl.labels.astype(bool))
-            ev.point_scores.append(amap)
-            ev.clouds.append(cl)
-            ev.names.append(f"{c}/{s.name} ({s.label})")
+        todo += [(c, s, s.name) for s in test]
+    scored = score_samples3d(todo, models, engine, model_path, progress=progress)
+    for (c, s, _), (sc, amap) in zip(todo, scored):
+        cl = s.load()
+        ev.categories.append(c)
+        ev.labels.append(bool(s.is_defect))
+        ev.scores.append(float(sc))
+        ev.point_labels.append(cl.labels.astype(bool))
+        ev.point_scores.append(amap)
+        ev.clouds.append(cl)
+        ev.names.append(f"{c}/{s.name} ({s.label})")
     if not ev.categories:
         raise InputError(dataset.root, f"no {split} clouds to evaluate")
     ev.metrics = evaluate_3d(ev.categories, ev.labels, ev.scores, ev.point_labels, ev.point_scores)

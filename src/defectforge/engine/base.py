@@ -22,6 +22,19 @@ class Task:
         raise NotImplementedError
 
 
+class _Indexed(Task):
+    """``task`` over ``(position, item)`` pairs (so results can be put back in order)."""
+
+    def __init__(self, task: Task):
+        self.task = task
+
+    def setup(self) -> None:
+        self.task.setup()
+
+    def __call__(self, pair: tuple[int, Any]) -> Any:
+        return self.task(pair[1])
+
+
 class Engine:
     """Runs ``task`` over ``items``; :meth:`map` yields ``(item, record)`` pairs in
     completion order. Use as a context manager (or call :meth:`close`)."""
@@ -35,6 +48,19 @@ class Engine:
 
     def map(self, task: Task, items: Iterable[Any]) -> Iterator[tuple[Any, Any]]:
         raise NotImplementedError
+
+    def map_ordered(self, task: Task, items: Iterable[Any]) -> Iterator[tuple[Any, Any]]:
+        """:meth:`map`, but the pairs come back in item order (a finished item waits, in
+        memory, for the ones before it): for callers whose result depends on the order,
+        such as rows appended to a file for a coreset."""
+        items = list(items)
+        pending: dict[int, tuple[Any, Any]] = {}
+        nxt = 0
+        for (k, _), rec in self.map(_Indexed(task), list(enumerate(items))):
+            pending[k] = (items[k], rec)
+            while nxt in pending:
+                yield pending.pop(nxt)
+                nxt += 1
 
     def close(self) -> None:
         """Release workers (and a Ray instance this engine started)."""

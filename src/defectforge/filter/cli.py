@@ -7,6 +7,7 @@ from typing import List, Optional
 
 import typer
 
+from defectforge.engine.cli import address_option, engine_option, open_engine
 from defectforge.errors import ConfigError
 
 filter_app = typer.Typer(help="Filter synthetic defects (realism, fidelity, diversity) and measure set quality.",
@@ -43,6 +44,11 @@ def select_cmd(
     prompt: Optional[str] = typer.Option(None, help="Prompt for CLIPScore."),
     dreamsim_dir: Optional[Path] = typer.Option(None, help="Local DreamSim cache dir -> dreamsim_distance column."),
     overwrite: bool = typer.Option(False, help="Replace a non-empty output folder."),
+    workers: Optional[int] = typer.Option(None, "--workers", "-j", min=1,
+                                          help="Scoring workers (default: 1 local; with --engine ray, the "
+                                               "cluster's CPUs)."),
+    engine: str = engine_option(),
+    ray_address: Optional[str] = address_option(),
 ) -> None:
     """Score synthetic samples against real defects and keep the ones the policy selects."""
     from rich.console import Console
@@ -65,9 +71,10 @@ def select_cmd(
     with Progress(TextColumn("scoring"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TimeRemainingColumn(), transient=True) as prog:
         task = prog.add_task("score", total=None)
-        res = filter_dataset(synthetic, real, out, policy, clip=clip, prompt=prompt, dreamsim=dreamsim,
-                             overwrite=overwrite,
-                             progress=lambda stage, done, total: prog.update(task, completed=done, total=total))
+        with open_engine(engine, ray_address, workers) as eng:
+            res = filter_dataset(synthetic, real, out, policy, clip=clip, prompt=prompt, dreamsim=dreamsim,
+                                 overwrite=overwrite, engine=eng,
+                                 progress=lambda stage, done, total: prog.update(task, completed=done, total=total))
     Console(highlight=False).print(f"kept {res['n_kept']} / {res['n_scored']} -> {out}/kept "
                                    f"(scores.csv, report.html)")
 

@@ -72,16 +72,18 @@ def _csv(rows: Sequence[dict[str, Any]]) -> str:
 def filter_dataset(synthetic: str | Path | Dataset, real: str | Path | Dataset, out: str | Path,
                    policy: SelectionPolicy | None = None, embedder: Any = None, clip: Any = None,
                    prompt: str | None = None, dreamsim: Any = None, overwrite: bool = False,
-                   report_examples: int = 8, progress: Any = None) -> dict[str, Any]:
+                   report_examples: int = 8, progress: Any = None, engine: Any = None) -> dict[str, Any]:
     """Score, select and write (see the module docstring); returns a summary dict with
-    ``rows`` (score rows incl. ``kept``/``reason``), ``kept``, ``rejected``, ``out``."""
+    ``rows`` (score rows incl. ``kept``/``reason``), ``kept``, ``rejected``, ``out``.
+    ``engine`` (:mod:`defectforge.engine`) scores the samples (default: this process)."""
     from defectforge.data._files import staged_dir
     from defectforge.filter.scores import diversity, score_samples
 
     policy = policy or SelectionPolicy()
     sds, rds = _load(synthetic, "synthetic"), _load(real, "real")
     syn, reals = check_sets(sds, rds)
-    rows = score_samples(syn, reals, embedder=embedder, clip=clip, prompt=prompt, dreamsim=dreamsim, progress=progress)
+    rows = score_samples(syn, reals, embedder=embedder, clip=clip, prompt=prompt, dreamsim=dreamsim, progress=progress,
+                         engine=engine)
     keep, reasons = select(rows, policy)
     kept_idx = [i for i, k in enumerate(keep) if k]
     if kept_idx:

@@ -104,45 +104,36 @@ def _source_image(sample: Sample, sources: dict[str, np.ndarray] | None) -> np.n
 
 def score_samples(synthetic: Sequence[Sample], real_defects: Sequence[Sample], embedder: Any = None,
                   sources: dict[str, np.ndarray] | None = None, clip: Any = None, prompt: str | None = None,
-                  dreamsim: Any = None, context: float = 0.5, progress: Any = None) -> list[dict[str, Any]]:
+                  dreamsim: Any = None, context: float = 0.5, progress: Any = None, engine: Any = None,
+                  chunk: int = 8) -> list[dict[str, Any]]:
     """One row of scores per synthetic sample (same order).
 
     ``sources`` maps ``meta['source']`` names to source images (else ``meta['source_path']``
     is read when it exists). ``clip`` is a :class:`~defectforge.filter.embed.ClipScorer` (needs
     ``prompt``); ``dreamsim`` any :class:`~defectforge.filter.embed.Embedder`.
+    ``engine`` (:mod:`defectforge.engine`) scores the synthetic samples in chunks of
+    ``chunk`` (default: this process); the real crops are embedded here, once.
     """
+    from defectforge.engine.local import LocalEngine
     from defectforge.filter.embed import default_embedder
 
     emb = embedder or default_embedder()
     real_crops = [c for s in real_defects for c in sample_crops(s, context)]
     if not real_crops:
         raise InputError(None, "no real defect regions to compare with (the real set has no masks or boxes)")
-    real_f = emb.embed(real_crops)
-    real_d = dreamsim.embed(real_crops) if dreamsim is not None else None
+    if clip is not None and not prompt:
+        raise InputError(None, "CLIPScore needs a prompt (--prompt)")
+    task = SampleScoreTask(emb.embed(real_crops), dreamsim.embed(real_crops) if dreamsim is not None else None,
+                           emb, sources, clip, prompt, dreamsim, context)
+    chunks = [tuple(synthetic[i:i + chunk]) for i in range(0, len(synthetic), max(1, int(chunk)))]
     rows: list[dict[str, Any]] = []
     means = []
-    for i, s in enumerate(synthetic):
-        crops = sample_crops(s, context)
-        name = s.name
-        if not crops:
-            raise InputError(s.path or name, "synthetic sample has no defect label (no mask and no boxes)")
-        f = emb.embed(crops)
-        means.append(f.mean(0))
-        mask = s.mask if s.mask is not None else _box_mask(s)
-        src = _source_image(s, sources)
-        fid = fidelity(s.rgb(), mask, src)
-        row: dict[str, Any] = {"name": name, "label": s.label, "n_instances": len(_boxes(s)),
-                               "has_source": src is not None,
-                               "realism_distance": float(nearest_distance(f, real_f).mean()), **fid}
-        if dreamsim is not None:
-            row["dreamsim_distance"] = float(nearest_distance(dreamsim.embed(crops), real_d).mean())
-        if clip is not None:
-            if not prompt:
-                raise InputError(None, "CLIPScore needs a prompt (--prompt)")
-            row["clipscore"] = float(np.mean(clip.score(crops, prompt)))
-        rows.append(row)
+    for _, part in (engine or LocalEngine(1)).map_ordered(task, chunks):
+        for row, mean in part:
+            rows.append(row)
+            means.append(mean)
         if progress is not None:  # defectforge.progress protocol
-            progress("scoring", i + 1, len(synthetic))
+            progress("scoring", len(rows), len(synthetic))
     if rows:
         M = np.stack(means)
         div = diversity(M)
@@ -150,6 +141,41 @@ def score_samples(synthetic: Sequence[Sample], real_defects: Sequence[Sample], e
             r["diversity"] = float(d)
             r["_embedding"] = e
     return rows
+
+
+class SampleScoreTask:
+    """Scores of one chunk of synthetic samples against the real crops' embeddings
+    (``real_f``, and ``real_d`` for DreamSim): ``[(row, mean crop embedding), ...]``. The
+    embedders travel with the task (pickled once per job to each worker); the samples
+    are read by path in the worker."""
+
+    def __init__(self, real_f: np.ndarray, real_d: np.ndarray | None, embedder: Any, sources: Any, clip: Any,
+                 prompt: str | None, dreamsim: Any, context: float):
+        self.real_f, self.real_d, self.emb, self.sources = real_f, real_d, embedder, sources
+        self.clip, self.prompt, self.dreamsim, self.context = clip, prompt, dreamsim, context
+
+    def setup(self) -> None:
+        pass
+
+    def __call__(self, samples: Sequence[Sample]) -> list[tuple[dict[str, Any], np.ndarray]]:
+        return [self.score_one(s) for s in samples]
+
+    def score_one(self, s: Sample) -> tuple[dict[str, Any], np.ndarray]:
+        crops = sample_crops(s, self.context)
+        if not crops:
+            raise InputError(s.path or s.name, "synthetic sample has no defect label (no mask and no boxes)")
+        f = self.emb.embed(crops)
+        mask = s.mask if s.mask is not None else _box_mask(s)
+        src = _source_image(s, self.sources)
+        row: dict[str, Any] = {"name": s.name, "label": s.label, "n_instances": len(_boxes(s)),
+                               "has_source": src is not None,
+                               "realism_distance": float(nearest_distance(f, self.real_f).mean()),
+                               **fidelity(s.rgb(), mask, src)}
+        if self.dreamsim is not None:
+            row["dreamsim_distance"] = float(nearest_distance(self.dreamsim.embed(crops), self.real_d).mean())
+        if self.clip is not None:
+            row["clipscore"] = float(np.mean(self.clip.score(crops, self.prompt)))
+        return row, f.mean(0)
 
 
 def _box_mask(s: Sample) -> np.ndarray:
