@@ -211,7 +211,7 @@ def test_fpfh_fusion_equals_the_two_detectors_combined_and_round_trips(trained, 
     fb = FPFHBank(seed=0).fit(_parts())
     fp = fb.predict([r.points, c.points])
     obj, maps = fuse_scores(net.pred_score, net.anomaly_map, fp.pred_score, fp.anomaly_map, trained.stats_,
-                            fb.stats_, 2.0)
+                            fb.stats_, 2.0, fused.fusion_norm, fused.fusion_object, fused.object_frac)
     np.testing.assert_allclose(pred.pred_score, obj, rtol=1e-6)
     np.testing.assert_allclose(pred.anomaly_map[0], maps[0], rtol=1e-5)
     assert pred.pred_score[0] > pred.pred_score[1]
