@@ -35,9 +35,10 @@ neighbours and interpolated (IDW, 3-NN) to every input point; object score = mea
 held-out good score statistics. ``fpfh_weight=0`` gives the network alone.
 
 Defaults were chosen on the validation splits of ``bench/bench_detect3d.py`` (never its
-test defects): the fusion ``fpfh_weight=0.5``, ``fusion_norm="threshold"``,
-``fusion_object="map"``, ``object_frac=0.005`` by ``--rescore ... --sweep`` on held-out
-good parts and training-type anomalies (2026-12-04); 300 steps on 3,072 network points so
+test defects): the fusion ``fpfh_weight=4``, ``fusion_norm="zscore"``,
+``fusion_object="map"``, ``object_frac=0.005`` by the best mean of O- and P-AUROC over both
+validation splits (held-out good parts with training-type anomalies, and with a type the
+unseen-types network never trained on; 4 classes, 2026-12-04); 300 steps on 3,072 network points so
 a fit (network + FPFH bank) takes about 90 CPU seconds per class, well inside 5 minutes
 on the 2-core machine; see ``docs/bench/detect3d.md``.
 
@@ -101,7 +102,7 @@ class PointTransformerAD(Detector3D, PrototypeScoring):
                  bank_ratio: float = 0.25, fusion: str = "proto", smooth_k: int = 8, top_k: int = 10,
                  scale: str = "category", voxel: float = 0.02, max_scale_ratio: float = 4.0,
                  features: str = "normal,fpfh,shape", proto_layers: str = "all", head_weight: float = 1.0,
-                 fpfh_weight: float = 0.5, fusion_norm: str = "threshold", fusion_object: str = "map",
+                 fpfh_weight: float = 4.0, fusion_norm: str = "zscore", fusion_object: str = "map",
                  object_frac: float = 0.005, seed: int = 0, threads: int | None = 1, device: str = "cpu",
                  progress: Any = False):
         self.channels, self.n_layers, self.k = channels, n_layers, k
