@@ -14,7 +14,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV) || python3 -m venv $(VENV)
 	$(BIN)/python -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(BIN)/python -m pip install -q -e ".[test,diffusion,yolox,studio,dist]"
+	$(BIN)/python -m pip install -q -e ".[test,diffusion,yolox,studio,dist,search]"
 	$(BIN)/python -m pip install -q --no-deps yolox-datamint==0.3.1
 	@touch $(STAMP)
 

@@ -1,6 +1,7 @@
-"""Exact greedy k-center (ball tree with pruned updates) against the brute force: same
-selection index for index on random data, duplicates, exact ties, tiny and degenerate
-inputs, any leaf size and tree width; the row spool."""
+"""Exact greedy k-center (lazy blocks, principal-axis and float32 pre-tests) against the
+brute force: same selection index for index on random data, duplicates, exact ties, tiny
+and degenerate inputs, any block size and test width, with or without reordering the
+input in place; the row spool."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from defectforge.bank import _balltree
-from defectforge.bank.coreset import greedy_kcenter, greedy_kcenter_bruteforce, principal_rows
+from defectforge.bank._exact import pairwise_plan
+from defectforge.bank._lazy import principal_rows
+from defectforge.bank.coreset import greedy_kcenter, greedy_kcenter_bruteforce
 from defectforge.bank.spool import RowSpool
 
 
@@ -31,13 +33,17 @@ def _data(kind: str, rng: np.random.Generator, n: int, d: int) -> np.ndarray:
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(kind=st.sampled_from(["normal", "duplicates", "ties", "clusters", "scaled"]),
        n=st.integers(1, 300), d=st.integers(1, 20), extra=st.integers(0, 5), seed=st.integers(0, 50),
-       leaf=st.integers(2, 40), tree_dim=st.integers(1, 24), data_seed=st.integers(0, 10_000))
-def test_same_selection_as_bruteforce(kind, n, d, extra, seed, leaf, tree_dim, data_seed):
+       block=st.integers(1, 70), dim=st.integers(0, 24), overwrite=st.booleans(),
+       data_seed=st.integers(0, 10_000))
+def test_same_selection_as_bruteforce(kind, n, d, extra, seed, block, dim, overwrite, data_seed):
     x = _data(kind, np.random.default_rng(data_seed), n, d)
     k = int(np.random.default_rng(data_seed + 1).integers(1, n + 1)) + extra
-    fast = greedy_kcenter(x, k, seed=seed, leaf_size=leaf, tree_dim=tree_dim)
     ref = greedy_kcenter_bruteforce(x, k, seed=seed)
+    keep = x.copy()
+    fast = greedy_kcenter(x, k, seed=seed, block=block, dim=dim, overwrite_x=overwrite)
     assert np.array_equal(fast, ref)
+    if not overwrite:
+        assert np.array_equal(x, keep)  # the input is never modified unless allowed
 
 
 @pytest.mark.parametrize("d", [127, 128, 129, 152, 300])
@@ -45,14 +51,14 @@ def test_wide_rows_use_numpys_summation_order(d):
     """Widths around and above NumPy's 128-term pairwise block give bit-identical distances."""
     rng = np.random.default_rng(d)
     x = rng.standard_normal((400, d)).astype(np.float32) * 3
-    assert np.array_equal(greedy_kcenter(x, 120, seed=1, leaf_size=8), greedy_kcenter_bruteforce(x, 120, seed=1))
+    assert np.array_equal(greedy_kcenter(x, 120, seed=1, block=8), greedy_kcenter_bruteforce(x, 120, seed=1))
 
 
 def test_ties_go_to_the_lowest_index():
     # four corners of a square around the start point: equal distances everywhere
     x = np.array([[0, 0], [1, 1], [-1, 1], [1, -1], [-1, -1], [0, 0]], np.float32)
     for seed in range(5):
-        assert np.array_equal(greedy_kcenter(x, 6, seed=seed, leaf_size=2), greedy_kcenter_bruteforce(x, 6, seed=seed))
+        assert np.array_equal(greedy_kcenter(x, 6, seed=seed, block=2), greedy_kcenter_bruteforce(x, 6, seed=seed))
 
 
 def test_degenerate_inputs():
@@ -70,7 +76,7 @@ def test_degenerate_inputs():
     assert np.array_equal(greedy_kcenter(x16, 30), greedy_kcenter_bruteforce(x16, 30))
 
 
-def test_pruning_skips_most_rows_late_and_reports_progress():
+def test_pretests_leave_few_exact_distances_and_progress_is_reported():
     rng = np.random.default_rng(0)
     centres = rng.normal(0, 10, (40, 16))
     x = (centres[rng.integers(40, size=6000)] + rng.normal(0, 1, (6000, 16))).astype(np.float32)
@@ -78,20 +84,23 @@ def test_pruning_skips_most_rows_late_and_reports_progress():
     seen: list[int] = []
     idx = greedy_kcenter(x, 600, seed=0, stats=stats, progress=seen.append)
     assert np.array_equal(idx, greedy_kcenter_bruteforce(x, 600, seed=0))
-    # the brute force computes 6000 distances per step; the tree far fewer
-    assert stats["rows_visited"] < 0.2 * 6000 * 600
+    # the brute force computes 6000 exact distances per step; here the bounds rule out
+    # almost every pair, and the block test whole centres
+    assert stats["exact_distances"] < 0.05 * 6000 * 600
+    assert stats["pairs_tested"] < 6000 * 600 and stats["centres_skipped"] > 0
     assert seen[-1] == 600 and seen == sorted(seen)
 
 
 def test_principal_rows_never_lengthen_distances():
     rng = np.random.default_rng(2)
     x = (rng.standard_normal((500, 12)) * np.linspace(5, 0.1, 12)).astype(np.float32)
-    y, margin = principal_rows(x, 4)
+    y, eps = principal_rows(x, 4)
     i, j = rng.integers(0, 500, (2, 2000))
     full = np.linalg.norm(x[i].astype(np.float64) - x[j], axis=1)
     low = np.linalg.norm(y[i].astype(np.float64) - y[j], axis=1)
-    assert np.all(low - margin <= full) and margin > 0
-    assert _balltree.pairwise_plan(300).shape[0] == 7  # blocks 72, 72, 72, 84 and 3 additions
+    assert np.all(low - eps[i] - eps[j] <= full) and np.all(eps > 0)
+    assert np.mean(low > 0.5 * full) > 0.5  # and the bound is not empty
+    assert pairwise_plan(300).shape[0] == 7  # blocks 72, 72, 72, 84 and 3 additions
 
 
 def test_row_spool_gathers_in_one_pass(tmp_path):
@@ -108,3 +117,21 @@ def test_row_spool_gathers_in_one_pass(tmp_path):
             sp.append(np.zeros((2, 3), np.float32))
         path = sp.path
     assert not list(tmp_path.iterdir()), path
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_threaded_block_visits_give_the_same_selection(threads):
+    """Every visit split over threads (``par_min=0``): same rows, same order."""
+    from defectforge.bank._lazy import LazyState, block_order
+
+    rng = np.random.default_rng(threads)
+    x = _data("clusters", rng, 3000, 24)
+    ref = greedy_kcenter_bruteforce(x, 300, seed=4)
+    y, eps = principal_rows(x, 8)
+    perm = block_order(y, 64)
+    xp = np.ascontiguousarray(x[perm])
+    start = int(np.random.default_rng(4).integers(len(x)))
+    state = LazyState(xp, perm, 300, start, 64, y[perm], eps[perm], threads=threads, par_min=0)
+    while not state.run(50):
+        pass
+    assert np.array_equal(state.chosen[:state.k], ref)

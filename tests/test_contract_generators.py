@@ -22,7 +22,7 @@ from defectforge.synth2d.base import GENERATORS, RealDefect, get_generator, list
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 TINY = {name: {} for name in ("pitting", "scratch", "crack", "stain", "dent", "texture", "cutpaste",
-                              "cutpaste_scar", "transplant")}
+                              "cutpaste_scar", "transplant", "fitted")}
 TINY["inpaint-diffusion"] = {"resolution": 64, "num_inference_steps": 2, "mask": "ellipse", "preset": "none"}
 NAMES = [n for n in list_generators() if not n.startswith("test_")]  # test_* are other tests' plug-ins
 

@@ -18,13 +18,13 @@ from defectforge.errors import ConfigError
 
 
 @pytest.mark.parametrize("seed", [0, 1, 7])
-@pytest.mark.parametrize("leaf_size", [2, 32])
-def test_coreset_matches_bruteforce_greedy(seed, leaf_size):
+@pytest.mark.parametrize("block", [2, 32])
+def test_coreset_matches_bruteforce_greedy(seed, block):
     rng = np.random.default_rng(seed)
     # clustered data: the interesting case for farthest-first traversal
     centers = rng.normal(0, 5, (12, 6))
     x = (centers[rng.integers(12, size=900)] + rng.normal(0, 1, (900, 6))).astype(np.float32)
-    fast = greedy_kcenter(x, 80, seed=seed, leaf_size=leaf_size)
+    fast = greedy_kcenter(x, 80, seed=seed, block=block)
     ref = greedy_kcenter_bruteforce(x, 80, seed=seed)
     assert np.array_equal(fast, ref)
     assert len(set(fast.tolist())) == 80

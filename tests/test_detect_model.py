@@ -266,3 +266,20 @@ def test_image_score_variants_and_no_validation(data):
     p = m.predict(test[:3])
     np.testing.assert_allclose(p.pred_score, [a.max() for a in p.anomaly_map], rtol=1e-5)
     assert m.threshold_ is None and not p.pred_label.any()
+
+
+def test_eval_defaults_to_the_model_input_size(fitted):
+    """Pixel metrics are computed at the model's input size, not at each image's own size
+    (full-size maps of a real test split took 6 GB)."""
+    from defectforge.detect.evaluate import evaluate_detector
+
+    exdd, _ = fitted
+    rng = np.random.default_rng(5)
+    big = [Sample(label="good", split="test", image_array=texture(rng, 2 * H, 2 * W), meta={"name": f"g{i}"})
+           for i in range(3)]
+    for i in range(3):
+        img, m = blob(rng, 2 * H, 2 * W)
+        big.append(Sample(label="blob", split="test", image_array=img, mask_array=m, meta={"name": f"b{i}"}))
+    res = evaluate_detector(exdd, big, split="test")
+    assert tuple(res["eval_size"]) == tuple(exdd.input_size_) == (H, W)
+    assert tuple(evaluate_detector(exdd, big, split="test", eval_size=(2 * H, 2 * W))["eval_size"]) == (2 * H, 2 * W)

@@ -279,6 +279,10 @@ def test_studio_command_errors(tmp_path):
     assert r.exit_code == 2 and "project folder not found" in r.output
     r = CliRunner().invoke(app, ["studio", str(tmp_path), "--port", "70000"])
     assert r.exit_code == 2 and "not a valid port" in r.output
+    r = CliRunner().invoke(app, ["studio", str(tmp_path), "--data", "bsdata"])
+    assert r.exit_code == 2 and "give NAME=FOLDER" in r.output
+    r = CliRunner().invoke(app, ["studio", str(tmp_path), "--data", f"x={tmp_path / 'nope'}"])
+    assert r.exit_code == 2 and "data folder to mount not found" in r.output
 
 
 class _FakeLLM:
@@ -312,3 +316,77 @@ def test_describe_uses_the_llm_when_configured_and_falls_back(tmp_path):
     assert r["parser"].startswith("rules (LLM unavailable") and r["instructions"]["defects"][0]["type"] == "dent"
     r = c.post("/api/author3d/describe", json={"text": "a dent", "use_llm": False}).json()
     assert r["parser"] == "rules"
+
+
+def _png(arr) -> bytes:
+    import cv2
+
+    return cv2.imencode(".png", arr)[1].tobytes()
+
+
+def test_upload_image_mask_and_cloud_decoded_by_the_cli_readers(tmp_path, client):
+    from defectforge.data.formats import load_dataset
+
+    img = np.full((40, 60, 3), 120, np.uint8)
+    r = client.put("/api/upload", params={"path": "mine/images/a.png", "kind": "image"}, content=_png(img))
+    assert r.status_code == 200, r.json()
+    assert r.json()["shape"] == [40, 60, 3] and (tmp_path / "mine" / "images" / "a.png").is_file()
+    m = np.zeros((40, 60), np.uint8)
+    m[10:20, 10:30] = 255
+    r = client.put("/api/upload", params={"path": "mine/masks/a.png", "kind": "mask", "image": "mine/images/a.png"},
+                   content=_png(m))
+    assert r.status_code == 200 and r.json()["defect_pixels"] == 200
+    wrong = client.put("/api/upload", params={"path": "mine/masks/b.png", "kind": "mask", "image": "mine/images/a.png"},
+                       content=_png(np.zeros((10, 10), np.uint8)))
+    assert wrong.status_code == 400 and "but the image is 60x40" in wrong.json()["error"]
+    cloud = "\n".join(f"{x} {x * 2} {x * 3}" for x in range(50)).encode()
+    r = client.put("/api/upload", params={"path": "clouds/c.xyz", "kind": "cloud"}, content=cloud)
+    assert r.status_code == 200 and r.json()["n_points"] == 50
+    assert "clouds/c.xyz" in client.get("/api/project").json()["clouds"]
+    # an uploaded image is a dataset the data page (and the CLI) reads
+    (tmp_path / "mine" / "manifest.csv").write_text("file,mask,split,label\nimages/a.png,masks/a.png,train,dent\n")
+    assert len(load_dataset(tmp_path / "mine")) == 1
+    # never replaced silently
+    again = client.put("/api/upload", params={"path": "mine/images/a.png", "kind": "image"}, content=_png(img))
+    assert again.status_code == 400 and "already exists" in again.json()["error"]
+    assert client.put("/api/upload", params={"path": "mine/images/a.png", "kind": "image", "overwrite": 1},
+                      content=_png(img)).status_code == 200
+
+
+def test_bad_uploads_are_refused_with_one_line_and_leave_nothing(tmp_path, client, monkeypatch):
+    bad = client.put("/api/upload", params={"path": "up/x.png", "kind": "image"}, content=b"\x89PNG\r\n\x1a\nnot really")
+    assert bad.status_code == 400 and bad.json()["field"] == "file"
+    assert bad.json()["error"].startswith("x.png: ") and "\n" not in bad.json()["error"]
+    monkeypatch.setenv("DEFECTFORGE_MAX_PIXELS", "1000")  # the CLI's limit: a 100x100 image is a "bomb" here
+    bomb = client.put("/api/upload", params={"path": "up/big.png", "kind": "image"},
+                      content=_png(np.zeros((100, 100), np.uint8)))
+    assert bomb.status_code == 400 and "decompression bomb" in bomb.json()["error"]
+    broken = client.put("/api/upload", params={"path": "up/c.ply", "kind": "cloud"}, content=b"ply\nformat nonsense\n")
+    assert broken.status_code == 400 and "\n" not in broken.json()["error"]
+    assert not (tmp_path / "up").exists() or list((tmp_path / "up").iterdir()) == []  # no file, no leftover temp
+    for params, code in (({"path": "../x.png"}, 403), ({"path": "/tmp/x.png"}, 403), ({"path": "@sample/x.png"}, 403),
+                         ({"path": "up/x.exe"}, 400), ({"path": "up/x.png", "kind": "script"}, 400)):
+        r = client.put("/api/upload", params={"kind": "image", **params}, content=_png(np.zeros((4, 4), np.uint8)))
+        assert r.status_code == code, (params, r.json())
+
+
+def test_upload_size_limit(tmp_path, monkeypatch):
+    from defectforge.studio import upload
+
+    monkeypatch.setattr(upload, "UPLOAD_MAX", 2**20)
+    c = TestClient(create_app(tmp_path), raise_server_exceptions=False)
+    r = c.put("/api/upload", params={"path": "up/x.png", "kind": "image"}, content=b"x" * (2**20 + 10))
+    assert r.status_code == 413 and "limit" in r.json()["error"]
+    assert not (tmp_path / "up").exists()
+
+
+def test_data_mounts_are_read_only_and_listed(tmp_path):
+    from defectforge.datasets import sample_path
+
+    (tmp_path / "p").mkdir()
+    c = TestClient(create_app(tmp_path / "p", mounts={"real": sample_path()}), raise_server_exceptions=False)
+    assert any(d["path"] == "@real" for d in c.get("/api/project").json()["datasets"])
+    assert c.get("/api/dataset", params={"path": "@real"}).json()["n"] > 0
+    r = c.put("/api/upload", params={"path": "@real/x.png", "kind": "image"}, content=_png(np.zeros((4, 4), np.uint8)))
+    assert r.status_code == 403 and "read-only" in r.json()["error"]
+    assert c.get("/api/dataset", params={"path": "@nope"}).status_code == 403

@@ -252,3 +252,59 @@ def test_small_synth_job_runs_to_completion(server, browser):
     assert js(browser, "const p = document.querySelector('#jobs-table progress'); return [p.value, p.max]") == [3, 3]
     shot(browser, "jobs")
     assert (project / "runs" / "job1" / "manifest.csv").is_file()
+    # the job's YAML config is shown in the page (and downloadable from the 'yaml' link)
+    browser.find_element("css selector", "#jobs-table .job-show").click()
+    wait(browser, lambda: "generators" in browser.find_element("id", "job-config").text, what="config shown")
+    assert browser.find_element("id", "job-config").text.startswith("# runs: defectforge synth --config")
+
+
+def test_results_threshold_sliders_update_confusion_and_redraw_masks(server, browser):
+    """An eval output on the Results page: moving the image threshold changes the confusion
+    matrix, precision / recall and whether the predicted mask is drawn; the pixel threshold
+    redraws the mask from the raw map (keyboard Home / End on the sliders)."""
+    from selenium.webdriver.common.keys import Keys
+    from typer.testing import CliRunner
+
+    from defectforge.cli import app
+    from defectforge.datasets import sample_path
+
+    url, project = server
+    run = CliRunner().invoke
+    r = run(app, ["detect", "fit", str(sample_path()), "--out", str(project / "m.pt"), "--model", "patchcore",
+                  "--random-init", "--image-size", "64"])
+    assert r.exit_code == 0, r.output
+    r = run(app, ["detect", "eval", str(project / "m.pt"), str(sample_path()), "--json", str(project / "eval.json")])
+    assert r.exit_code == 0, r.output
+    tab(browser, "results")
+    box = browser.find_element("id", "rs-path")
+    box.clear()
+    box.send_keys("eval.json")
+    browser.find_element("id", "rs-open").click()
+    wait(browser, lambda: len(browser.find_elements("css selector", "#rs-table tbody tr")) > 0, what="score table")
+    rows = browser.find_elements("css selector", "#rs-table tbody tr")
+    scores = [float(tr.find_elements("css selector", "td")[2].text) for tr in rows]
+    assert scores == sorted(scores, reverse=True)  # sorted by score, highest first
+    browser.find_element("css selector", '#rs-table th[data-key="score"]').click()
+    rows = browser.find_elements("css selector", "#rs-table tbody tr")
+    assert [float(tr.find_elements("css selector", "td")[2].text) for tr in rows] == sorted(scores)
+    next(tr for tr in rows if tr.get_attribute("data-defect") == "true").click()
+    wait(browser, lambda: js(browser, "const c = document.querySelector('#rs-mask'); return c && c.dataset.pixels !== undefined"),
+         what="predicted mask drawn")
+    wait(browser, lambda: js(browser, "return [...document.querySelectorAll('#rs-view img')].every(i => i.complete && i.naturalWidth > 0)"),
+         what="image, ground truth, heatmap")
+    shot(browser, "results_eval")
+    m = lambda: js(browser, "return Object.assign({}, document.querySelector('#rs-metrics').dataset)")  # noqa: E731
+    px = lambda: int(js(browser, "return document.querySelector('#rs-mask').dataset.pixels"))  # noqa: E731
+    n_def = sum(tr.get_attribute("data-defect") == "true" for tr in rows)
+    thr, pthr = browser.find_element("id", "rs-thr"), browser.find_element("id", "rs-pthr")
+    thr.send_keys(Keys.HOME)  # every image predicted defect
+    assert m()["tp"] == str(n_def) and m()["fn"] == "0" and m()["tn"] == "0" and m()["recall"] == "1.0000"
+    pthr.send_keys(Keys.HOME)  # every pixel of a predicted-defect image reaches the lowest pixel threshold
+    W, H = js(browser, "const c = document.querySelector('#rs-mask'); return [c.width, c.height]")
+    assert px() == W * H
+    pthr.send_keys(Keys.END)
+    high = px()
+    assert high < W * H
+    thr.send_keys(Keys.END)  # no image predicted defect: no predicted pixels, no TP/FP
+    assert m()["tp"] == "0" and m()["fp"] == "0" and m()["precision"] == "0.0000" and px() == 0
+    assert "predicted good" in browser.find_element("id", "rs-caption").text

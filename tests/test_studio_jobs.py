@@ -171,3 +171,168 @@ def test_cli_job_argument_lists(tmp_path):
     assert "--random-init" in fit and fit[fit.index("--seed") + 1] == "3"
     off = argv(st, {"command": "detect fit", "args": {"data": "@sample", "out": "m2.pt", "random_init": False}})
     assert "--random-init" not in off
+
+
+@pytest.mark.slow
+def test_review_rejections_are_honoured_by_reruns_and_detect_fit(tmp_path):
+    """A sample rejected in Review leaves the manifest and exports, stays out after the synth
+    job is run again on the folder, and ``detect fit --synthetic`` puts only the kept samples
+    into ExDD's defect bank (the model file records how many went in)."""
+    from typer.testing import CliRunner
+
+    from defectforge.cli import app
+    from defectforge.data.formats import load_dataset
+    from defectforge.datasets import sample_path
+    from defectforge.detect.base import load_detector
+
+    c = TestClient(create_app(tmp_path))
+    cfg = {**CONFIG, "n": 4, "formats": ["mvtec"]}
+    j = c.post("/api/jobs", json={"kind": "synth", "config": cfg, "out": "runs/r"}).json()
+    assert _wait(c, j["id"], ("done", "failed"))["status"] == "done"
+    items = c.get("/api/review", params={"set": "runs/r"}).json()["items"]
+    assert len(items) == 4
+    gone = items[2]
+    assert c.post("/api/review/decide", json={"set": "runs/r", "index": gone["index"],
+                                              "decision": "rejected"}).json()["kept"] == 3
+    out = tmp_path / "runs" / "r"
+    listed = lambda: sorted(s.path.name for s in load_dataset(out))  # noqa: E731
+    assert len(listed()) == 3 and gone["file"].split("/")[-1] not in listed()
+    n_export = len(list((out / "export" / "mvtec").rglob("*.png")))
+    # the job run again on the same folder (everything resumed) keeps the decision
+    c.post(f"/api/jobs/{j['id']}/resume")
+    again = _wait(c, j["id"], ("done", "failed"))
+    assert again["status"] == "done" and "4 resumed" in again["message"], again["message"]
+    assert len(listed()) == 3 and len(list((out / "export" / "mvtec").rglob("*.png"))) == n_export
+    model = tmp_path / "m.pt"
+    r = CliRunner().invoke(app, ["detect", "fit", str(sample_path()), "--out", str(model), "--model", "exdd",
+                                 "--random-init", "--image-size", "48", "--no-real-defects", "--synthetic", str(out)])
+    assert r.exit_code == 0, r.output
+    sets = load_detector(model).fit_info_["defect_sets"]
+    assert [s["images"] for s in sets if s["name"].startswith("synthetic:")] == [3]
+
+
+@pytest.mark.slow
+def test_cli_jobs_live_progress_cancel_resume_and_config(tmp_path):
+    """``detect fit`` and ``detect eval`` jobs report the child's progress while they run,
+    can be cancelled (nothing half-written) and resumed, and show their YAML config with
+    the command line."""
+    c = TestClient(create_app(tmp_path))
+    fit = {"command": "detect fit", "args": {"data": "@sample", "out": "models/m.pt", "model": "patchcore",
+                                             "image_size": "64", "random_init": True}}
+    j = c.post("/api/jobs", json={"kind": "cli", "config": fit}).json()
+    seen = []
+    t0 = time.time()
+    while time.time() - t0 < 300:
+        cur = next(x for x in c.get("/api/jobs").json()["jobs"] if x["id"] == j["id"])
+        if cur["status"] == "running" and cur["total"]:
+            seen.append((cur["stage"], cur["done"], cur["total"]))
+        if cur["status"] in ("done", "failed"):
+            break
+        time.sleep(0.05)
+    assert cur["status"] == "done", cur["message"]
+    assert seen and all(st and 0 <= d <= t for st, d, t in seen), seen  # live, while running
+    assert cur["done"] == cur["total"] and cur["total"] > 0
+    text = c.get(f"/api/jobs/{j['id']}/config.yaml", params={"download": 0}).text
+    assert text.startswith("# runs: defectforge detect fit ") and "--random-init" in text and "model: patchcore" in text
+    ev = {"command": "detect eval", "args": {"model_path": "models/m.pt", "data": "@sample", "json_out": "eval/m.json"}}
+    e = c.post("/api/jobs", json={"kind": "cli", "config": ev}).json()
+    done = _wait(c, e["id"], ("done", "failed"), timeout=300)
+    assert done["status"] == "done", done["message"]
+    n_test = len(json.loads((tmp_path / "eval" / "m.json").read_text())["per_image"])
+    assert (done["stage"], done["done"], done["total"]) == ("eval", n_test, n_test)
+    # cancel a fit while it runs: the model file is not written; resume runs it to the end
+    fit2 = {"command": "detect fit", "args": {**fit["args"], "out": "models/m2.pt", "image_size": "96"}}
+    k = c.post("/api/jobs", json={"kind": "cli", "config": fit2}).json()
+    t0 = time.time()
+    while time.time() - t0 < 300:
+        cur = next(x for x in c.get("/api/jobs").json()["jobs"] if x["id"] == k["id"])
+        if cur["status"] == "running" and cur["total"] or cur["status"] in ("done", "failed"):
+            break
+        time.sleep(0.05)
+    c.post(f"/api/jobs/{k['id']}/cancel")
+    stopped = _wait(c, k["id"], ("cancelled", "done", "failed"), timeout=120)
+    assert stopped["status"] == "cancelled", stopped
+    assert not (tmp_path / "models" / "m2.pt").exists()
+    c.post(f"/api/jobs/{k['id']}/resume")
+    again = _wait(c, k["id"], ("done", "failed"), timeout=300)
+    assert again["status"] == "done" and (tmp_path / "models" / "m2.pt").is_file(), again["message"]
+
+
+@pytest.fixture(scope="module")
+def eval_project(tmp_path_factory):
+    """A project with a tiny random-init PatchCore and its ``detect eval --json`` output."""
+    from typer.testing import CliRunner
+
+    from defectforge.cli import app
+    from defectforge.datasets import sample_path
+
+    root = tmp_path_factory.mktemp("evalproj")
+    import shutil
+
+    shutil.copytree(sample_path(), root / "data")
+    run = CliRunner().invoke
+    r = run(app, ["detect", "fit", str(root / "data"), "--out", str(root / "m.pt"), "--model", "patchcore",
+                  "--random-init", "--image-size", "64"])
+    assert r.exit_code == 0, r.output
+    r = run(app, ["detect", "eval", str(root / "m.pt"), str(root / "data"), "--json", str(root / "eval.json")])
+    assert r.exit_code == 0, r.output
+    return root
+
+
+@pytest.mark.slow
+def test_results_open_an_eval_output_with_maps_on_one_scale(eval_project):
+    import cv2
+    import numpy as np
+
+    root = eval_project
+    data = json.loads((root / "eval.json").read_text())
+    c = TestClient(create_app(root))
+    r = c.get("/api/results", params={"path": "eval.json"}).json()
+    assert r["kind"] == "eval" and r["maps"] and r["matched"] == len(data["per_image"]) == len(r["items"])
+    assert [it["score"] for it in r["items"]] == [p["score"] for p in data["per_image"]]
+    assert any(it["defect"] for it in r["items"]) and not all(it["defect"] for it in r["items"])
+    k = next(it["k"] for it in r["items"] if it["defect"])
+    m = c.get("/api/results/map", params={"path": "eval.json", "k": k}).json()
+    amap = np.frombuffer(__import__("base64").b64decode(m["map"]), np.float32).reshape(m["h"], m["w"])
+    assert [m["h"], m["w"]] == data["eval_size"]
+    assert m["score"] == pytest.approx(data["per_image"][k]["score"], rel=1e-4)  # the evaluation's own scoring
+    pthr = data["pixel_threshold"]
+    assert (m["scale"]["lo"], m["scale"]["hi"]) == (0.0, pytest.approx(2 * pthr))  # one scale for every image
+    m2 = c.get("/api/results/map", params={"path": "eval.json", "k": 0}).json()
+    assert m2["scale"] == m["scale"] and amap.std() > 0
+    shapes = {}
+    for kind in ("image", "gt", "heatmap", "colorbar"):
+        resp = c.get("/api/results/image", params={"path": "eval.json", "k": k, "kind": kind})
+        assert resp.status_code == 200, resp.text
+        shapes[kind] = cv2.imdecode(np.frombuffer(resp.content, np.uint8), cv2.IMREAD_COLOR)
+    assert shapes["image"].shape == shapes["gt"].shape == shapes["heatmap"].shape == (m["h"], m["w"], 3)
+    assert shapes["gt"].max() == 255  # a defect row has its ground truth
+    (root / "other.json").write_text('{"image_auroc": 0.5}')
+    bad = c.get("/api/results", params={"path": "other.json"})
+    assert bad.status_code == 400 and "per-image scores" in bad.json()["error"]
+
+
+def test_progress_file_for_child_processes(tmp_path, monkeypatch):
+    """``DEFECTFORGE_PROGRESS_FILE``: the CLI's progress callbacks also write JSON lines (each
+    stage's first and last update at least), which a studio job follows."""
+    from defectforge.progress import PROGRESS_FILE_ENV, rich_progress
+    from defectforge.studio.cli_jobs import _Follow
+
+    f = tmp_path / "p.jsonl"
+    monkeypatch.setenv(PROGRESS_FILE_ENV, str(f))
+    got = []
+    follow = _Follow(f, lambda *a: got.append(a))
+    with rich_progress() as cb:
+        for i in range(0, 101):
+            cb("features", i, 100)
+        follow()
+        cb("bank", 1, None)
+    follow()
+    lines = [json.loads(x) for x in f.read_text().splitlines()]
+    assert lines[0] == {"stage": "features", "done": 0, "total": 100} and {"stage": "features", "done": 100, "total": 100} in lines
+    assert got[0] == ("features", 0, 100) and ("features", 100, 100) in got and got[-1] == ("bank", 1, None)
+    assert len(got) == len(lines)  # every line read exactly once across calls
+    monkeypatch.delenv(PROGRESS_FILE_ENV)
+    with rich_progress() as cb:
+        cb("other", 1, 2)
+    assert "other" not in f.read_text()

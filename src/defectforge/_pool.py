@@ -21,8 +21,9 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 POLL_S = 0.5
 
 
-def die_with_parent(parent_pid: int) -> None:
-    """Make the calling (worker) process exit when ``parent_pid`` is no longer its parent."""
+def kill_me_with_parent() -> None:
+    """Ask the Linux kernel to SIGKILL the calling process when its parent dies (no-op
+    elsewhere); usable as ``subprocess.Popen(preexec_fn=...)``: the request survives ``exec``."""
     if sys.platform.startswith("linux"):
         try:
             import ctypes
@@ -31,6 +32,11 @@ def die_with_parent(parent_pid: int) -> None:
             libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG = 1
         except (OSError, AttributeError):
             pass
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Make the calling (worker) process exit when ``parent_pid`` is no longer its parent."""
+    kill_me_with_parent()
     if os.getppid() != parent_pid:  # the parent died before we got here
         os._exit(1)
 

@@ -69,6 +69,7 @@ COMMAND_MODULES = (
     "defectforge.filter.cli",
     "defectforge.supervised.cli",
     "defectforge.experiments.cli",
+    "defectforge.recipe.cli",
     "defectforge.demo",
     "defectforge.studio.cli",
 )

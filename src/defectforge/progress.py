@@ -9,6 +9,10 @@ A progress callback is any callable ``progress(stage, done, total)``:
 Library functions take ``progress: Progress | None`` (estimators also accept ``True`` for
 rich bars on stderr); front ends pass their own callback: the CLI uses
 :func:`rich_progress`, the Ray engine and the studio forward the same three values.
+
+A front end that runs the CLI as a child process (the studio's ``detect fit`` / ``detect eval``
+jobs) sets ``DEFECTFORGE_PROGRESS_FILE``: every :func:`rich_progress` callback then also appends
+JSON lines ``{"stage", "done", "total"}`` to that file (see :func:`file_progress`).
 """
 
 from __future__ import annotations
@@ -67,11 +71,59 @@ def progress_task(stage: str, total: int | None, progress: ProgressLike) -> Iter
 
 @contextlib.contextmanager
 def rich_progress(console: Any = None, transient: bool = False) -> Iterator[Callable[[str, int, int | None], None]]:
-    """A progress callback that draws one rich bar per stage (stderr by default)."""
+    """A progress callback that draws one rich bar per stage (stderr by default); also
+    JSON lines into ``$DEFECTFORGE_PROGRESS_FILE`` when that is set."""
+    import os
+
+    console = console or _stderr_console()
+    if os.environ.get(PROGRESS_FILE_ENV):
+        with file_progress(os.environ[PROGRESS_FILE_ENV]) as to_file:
+            with _plain_or_bars(console, transient) as shown:
+                yield _tee(to_file, shown)
+        return
+    with _plain_or_bars(console, transient) as cb:
+        yield cb
+
+
+PROGRESS_FILE_ENV = "DEFECTFORGE_PROGRESS_FILE"
+
+
+def _tee(*callbacks: Callable[[str, int, int | None], None]) -> Callable[[str, int, int | None], None]:
+    def callback(stage: str, done: int, total: int | None) -> None:
+        for cb in callbacks:
+            cb(stage, done, total)
+
+    return callback
+
+
+@contextlib.contextmanager
+def file_progress(path: str, every_s: float = 0.25) -> Iterator[Callable[[str, int, int | None], None]]:
+    """A callback appending ``{"stage", "done", "total"}`` JSON lines to ``path`` (flushed; at
+    most one line per ``every_s`` seconds and stage, plus each stage's first and last update)."""
+    import json
+    import time
+
+    last: dict[str, float] = {}
+    with open(path, "a", encoding="utf-8") as fh:
+
+        def callback(stage: str, done: int, total: int | None) -> None:
+            now = time.monotonic()
+            end = total is not None and done >= total
+            if stage in last and not end and now - last[stage] < every_s:
+                return
+            last[stage] = now
+            fh.write(json.dumps({"stage": stage, "done": int(done), "total": total}) + "\n")
+            fh.flush()
+
+        yield callback
+
+
+@contextlib.contextmanager
+def _plain_or_bars(console: Any, transient: bool) -> Iterator[Callable[[str, int, int | None], None]]:
+    """Rich bars on a terminal, plain lines otherwise."""
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn,
                                TimeElapsedColumn, TimeRemainingColumn)
 
-    console = console or _stderr_console()
     if not console.is_terminal and not console.quiet:  # a log file or pipe: a bar would show only at the end
         yield _line_callback(console)
         return

@@ -1,25 +1,27 @@
-"""Greedy k-center coreset (PatchCore / ExDD memory-bank subsampling), exact, with work per
-step that shrinks as the bank grows.
+"""Greedy k-center coreset (PatchCore / ExDD memory-bank subsampling), exact, at
+matrix-kernel speed instead of one memory pass over every row per step.
 
 The greedy rule is the usual one: start from a seeded random row, then repeatedly add the
 row farthest from the rows chosen so far (farthest-first traversal). Done naively every
-step reads every row (``O(N)`` per step, ``O(N k)`` in all: 57 minutes for PatchCore's
-10 % of 915,000 rows). Here the rows are put once in a ball tree (:mod:`._balltree`:
-every node has a centre ``m`` and a radius ``rho`` that bounds its rows) and every node
-also keeps the largest current distance-to-the-chosen-set ``M`` of its rows. When a new
-centre ``c`` is added, a node whose rows cannot get closer to ``c`` than they already are
-to the chosen set is skipped whole; the triangle inequality gives
-``||x - c|| >= ||m - c|| - rho >= M >= mind(x)`` for each of its rows. As the bank grows
-``M`` shrinks, so fewer nodes are opened per step: late steps touch a few leaves near the
-new centre. The farthest row is read off the root (each node keeps its maximum and the
-lowest row index attaining it).
+step reads every row (``O(N)`` memory traffic per step: 57 minutes for PatchCore's 10 % of
+915,000 rows). Here (:mod:`._lazy`):
 
-Exactness: distances are computed in float64 as ``sqrt(sum((x - c)^2))`` with NumPy's
+- the rows are put in blocks of near rows (``block`` rows each, split along far-apart
+  directions), and every block only remembers an upper bound of its rows' distances to the
+  chosen set; a tournament tree over the blocks finds the block that may hold the farthest
+  row, and only that block is brought up to date, against every centre added since its
+  last visit at once. A block far from the action is visited rarely, then with many
+  centres; centres whose distance to the block's ball exceeds the bound are skipped whole;
+- a row-centre pair is first tested on the rows' first ``dim`` principal axes (a proven
+  lower bound of the true distance, less its rounding), then on the full float32 distance
+  with its rounding bound; only pairs that may move the row get the exact float64 distance.
+
+Exactness: every stored distance is the exact float64 ``sqrt(sum((x - c)^2))`` in NumPy's
 pairwise summation order, i.e. bit for bit the distances of
-:func:`greedy_kcenter_bruteforce`, and a skip needs the bound to win by a relative margin
-of ``1e-9`` (far above the rounding of the bound itself), so a skipped row would never
-have changed. The selection is therefore identical to the brute force, index for index,
-ties (duplicates, equal distances) resolved to the lowest row index in both.
+:func:`greedy_kcenter_bruteforce`; a test only skips a pair when a bound proves it cannot
+lower the row's distance; ties (duplicates, equal distances) go to the lowest row index in
+both. The selection is therefore identical to the brute force, index for index.
+Measured in ``docs/bench/scale.md``.
 """
 
 from __future__ import annotations
@@ -37,73 +39,50 @@ def coreset_size(n_rows: int, ratio: float, minimum: int = 0) -> int:
 
 
 def greedy_kcenter(x: np.ndarray, n: int, seed: int = 0, progress: Callable[[int], None] | None = None,
-                   leaf_size: int = 4, tree_dim: int = 32, stats: dict | None = None) -> np.ndarray:
+                   block: int = 128, dim: int = 16, overwrite_x: bool = False, threads: int = 1,
+                   stats: dict | None = None) -> np.ndarray:
     """Indices of ``n`` rows of ``x`` chosen by greedy k-center (farthest-first), exact.
 
-    ``x`` is ``(N, d)``; float32 rows are used as they are (no copy), other types are
-    converted to float32 (exactly, for float16). The first row is drawn from
+    ``x`` is ``(N, d)``; float32 rows are used as they are, other types are converted to
+    float32 (exactly, for float16). The first row is drawn from
     ``numpy.random.default_rng(seed)``. Stops early when every row coincides with a chosen
     row (duplicates), so the result can be shorter than ``n``. ``progress`` is called with
-    the number of rows chosen so far (about every 1 % and at the end). ``stats``, when
-    given, receives ``rows_visited`` (distance computations) and ``nodes_visited``.
+    the number of rows chosen so far (about every 1 % and at the end). ``block``, ``dim``
+    and ``threads`` change the speed only, never the result (``threads > 1`` splits large
+    block visits over numba threads; measured slower on a busy 2-core machine, so off by
+    default, see ``docs/bench/scale.md``). ``overwrite_x=True`` lets the rows be
+    reordered in place (a writable float32 ``x`` is then not copied; its content is
+    undefined afterwards). ``stats``, when given, receives ``exact_distances``,
+    ``pairs_tested`` (row-centre pairs seen by the first test), ``centres_skipped`` (by
+    the block test) and ``block_visits``.
     """
-    from defectforge.bank import _balltree as bt
+    from defectforge.bank._lazy import LazyState, block_order, permute_rows, principal_rows
 
     x = np.asarray(x)
-    if x.dtype != np.float32:
-        x = x.astype(np.float32)
-    x = np.ascontiguousarray(x)
     N = x.shape[0]
     n = int(min(n, N))
     if n <= 0:
         return np.zeros(0, dtype=np.int64)
     start = int(np.random.default_rng(seed).integers(N))
-    y, margin = principal_rows(x, tree_dim)
-    tree = bt.build(y, leaf_size, x.shape[1], margin)
-    state = bt.new_state(tree, N)
-    chosen = np.empty(n, dtype=np.int64)
-    chosen[0] = start
-    k = 1
+    block = int(max(1, block))
+    if not (overwrite_x and x.dtype == np.float32 and x.flags.c_contiguous and x.flags.writeable):
+        x = np.array(x, dtype=np.float32, order="C")  # a private copy (float16 converts exactly)
+    y, eps = principal_rows(x, dim)
+    perm = block_order(y, block)  # near rows together, judged on the principal axes (speed only)
+    permute_rows(x, perm)
+    y, eps = np.ascontiguousarray(y[perm]), eps[perm]
+    state = LazyState(x, perm, n, start, block, y, eps, threads=threads)
     every = max(64, n // 100)
-    counts = np.zeros(2, dtype=np.int64)
     while True:
-        # add chosen[k-1] as a centre, read the farthest row off the root, repeat
-        k, done = bt.add_centres(x, y, tree, state, chosen, k, n, every, counts)
+        done = state.run(every)
         if progress:
-            progress(k)
+            progress(state.k)
         if done:
             break
     if stats is not None:
-        stats["rows_visited"] = int(counts[0])
-        stats["nodes_visited"] = int(counts[1])
-    return chosen[:k].copy()
-
-
-def principal_rows(x: np.ndarray, dim: int, chunk: int = 65536) -> tuple[np.ndarray, float]:
-    """``(y, margin)``: the rows of ``x`` in their first ``dim`` principal axes (float32),
-    and a bound on how much the rounding of ``y`` can add to a distance between two rows.
-
-    ``V`` has orthonormal columns, so ``||V^T (a - b)|| <= ||a - b||``: a distance in ``y``
-    (less ``margin``) never exceeds the true distance, which is what the ball tree needs.
-    The axes come from a fixed stride sample of at most 20,000 rows (no randomness)."""
-    N, d = x.shape
-    p = int(min(dim, d))
-    if p <= 0 or N == 0:
-        return np.zeros((N, 0), np.float32), 0.0
-    sample = x[:: max(1, N // 20000)].astype(np.float64)
-    mu = sample.mean(0)
-    sample -= mu
-    _, vecs = np.linalg.eigh(sample.T @ sample)
-    v = np.ascontiguousarray(vecs[:, ::-1][:, :p])
-    y = np.empty((N, p), np.float32)
-    biggest = 0.0
-    for s in range(0, N, chunk):
-        part = x[s:s + chunk].astype(np.float64) - mu
-        biggest = max(biggest, float(np.sqrt(np.einsum("ij,ij->i", part, part).max())))
-        y[s:s + chunk] = part @ v
-    # float32 rounding of each y row (relative 2^-24 of its norm <= ||x - mu||) plus float64 error
-    margin = 4.0 * (2.0 ** -24 + 1e-12 * d) * biggest + 1e-30
-    return y, margin
+        for key, v in zip(("exact_distances", "pairs_tested", "centres_skipped", "block_visits"), state.counts):
+            stats[key] = int(v)
+    return state.chosen[:state.k].copy()
 
 
 def greedy_kcenter_bruteforce(x: np.ndarray, n: int, seed: int = 0) -> np.ndarray:

@@ -96,6 +96,12 @@ def validate_eval_samples(dataset: Any, split: str | None = "test", pixel_metric
     return samples
 
 
+def model_input_size(model: Any) -> tuple[int, int] | None:
+    """The (H, W) a fitted detector resizes images to (``input_size_``), if it has one."""
+    size = getattr(model, "input_size_", None) or getattr(model, "input_size", None)
+    return tuple(int(v) for v in size) if size is not None else None
+
+
 def evaluate_detector(model: Any, dataset: Any, split: str | None = "test", eval_size: tuple[int, int] | None = None,
                       chunk: int = 16, n_examples: int = 3, pixel_metrics: bool = True, engine: Any = None,
                       model_path: str | None = None, progress: Any = None) -> dict[str, Any]:
@@ -118,7 +124,7 @@ def evaluate_detector(model: Any, dataset: Any, split: str | None = "test", eval
     from defectforge.report.threshold import decision_summary, model_thresholds
 
     samples = validate_eval_samples(dataset, split, pixel_metrics)
-    size = tuple(eval_size) if eval_size else tuple(getattr(model, "input_size", None) or samples[0].image.shape[:2])
+    size = tuple(eval_size) if eval_size else tuple(model_input_size(model) or samples[0].image.shape[:2])
     t0 = time.perf_counter()
     scores, maps, masks, t_pred = _score_all(model, samples, size, chunk, engine, model_path, progress,
                                              pixel_metrics)

@@ -336,7 +336,7 @@ class ExDD(Detector):
             del sel_parts, sel_all
             target = coreset_size(n_rows, ratio, c.coreset_min)
             with progress_task(f"coreset ({which} bank)", target, self.progress) as bar:
-                idx = greedy_kcenter(sel, target, seed=c.seed, progress=bar.update)
+                idx = greedy_kcenter(sel, target, seed=c.seed, progress=bar.update, overwrite_x=True)
             del sel
             return np.ascontiguousarray(spool.gather(np.sort(idx))), n_rows, t_feat
 

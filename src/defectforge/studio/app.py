@@ -27,17 +27,19 @@ MAX_BODY = 16 * 1024 * 1024  # uploads (drawn masks, instruction files) are smal
 class BodyLimit:
     """ASGI middleware: refuse bodies over ``limit`` bytes (HTTP 413), by the declared
     ``content-length`` and by counting what actually arrives (chunked uploads too): the body
-    is read (at most ``limit`` bytes are kept) before the app sees it."""
+    is read (at most ``limit`` bytes are kept) before the app sees it. ``per_path``: other
+    limits for some paths (uploads)."""
 
-    def __init__(self, app, limit: int):
-        self.app, self.limit = app, limit
+    def __init__(self, app, limit: int, per_path: dict[str, int] | None = None):
+        self.app, self.default, self.per_path = app, limit, dict(per_path or {})
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        limit = self.per_path.get(scope.get("path", ""), self.default)
         declared = dict(scope.get("headers") or []).get(b"content-length", b"")
-        if declared.isdigit() and int(declared) > self.limit:
-            return await self._refuse(scope, send)
+        if declared.isdigit() and int(declared) > limit:
+            return await self._refuse(scope, send, limit)
         messages, seen = [], 0
         while True:
             message = await receive()
@@ -45,8 +47,8 @@ class BodyLimit:
             if message["type"] != "http.request":
                 break
             seen += len(message.get("body", b""))
-            if seen > self.limit:
-                return await self._refuse(scope, send)
+            if seen > limit:
+                return await self._refuse(scope, send, limit)
             if not message.get("more_body", False):
                 break
 
@@ -55,20 +57,22 @@ class BodyLimit:
 
         await self.app(scope, replay, send)
 
-    async def _refuse(self, scope, send) -> None:
-        body = JSONResponse({"error": f"request body over the {self.limit // 2**20} MiB limit", "field": None},
+    async def _refuse(self, scope, send, limit: int) -> None:
+        body = JSONResponse({"error": f"request body over the {limit // 2**20} MiB limit", "field": None},
                             status_code=413)
         await body(scope, None, send)
 
 
-def create_app(project: str | Path, token: str | None = None, llm=None) -> FastAPI:
+def create_app(project: str | Path, token: str | None = None, llm=None,
+               mounts: dict[str, str | Path] | None = None) -> FastAPI:
     """The app for ``project``; with ``token``, every request must carry it
     (``X-Studio-Token`` header, ``?token=`` query or the ``studio_token`` cookie); ``llm``:
-    a :class:`defectforge.llm.ChatClient` for the describe box (rule parser otherwise)."""
-    from defectforge.studio import author2d, author3d, data_api, jobs, results, review
+    a :class:`defectforge.llm.ChatClient` for the describe box (rule parser otherwise);
+    ``mounts``: read-only data folders (``{"bsdata": path}`` -> client paths ``@bsdata/...``)."""
+    from defectforge.studio import author2d, author3d, data_api, jobs, results, review, upload
 
     app = FastAPI(title="defectforge studio", docs_url=None, redoc_url=None, openapi_url=None)
-    app.state.studio = Studio(project, token, llm)
+    app.state.studio = Studio(project, token, llm, mounts)
     app.state.jobs = jobs.JobQueue(app.state.studio)
 
     @app.middleware("http")
@@ -83,7 +87,7 @@ def create_app(project: str | Path, token: str | None = None, llm=None) -> FastA
             response.set_cookie("studio_token", token, httponly=True, samesite="strict")
         return response
 
-    app.add_middleware(BodyLimit, limit=MAX_BODY)
+    app.add_middleware(BodyLimit, limit=MAX_BODY, per_path={"/api/upload": upload.UPLOAD_MAX})
 
     @app.exception_handler(PathRefused)
     async def refused(request: Request, exc: PathRefused):
@@ -98,7 +102,7 @@ def create_app(project: str | Path, token: str | None = None, llm=None) -> FastA
         return JSONResponse({"error": f"internal error: {exc.__class__.__name__}: {exc}", "field": None},
                             status_code=500)
 
-    for mod in (data_api, author2d, author3d, jobs, review, results):
+    for mod in (data_api, author2d, author3d, jobs, review, results, upload):
         app.include_router(mod.router)
 
     @app.get("/")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import List, Optional
 
 import typer
 
@@ -17,6 +18,8 @@ def studio(
     port: int = typer.Option(8765, "--port", help="Port to listen on."),
     llm_url: str = typer.Option(None, "--llm-url", help="OpenAI-compatible base URL for the 3D describe box (rule parser otherwise)."),
     llm_model: str = typer.Option("gpt-4o-mini", "--llm-model", help="Model name for --llm-url."),
+    data: Optional[List[str]] = typer.Option(None, "--data", help="NAME=FOLDER: mount a dataset folder outside the project "
+                                                                   "read-only as @NAME (symlinks that leave the project are refused); repeatable."),
 ) -> None:
     """Start Defect Studio, the interactive web app, over PROJECT_DIR."""
     import secrets
@@ -41,9 +44,17 @@ def studio(
         from defectforge.llm import ChatClient
 
         llm = ChatClient(llm_url, llm_model)
-    app = create_app(project, token=token, llm=llm)
+    mounts = {}
+    for spec in data or []:
+        name, sep, folder = spec.partition("=")
+        if not sep or not name or not folder:
+            raise ConfigError(f"--data {spec!r}: give NAME=FOLDER, e.g. --data bsdata=../shared/datasets/bsdata")
+        mounts[name] = Path(folder)
+    app = create_app(project, token=token, llm=llm, mounts=mounts)
     url = f"http://{host}:{port}/" + (f"?token={token}" if token else "")
     typer.echo(f"defect studio on {project.resolve()}: open {url}")
+    for name, folder in mounts.items():
+        typer.echo(f"  @{name} -> {folder.resolve()} (read-only)")
     if token:
         typer.echo(f"token (needed on every request from another machine): {token}")
     uvicorn.run(app, host=host, port=port, log_level="warning")

@@ -4,8 +4,12 @@
 A job config is ``{"command": "detect fit", "args": {"data": "bsdata", "model": "exdd", ...}}``.
 The allowed argument names, which of them are paths and which are flags are read from the
 CLI's own parameter declarations (click), so nothing is listed twice; every path is resolved
-inside the project; the child gets an argument list (no shell). Cancel sends SIGINT (the CLI
-stops cleanly, atomic outputs are either whole or absent); the log is kept in
+inside the project; the child gets an argument list (no shell). Live progress: the child's
+progress callbacks write JSON lines to ``PROJECT/.studio/logs/<job>.progress.jsonl``
+(``DEFECTFORGE_PROGRESS_FILE``, :mod:`defectforge.progress`), which the job follows. Cancel
+sends SIGINT (the CLI stops cleanly, atomic outputs are either whole or absent); resume runs
+the command again: ``detect predict`` skips the images already scored, ``detect fit`` and
+``detect eval`` start over (they write their outputs once, at the end). The log is kept in
 ``PROJECT/.studio/logs/<job>.log``.
 """
 
@@ -102,19 +106,38 @@ def argv(st, config: dict[str, Any]) -> list[str]:
     return name.split() + pos + opts
 
 
-def run(st, job: dict[str, Any], cancelled: Callable[[], bool]) -> str:
-    """Run the job's command to the end (or until cancelled); raises on failure."""
+def command_line(st, config: dict[str, Any]) -> str:
+    """The job as the command a person would type (paths as the child gets them)."""
+    import shlex
+
+    return "defectforge " + " ".join(shlex.quote(a) for a in argv(st, config))
+
+
+def run(st, job: dict[str, Any], cancelled: Callable[[], bool],
+        progress: Callable[[str, int, int | None], None] | None = None) -> str:
+    """Run the job's command to the end (or until cancelled); raises on failure.
+    ``progress(stage, done, total)`` gets the child's progress as it comes."""
+    import os
+
+    from defectforge._pool import kill_me_with_parent
+    from defectforge.progress import PROGRESS_FILE_ENV
     from defectforge.studio.jobs import Cancelled
 
     cmd = [sys.executable, "-m", "defectforge", *argv(st, job["config"])]
     log = st.paths.root / ".studio" / "logs" / f"{job['id']}.log"
+    prog = log.with_suffix(".progress.jsonl")
     log.parent.mkdir(parents=True, exist_ok=True)
+    prog.write_text("", encoding="utf-8")  # this run's progress only
     job["log"] = str(log.relative_to(st.paths.root))
+    follow = _Follow(prog, progress)
     with open(log, "ab") as fh:
         fh.write(("$ defectforge " + " ".join(cmd[3:]) + "\n").encode())
         fh.flush()
-        proc = subprocess.Popen(cmd, cwd=st.paths.root, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(cmd, cwd=st.paths.root, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                env={**os.environ, PROGRESS_FILE_ENV: str(prog)},
+                                preexec_fn=kill_me_with_parent)  # a killed server leaves no orphan writing
         while proc.poll() is None:
+            follow()
             if cancelled():
                 proc.send_signal(signal.SIGINT)
                 try:
@@ -124,11 +147,38 @@ def run(st, job: dict[str, Any], cancelled: Callable[[], bool]) -> str:
                     proc.wait()
                 raise Cancelled()
             time.sleep(0.2)
+    follow()
     tail = _tail(log)
     if proc.returncode != 0:
         err = next((ln for ln in reversed(tail) if ln.startswith("error:")), tail[-1] if tail else "")
-        raise DefectforgeError(f"{job['config']['command']} exited with {proc.returncode}: {err}")
+        how = f"exited with {proc.returncode}" if proc.returncode > 0 else f"was killed by signal {-proc.returncode}" + (
+            " (SIGKILL: often the out-of-memory killer)" if proc.returncode == -9 else "")
+        raise DefectforgeError(f"{job['config']['command']} {how}: {err}")
     return tail[-1] if tail else "done"
+
+
+class _Follow:
+    """Reads the complete JSON lines added to the progress file since the last call."""
+
+    def __init__(self, path: Path, progress: Callable[[str, int, int | None], None] | None):
+        self.path, self.progress, self.offset = path, progress, 0
+
+    def __call__(self) -> None:
+        import json
+
+        if self.progress is None:
+            return
+        with open(self.path, "rb") as fh:
+            fh.seek(self.offset)
+            data = fh.read()
+        end = data.rfind(b"\n") + 1  # a line still being written waits for the next call
+        self.offset += end
+        for line in data[:end].splitlines():
+            try:
+                d = json.loads(line)
+                self.progress(str(d["stage"]), int(d["done"]), None if d["total"] is None else int(d["total"]))
+            except (ValueError, KeyError, TypeError):
+                continue
 
 
 def _tail(log: Path, n: int = 20) -> list[str]:

@@ -35,6 +35,10 @@ def project(request: Request) -> dict[str, Any]:
     from defectforge.synth3d.cloud_io import CLOUD_SUFFIXES, MESH_SUFFIXES
 
     datasets, clouds = [{"path": SAMPLE, "format": "manifest", "note": "bundled BSData sample"}], []
+    for name, base in st.paths.mounts.items():
+        if name != SAMPLE:
+            datasets.append({"path": name, "format": _format_of(base, detect_format) or "folder",
+                             "note": f"mounted read-only from {base}"})
     root = st.paths.root
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
         d = Path(dirpath)

@@ -126,7 +126,7 @@ class JobQueue:
         job = self.get(jid)
         if job["status"] in ("queued", "running"):
             raise FieldError("status", f"job {jid} is already {job['status']}")
-        job.update(status="queued", message="")
+        job.update(status="queued", message="", done=0, total=None, stage="")
         self._save()
         self.q.put(jid)
         return job
@@ -183,7 +183,10 @@ class JobQueue:
         if job["kind"] == "cli":
             from defectforge.studio.cli_jobs import run
 
-            return run(self.st, job, lambda: jid in self.cancel)
+            def child_progress(stage: str, done: int, total: int | None) -> None:  # no Cancelled from here:
+                job.update(done=int(done), total=total, stage=stage)  # the child gets SIGINT instead
+
+            return run(self.st, job, lambda: jid in self.cancel, child_progress)
         if job["kind"] == "synth":
             from defectforge.synth2d.config import parse_config
             from defectforge.synth2d.pipeline import synthesize
@@ -249,9 +252,24 @@ def resume(request: Request, jid: str) -> dict[str, Any]:
 
 
 @router.get("/jobs/{jid}/config.yaml")
-def config_yaml(request: Request, jid: str) -> Response:
-    job = jobs_of(request).get(jid)
-    text = yaml.safe_dump({**job["config"], **({"out": job["out"]} if job["kind"] == "synth" else {})},
-                          sort_keys=False)
-    return Response(text, media_type="application/x-yaml",
-                    headers={"Content-Disposition": f'attachment; filename="{job["kind"]}_{jid}.yaml"'})
+def config_yaml(request: Request, jid: str, download: int = 1) -> Response:
+    """The job's YAML config (every kind), headed by the command that runs it outside the
+    studio; ``download=0`` shows it in the page instead of saving it."""
+    q = jobs_of(request)
+    job = q.get(jid)
+    body = {**job["config"], **({"out": job["out"]} if job["kind"] in ("synth", "synth3d") else {})}
+    if job["kind"] == "cli":
+        from defectforge.studio.cli_jobs import command_line
+
+        try:
+            head = f"# runs: {command_line(q.st, job['config'])}"
+        except DefectforgeError as exc:  # e.g. an input removed since: still show the config
+            head = f"# (cannot build the command line now: {exc})"
+    elif job["kind"] == "synth":
+        head = f"# runs: defectforge synth --config {job['kind']}_{jid}.yaml  (paths relative to the project folder)"
+    else:
+        head = f"# studio synth3d job: input, instructions, n, seed, n_points and out as 'defectforge synth3d' takes them"
+    text = head + "\n" + yaml.safe_dump(body, sort_keys=False)
+    headers = {"Content-Disposition": f'attachment; filename="{job["kind"]}_{jid}.yaml"'} if download else {}
+    return Response(text, media_type="application/x-yaml" if download else "text/plain; charset=utf-8",
+                    headers=headers)

@@ -1,4 +1,4 @@
-"""Results: open a ``detect predict`` output folder (``scores.csv``, ``heatmaps/``, ``masks/``),
+"""Results: open a ``detect eval --json`` output (:mod:`.results_eval`) or a ``detect predict`` output folder (``scores.csv``, ``heatmaps/``, ``masks/``),
 optionally with the dataset its images come from for ground truth. The page sorts per-image
 scores, shows image | ground truth | heatmap | predicted mask, and moves an image-score
 threshold (confusion matrix, precision, recall computed in the browser from these rows).
@@ -47,7 +47,12 @@ def _gt(st, dataset: str) -> dict[str, Any]:
 
 @router.get("/results")
 def results(request: Request, path: str, dataset: str = "") -> dict[str, Any]:
+    """A ``detect predict`` folder, or a ``detect eval --json`` file (:mod:`.results_eval`)."""
+    from defectforge.studio import results_eval
+
     st = studio(request)
+    if results_eval.is_eval_output(st.paths.resolve(path, must_exist=True)):
+        return results_eval.results_of_eval(st, path)
     _, rows = _rows(st, path)
     gt = _gt(st, dataset)
     out = st.paths.resolve(path)
@@ -58,15 +63,28 @@ def results(request: Request, path: str, dataset: str = "") -> dict[str, Any]:
                       "label": None if s is None else s.label, "defect": None if s is None else s.is_defect,
                       "split": None if s is None else s.split})
     thr = rows[0].get("threshold") if rows else ""
-    return {"items": items, "threshold": float(thr) if thr else None, "matched": sum(i["label"] is not None for i in items)}
+    return {"kind": "predict", "items": items, "threshold": float(thr) if thr else None,
+            "matched": sum(i["label"] is not None for i in items)}
+
+
+@router.get("/results/map")
+def result_map(request: Request, path: str, k: int) -> dict[str, Any]:
+    """The raw anomaly map of row ``k`` of an eval output (float32, base64) and the run's scale."""
+    from defectforge.studio import results_eval
+
+    return results_eval.eval_map(studio(request), path, k)
 
 
 @router.get("/results/image")
 def result_image(request: Request, path: str, k: int, kind: str = "heatmap", dataset: str = "", size: int = 480) -> Response:
-    """``kind``: ``image`` | ``gt`` (ground-truth mask from ``dataset``) | ``heatmap`` | ``mask``."""
+    """``kind``: ``image`` | ``gt`` (ground-truth mask from ``dataset``) | ``heatmap`` | ``mask``
+    (eval outputs: ``image`` | ``gt`` | ``heatmap`` | ``colorbar``, the mask is drawn in the page)."""
     from defectforge.data.image_io import as_rgb8, read_image
+    from defectforge.studio import results_eval
 
     st = studio(request)
+    if results_eval.is_eval_output(st.paths.resolve(path, must_exist=True)):
+        return results_eval.eval_image(st, path, k, kind)
     out, rows = _rows(st, path)
     if not 0 <= k < len(rows):
         raise FieldError("k", f"row {k} is out of range")

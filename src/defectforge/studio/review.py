@@ -5,8 +5,8 @@ Decisions live in ``SET/.synth/review.json`` (``{index: "accepted" | "rejected"}
 decision (with the run folder locked) ``manifest.csv`` and the exports are rebuilt from the journal without the rejected
 samples, so every reader (``detect fit --synthetic``, ``train-detector --synthetic``,
 ``filter``, exports) honours them; images, masks and the journal stay, so a decision can be
-undone. Note: rerunning ``synth`` on the folder rebuilds the manifest from the journal; open
-the set in Review again (any decision re-applies them).
+undone. A rerun or resume of ``synth`` on the folder keeps honouring them (the synth
+pipeline's :func:`~defectforge.synth2d.export.write_listing` reads the same file).
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ from defectforge.studio.data_api import png_response, studio
 from defectforge.studio.forms import FieldError
 
 router = APIRouter(prefix="/api")
-REVIEW = "review.json"
 DECISIONS = ("accepted", "rejected", "undecided")
 
 
@@ -50,26 +49,21 @@ def _records(out: Path) -> list:
 
 
 def decisions(out: Path) -> dict[str, str]:
+    from defectforge.synth2d.export import review_decisions
     from defectforge.synth2d.pipeline import STATE
 
-    p = out / STATE / REVIEW
-    return json.loads(p.read_text(encoding="utf-8")) if p.is_file() else {}
+    return review_decisions(out / STATE)
 
 
 def apply(rf, decided: dict[str, str]) -> int:
     """Save ``decided`` and rebuild ``manifest.csv`` and the exports of the (opened) run
-    folder ``rf`` without rejected samples; returns the number of samples kept."""
-    from defectforge.data.manifest import write_manifest
-    from defectforge.data.sample import Dataset
+    folder ``rf`` without rejected samples (the synth pipeline's own
+    :func:`~defectforge.synth2d.export.write_listing`); returns the number of samples kept."""
     from defectforge.studio.synthset import formats_of
-    from defectforge.synth2d.export import export
+    from defectforge.synth2d.export import REVIEW, write_listing
 
-    out = rf.path
     atomic_write_json(rf.state_dir / REVIEW, dict(sorted(decided.items(), key=lambda kv: int(kv[0]))))
-    kept = [r.to_sample(out) for r in _records(out) if decided.get(str(r.index)) != "rejected"]
-    write_manifest(Dataset(kept, root=out, format="manifest"), out / "manifest.csv")
-    for fmt in formats_of(rf):
-        export(Dataset(kept, root=None, format="manifest"), out / "export", fmt)
+    kept, _ = write_listing(rf.path, rf.state_dir, _records(rf.path), formats_of(rf))
     return len(kept)
 
 

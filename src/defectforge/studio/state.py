@@ -42,8 +42,9 @@ class LRU:
 class Studio:
     """Server state: ``paths`` (client path resolution) and caches keyed by path + mtime."""
 
-    def __init__(self, project: str | Path, token: str | None = None, llm: Any = None):
-        self.paths = ProjectPaths(project)
+    def __init__(self, project: str | Path, token: str | None = None, llm: Any = None,
+                 mounts: dict[str, str | Path] | None = None):
+        self.paths = ProjectPaths(project, mounts)
         self.token = token
         self.llm = llm  # a defectforge.llm.ChatClient when an endpoint is configured
         self.datasets = LRU(8)

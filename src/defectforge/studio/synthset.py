@@ -65,11 +65,7 @@ def accept(out: Path, rec: Any, source: dict[str, Any], formats: list[str]) -> d
         facts = {"split": source["split"], "good_images": len({r.source for r in done.values()}),
                  "real_defect_images": None, "made_with": "defectforge studio (one sample per accepted preview)"}
         run = SynthRun(cfg, out)
-        write_outputs(run, rf, cfg, [done[i] for i in sorted(done)], len(done), facts, gallery=12)
-        from defectforge.studio.review import apply, decisions
-
-        if decisions(out):  # keep earlier review decisions in the rebuilt manifest and exports
-            apply(rf, decisions(out))
+        write_outputs(run, rf, cfg, [done[i] for i in sorted(done)], len(done), facts, gallery=12)  # honours review
     return {"index": new.index, "file": new.file, "n": len(run.samples)}
 
 

@@ -44,6 +44,7 @@ class RealDefect:
     source: str = ""
     center_yx: tuple[float, float] = (0.0, 0.0)  # centroid in the source image, relative (0..1)
     image_shape: tuple[int, int] = (0, 0)
+    context: np.ndarray | None = None  # host-surface descriptor around it (synth2d.fit.host_descriptors)
 
 
 class GeneratorConfig(BaseModel):
@@ -123,7 +124,8 @@ class Generator:
 #: plug-ins declared as entry points in the group ``defectforge.generators2d``
 #: (``name = "package.module:Class"``).
 GENERATORS: Registry[type[Generator]] = Registry(
-    "generator", builtin=("defectforge.synth2d.procedural", "defectforge.synth2d.transplant"),
+    "generator", builtin=("defectforge.synth2d.procedural", "defectforge.synth2d.transplant",
+                                    "defectforge.synth2d.fitted"),
     optional=("defectforge.synth2d.diffusion",), entry_points="defectforge.generators2d", base=Generator)
 
 

@@ -15,7 +15,12 @@ counts: {pitting: 100}              # per defect type (or n: 100 over all genera
 seed: 0
 formats: [mvtec, yolo, coco]
 out: synth_out                      # optional; the CLI's --out wins
+recipe: {detector: exdd, ...}       # optional provenance of a searched recipe (recorded, not used)
 ```
+
+A *recipe* is such a config: a mix of generators (``weight``), their parameter ranges
+(``params``; ranges are ``[lo, hi]`` pairs) and a count. ``defectforge recipe search``
+writes one (``best_recipe.yaml``) with a ``recipe:`` block saying how it was chosen.
 
 Test-split samples are never used as sources unless ``split: test`` is asked for
 explicitly (and then a warning is recorded in the dataset card).
@@ -77,6 +82,9 @@ class SynthConfig(BaseModel):
     png_compression: int = Field(3, ge=0, le=9)
     out: str | None = None
     """Output folder (the CLI's --out overrides it); not part of the fingerprint."""
+    recipe: dict[str, Any] | None = None
+    """Provenance of a searched recipe (detector, validation scores, search settings);
+    recorded with the run, never changes what is generated."""
 
     @model_validator(mode="after")
     def _check(self) -> "SynthConfig":

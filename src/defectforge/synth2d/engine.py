@@ -32,8 +32,11 @@ def seed_for(seed: int, index: int) -> int:
 
 def real_defects_from(samples: Sequence[Sample], context: int = 12) -> tuple[list[RealDefect], mk.MaskStats | None]:
     """Cut every connected defect component (with ``context`` px around) from labelled
-    samples, and fit mask statistics on their full masks. Empty or wrong-size masks are
-    errors naming the file."""
+    samples, and fit mask statistics on their full masks. Each defect also carries a
+    descriptor of the host surface around it (:func:`.fit.host_descriptors`, defect
+    in-painted away). Empty or wrong-size masks are errors naming the file."""
+    from defectforge.synth2d.fit import descriptor_at, host_descriptors
+
     reals: list[RealDefect] = []
     full_masks = []
     for s in samples:
@@ -41,12 +44,14 @@ def real_defects_from(samples: Sequence[Sample], context: int = 12) -> tuple[lis
         m = mk.check_real_mask(s.mask, img.shape, s.mask_path or s.path or s.name)
         full_masks.append(m)
         H, W = m.shape
+        maps = host_descriptors(img, hole=m)
         for comp, (y0, x0, y1, x1) in mk.components(m):
             ya, xa, yb, xb = max(0, y0 - context), max(0, x0 - context), min(H, y1 + context), min(W, x1 + context)
             cm = np.zeros((yb - ya, xb - xa), bool)
             cm[y0 - ya:y1 - ya, x0 - xa:x1 - xa] = comp
-            reals.append(RealDefect(np.ascontiguousarray(img[ya:yb, xa:xb]), cm, s.name,
-                                    ((y0 + y1) / 2 / H, (x0 + x1) / 2 / W), (H, W)))
+            cyx = ((y0 + y1) / 2 / H, (x0 + x1) / 2 / W)
+            reals.append(RealDefect(np.ascontiguousarray(img[ya:yb, xa:xb]), cm, s.name, cyx, (H, W),
+                                    descriptor_at(maps, cyx)))
     stats = mk.MaskStats.fit(full_masks) if full_masks else None
     return reals, stats
 
@@ -184,6 +189,18 @@ class Engine:
             rec.error = str(exc) if good.path is None else f"{good.path}: {getattr(exc, 'problem', str(exc))}"
         return rec
 
+    def samples(self, n: int) -> list[Sample]:
+        """Samples ``0 .. n-1`` in memory (:meth:`SynthRecord.to_sample`); those whose every
+        attempt was rejected are skipped; an error is raised as :class:`InputError`."""
+        out = []
+        for i in range(n):
+            rec = self.make(i, encode=False)
+            if rec.status == "error":
+                raise InputError(None, rec.error)
+            if rec.ok:
+                out.append(rec.to_sample())
+        return out
+
 
 def _png(arr: np.ndarray, level: int) -> bytes:
     a = arr[..., ::-1] if arr.ndim == 3 else arr
@@ -286,11 +303,4 @@ def generate_samples(good_samples: Sequence[Sample] | Sequence[np.ndarray], gene
     if isinstance(roi, np.ndarray) and not roi.any():
         raise InputError(None, "region of interest is empty: no place to put a defect")
     engine = Engine(goods, [(gen, 1.0)], None, seed, roi, roi_margin, label or LabelConfig(), max_attempts)
-    out = []
-    for i in range(int(n)):
-        rec = engine.make(i, encode=False)
-        if rec.status == "error":
-            raise InputError(None, rec.error)
-        if rec.ok:
-            out.append(rec.to_sample())
-    return out
+    return engine.samples(int(n))

@@ -5,7 +5,8 @@
 - ``cutpaste`` and ``cutpaste_scar``: a rectangle / thin rotated strip cut from the same
   image, colour-jittered and pasted elsewhere (Li et al. 2021);
 - ``transplant``: a real defect cut by its mask, jittered (scale, rotation, flip,
-  colour) and Poisson-blended (``cv2.seamlessClone``) into a good image (NSA-style).
+  colour) and Poisson-blended (``cv2.seamlessClone``) into a good image (NSA-style), or
+  pasted with its surround matched to the host's local mean and contrast (``matched``).
 """
 
 from __future__ import annotations
@@ -194,7 +195,10 @@ class TransplantConfig(GeneratorConfig):
     rotate: float = 20.0
     flip: bool = True
     color: float = 0.1
-    blend: Literal["normal", "mixed", "alpha"] = "normal"
+    blend: Literal["normal", "mixed", "alpha", "matched"] = "normal"
+    """normal/mixed: Poisson (``cv2.seamlessClone``); alpha: feathered paste; matched: the
+    defect's surround is matched to the host's local mean and contrast per channel, then
+    feathered (keeps the defect's own contrast against its surround)."""
     context: int = Field(4, ge=1, le=32, description="px of the real surround blended with the defect")
     use_real_stats: bool = True
     roi_margin: int = Field(8, ge=0)
@@ -237,7 +241,9 @@ class Transplant(Generator):
         ys, xs, off = _paste_crop(image, y0, x0, ph, pw, 3)
         crop = image[ys, xs]
         blend_mask = cv2.dilate(m.astype(np.uint8), mk_disk(c.context))
-        if c.blend == "alpha" or min(crop.shape[:2]) < 6:
+        if c.blend == "matched":
+            new = matched_paste(crop, patch, m, off, c.context)
+        elif c.blend == "alpha" or min(crop.shape[:2]) < 6:
             a = _embed(cv2.GaussianBlur(m.astype(np.float32), (0, 0), 1.0), crop.shape[:2], off)
             src_full = crop.astype(np.float32).copy()
             src_full[off[0]:off[0] + ph, off[1]:off[1] + pw] = patch
@@ -255,3 +261,27 @@ class Transplant(Generator):
         support = _embed(blend_mask.astype(np.float32), crop.shape[:2], off) > 0
         out, mask = _finish(image, ys, xs, new, support)
         return out, mask, {"real": k, "real_source": r.source, "yx": [y0, x0], "blend": c.blend, **jp, **jit}
+
+
+def matched_paste(crop: np.ndarray, patch: np.ndarray, m: np.ndarray, off: tuple[int, int], context: int) -> np.ndarray:
+    """Paste ``patch`` (mask ``m``) at ``off`` into ``crop`` after matching the mean and
+    standard deviation of the patch's surrounding ring to the host's ring (per channel), so
+    the defect keeps its contrast *relative to its surround* while the surround blends in;
+    the edge is feathered over ``context`` px. Returns the new crop (float32)."""
+    ph, pw = m.shape
+    H, W = crop.shape[:2]
+    inner = np.zeros((H, W), np.uint8)
+    inner[off[0]:off[0] + ph, off[1]:off[1] + pw] = m
+    ring = (cv2.dilate(inner, mk_disk(max(2, context))) > 0) & (inner == 0)
+    src = crop.astype(np.float32).copy()
+    src[off[0]:off[0] + ph, off[1]:off[1] + pw] = patch
+    dst = crop.astype(np.float32)
+    if ring.any():
+        sm, ss = src[ring].mean(0), src[ring].std(0) + 1.0
+        dm, ds = dst[ring].mean(0), dst[ring].std(0) + 1.0
+        gain = np.clip(ds / ss, 0.5, 2.0)
+        src = (src - sm) * gain + dm
+    hard = cv2.dilate(inner, mk_disk(max(1, context // 2))).astype(np.float32)
+    a = cv2.GaussianBlur(hard, (0, 0), max(0.8, context / 3)) * (cv2.dilate(inner, mk_disk(context)) > 0)
+    a = np.maximum(a, inner.astype(np.float32))
+    return dst * (1 - a[..., None]) + src * a[..., None]

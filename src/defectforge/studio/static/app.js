@@ -300,6 +300,20 @@ $("#a3-save").onclick = async () => {
   } catch (e) { $("#a3-json-error").textContent = e.message; status(e.message, true); }
 };
 
+// ---------------------------------------------------------------- uploads (decoded on the server by the CLI's readers)
+$("#up-file").onchange = () => { const f = $("#up-file").files[0];
+  if (f && !$("#up-path").value) $("#up-path").value = "uploads/" + f.name; };
+$("#up-go").onclick = async () => {
+  $("#up-error").textContent = ""; const f = $("#up-file").files[0];
+  if (!f) { $("#up-error").textContent = "choose a file first"; return; }
+  const params = { path: $("#up-path").value, kind: $("#up-kind").value, overwrite: $("#up-overwrite").checked ? 1 : 0 };
+  const r = await fetch("/api/upload?" + q(params), { method: "PUT", body: f });
+  const d = await r.json().catch(() => ({ error: `HTTP ${r.status}` }));
+  if (!r.ok) { $("#up-error").textContent = d.error; status(d.error, true); return; }
+  status(`uploaded ${d.path} (${d.bytes} bytes${d.shape ? ", " + d.shape.join("x") : ""}${d.n_points ? ", " + d.n_points + " points" : ""})`);
+  loadProject();
+};
+
 // ---------------------------------------------------------------- start
 (async () => {
   try { await loadProject(); await a2LoadGenerators(); await a3Init(); await openDataset(); await a2LoadImages();

@@ -23,8 +23,12 @@ async function refreshJobs() {
   for (const j of r.jobs) {
     const tr = document.createElement("tr"); tr.dataset.id = j.id; tr.dataset.status = j.status;
     const pct = j.total ? `<progress max="${j.total}" value="${j.done}"></progress> ${j.done}/${j.total}` : "";
-    tr.innerHTML = `<td><a href="/api/jobs/${j.id}/config.yaml">${j.id}</a></td><td>${j.kind}</td><td>${j.out}</td><td>${pct}</td>` +
-                   `<td class="job-status">${j.status}<div class="help">${j.status === "running" && j.stage ? j.stage + " · " : ""}${j.message || ""}</div></td><td></td>`;
+    const what = j.kind === "cli" ? (j.config.command || "cli") : j.kind;
+    tr.innerHTML = `<td><a href="#" class="job-show">${j.id}</a> · <a href="/api/jobs/${j.id}/config.yaml" title="download the YAML config">yaml</a></td><td>${what}</td><td>${j.out}</td><td>${pct}</td>` +
+                   `<td class="job-status">${j.status}<div class="help">${[j.status === "running" ? j.stage : "", j.message].filter(Boolean).join(" · ")}</div></td><td></td>`;
+    tr.querySelector(".job-show").onclick = async e => { e.preventDefault();
+      const r = await fetch(`/api/jobs/${j.id}/config.yaml?download=0`); $("#job-config").textContent = await r.text();
+      $("#job-config").dataset.id = j.id; $("#job-config").hidden = false; };
     const act = tr.lastChild;
     const btn = (label, path) => { const b = document.createElement("button"); b.textContent = label;
       b.onclick = async () => { try { await api(`/api/jobs/${j.id}/${path}`, {}); refreshJobs(); } catch (e) { status(e.message, true); } }; act.append(b); };
@@ -100,14 +104,21 @@ $("#rv-scores").onclick = async () => {
 };
 
 // ---------------------------------------------------------------- Results
-const rs = { items: [], sort: "score", desc: true };
+// An eval JSON: raw maps come from /api/results/map, the predicted mask is redrawn here from the
+// map whenever a threshold moves (pixel >= pixel threshold, in an image whose score >= image threshold).
+const rs = { items: [], sort: "score", desc: true, kind: null, k: null, map: null };
 async function rsOpen() {
   try {
     const r = await api("/api/results?" + q({ path: $("#rs-path").value, dataset: $("#rs-ds").value }));
-    rs.items = r.items;
+    rs.items = r.items; rs.kind = r.kind; rs.k = null; rs.map = null; rs.maps = r.maps; $("#rs-view").innerHTML = "";
     const sc = r.items.map(i => i.score), lo = Math.min(...sc), hi = Math.max(...sc), sl = $("#rs-thr");
-    sl.min = lo; sl.max = hi; sl.step = (hi - lo) / 500 || 0.001; sl.value = r.threshold ?? (lo + hi) / 2;
-    rsRender(); status(`${r.items.length} scored images, ${r.matched} with ground truth`);
+    const pad = (hi - lo) / 100 || 0.01;
+    sl.min = lo - pad; sl.max = hi + pad; sl.step = (hi - lo) / 500 || 0.001; sl.value = r.threshold ?? (lo + hi) / 2;
+    $("#rs-pthr-box").hidden = r.kind !== "eval" || !r.maps; rs.pthr0 = r.pixel_threshold;
+    rsRender();
+    const m = r.metrics ? " · " + Object.entries(r.metrics).filter(([, v]) => v !== null && v !== undefined)
+      .map(([k, v]) => `${k} ${typeof v === "number" ? +v.toFixed(4) : v}`).join(" · ") : "";
+    status(`${r.kind}: ${r.items.length} scored images, ${r.matched} with ground truth${m}`);
   } catch (e) { status(e.message, true); }
 }
 function rsRender() {
@@ -118,21 +129,56 @@ function rsRender() {
   for (const it of items) {
     const pred = it.score >= thr;
     if (it.defect !== null) { if (pred && it.defect) tp++; else if (pred) fp++; else if (it.defect) fn++; else tn++; }
-    const tr = document.createElement("tr"); tr.className = it.defect !== null && pred !== it.defect ? "wrong" : "";
+    const tr = document.createElement("tr"); tr.className = (it.defect !== null && pred !== it.defect ? "wrong" : "") + (it.k === rs.k ? " current" : "");
+    tr.dataset.k = it.k; tr.dataset.defect = it.defect;
     tr.innerHTML = `<td>${it.name}</td><td>${it.label ?? "?"}</td><td>${it.score.toFixed(4)}</td><td>${pred ? "defect" : "good"}</td>`;
     tr.onclick = () => rsShow(it.k); tb.append(tr);
   }
   const prec = tp + fp ? tp / (tp + fp) : 0, rec = tp + fn ? tp / (tp + fn) : 0;
-  $("#rs-metrics").innerHTML = `<span>TP ${tp}</span><span>FP ${fp}</span><span>FN ${fn}</span><span>TN ${tn}</span>` +
+  $("#rs-metrics").innerHTML = `<table class="confusion"><tr><th></th><th>predicted defect</th><th>predicted good</th></tr>` +
+    `<tr><th>defect</th><td>TP ${tp}</td><td>FN ${fn}</td></tr><tr><th>good</th><td>FP ${fp}</td><td>TN ${tn}</td></tr></table>` +
     `<span>precision ${prec.toFixed(3)}</span><span>recall ${rec.toFixed(3)}</span>`;
-  $("#rs-metrics").dataset.tp = tp; $("#rs-metrics").dataset.fp = fp;
+  Object.assign($("#rs-metrics").dataset, { tp, fp, fn, tn, precision: prec.toFixed(4), recall: rec.toFixed(4) });
+  rsDrawMask();
 }
-function rsShow(k) {
+function rsDrawMask() {
+  const cv = $("#rs-mask"); if (!cv || !rs.map) return;
+  const it = rs.items.find(x => x.k === rs.k), thr = Number($("#rs-thr").value), pthr = Number($("#rs-pthr").value);
+  $("#rs-pthr-value").textContent = pthr.toPrecision(4);
+  const on = it.score >= thr, ctx = cv.getContext("2d"), img = ctx.createImageData(rs.map.w, rs.map.h);
+  let n = 0;
+  for (let i = 0; i < rs.map.data.length; i++) {
+    const v = on && rs.map.data[i] >= pthr ? 255 : 0; n += v > 0;
+    img.data[4 * i] = img.data[4 * i + 1] = img.data[4 * i + 2] = v; img.data[4 * i + 3] = 255;
+  }
+  ctx.putImageData(img, 0, 0); cv.dataset.pixels = n;
+  $("#rs-caption").textContent = `${it.name}: score ${it.score.toFixed(4)} → ${on ? "defect" : "good"} at the image threshold; ` +
+    `${n} predicted pixels at the pixel threshold ${pthr.toPrecision(4)}` + (on ? "" : " (none: the image is predicted good)");
+}
+async function rsShow(k) {
+  rs.k = k; document.querySelectorAll("#rs-table tbody tr").forEach(tr => tr.classList.toggle("current", Number(tr.dataset.k) === k));
   const base = { path: $("#rs-path").value, k, dataset: $("#rs-ds").value };
-  $("#rs-view").innerHTML = ["image", "gt", "heatmap", "mask"].map(kind =>
-    `<img title="${kind}" alt="${kind}" src="/api/results/image?${q({ ...base, kind })}">`).join("");
+  if (rs.kind !== "eval") {
+    $("#rs-view").innerHTML = ["image", "gt", "heatmap", "mask"].map(kind =>
+      `<img title="${kind}" alt="${kind}" src="/api/results/image?${q({ ...base, kind })}">`).join("");
+    return;
+  }
+  if (!rs.maps) { $("#rs-view").textContent = "the model or dataset of this eval is not in the project: scores only"; return; }
+  status("computing the map…");
+  try {
+    const m = await api("/api/results/map?" + q({ path: base.path, k }));
+    rs.map = { w: m.w, h: m.h, data: new Float32Array(Uint8Array.from(atob(m.map), c => c.charCodeAt(0)).buffer) };
+    const sl = $("#rs-pthr"); sl.min = m.scale.lo; sl.max = m.scale.hi; sl.step = (m.scale.hi - m.scale.lo) / 500 || 0.001;
+    if (!rs.pthrSet) { sl.value = m.scale.threshold ?? rs.pthr0 ?? (m.scale.lo + m.scale.hi) / 2; rs.pthrSet = true; }
+    const im = kind => `<figure><img alt="${kind}" src="/api/results/image?${q({ path: base.path, k, kind })}"><figcaption>${kind}</figcaption></figure>`;
+    $("#rs-view").innerHTML = im("image") + im("gt") + im("heatmap") +
+      `<figure><canvas id="rs-mask" width="${m.w}" height="${m.h}"></canvas><figcaption>predicted mask</figcaption></figure>` +
+      `<figure class="bar"><img alt="colour bar" src="/api/results/image?${q({ path: base.path, k, kind: "colorbar" })}"><figcaption>one scale</figcaption></figure>`;
+    rsDrawMask(); status("map ready");
+  } catch (e) { status(e.message, true); }
 }
 $("#rs-open").onclick = rsOpen;
 $("#rs-thr").addEventListener("input", rsRender);
+$("#rs-pthr").addEventListener("input", rsDrawMask);
 document.querySelectorAll("#rs-table th[data-key]").forEach(th => th.onclick = () => {
   rs.desc = rs.sort === th.dataset.key ? !rs.desc : true; rs.sort = th.dataset.key; rsRender(); });

@@ -1,0 +1,222 @@
+"""``defectforge recipe search``: splits from TRAIN only (the test split is never read), the
+real-only baseline as a candidate, pruning, resume from the SQLite study, and a best recipe
+that ``synth --config`` runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+optuna = pytest.importorskip("optuna", reason="the recipe search needs optuna (pip install defectforge[search])")
+
+from defectforge.data.image_io import write_image, write_mask  # noqa: E402
+from defectforge.errors import ConfigError, InputError  # noqa: E402
+from defectforge.recipe import search as rs  # noqa: E402
+from defectforge.recipe.search import SearchSettings, carve_splits, search_recipes  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+H, W = 96, 128
+
+
+def _img(seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:H, 0:W]
+    base = 110 + 40 * (xx / W) + 20 * np.sin(yy / 3.0 + seed)
+    return np.clip(base[..., None] + rng.normal(0, 4, (H, W, 3)), 0, 255).astype(np.uint8)
+
+
+def make_data(root: Path, n_good: int = 10, n_def: int = 6) -> Path:
+    rows = ["file,split,label,mask"]
+    for split, ng, nd in (("train", n_good, n_def), ("test", 3, 3)):
+        for i in range(ng):
+            write_image(root / "images" / f"{split}_good{i}.png", _img(i + (0 if split == "train" else 500)))
+            rows.append(f"images/{split}_good{i}.png,{split},good,")
+        for i in range(nd):
+            img = _img(100 + i + (0 if split == "train" else 500))
+            m = np.zeros((H, W), bool)
+            yy, xx = np.mgrid[0:H, 0:W]
+            m[((yy - 30 - 5 * i) / 5.0) ** 2 + ((xx - 20 - 15 * i) / 7.0) ** 2 <= 1] = True
+            img[m] = (img[m] * 0.5).astype(np.uint8)
+            write_image(root / "images" / f"{split}_pit{i}.png", img)
+            write_mask(root / "masks" / f"{split}_pit{i}.png", m)
+            rows.append(f"images/{split}_pit{i}.png,{split},pitting,masks/{split}_pit{i}.png")
+    (root / "split.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+@pytest.fixture
+def data(tmp_path) -> Path:
+    return make_data(tmp_path / "data")
+
+
+@pytest.fixture
+def reads(monkeypatch):
+    """Every image/mask file read during the test (through the toolkit's readers)."""
+    import defectforge.data.image_io as io
+    import defectforge.data.sample as sample
+
+    seen: list[str] = []
+    for mod in (io, sample):
+        for name in ("read_image", "read_mask"):
+            orig = getattr(io, name)
+
+            def spy(path, *a, _orig=orig, **k):
+                seen.append(str(path))
+                return _orig(path, *a, **k)
+
+            monkeypatch.setattr(mod, name, spy)
+    return seen
+
+
+def _tiny(**kw) -> SearchSettings:
+    base = dict(detector="exdd", trials=3, seed=0, generators=("fitted", "transplant"), image_size=64,
+                detector_params={"random_init": True, "val_fraction": 0.2}, min_gain=0.0)
+    base.update(kw)
+    return SearchSettings(**base)
+
+
+def test_splits_are_train_only_disjoint_and_seeded(data):
+    from defectforge.data.formats import load_dataset
+
+    ds = load_dataset(data)
+    a, b = carve_splits(ds, _tiny()), carve_splits(ds, _tiny())
+    c = carve_splits(ds, _tiny(seed=1))
+    names = lambda xs: {s.name for s in xs}  # noqa: E731
+    assert names(a.guide) == names(b.guide) and names(a.guide) != names(c.guide) or names(a.val) != names(c.val)
+    assert not names(a.guide) & names(a.val_defects) and not names(a.fit_good) & names(a.val_good)
+    assert all(s.split == "train" for s in a.fit_good + a.guide + a.val)
+    assert len(a.guide) == 3 and len(a.val_defects) == 3 and len(a.val_good) == 2 and len(a.fit_good) == 8
+    assert len(carve_splits(ds, _tiny(max_good=4)).fit_good) == 4
+
+
+def test_search_never_reads_test_writes_a_runnable_recipe_and_resumes(data, tmp_path, reads):
+    out = tmp_path / "search"
+    logs: list[str] = []
+    for f in list((data / "images").glob("test_*")) + list((data / "masks").glob("test_*")):
+        f.write_bytes(b"not an image: reading the test split must never happen")
+    s = search_recipes(data, out, _tiny(), log=logs.append)
+    assert not [p for p in reads if Path(p).name.startswith("test_")], "the test split must never be read"
+    assert any(Path(p).name.startswith("train_pit") for p in reads)  # (the spy does see the reads)
+    assert s["trials"]["complete"] + s["trials"]["pruned"] == 3
+    assert s["baseline"]["score"] == pytest.approx(0.5 * (s["baseline"]["image_auroc"] + s["baseline"]["aupro"]))
+    for f in ("study.db", "report.html", "commands.sh", "search.json", "trials.csv", "best_recipe.yaml"):
+        assert (out / f).is_file(), f
+    assert json.loads((out / "search.json").read_text())["verdict"] == s["verdict"]
+    html = (out / "report.html").read_text()
+    assert "Trial history" in html and "real only" in html and "Search-time reductions" in html
+    assert s["search_time_reductions"]["image_size"] == 64
+    # the best recipe is a synth config that `synth --config` runs, from all TRAIN defects
+    from typer.testing import CliRunner
+
+    from defectforge.cli import app
+    from defectforge.synth2d.config import load_config
+
+    cfg = load_config(out / "best_recipe.yaml")
+    assert cfg.recipe["detector"] == "exdd" and cfg.recipe["trial"] == s["best_trial"]
+    assert cfg.source.split == "train" and {g.name for g in cfg.generators} <= {"fitted", "transplant"}
+    r = CliRunner().invoke(app, ["synth", "--config", str(out / "best_recipe.yaml"), "--out", str(tmp_path / "syn"),
+                                 "--workers", "1"])
+    assert r.exit_code == 0, r.output
+    assert len(list((tmp_path / "syn" / "images").glob("*.png"))) >= 1
+    # resume: more trials extend the same study; the baseline is not recomputed
+    calls = []
+    orig = rs.evaluate_candidate
+    rs_eval = lambda sp, synth, st, work, report=None: calls.append(len(synth)) or orig(sp, synth, st, work, report)  # noqa: E731
+    import unittest.mock as um
+
+    with um.patch.object(rs, "evaluate_candidate", rs_eval):
+        s2 = search_recipes(data, out, _tiny(trials=4), log=logs.append)
+    assert len(calls) == 1 and calls[0] > 0
+    assert s2["trials"]["complete"] + s2["trials"]["pruned"] == 4
+    assert any("resuming: 3 trial(s)" in m for m in logs)
+    study = optuna.load_study(study_name=rs.STUDY, storage=f"sqlite:///{out / 'study.db'}")
+    assert study.trials[3].params != study.trials[0].params  # a resumed sampler does not redraw old points
+    with pytest.raises(ConfigError):  # other settings in the same folder are refused
+        search_recipes(data, out, _tiny(trials=4, seed=5))
+
+
+def _fake_scores(monkeypatch, baseline: float, trial_scores: list[float]):
+    """The detector replaced by fixed validation scores (the synthesis still runs)."""
+    it = iter(trial_scores)
+
+    def fake(sp, synth, st, work, report=None):
+        if not synth:
+            return {"score": baseline}
+        v = next(it)
+        if report is not None:
+            report(v, 0)
+        return {"score": v}
+
+    monkeypatch.setattr(rs, "evaluate_candidate", fake)
+
+
+def test_baseline_wins_means_no_synthetic_data(data, tmp_path, monkeypatch):
+    _fake_scores(monkeypatch, 0.9, [0.85, 0.88, 0.8])
+    s = search_recipes(data, tmp_path / "s", _tiny(min_gain=0.01))
+    assert not s["recommend_synthetic"] and "NO synthetic data" in s["verdict"]
+    cmds = (tmp_path / "s" / "commands.sh").read_text()
+    assert "synth --config" not in cmds and "--synthetic" not in cmds and "detect fit" in cmds
+    assert "recommended: false" in (tmp_path / "s" / "best_recipe.yaml").read_text()
+
+
+def test_a_recipe_that_helps_is_recommended_and_poor_trials_are_pruned(data, tmp_path, monkeypatch):
+    _fake_scores(monkeypatch, 0.7, [0.8, 0.9, 0.1, 0.95])
+    s = search_recipes(data, tmp_path / "s", _tiny(trials=4))
+    assert s["recommend_synthetic"] and s["trials"]["pruned"] == 1 and s["trials"]["complete"] == 3
+    assert s["best"]["score"] == 0.95 and s["gain_over_baseline"] == pytest.approx(0.25)
+    import csv
+
+    rows = list(csv.DictReader((tmp_path / "s" / "trials.csv").open()))
+    assert [r["state"] for r in rows] == ["complete", "complete", "pruned", "complete"]
+    assert rows[2]["score"] == "" and float(rows[2]["last_intermediate"]) == pytest.approx(0.1)
+    cmds = (tmp_path / "s" / "commands.sh").read_text()
+    assert "synth --config" in cmds and "--synthetic" in cmds
+
+
+def test_bad_inputs_are_one_line_errors(data, tmp_path):
+    from typer.testing import CliRunner
+
+    from defectforge.cli import app
+
+    r = CliRunner().invoke(app, ["recipe", "search", str(data), "--detector", "nope", "--out", str(tmp_path / "x")])
+    assert r.exit_code == 2 and "unknown detector" in r.output and "fcos-lite0" in r.output
+    r = CliRunner().invoke(app, ["recipe", "search", str(data), "--generators", "fitted,nope", "--out",
+                                 str(tmp_path / "x")])
+    assert r.exit_code == 2 and "unknown generator" in r.output
+    only_good = make_data(tmp_path / "good_only", n_def=0)
+    with pytest.raises(InputError, match="no defect images"):
+        search_recipes(only_good, tmp_path / "y", _tiny())
+    assert not (tmp_path / "x").exists()
+
+
+def test_box_detector_search_trains_on_real_plus_synthetic(data, tmp_path):
+    s = search_recipes(data, tmp_path / "s", _tiny(detector="fcos-lite0", trials=1, generators=("fitted",), epochs=1,
+                                                   patience=1))
+    assert s["trials"]["complete"] == 1 and 0.0 <= s["best"]["map50"] <= 1.0 and s["best"]["epochs_run"] == 1
+    assert s["validation_metric"] == "mAP@0.5" and s["search_time_reductions"]["epochs"] == 1
+    assert "train-detector" in (tmp_path / "s" / "commands.sh").read_text()
+    assert not (tmp_path / "s" / "work").exists() or not any((tmp_path / "s" / "work").iterdir())
+
+
+def test_folds_score_every_candidate_on_several_validation_splits(data, tmp_path, monkeypatch):
+    from defectforge.data.formats import load_dataset
+
+    ds = load_dataset(data)
+    f0, f1 = carve_splits(ds, _tiny(), 0), carve_splits(ds, _tiny(), 1)
+    assert {s.name for s in f0.val} != {s.name for s in f1.val}
+    seen: list[tuple[frozenset, int]] = []
+
+    def fake(sp, synth, st, work, report=None):
+        seen.append((frozenset(s.name for s in sp.val), len(synth)))
+        assert report is None  # with several folds the running mean is reported between folds
+        return {"score": 0.5 + 0.01 * len(seen)}
+
+    monkeypatch.setattr(rs, "evaluate_candidate", fake)
+    s = search_recipes(data, tmp_path / "s", _tiny(trials=2, folds=2))
+    assert len(seen) == 2 * 3  # baseline + 2 trials, each on 2 folds
+    assert seen[0][0] != seen[1][0] and seen[0][1] == 0 and seen[2][1] > 0
+    assert len(s["baseline"]["fold_scores"]) == 2
+    assert s["baseline"]["score"] == pytest.approx(np.mean(s["baseline"]["fold_scores"]))
