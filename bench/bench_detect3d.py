@@ -22,17 +22,24 @@ Protocol (all seeded; nothing is fitted on test data):
   cracks: the test types are among the training types, on other parts, positions and
   parameters); ``unseen`` trains on bump, dent, pit and scratch only, so no test type
   (nor the free-form family) was seen in training. The FPFH bank sees good parts only.
-  ``--fuse-weight W`` adds ``pointnet+fpfh``: network + W x FPFH scores, each divided by
-  its detector's held-out threshold (:func:`defectforge.detect3d.pointnet.fuse_scores`,
-  exactly what ``PointTransformerAD(fpfh_weight=W)`` predicts).
+  With both detectors the run adds ``pointnet+fpfh``: the two fused by
+  :func:`defectforge.detect3d.fusion.fuse_scores` at the detector's default fusion setting
+  (or ``--fusion NORM,OBJECT,FRAC,WEIGHT``), exactly what ``PointTransformerAD`` predicts.
 - Validation (``--split val``): other good parts of the same products (own seeds) and
   anomalies of ``--val-types`` (default bump, dent, scratch, pit, bulge; test types are
   refused), at the training ranges. ``--sweep`` scores every head weight x top-k from one
-  network pass and every FPFH weight of :data:`~defectforge.detect3d.pointnet.FPFH_WEIGHTS`;
-  for ``unseen``, validating on ``bulge`` (a type the network never trained on) measures
-  transfer, which is what picks the FPFH weight for that protocol.
+  network pass and every fusion setting of :func:`fusion_variants` (normalisation
+  threshold/z-score, object score summed or from the fused map, FPFH weight); for
+  ``unseen``, validating on ``bulge`` (a type the network never trained on) measures
+  transfer. ``--rescore RAW... --sweep`` does the fusion sweep on saved validation runs
+  (one class per process is fine: runs are merged by detector), ``--rescore RAW...
+  --fusion NORM,OBJECT,FRAC,WEIGHT`` applies the chosen setting to saved test runs.
 - Metrics per class: O-AUROC, P-AUROC (points pooled over the class's test clouds),
-  O-AUPR, P-AUPR; fit seconds per class; predict seconds per 40k-point cloud.
+  O-AUPR, P-AUPR; fit seconds and fit CPU seconds per class (the machine is shared, so CPU
+  seconds are the comparable figure); predict seconds per 40k-point cloud.
+- ``--device cuda``: the network and both detectors' nearest-neighbour searches on the
+  GPU (torch; no faiss needed); ``bench/run_detect3d_gpu.sh`` runs every class and
+  protocol in parallel on a GPU machine.
 
 Run: ``OMP_NUM_THREADS=1 .venv/bin/python bench/bench_detect3d.py`` (writes
 ``docs/bench/detect3d.md``); validation:
@@ -51,6 +58,7 @@ from pathlib import Path
 
 import numpy as np
 
+CLASSES = ("flange", "bracket", "spur_gear", "hex_bolt")
 TEST_TYPES = ("groove", "crack", "bend", "freeform", "sink")
 VAL_TYPES = ("bump", "dent", "scratch", "pit", "bulge")  # never the test types
 
@@ -127,52 +135,103 @@ def _collect(store: dict, cls: str, evals, scores, maps) -> None:
         store["ps"].append(amap)
 
 
-def rescore(raw_paths: list[str], weight: float | None, json_path: str | None) -> int:
-    """Metrics of saved ``--raw`` runs; with ``weight``, also network + weight x FPFH per
-    class (:func:`~defectforge.detect3d.pointnet.fuse_scores` with the saved norms)."""
+def fusion_variants():
+    """Every fusion setting tried on validation: (label, fuse_scores keyword arguments)."""
+    from defectforge.detect3d.fusion import FPFH_WEIGHTS, NORMS, OBJECT_FRACS
+
+    for norm in NORMS:
+        for w in FPFH_WEIGHTS:
+            yield f"{norm},sum,-,{w:g}", {"weight": w, "norm": norm, "object": "sum"}
+            for f in OBJECT_FRACS:
+                yield f"{norm},map,{f:g},{w:g}", {"weight": w, "norm": norm, "object": "map", "object_frac": f}
+
+
+def parse_fusion(text: str) -> dict:
+    """``norm,object,frac,weight`` (a label of :func:`fusion_variants`) -> keyword arguments."""
+    norm, obj, frac, w = text.split(",")
+    kw = {"weight": float(w), "norm": norm, "object": obj}
+    if obj == "map":
+        kw["object_frac"] = float(frac)
+    return kw
+
+
+def fuse_runs(net: dict, fpfh: dict, fusion: dict) -> dict:
+    """A store of network + FPFH fused per class (both runs on the same clouds)."""
+    from defectforge.detect3d.fusion import fuse_scores
+
+    fused = _store()
+    for cls in dict.fromkeys(net["cats"]):
+        ia = [i for i, c in enumerate(net["cats"]) if c == cls]
+        ib = [i for i, c in enumerate(fpfh["cats"]) if c == cls]
+        if len(ia) != len(ib):
+            raise SystemExit(f"error: the network and FPFH runs scored different clouds of {cls}")
+        sc, maps = fuse_scores([net["scores"][i] for i in ia], [net["ps"][i] for i in ia],
+                               [fpfh["scores"][i] for i in ib], [fpfh["ps"][i] for i in ib],
+                               net["stats"][cls], fpfh["stats"][cls], **fusion)
+        _collect(fused, cls, [(None, net["pl"][i]) for i in ia], sc, maps)
+    return fused
+
+
+def rescore(raw_paths: list[str], fusion: str | None, sweep: bool, json_path: str | None) -> int:
+    """Metrics of saved ``--raw`` runs (detectors merged by name); with ``fusion``, also the
+    network fused with FPFH at that setting; with ``sweep`` (validation runs only), every
+    setting of :func:`fusion_variants` and the one with the best mean of O- and P-AUROC."""
     import json
     import pickle
 
     from defectforge.detect3d.metrics import METRICS_3D, evaluate_3d
-    from defectforge.detect3d.pointnet import fuse_scores
 
-    runs = {}
+    runs, splits = {}, set()
     for path in raw_paths:
         raw = pickle.loads(Path(path).read_bytes())
         tag = raw["args"].get("train_ops", "full")
+        splits.add(raw["args"].get("split", "test"))
         for d, r in raw["results"].items():
-            runs[d if d == "fpfh" else f"{d} ({tag})"] = r
-    out = {}
-    if weight is not None and "fpfh" in runs:
-        f = runs["fpfh"]
-        for name in [n for n in runs if n.startswith("pointnet (")]:
-            n = runs[name]
-            fused = _store()
-            for cls in dict.fromkeys(n["cats"]):
-                ia = [i for i, c in enumerate(n["cats"]) if c == cls]
-                ib = [i for i, c in enumerate(f["cats"]) if c == cls]
-                sc, maps = fuse_scores([n["scores"][i] for i in ia], [n["ps"][i] for i in ia],
-                                       [f["scores"][i] for i in ib], [f["ps"][i] for i in ib],
-                                       n["norms"][cls], f["norms"][cls], weight)
-                _collect(fused, cls, [(None, n["pl"][i]) for i in ia], sc, maps)
-            runs[f"{name} + {weight:g} x fpfh"] = fused
+            if d != "pointnet+fpfh":  # runs of other classes (one class per process) are merged
+                merged = runs.setdefault(d if d == "fpfh" else f"{d} ({tag})", {**_store(), "stats": {}, "fit_s": {}})
+                for k in _store():
+                    merged[k] += r[k]
+                merged["stats"].update(r["stats"])
+                merged["fit_s"].update(r.get("fit_s", {}))
+    if sweep and splits != {"val"}:
+        raise SystemExit("error: --sweep chooses settings, so it takes validation runs (--split val) only")
+    nets = [n for n in runs if n.startswith("pointnet (")]
+    out, table = {}, []
+    if fusion and "fpfh" in runs:
+        for name in nets:
+            runs[f"{name} + fpfh [{fusion}]"] = fuse_runs(runs[name], runs["fpfh"], parse_fusion(fusion))
     for name, r in runs.items():
         res = evaluate_3d(r["cats"], r["labels"], r["scores"], r["pl"], r["ps"])
         out[name] = res
         print(f"{name}: " + ", ".join(f"{k} {res['mean'][k]:.3f}" for k in METRICS_3D), flush=True)
         for cls, m in res["per_class"].items():
             print(f"  {cls}: " + ", ".join(f"{k} {m[k]:.3f}" for k in METRICS_3D), flush=True)
+    if sweep and "fpfh" in runs:
+        for name in nets:
+            best = None
+            for label, kw in fusion_variants():
+                m = evaluate_3d(**_eval_args(fuse_runs(runs[name], runs["fpfh"], kw)))["mean"]
+                crit = 0.5 * (m["O-AUROC"] + m["P-AUROC"])
+                table.append({"network": name, "fusion": label, **{k: m[k] for k in METRICS_3D}, "criterion": crit})
+                if best is None or crit > best[0] + 1e-9:
+                    best = (crit, label)
+            print(f"[val fusion sweep] {name}: best {best[1]} (mean of O- and P-AUROC {best[0]:.3f})", flush=True)
     if json_path:
-        Path(json_path).write_text(json.dumps({k: {"mean": v["mean"], "per_class": v["per_class"]}
-                                               for k, v in out.items()}, indent=1))
+        Path(json_path).write_text(json.dumps({"metrics": {k: {"mean": v["mean"], "per_class": v["per_class"]}
+                                                           for k, v in out.items()}, "fusion_sweep": table}, indent=1))
     return 0
+
+
+def _eval_args(r: dict) -> dict:
+    return {"categories": r["cats"], "labels": r["labels"], "scores": r["scores"], "point_labels": r["pl"],
+            "point_scores": r["ps"]}
 
 
 def main(argv: list[str] | None = None) -> int:
     import json
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--classes", default="flange,bracket,spur_gear,hex_bolt")
+    ap.add_argument("--classes", default=",".join(CLASSES))
     ap.add_argument("--points", type=int, default=40000)
     ap.add_argument("--train", type=int, default=4)
     ap.add_argument("--good", type=int, default=5)
@@ -190,10 +249,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sweep", action="store_true",
                     help="also score the point network for every head weight x top_k (use with --split val)")
     ap.add_argument("--detectors", default="fpfh,pointnet")
-    ap.add_argument("--fuse-weight", type=float, default=None,
-                    help="also report 'pointnet+fpfh': the network's scores + this weight x the FPFH bank's "
-                         "(fuse_scores, exactly what PointTransformerAD(fpfh_weight=W) predicts); the weight "
-                         "comes from --split val --sweep")
+    ap.add_argument("--fusion", default=None, metavar="NORM,OBJECT,FRAC,WEIGHT",
+                    help="fusion setting of 'pointnet+fpfh' (default: the detector's fusion_norm, fusion_object, "
+                         "object_frac, fpfh_weight, i.e. exactly what PointTransformerAD predicts); with "
+                         "--rescore, the setting to apply (it must come from --split val)")
+    ap.add_argument("--device", default="cpu", help="cpu, or cuda[:N]: the network and the nearest-neighbour "
+                                                    "searches of both detectors on the GPU")
     ap.add_argument("--train-ops", choices=("full", "unseen"), default="full",
                     help="point-network training types: full = every MPAS operator (the test types included), "
                          "unseen = bump, dent, pit, scratch only (no test type, nor its family)")
@@ -205,10 +266,11 @@ def main(argv: list[str] | None = None) -> int:
                                                 "held-out norms here (pickle), for --rescore")
     ap.add_argument("--rescore", nargs="+", default=None, metavar="RAW",
                     help="no fitting: metrics of saved --raw runs (detectors merged by name) and, with "
-                         "--fuse-weight, of network + W x FPFH; the weight must come from --split val")
+                         "--fusion, of the network fused with FPFH; with --sweep (validation runs only) "
+                         "every fusion setting and the best one")
     args = ap.parse_args(argv)
     if args.rescore:
-        return rescore(args.rescore, args.fuse_weight, args.json)
+        return rescore(args.rescore, args.fusion, args.sweep, args.json)
     if args.out is None and args.split == "test":
         args.out = str(Path(__file__).resolve().parents[1] / "docs" / "bench" / "detect3d.md")
 
@@ -222,40 +284,43 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"--val-types must not contain test types ({', '.join(sorted(leaked))})")
     if args.steps is not None:
         pn_kwargs["steps"] = args.steps
-    from defectforge.detect3d.pointnet import FPFH_WEIGHTS, TRAIN_OPS, UNSEEN_TRAIN_OPS, fuse_scores
+    from defectforge.detect3d.pointnet import PointTransformerAD, TRAIN_OPS, UNSEEN_TRAIN_OPS
 
     pn_kwargs.setdefault("train_ops", list(TRAIN_OPS if args.train_ops == "full" else UNSEEN_TRAIN_OPS))
-    fsweep: dict = {}
     classes = [c for c in args.classes.split(",") if c]
     dets = [d for d in args.detectors.split(",") if d]
     fused_name = "pointnet+fpfh"
-    if args.fuse_weight is not None:
-        if not {"fpfh", "pointnet"} <= set(dets):
-            ap.error("--fuse-weight needs --detectors fpfh,pointnet")
-        pn_kwargs["fpfh_weight"] = 0.0  # fused below from the two detectors' predictions
-    results = {d: {**_store(), "fit_s": {}, "pred_s": []} for d in dets + ([fused_name] if args.fuse_weight is not None else [])}
+    both = {"fpfh", "pointnet"} <= set(dets)
+    proto = PointTransformerAD(**{k: v for k, v in pn_kwargs.items() if k != "train_ops"})
+    fusion_label = args.fusion or (f"{proto.fusion_norm},{proto.fusion_object},"
+                                   f"{proto.object_frac if proto.fusion_object == 'map' else '-'},{proto.fpfh_weight:g}")
+    pn_kwargs["fpfh_weight"] = 0.0  # the network alone; fused below from the two detectors' predictions
+    results = {d: {**_store(), "fit_s": {}, "cpu_s": {}, "pred_s": [], "stats": {}}
+               for d in dets + ([fused_name] if both else [])}
+    load_start = os.getloadavg()
     top_ks = (5, 10, 20, 40, 80)
     sweep: dict = {}
     extra = {}
     pn_params = {}
-    for ci, cls in enumerate(classes):
+    for i, cls in enumerate(classes):
+        # a class's data depends on its place in the default list only, so one class per process gives the same clouds
+        ci = CLASSES.index(cls) if cls in CLASSES else len(CLASSES) + i
         train, test = build_split(cls, ci, args, args.split)
         fitted = {}
         for d in dets:
-            kw = {"seed": args.seed}
+            kw = {"seed": args.seed, "device": args.device}
             if d == "pointnet":
                 kw.update(pn_kwargs)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             det = get_detector3d(d, **kw).fit(train)
-            fit_s = time.perf_counter() - t0
+            fit_s, cpu_s = time.perf_counter() - t0, time.process_time() - c0
             t0 = time.perf_counter()
             pred = det.predict([p for p, _ in test])
             pred_s = (time.perf_counter() - t0) / len(test)
             fitted[d] = (det, pred)
             r = results[d]
-            r["fit_s"][cls] = fit_s
-            r.setdefault("norms", {})[cls] = (det.norms() if d == "pointnet"
-                                              else (det.threshold_, det.point_threshold_))
+            r["fit_s"][cls], r["cpu_s"][cls] = fit_s, cpu_s
+            r["stats"][cls] = det.stats_
             r["pred_s"].append(pred_s)
             _collect(r, cls, test, pred.pred_score, pred.anomaly_map)
             if d == "fpfh":
@@ -269,24 +334,19 @@ def main(argv: list[str] | None = None) -> int:
                     f"{fi['heldout_loss_before']:.3f} / {fi['heldout_loss_after']:.3f}")
                 extra[cls]["pointnet network points"] = fi["net_points"]
                 extra[cls]["pointnet head weight in use"] = f"{fi['head_weight']:g}"
+                extra[cls]["pointnet fit phases (s)"] = ", ".join(f"{k} {v:.0f}" for k, v in fi["phase_s"].items())
                 if args.sweep:
                     for key, (sc, maps) in det.score_variants([p for p, _ in test], HEAD_WEIGHTS, top_ks).items():
                         _collect(sweep.setdefault(key, _store()), cls, test, sc, maps)
-            print(f"{cls} {d}: fit {fit_s:.1f} s, predict {pred_s:.2f} s/cloud", file=sys.stderr, flush=True)
-        if args.fuse_weight is not None:
-            (fd, fpred), (nd, npred) = fitted["fpfh"], fitted["pointnet"]
-            sc, maps = fuse_scores(npred.pred_score, npred.anomaly_map, fpred.pred_score, fpred.anomaly_map,
-                                   nd.norms(), (fd.threshold_, fd.point_threshold_), args.fuse_weight)
+            print(f"{cls} {d}: fit {fit_s:.1f} s ({cpu_s:.1f} CPU s), predict {pred_s:.2f} s/cloud, load "
+                  f"{os.getloadavg()[0]:.1f}", file=sys.stderr, flush=True)
+        if both:
+            fused = fuse_runs(results["pointnet"], results["fpfh"], parse_fusion(fusion_label))  # all classes so far
             r = results[fused_name]
+            r.update({k: fused[k] for k in _store()})
             r["fit_s"][cls] = results["fpfh"]["fit_s"][cls] + results["pointnet"]["fit_s"][cls]
+            r["cpu_s"][cls] = results["fpfh"]["cpu_s"][cls] + results["pointnet"]["cpu_s"][cls]
             r["pred_s"].append(results["fpfh"]["pred_s"][-1] + results["pointnet"]["pred_s"][-1])
-            _collect(r, cls, test, sc, maps)
-        if args.sweep and {"fpfh", "pointnet"} <= set(fitted) and fitted["pointnet"][0].fpfh_weight == 0:
-            (fd, fpred), (nd, npred) = fitted["fpfh"], fitted["pointnet"]
-            for w in FPFH_WEIGHTS:  # network + w x FPFH, from the two detectors' own predictions
-                sc, maps = fuse_scores(npred.pred_score, npred.anomaly_map, fpred.pred_score, fpred.anomaly_map,
-                                       nd.norms(), (fd.threshold_, fd.point_threshold_), w)
-                _collect(fsweep.setdefault(w, _store()), cls, test, sc, maps)
     summary = {}
     dets = list(results)
     for d in dets:
@@ -301,11 +361,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{args.split} sweep] w={w:g} top_k={k}: O-AUROC {res['O-AUROC']:.3f} P-AUROC {res['P-AUROC']:.3f}",
               file=sys.stderr, flush=True)
     fsweep_rows = []
-    for w, v in sorted(fsweep.items()):
-        res = evaluate_3d(v["cats"], v["labels"], v["scores"], v["pl"], v["ps"])["mean"]
-        fsweep_rows.append({"fpfh_weight": w, **{m: res[m] for m in METRICS_3D}})
-        print(f"[{args.split} fpfh sweep] fpfh_weight={w:g}: O-AUROC {res['O-AUROC']:.3f} P-AUROC "
-              f"{res['P-AUROC']:.3f}", file=sys.stderr, flush=True)
+    if args.sweep and both:
+        for label, kw in fusion_variants():
+            res = evaluate_3d(**_eval_args(fuse_runs(results["pointnet"], results["fpfh"], kw)))["mean"]
+            fsweep_rows.append({"fusion": label, **{m: res[m] for m in METRICS_3D}})
+        best = max(fsweep_rows, key=lambda r: 0.5 * (r["O-AUROC"] + r["P-AUROC"]))
+        print(f"[{args.split} fusion sweep] best {best['fusion']}: O-AUROC {best['O-AUROC']:.3f} P-AUROC "
+              f"{best['P-AUROC']:.3f}", file=sys.stderr, flush=True)
     if args.raw:
         import pickle
 
@@ -319,14 +381,16 @@ def main(argv: list[str] | None = None) -> int:
             "per_class": {d: summary[d]["per_class"] for d in dets},
             "fit_s": {d: results[d]["fit_s"] for d in dets},
             "pred_s": {d: float(np.mean(results[d]["pred_s"])) for d in dets}, "sweep": sweep_rows,
-            "fpfh_sweep": fsweep_rows, "load_end": os.getloadavg()})
+            "cpu_s": {d: results[d]["cpu_s"] for d in dets}, "fusion": fusion_label,
+            "fusion_sweep": fsweep_rows, "load_start": load_start, "load_end": os.getloadavg()})
     if not args.out:
         return 0
     lines = ["# 3D anomaly detection benchmark (built-in parametric parts)", "",
              f"- Date: {dt.datetime.now(dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
              f"- Machine: {os.cpu_count()}-core CPU ({platform.processor() or platform.machine()}), no GPU; "
-             f"**shared with other jobs running at the same time** (load average {os.getloadavg()[0]:.1f} at "
-             "the end of the run), so the seconds are upper bounds.",
+             f"**shared with other jobs running at the same time** (load average {load_start[0]:.1f} at the start, "
+             f"{os.getloadavg()[0]:.1f} at the end of the run), so the seconds are upper bounds; CPU s is the "
+             f"process CPU time of a fit (all threads). Device: {args.device}.",
              f"- Command: `OMP_NUM_THREADS=1 .venv/bin/python bench/bench_detect3d.py {' '.join(argv if argv is not None else sys.argv[1:])}`".rstrip(),
              f"- Split: **{args.split}**" + (" (validation: training-type anomalies, not the benchmark)" if args.split == "val" else ""),
              f"- Classes: {', '.join(classes)}; {args.points} points per cloud; scan noise sigma 0.0005 x diagonal "
@@ -345,20 +409,22 @@ def main(argv: list[str] | None = None) -> int:
              + (", ".join(f"{k}={pn_params[k]}" for k in ("steps", "net_points", "channels", "n_layers", "features",
                                                            "proto_layers", "fusion", "head_weight", "top_k"))
                 if pn_params else "n/a") + "."
-             + (f" `pointnet+fpfh`: network + {args.fuse_weight:g} x FPFH scores, each divided by its held-out "
-                "threshold (`fuse_scores`; weight chosen on --split val)." if args.fuse_weight is not None else ""),
+             + (f" `pointnet+fpfh`: fusion `{fusion_label}` (norm, object, top fraction, FPFH weight; "
+                "`defectforge.detect3d.fusion.fuse_scores`)." if both else ""),
              "- FPFH bank: training-free (good parts only), kNN 40/80/120, 1,024 groups of 64, 10 % coreset, "
              "voxel 0.02 of the unit ball (at most 20,000 points).", ""]
     for d in dets:
         r = results[d]
         res = summary[d]
-        lines += [f"## {d}", "", "| class | " + " | ".join(METRICS_3D) + " | fit s |", "|---" * (len(METRICS_3D) + 2) + "|"]
+        lines += [f"## {d}", "", "| class | " + " | ".join(METRICS_3D) + " | fit s | fit CPU s |",
+                  "|---" * (len(METRICS_3D) + 3) + "|"]
         for cls in classes:
             m = res["per_class"][cls]
-            lines.append(f"| {cls} | " + " | ".join(f"{m[k]:.3f}" for k in METRICS_3D) + f" | {r['fit_s'][cls]:.1f} |")
+            lines.append(f"| {cls} | " + " | ".join(f"{m[k]:.3f}" for k in METRICS_3D)
+                         + f" | {r['fit_s'][cls]:.1f} | {r['cpu_s'][cls]:.1f} |")
         m = res["mean"]
         lines.append("| **mean** | " + " | ".join(f"**{m[k]:.3f}**" for k in METRICS_3D)
-                     + f" | {np.mean(list(r['fit_s'].values())):.1f} |")
+                     + f" | {np.mean(list(r['fit_s'].values())):.1f} | {np.mean(list(r['cpu_s'].values())):.1f} |")
         lines += ["", f"Predict: {np.mean(r['pred_s']):.2f} s per {args.points}-point cloud (mean over classes).", ""]
     lines += ["## Details", ""]
     for cls, e in extra.items():
@@ -376,9 +442,9 @@ def main(argv: list[str] | None = None) -> int:
               "its own random design (`--variation -1` reproduces that), which made a good spur gear with "
               "another tooth count look anomalous to both detectors (spur_gear near chance).",
               "- The point network's settings were chosen on `--split val` (held-out good parts of the same "
-              "products with training-type anomalies), never on this test split: inputs, multi-layer prototypes, "
-              "6,144 network points and 600 steps on training-type anomalies (bump, dent, scratch at the training "
-              "ranges, plus pit); head weight 0 (prototype score only) and top_k 10 on a leave-one-type-out split "
+              "products with training-type anomalies), never on this test split: inputs, multi-layer prototypes "
+              "(at 6,144 points / 600 steps; the defaults are now 3,072 / 300 to fit 5 minutes per class), the "
+              "FPFH fusion setting (`--rescore ... --sweep` on validation runs); head weight 0 (prototype score only) and top_k 10 on a leave-one-type-out split "
               "(train on bump+dent, validate on scratch: `--val-types scratch --pn-kwargs "
               "'{\"train_ops\": [\"bump\", \"dent\"]}'`), which measures transfer to an unseen type. "
               "`fusion='auto'` instead picks the head weight inside `fit` from synthetic training-type anomalies "

@@ -28,23 +28,23 @@ def test_training_steps_reduce_the_loss_on_a_synthetic_anomaly():
     import torch
 
     from defectforge.detect3d.fpfh import pca_normals_centroid
-    from defectforge.detect3d.pointnet import _bce, _build_model, _init_params, input_dim
+    from defectforge.detect3d.pointnet_model import bce, build_model, init_params, input_dim
     from defectforge.synth3d.geometry import voxel_downsample
 
     det = PointTransformerAD(**TINY)
     p = make_part("flange", 3000, 0).points
     p = (p - p.mean(axis=0)) / np.linalg.norm(p - p.mean(axis=0), axis=1).max()
     net = voxel_downsample(p, 0.06)[0]
-    pts, nrm, mask = det._synth(net, pca_normals_centroid(net, 10), np.random.default_rng(0))
+    pts, nrm, mask = det._data().synth(net, pca_normals_centroid(net, 10), np.random.default_rng(0))
     assert 0 < mask.sum() < len(mask)
     f, x, nbr = det._tensors(pts, nrm)
     y = torch.from_numpy(mask.astype(np.float32))
-    model = _build_model(input_dim(det.features), 16, 2, 8)
-    _init_params(model, torch.Generator().manual_seed(0))
+    model = build_model(input_dim(det.features), 16, 2, 8)
+    init_params(model, torch.Generator().manual_seed(0))
     opt = torch.optim.Adam(model.parameters(), lr=5e-3)
     losses = []
     for _ in range(25):
-        loss = _bce(model(f, x, nbr)[1], y)
+        loss = bce(model(f, x, nbr)[1], y)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -157,19 +157,51 @@ def test_bad_feature_options():
 
 
 def test_fuse_scores_normalises_each_part():
-    from defectforge.detect3d.pointnet import fuse_scores
+    from defectforge.detect3d.fusion import fuse_scores, stats_from_thresholds
 
+    net, fpfh = stats_from_thresholds(2.0, 1.0), stats_from_thresholds(10.0, 5.0)
     obj, maps = fuse_scores([2.0, 4.0], [np.array([1.0, 2.0])] * 2, [10.0, 30.0], [np.array([5.0, 0.0])] * 2,
-                            net_norm=(2.0, 1.0), fpfh_norm=(10.0, 5.0), weight=0.5)
+                            net, fpfh, weight=0.5)
     np.testing.assert_allclose(obj, [1.0 + 0.5, 2.0 + 1.5])
     np.testing.assert_allclose(maps[0], [1.0 + 0.5, 2.0])
-    obj0, _ = fuse_scores([2.0], [np.zeros(1)], [99.0], [np.zeros(1)], (2.0, 1.0), (np.inf, 0.0), 0.0)
+    obj0, _ = fuse_scores([2.0], [np.zeros(1)], [99.0], [np.zeros(1)], net, stats_from_thresholds(np.inf, 0.0), 0.0)
     assert obj0[0] == 1.0  # weight 0: the network alone; non-finite norms fall back to 1
+
+
+def test_fuse_scores_zscore_and_map_objects():
+    from defectforge.detect3d.fusion import fuse_scores, fused_thresholds, score_stats, top_fraction_mean
+
+    rng = np.random.default_rng(0)
+    good_a = [rng.normal(1.0, 0.1, 500) for _ in range(3)]
+    good_b = [rng.normal(50.0, 5.0, 500) for _ in range(3)]
+    sa = score_stats([v.max() for v in good_a], good_a)
+    sb = score_stats([v.max() for v in good_b], good_b)
+    assert abs(sa["point_mean"] - 1.0) < 0.02 and abs(sb["point_std"] - 5.0) < 0.5
+    # both parts on the z scale: a map twice as far from its good mean counts the same in either
+    a = np.full(10, 1.0 + 3 * sa["point_std"])
+    b = np.full(10, 50.0 + 3 * sb["point_std"])
+    _, maps = fuse_scores([0.0], [a], [0.0], [b], sa, sb, 1.0, norm="zscore")
+    np.testing.assert_allclose(maps[0], 3.0 + 3.0 + (1.0 - sa["point_mean"]) / sa["point_std"]
+                               + (50.0 - sb["point_mean"]) / sb["point_std"], rtol=1e-5)
+    # object="map": only where the two maps agree spatially does the object score rise
+    base_a, base_b = np.zeros(1000), np.zeros(1000)
+    apart_a, apart_b = base_a.copy(), base_b.copy()
+    apart_a[:10], apart_b[-10:] = 5.0, 5.0
+    same_a, same_b = base_a.copy(), base_b.copy()
+    same_a[:10], same_b[:10] = 5.0, 5.0
+    unit = {"object_max": 1.0, "object_mean": 0.0, "object_std": 1.0, "point_q999": 1.0, "point_mean": 0.0,
+            "point_std": 1.0}
+    o_sum, _ = fuse_scores([5.0, 5.0], [apart_a, same_a], [5.0, 5.0], [apart_b, same_b], unit, unit, 1.0)
+    assert o_sum[0] == o_sum[1]  # summed object scores cannot tell the two apart
+    o_map, m = fuse_scores([5.0, 5.0], [apart_a, same_a], [5.0, 5.0], [apart_b, same_b], unit, unit, 1.0,
+                           object="map", object_frac=0.01)
+    assert o_map[1] == 10.0 and o_map[0] == 5.0 and o_map[1] == top_fraction_mean(m[1], 0.01)
+    assert fused_thresholds(sa, sb, 2.0, "threshold") == (3.0, 3.0)
 
 
 def test_fpfh_fusion_equals_the_two_detectors_combined_and_round_trips(trained, tmp_path):
     from defectforge.detect3d.bank import FPFHBank
-    from defectforge.detect3d.pointnet import fuse_scores
+    from defectforge.detect3d.fusion import fuse_scores
 
     fused = PointTransformerAD(steps=30, **{**TINY, "fpfh_weight": 2.0}).fit(_parts())
     c = make_part("flange", 3000, 9)
@@ -178,13 +210,22 @@ def test_fpfh_fusion_equals_the_two_detectors_combined_and_round_trips(trained, 
     net = trained.predict([r.points, c.points])  # the same network (same seed and data)
     fb = FPFHBank(seed=0).fit(_parts())
     fp = fb.predict([r.points, c.points])
-    obj, maps = fuse_scores(net.pred_score, net.anomaly_map, fp.pred_score, fp.anomaly_map, trained.norms(),
-                            (fb.threshold_, fb.point_threshold_), 2.0)
+    obj, maps = fuse_scores(net.pred_score, net.anomaly_map, fp.pred_score, fp.anomaly_map, trained.stats_,
+                            fb.stats_, 2.0, fused.fusion_norm, fused.fusion_object, fused.object_frac)
     np.testing.assert_allclose(pred.pred_score, obj, rtol=1e-6)
     np.testing.assert_allclose(pred.anomaly_map[0], maps[0], rtol=1e-5)
     assert pred.pred_score[0] > pred.pred_score[1]
+    # z-score normalisation and the object score from the fused map: the same function, fitted stats
+    fused.fusion_norm, fused.fusion_object, fused.object_frac = "zscore", "map", 0.01
+    pz = fused.predict([r.points, c.points])
+    obj, maps = fuse_scores(net.pred_score, net.anomaly_map, fp.pred_score, fp.anomaly_map, trained.stats_,
+                            fb.stats_, 2.0, norm="zscore", object="map", object_frac=0.01)
+    np.testing.assert_allclose(pz.pred_score, obj, rtol=1e-5)
+    np.testing.assert_allclose(pz.anomaly_map[1], maps[1], rtol=1e-5, atol=1e-5)
+    assert fb.stats_["point_std"] > 0 and trained.stats_["object_max"] == trained.threshold_
     loaded = PointTransformerAD.load(fused.save(tmp_path / "fused.pt"))
-    np.testing.assert_array_equal(loaded.predict([r.points]).pred_score, pred.pred_score[:1])
+    assert loaded.fusion_object == "map" and loaded.fpfh_.stats_ == fb.stats_
+    np.testing.assert_array_equal(loaded.predict([r.points]).pred_score, pz.pred_score[:1])
     with pytest.raises(ConfigError, match="fpfh_weight"):
         get_detector3d("pointnet", fpfh_weight=-1)
 
@@ -196,7 +237,7 @@ def test_every_fit_phase_reports_progress_and_the_bank_is_capped(monkeypatch, ca
     det = PointTransformerAD(steps=5, progress=True, **{**TINY, "fpfh_weight": 1.0}).fit(_parts(3))
     err = capsys.readouterr().err  # not a terminal: plain progress lines
     for phase in ("pointnet preparing clouds", "pointnet training", "pointnet prototype features",
-                  "pointnet coreset", "pointnet validation", "fpfh features"):
+                  "pointnet coreset", "pointnet validation", "fpfh features", "fpfh coreset", "fpfh validation"):
         assert f"{phase}: 0/" in err, phase
     assert "pointnet training: 5/5" in err and "pointnet coreset: 50/50" in err
     assert len(det.bank_) == 50
@@ -210,13 +251,28 @@ def test_default_training_covers_the_full_mpas_range():
     assert set(TRAIN_OPS) == set(OPERATORS) and set(TRAIN_RANGES) >= set(TRAIN_OPS)
     det = PointTransformerAD()
     assert {"bend", "crack", "bulge", "sink"} <= set(det.train_ops)
-    assert det.fpfh_weight == 2.0  # fused with the FPFH bank by default (chosen on validation)
+    assert det.fpfh_weight > 0 and det.fusion_object == "map"  # fused with the FPFH bank (chosen on validation)
     assert TRAIN_RANGES["bump"]["radius"][1] >= 0.1  # large, non-local defects too
     p = make_part("flange", 3000, 0)
     hits = 0
     rng = np.random.default_rng(0)
     for op in ("bend", "crack", "bulge"):
         det.train_ops = (op,)
-        _, _, m = det._synth(p.points / 100.0, p.normals, rng)
+        _, _, m = det._data().synth(p.points / 100.0, p.normals, rng)
         hits += bool(m.any())
     assert hits == 3
+
+
+def test_device_option_is_checked_and_not_saved(trained, tmp_path):
+    import torch
+
+    from defectforge.detect3d.bank import FPFHBank
+
+    for cls in (PointTransformerAD, FPFHBank):
+        with pytest.raises(ConfigError, match="device"):
+            get_detector3d("pointnet" if cls is PointTransformerAD else "fpfh", device="tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="no CUDA device"):
+            PointTransformerAD(steps=1, device="cuda", **TINY).fit(_parts())
+    path = trained.save(tmp_path / "dev.pt")
+    assert PointTransformerAD.load(path, device="cpu").device == "cpu"  # a run-time option, not a fitted one

@@ -37,7 +37,7 @@ def fit_cmd(
     image_size: Optional[str] = typer.Option(None, "--image-size", help=IMAGE_SIZE_HELP + "; default 256."),
     normal_ratio: Optional[float] = typer.Option(None, "--normal-ratio", help="Coreset ratio of the normal bank."),
     defect_ratio: Optional[float] = typer.Option(None, "--defect-ratio", help="Coreset ratio of the defect bank (ExDD)."),
-    image_score: Optional[str] = typer.Option(None, "--image-score", help="weighted (paper) | max (of the map) | patch_max."),
+    image_score: Optional[str] = typer.Option(None, "--image-score", help="auto (default for exdd: the best on a validation split carved from train) | weighted (paper) | max (of the map) | patch_max | topk (top-1 %% mean of the ratio map) | fusion (nearest-normal score + ratio map, calibrated on validation)."),
     random_init: bool = typer.Option(False, "--random-init", help="Random backbone weights (tests only)."),
     seed: int = typer.Option(0, "--seed"),
     format: Optional[str] = typer.Option(None, "--format", "-f", help="Force the dataset format."),
@@ -110,6 +110,11 @@ def fit_cmd(
         con.print(f"  defect set {st['name']}: {st['images']} images, {st['in_bank']} in the bank ({st['use']})")
     con.print(f"saved {out}: input {info['input_size'][0]}x{info['input_size'][1]}, normal bank "
               f"{info['bank_normal']} rows, defect bank {info['bank_defect']} rows, threshold {det.threshold_}")
+    sc = info.get("image_score")
+    if sc:
+        aucs = ", ".join(f"{k} {v:.3f}" for k, v in sc["val_auroc"].items() if v is not None)
+        con.print(f"  image score: {sc['chosen']}" + (f" (validation AUROC: {aucs})" if aucs else "")
+                  + (f"; {sc['reason']}" if sc.get("reason") else ""))
 
 
 def _collect_images(paths: List[Path]) -> list[Path]:

@@ -8,15 +8,22 @@ defect images. A test patch is anomalous when it is far from M- and close to M+:
 
 - pixel map: ``d-(p) / (d+(p) + eps)`` per patch (``d-(p)`` alone without M+), upsampled
   to the input size, Gaussian-smoothed (sigma 4), resized to the image's own size;
-- image score: ``w- s-* / (w+ s+* + eps)`` with ExDD's neighbourhood-aware weights (k=3),
-  or PatchCore's re-weighted max, or the max of the map (``image_score="max"``).
+- image score (:mod:`~defectforge.detect.image_score`): the paper's ``w- s-* / (w+ s+* + eps)``
+  with ExDD's neighbourhood-aware weights (k=3) or PatchCore's re-weighted max
+  (``"weighted"``), the max of the map (``"max"``), the top-k mean of the ratio map
+  (``"topk"``), a fusion of the nearest-normal score and the ratio map calibrated on
+  validation (``"fusion"``), or (the default, ``"auto"``) the one of these with the best
+  validation AUROC.
 
 With an empty defect bank every formula reduces to PatchCore, through the same code path;
 :class:`PatchCore` is this class with PatchCore's defaults (weighting over b=9
 neighbours, 10 % coreset) that uses defect images, when given, only for validation.
 
 Fitting carves a seeded validation split from the normal training images (never test
-data), scores it, and stores the image and pixel thresholds in the model.
+data); for ``image_score="auto"|"fusion"`` it also holds ``defect_val_fraction`` of the real
+defect images out of the defect bank (when that is at least 2 images). It scores that split,
+chooses the image score (``fit_info_["image_score"]``) and stores the image and pixel
+thresholds in the model.
 """
 
 from __future__ import annotations
@@ -61,7 +68,9 @@ class ExDD(Detector):
     search (the coreset choice always runs on the CPU, exact).
 
     Fitted attributes: ``input_size_``, ``grid_``, ``feature_dim_``, ``layers_``,
-    ``bank_normal_``, ``bank_defect_``, ``threshold_``, ``pixel_threshold_``, ``fit_info_``.
+    ``bank_normal_``, ``bank_defect_``, ``threshold_``, ``pixel_threshold_``, ``fit_info_``,
+    ``image_score_`` (the image score in use: ``image_score`` itself, or what ``"auto"`` chose;
+    ``fit_info_["image_score"]`` holds the validation AUROCs and the fusion calibration).
     """
 
     fitted_marker = "bank_normal_"
@@ -72,7 +81,8 @@ class ExDD(Detector):
                  weights: str | None = None, random_init: bool = False, image_size: int | tuple[int, int] = 256,
                  upsample: str = "bilinear", normal_ratio: float = 0.01, defect_ratio: float = 0.10,
                  coreset_min: int = 0, projection_dim: int | None = 128, weighting: str = "exdd",
-                 num_neighbors: int = 3, image_score: str = "weighted", eps: float = 1e-6, sigma: float = 4.0,
+                 num_neighbors: int = 3, image_score: str = "auto", topk_fraction: float = 0.01,
+                 defect_val_fraction: float = 0.2, eps: float = 1e-6, sigma: float = 4.0,
                  map_upsample: str = "bilinear", mask_fraction: float = 0.5, val_fraction: float = 0.1,
                  threshold_quantile: float = 0.99, pixel_quantile: float = 0.999, defects_for: str = "bank",
                  batch_size: int = 4, nn_backend: str = "faiss", seed: int = 0, progress: Any = False,
@@ -90,6 +100,8 @@ class ExDD(Detector):
         self.weighting = weighting
         self.num_neighbors = num_neighbors
         self.image_score = image_score
+        self.topk_fraction = topk_fraction
+        self.defect_val_fraction = defect_val_fraction
         self.eps = eps
         self.sigma = sigma
         self.map_upsample = map_upsample
@@ -106,6 +118,7 @@ class ExDD(Detector):
         self._extractor = self._extractor_key = None
         self._nn_normal = None
         self._nn_defect = None
+        self._fusion = self._score_info = None
 
     # ------------------------------------------------------------------ params
     @property
@@ -125,8 +138,13 @@ class ExDD(Detector):
         c = self.config
         if c.weighting not in ("exdd", "patchcore", "none"):
             raise ConfigError(f"weighting must be exdd|patchcore|none, got {c.weighting!r}")
-        if c.image_score not in ("weighted", "max", "patch_max"):
-            raise ConfigError(f"image_score must be weighted|max|patch_max, got {c.image_score!r}")
+        from defectforge.detect.image_score import IMAGE_SCORES
+
+        if c.image_score not in IMAGE_SCORES:
+            raise ConfigError(f"image_score must be {'|'.join(IMAGE_SCORES)}, got {c.image_score!r}")
+        if not 0.0 < c.topk_fraction <= 1.0 or not 0.0 <= c.defect_val_fraction < 1.0:
+            raise ConfigError(f"topk_fraction must be in (0, 1] and defect_val_fraction in [0, 1), got "
+                              f"{c.topk_fraction} and {c.defect_val_fraction}")
         if c.upsample not in ("bilinear", "nearest") or c.map_upsample not in ("bilinear", "nearest"):
             raise ConfigError("upsample / map_upsample must be 'bilinear' or 'nearest'")
         if c.defects_for not in ("bank", "validation"):
@@ -249,6 +267,13 @@ class ExDD(Detector):
         val_defects: list[Any] = []
         self.bank_defect_ = np.zeros((0, D), dtype=np.float32)
         set_info = []
+        held: dict[str, int] = {}
+        score_why = None
+        if def_sets and c.defects_for == "bank" and val_items:
+            from defectforge.detect.image_score import NEED_VALIDATION, hold_out_real_defects
+
+            if c.image_score in NEED_VALIDATION:
+                def_sets, val_defects, held, score_why = hold_out_real_defects(def_sets, c.defect_val_fraction, c.seed)
         if def_sets and c.defects_for == "bank":
             tagged = [(it, name) for name, items in def_sets.items() for it in items]
             used: dict[str, int] = {name: 0 for name in def_sets}
@@ -257,7 +282,8 @@ class ExDD(Detector):
             if n_drows == 0:
                 warnings.warn("no defect image contributed rows: the defect bank is empty (PatchCore behaviour)",
                               EmptyDefectMaskWarning, stacklevel=2)
-            set_info = [{"name": k, "images": len(v), "in_bank": used[k], "use": "bank"} for k, v in def_sets.items()]
+            set_info = [{"name": k, "images": len(v) + held.get(k, 0), "in_bank": used[k], "use": "bank",
+                         "validation": held.get(k, 0)} for k, v in def_sets.items()]
         elif def_sets:
             # (image, mask) pairs are scored by their image
             val_defects = [d[0] if isinstance(d, (tuple, list)) else d for items in def_sets.values() for d in items]
@@ -273,9 +299,10 @@ class ExDD(Detector):
         self.threshold_ = self.pixel_threshold_ = None
         n_val_def = 0
         if val_items:
-            self._choose_thresholds(val_items, val_defects)
+            self._choose_thresholds(val_items, val_defects, score_why)
             n_val_def = len(val_defects)
         else:
+            self._choose_image_score(None, None, "val_fraction=0: no validation split")
             warnings.warn("val_fraction=0: no validation split, so no threshold is chosen; "
                           "pred_label / pred_mask will be all False", UserWarning, stacklevel=2)
         self.fit_info_ = {
@@ -285,7 +312,7 @@ class ExDD(Detector):
             "bank_normal": int(len(self.bank_normal_)), "bank_defect": int(len(self.bank_defect_)),
             "feature_dim": D, "grid": list(self.grid_), "input_size": list(self.input_size_),
             "seconds_features": round(t1 - t0, 3), "seconds_coreset": round(t2 - t1, 3),
-            "seconds_defect_bank": round(t3 - t2, 3),
+            "seconds_defect_bank": round(t3 - t2, 3), "image_score": self._score_info,
         }
         return self
 
@@ -373,13 +400,27 @@ class ExDD(Detector):
             keep = frac >= frac.max() - 1e-9
         return rows[keep]
 
-    def _choose_thresholds(self, val_items: list[Any], val_defects: list[Any]) -> None:
+    def _choose_image_score(self, raw: dict[str, np.ndarray] | None, labels: np.ndarray | None,
+                            why: str | None) -> None:
+        from defectforge.detect.image_score import choose
+
+        info = choose(self.config.image_score, raw, labels, seed=self.config.seed, reason=why)
+        if info["chosen"] == "fusion" and info["fusion"] is None:
+            raise ConfigError("image_score='fusion' is calibrated on validation defect images, and there are none: "
+                              + (why or "pass real defect images") + "; use 'auto' or another image score")
+        self._score_info = info
+        self.image_score_, self._fusion = info["chosen"], info["fusion"]
+
+    def _choose_thresholds(self, val_items: list[Any], val_defects: list[Any], why: str | None = None) -> None:
+        from defectforge.detect.image_score import final_scores
         from defectforge.metrics import select_threshold
 
         self.threshold_ = float("inf")
         self.pixel_threshold_ = float("inf")
-        scores, maps = self._score(val_items + val_defects, keep_input_maps=True)
+        raw, maps = self._score(val_items + val_defects, keep_input_maps=True)
         labels = np.array([False] * len(val_items) + [True] * len(val_defects))
+        self._choose_image_score(raw, labels, why)
+        scores = final_scores(self.image_score_, raw, self._fusion)
         method = "f1" if val_defects else "quantile"
         self.threshold_ = float(select_threshold(labels, scores, method=method, quantile=self.config.threshold_quantile))
         normal_px = np.concatenate([m.reshape(-1) for m, lab in zip(maps, labels) if not lab])
@@ -395,8 +436,11 @@ class ExDD(Detector):
 
         from defectforge.data.inputs import as_items
 
+        from defectforge.detect.image_score import final_scores
+
         items = as_items(images)
-        scores, maps, shapes = self._score(items, keep_input_maps=True, return_shapes=True)
+        raw, maps, shapes = self._score(items, keep_input_maps=True, return_shapes=True)
+        scores = final_scores(self.image_score_, raw, self._fusion)
         out_maps = []
         for m, (H, W) in zip(maps, shapes):
             out_maps.append(m if m.shape == (H, W) else cv2.resize(m, (W, H), interpolation=cv2.INTER_LINEAR))
@@ -412,7 +456,9 @@ class ExDD(Detector):
         return pred
 
     def _score(self, items: list[Any], keep_input_maps: bool = True, return_shapes: bool = False):
-        """Image scores and maps at the model input size for ``items``."""
+        """Raw image scores (:func:`~defectforge.detect.image_score.raw_scores`, name ->
+        array) and maps at the model input size for ``items``."""
+        from defectforge.detect.image_score import raw_scores
         from defectforge.progress import progress_task
         from defectforge.bank.features import to_rgb
         from defectforge.detect.scoring import patch_maps_to_input
@@ -420,7 +466,7 @@ class ExDD(Detector):
         c = self.config
         h, w = self.grid_
         per = h * w
-        scores = np.empty(len(items), dtype=np.float64)
+        rows_out: list[dict[str, float]] = []
         maps: list[np.ndarray] = []
         shapes: list[tuple[int, int]] = []
         with progress_task("scoring", len(items), self.progress) as bar:
@@ -440,16 +486,14 @@ class ExDD(Detector):
                 full = patch_maps_to_input(patch.reshape(len(rgbs), h, w), self.input_size_, c.map_upsample, c.sigma)
                 rows3 = rows.reshape(len(rgbs), per, -1)
                 for b in range(len(rgbs)):
-                    if c.image_score == "max":
-                        scores[s + b] = float(full[b].max())
-                    elif c.image_score == "patch_max":
-                        scores[s + b] = float(patch[b].max())
-                    else:
-                        scores[s + b] = self._image_score(rows3[b], dn[b], inn[b],
-                                                          None if dp is None else dp[b], None if ip is None else ip[b])
+                    ws = self._image_score(rows3[b], dn[b], inn[b], None if dp is None else dp[b],
+                                          None if ip is None else ip[b])
+                    rows_out.append(raw_scores(full[b], patch[b], dn[b], ws, c.topk_fraction))
                     if keep_input_maps:
                         maps.append(full[b])
                 bar.advance(len(rgbs))
+        names = ("weighted", "max", "patch_max", "topk", "nn_max")
+        scores = {n: np.array([r[n] for r in rows_out], np.float64) for n in names}
         if return_shapes:
             return scores, maps, shapes
         return scores, maps
@@ -506,6 +550,12 @@ class ExDD(Detector):
         self.threshold_ = state["threshold"]
         self.pixel_threshold_ = state["pixel_threshold"]
         self.fit_info_ = dict(state.get("fit_info", {}))
+        from defectforge.detect.image_score import NEED_VALIDATION
+
+        info = self.fit_info_.get("image_score")  # absent in older model files: their score was not chosen
+        p = self.config.image_score
+        self.image_score_ = info["chosen"] if info else ("weighted" if p in NEED_VALIDATION else p)
+        self._fusion = info["fusion"] if info else None
         if self.bank_normal_.ndim != 2 or self.bank_normal_.shape[1] != self.feature_dim_:
             raise ValueError("bank width does not match the recorded feature dimension")
         # a tampered or corrupt file: refused before any allocation or scoring (the loader names the file)
@@ -546,4 +596,4 @@ class PatchCore(ExDD):
     """
 
     __init__ = _patchcore_init(ExDD.__init__, {"weighting": "patchcore", "num_neighbors": 9, "normal_ratio": 0.1,
-                                               "defects_for": "validation"})
+                                               "defects_for": "validation", "image_score": "weighted"})

@@ -10,7 +10,8 @@ Pipeline per cloud (all in SDN-normalised space, see :mod:`defectforge.detect3d.
    the mean FPFH of the ``group_size`` (64) voxel points nearest to its centre.
 4. Fit: group features of all training (good) clouds, greedy k-center coreset to
    ``coreset_ratio`` (10 %, seeded, :func:`defectforge.bank.coreset.greedy_kcenter`).
-5. Predict: group score = Euclidean distance to the nearest bank row (faiss); voxel-point
+5. Predict: group score = Euclidean distance to the nearest bank row (faiss; torch with
+   ``device="cuda"``); voxel-point
    score = inverse-distance interpolation from the 3 nearest centres, then the mean over
    the ``smooth_k`` (12) nearest voxel points; every input point gets the IDW (3-NN) of
    the voxel-point scores. Object score = mean of the ``top_k`` (80) largest voxel-point
@@ -34,6 +35,7 @@ from defectforge.detect.base import Prediction
 from defectforge.detect3d.base import DETECTORS3D, Detector3D
 from defectforge.detect3d.common import SDN, as_cloud, farthest_point_sampling, idw_interpolate, knn_smooth, topk_mean
 from defectforge.detect3d.fpfh import multiscale_fpfh
+from defectforge.detect3d.fusion import score_stats, stats_from_thresholds
 from defectforge.errors import ConfigError, InputError
 
 
@@ -52,12 +54,15 @@ class FPFHBank(Detector3D):
     """Training-free FPFH memory-bank detector for point clouds (one category).
 
     Fitted attributes: ``sdn_`` (the normalisation with the category scale), ``bank_``,
-    ``threshold_``, ``point_threshold_``, ``fit_info_``."""
+    ``threshold_``, ``point_threshold_``, ``stats_`` (held-out good score statistics, for
+    :mod:`~defectforge.detect3d.fusion`), ``fit_info_``."""
+
+    runtime_params = ("progress", "device")
 
     def __init__(self, ks: tuple[int, ...] = (40, 80, 120), normal_k: int = 10, n_groups: int = 1024,
                  group_size: int = 64, coreset_ratio: float = 0.1, smooth_k: int = 12, top_k: int = 80,
                  scale: str = "category", voxel: float = 0.02, max_points: int = 20000,
-                 max_scale_ratio: float = 4.0, seed: int = 0, progress: Any = False):
+                 max_scale_ratio: float = 4.0, seed: int = 0, device: str = "cpu", progress: Any = False):
         self.ks = ks
         self.normal_k = normal_k
         self.n_groups = n_groups
@@ -70,6 +75,7 @@ class FPFHBank(Detector3D):
         self.max_points = max_points
         self.max_scale_ratio = max_scale_ratio
         self.seed = seed
+        self.device = device
         self.progress = progress
         self._nn = None
 
@@ -81,7 +87,15 @@ class FPFHBank(Detector3D):
             raise ConfigError(f"coreset_ratio must be in (0, 1], got {self.coreset_ratio}")
         if self.n_groups < 1 or self.group_size < 1 or self.top_k < 1:
             raise ConfigError("n_groups, group_size and top_k must be positive")
+        if not (self.device == "cpu" or str(self.device).startswith("cuda")):
+            raise ConfigError(f"device must be 'cpu' or 'cuda[:N]', got {self.device!r}")
         self._new_sdn()
+
+    def _nearest(self, bank: np.ndarray):
+        """Exact search in ``bank`` (faiss on the CPU, torch on a CUDA device)."""
+        from defectforge.bank.knn import NearestNeighbors
+
+        return NearestNeighbors(bank, "faiss", device=str(self.device))
 
     def _new_sdn(self) -> SDN:
         return SDN(scale=self.scale, voxel=self.voxel, max_points=self.max_points,
@@ -114,7 +128,6 @@ class FPFHBank(Detector3D):
     def fit(self, normal: Iterable[Any], defects: Iterable[Any] | None = None) -> "FPFHBank":
         """Fit on good clouds (PointCloud, (N, 3) arrays, paths or samples); ``defects`` is ignored."""
         from defectforge.bank.coreset import coreset_size, greedy_kcenter
-        from defectforge.bank.knn import NearestNeighbors
         from defectforge.detect._progress import progress_task
 
         self._validate_params()
@@ -122,6 +135,7 @@ class FPFHBank(Detector3D):
         if not clouds:
             raise InputError(None, "no training clouds given")
         self.threshold_ = self.point_threshold_ = float("inf")
+        self.stats_ = stats_from_thresholds(self.threshold_, self.point_threshold_)
         self.sdn_ = self._new_sdn().fit(clouds)
         preps = []
         with progress_task("fpfh features", len(clouds), self.progress) as t:
@@ -130,20 +144,24 @@ class FPFHBank(Detector3D):
                 t.advance()
         allg = np.concatenate([q.groups for q in preps])
         n = coreset_size(len(allg), self.coreset_ratio, minimum=1)
-        idx = greedy_kcenter(allg, n, seed=self.seed)
+        with progress_task("fpfh coreset", n, self.progress) as t:
+            idx = greedy_kcenter(allg, n, seed=self.seed, progress=t.update)
+            t.update(n)
         self.bank_ = np.ascontiguousarray(allg[idx])
-        self._nn = NearestNeighbors(self.bank_, "faiss")
+        self._nn = self._nearest(self.bank_)
         # leave-one-cloud-out thresholds
         obj, pts = [], []
         if len(preps) > 1:
             owner = np.concatenate([np.full(len(q.groups), i) for i, q in enumerate(preps)])
-            for i, q in enumerate(preps):
-                d, _ = NearestNeighbors(allg[owner != i], "faiss").search(q.groups, 1)
-                o, vs, _ = self._score(q, d[:, 0])
-                obj.append(o)
-                pts.append(vs)
-            self.threshold_ = float(max(obj))
-            self.point_threshold_ = float(np.quantile(np.concatenate(pts), 0.999))
+            with progress_task("fpfh validation", len(preps), self.progress) as t:
+                for i, q in enumerate(preps):
+                    d, _ = self._nearest(allg[owner != i]).search(q.groups, 1)
+                    o, vs, _ = self._score(q, d[:, 0])
+                    obj.append(o)
+                    pts.append(vs)
+                    t.advance()
+            self.stats_ = score_stats(obj, pts)
+            self.threshold_, self.point_threshold_ = self.stats_["object_max"], self.stats_["point_q999"]
         else:
             warnings.warn("one training cloud: no held-out scores, thresholds set to +inf", stacklevel=2)
         self.fit_info_ = {"n_train": len(clouds), "bank_rows": int(len(self.bank_)), "group_rows": int(len(allg)),
@@ -177,11 +195,9 @@ class FPFHBank(Detector3D):
 
         return {"category_scale": self.sdn_.category_scale, "bank": torch.from_numpy(self.bank_),
                 "threshold": self.threshold_, "point_threshold": self.point_threshold_,
-                "fit_info": dict(self.fit_info_)}
+                "stats": dict(self.stats_), "fit_info": dict(self.fit_info_)}
 
     def _set_state(self, state: dict[str, Any]) -> None:
-        from defectforge.bank.knn import NearestNeighbors
-
         self.sdn_ = self._new_sdn()
         self.sdn_.category_scale = float(state["category_scale"])
         self.bank_ = state["bank"].numpy().astype(np.float32)
@@ -189,5 +205,6 @@ class FPFHBank(Detector3D):
             raise ValueError("bank width does not match the FPFH configuration")
         self.threshold_ = float(state["threshold"])
         self.point_threshold_ = float(state["point_threshold"])
+        self.stats_ = dict(state.get("stats") or stats_from_thresholds(self.threshold_, self.point_threshold_))
         self.fit_info_ = dict(state.get("fit_info", {}))
-        self._nn = NearestNeighbors(self.bank_, "faiss")
+        self._nn = self._nearest(self.bank_)

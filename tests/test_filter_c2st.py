@@ -1,0 +1,192 @@
+"""Classifier two-sample test (C2ST) of realism: known distributions, crops, CLI, synth card."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from defectforge.data import Dataset, Sample
+from defectforge.errors import ConfigError
+from defectforge.filter.c2st import (c2st, crops_and_stats, real_floor, realism_c2st, set_realism, summary_lines,
+                                     window_from_boxes)
+
+
+def test_c2st_same_distribution_near_half_shifted_high():
+    same = []
+    for seed in range(6):  # under the null the out-of-fold AUC scatters around 0.5
+        rng = np.random.default_rng(100 + seed)
+        same.append(c2st(rng.normal(size=(80, 6)), rng.normal(size=(80, 6)), seed=seed, n_boot=200))
+    assert all(r["reason"] is None and r["folds"] == 5 for r in same)
+    assert 0.4 < np.mean([r["auc"] for r in same]) < 0.56
+    assert sum(r["ci_low"] < 0.5 < r["ci_high"] for r in same) >= 4
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(80, 6))
+    c = rng.normal(size=(80, 6)) + np.r_[1.2, np.zeros(5)]
+    shifted = c2st(a, c, seed=0, n_boot=300)
+    assert shifted["auc"] > 0.75 and shifted["ci_low"] > 0.6
+    assert shifted["ci_low"] <= shifted["auc"] <= shifted["ci_high"]
+    assert c2st(a, c, seed=0, n_boot=300) == shifted  # seeded: the same numbers again
+
+
+def test_c2st_groups_are_images_and_bootstrap_resamples_images():
+    """Crops of one image share an image-specific offset: split across folds, the classifier
+    would learn the image; grouped, sets from one distribution stay near 0.5."""
+    rng = np.random.default_rng(1)
+
+    def images(n_img, per):
+        offs = rng.normal(scale=3.0, size=(n_img, 4))
+        x = np.repeat(offs, per, axis=0) + rng.normal(scale=0.1, size=(n_img * per, 4))
+        return x, np.repeat(np.arange(n_img), per)
+
+    xa, ga = images(12, 6)
+    xb, gb = images(12, 6)
+    grouped = c2st(xa, xb, ga, gb, seed=0, n_boot=200)
+    assert grouped["images_a"] == grouped["images_b"] == 12 and grouped["n_a"] == 72
+    assert grouped["auc"] < 0.75
+    # resampling whole images: the interval is wider than a per-crop bootstrap would give
+    per_crop = c2st(xa, xb, None, None, seed=0, n_boot=200)
+    assert (grouped["ci_high"] - grouped["ci_low"]) > (per_crop["ci_high"] - per_crop["ci_low"])
+
+
+def test_c2st_too_few_crops_says_why_in_one_line():
+    rng = np.random.default_rng(2)
+    r = c2st(rng.normal(size=(5, 3)), rng.normal(size=(40, 3)))
+    assert r["auc"] is None and r["ci_low"] is None
+    assert "too few defect crops" in r["reason"] and "5 vs 40" in r["reason"] and "\n" not in r["reason"]
+    one_image = c2st(rng.normal(size=(20, 3)), rng.normal(size=(20, 3)), np.zeros(20), np.arange(20))
+    assert one_image["auc"] is None and "1 vs 20 images" in one_image["reason"]
+    with pytest.raises(ConfigError):
+        c2st(rng.normal(size=(20, 3)), rng.normal(size=(20, 3)), folds=1)
+
+
+def _surface(rng, h=96, w=128):
+    base = 128 + rng.normal(0, 1, (h, 1)) * 10 + rng.normal(0, 5, (h, w))
+    return np.repeat(np.clip(base, 0, 255).astype(np.uint8)[..., None], 3, axis=2)
+
+
+def _pit(rng, r, delta, gen=None, split="train"):
+    img = _surface(rng).astype(np.int16)
+    h, w = img.shape[:2]
+    cy, cx = int(rng.integers(r + 2, h - r - 2)), int(rng.integers(r + 2, w - r - 2))
+    yy, xx = np.mgrid[:h, :w]
+    m = (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
+    img[m] += delta
+    meta = {"name": f"s{rng.integers(1 << 30)}"}
+    if gen:
+        meta["generator"] = gen
+    return Sample(label="pit", split=split, image_array=np.clip(img, 0, 255).astype(np.uint8), mask_array=m, meta=meta)
+
+
+class MeanStd:
+    """A tiny stand-in for the backbone: grey mean and std of the crop's centre and whole."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def embed(self, crops):
+        self.calls += 1
+        out = []
+        for c in crops:
+            g = c[..., 0].astype(float)
+            h, w = g.shape
+            ctr = g[h // 3: 2 * h // 3, w // 3: 2 * w // 3]
+            out.append([ctr.mean(), ctr.std(), g.mean(), g.std()])
+        return np.array(out)
+
+
+def test_crops_use_one_window_from_the_real_boxes_at_native_scale():
+    rng = np.random.default_rng(3)
+    real = [_pit(rng, 4, -60) for _ in range(5)]
+    big = _pit(rng, 12, -60)
+    boxes = [(0, 0, 9, 9)] * 5
+    win = window_from_boxes(boxes)
+    assert win == 32  # 2 x 9 = 18 -> at least 32
+    assert window_from_boxes([(0, 0, 30, 20), (0, 0, 40, 10)]) == round(2 * np.quantile([30, 40], 0.9))
+    crops, stats, groups = crops_and_stats(real + [big], win)
+    assert all(c.shape == (win, win, 3) for c in crops) and groups.tolist() == [0, 1, 2, 3, 4, 5]
+    # same zoom: the big synthetic disc covers about 9x the dark area of a real one in its crop
+    dark = [(c[..., 0] < 100).sum() for c in crops]
+    assert dark[-1] > 5 * np.mean(dark[:5])
+    assert stats[-1, 0] > stats[0, 0]  # log area
+    assert stats[0, 3] < -40  # grey contrast inside vs the ring: a dark pit
+
+
+def test_realism_c2st_tells_pale_blobs_from_pits_and_not_pits_from_pits():
+    rng = np.random.default_rng(4)
+    real = [_pit(rng, 4, -60) for _ in range(24)]
+    synth = ([_pit(rng, 4, -60, gen="alike") for _ in range(20)]
+             + [_pit(rng, 11, +50, gen="blotch") for _ in range(20)])
+    emb = MeanStd()
+    r = realism_c2st(real, synth, embedder=emb, seed=0, n_boot=200)
+    assert set(r["per_generator"]) == {"alike", "blotch"}
+    alike, blotch = r["per_generator"]["alike"], r["per_generator"]["blotch"]
+    assert blotch["auc"] > 0.95 and blotch["ci_low"] > 0.8
+    assert alike["auc"] < 0.8 and alike["ci_low"] < 0.5
+    assert r["floor"]["auc"] is not None and r["floor"]["n_a"] + r["floor"]["n_b"] == 24
+    # the floor is two disjoint halves of the real images
+    f = real_floor(np.hstack([emb.embed(crops_and_stats(real, r["window"])[0]),
+                              crops_and_stats(real, r["window"])[1]]), np.arange(24), seed=0, n_boot=200)
+    assert f["auc"] == pytest.approx(r["floor"]["auc"])
+    flat = summary_lines(r)
+    assert flat["c2st_auc[blotch]"] == round(blotch["auc"], 4) and len(flat["c2st_ci[alike]"]) == 2
+    assert "c2st_floor_auc" in flat and flat["c2st_n_real"] == 24
+
+
+def test_too_few_crops_skip_the_backbone():
+    rng = np.random.default_rng(5)
+
+    class Boom:
+        def embed(self, crops):
+            raise AssertionError("the backbone must not run for a test that cannot run")
+
+    r = realism_c2st([_pit(rng, 4, -60) for _ in range(3)], [_pit(rng, 4, -60) for _ in range(30)], embedder=Boom())
+    flat = summary_lines(r)
+    assert "too few defect crops" in flat["c2st_reason"] and "c2st_auc" not in flat
+    out = set_realism([_pit(rng, 4, -60) for _ in range(3)], [_pit(rng, 4, -60) for _ in range(2)], embedder=Boom())
+    assert "c2st_reason" in out and "kid" not in out
+
+
+def test_filter_quality_cli_reports_c2st(tmp_path, monkeypatch):
+    import typer
+    from typer.testing import CliRunner
+
+    from defectforge.data.formats import write_dataset
+    from defectforge.filter import cli as fcli
+
+    monkeypatch.setattr("defectforge.filter.embed.default_embedder", lambda size=128: MeanStd())
+    rng = np.random.default_rng(6)
+    rp = write_dataset(Dataset([_pit(rng, 4, -60) for _ in range(20)]), tmp_path / "real", "manifest")
+    sp = write_dataset(Dataset([_pit(rng, 11, +50, gen="blotch") for _ in range(12)]), tmp_path / "syn", "manifest")
+    app = typer.Typer()
+
+    @app.callback()
+    def _root() -> None:
+        """test root"""
+
+    fcli.register(app)
+    r = CliRunner().invoke(app, ["filter", "quality", str(rp), str(sp), "--k", "2", "--subsets", "5",
+                                 "--json", str(tmp_path / "q.json")])
+    assert r.exit_code == 0, r.output
+    q = json.loads((tmp_path / "q.json").read_text())
+    assert q["c2st_auc"] > 0.9 and q["c2st_ci"][0] <= q["c2st_auc"] <= q["c2st_ci"][1]
+    assert "c2st_floor_auc" in q and "kid_mean" in q and "c2st_auc" in r.output
+    r = CliRunner().invoke(app, ["filter", "quality", str(rp), str(sp), "--no-c2st", "--k", "2", "--subsets", "5",
+                                 "--json", str(tmp_path / "p.json")])
+    assert r.exit_code == 0 and "c2st_auc" not in json.loads((tmp_path / "p.json").read_text())
+
+
+def test_synth_card_and_report_carry_the_realism(tmp_path, monkeypatch):
+    from test_synth2d_pipeline import _cfg, make_dataset
+
+    from defectforge.synth2d.pipeline import synthesize
+
+    monkeypatch.setattr("defectforge.filter.embed.default_embedder", lambda size=128: MeanStd())
+    data = make_dataset(tmp_path / "data")
+    synthesize(_cfg(data, n=3), tmp_path / "o", workers=1)
+    card = json.loads((tmp_path / "o" / "dataset_card.json").read_text())
+    assert "too few defect crops" in card["realism"]["c2st_reason"]  # 2 real defects: cannot run
+    assert "## Realism" in (tmp_path / "o" / "dataset_card.md").read_text()
+    html = (tmp_path / "o" / "report.html").read_text()
+    assert "Realism: can a classifier tell synthetic from real defects?" in html and "not run" in html
