@@ -47,6 +47,8 @@ OPTIONS: dict[str, tuple[str, str]] = {
     "--workers": ("int", "parallel workers (local processes, or Ray tasks with `--engine ray`)"),
     "--engine": ("str", "`local` or `ray`"),
     "--ray-address": ("str", "address of a running Ray cluster (`--engine ray`)"),
+    "--folds": ("int", "how many folds (data splits) a score is averaged over: C2ST cross-validation in "
+                       "`filter quality`, guide/validation splits in `recipe search`"),
     "--arch": ("str", "box-detector architecture (`fasterrcnn-lite0`, `yolox-nano`, `yolov8n`, ...)"),
     "--epochs": ("int", "training epochs"),
     "--batch-size": ("int", "training batch size"),
