@@ -52,6 +52,7 @@ def fit_cmd(
     voxel: float = typer.Option(0.02, "--voxel", help="Voxel size in unit-ball space."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Training steps (pointnet)."),
     seed: int = typer.Option(0, "--seed"),
+    device: str = typer.Option("cpu", "--device", help="cpu, or cuda[:N] when a GPU is available (run time only)."),
 ) -> None:
     """Fit one detector per category on the good training clouds of DATA."""
     import time
@@ -63,7 +64,7 @@ def fit_cmd(
     DETECTORS3D.get(model)  # an unknown name fails before the data are read
     ds = load_dataset3d(data, format)
     cats = classes or ds.categories
-    kwargs = {"scale": scale, "voxel": voxel, "seed": seed, "progress": True}
+    kwargs = {"scale": scale, "voxel": voxel, "seed": seed, "progress": True, "device": device}
     if steps is not None:
         if model != "pointnet":
             raise InputError(None, "--steps only applies to --model pointnet")
@@ -91,6 +92,7 @@ def predict_cmd(
                                           help="Workers (default: 1 local; with --engine ray, the cluster's CPUs)."),
     engine: str = engine_option(),
     ray_address: Optional[str] = address_option(),
+    device: str = typer.Option("cpu", "--device", help="cpu, or cuda[:N] when a GPU is available (run time only)."),
 ) -> None:
     """Score CLOUDS: per-point scores as TXT and PLY, object scores in scores.csv.
 
@@ -102,7 +104,7 @@ def predict_cmd(
     from defectforge.errors import InputError
     from defectforge.progress import rich_progress
 
-    models = load_models3d(model_path)  # one progress bar over the job, not one per cloud
+    models = load_models3d(model_path, device=device)  # one progress bar over the job, not one per cloud
     if category is None:
         if len(models) != 1:
             raise InputError(model_path, f"holds detectors for {', '.join(models)}: choose one with --class")
@@ -110,7 +112,8 @@ def predict_cmd(
     elif category not in models:
         raise InputError(model_path, f"no detector for class {category!r} (has {', '.join(models)})")
     with rich_progress() as bar, open_engine(engine, ray_address, workers) as eng:
-        predict_clouds(model_path, category, clouds, out, models=models, engine=eng, progress=bar)
+        predict_clouds(model_path, category, clouds, out, models=models, engine=eng, progress=bar,
+                       runtime={"device": device})
     _console().print(f"scored {len(clouds)} clouds -> {out}")
 
 
@@ -126,6 +129,7 @@ def eval_cmd(
                                           help="Workers (default: 1 local; with --engine ray, the cluster's CPUs)."),
     engine: str = engine_option(),
     ray_address: Optional[str] = address_option(),
+    device: str = typer.Option("cpu", "--device", help="cpu, or cuda[:N] when a GPU is available (run time only)."),
 ) -> None:
     """O-AUROC, P-AUROC, O-AUPR, P-AUPR per category and their mean."""
     import numpy as np
@@ -139,12 +143,13 @@ def eval_cmd(
 
     from defectforge.progress import rich_progress
 
-    models = load_models3d(model_path)  # one progress bar over the job, not one per cloud
+    models = load_models3d(model_path, device=device)  # one progress bar over the job, not one per cloud
     ds = load_dataset3d(data, format)
     from defectforge.engine.cli import open_engine
 
     with rich_progress() as bar, open_engine(engine, ray_address, workers) as eng:
-        ev = evaluate_detector3d(models, ds, source=model_path, engine=eng, model_path=model_path, progress=bar)
+        ev = evaluate_detector3d(models, ds, source=model_path, engine=eng, model_path=model_path, progress=bar,
+                                 runtime={"device": device})
     one_sided = one_sided_categories(ev.categories, ev.labels)
     table = Table(title="detect3d evaluation")
     table.add_column("class")

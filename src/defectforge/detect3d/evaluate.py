@@ -31,12 +31,14 @@ class Eval3D:
 
 def evaluate_detector3d(models: dict[str, Any], dataset: Any, split: str = "test",
                         source: str | Path | None = None, engine: Any = None,
-                        model_path: str | Path | None = None, progress: Any = None) -> Eval3D:
+                        model_path: str | Path | None = None, progress: Any = None,
+                        runtime: dict[str, Any] | None = None) -> Eval3D:
     """Score the ``split`` clouds of every category of ``dataset`` (a
     :class:`~defectforge.detect3d.data.Dataset3D`) with ``models[category]`` (a
     ``{category: detector}`` mapping, e.g. from :func:`~defectforge.detect3d.load_models3d`;
     ``source`` names the model file in errors). Each cloud is scored on its own, on
-    ``engine`` (default: this process; an engine of other processes loads ``model_path``);
+    ``engine`` (default: this process; an engine of other processes loads ``model_path``
+    with the run-time settings ``runtime``, e.g. ``{"device": "cuda"}``);
     ``progress("score", done, total)`` follows :mod:`defectforge.progress`."""
     from defectforge.detect3d.metrics import evaluate_3d
     from defectforge.detect3d.score_job import score_samples3d
@@ -48,7 +50,7 @@ def evaluate_detector3d(models: dict[str, Any], dataset: Any, split: str = "test
         if test and c not in models:
             raise InputError(source, f"no detector for class {c!r} of {dataset.root} (has {', '.join(models)})")
         todo += [(c, s, s.name) for s in test]
-    scored = score_samples3d(todo, models, engine, model_path, progress=progress)
+    scored = score_samples3d(todo, models, engine, model_path, progress=progress, runtime=runtime)
     for (c, s, _), (sc, amap) in zip(todo, scored):
         cl = s.load()
         ev.categories.append(c)

@@ -24,11 +24,13 @@ SCORE_HEADER = ["file", "score", "label", "n_points", "n_flagged_points"]
 class CloudScoreTask:
     """Scores one chunk of ``(category, cloud, name)`` (``cloud``: a path or a
     ``Cloud3DSample``) with ``models[category]``. In this process the driver's ``models``
-    are used; a worker of another process loads ``model_path`` itself."""
+    are used; a worker of another process loads ``model_path`` itself, with the run-time
+    settings ``runtime`` (e.g. ``{"device": "cuda"}``; not stored in the model file)."""
 
     def __init__(self, model_path: str | Path | None, models: dict[str, Any] | None = None,
-                 out: str | Path | None = None):
+                 out: str | Path | None = None, runtime: dict[str, Any] | None = None):
         self.model_path = None if model_path is None else str(model_path)
+        self.runtime = dict(runtime or {})
         self.models = models
         self.out = None if out is None else Path(out)
 
@@ -39,7 +41,7 @@ class CloudScoreTask:
         if self.models is None:
             from defectforge.detect3d import load_models3d
 
-            self.models = load_models3d(self.model_path)
+            self.models = load_models3d(self.model_path, **self.runtime)
 
     def __call__(self, chunk: Sequence[tuple[str, Any, str]]) -> list[Any]:
         from defectforge.synth3d.cloud_io import read_cloud
@@ -87,9 +89,11 @@ def scored(task: CloudScoreTask, items: Sequence[tuple[str, Any, str]], engine: 
 
 def predict_clouds(model_path: str | Path, category: str, clouds: Sequence[Path], out: str | Path,
                    models: dict[str, Any] | None = None, engine: Any = None, chunk: int = CHUNK,
-                   progress: Callable[[str, int, int | None], None] | None = None) -> Path:
+                   progress: Callable[[str, int, int | None], None] | None = None,
+                   runtime: dict[str, Any] | None = None) -> Path:
     """Score ``clouds`` with ``models[category]`` of ``model_path`` into ``out`` (per cloud
-    ``<stem>.txt`` and ``<stem>.ply``; ``scores.csv`` in input order). Returns its path."""
+    ``<stem>.txt`` and ``<stem>.ply``; ``scores.csv`` in input order; workers of other
+    processes load the model with ``runtime``, e.g. ``{"device": "cuda"}``). Returns its path."""
     import csv
     import io
 
@@ -99,7 +103,7 @@ def predict_clouds(model_path: str | Path, category: str, clouds: Sequence[Path]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     items = [(category, str(p), Path(p).stem) for p in clouds]
-    rows = scored(CloudScoreTask(model_path, models, out), items, engine, chunk, progress, "predict")
+    rows = scored(CloudScoreTask(model_path, models, out, runtime), items, engine, chunk, progress, "predict")
     remove_leftovers(out)  # temporary files a killed worker left behind
     buf = io.StringIO()
     csv.writer(buf, lineterminator="\n").writerows([SCORE_HEADER, *rows])
@@ -108,6 +112,7 @@ def predict_clouds(model_path: str | Path, category: str, clouds: Sequence[Path]
 
 def score_samples3d(samples: Sequence[tuple[str, Any, str]], models: dict[str, Any] | None, engine: Any = None,
                     model_path: str | Path | None = None, chunk: int = CHUNK,
-                    progress: Callable[[str, int, int | None], None] | None = None) -> list[tuple[float, np.ndarray]]:
+                    progress: Callable[[str, int, int | None], None] | None = None,
+                    runtime: dict[str, Any] | None = None) -> list[tuple[float, np.ndarray]]:
     """``(object score, point scores)`` of each ``(category, sample, name)``, in order."""
-    return scored(CloudScoreTask(model_path, models), samples, engine, chunk, progress, "score")
+    return scored(CloudScoreTask(model_path, models, runtime=runtime), samples, engine, chunk, progress, "score")

@@ -1,0 +1,119 @@
+"""``--device`` on the commands that gained it in issue 16's second pass: ``detect3d
+fit|predict|eval``, ``recipe search``, ``filter select|quality``. One reading
+(:func:`defectforge._device.resolve_device`): a device torch does not have is one line
+``error: ...`` and exit 2 before anything is written; ``--device cpu`` on a CPU machine gives
+the results of the default."""
+
+from __future__ import annotations
+
+import json
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from defectforge.cli import app
+from defectforge.synth3d.cloud import PointCloud
+from defectforge.synth3d.cloud_io import write_cloud
+from defectforge.synth3d.operators import apply
+from defectforge.synth3d.parts import make_part
+
+runner = CliRunner()
+NEW = ("detect3d fit", "detect3d predict", "detect3d eval", "recipe search", "filter select", "filter quality")
+no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error of a machine without CUDA")
+
+
+def _commands():
+    import typer
+
+    def walk(cmd, path):
+        if hasattr(cmd, "commands"):
+            for name, sub in cmd.commands.items():
+                yield from walk(sub, (*path, name))
+        else:
+            yield " ".join(path), cmd
+
+    return dict(walk(typer.main.get_command(app), ()))
+
+
+def _one_line_error(r, *needles):
+    assert r.exit_code == 2, (r.stdout, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
+    for n in needles:
+        assert n in lines[0], lines[0]
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory):
+    root = tmp_path_factory.mktemp("d3dev") / "data"
+    for i in range(2):
+        write_cloud(root / "flange" / "train" / f"{i}_template.pcd", PointCloud(make_part("flange", 4000, i).points))
+    write_cloud(root / "flange" / "test" / "5_good.pcd", PointCloud(make_part("flange", 4000, 5).points))
+    c = make_part("flange", 4000, 6)
+    r = apply("bump", c.points, c.normals, np.random.default_rng(0), radius=0.07, depth=0.03)
+    write_cloud(root / "flange" / "test" / "6_bulge.pcd", PointCloud(r.points))
+    (root / "flange" / "gt").mkdir()
+    np.savetxt(root / "flange" / "gt" / "6_bulge.txt", np.column_stack([r.points, r.mask]), fmt="%.6f")
+    return root
+
+
+def test_the_commands_declare_device_with_the_one_default():
+    commands = _commands()
+    for path in NEW:
+        opts = {o: p for p in commands[path].params for o in p.opts}
+        assert "--device" in opts, path
+        assert opts["--device"].default == "cpu", path
+
+
+@no_cuda
+def test_an_unavailable_device_is_one_line_before_anything_is_written(tree, tmp_path):
+    model, pred, js = tmp_path / "m.pt", tmp_path / "pred", tmp_path / "m.json"
+    cloud = str(tree / "flange" / "test" / "5_good.pcd")
+    for args in (["detect3d", "fit", str(tree), "--out", str(model)],
+                 ["detect3d", "predict", str(model), cloud, "--out", str(pred)],
+                 ["detect3d", "eval", str(model), str(tree), "--json", str(js)],
+                 ["recipe", "search", str(tree), "--out", str(tmp_path / "search")],
+                 ["filter", "select", str(tree), "--real", str(tree), "--out", str(tmp_path / "sel")],
+                 ["filter", "quality", str(tree), str(tree), "--json", str(tmp_path / "q.json")]):
+        _one_line_error(runner.invoke(app, [*args, "--device", "cuda:9"]), "cuda:9", "CUDA is not available")
+        _one_line_error(runner.invoke(app, [*args, "--device", "gpu0"]), "unknown device 'gpu0'")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing written
+
+
+def test_detect3d_device_cpu_gives_the_default_results(tree, tmp_path):
+    clouds = [str(tree / "flange" / "test" / n) for n in ("6_bulge.pcd", "5_good.pcd")]
+    outs = {}
+    for tag, extra in (("default", []), ("cpu", ["--device", "cpu"])):
+        model = tmp_path / f"{tag}.pt"
+        r = runner.invoke(app, ["detect3d", "fit", str(tree), "--model", "fpfh", "--voxel", "0.04", "--out", str(model),
+                                *extra])
+        assert r.exit_code == 0, r.output
+        r = runner.invoke(app, ["detect3d", "predict", str(model), *clouds, "--out", str(tmp_path / f"p_{tag}"), *extra])
+        assert r.exit_code == 0, r.output
+        r = runner.invoke(app, ["detect3d", "eval", str(model), str(tree), "--json", str(tmp_path / f"{tag}.json"), *extra])
+        assert r.exit_code == 0, r.output
+        outs[tag] = (np.loadtxt(tmp_path / f"p_{tag}" / "6_bulge.txt"),
+                     (tmp_path / f"p_{tag}" / "scores.csv").read_text(), json.loads((tmp_path / f"{tag}.json").read_text()))
+    np.testing.assert_array_equal(outs["default"][0], outs["cpu"][0])
+    assert outs["default"][1:] == outs["cpu"][1:]
+    assert len(outs["cpu"][1].splitlines()) == 3 and np.ptp(outs["cpu"][0][:, 3]) > 0  # real scores, not empty
+
+
+def test_a_worker_of_another_process_loads_the_model_on_the_run_time_device(tree, tmp_path):
+    from defectforge.detect3d import get_detector3d, save_models
+    from defectforge.detect3d.data import load_dataset3d
+    from defectforge.detect3d.score_job import CloudScoreTask
+
+    ds = load_dataset3d(tree)
+    det = get_detector3d("fpfh", voxel=0.04).fit([s.load() for s in ds.filter(split="train").samples])
+    path = save_models(tmp_path / "m.pt", {"flange": det})
+    task = pickle.loads(pickle.dumps(CloudScoreTask(path, {"flange": det}, runtime={"device": "cuda:5"})))
+    assert task.models is None  # the worker loads the file itself ...
+    task.setup()
+    assert task.models["flange"].device == "cuda:5"  # ... with the run-time device (not stored in the file)
+    plain = pickle.loads(pickle.dumps(CloudScoreTask(path)))
+    plain.setup()
+    assert plain.models["flange"].device == "cpu"
