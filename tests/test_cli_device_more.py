@@ -117,3 +117,31 @@ def test_a_worker_of_another_process_loads_the_model_on_the_run_time_device(tree
     plain = pickle.loads(pickle.dumps(CloudScoreTask(path)))
     plain.setup()
     assert plain.models["flange"].device == "cpu"
+
+
+def test_recipe_search_fits_its_detector_on_the_device_which_is_not_part_of_the_study(monkeypatch, tmp_path):
+    from types import SimpleNamespace
+
+    import defectforge.detect
+    import defectforge.supervised.train
+    from defectforge.recipe.search import SearchSettings, score_boxes, score_exdd
+
+    assert SearchSettings(device="cuda:1").key() == SearchSettings().key()  # a search resumes on another device
+    seen: dict = {}
+
+    class Stop(Exception):
+        pass
+
+    def record(*a, **kw):
+        seen.update(kw)
+        raise Stop
+
+    monkeypatch.setattr(defectforge.detect, "ExDD", record)
+    monkeypatch.setattr(defectforge.supervised.train, "train_detector", record)
+    sp = SimpleNamespace(fit_good=[], guide=[], val=[], defect_type="scratch")
+    with pytest.raises(Stop):
+        score_exdd(sp, [], SearchSettings(device="cuda:2"))
+    assert seen.pop("device") == "cuda:2"
+    with pytest.raises(Stop):
+        score_boxes(sp, [], SearchSettings(detector="fcos-lite0", device="cuda:3"), tmp_path / "w")
+    assert seen.pop("device") == "cuda:3"

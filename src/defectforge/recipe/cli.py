@@ -56,6 +56,8 @@ def search_cmd(
     batch_size: int = typer.Option(4, "--batch-size", help="Box detectors: batch size."),
     patience: int = typer.Option(3, "--patience", help="Box detectors: early-stopping patience (epochs)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a search with other settings in --out."),
+    device: str = typer.Option("cpu", "--device", help="cpu, or cuda[:N] when a GPU is available (run time only: "
+                                                       "a search resumes on another device)."),
 ) -> None:
     """Search the synthetic-defect recipe that helps DETECTOR most on validation data."""
     from defectforge._cliutil import parse_image_size
@@ -67,7 +69,7 @@ def search_cmd(
                         ratio_range=_floats(ratio_range, "--ratio-range"), defect_type=defect_type,
                         val_defects=val_defects, val_good=val_good, max_good=max_good, max_val_good=max_val_good,
                         min_gain=min_gain, folds=folds, image_size=image_size, normal_ratio=normal_ratio, epochs=epochs,
-                        batch_size=batch_size, patience=patience)
+                        batch_size=batch_size, patience=patience, device=device)
     con = _console()
     summary = search_recipes(data, out, st, overwrite=overwrite, log=lambda m: con.print(m, highlight=False))
     if st.reductions():

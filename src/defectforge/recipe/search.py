@@ -68,6 +68,9 @@ class SearchSettings:
     patience: int = 3
     detector_params: dict[str, Any] = field(default_factory=dict)
     """Extra keyword arguments of ``ExDD`` / ``TrainConfig`` (e.g. ``backbone``)."""
+    device: str = "cpu"
+    """Where the detector fits and scores (auto, cpu, cuda[:N]); run time only, not part of
+    the study's key, so a search started on one device resumes on another."""
 
     def reductions(self) -> dict[str, Any]:
         """Search-time settings that differ from what the detector uses by default (stated
@@ -108,6 +111,7 @@ class SearchSettings:
     def key(self) -> dict[str, Any]:
         d = json.loads(json.dumps(asdict(self), default=list))
         d.pop("trials")
+        d.pop("device")
         return d
 
 
@@ -185,7 +189,7 @@ def score_exdd(sp: Splits, synth: list[Sample], st: SearchSettings, report: Call
     from defectforge.detect import ExDD, evaluate_detector
 
     model = ExDD(**{"image_size": st.image_size, "normal_ratio": st.normal_ratio, "seed": st.seed,
-                    **st.detector_params})
+                    "device": st.device, **st.detector_params})
     model.fit(sp.fit_good, defects=list(sp.guide) + list(synth))
     if report is not None:
         r1 = evaluate_detector(model, _half(sp.val), split=None, pixel_metrics=False)
@@ -209,7 +213,7 @@ def score_boxes(sp: Splits, synth: list[Sample], st: SearchSettings, work: Path,
 
     try:
         det = train_detector(sp.fit_good + sp.guide + list(synth), work, cfg, val=sp.val, classes=[sp.defect_type],
-                             overwrite=True, on_epoch=on_epoch)
+                             overwrite=True, on_epoch=on_epoch, device=st.device)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     best = det.info_.get("best_val", [float("nan"), float("nan")])
