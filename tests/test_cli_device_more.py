@@ -145,3 +145,45 @@ def test_recipe_search_fits_its_detector_on_the_device_which_is_not_part_of_the_
     with pytest.raises(Stop):
         score_boxes(sp, [], SearchSettings(detector="fcos-lite0", device="cuda:3"), tmp_path / "w")
     assert seen.pop("device") == "cuda:3"
+
+
+def test_filter_device_cpu_gives_the_default_numbers(tmp_path):
+    from test_filter_c2st import _pit
+
+    from defectforge.data import Dataset
+    from defectforge.data.formats import write_dataset
+
+    rng = np.random.default_rng(3)
+    rp = write_dataset(Dataset([_pit(rng, 5, -60) for _ in range(4)]), tmp_path / "real", "manifest")
+    sp = write_dataset(Dataset([_pit(rng, 9, +50) for _ in range(4)]), tmp_path / "syn", "manifest")
+    got = {}
+    for tag, extra in (("default", []), ("cpu", ["--device", "cpu"])):
+        r = runner.invoke(app, ["filter", "quality", str(rp), str(sp), "--no-c2st", "--k", "2", "--subsets", "5",
+                                "--json", str(tmp_path / f"{tag}.json"), *extra])
+        assert r.exit_code == 0, r.output
+        r = runner.invoke(app, ["filter", "select", str(sp), "--real", str(rp), "--out", str(tmp_path / f"sel_{tag}"),
+                                "--top-k", "2", *extra])
+        assert r.exit_code == 0, r.output
+        got[tag] = (json.loads((tmp_path / f"{tag}.json").read_text()),
+                    (tmp_path / f"sel_{tag}" / "scores.csv").read_text())
+    assert got["default"] == got["cpu"]
+    assert got["cpu"][0]["n_real_crops"] == 4 and len(got["cpu"][1].splitlines()) == 5
+
+
+def test_embedders_run_their_model_on_the_device_and_return_cpu_arrays():
+    from defectforge.filter.embed import BackboneEmbedder, TorchEmbedder, default_embedder
+
+    crops = [np.random.default_rng(i).integers(0, 255, (40, 40, 3), dtype=np.uint8) for i in range(3)]
+    a = BackboneEmbedder(random_init=True).embed(crops)
+    b = BackboneEmbedder(random_init=True, device="cpu").embed(crops)
+    np.testing.assert_array_equal(a, b)
+    assert default_embedder(device="cuda:1").device == "cuda:1"  # built lazily: nothing runs until embed()
+    seen = []
+
+    class Probe(torch.nn.Module):
+        def forward(self, x):
+            seen.append(x.device.type)
+            return x.mean(dim=(2, 3))
+
+    out = TorchEmbedder(Probe(), size=16, device="cpu").embed(crops)
+    assert isinstance(out, np.ndarray) and out.shape == (3, 3) and seen == ["cpu"]

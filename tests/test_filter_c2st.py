@@ -155,7 +155,7 @@ def test_filter_quality_cli_reports_c2st(tmp_path, monkeypatch):
     from defectforge.data.formats import write_dataset
     from defectforge.filter import cli as fcli
 
-    monkeypatch.setattr("defectforge.filter.embed.default_embedder", lambda size=128: MeanStd())
+    monkeypatch.setattr("defectforge.filter.embed.default_embedder", lambda size=128, device="cpu": MeanStd())
     rng = np.random.default_rng(6)
     rp = write_dataset(Dataset([_pit(rng, 4, -60) for _ in range(20)]), tmp_path / "real", "manifest")
     sp = write_dataset(Dataset([_pit(rng, 11, +50, gen="blotch") for _ in range(12)]), tmp_path / "syn", "manifest")
@@ -182,7 +182,7 @@ def test_synth_card_and_report_carry_the_realism(tmp_path, monkeypatch):
 
     from defectforge.synth2d.pipeline import synthesize
 
-    monkeypatch.setattr("defectforge.filter.embed.default_embedder", lambda size=128: MeanStd())
+    monkeypatch.setattr("defectforge.filter.embed.default_embedder", lambda size=128, device="cpu": MeanStd())
     data = make_dataset(tmp_path / "data")
     synthesize(_cfg(data, n=3), tmp_path / "o", workers=1)
     card = json.loads((tmp_path / "o" / "dataset_card.json").read_text())

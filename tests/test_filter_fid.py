@@ -240,7 +240,7 @@ def test_filter_quality_cli_with_inception_weights(tmp_path, weights, monkeypatc
     from defectforge.filter.run import check_sets
     from defectforge.filter.scores import sample_crops
 
-    monkeypatch.setattr("defectforge.filter.embed.default_embedder", lambda size=128: small_embedder)
+    monkeypatch.setattr("defectforge.filter.embed.default_embedder", lambda size=128, device="cpu": small_embedder)
     app = typer.Typer(cls=_Group)
     fcli.register(app)
     rp, sp = _sets(tmp_path)

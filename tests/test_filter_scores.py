@@ -229,7 +229,7 @@ def test_filter_cli(tmp_path, monkeypatch, embedder):
 
     from defectforge.filter import cli as fcli
 
-    monkeypatch.setattr("defectforge.filter.embed.default_embedder", lambda size=128: embedder)
+    monkeypatch.setattr("defectforge.filter.embed.default_embedder", lambda size=128, device="cpu": embedder)
     app = typer.Typer(cls=_Group)
     fcli.register(app)
     rp, sp = _sets(tmp_path, n_syn=4)

@@ -184,8 +184,9 @@ def c2st(x_a: np.ndarray, x_b: np.ndarray, groups_a: Sequence[int] | None = None
 def realism_c2st(real: Sequence[Any], synthetic: Sequence[Any], embedder: Any = None, folds: int = 5,
                  seed: int = 0, n_boot: int = 1000, level: float = 0.95, min_crops: int = 8,
                  max_per_image: int = 4, max_images: int = 300, per_generator: bool = True,
-                 floor: bool = True) -> dict[str, Any]:
-    """C2ST realism of ``synthetic`` defect samples against ``real`` ones (both with masks).
+                 floor: bool = True, device: str = "cpu") -> dict[str, Any]:
+    """C2ST realism of ``synthetic`` defect samples against ``real`` ones (both with masks);
+    the default embedder runs on ``device``.
 
     Returns ``{"window": px, "features": ..., "overall": c2st dict, "per_generator": {name:
     c2st dict} (only when the set mixes generators, by ``meta['generator']``), "floor": the
@@ -214,7 +215,7 @@ def realism_c2st(real: Sequence[Any], synthetic: Sequence[Any], embedder: Any = 
     if embedder is None:
         from defectforge.filter.embed import default_embedder
 
-        embedder = default_embedder(size=96)
+        embedder = default_embedder(size=96, device=device)
     er = embedder.embed(rc)
     fr = np.hstack([er, rs])
     res["embed_real"] = er

@@ -49,11 +49,14 @@ def select_cmd(
                                                "cluster's CPUs)."),
     engine: str = engine_option(),
     ray_address: Optional[str] = address_option(),
+    device: str = typer.Option("cpu", "--device", help="cpu, or cuda[:N] when a GPU is available: where the "
+                               "embedding models run."),
 ) -> None:
     """Score synthetic samples against real defects and keep the ones the policy selects."""
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
+    from defectforge.filter.embed import default_embedder
     from defectforge.filter.run import filter_dataset
     from defectforge.filter.select import SelectionPolicy
 
@@ -63,17 +66,17 @@ def select_cmd(
     if clip_dir is not None:
         from defectforge.filter.embed import load_clip
 
-        clip = load_clip(clip_dir)
+        clip = load_clip(clip_dir, device=device)
     if dreamsim_dir is not None:
         from defectforge.filter.embed import load_dreamsim
 
-        dreamsim = load_dreamsim(dreamsim_dir)
+        dreamsim = load_dreamsim(dreamsim_dir, device=device)
     with Progress(TextColumn("scoring"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TimeRemainingColumn(), transient=True) as prog:
         task = prog.add_task("score", total=None)
         with open_engine(engine, ray_address, workers) as eng:
-            res = filter_dataset(synthetic, real, out, policy, clip=clip, prompt=prompt, dreamsim=dreamsim,
-                                 overwrite=overwrite, engine=eng,
+            res = filter_dataset(synthetic, real, out, policy, embedder=default_embedder(device=device), clip=clip,
+                                 prompt=prompt, dreamsim=dreamsim, overwrite=overwrite, engine=eng,
                                  progress=lambda stage, done, total: prog.update(task, completed=done, total=total))
     Console(highlight=False).print(f"kept {res['n_kept']} / {res['n_scored']} -> {out}/kept "
                                    f"(scores.csv, report.html)")
@@ -95,6 +98,8 @@ def quality_cmd(
                               "synthetic crops; AUC 0.5 = indistinguishable), per generator and with the "
                               "real-vs-real floor."),
     folds: int = typer.Option(5, "--folds", help="C2ST cross-validation folds (grouped by image)."),
+    device: str = typer.Option("cpu", "--device", help="cpu, or cuda[:N] when a GPU is available: where the "
+                               "embedding models run."),
 ) -> None:
     """KID and precision/recall/density/coverage between real and synthetic defect crops
     (bundled EfficientNet-Lite0 features; not comparable to Inception-based values); with
@@ -109,12 +114,15 @@ def quality_cmd(
     if inception_weights is not None:
         from defectforge.filter.inception import inception_embedder
 
-        inception = inception_embedder(inception_weights)
-    q = set_quality(reals, syn, k=k, kid_subsets=subsets, seed=seed, inception=inception)
+        inception = inception_embedder(inception_weights, device=device)
+    from defectforge.filter.embed import default_embedder
+
+    q = set_quality(reals, syn, default_embedder(device=device), k=k, kid_subsets=subsets, seed=seed,
+                    inception=inception)
     if c2st:
         from defectforge.filter.c2st import realism_c2st, summary_lines
 
-        q.update(summary_lines(realism_c2st(reals, syn, folds=folds, seed=seed)))
+        q.update(summary_lines(realism_c2st(reals, syn, folds=folds, seed=seed, device=device)))
     from defectforge._jsonout import console_for, write_json_out
 
     con = console_for(json_out)

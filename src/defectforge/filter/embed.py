@@ -15,6 +15,9 @@ Optional, from local files only (nothing is ever downloaded):
   pre-populated cache dir, wrapped as an :class:`Embedder`; it is imported only when asked.
 - :class:`TorchEmbedder` — any ``nn.Module`` mapping ``(N, 3, s, s)`` in [0, 1] to ``(N, D)``
   (tests use tiny random modules).
+
+Each takes ``device`` (``cpu``, default, or ``cuda[:N]``; the commands' ``--device``): the
+model runs there and the embeddings come back as NumPy arrays on the CPU.
 """
 
 from __future__ import annotations
@@ -34,13 +37,13 @@ class Embedder(Protocol):
     def embed(self, images: Sequence[np.ndarray]) -> np.ndarray: ...
 
 
-def _to_tensor(images: Sequence[np.ndarray], size: int):
+def _to_tensor(images: Sequence[np.ndarray], size: int, device: str = "cpu"):
     import cv2
     import torch
 
     arr = np.stack([cv2.resize(np.ascontiguousarray(im[..., :3]), (size, size), interpolation=cv2.INTER_CUBIC)
                     for im in images])
-    return torch.from_numpy(arr).permute(0, 3, 1, 2).float().div_(255.0)
+    return torch.from_numpy(arr).to(device).permute(0, 3, 1, 2).float().div_(255.0)
 
 
 def _l2n(a: np.ndarray) -> np.ndarray:
@@ -66,9 +69,9 @@ class BackboneEmbedder:
     """Pooled EfficientNet-Lite features of crops (the weight-free default)."""
 
     def __init__(self, backbone: str = "efficientnet_lite0", size: int = 128, batch_size: int = 32,
-                 weights: str | Path | None = None, random_init: bool = False):
+                 weights: str | Path | None = None, random_init: bool = False, device: str = "cpu"):
         self.backbone, self.size, self.batch_size = backbone, int(size), int(batch_size)
-        self.weights, self.random_init = weights, random_init
+        self.weights, self.random_init, self.device = weights, random_init, str(device)
         self._ext = None
 
     def _extractor(self):
@@ -76,6 +79,7 @@ class BackboneEmbedder:
             from defectforge.bank.backbone import build_extractor
 
             self._ext, _ = build_extractor(self.backbone, weights=self.weights, random_init=self.random_init)
+            self._ext.to(self.device)
         return self._ext
 
     def embed(self, images: Sequence[np.ndarray]) -> np.ndarray:
@@ -84,22 +88,22 @@ class BackboneEmbedder:
         if len(images) == 0:
             return np.zeros((0, 0), np.float32)
         ext = self._extractor()
-        mean = torch.tensor(ext.mean).view(1, 3, 1, 1)
-        std = torch.tensor(ext.std).view(1, 3, 1, 1)
+        mean = torch.tensor(ext.mean, device=self.device).view(1, 3, 1, 1)
+        std = torch.tensor(ext.std, device=self.device).view(1, 3, 1, 1)
         out = []
         with torch.inference_mode():
             for s in range(0, len(images), self.batch_size):
-                x = (_to_tensor(images[s:s + self.batch_size], self.size) - mean) / std
+                x = (_to_tensor(images[s:s + self.batch_size], self.size, self.device) - mean) / std
                 feats = ext(x)
-                out.append(torch.cat([f.mean(dim=(2, 3)) for f in feats], dim=1).numpy())
+                out.append(torch.cat([f.mean(dim=(2, 3)) for f in feats], dim=1).cpu().numpy())
         return _l2n(np.concatenate(out).astype(np.float64))
 
 
 class TorchEmbedder:
     """Wrap an ``nn.Module`` ``(N, 3, size, size)`` in [0, 1] -> embeddings (L2-normalised)."""
 
-    def __init__(self, module: Any, size: int = 224, batch_size: int = 16):
-        self.module, self.size, self.batch_size = module, int(size), int(batch_size)
+    def __init__(self, module: Any, size: int = 224, batch_size: int = 16, device: str = "cpu"):
+        self.module, self.size, self.batch_size, self.device = module, int(size), int(batch_size), str(device)
 
     def embed(self, images: Sequence[np.ndarray]) -> np.ndarray:
         import torch
@@ -108,7 +112,8 @@ class TorchEmbedder:
         self.module.eval()
         with torch.inference_mode():
             for s in range(0, len(images), self.batch_size):
-                out.append(_pooled(self.module(_to_tensor(images[s:s + self.batch_size], self.size))).float().numpy())
+                x = _to_tensor(images[s:s + self.batch_size], self.size, self.device)
+                out.append(_pooled(self.module(x)).float().cpu().numpy())
         return _l2n(np.concatenate(out).astype(np.float64))
 
 
@@ -121,8 +126,9 @@ class ClipScorer:
     """
 
     def __init__(self, image_encoder: Callable[[Any], Any], text_encoder: Callable[[list[str]], Any],
-                 size: int = 224, w: float = 2.5):
+                 size: int = 224, w: float = 2.5, device: str = "cpu"):
         self.image_encoder, self.text_encoder, self.size, self.w = image_encoder, text_encoder, int(size), float(w)
+        self.device = str(device)
 
     def score(self, images: Sequence[np.ndarray], prompt: str | Sequence[str]) -> np.ndarray:
         import torch
@@ -131,14 +137,14 @@ class ClipScorer:
         if len(prompts) != len(images):
             raise ConfigError(f"{len(prompts)} prompts for {len(images)} images")
         with torch.inference_mode():
-            ei = _pooled(self.image_encoder(_to_tensor(images, self.size))).float().numpy()
-            et = _pooled(self.text_encoder(prompts)).float().numpy()
+            ei = _pooled(self.image_encoder(_to_tensor(images, self.size, self.device))).float().cpu().numpy()
+            et = _pooled(self.text_encoder(prompts)).float().cpu().numpy()
         cos = (_l2n(ei.astype(np.float64)) * _l2n(et.astype(np.float64))).sum(1)
         return self.w * np.maximum(cos, 0.0)
 
 
-def load_clip(path: str | Path, size: int = 224) -> ClipScorer:
-    """CLIPScore from a local ``transformers`` CLIP directory (``local_files_only=True``)."""
+def load_clip(path: str | Path, size: int = 224, device: str = "cpu") -> ClipScorer:
+    """CLIPScore from a local ``transformers`` CLIP directory (``local_files_only=True``), run on ``device``."""
     p = Path(path)
     if not p.is_dir():
         raise InputError(p, "CLIP model directory not found")
@@ -147,23 +153,23 @@ def load_clip(path: str | Path, size: int = 224) -> ClipScorer:
         from transformers import CLIPModel, CLIPTokenizer
     except ImportError as exc:
         raise ConfigError("CLIPScore needs transformers (pip install 'defectforge[diffusion]')") from exc
-    model = CLIPModel.from_pretrained(str(p), local_files_only=True).eval()
+    model = CLIPModel.from_pretrained(str(p), local_files_only=True).eval().to(device)
     tok = CLIPTokenizer.from_pretrained(str(p), local_files_only=True)
     cfg = model.config.vision_config
-    mean = torch.tensor([0.48145466, 0.4578275, 0.40821073]).view(1, 3, 1, 1)
-    std = torch.tensor([0.26862954, 0.26130258, 0.27577711]).view(1, 3, 1, 1)
+    mean = torch.tensor([0.48145466, 0.4578275, 0.40821073], device=device).view(1, 3, 1, 1)
+    std = torch.tensor([0.26862954, 0.26130258, 0.27577711], device=device).view(1, 3, 1, 1)
 
     def img(x):
         return model.get_image_features(pixel_values=(x - mean) / std)
 
     def txt(prompts):
         t = tok(prompts, padding=True, truncation=True, return_tensors="pt")
-        return model.get_text_features(**t)
+        return model.get_text_features(**{k: v.to(device) for k, v in t.items()})
 
-    return ClipScorer(img, txt, size=int(getattr(cfg, "image_size", size)))
+    return ClipScorer(img, txt, size=int(getattr(cfg, "image_size", size)), device=device)
 
 
-def load_dreamsim(cache_dir: str | Path, dreamsim_type: str = "open_clip_vitb32") -> TorchEmbedder:
+def load_dreamsim(cache_dir: str | Path, dreamsim_type: str = "open_clip_vitb32", device: str = "cpu") -> TorchEmbedder:
     """DreamSim embeddings from a pre-populated ``cache_dir`` (``[clip]`` extra), as an
     :class:`Embedder` (distance = 1 - cosine, as DreamSim's own). The DINO-based types call
     ``torch.hub`` and are refused here; use ``open_clip_vitb32`` or ``clip_vitb32``."""
@@ -176,7 +182,7 @@ def load_dreamsim(cache_dir: str | Path, dreamsim_type: str = "open_clip_vitb32"
         from dreamsim import dreamsim
     except ImportError as exc:
         raise ConfigError("DreamSim needs the [clip] extra (pip install 'defectforge[clip]')") from exc
-    model, _pre = dreamsim(pretrained=True, device="cpu", cache_dir=str(p), dreamsim_type=dreamsim_type)
+    model, _pre = dreamsim(pretrained=True, device=str(device), cache_dir=str(p), dreamsim_type=dreamsim_type)
 
     class _Embed:
         def __call__(self, x):
@@ -185,9 +191,9 @@ def load_dreamsim(cache_dir: str | Path, dreamsim_type: str = "open_clip_vitb32"
         def eval(self):
             return self
 
-    return TorchEmbedder(_Embed(), size=224)
+    return TorchEmbedder(_Embed(), size=224, device=device)
 
 
-def default_embedder(size: int = 128) -> BackboneEmbedder:
-    """The weight-free default: bundled EfficientNet-Lite0."""
-    return BackboneEmbedder("efficientnet_lite0", size=size)
+def default_embedder(size: int = 128, device: str = "cpu") -> BackboneEmbedder:
+    """The weight-free default: bundled EfficientNet-Lite0 (run on ``device``)."""
+    return BackboneEmbedder("efficientnet_lite0", size=size, device=device)

@@ -115,8 +115,9 @@ class InceptionEmbedder:
     Features are **not** L2-normalised (FID and KID are defined on the raw pool features).
     """
 
-    def __init__(self, model: Any, batch_size: int = 16, size: int = INPUT_SIZE):
-        self.model, self.batch_size, self.size = model, int(batch_size), int(size)
+    def __init__(self, model: Any, batch_size: int = 16, size: int = INPUT_SIZE, device: str = "cpu"):
+        self.model = model.to(device) if hasattr(model, "to") else model
+        self.batch_size, self.size, self.device = int(batch_size), int(size), str(device)
         if self.batch_size < 1:
             from defectforge.errors import ConfigError
 
@@ -150,16 +151,16 @@ class InceptionEmbedder:
         out = []
         with torch.inference_mode():
             for s in range(0, len(images), self.batch_size):
-                f = self.model(self._batch(images[s:s + self.batch_size]))
-                out.append(f.reshape(f.shape[0], -1).double().numpy())
+                f = self.model(self._batch(images[s:s + self.batch_size]).to(self.device))
+                out.append(f.reshape(f.shape[0], -1).double().cpu().numpy())
         return np.concatenate(out)
 
 
-def inception_embedder(weights: str | Path, batch_size: int = 16) -> InceptionEmbedder:
+def inception_embedder(weights: str | Path, batch_size: int = 16, device: str = "cpu") -> InceptionEmbedder:
     """An :class:`InceptionEmbedder` from a local Inception-v3 weights file (never downloads).
 
     Raises :class:`InputError` naming the file when it is missing, is not a state dict, or
     its keys do not fit torchvision's Inception-v3 (a few missing / unexpected keys named).
     """
     sd = load_inception_state_dict(weights)
-    return InceptionEmbedder(build_inception(sd, weights), batch_size=batch_size)
+    return InceptionEmbedder(build_inception(sd, weights), batch_size=batch_size, device=device)
