@@ -110,6 +110,28 @@ def test_distinct_values_give_zero_bound_and_chunking_does_not_matter():
     assert a["pixel_metrics_max_error"] == {"pixel_auroc": 0.0, "pixel_ap": 0.0, "aupro": 0.0}
 
 
+def test_ties_are_exact_with_zero_bound_even_on_a_coarse_grid():
+    rng = np.random.default_rng(7)
+    maps = [rng.integers(0, 5, (9, 11)).astype(np.float32) for _ in range(5)]
+    masks = [rng.random((9, 11)) > 0.6 for _ in range(4)] + [None]
+    exact = evaluate_anomaly([True] * 4 + [False], np.arange(5.0), masks, maps)
+    _, got = _binned(masks, maps, bits=2)
+    for k in KEYS:
+        assert got[k] == pytest.approx(exact[k], abs=1e-12)
+        assert got["pixel_metrics_max_error"][k] == 0.0
+
+
+def test_float64_values_in_one_float32_bin_count_as_distinct():
+    """1 and 1 + 1e-12 share a float32 bin but are not a tie: the bound must cover the gap."""
+    maps = [np.array([[1.0, 1.0 + 1e-12, 0.0]]), np.array([[1.0 + 1e-12, 1.0, 0.5]])]
+    masks = [np.array([[False, True, False]]), np.array([[True, False, False]])]
+    exact = evaluate_anomaly([True, True], [0.0, 1.0], masks, maps, nan_on_undefined=True)
+    _, got = _binned(masks, maps, bits=23)
+    for k in KEYS:
+        assert got["pixel_metrics_max_error"][k] > 0
+        assert abs(got[k] - exact[k]) <= got["pixel_metrics_max_error"][k] + 1e-12
+
+
 def test_all_good_images_are_undefined_not_made_up():
     maps = [np.random.default_rng(i).random((8, 8)).astype(np.float32) for i in range(3)]
     acc, got = _binned([None, np.zeros((8, 8), bool), None], maps)

@@ -397,6 +397,16 @@ def decision_json(result: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _path_note(m: dict[str, Any]) -> str:
+    """One sentence on how the pixel metrics were computed (exact, or binned with its bound)."""
+    if m.get("pixel_metrics_path") != "binned":
+        return ""
+    err = m.get("pixel_metrics_max_error") or {}
+    bounds = ", ".join(f"{k} {v:.1e}" for k, v in err.items() if v is not None)
+    return (f" Pixel metrics were computed in bounded memory ({m.get('n_pixels', 0):,} pixels, "
+            f"{m.get('pixel_bins')} score bins); proven maximum error against the exact values: {bounds or 'n/a'}.")
+
+
 def add_eval_section(report: Any, name: str, result: dict[str, Any], title: str | None = None) -> Any:
     """Add (or replace) the section ``eval_<name>`` of a :class:`~defectforge.report.Report`:
     metrics table, confusion matrices at the validation thresholds, PR curve and P/R/F1
@@ -415,7 +425,8 @@ def add_eval_section(report: Any, name: str, result: dict[str, Any], title: str 
     sec.text(f"{m['n_images']} images ({m['n_defect']} defect, {m['n_good']} good). Scores are raw; pixel "
              f"metrics at {result['eval_size'][0]}x{result['eval_size'][1]} (HxW); AUPRO integrated to FPR "
              f"{m['aupro_fpr_limit']}. F1-max is an oracle on this data; F1 at the validation threshold is not. "
-             "Thresholds were chosen on the validation split when the model was fitted, never on this data.")
+             "Thresholds were chosen on the validation split when the model was fitted, never on this data."
+             + _path_note(m))
     sec.kv({k: m.get(k) for k in (*METRIC_KEYS[:-1], "f1_at_threshold", "pixel_f1_at_threshold")}
            | {"threshold (validation)": thr, "pixel threshold (validation)": result.get("pixel_threshold"),
               "predict ms/image": result.get("ms_per_image")})

@@ -12,7 +12,7 @@ The grid
     A bin is the float32 bit pattern of the score with its lowest ``23 - mantissa_bits``
     mantissa bits dropped (default 15 kept: bins are 2**-15 ~ 3e-5 of the value wide). No range
     is needed in advance, the order of scores is kept exactly (bins never overlap), and only
-    bins that occur are stored (at most 2 ** (9 + mantissa_bits) of them, 28 bytes each,
+    bins that occur are stored (at most 2 ** (9 + mantissa_bits) of them, 44 bytes each,
     whatever the number of images).
 
 Exactness
@@ -28,7 +28,8 @@ Exactness
       so each segment is off by at most half its box ``dFPR * dPRO`` (the whole box for the
       segment cut at the FPR limit), over the limit.
 
-    With equal scores (ties) in one bin the binned value equals the exact one.
+    A bin whose pixels all hold one value (ties) adds no error (each bin keeps its smallest and
+    largest value to know), so maps with few distinct values are evaluated exactly.
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ def choose_pixel_path(mode: str, n_pixels: int, budget: int = DEFAULT_PIXEL_BUDG
 
 def _sortable_keys(a: np.ndarray, shift: int) -> np.ndarray:
     """uint32 keys that order like the float32 values of ``a`` (bins of 2**shift patterns)."""
-    u = (np.asarray(a, dtype=np.float32) + np.float32(0.0)).view(np.uint32)  # + 0: -0.0 -> 0.0
+    u = np.ascontiguousarray(a, dtype=np.float32).view(np.uint32)
     neg = (u >> 31).astype(bool)
     k = np.where(neg, ~u, u | np.uint32(0x80000000))
     if shift:
@@ -101,6 +102,8 @@ class PixelAccumulator:
         self.bg = np.zeros(0, np.int64)
         self.fg = np.zeros(0, np.int64)
         self.pro = np.zeros(0, np.float64)
+        self.lo = np.zeros(0)  # smallest and largest value in each bin (as given, float64): a bin
+        self.hi = np.zeros(0)  # holding one value only (ties) adds no error
         self.n_regions = 0
         self.n_images = 0
         self.min = np.inf
@@ -109,13 +112,13 @@ class PixelAccumulator:
 
     @property
     def nbytes(self) -> int:
-        return int(self.keys.nbytes + self.bg.nbytes + self.fg.nbytes + self.pro.nbytes)
+        return int(sum(a.nbytes for a in (self.keys, self.bg, self.fg, self.pro, self.lo, self.hi)))
 
     def add(self, masks: Sequence[Any] | None, maps: Sequence[Any]) -> None:
         """Fold one chunk of maps (HxW each) and their masks into the histograms."""
         if masks is not None and len(masks) != len(maps):
             raise InputError(None, f"masks has {len(masks)} entries but maps has {len(maps)}")
-        keys, fgs, ws = [], [], []
+        vals, fgs, ws = [], [], []
         for j, amap in enumerate(maps):
             i = self.n_images + j
             a = _map_2d(amap, i)
@@ -127,47 +130,53 @@ class PixelAccumulator:
             m = _mask_bool(masks[j], i, a.shape) if masks is not None else None
             if m is None:
                 m = np.zeros(a.shape, bool)
-            k = _sortable_keys(a, self._shift).reshape(-1)
-            keys.append(k)
+            vals.append(a.reshape(-1) + a.dtype.type(0.0))  # + 0: -0.0 -> 0.0
             fgs.append(m.reshape(-1))
+            w = np.zeros(a.shape)
             if m.any():
                 w, n = region_weights(m)
-                ws.append(w.reshape(-1)[m.reshape(-1)])
                 self.n_regions += n
+            ws.append(w.reshape(-1))
             self.min = min(self.min, float(a.min()))
             self.max = max(self.max, float(a.max()))
             if self.pixel_threshold is not None:
-                pred = a >= self.pixel_threshold
-                t, p, g = (int(np.count_nonzero(pred & m)), int(np.count_nonzero(pred)),
-                           int(np.count_nonzero(m)))
-                self._conf[0] += t
-                self._conf[1] += p - t
-                self._conf[2] += g - t
-                self._conf[3] += pred.size - p - g + t
+                self._count(a >= self.pixel_threshold, m)
         self.n_images += len(maps)
-        if not keys:
+        if not vals:
             return
-        k_all = np.concatenate(keys)
-        fg_all = np.concatenate(fgs)
-        del keys, fgs
-        uk, inv = np.unique(k_all, return_inverse=True)
-        del k_all
-        n = uk.shape[0]
-        fg_c = np.bincount(inv[fg_all], minlength=n)
-        bg_c = np.bincount(inv, minlength=n) - fg_c
-        pro_c = (np.bincount(inv[fg_all], weights=np.concatenate(ws), minlength=n) if ws
-                 else np.zeros(n))
-        del inv, fg_all
-        self._merge(uk, bg_c, fg_c, pro_c)
+        v = np.concatenate(vals)
+        del vals
+        order = np.argsort(v, kind="stable")
+        v = v[order]
+        k = _sortable_keys(v, self._shift)
+        starts = np.flatnonzero(np.r_[True, k[1:] != k[:-1]])
+        ends = np.r_[starts[1:], v.shape[0]]
+        fg = np.concatenate(fgs)[order]
+        w = np.concatenate(ws)[order]
+        del fgs, ws, order
+        fg_c = np.add.reduceat(fg.astype(np.int64), starts)
+        self._merge(k[starts], np.diff(np.r_[starts, v.shape[0]]) - fg_c, fg_c,
+                    np.add.reduceat(w, starts), v[starts], v[ends - 1])
 
-    def _merge(self, uk: np.ndarray, bg: np.ndarray, fg: np.ndarray, pro: np.ndarray) -> None:
+    def _count(self, pred: np.ndarray, m: np.ndarray) -> None:
+        t, p, g = int(np.count_nonzero(pred & m)), int(np.count_nonzero(pred)), int(np.count_nonzero(m))
+        self._conf[0] += t
+        self._conf[1] += p - t
+        self._conf[2] += g - t
+        self._conf[3] += pred.size - p - g + t
+
+    def _merge(self, uk: np.ndarray, bg: np.ndarray, fg: np.ndarray, pro: np.ndarray,
+               lo: np.ndarray, hi: np.ndarray) -> None:
         keys = np.concatenate([self.keys, uk])
         merged, inv = np.unique(keys, return_inverse=True)
         n = merged.shape[0]
         self.bg = np.bincount(inv, weights=np.concatenate([self.bg, bg]), minlength=n).astype(np.int64)
         self.fg = np.bincount(inv, weights=np.concatenate([self.fg, fg]), minlength=n).astype(np.int64)
         self.pro = np.bincount(inv, weights=np.concatenate([self.pro, pro]), minlength=n)
-        self.keys = merged
+        new_lo, new_hi = np.full(n, np.inf), np.full(n, -np.inf)
+        np.minimum.at(new_lo, inv, np.concatenate([self.lo, lo]))
+        np.maximum.at(new_hi, inv, np.concatenate([self.hi, hi]))
+        self.keys, self.lo, self.hi = merged, new_lo, new_hi
 
     # ------------------------------------------------------------------ results
     def _cumulative(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -201,7 +210,8 @@ class PixelAccumulator:
         fpr_limit = _check_fpr_limit(fpr_limit)
         n_fg, n_bg = self.counts()
         fps, tps, pro_sum = self._cumulative()
-        fg_r, bg_r = self.fg[::-1].astype(np.float64), self.bg[::-1].astype(np.float64)
+        mixed = (self.lo != self.hi)[::-1]  # bins holding more than one distinct value
+        fg_r, bg_r = self.fg[::-1] * mixed.astype(np.float64), self.bg[::-1].astype(np.float64)
         err: dict[str, float | None] = {"pixel_auroc": None, "pixel_ap": None, "aupro": None}
         out: dict[str, Any] = {}
         if n_fg == 0 or n_bg == 0:
@@ -224,7 +234,7 @@ class PixelAccumulator:
         else:
             fpr, pro = self.pro_curve()
             out["aupro"] = _area_to_limit(fpr, pro, fpr_limit)
-            err["aupro"] = _pro_bound(fpr, pro, fpr_limit)
+            err["aupro"] = _pro_bound(fpr, pro, fpr_limit, mixed)
         out["pixel_f1_at_threshold"] = None
         if self.pixel_threshold is not None:
             c = self.confusion()
@@ -239,7 +249,8 @@ class PixelAccumulator:
 
 def _ap_bound(fps: np.ndarray, tps: np.ndarray, fg_r: np.ndarray, n_fg: int) -> float:
     """Max |binned AP - exact AP|: inside bin k every exact point has TP in (T0, T1] and FP in
-    [F0, F1], so its precision lies in [(T0+1)/(T0+1+F1), T1/(T1+F0)]."""
+    [F0, F1], so its precision lies in [(T0+1)/(T0+1+F1), T1/(T1+F0)] (``fg_r`` is 0 for bins
+    of one value, where the binned point is the exact one)."""
     t1, f1 = tps.astype(np.float64), fps.astype(np.float64)
     t0, f0 = np.r_[0.0, t1[:-1]], np.r_[0.0, f1[:-1]]
     has = fg_r > 0
@@ -250,10 +261,11 @@ def _ap_bound(fps: np.ndarray, tps: np.ndarray, fg_r: np.ndarray, n_fg: int) -> 
     return float(np.dot(fg_r[has], gap[has])) / float(n_fg)
 
 
-def _pro_bound(fpr: np.ndarray, pro: np.ndarray, fpr_limit: float) -> float:
+def _pro_bound(fpr: np.ndarray, pro: np.ndarray, fpr_limit: float, mixed: np.ndarray) -> float:
     """Max |binned AUPRO - exact AUPRO|: each segment below the limit is off by at most half
-    its box, the segment crossing the limit by at most its whole (cut) box."""
-    df, dp = np.diff(fpr), np.diff(pro)
+    its box, the segment crossing the limit by at most its whole (cut) box; a bin of one
+    value is one segment of the exact curve too."""
+    df, dp = np.diff(fpr), np.diff(pro) * mixed
     below = fpr[1:] <= fpr_limit
     total = 0.5 * float(np.dot(df[below], dp[below]))
     k = np.flatnonzero(~below)
