@@ -85,7 +85,7 @@ class PixelAccumulator:
     """Bounded-memory pixel AUROC / AP / AUPRO and pixel confusion counts (see the module doc).
 
     ``add(masks, maps)`` one chunk at a time (a mask of ``None`` = all background), then
-    :meth:`metrics`, :meth:`pro_curve` and :meth:`confusion`. Memory is O(occupied bins), not
+    :meth:`metrics`, :meth:`pro_curve` and :meth:`confusion_counts`. Memory is O(occupied bins), not
     O(pixels); the chunk's own arrays are freed when ``add`` returns.
     """
 
@@ -195,14 +195,11 @@ class PixelAccumulator:
         pro = np.r_[0.0, np.minimum(pro_sum / max(self.n_regions, 1), 1.0)]
         return fpr, pro
 
-    def confusion(self) -> dict[str, Any]:
-        """Exact pixel confusion counts at ``pixel_threshold`` (as report.threshold.pixel_confusion)."""
-        from defectforge.report.threshold import confusion_counts, _rates
-
+    def confusion_counts(self) -> dict[str, int] | None:
+        """Exact pixel ``{"tp", "fp", "fn", "tn"}`` of ``map >= pixel_threshold`` (None without one)."""
         if self.pixel_threshold is None:
-            return confusion_counts([], [], None)
-        tp, fp, fn, tn = self._conf
-        return {"threshold": self.pixel_threshold, "tp": tp, "fp": fp, "tn": tn, "fn": fn, **_rates(tp, fp, fn)}
+            return None
+        return dict(zip(("tp", "fp", "fn", "tn"), self._conf))
 
     def metrics(self, fpr_limit: float = 0.3, *, nan_on_undefined: bool = False) -> dict[str, Any]:
         """``pixel_auroc``, ``pixel_ap``, ``aupro``, ``pixel_f1_at_threshold`` (exact), and
@@ -237,8 +234,8 @@ class PixelAccumulator:
             err["aupro"] = _pro_bound(fpr, pro, fpr_limit, mixed)
         out["pixel_f1_at_threshold"] = None
         if self.pixel_threshold is not None:
-            c = self.confusion()
-            out["pixel_f1_at_threshold"] = (c["f1"] if n_fg else
+            tp, fp, fn, _ = self._conf
+            out["pixel_f1_at_threshold"] = (2.0 * tp / (2 * tp + fp + fn) if n_fg else
                                             _undefined("F1 is undefined: the masks hold no defect pixel",
                                                        nan_on_undefined))
         out["pixel_metrics_max_error"] = err
