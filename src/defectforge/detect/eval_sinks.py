@@ -78,7 +78,7 @@ class StreamSink:
         self.scores[start:start + len(sc)] = sc
         if maps is None:
             return
-        self.acc.add(masks if self.pixel_metrics else None, maps)
+        self.acc.add(masks if self.pixel_metrics else None, maps, first=start)
         self.n_maps += len(maps)
         for j, (a, m) in enumerate(zip(maps, masks)):
             self.maps[start + j], self.masks[start + j] = a, m

@@ -114,13 +114,14 @@ class PixelAccumulator:
     def nbytes(self) -> int:
         return int(sum(a.nbytes for a in (self.keys, self.bg, self.fg, self.pro, self.lo, self.hi)))
 
-    def add(self, masks: Sequence[Any] | None, maps: Sequence[Any]) -> None:
-        """Fold one chunk of maps (HxW each) and their masks into the histograms."""
+    def add(self, masks: Sequence[Any] | None, maps: Sequence[Any], first: int | None = None) -> None:
+        """Fold one chunk of maps (HxW each) and their masks into the histograms (``first``: the
+        index of the chunk's first image in error messages; default: images so far)."""
         if masks is not None and len(masks) != len(maps):
             raise InputError(None, f"masks has {len(masks)} entries but maps has {len(maps)}")
         vals, fgs, ws = [], [], []
         for j, amap in enumerate(maps):
-            i = self.n_images + j
+            i = (self.n_images if first is None else first) + j
             a = _map_2d(amap, i)
             if not np.isfinite(a).all():
                 try:
