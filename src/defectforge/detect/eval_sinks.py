@@ -42,7 +42,8 @@ class ExactSink:
         pix = self.has_maps
         metrics = evaluate_anomaly(is_def, scores, self.masks if pix else None, self.maps if pix else None,
                                    threshold=thr, pixel_threshold=pthr if pix else None, nan_on_undefined=True)
-        metrics["pixel_metrics_max_error"] = {"pixel_auroc": 0.0, "pixel_ap": 0.0, "aupro": 0.0}
+        if pix:
+            metrics["pixel_metrics_max_error"] = {"pixel_auroc": 0.0, "pixel_ap": 0.0, "aupro": 0.0}
         return metrics, ((self.masks, self.maps) if pix else (None, None)), {}
 
     def pro_curve(self) -> tuple[np.ndarray, np.ndarray] | None:
