@@ -49,12 +49,12 @@ class EmptyDefectMaskWarning(UserWarning):
 
 
 def _torch_device(name: str):
-    """``torch.device(name)``; a clear error when CUDA is asked for but not available."""
+    """``torch.device(name)`` after the one device check (:func:`defectforge._device.resolve_device`)."""
     import torch
 
-    if str(name).startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device {name!r} requested but torch sees no CUDA device")
-    return torch.device(name)
+    from defectforge._device import resolve_device
+
+    return torch.device(resolve_device(name))
 
 
 @register_detector("exdd")
