@@ -14,50 +14,14 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from test_cli_grammar import _commands, _one_line_error
+from test_detect3d_cli import tree  # noqa: F401  (the tiny Real3D-AD-layout tree, a fixture)
+
 from defectforge.cli import app
-from defectforge.synth3d.cloud import PointCloud
-from defectforge.synth3d.cloud_io import write_cloud
-from defectforge.synth3d.operators import apply
-from defectforge.synth3d.parts import make_part
 
 runner = CliRunner()
 NEW = ("detect3d fit", "detect3d predict", "detect3d eval", "recipe search", "filter select", "filter quality")
 no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error of a machine without CUDA")
-
-
-def _commands():
-    import typer
-
-    def walk(cmd, path):
-        if hasattr(cmd, "commands"):
-            for name, sub in cmd.commands.items():
-                yield from walk(sub, (*path, name))
-        else:
-            yield " ".join(path), cmd
-
-    return dict(walk(typer.main.get_command(app), ()))
-
-
-def _one_line_error(r, *needles):
-    assert r.exit_code == 2, (r.stdout, r.stderr)
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
-    for n in needles:
-        assert n in lines[0], lines[0]
-
-
-@pytest.fixture(scope="module")
-def tree(tmp_path_factory):
-    root = tmp_path_factory.mktemp("d3dev") / "data"
-    for i in range(2):
-        write_cloud(root / "flange" / "train" / f"{i}_template.pcd", PointCloud(make_part("flange", 4000, i).points))
-    write_cloud(root / "flange" / "test" / "5_good.pcd", PointCloud(make_part("flange", 4000, 5).points))
-    c = make_part("flange", 4000, 6)
-    r = apply("bump", c.points, c.normals, np.random.default_rng(0), radius=0.07, depth=0.03)
-    write_cloud(root / "flange" / "test" / "6_bulge.pcd", PointCloud(r.points))
-    (root / "flange" / "gt").mkdir()
-    np.savetxt(root / "flange" / "gt" / "6_bulge.txt", np.column_stack([r.points, r.mask]), fmt="%.6f")
-    return root
 
 
 def test_the_commands_declare_device_with_the_one_default():
