@@ -383,7 +383,7 @@ TRAIN = lambda w, t, b: ["train-detector", b, "--out", t / "run", "--epochs", "1
 SELECT = lambda w, t, b: ["filter", "select", b, "--real", w.good, "--out", t / "sel"]  # noqa: E731
 QUALITY = lambda w, t, b: ["filter", "quality", w.good, b]  # noqa: E731
 EXPERIMENT = lambda w, t, b: ["experiment", "exdd-augmentation", "--data", b, "--out", t / "exp"]  # noqa: E731
-LORA = lambda w, t, b: ["lora", "train", b, "--model", t / "no-model", "--prompt", "x", "--out", t / "lora"]  # noqa: E731
+LORA = lambda w, t, b: ["lora", "train", b, "--base-model", t / "no-model", "--prompt", "x", "--out", t / "lora"]  # noqa: E731
 SYNTH3D = lambda w, t, b: ["synth3d", b, "--describe", "a dent", "--n", "1", "--points", "2000", "--out", t / "o"]  # noqa: E731
 PRED3D = lambda w, t, b: ["detect3d", "predict", w.model3d, b, "--out", t / "p3"]  # noqa: E731
 

@@ -116,7 +116,7 @@ def test_a_model_file_of_another_family_is_one_line(mvtec, tmp_path):
 def test_the_root_group_is_the_one_error_boundary():
     import typer
 
-    from defectforge.cli import INTERRUPTED, _Group
+    from defectforge.cli import _Group
     from defectforge.errors import InputError
 
     root = typer.Typer(cls=_Group)
@@ -132,4 +132,5 @@ def test_the_root_group_is_the_one_error_boundary():
     r = runner.invoke(root, ["bad"])
     assert r.exit_code == 2 and r.output == "error: x.png: broken\n"
     r = runner.invoke(root, ["stop"])
-    assert r.exit_code == 130 and r.output == INTERRUPTED + "\n"
+    assert r.exit_code == 130 and r.output == ("interrupted: outputs are written whole or not at all, nothing "
+                                               "half-written was kept; run again to start over: defectforge stop\n")

@@ -340,7 +340,7 @@ def test_cli_lora_train_and_check(tiny_dir, tmp_path):
     rows.append("g.png,train,good,")
     (tmp_path / "data" / "split.csv").write_text("\n".join(rows) + "\n")
     out = tmp_path / "lora"
-    r = CliRunner().invoke(_app(), ["lora", "train", str(tmp_path / "data"), "--model", str(tiny_dir), "--prompt",
+    r = CliRunner().invoke(_app(), ["lora", "train", str(tmp_path / "data"), "--base-model", str(tiny_dir), "--prompt",
                                     "dark pit", "--out", str(out), "--steps", "2", "--resolution", str(RES),
                                     "--samples", "1", "--sample-steps", "1", "--lr", "1e-3"])
     assert r.exit_code == 0, (r.output, r.exception)
@@ -349,7 +349,7 @@ def test_cli_lora_train_and_check(tiny_dir, tmp_path):
     assert r.exit_code == 0 and "StableDiffusionXLInpaintPipeline" in r.output
     r = CliRunner().invoke(_app(), ["diffusion", "check", str(tmp_path / "data")])
     assert isinstance(r.exception, InputError) and "model_index.json" in str(r.exception)
-    r = CliRunner().invoke(_app(), ["lora", "train", str(tmp_path / "data"), "--model", str(tiny_dir), "--prompt",
+    r = CliRunner().invoke(_app(), ["lora", "train", str(tmp_path / "data"), "--base-model", str(tiny_dir), "--prompt",
                                     "x", "--out", str(tmp_path / "l2"), "--defect", "scratch"])
     assert isinstance(r.exception, InputError) and "no defect images" in str(r.exception)
 

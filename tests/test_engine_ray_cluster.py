@@ -100,7 +100,7 @@ def _wait_for_cpus(addr: str, n: int, procs: list, timeout: float = 180.0) -> No
 
 def test_two_node_cluster_gives_local_bytes(cluster, tmp_path):
     data = make_dataset(tmp_path / "data")
-    gen = ["--generator", "pitting", "--n", "6", "--seed", "3", "--roi", "border", "--format", "yolo"]
+    gen = ["--generator", "pitting", "--n", "6", "--seed", "3", "--roi", "border", "--to", "yolo"]
     r = _cli("synth", str(data), *gen, "--out", str(tmp_path / "local"), "--workers", "1")
     assert r.returncode == 0, r.stderr
     r = _cli("synth", str(data), *gen, "--out", str(tmp_path / "ray"), "--engine", "ray", "--ray-address", cluster)

@@ -55,8 +55,8 @@ def test_exdd_augmentation_table_and_resume(small, tmp_path, monkeypatch):
     assert (tmp_path / "e" / "report.html").exists()
     # resume: finished runs come from the journal, nothing is recomputed
     monkeypatch.setattr("defectforge.experiments.runner._exdd", lambda *a, **k: pytest.fail("recomputed"))
-    again = run_experiment("exdd-augmentation", small, tmp_path / "e", _st())
-    assert again["summary"] == s
+    again = run_experiment("exdd-augmentation", small, tmp_path / "e", _st(), device="auto")
+    assert again["summary"] == s  # the device is not a setting of the run: it resumes
     with pytest.raises(ConfigError, match="different run"):
         run_experiment("exdd-augmentation", small, tmp_path / "e", _st(n_synth=(0, 1)))
 
@@ -127,8 +127,8 @@ def test_experiment_cli_passes_settings(tmp_path, monkeypatch):
 
     seen = {}
 
-    def fake_run(name, data, out, st, overwrite=False, progress=None, engine=None):
-        seen["name"], seen["st"] = name, st
+    def fake_run(name, data, out, st, overwrite=False, progress=None, engine=None, device="cpu"):
+        seen["name"], seen["st"], seen["device"] = name, st, device
         return {"markdown": "| x |\n"}
 
     monkeypatch.setattr(runner, "run_experiment", fake_run)
@@ -137,8 +137,9 @@ def test_experiment_cli_passes_settings(tmp_path, monkeypatch):
     app.command("noop")(lambda: None)
     r = CliRunner().invoke(app, ["experiment", "synsur-regimes", "--data", str(tmp_path), "-o", str(tmp_path / "o"),
                                  "--arch", "retinanet-lite0", "--ratio", "1", "--few-real", "0", "--seed", "4",
-                                 "--seed", "5", "--epochs", "3", "--only", "real only"])
+                                 "--seed", "5", "--epochs", "3", "--only", "real only", "--device", "auto"])
     assert r.exit_code == 0, r.output
+    assert seen["device"] == "auto"  # a run-time setting, not one of the experiment's settings
     st = seen["st"]
     assert seen["name"] == "synsur-regimes" and st.arch == "retinanet-lite0" and st.ratios == (1.0,)
     assert st.few_real == () and st.seeds == (4, 5) and st.epochs == 3 and st.only == ("real only",)

@@ -140,7 +140,7 @@ def test_synth_with_workers_killed_at_random_points(tmp_path):
 
     def args(out: Path) -> list[str]:
         return _cmd("synth", str(data), "--out", str(out), "--generator", "pitting", "--n", "24", "--seed", "3",
-                    "--workers", "2", "--roi", "border", "--format", "mvtec,yolo,coco")
+                    "--workers", "2", "--roi", "border", "--to", "mvtec,yolo,coco")
 
     _kill_and_resume(tmp_path, args, kills=2)
 
@@ -229,7 +229,7 @@ def test_lora_training_killed_at_random_points(tmp_path):
     data = _dataset(tmp_path / "data")
 
     def args(out: Path) -> list[str]:
-        return _cmd("lora", "train", str(data), "--model", str(tiny), "--prompt", "dark pit", "--out", str(out),
+        return _cmd("lora", "train", str(data), "--base-model", str(tiny), "--prompt", "dark pit", "--out", str(out),
                     "--steps", "6", "--checkpoint-every", "2", "--resolution", "64", "--min-crop", "32",
                     "--samples", "0", "--lr", "1e-3", "--resume")
 
@@ -263,7 +263,7 @@ def test_a_kill_during_export_leaves_no_staging_folder_after_the_rerun(tmp_path)
     data = _dataset(tmp_path / "data")
     out = tmp_path / "o"
     args = ["synth", str(data), "--out", str(out), "--generator", "pitting", "--n", "3", "--seed", "0",
-            "--workers", "1", "--roi", "border", "--format", "mvtec"]
+            "--workers", "1", "--roi", "border", "--to", "mvtec"]
     r = subprocess.run([sys.executable, "-c", _KILL_IN_EXPORT, *args], env=ENV, capture_output=True, timeout=300)
     assert r.returncode == -signal.SIGKILL
     assert [p.name for p in (out / "export").iterdir() if p.name.startswith(".mvtec.")], "the kill hit the export"

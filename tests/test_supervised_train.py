@@ -146,3 +146,48 @@ def test_train_detector_cli(tmp_path):
     assert json.loads((tmp_path / "ry" / "metrics.json").read_text())["test"]["n_gt_boxes"] == 3
     r = CliRunner().invoke(app, ["train-detector", str(root), "-o", str(tmp_path / "x"), "--arch", "nope"])
     assert r.exit_code == 2 and "unknown detector architecture" in r.output
+
+
+def test_device_is_a_run_time_setting(tmp_path):
+    from defectforge.runfolder import load_state
+
+    data = _data(8)
+    det = train_detector(data, tmp_path / "run", _cfg(epochs=1), device="cpu")
+    assert det.device == "cpu" and next(det.model_.parameters()).device.type == "cpu"
+    saved = load_state(tmp_path / "run" / "model.pt", "model")
+    assert "device" not in saved["params"] and "progress" not in saved["params"]
+    ck = load_state(tmp_path / "run" / "checkpoint.pt")
+    assert all(v.device.type == "cpu" for v in ck["model"].values())
+    # the device is not part of the run: 'auto' finds the finished run of the 'cpu' one
+    again = train_detector(data, tmp_path / "run", _cfg(epochs=1), device="auto")
+    for a, b in zip(again.model_.state_dict().values(), det.model_.state_dict().values()):
+        assert torch.equal(a.cpu(), b.cpu())
+    loaded = BoxDetector.load(tmp_path / "run" / "model.pt", device="auto")
+    assert loaded.device == "auto" and len(loaded.predict(data[:1]).boxes) == 1
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="CUDA is not available"):
+            BoxDetector.from_config(_cfg(), ["pit"], device="cuda")
+    with pytest.raises(ConfigError, match="unknown device"):
+        BoxDetector.from_config(_cfg(), ["pit"], device="gpu")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_trains_on_cuda_and_resumes_on_the_cpu(tmp_path):
+    data = _data(8)
+
+    def stop(epoch, rec):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):  # one epoch on the GPU, then interrupted
+        train_detector(data, tmp_path / "run", _cfg(epochs=3, random_init=True), device="cuda", on_epoch=stop)
+    from defectforge.runfolder import load_state
+
+    st = load_state(tmp_path / "run" / "checkpoint.pt")
+    assert st["epoch"] == 0 and all(v.device.type == "cpu" for v in st["model"].values())
+    # the same run finishes on the CPU
+    det = train_detector(data, tmp_path / "run", _cfg(epochs=3, random_init=True), device="cpu")
+    assert det.info_["resumed_from_epoch"] == 1 and len(det.info_["history"]) == 3
+    gpu = BoxDetector.load(tmp_path / "run" / "model.pt", device="cuda")
+    assert next(gpu.model_.parameters()).is_cuda
+    a, b = gpu.predict(data[:3]).pred_score, det.predict(data[:3]).pred_score
+    assert np.allclose(a, b, atol=1e-3)

@@ -229,7 +229,7 @@ def test_cli_quick_flags(data, tmp_path):
     out = tmp_path / "cli"
     r = CliRunner().invoke(_synth_app(), ["synth", str(data), "--generator", "pitting", "--n", "3", "--seed", "0",
                                           "--out", str(out), "--workers", "1", "--roi", "border",
-                                          "--format", "mvtec"])
+                                          "--to", "mvtec"])
     assert r.exit_code == 0, r.output
     assert len((out / "manifest.csv").read_text().strip().splitlines()) == 4
     assert (out / "export" / "mvtec").is_dir()

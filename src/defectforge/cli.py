@@ -6,8 +6,8 @@ imports (torch, timm) happen inside commands, never at start-up.
 
 **The one error boundary** is the root group (:class:`_Group`): a user error
 (:class:`~defectforge.errors.DefectforgeError`) from any command becomes one line,
-``error: <file>: <problem>``, with exit code 2; Ctrl-C becomes one line saying that what
-was written is kept, with exit code 130. Commands and library code only raise.
+``error: <file>: <problem>``, with exit code 2; Ctrl-C becomes one line saying what was
+kept and the command that resumes (:mod:`defectforge._cligrammar`), with exit code 130. Commands and library code only raise.
 
 **Commands are registered one way**: each area module defines its commands as importable
 module-level functions (or a ``typer.Typer`` group of them) and ``register(app)`` adds
@@ -17,23 +17,32 @@ them; this file lists the modules.
 from __future__ import annotations
 
 import importlib
+import itertools
 import sys
 
 import typer
 from typer.core import TyperGroup
 
 from defectforge import __version__
+from defectforge._cliconfig import add_config_options
 from defectforge._cliutil import print_error
 from defectforge.errors import DefectforgeError, user_error_message
-
-
-INTERRUPTED = "interrupted: outputs written so far are complete and kept; run again to resume"
 
 
 class _Group(TyperGroup):
     """Root command group, the CLI's one error boundary: a :class:`DefectforgeError` from
     any sub-command becomes one line on stderr and exit code 2 (also under
     ``typer.testing.CliRunner``), never a traceback; Ctrl-C exits 130 with one line."""
+
+    def parse_args(self, ctx, args):
+        from defectforge._cligrammar import rewrite_renamed
+
+        args, warnings = rewrite_renamed(self, list(args))  # old spellings: still work, with a warning
+        root_flags = set(itertools.takewhile(lambda a: a.startswith("-"), args))
+        for line in warnings if not root_flags & {"-q", "--quiet"} else ():
+            print(line, file=sys.stderr)
+        ctx.meta["defectforge.args"] = list(args)
+        return super().parse_args(ctx, args)
 
     def invoke(self, ctx):
         try:
@@ -45,7 +54,9 @@ class _Group(TyperGroup):
             print_error(message)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
-            print(INTERRUPTED, file=sys.stderr)
+            from defectforge._cligrammar import interrupted_line
+
+            print(interrupted_line(self, ctx.meta.get("defectforge.args", [])), file=sys.stderr)
             raise typer.Exit(130) from None
 
 
@@ -105,6 +116,7 @@ def _register_all() -> None:
 
 
 _register_all()
+add_config_options(app)  # --config/--print-config on every job command, in this one place
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -31,6 +31,7 @@ class DemoContext:
     report: Report
     dataset: Dataset
     quick: bool = False
+    device: str = "cpu"
     state: dict[str, Any] = field(default_factory=dict)
 
 
@@ -109,7 +110,7 @@ def stage_detect(ctx: DemoContext) -> dict:
         if defects is not None and not defects:
             continue
         t0 = time.perf_counter()
-        model = cls(image_size=size, seed=ctx.seed).fit(good, defects=defects)
+        model = cls(image_size=size, seed=ctx.seed, device=ctx.device).fit(good, defects=defects)
         fit_s = time.perf_counter() - t0
         res = evaluate_detector(model, test, split=None)
         m = res["metrics"]
@@ -151,8 +152,9 @@ STAGES: list[tuple[str, Callable[[DemoContext], dict]]] = [
 
 
 def run_demo(out_dir: str | Path = "demo_out", seed: int = 0, quick: bool = False,
-             progress: Callable[[str, int, int | None], None] | None = None) -> dict:
+             progress: Callable[[str, int, int | None], None] | None = None, device: str = "cpu") -> dict:
     """Run every demo stage; returns the summary that is also written to ``summary.json``.
+    ``device`` (auto, cpu, cuda[:N]) is where PatchCore and ExDD run.
     ``progress("demo stage: <name>", k, n)`` is called before stage k of n
     (:mod:`defectforge.progress`)."""
     from defectforge.progress import notify
@@ -164,7 +166,7 @@ def run_demo(out_dir: str | Path = "demo_out", seed: int = 0, quick: bool = Fals
     dataset = load_sample()
     if quick:
         dataset = _subset(dataset, {"train/good": 16, "train/pitting": 5, "test/good": 8, "test/pitting": 8})
-    ctx = DemoContext(out, seed, report, dataset, quick=quick)
+    ctx = DemoContext(out, seed, report, dataset, quick=quick, device=device)
     summary: dict[str, Any] = {"seed": seed, "stages": {}}
     for k, (name, fn) in enumerate(STAGES):
         notify(progress, f"demo stage: {name}", k, len(STAGES))
@@ -194,6 +196,7 @@ def demo_cmd(
     out: Path = typer.Option(Path("demo_out"), "--out", help="Output folder for report.html and summary.json."),
     seed: int = typer.Option(0, help="Seed for synthesis and coresets."),
     quick: bool = typer.Option(False, help="A subset of the sample and smaller settings (about a minute; used by the tests)."),
+    device: str = typer.Option("cpu", "--device", help="Where PatchCore and ExDD run: auto, cpu, cuda[:N]."),
 ) -> None:
     """Run the whole pipeline on the bundled BSData sample and write an HTML report."""
     from rich.console import Console
@@ -201,7 +204,8 @@ def demo_cmd(
     console = Console()
     t0 = time.perf_counter()
     with console.status("starting") as status:
-        summary = run_demo(out, seed=seed, quick=quick, progress=lambda stage, done, total: status.update(stage))
+        summary = run_demo(out, seed=seed, quick=quick, device=device,
+                           progress=lambda stage, done, total: status.update(stage))
     for name, res in summary["stages"].items():
         console.print(f"[green]done[/] {name} ({res['seconds']:.1f} s)")
     console.print(f"report: [bold]{summary['report']}[/]")

@@ -19,24 +19,11 @@ from typing import List, Optional
 
 import typer
 
+from defectforge._cliutil import IMAGE_SIZE_HELP, parse_image_size
 from defectforge._cliutil import console as _console
 from defectforge.engine.cli import address_option, engine_option
 
 detect_app = typer.Typer(help="Anomaly detection with PatchCore and ExDD (dual memory bank).", no_args_is_help=True)
-
-
-def _parse_size(text: str | None) -> int | tuple[int, int] | None:
-    from defectforge.errors import ConfigError
-
-    if text is None:
-        return None
-    try:
-        if "x" in text.lower():
-            h, w = text.lower().split("x")
-            return (int(h), int(w))
-        return int(text)
-    except ValueError:
-        raise ConfigError(f"--image-size must be N (shorter side) or HxW, got {text!r}") from None
 
 
 @detect_app.command("fit")
@@ -47,7 +34,7 @@ def fit_cmd(
     backbone: str = typer.Option("efficientnet_lite0", "--backbone", help="efficientnet_lite0|efficientnet_lite2|wide_resnet50_2|any timm name."),
     weights: Optional[Path] = typer.Option(None, "--weights", help="Local backbone checkpoint (needed except for the lite backbones)."),
     layers: Optional[str] = typer.Option(None, "--layers", help="Comma-separated layer names (default: the stride-8/16 stages)."),
-    image_size: Optional[str] = typer.Option(None, "--image-size", help="Shorter side N (keeps aspect) or HxW; default 256."),
+    image_size: Optional[str] = typer.Option(None, "--image-size", help=IMAGE_SIZE_HELP + "; default 256."),
     normal_ratio: Optional[float] = typer.Option(None, "--normal-ratio", help="Coreset ratio of the normal bank."),
     defect_ratio: Optional[float] = typer.Option(None, "--defect-ratio", help="Coreset ratio of the defect bank (ExDD)."),
     image_score: Optional[str] = typer.Option(None, "--image-score", help="auto (default for exdd: the best on a validation split carved from train) | weighted (paper) | max (of the map) | patch_max | topk (top-1 %% mean of the ratio map) | fusion (nearest-normal score + ratio map, calibrated on validation)."),
@@ -100,7 +87,7 @@ def fit_cmd(
         kw["weights"] = str(weights.resolve())
     if layers:
         kw["layers"] = tuple(x.strip() for x in layers.split(",") if x.strip())
-    for k, v in (("image_size", _parse_size(image_size)), ("normal_ratio", normal_ratio),
+    for k, v in (("image_size", parse_image_size(image_size)), ("normal_ratio", normal_ratio),
                  ("defect_ratio", defect_ratio), ("image_score", image_score)):
         if v is not None:
             kw[k] = v

@@ -15,10 +15,10 @@ def experiment_cmd(
     data: Path = typer.Option(..., "--data", help="Dataset with train and test splits (e.g. shared/datasets/bsdata)."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (journal, results.csv/.md, report.html)."),
     seeds: List[int] = typer.Option([0, 1, 2], "--seed", help="Seeds (repeatable)."),
-    exdd_image_size: int = typer.Option(256),
+    exdd_image_size: str = typer.Option("256", help="ExDD input: N, the shorter side (HxW is not taken here)."),
     n_synth: Optional[List[int]] = typer.Option(None, help="ExDD: synthetic counts (default 0 50 100 150)."),
     arch: str = typer.Option("fasterrcnn-lite0", help="Supervised detector."),
-    det_image_size: int = typer.Option(256),
+    det_image_size: str = typer.Option("256", help="Box detector input: N, the shorter side (HxW is not taken here)."),
     epochs: int = typer.Option(12),
     batch_size: int = typer.Option(4),
     lr: float = typer.Option(0.01),
@@ -38,13 +38,19 @@ def experiment_cmd(
                                           help="Workers (default: 1 local; with --engine ray, the cluster's CPUs)."),
     engine: str = engine_option(),
     ray_address: Optional[str] = address_option(),
+    device: str = typer.Option("cpu", "--device", help="Where ExDD and the box detectors run: auto, cpu, cuda[:N] "
+                                                       "(not a setting of the run: it resumes on another device)."),
 ) -> None:
     """Run an experiment over seeds (resumable) and write results.csv/.md and report.html."""
     from rich.console import Console
     from rich.markdown import Markdown
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from defectforge._cliutil import parse_image_size
     from defectforge.experiments.runner import ExperimentSettings, run_experiment
+
+    exdd_image_size = parse_image_size(exdd_image_size, "--exdd-image-size", square_ok=False)
+    det_image_size = parse_image_size(det_image_size, "--det-image-size", square_ok=False)
 
     st = ExperimentSettings(seeds=tuple(seeds), exdd_image_size=exdd_image_size, arch=arch,
                             det_image_size=det_image_size, epochs=epochs, batch_size=batch_size, lr=lr,
@@ -66,7 +72,7 @@ def experiment_cmd(
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()) as prog, \
             open_engine(engine, ray_address, workers) as eng:
         task = prog.add_task(name, total=None)
-        res = run_experiment(name, data, out, st, overwrite=overwrite, engine=eng,
+        res = run_experiment(name, data, out, st, overwrite=overwrite, engine=eng, device=device,
                              progress=lambda c, k, n: prog.update(task, completed=k, total=n, description=c))
     con = Console(highlight=False)
     con.print(Markdown(res["markdown"]))

@@ -102,8 +102,8 @@ def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
 class _Ctx:
     """Per-seed data: splits and cached synthetic pools."""
 
-    def __init__(self, ds: Dataset, st: ExperimentSettings, out: Path):
-        self.st, self.out = st, out
+    def __init__(self, ds: Dataset, st: ExperimentSettings, out: Path, device: str = "cpu"):
+        self.st, self.out, self.device = st, out, device
         self.train = list(ds.filter(split="train"))
         test = list(ds.filter(split="test"))
         if not self.train:
@@ -160,7 +160,7 @@ def _exdd(ctx: _Ctx, seed: int, synth: list[Sample]) -> dict[str, Any]:
 
     goods = [s for s in ctx.train if not s.is_defect]
     defects = [s for s in ctx.train if s.is_defect] + list(synth)
-    model = ExDD(image_size=ctx.st.exdd_image_size, seed=seed).fit(goods, defects=defects)
+    model = ExDD(image_size=ctx.st.exdd_image_size, seed=seed, device=ctx.device).fit(goods, defects=defects)
     r = evaluate_detector(model, ctx.test)
     m = r["metrics"]
     return {"i_auroc": float(m["image_auroc"]), "p_auroc": float(m["pixel_auroc"]),
@@ -171,7 +171,7 @@ def _det(ctx: _Ctx, seed: int, key: str, train: list[Sample], val: list[Sample])
     from defectforge.supervised.train import evaluate_boxes, train_detector
 
     run_dir = ctx.out / "runs" / key.replace("/", "_").replace(" ", "_")
-    det = train_detector(train, run_dir, ctx.st.train_config(seed), val=val, classes=ctx.classes)
+    det = train_detector(train, run_dir, ctx.st.train_config(seed), val=val, classes=ctx.classes, device=ctx.device)
     m = evaluate_boxes(det, ctx.test)
     hist = det.info_.get("history", [])
     res = {"map50": float(m["map50"]), "map50_95": float(m["map50_95"]), "epochs_run": len(hist),
@@ -343,8 +343,10 @@ def _csv_text(rows: list[dict[str, Any]]) -> str:
 
 def run_experiment(name: str, data: str | Path | Dataset, out: str | Path, settings: ExperimentSettings | None = None,
                    overwrite: bool = False, progress: Callable[[str, int, int], None] | None = None,
-                   engine: Any = None) -> dict[str, Any]:
+                   engine: Any = None, device: str = "cpu") -> dict[str, Any]:
     """Run (or resume) experiment ``name``; returns ``{"runs", "summary", "markdown", "out"}``.
+    ``device`` (auto, cpu, cuda[:N]) is where ExDD and the box detectors run; it is not a
+    setting of the run (a run resumes on another device).
     ``engine`` (:mod:`defectforge.engine`) runs the (condition, seed) pairs as items
     (default: one after another in this process); the results do not depend on the order."""
 
@@ -369,7 +371,7 @@ def run_experiment(name: str, data: str | Path | Dataset, out: str | Path, setti
             for r in legacy.records():
                 rf.journal.append(r)
         done = {f"{r['condition']}|{r['seed']}": r for r in rf.journal.records() if "condition" in r}
-        ctx = _Ctx(ds, st, out)
+        ctx = _Ctx(ds, st, out, device)
         conds = EXPERIMENTS.get(name)(ctx)
         if st.only:
             names = [c for c, _ in conds]
@@ -386,7 +388,7 @@ def run_experiment(name: str, data: str | Path | Dataset, out: str | Path, setti
         from defectforge.engine.local import LocalEngine
 
         runner = engine if engine is not None else LocalEngine(1)
-        for (cond, _), rec in runner.map(ConditionTask(name, ds, st, out, dict(conds)), todo):
+        for (cond, _), rec in runner.map(ConditionTask(name, ds, st, out, dict(conds), device), todo):
             rf.journal.append(rec)
             runs.append(rec)
             if progress is not None:
@@ -399,8 +401,8 @@ class ConditionTask:
     of another process builds the conditions once (:meth:`setup`: splits, cached pools)."""
 
     def __init__(self, name: str, ds: Dataset, st: ExperimentSettings, out: Path,
-                 conds: dict[str, Callable[[int], dict[str, Any]]] | None = None):
-        self.name, self.ds, self.st, self.out = name, ds, st, out
+                 conds: dict[str, Callable[[int], dict[str, Any]]] | None = None, device: str = "cpu"):
+        self.name, self.ds, self.st, self.out, self.device = name, ds, st, out, device
         self._conds = conds
 
     def __getstate__(self) -> dict:
@@ -410,7 +412,7 @@ class ConditionTask:
 
     def setup(self) -> None:
         if self._conds is None:
-            self._conds = dict(EXPERIMENTS.get(self.name)(_Ctx(self.ds, self.st, self.out)))
+            self._conds = dict(EXPERIMENTS.get(self.name)(_Ctx(self.ds, self.st, self.out, self.device)))
 
     def __call__(self, item: tuple[str, int]) -> dict[str, Any]:
         cond, seed = item

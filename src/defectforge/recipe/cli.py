@@ -49,7 +49,8 @@ def search_cmd(
     max_val_good: Optional[int] = typer.Option(None, "--max-val-good", help="Speed: at most N good validation images (stated)."),
     min_gain: float = typer.Option(0.01, "--min-gain", help="A recipe must beat the real-only baseline by this much."),
     folds: int = typer.Option(1, "--folds", help="Score each candidate on K guide/validation splits (mean; K x cost)."),
-    image_size: int = typer.Option(256, "--image-size", help="Detector input size (shorter side) during the search."),
+    image_size: str = typer.Option("256", "--image-size", help="Detector input size during the search: N, the "
+                                                               "shorter side (HxW is not taken here)."),
     normal_ratio: float = typer.Option(0.01, "--normal-ratio", help="ExDD: coreset ratio of the normal bank."),
     epochs: int = typer.Option(8, "--epochs", help="Box detectors: epochs per trial."),
     batch_size: int = typer.Option(4, "--batch-size", help="Box detectors: batch size."),
@@ -61,8 +62,10 @@ def search_cmd(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a search with other settings in --out."),
 ) -> None:
     """Search the synthetic-defect recipe that helps DETECTOR most on validation data."""
+    from defectforge._cliutil import parse_image_size
     from defectforge.recipe.search import SearchSettings, search_recipes
 
+    image_size = parse_image_size(image_size, square_ok=False)
     st = SearchSettings(detector=detector, trials=trials, seed=seed,
                         generators=tuple(g.strip() for g in generators.split(",") if g.strip()),
                         ratio_range=_floats(ratio_range, "--ratio-range"), defect_type=defect_type,

@@ -46,7 +46,7 @@ def command_form(name: str) -> list[dict[str, Any]]:
     """The command's parameters: name, option, flag, path, required, default, help."""
     out = []
     for p in _command(name).params:
-        if p.name == "help":
+        if p.name in ("help", "print_config"):  # --print-config runs nothing: not a job
             continue
         default = p.default if isinstance(p.default, (str, int, float, bool, type(None))) else None
         out.append({"name": p.name, "option": None if p.param_type_name == "argument" else p.opts[0],

@@ -15,7 +15,7 @@ def train_detector_cmd(
     arch: str = typer.Option("fasterrcnn-lite0", help="fasterrcnn-lite0 | retinanet-lite0 | fcos-lite0 | yolox-nano | "
                              "yolox-tiny (needs yolox-datamint) | yolov8n | yolo11n (ultralytics, extra [yolo])"),
     synthetic: Optional[List[Path]] = typer.Option(None, help="Extra synthetic set(s) added to TRAIN (never to val/test)."),
-    image_size: int = typer.Option(256, help="Shorter image side."),
+    image_size: str = typer.Option("256", "--image-size", help="N: the shorter image side (HxW is not taken here)."),
     epochs: int = typer.Option(20),
     batch_size: int = typer.Option(4),
     lr: float = typer.Option(0.01),
@@ -24,6 +24,8 @@ def train_detector_cmd(
     trainable_stages: int = typer.Option(0, help="Unfreeze the last k backbone stages (0 = FPN + heads only)."),
     seed: int = typer.Option(0),
     overwrite: bool = typer.Option(False, help="Discard a checkpoint of a different run in --out."),
+    device: str = typer.Option("cpu", "--device", help="Where the network trains and predicts: auto, cpu, cuda[:N] "
+                                                       "(not part of the run: a run resumes on another device)."),
 ) -> None:
     """Train a detector on TRAIN (validation carved from it), resume if interrupted, and report
     mAP@0.5 / mAP@0.5:0.95 on TEST. Ultralytics models (yolov8n, yolo11n) train offline
@@ -36,7 +38,10 @@ def train_detector_cmd(
     from defectforge.supervised.train import TrainConfig, evaluate_boxes, gt_boxes, split_train_val, train_detector
     from defectforge.supervised.ultralytics_adapter import is_ultralytics_arch
 
+    from defectforge._cliutil import parse_image_size
+
     con = Console(highlight=False)
+    image_size = parse_image_size(image_size, square_ok=False)
     ultra = is_ultralytics_arch(arch)
     cfg = TrainConfig(arch=arch, image_size=image_size, epochs=epochs, batch_size=batch_size, lr=lr,
                       val_fraction=val_fraction, patience=patience, trainable_stages=trainable_stages, seed=seed)
@@ -67,10 +72,11 @@ def train_detector_cmd(
     if ultra:
         from defectforge.supervised.ultralytics_adapter import train_ultralytics
 
-        con.print(f"{arch}: ultralytics, trained from scratch on the CPU (its own optimizer and learning "
+        con.print(f"{arch}: ultralytics, trained from scratch on {device} (its own optimizer and learning "
                   "rate: --lr and --trainable-stages do not apply)")
         det = train_ultralytics(tr, out, arch, val=va, image_size=image_size, epochs=epochs,
-                                batch_size=batch_size, patience=patience, seed=seed, overwrite=overwrite)
+                                batch_size=batch_size, patience=patience, seed=seed, overwrite=overwrite,
+                                device=device)
     else:
         with Progress(TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
                       TimeRemainingColumn(), transient=True) as prog:
@@ -86,7 +92,7 @@ def train_detector_cmd(
                           + (f", val mAP50 {rec['val_map50']:.4f}" if rec.get("val_map50") is not None else ""))
 
             det = train_detector(tr, out, cfg, val=va, classes=classes, overwrite=overwrite, progress=on_batch,
-                                 on_epoch=on_epoch)
+                                 on_epoch=on_epoch, device=device)
     metrics: dict = {"arch": arch, "n_train": len(tr), "n_val": len(va),
                      "classes": list(det.classes_) if ultra else classes,
                      "history": det.info_.get("history", [])}

@@ -35,12 +35,14 @@ def boxes_prediction(boxes: list[list[Box]]) -> Prediction:
 
 
 def _train_config_init():
-    """``__init__`` taking every TrainConfig field (with its default) plus ``progress``, as
+    """``__init__`` taking every TrainConfig field (with its default) plus ``progress`` and
+    ``device`` (run-time settings, not stored in the model file), as
     an explicit signature (so get_params / clone / the model file see them)."""
     params = [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
     params += [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default)
                for f in fields(TrainConfig)]
     params.append(inspect.Parameter("progress", inspect.Parameter.KEYWORD_ONLY, default=False))
+    params.append(inspect.Parameter("device", inspect.Parameter.KEYWORD_ONLY, default="cpu"))
     sig = inspect.Signature(params)
 
     def __init__(self, **kwargs: Any) -> None:
@@ -61,22 +63,23 @@ class BoxDetector(Estimator):
     model_kind = "defectforge.boxdetector"
     file_what = "detector"
     fitted_marker = "model_"
+    runtime_params = ("progress", "device")
 
     __init__ = _train_config_init()
 
     @property
     def config(self) -> TrainConfig:
         """The parameters as a :class:`TrainConfig` (a copy)."""
-        return TrainConfig(**{k: v for k, v in self.get_params().items() if k != "progress"})
+        return TrainConfig(**{k: v for k, v in self.get_params().items() if k not in self.runtime_params})
 
     def _validate_params(self) -> None:
         self.config.check()
 
     @classmethod
-    def from_config(cls, config: TrainConfig, classes: Sequence[str]) -> "BoxDetector":
+    def from_config(cls, config: TrainConfig, classes: Sequence[str], device: str = "cpu") -> "BoxDetector":
         """A detector with ``config``'s parameters and a freshly initialised network for
-        ``classes`` (seeded by ``config.seed``), ready to be trained."""
-        det = cls(**asdict(config))
+        ``classes`` (seeded by ``config.seed``, on ``device``), ready to be trained."""
+        det = cls(**asdict(config), device=device)
         det._validate_params()
         det._build(classes)
         return det
@@ -92,7 +95,16 @@ class BoxDetector(Estimator):
             torch.manual_seed(c.seed)
             self.model_ = build_detector(c.arch, len(self.classes_), c.image_size, c.trainable_stages,
                                          c.random_init, score_thresh=c.score_thresh)
+        self.model_.to(self.torch_device())  # built (and seeded) on the CPU, the same weights on any device
         self.info_: dict[str, Any] = {}
+
+    def torch_device(self):
+        """The ``torch.device`` the network runs on (``device``: auto, cpu, cuda[:N])."""
+        import torch
+
+        from defectforge._device import resolve_device
+
+        return torch.device(resolve_device(self.device))
 
     # ------------------------------------------------------------------ fit / predict
     def fit(self, train: Sequence[Sample], val: Sequence[Sample] | None = None, *, out_dir: str | Path | None = None,
@@ -114,7 +126,7 @@ class BoxDetector(Estimator):
             if out_dir is None:
                 out_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="defectforge-boxes-"))
             best = train_detector(train, out_dir, self.config, val=val, classes=classes, overwrite=overwrite,
-                                  progress=progress, on_epoch=on_epoch)
+                                  progress=progress, on_epoch=on_epoch, device=self.device)
         self.classes_, self.model_, self.info_ = best.classes_, best.model_, best.info_
         return self
 
@@ -129,6 +141,8 @@ class BoxDetector(Estimator):
         samples = as_items(samples)
         self._check_fitted()
         self.model_.eval()
+        dev = self.torch_device()
+        self.model_.to(dev)
         out: list[list[Box]] = []
         with torch.inference_mode():
             for s in range(0, len(samples), batch_size):
@@ -136,9 +150,10 @@ class BoxDetector(Estimator):
                 for it in samples[s:s + batch_size]:
                     rgb = it.rgb() if isinstance(it, Sample) else as_rgb8(np.asarray(it))
                     r, sc = _resize(rgb, self.image_size)
-                    imgs.append(torch.from_numpy(np.array(r, copy=True)).permute(2, 0, 1).float().div_(255.0))
+                    imgs.append(torch.from_numpy(np.array(r, copy=True)).permute(2, 0, 1).float().div_(255.0).to(dev))
                     scales.append(sc)
                 for det, sc in zip(self.model_(imgs), scales):
+                    det = {k: v.cpu() for k, v in det.items()}
                     bx = (det["boxes"].numpy() / sc).tolist()
                     out.append([Box(b[0], b[1], b[2], b[3], self.classes_[int(lab) - 1], float(p))
                                 for b, lab, p in zip(bx, det["labels"].tolist(), det["scores"].tolist())])
@@ -147,8 +162,9 @@ class BoxDetector(Estimator):
     # ------------------------------------------------------------------ state
     def weights(self) -> dict[str, Any]:
         """The learnt weights: everything but a frozen backbone body (that one is rebuilt
-        from the bundled ImageNet weights), which keeps checkpoints small."""
-        sd = self.model_.state_dict()
+        from the bundled ImageNet weights), which keeps checkpoints small. On the CPU, whatever
+        ``device`` trained them, so every file loads anywhere."""
+        sd = {k: v.detach().cpu() for k, v in self.model_.state_dict().items()}
         if self.trainable_stages == 0 and not self.random_init:
             sd = {k: v for k, v in sd.items() if not k.startswith("backbone.body.")}
         return sd

@@ -230,6 +230,17 @@ def evaluate_boxes(detector: BoxPredictor, samples: Sequence[Sample], batch_size
     return res
 
 
+def _on_cpu(obj: Any) -> Any:
+    """``obj`` (nested dicts/lists of tensors) with every tensor on the CPU (checkpoints load anywhere)."""
+    if hasattr(obj, "detach"):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: _on_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_on_cpu(v) for v in obj)
+    return obj
+
+
 def _lr_at(step: int, total: int, cfg: TrainConfig) -> float:
     w = min(cfg.warmup_iters, max(1, total // 5))
     if step < w:
@@ -241,7 +252,8 @@ def _lr_at(step: int, total: int, cfg: TrainConfig) -> float:
 def train_detector(train: Sequence[Sample], out_dir: str | Path, config: TrainConfig | None = None,
                    val: Sequence[Sample] | None = None, classes: Sequence[str] | None = None,
                    overwrite: bool = False, progress: Callable[[str, int, int], None] | None = None,
-                   on_epoch: Callable[[int, dict[str, Any]], None] | None = None) -> "BoxDetector":
+                   on_epoch: Callable[[int, dict[str, Any]], None] | None = None,
+                   device: str = "cpu") -> "BoxDetector":
     """Train (or resume training) a detector; returns the best model on validation.
 
     ``val=None`` carves ``config.val_fraction`` of ``train`` (stratified). ``classes``
@@ -251,7 +263,8 @@ def train_detector(train: Sequence[Sample], out_dir: str | Path, config: TrainCo
     called per batch; ``on_epoch(epoch, record)`` after each epoch (an exception there
     interrupts the run after the epoch's checkpoint was written). The folder follows
     :mod:`defectforge.runfolder` (locked while training; ``overwrite`` clears only this
-    command's files).
+    command's files). ``device`` (auto, cpu, cuda[:N]) is where the network trains; it is
+    not part of the run, so a run started on one device resumes on another.
     """
     cfg = config or TrainConfig()
     cfg.check()
@@ -270,7 +283,7 @@ def train_detector(train: Sequence[Sample], out_dir: str | Path, config: TrainCo
     out = Path(out_dir)
     run_key = {"config": cfg.resume_key(), "classes": cls, "train": _fingerprint(tr), "val": _fingerprint(va)}
     with _open_run(out, run_key, overwrite) as rf:
-        return _train(rf, cfg, items, cls, tr, va, run_key, progress, on_epoch)
+        return _train(rf, cfg, items, cls, tr, va, run_key, progress, on_epoch, device)
 
 
 def _open_run(out: Path, run_key: dict[str, Any], overwrite: bool):
@@ -290,7 +303,7 @@ def _open_run(out: Path, run_key: dict[str, Any], overwrite: bool):
 
 
 def _train(rf, cfg: TrainConfig, items: list[_Item], cls: list[str], tr: list[Sample], va: list[Sample],
-           run_key: dict[str, Any], progress, on_epoch) -> "BoxDetector":
+           run_key: dict[str, Any], progress, on_epoch, device: str = "cpu") -> "BoxDetector":
     import torch
 
     from defectforge._atomic import atomic_write_bytes, atomic_write_text
@@ -301,7 +314,8 @@ def _train(rf, cfg: TrainConfig, items: list[_Item], cls: list[str], tr: list[Sa
     pos = [i for i, it in enumerate(items) if len(it.boxes)]
     neg = [i for i, it in enumerate(items) if not len(it.boxes)]
 
-    det = BoxDetector.from_config(cfg, cls)
+    det = BoxDetector.from_config(cfg, cls, device=device)
+    dev = det.torch_device()
     params = [p for p in det.model_.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -322,7 +336,7 @@ def _train(rf, cfg: TrainConfig, items: list[_Item], cls: list[str], tr: list[Sa
         gen.set_state(st["generator"])
         history, best, bad, start = st["history"], tuple(st["best"]), st["bad"], st["epoch"] + 1
         if st.get("finished") and (out / FINAL).exists():
-            return BoxDetector.load(out / FINAL)
+            return BoxDetector.load(out / FINAL, device=device)
     det.info_["resumed_from_epoch"] = start if start else None
 
     stopped = False
@@ -342,6 +356,8 @@ def _train(rf, cfg: TrainConfig, items: list[_Item], cls: list[str], tr: list[Sa
                 idx = order[b:b + cfg.batch_size]
                 fl = [(bool(flips[b + j, 0]) and cfg.hflip, bool(flips[b + j, 1]) and cfg.vflip) for j in range(len(idx))]
                 imgs, tgts = _batch([items[i] for i in idx], fl)
+                imgs = [x.to(dev) for x in imgs]
+                tgts = [{k: v.to(dev) for k, v in t.items()} for t in tgts]
                 step = epoch * iters_per_epoch + b // cfg.batch_size
                 for g in opt.param_groups:
                     g["lr"] = _lr_at(step, total, cfg)
@@ -379,14 +395,14 @@ def _train(rf, cfg: TrainConfig, items: list[_Item], cls: list[str], tr: list[Sa
             bad += 1
         history.append(rec)
         buf = io.BytesIO()
-        torch.save({"run_key": run_key, "model": det.weights(), "optimizer": opt.state_dict(),
+        torch.save({"run_key": run_key, "model": det.weights(), "optimizer": _on_cpu(opt.state_dict()),
                     "generator": gen.get_state(), "history": history, "best": list(best), "bad": bad,
                     "epoch": epoch, "finished": False}, buf)
         atomic_write_bytes(ck, buf.getvalue())
         atomic_write_text(out / HISTORY, json.dumps(history, indent=1))
         if on_epoch is not None:
             on_epoch(epoch + 1, rec)
-    final = BoxDetector.load(out / BEST) if (out / BEST).exists() else det
+    final = BoxDetector.load(out / BEST, device=device) if (out / BEST).exists() else det
     final.info_.update({"history": history, "best_val": list(best), "early_stopped": stopped,
                        "n_train": len(tr), "n_val": len(va), "resumed_from_epoch": det.info_.get("resumed_from_epoch"),
                        "val_names": [s.name for s in va]})

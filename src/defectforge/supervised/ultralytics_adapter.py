@@ -227,10 +227,20 @@ def _read_results(csv_path: Path) -> list[dict[str, Any]]:
     return out
 
 
+def _ultralytics_device(device: str) -> str:
+    """Our device name in ultralytics' spelling (``cpu``, or the CUDA index ``0``)."""
+    from defectforge._device import resolve_device
+
+    dev = resolve_device(device)
+    return dev.split(":", 1)[1] if dev.startswith("cuda:") else ("0" if dev == "cuda" else dev)
+
+
 def train_ultralytics(train: Sequence[Sample], out_dir: str | Path, arch: str = "yolov8n",
                       val: Sequence[Sample] = (), image_size: int = 256, epochs: int = 20, batch_size: int = 4,
-                      patience: int = 5, seed: int = 0, overwrite: bool = False) -> UltralyticsDetector:
-    """Train an ultralytics YOLO from scratch on ``train`` (validated on ``val``), offline on the CPU.
+                      patience: int = 5, seed: int = 0, overwrite: bool = False,
+                      device: str = "cpu") -> UltralyticsDetector:
+    """Train an ultralytics YOLO from scratch on ``train`` (validated on ``val``), offline, on
+    ``device`` (auto, cpu, cuda[:N]; not part of the run's settings).
 
     ``out_dir`` gets ``yolo_data/`` (the exported set), ``ultralytics_config/``,
     ``ultralytics/train/`` (ultralytics' own run folder), ``model.pt`` (its best weights)
@@ -270,7 +280,7 @@ def train_ultralytics(train: Sequence[Sample], out_dir: str | Path, arch: str = 
     model = yolo(spec)
     args = dict(data=str(data_yaml), epochs=int(epochs), imgsz=int(image_size), batch=int(batch_size),
                 patience=int(patience), seed=int(seed), deterministic=True, pretrained=False, amp=False,
-                device="cpu", workers=0, project=str(out / RUNS_DIR), name="train", exist_ok=True,
+                device=_ultralytics_device(device), workers=0, project=str(out / RUNS_DIR), name="train", exist_ok=True,
                 plots=False, verbose=False)
     import torch
 

@@ -3,7 +3,7 @@
 Two ways to call it::
 
     defectforge synth --config synth.yaml --out DIR
-    defectforge synth DATA --generator pitting --n 100 --seed 0 --out DIR [--format mvtec,yolo,coco]
+    defectforge synth DATA --generator pitting --n 100 --seed 0 --out DIR [--to mvtec,yolo,coco]
 
 Rerunning the same command resumes an interrupted run; a different config in an
 existing DIR is refused unless ``--overwrite``.
@@ -28,20 +28,22 @@ def synth(
     data: Optional[Path] = typer.Argument(None, help="Dataset (any format load_dataset reads); not needed with --config."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (resumed when it holds the same run); "
                                                                   "default: 'out' of the config."),
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config (see defectforge.synth2d.config)."),
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML recipe (see defectforge.synth2d.config); "
+                                                                 "--to and --out on the command line win."),
     generator: list[str] = typer.Option(["pitting"], "--generator", "-g",
                                         help="Generator name, optionally NAME:WEIGHT; repeat to mix."),
     n: int = typer.Option(100, "--n", help="Number of samples."),
     seed: int = typer.Option(0, "--seed"),
     split: str = typer.Option("train", "--split", help="Split whose good images and real defects are used."),
     roi: str = typer.Option("auto", "--roi", help="auto | border | none | path to a mask PNG."),
-    fmt: str = typer.Option("", "--format", help="Comma-separated exports: mvtec,yolo,coco."),
+    fmt: str = typer.Option("", "--to", help="Comma-separated exports to write: mvtec,yolo,coco."),
     workers: Optional[int] = typer.Option(None, "--workers", "-j", min=1,
                                           help="Workers (default: 2 local processes; with --engine ray, the cluster's CPUs)."),
     engine: str = engine_option(),
     ray_address: Optional[str] = address_option(),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a different run in --out."),
     no_real: bool = typer.Option(False, "--no-real", help="Do not use the dataset's real defects."),
+    print_config: bool = typer.Option(False, "--print-config", help="Print the effective recipe as YAML (for --config) and exit."),
 ) -> None:
     """Generate labelled synthetic defects (images, masks, manifest, card, exports, report)."""
     from rich.console import Console
@@ -69,6 +71,16 @@ def synth(
         cfg = parse_config({"source": {"path": str(data), "split": split, "roi": roi, "real_defects": not no_real},
                             "generators": gens, "n": n, "seed": seed,
                             "formats": [f.strip() for f in fmt.split(",") if f.strip()]})
+    if print_config:
+        import sys
+
+        import yaml
+
+        doc = cfg.model_dump(mode="json")
+        doc["source"]["path"] = str(Path(doc["source"]["path"]).absolute())
+        doc["out"] = str(out.absolute()) if out is not None else doc.get("out")
+        sys.stdout.write(yaml.safe_dump(doc, sort_keys=False))
+        return
     from defectforge.engine.cli import open_engine
     from defectforge.progress import rich_progress
 

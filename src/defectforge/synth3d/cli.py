@@ -136,7 +136,7 @@ def parts_cmd(
     part: str = typer.Option("all", "--part", help="Part name or 'all' (cycle through every part)."),
     n_points: int = typer.Option(20000, "--points", help="Points per part."),
     seed: int = typer.Option(0, "--seed"),
-    fmt: str = typer.Option("ply", "--format", help="ply, pcd, txt or npy."),
+    fmt: str = typer.Option("ply", "--to", help="Cloud file format to write: ply, pcd, txt or npy."),
 ) -> None:
     """Write parametric industrial parts (good samples) as point clouds with normals."""
     import numpy as np
@@ -148,7 +148,7 @@ def parts_cmd(
     from defectforge.synth3d.parts import PART_NAMES, make_part
 
     if fmt not in ("ply", "pcd", "txt", "npy"):
-        raise ConfigError(f"--format must be ply, pcd, txt or npy, got {fmt!r}")
+        raise ConfigError(f"--to must be ply, pcd, txt or npy, got {fmt!r}")
     if n < 1:
         raise ConfigError(f"--n must be at least 1, got {n}")
     names = PART_NAMES if part == "all" else (part,)

@@ -2,7 +2,7 @@
 
 ::
 
-    defectforge lora train DATA --model WEIGHTS --prompt "dkf pitting on ground steel" --out DIR [--resume]
+    defectforge lora train DATA --base-model WEIGHTS --prompt "dkf pitting on ground steel" --out DIR [--resume]
     defectforge diffusion check WEIGHTS          # is the model folder complete? what is missing?
     defectforge diffusion prompts pitting [--vlm-url URL --vlm-model NAME --image crop.png ...]
     defectforge diffusion tiny DIR               # write a tiny random pipeline (smoke tests, no download)
@@ -34,7 +34,7 @@ def register(app: typer.Typer) -> None:
 @lora_app.command("train")
 def lora_train(
     data: Path = typer.Argument(..., help="Dataset with real defect masks (any format load_dataset reads)."),
-    model: Path = typer.Option(..., "--model", "-m", help="Local inpainting model folder (diffusers layout)."),
+    model: Path = typer.Option(..., "--base-model", help="Local inpainting model folder (diffusers layout) to train on."),
     prompt: str = typer.Option(..., "--prompt", "-p", help="Instance prompt, e.g. 'dkf pitting on ground steel'."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (checkpoints, weights, samples.png)."),
     split: str = typer.Option("train", "--split", help="Split whose defects are used (never 'test' by default)."),
@@ -102,9 +102,10 @@ def lora_train(
 
 @diffusion_app.command("check")
 def diffusion_check(
-    model: Path = typer.Argument(..., help="Model folder (diffusers layout) to inspect."),
+    base_model: Path = typer.Argument(..., metavar="BASE_MODEL", help="Model folder (diffusers layout) to inspect."),
     kind: str = typer.Option("auto", "--kind", help="auto | sdxl | sd"),
     load: bool = typer.Option(False, "--load", help="Also load it (slow for real models)."),
+    device: str = typer.Option("auto", "--device", help="With --load: where to load it (auto, cpu, cuda[:N])."),
 ) -> None:
     """Check that a local model folder is complete; say exactly what is missing."""
     from rich.console import Console
@@ -112,15 +113,15 @@ def diffusion_check(
     from defectforge.errors import InputError
     from defectforge.synth2d.diffusion.loading import check_model_folder, load_inpaint_pipeline
 
-    if not Path(model).is_dir():
-        raise InputError(model, "not a folder (single-file checkpoints are checked by loading them)")
-    rep = check_model_folder(model, kind=kind)  # type: ignore[arg-type]
+    if not Path(base_model).is_dir():
+        raise InputError(base_model, "not a folder (single-file checkpoints are checked by loading them)")
+    rep = check_model_folder(base_model, kind=kind)  # type: ignore[arg-type]
     if not rep.ok:
-        raise InputError(model, "incomplete model folder, missing: " + "; ".join(rep.missing))
+        raise InputError(base_model, "incomplete model folder, missing: " + "; ".join(rep.missing))
     Console().print(f"ok: {rep.class_name} ({rep.kind}), weights variant {rep.variant or 'default'}, "
                     f"UNet input channels {rep.unet_in_channels}")
     if load:
-        pipe = load_inpaint_pipeline(model, kind=kind)  # type: ignore[arg-type]
+        pipe = load_inpaint_pipeline(base_model, kind=kind, device=device)  # type: ignore[arg-type]
         Console().print(f"loaded {type(pipe).__name__} on {pipe.device}")
 
 

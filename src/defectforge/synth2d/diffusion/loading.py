@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from defectforge._device import resolve_device  # noqa: F401  (re-exported: the one device reading)
 from defectforge.errors import ConfigError, InputError
 
 Kind = Literal["auto", "sdxl", "sd"]
@@ -169,19 +170,6 @@ def check_model_folder(path: str | Path, kind: Kind = "auto", variant: str | Non
         have = ", ".join(sorted("default" if v is None else v for v in found)) or "none"
         rep.missing.append(f"{name}/{base}{suffix}.safetensors (weights; variants present: {have})")
     return rep
-
-
-def resolve_device(device: str = "auto") -> str:
-    """``auto`` -> ``cuda`` when available, else ``cpu``; other values are checked and returned."""
-    import torch
-
-    if device in (None, "", "auto"):
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if str(device).startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device {device!r} requested but CUDA is not available; use device='cpu' or 'auto'")
-    if str(device) not in ("cpu", "mps") and not str(device).startswith("cuda"):
-        raise ConfigError(f"unknown device {device!r}; use 'auto', 'cpu', 'cuda' or 'cuda:N'")
-    return str(device)
 
 
 def resolve_dtype(dtype: Any, device: str):
