@@ -1,7 +1,7 @@
 #!/bin/bash
 # usage (repo root): bash docs/results/issue15/c2strecipe/run.sh SEEDS NAMES   e.g. "0 1 2" "fitted transplant_matched best_recipe_n100"
 # synth each config with seed S into out/c2st_<name>_s<S>; the card's .realism is copied to cards/.
-D=docs/results/issue15/c2strecipe
+D=${C2ST_DIR:-docs/results/issue15/c2strecipe}
 mkdir -p $D/cards out
 for S in $1; do for N in $2; do
   sed -e "s/^seed: .*/seed: $S/" -e "s|path: ../shared|path: $(readlink -f ../shared)|" $D/$N.yaml > out/$N.s$S.yaml
