@@ -395,6 +395,7 @@ def FIT3D(w, t, b):  # noqa: N802 - a good cloud and the bad one in a Real3D-AD 
     shutil.copyfile(b, train / b.name)
     return ["detect3d", "fit", t / "r3", "--out", t / "m3.dfm"]
 PREDICT = lambda w, t, b: ["detect", "predict", w.model, b / "images" / "tg1.png", "--out", t / "pred"]  # noqa: E731
+RECIPE = lambda w, t, b: ["recipe", "search", b, "--detector", "exdd", "--trials", "1", "--out", t / "rs"]  # noqa: E731
 
 CASES = [
     # images
@@ -419,6 +420,7 @@ CASES = [
     Case("image-huge/eval", bad_huge_test, EVAL, "error", ("images/", "over the limit")),
     # masks
     Case("mask-size/check", bad_wrong_size_mask, CHECK, "check", ("d1.png", "10x10")),
+    Case("mask-size/recipe-search", bad_wrong_size_mask, RECIPE, "error", ("d1.png", "10x10")),
     Case("mask-size/eval", bad_wrong_size_mask, EVAL, "error", ("d1.png", "10x10")),
     Case("mask-size/convert", bad_wrong_size_mask, CONVERT, "error", ("10x10",)),
     Case("mask-size/fit", bad_wrong_size_mask, FIT, "error", ("td1.png",)),
