@@ -168,6 +168,7 @@ def eval_cmd(
     split: str = typer.Option("test", "--split", help="Split to evaluate (never the one fitted on)."),
     format: Optional[str] = typer.Option(None, "--format", "-f", help="Force the dataset format."),
     image_only: bool = typer.Option(False, "--image-only", help="Image metrics only (for data without masks)."),
+    pixel_path: str = typer.Option("auto", "--pixel-path", help="Pixel metrics: exact (all maps in memory), binned (bounded memory, stated max error) or auto (exact up to 100 M pixels)."),
     threshold: Optional[float] = typer.Option(None, "--threshold", help="Image score threshold for the confusion counts (default: the model's, chosen on validation)."),
     pixel_threshold: Optional[float] = typer.Option(None, "--pixel-threshold", help="Map threshold for the pixel counts and masks (default: the model's)."),
     device: str = typer.Option("cpu", "--device", help="cpu, or cuda[:N] when a GPU is available."),
@@ -192,13 +193,13 @@ def eval_cmd(
     ds = load_dataset(data, format=format)
     with rich_progress() as bar, open_engine(engine, ray_address, workers) as eng:
         res = evaluate_detector(det, ds, split=split, pixel_metrics=not image_only, engine=eng,
-                                model_path=str(model_path), progress=bar)
+                                model_path=str(model_path), progress=bar, pixel_path=pixel_path)
     out = metrics_json(res, {"model": str(model_path), "detector": det.name, "data": str(data), "split": split,
                              **given})
     others = {}
     for other in compare or []:  # the same data, split and evaluation for every compared model
         o = load_detector(other, device=device)
-        others[other.name] = evaluate_detector(o, ds, split=split, pixel_metrics=not image_only)
+        others[other.name] = evaluate_detector(o, ds, split=split, pixel_metrics=not image_only, pixel_path=pixel_path)
     if others:
         from defectforge.report.compare import add_comparison_section, comparison_rows
 

@@ -1,7 +1,8 @@
 """Evaluate a fitted detector on a labelled split and put the result in an HTML report.
 
 ``evaluate_detector(model, dataset)`` predicts chunk by chunk (so maps at full resolution
-never pile up), computes :func:`defectforge.metrics.evaluate_anomaly` on the raw scores
+never pile up; above a pixel budget the maps at evaluation size do not either: they go into
+bounded-memory histograms, :mod:`defectforge.metrics.streaming`), computes :func:`defectforge.metrics.evaluate_anomaly` on the raw scores
 and on maps resized to one stated evaluation size (default: the model input size), and
 keeps what a report needs: ROC and PRO curves, scores per class and overlays of the best
 and worst cases. ``add_eval_section(report, name, result)`` renders that.
@@ -104,7 +105,8 @@ def model_input_size(model: Any) -> tuple[int, int] | None:
 
 def evaluate_detector(model: Any, dataset: Any, split: str | None = "test", eval_size: tuple[int, int] | None = None,
                       chunk: int = 16, n_examples: int = 3, pixel_metrics: bool = True, engine: Any = None,
-                      model_path: str | None = None, progress: Any = None) -> dict[str, Any]:
+                      model_path: str | None = None, progress: Any = None, pixel_path: str = "auto",
+                      pixel_budget: int | None = None) -> dict[str, Any]:
     """Metrics and report material for ``model`` on ``dataset`` (a ``Dataset`` or a list
     of ``Sample`` s; filtered to ``split`` when it is a ``Dataset`` and ``split`` is set).
 
@@ -116,49 +118,65 @@ def evaluate_detector(model: Any, dataset: Any, split: str | None = "test", eval
     resized to ``eval_size`` (default the model input size; masks by nearest neighbour).
     The labels are checked first (:func:`validate_eval_samples`); ``pixel_metrics=False``
     evaluates image scores only (pixel metrics are then reported as not computed).
+
+    ``pixel_path``: ``"exact"`` pools every map in memory (one global sort, ~45 bytes per
+    pixel at the peak); ``"binned"`` folds each chunk of maps into fixed-grid histograms
+    (:class:`~defectforge.metrics.streaming.PixelAccumulator`) and drops it, so memory does
+    not grow with the number of images, and states a proven maximum error per metric;
+    ``"auto"`` (default) is exact up to ``pixel_budget`` pixels (images x eval size, default
+    :data:`~defectforge.metrics.streaming.DEFAULT_PIXEL_BUDGET`) and binned above. The
+    metrics record ``pixel_metrics_path`` and ``pixel_metrics_max_error``. Either way only the
+    maps of the example panels are kept beyond their chunk on the binned path.
+
     ``engine`` (:mod:`defectforge.engine`) scores the chunks (default: this process with
     ``model``); workers of another process load ``model_path`` and read images by path.
     ``progress("eval", done, total)`` (:mod:`defectforge.progress`) is called as images are scored.
     """
-    from defectforge.metrics import evaluate_anomaly, pro_curve, roc_curve
+    from defectforge.detect.eval_sinks import ExactSink, StreamSink, pick_examples
+    from defectforge.metrics.streaming import DEFAULT_PIXEL_BUDGET, choose_pixel_path
     from defectforge.report.threshold import decision_summary, model_thresholds
 
     samples = validate_eval_samples(dataset, split, pixel_metrics)
     size = tuple(eval_size) if eval_size else tuple(model_input_size(model) or samples[0].image.shape[:2])
-    t0 = time.perf_counter()
-    scores, maps, masks, t_pred = _score_all(model, samples, size, chunk, engine, model_path, progress,
-                                             pixel_metrics)
-    scores_a = np.concatenate(scores)
-    labels = [s.label for s in samples]
-    is_def = np.array([s.is_defect for s in samples])
-    has_maps = len(maps) == len(samples)
+    n_pixels = len(samples) * int(size[0]) * int(size[1])
+    path = choose_pixel_path(pixel_path, n_pixels, DEFAULT_PIXEL_BUDGET if pixel_budget is None else pixel_budget)
     thr, pthr = model_thresholds(model)
-    pix = has_maps and pixel_metrics
-    metrics = evaluate_anomaly(is_def, scores_a, masks if pix else None, maps if pix else None,
-                               threshold=thr, pixel_threshold=pthr if pix else None,
-                               nan_on_undefined=True)
+    is_def = np.array([s.is_defect for s in samples])
+    labels = [s.label for s in samples]
+    t0 = time.perf_counter()
+    sink = (ExactSink(len(samples)) if path == "exact" and pixel_metrics
+            else StreamSink(is_def, n_examples, pthr, pixel_metrics))
+    t_pred = _score_chunks(model, samples, size, chunk, engine, model_path, progress, pixel_metrics, sink)
+    scores_a = sink.scores
+    metrics, pix, extra = sink.finish(is_def, scores_a, thr, pthr)
+    metrics["pixel_metrics_path"] = path if pixel_metrics else "not computed"
+    metrics["n_pixels"] = n_pixels
     result: dict[str, Any] = {"pixel_metrics": pixel_metrics,
         "metrics": metrics, "names": [s.name for s in samples], "labels": labels, "scores": scores_a,
         "threshold": thr, "eval_size": list(size),
         "seconds_predict": t_pred, "seconds_total": time.perf_counter() - t0,
         "ms_per_image": 1000.0 * t_pred / len(samples),
     }
-    result.update(decision_summary(labels, is_def, scores_a, result["threshold"], masks if pix else None,
-                                   maps if pix else None, pthr))
+    masks, maps = pix
+    result.update(decision_summary(labels, is_def, scores_a, result["threshold"], masks, maps, pthr))
+    result.update(extra)  # the binned path's exact pixel confusion counts
     if is_def.any() and (~is_def).any():
+        from defectforge.metrics import roc_curve
+
         fpr, tpr, _ = roc_curve(is_def, scores_a)
         result["roc"] = {"fpr": fpr, "tpr": tpr}
-    if pix and any(m is not None and m.any() for m in masks):
-        fpr, pro = pro_curve(masks, maps)
+    curve = sink.pro_curve()
+    if curve is not None:
+        fpr, pro = curve
         keep = fpr <= 0.3 + 1e-12
         if len(fpr) > 2000:  # thin the curve for plotting
             idx = np.unique(np.r_[np.linspace(0, keep.sum() - 1, 2000).astype(int)])
             result["pro"] = {"fpr": fpr[keep][idx], "pro": pro[keep][idx]}
         else:
             result["pro"] = {"fpr": fpr[keep], "pro": pro[keep]}
-    if has_maps:
-        result["examples"] = _examples(samples, scores_a, is_def, maps, masks, size, n_examples,
-                                       result["pixel_threshold"])
+    if sink.has_maps:
+        result["examples"] = _examples(samples, scores_a, pick_examples(scores_a, is_def, n_examples),
+                                       sink.maps, sink.masks, size, sink.scale(result["pixel_threshold"]))
     return result
 
 
@@ -185,9 +203,10 @@ class ScoreTask(DetectorTask):
         return np.asarray(pred.pred_score), maps, masks, dt
 
 
-def _score_all(model: Any, samples: list[Any], size: tuple[int, int], chunk: int, engine: Any,
-               model_path: str | None, progress: Any = None, pixel_metrics: bool = True) -> tuple[list[np.ndarray], list[np.ndarray], list[Any], float]:
-    """Scores, maps and masks of ``samples`` in their order, chunk by chunk, on ``engine``."""
+def _score_chunks(model: Any, samples: list[Any], size: tuple[int, int], chunk: int, engine: Any,
+                  model_path: str | None, progress: Any, pixel_metrics: bool, sink: Any) -> float:
+    """Score ``samples`` chunk by chunk on ``engine``, handing each chunk's scores, maps and
+    masks to ``sink.add(start, ...)`` as it arrives; returns the seconds spent in predict."""
     from defectforge.engine.local import LocalEngine
 
     if engine is not None and engine.name != "local" and model_path is None:
@@ -195,39 +214,22 @@ def _score_all(model: Any, samples: list[Any], size: tuple[int, int], chunk: int
 
         raise ConfigError(f"the {engine.name} engine loads the model in its workers: pass model_path")
     runner = engine if engine is not None else LocalEngine(1)
-    starts = list(range(0, len(samples), chunk))
-    got: dict[int, tuple] = {}
-    done = 0
-    for (start, part), res in runner.map(ScoreTask(model_path, size, model, pixel_metrics), [(s, samples[s:s + chunk]) for s in starts]):
-        got[start] = res
+    items = [(s, samples[s:s + chunk]) for s in range(0, len(samples), chunk)]
+    done, t_pred = 0, 0.0
+    for (start, part), (sc, mp, mk, dt) in runner.map(ScoreTask(model_path, size, model, pixel_metrics), items):
+        sink.add(start, np.asarray(sc, dtype=np.float64), mp, mk)
+        t_pred += dt
         done += len(part)
         if progress:
             progress("eval", done, len(samples))
-    scores, maps, masks, t_pred = [], [], [], 0.0
-    for s in starts:
-        sc, mp, mk, dt = got[s]
-        scores.append(sc)
-        maps.extend(mp or [])
-        masks.extend(mk)
-        t_pred += dt
-    return scores, maps, masks, t_pred
+    return t_pred
 
 
-def _examples(samples, scores, is_def, maps, masks, size, n, pixel_threshold=None) -> list[tuple[np.ndarray, str]]:
-    """Panels (image | ground truth | map | predicted mask, one colour scale for all, see
-    :mod:`defectforge.report.panels`): best-scored defects, worst (lowest-scored) defects,
-    worst (highest) goods."""
-    from defectforge.report.panels import map_scale, panel
+def _examples(samples, scores, picks, maps, masks, size, scale) -> list[tuple[np.ndarray, str]]:
+    """Panels (image | ground truth | map | predicted mask, on the one colour ``scale``, see
+    :mod:`defectforge.report.panels`) of the ``picks`` (index, kind)."""
+    from defectforge.report.panels import panel
 
-    scale = map_scale(pixel_threshold, maps)
-    d_idx = np.flatnonzero(is_def)
-    g_idx = np.flatnonzero(~is_def)
-    picks: list[tuple[int, str]] = []
-    order_d = d_idx[np.argsort(-scores[d_idx], kind="stable")]
-    picks += [(int(i), "best defect") for i in order_d[:n]]
-    picks += [(int(i), "worst defect") for i in order_d[::-1][:n] if int(i) not in {p for p, _ in picks}]
-    order_g = g_idx[np.argsort(-scores[g_idx], kind="stable")]
-    picks += [(int(i), "worst good") for i in order_g[:n]]
     out = []
     for i, kind in picks:
         img = _resize(samples[i].rgb(), size)
@@ -273,6 +275,16 @@ def decision_json(result: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _path_note(m: dict[str, Any]) -> str:
+    """One sentence on how the pixel metrics were computed (exact, or binned with its bound)."""
+    if m.get("pixel_metrics_path") != "binned":
+        return ""
+    err = m.get("pixel_metrics_max_error") or {}
+    bounds = ", ".join(f"{k} {v:.1e}" for k, v in err.items() if v is not None)
+    return (f" Pixel metrics were computed in bounded memory ({m.get('n_pixels', 0):,} pixels, "
+            f"{m.get('pixel_bins')} score bins); proven maximum error against the exact values: {bounds or 'n/a'}.")
+
+
 def add_eval_section(report: Any, name: str, result: dict[str, Any], title: str | None = None) -> Any:
     """Add (or replace) the section ``eval_<name>`` of a :class:`~defectforge.report.Report`:
     metrics table, confusion matrices at the validation thresholds, PR curve and P/R/F1
@@ -291,7 +303,8 @@ def add_eval_section(report: Any, name: str, result: dict[str, Any], title: str 
     sec.text(f"{m['n_images']} images ({m['n_defect']} defect, {m['n_good']} good). Scores are raw; pixel "
              f"metrics at {result['eval_size'][0]}x{result['eval_size'][1]} (HxW); AUPRO integrated to FPR "
              f"{m['aupro_fpr_limit']}. F1-max is an oracle on this data; F1 at the validation threshold is not. "
-             "Thresholds were chosen on the validation split when the model was fitted, never on this data.")
+             "Thresholds were chosen on the validation split when the model was fitted, never on this data."
+             + _path_note(m))
     sec.kv({k: m.get(k) for k in (*METRIC_KEYS[:-1], "f1_at_threshold", "pixel_f1_at_threshold")}
            | {"threshold (validation)": thr, "pixel threshold (validation)": result.get("pixel_threshold"),
               "predict ms/image": result.get("ms_per_image")})

@@ -26,7 +26,8 @@ Ground-truth labels are matched to the cloud's points, never assumed aligned: wh
 label file has the same rows as the cloud they are used directly, otherwise each cloud
 point takes the label of the nearest labelled point, and a file where more than 1 % of
 the cloud's points have no labelled point within ``1e-3`` of the diagonal is refused
-("label file does not match the cloud").
+("label file does not match the cloud"); :mod:`~defectforge.detect3d.ground_truth` reads and
+matches them.
 """
 
 from __future__ import annotations
@@ -39,15 +40,15 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 import numpy as np
-from scipy.spatial import cKDTree
 
+from defectforge.detect3d.ground_truth import (  # noqa: F401 (MATCH_TOL re-exported)
+    MATCH_TOL, check_labels, labels_from_coords, labels_from_table)
 from defectforge.errors import InputError
-from defectforge.synth3d.cloud import PointCloud, bbox_diag, check_cloud
+from defectforge.synth3d.cloud import PointCloud, check_cloud
 
 GOOD = "good"
 FORMATS_3D = ("real3d", "anomaly-shapenet", "mulsen", "synth3d")
 _CLOUD_EXT = (".pcd", ".ply", ".txt", ".xyz", ".npy", ".pts", ".stl", ".obj", ".off")
-MATCH_TOL = 1e-3
 
 
 @dataclass
@@ -82,7 +83,7 @@ class Cloud3DSample:
             if self.gt_kind == "embedded":
                 if cloud.labels is None:
                     raise InputError(self.path, "defective test cloud has no label column and no ground-truth file")
-                return PointCloud(check_cloud(pts, self.path), None, _check_labels(cloud.labels, self.path),
+                return PointCloud(check_cloud(pts, self.path), None, check_labels(cloud.labels, self.path),
                                   {"source": str(self.path)})
         pts = check_cloud(pts, self.path)
         if self.gt_kind == "xyzl" and self.gt_path is not None:
@@ -128,71 +129,6 @@ class Dataset3D:
             key = f"{s.category}/{s.split}/{'good' if not s.is_defect else 'defect'}"
             out[key] = out.get(key, 0) + 1
         return dict(sorted(out.items()))
-
-
-# --------------------------------------------------------------------------- ground truth
-
-
-def _check_labels(lab: np.ndarray, path: Path) -> np.ndarray:
-    lab = np.asarray(lab)
-    if not np.all(np.isfinite(lab)) or not np.isin(lab, (0, 1)).all():
-        raise InputError(path, "labels must be 0 (good) or 1 (defect)")
-    return lab.astype(np.int64)
-
-
-def _read_table(path: Path) -> np.ndarray:
-    if not path.is_file():
-        raise InputError(path, "ground-truth file not found")
-    text = path.read_text(encoding="utf-8", errors="replace")
-    lines = [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
-    if not lines:
-        return np.zeros((0, 4))
-    sep = "," if "," in lines[0] else None
-    try:
-        return np.loadtxt(io.StringIO("\n".join(lines)), delimiter=sep, ndmin=2, dtype=np.float64)
-    except ValueError as exc:
-        raise InputError(path, f"ground-truth file is not a table of numbers: {exc}") from None
-
-
-def labels_from_table(points: np.ndarray, gt_path: Path) -> np.ndarray:
-    """Per-point labels of ``points`` from an ``x y z label`` file (matched, see module doc)."""
-    table = _read_table(gt_path)
-    if table.shape[1] != 4:
-        raise InputError(gt_path, f"ground-truth rows need 4 columns (x y z label), found {table.shape[1]}")
-    if not np.isfinite(table).all():
-        raise InputError(gt_path, "ground-truth file has NaN or infinite values")
-    xyz, lab = table[:, :3], _check_labels(table[:, 3], gt_path)
-    tol = MATCH_TOL * max(bbox_diag(points), 1e-12)
-    if len(xyz) == len(points) and np.abs(xyz - points).max(initial=0.0) <= tol:
-        return lab
-    if len(xyz) == 0:
-        raise InputError(gt_path, f"label file does not match the cloud: it is empty, the cloud has {len(points)} points")
-    d, i = cKDTree(xyz).query(points, k=1, workers=-1)
-    bad = int((d > tol).sum())
-    if bad > 0.01 * len(points):
-        raise InputError(gt_path, f"label file does not match the cloud: {bad} of {len(points)} points have no "
-                                  f"labelled point within {tol:.3g} ({len(xyz)} labelled rows)")
-    return lab[i]
-
-
-def labels_from_coords(points: np.ndarray, gt_path: Path) -> np.ndarray:
-    """Per-point labels from a file of anomalous coordinates (MulSen-AD), matched by KD-tree."""
-    table = _read_table(gt_path)
-    if len(table) == 0:
-        return np.zeros(len(points), dtype=np.int64)
-    if table.shape[1] < 3:
-        raise InputError(gt_path, f"ground-truth rows need 3 coordinates, found {table.shape[1]} columns")
-    xyz = table[:, :3]
-    if not np.isfinite(xyz).all():
-        raise InputError(gt_path, "ground-truth file has NaN or infinite values")
-    tol = MATCH_TOL * max(bbox_diag(points), 1e-12)
-    d_gt, _ = cKDTree(points).query(xyz, k=1, workers=-1)
-    bad = int((d_gt > tol).sum())
-    if bad > 0.1 * len(xyz):
-        raise InputError(gt_path, f"label file does not match the cloud: {bad} of {len(xyz)} anomalous "
-                                  f"coordinates have no cloud point within {tol:.3g}")
-    d, _ = cKDTree(xyz).query(points, k=1, workers=-1)
-    return (d <= tol).astype(np.int64)
 
 
 def read_vertices(path: Path) -> np.ndarray:

@@ -7,7 +7,8 @@
   :class:`ConfigError`, or pass ``overwrite=True``); the folder rules (lock, no overlap
   with the data, only the run's own outputs cleared) are :mod:`defectforge.runfolder`'s.
 - ``results_runs.csv`` (per seed), ``results.csv`` and ``results.md`` (mean ± std, sample
-  standard deviation with ddof = 1 over seeds), ``report.html`` with bar plots.
+  standard deviation with ddof = 1 over seeds), ``report.html`` with bar plots
+  (:mod:`~defectforge.experiments.results`).
 
 Splits (never test): the real TRAIN split is divided per seed into train-part and
 validation (stratified, ``val_fraction``). Detectors early-stop on that validation part;
@@ -18,8 +19,6 @@ defects; the filter compares with train-part defects. ExDD uses all TRAIN good i
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 import shutil
@@ -29,10 +28,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
-
 from defectforge.data.sample import Dataset, Sample
 from defectforge.errors import ConfigError, InputError
+from defectforge.experiments.results import PRIMARY, summarize, write_results  # noqa: F401 (re-exported)
 from defectforge.registry import Registry
 from defectforge.runfolder import RunFolder
 
@@ -286,61 +284,6 @@ def _filtering_ablation(ctx: _Ctx) -> list[tuple[str, Callable[[int], dict[str, 
     return conds
 
 
-PRIMARY = {"exdd-augmentation": ("i_auroc", "p_auroc"), "synsur-regimes": ("map50", "map50_95"),
-           "filtering-ablation": ("i_auroc", "p_auroc", "map50", "map50_95")}
-
-
-def summarize(runs: list[dict[str, Any]], metrics: tuple[str, ...]) -> list[dict[str, Any]]:
-    """Per condition (in first-seen order): n seeds, mean and std (ddof=1) of each metric."""
-    order: list[str] = []
-    by: dict[str, list[dict[str, Any]]] = {}
-    for r in runs:
-        if r["condition"] not in by:
-            order.append(r["condition"])
-            by[r["condition"]] = []
-        by[r["condition"]].append(r)
-    out = []
-    for c in order:
-        rows = by[c]
-        row: dict[str, Any] = {"condition": c, "n_seeds": len(rows)}
-        for m in metrics:
-            vals = np.array([float(r[m]) for r in rows if m in r and r[m] is not None], dtype=np.float64)
-            vals = vals[np.isfinite(vals)]
-            if len(vals) == 0:
-                continue
-            row[f"{m}_mean"] = float(vals.mean())
-            row[f"{m}_std"] = float(vals.std(ddof=1)) if len(vals) > 1 else float("nan")
-        out.append(row)
-    return out
-
-
-def _markdown(summary: list[dict[str, Any]], metrics: tuple[str, ...]) -> str:
-    ms = [m for m in metrics if any(f"{m}_mean" in r for r in summary)]
-    lines = ["| condition | seeds | " + " | ".join(ms) + " |", "|---|---|" + "---|" * len(ms)]
-    for r in summary:
-        cells = []
-        for m in ms:
-            if f"{m}_mean" not in r:
-                cells.append("–")
-            else:
-                sd = r[f"{m}_std"]
-                cells.append(f"{r[f'{m}_mean']:.4f} ± {sd:.4f}" if math.isfinite(sd) else f"{r[f'{m}_mean']:.4f}")
-        lines.append(f"| {r['condition']} | {r['n_seeds']} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def _csv_text(rows: list[dict[str, Any]]) -> str:
-    cols: list[str] = []
-    for r in rows:
-        cols += [k for k in r if k not in cols]
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
-    w.writeheader()
-    for r in rows:
-        w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
-    return buf.getvalue()
-
-
 def run_experiment(name: str, data: str | Path | Dataset, out: str | Path, settings: ExperimentSettings | None = None,
                    overwrite: bool = False, progress: Callable[[str, int, int], None] | None = None,
                    engine: Any = None, device: str = "cpu") -> dict[str, Any]:
@@ -393,7 +336,7 @@ def run_experiment(name: str, data: str | Path | Dataset, out: str | Path, setti
             runs.append(rec)
             if progress is not None:
                 progress(cond, len(runs), total)
-        return _write_results(out, name, sj, conds, runs)
+        return write_results(out, name, sj, conds, runs)
 
 
 class ConditionTask:
@@ -432,51 +375,3 @@ def _legacy_journal(out: Path, sj: dict[str, Any]):
     except (OSError, ValueError):
         return None
     return Journal(out / "journal.jsonl") if same else None
-
-
-def _write_results(out: Path, name: str, sj: dict[str, Any], conds: list, runs: list[dict[str, Any]]) -> dict[str, Any]:
-    from defectforge._atomic import atomic_write_text
-
-    metrics = PRIMARY[name]
-    order = {c: i for i, (c, _) in enumerate(conds)}
-    runs.sort(key=lambda r: (order[r["condition"]], r["seed"]))
-    summary = summarize(runs, metrics)
-    md = f"### {name}\n\n" + _markdown(summary, metrics)
-    atomic_write_text(out / "results_runs.csv", _csv_text(runs))
-    atomic_write_text(out / "results.csv", _csv_text(summary))
-    atomic_write_text(out / "results.md", md)
-    _report(out, name, sj, runs, summary, metrics, md)
-    return {"runs": runs, "summary": summary, "markdown": md, "out": out}
-
-
-def _report(out: Path, name: str, sj: dict[str, Any], runs: list[dict[str, Any]], summary: list[dict[str, Any]],
-            metrics: tuple[str, ...], md: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from defectforge.report import Report
-
-    rep = Report(f"Experiment: {name}", out, subtitle=f"data: {sj['data']}")
-    rep.section("settings", "Settings").kv({k: str(v) for k, v in sj["settings"].items()}).kv(
-        {k: v for k, v in sj["counts"].items()})
-    ms = [m for m in metrics if any(f"{m}_mean" in r for r in summary)]
-    cols = ["condition", "n_seeds"] + [c for m in ms for c in (f"{m}_mean", f"{m}_std")]
-    rep.section("summary", "Mean ± std over seeds (std: ddof = 1)").table(summary, columns=cols)
-    sec = rep.section("plots", "Plots")
-    for m in ms:
-        rows = [r for r in summary if f"{m}_mean" in r]
-        fig, ax = plt.subplots(figsize=(max(5, 0.9 * len(rows) + 2), 3.6))
-        y = [r[f"{m}_mean"] for r in rows]
-        e = [0 if not math.isfinite(r[f"{m}_std"]) else r[f"{m}_std"] for r in rows]
-        ax.bar(range(len(rows)), y, yerr=e, capsize=4, color="#4a7ab5")
-        ax.set_xticks(range(len(rows)))
-        ax.set_xticklabels([r["condition"] for r in rows], rotation=30, ha="right", fontsize=8)
-        ax.set_ylabel(m)
-        ax.set_title(f"{m} (mean ± std over seeds)")
-        fig.tight_layout()
-        sec.figure(fig, caption=m, name=f"plot_{m}")
-        plt.close(fig)
-    rep.section("runs", "Per-seed runs").table(runs)
-    rep.save()

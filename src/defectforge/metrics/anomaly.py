@@ -25,7 +25,8 @@ evaluation does. Inputs are a list of ``H x W`` arrays (sizes may differ between
 at most one copy of the maps (none for a contiguous ``(N, H, W)`` float array); float32 maps
 stay float32. Peak memory is about 30 (AUROC, AP) to 45 (AUPRO) bytes per pixel (sort
 index, cumulative counts; see ``docs/bench/metrics.md``), so evaluate at the detector's map
-resolution.
+resolution. For more pixels than fit in memory, :class:`defectforge.metrics.streaming.PixelAccumulator`
+takes the maps chunk by chunk in bounded memory, with a stated maximum error.
 """
 
 from __future__ import annotations
@@ -412,6 +413,17 @@ def _map_2d(amap: Any, i: int) -> np.ndarray:
     return a
 
 
+def region_weights(mask: np.ndarray) -> tuple[np.ndarray, int]:
+    """``(weights, n_regions)`` of a bool mask: each defect pixel weighs 1 / |its region|
+    (8-connected components), background pixels 0; summing weights above a threshold gives
+    the sum of per-region overlaps that AUPRO needs."""
+    lab, k = ndimage.label(mask, structure=_EIGHT_CONNECTED)
+    sizes_k = np.bincount(lab.reshape(-1), minlength=k + 1).astype(np.float64)
+    inv = np.zeros(k + 1)
+    inv[1:] = 1.0 / sizes_k[1:]
+    return inv[lab], int(k)
+
+
 class _Pixels:
     """Pooled pixels of all images: ``fg`` (bool), ``scores`` (float) and, when asked,
     ``weights`` (1/|region| on defect pixels, 0 on background) and ``n_regions``."""
@@ -455,12 +467,9 @@ class _Pixels:
             if m is not None:
                 self.fg[pos:end] = m.reshape(-1)
                 if regions and m.any():
-                    lab, k = ndimage.label(m, structure=_EIGHT_CONNECTED)
-                    sizes_k = np.bincount(lab.reshape(-1), minlength=k + 1).astype(np.float64)
-                    inv = np.zeros(k + 1)
-                    inv[1:] = 1.0 / sizes_k[1:]
-                    self.weights[pos:end] = inv[lab.reshape(-1)]
-                    self.n_regions += int(k)
+                    w, k = region_weights(m)
+                    self.weights[pos:end] = w.reshape(-1)
+                    self.n_regions += k
             pos = end
 
     def counts(self) -> tuple[int, int]:

@@ -2,7 +2,7 @@
 
 Data: the user's real defect images with masks. Each training item is a crop around one
 defect (its mask bounding box widened by ``context`` and made square), resized to
-``resolution``. One step (DefectFill/diffusers-inpainting style):
+``resolution`` (:mod:`.lora_crops`; the settings are :mod:`.lora_config`'s). One step (DefectFill/diffusers-inpainting style):
 
 1. VAE-encode the crop and the crop with the defect blanked out (``image * (1 - mask)``),
    scale by the VAE scaling factor; downsample the mask to the latent grid;
@@ -26,7 +26,6 @@ Runs on GPU (fp16 frozen weights, fp32 LoRA, autocast); on CPU only tiny models 
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import tempfile
@@ -37,57 +36,14 @@ from typing import Any, Callable, Sequence
 
 import cv2
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from defectforge._atomic import atomic_write_json
 from defectforge.errors import ConfigError, InputError
+from defectforge.synth2d.diffusion.lora_config import TARGET_MODULES, LoraTrainConfig, load_config  # noqa: F401
+from defectforge.synth2d.diffusion.lora_crops import TrainItem, defect_crop, make_items  # noqa: F401
 
-TARGET_MODULES = ("to_q", "to_k", "to_v", "to_out.0")
 _FINGERPRINT_KEYS = ("model", "instance_prompt", "rank", "alpha", "resolution", "target_modules", "seed")
 LORA_OUTPUTS = ("train_config.json", "checkpoints", "pytorch_lora_weights.safetensors", "losses.json", "samples.png")
-
-
-class LoraTrainConfig(BaseModel):
-    """Everything that defines a LoRA training run (saved next to the outputs)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    model: str = Field(description="local diffusers inpainting folder (or single file + single_file_config)")
-    out: str = Field(description="output folder (checkpoints, final weights, samples)")
-    instance_prompt: str = Field(description="prompt used for every item, e.g. 'dkf pitting on ground steel'")
-    kind: str = "auto"
-    single_file_config: str | None = None
-    device: str = "auto"
-    dtype: str = "auto"
-    rank: int = Field(4, ge=1, le=256)
-    alpha: float | None = Field(None, gt=0, description="LoRA alpha (default = rank)")
-    target_modules: list[str] = Field(default_factory=lambda: list(TARGET_MODULES))
-    lr: float = Field(1e-4, gt=0)
-    steps: int = Field(500, ge=1)
-    batch_size: int = Field(1, ge=1)
-    resolution: int = Field(1024, ge=8)
-    context: float = Field(2.0, ge=1.0, description="crop side = context x the mask bbox's longer side")
-    min_crop: int = Field(64, ge=8, description="smallest crop side in source pixels")
-    mask_dilate: int = Field(2, ge=0, description="px the mask is grown before blanking/weighting")
-    mask_weight: float = Field(2.0, ge=0, description="loss weight inside the mask (1 outside)")
-    flip: bool = True
-    max_grad_norm: float = Field(1.0, gt=0)
-    gradient_checkpointing: bool = False
-    checkpoint_every: int = Field(100, ge=1)
-    keep_checkpoints: int = Field(2, ge=1)
-    seed: int = 0
-    samples: int = Field(4, ge=0, description="items shown in samples.png after training (0 = none)")
-    sample_steps: int = Field(30, ge=1)
-    sample_guidance: float = 7.5
-
-
-@dataclass
-class TrainItem:
-    """One training crop: RGB uint8 ``resolution`` square and its bool mask."""
-
-    image: np.ndarray
-    mask: np.ndarray
-    source: str = ""
 
 
 @dataclass
@@ -100,67 +56,6 @@ class TrainResult:
     samples: Path | None = None
     seconds: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-def load_config(data: dict[str, Any]) -> LoraTrainConfig:
-    try:
-        return LoraTrainConfig.model_validate(data)
-    except ValidationError as exc:
-        e = exc.errors()[0]
-        raise ConfigError(f"lora train config: {'.'.join(str(x) for x in e.get('loc', ()))}: {e.get('msg')}") from None
-
-
-# -- data ------------------------------------------------------------------------------------------
-def defect_crop(image: np.ndarray, mask: np.ndarray, resolution: int, context: float = 2.0,
-                min_crop: int = 64) -> tuple[np.ndarray, np.ndarray]:
-    """A square crop around the mask (side = ``context`` x bbox side, at least ``min_crop``),
-    resized to ``resolution``; reflect-padded when the square leaves the image."""
-    m = np.asarray(mask, dtype=bool)
-    ys, xs = np.nonzero(m)
-    if len(ys) == 0:
-        raise InputError(None, "empty defect mask")
-    cy, cx = (ys.min() + ys.max() + 1) / 2, (xs.min() + xs.max() + 1) / 2
-    side = int(math.ceil(max(min_crop, context * max(ys.max() - ys.min() + 1, xs.max() - xs.min() + 1))))
-    y0, x0 = int(round(cy - side / 2)), int(round(cx - side / 2))
-    H, W = m.shape
-    pad = max(0, -y0, -x0, y0 + side - H, x0 + side - W)
-    img = cv2.copyMakeBorder(image, pad, pad, pad, pad, cv2.BORDER_REFLECT) if pad else image
-    mk = m.astype(np.uint8)
-    if pad:
-        mk = cv2.copyMakeBorder(mk, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=0)
-    crop = img[y0 + pad:y0 + pad + side, x0 + pad:x0 + pad + side]
-    mcrop = mk[y0 + pad:y0 + pad + side, x0 + pad:x0 + pad + side]
-    interp = cv2.INTER_AREA if side > resolution else cv2.INTER_CUBIC
-    crop = cv2.resize(crop, (resolution, resolution), interpolation=interp)
-    mcrop = cv2.resize(mcrop, (resolution, resolution), interpolation=cv2.INTER_NEAREST) > 0
-    return np.ascontiguousarray(crop), mcrop
-
-
-def make_items(images: Sequence[np.ndarray], masks: Sequence[np.ndarray], cfg: LoraTrainConfig,
-               sources: Sequence[str] | None = None) -> list[TrainItem]:
-    """Training items: one crop per 8-connected defect region (regions closer than a few px merge)."""
-    items: list[TrainItem] = []
-    for k, (img, m) in enumerate(zip(images, masks)):
-        src = sources[k] if sources else f"item{k}"
-        m = np.asarray(m, dtype=bool)
-        if m.shape != img.shape[:2]:
-            raise InputError(src, f"mask {m.shape[1]}x{m.shape[0]} does not match image {img.shape[1]}x{img.shape[0]}")
-        if not m.any():
-            raise InputError(src, "mask is empty: every training image needs a defect mask")
-        merged = cv2.dilate(m.astype(np.uint8), np.ones((9, 9), np.uint8))
-        n, lab = cv2.connectedComponents(merged, connectivity=8)
-        for i in range(1, n):
-            part = m & (lab == i)
-            if part.sum() < 4:
-                continue
-            if cfg.mask_dilate:
-                k = 2 * cfg.mask_dilate + 1
-                part = cv2.dilate(part.astype(np.uint8), np.ones((k, k), np.uint8)) > 0
-            crop, mc = defect_crop(img, part, cfg.resolution, cfg.context, cfg.min_crop)
-            items.append(TrainItem(crop, mc, src))
-    if not items:
-        raise InputError(None, "no usable defect regions (masks empty or below 4 px)")
-    return items
 
 
 # -- trainer ---------------------------------------------------------------------------------------

@@ -1,0 +1,234 @@
+"""ExDD fitting: the normal and defect memory banks, the validation split and thresholds.
+
+:class:`BankFitMixin` holds :meth:`~BankFitMixin.fit` of :class:`~defectforge.detect.exdd.ExDD`
+(and so of PatchCore): the seeded validation split carved from the normal images, the
+greedy k-center coresets of the normal rows and of the rows inside defect masks (rows
+spooled to disk, only the projected ones kept in memory), the choice of the image score
+and the image / pixel thresholds on the validation split (never test data).
+
+The mixin relies on what :class:`~defectforge.detect.exdd.ExDD` defines (``config``,
+``_validate_params``, ``_setup_size``, ``_rows``) and on the scoring side
+(:mod:`~defectforge.detect.exdd_predict`: ``_make_indexes``, ``_score``).
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
+
+import numpy as np
+
+from defectforge.errors import ConfigError, InputError
+
+if TYPE_CHECKING:
+    from defectforge.detect.exdd import ExDD
+
+
+class BankFitMixin:
+    """``fit`` and its internals for :class:`~defectforge.detect.exdd.ExDD`."""
+
+    def fit(self, normal: Iterable[Any], defects: Iterable[Any] | dict[str, Iterable[Any]] | None = None) -> "ExDD":
+        """Build the banks from defect-free ``normal`` images and (ExDD) the masked
+        regions of ``defects`` (``Sample`` s with masks, or ``(image, mask)`` pairs), then
+        choose thresholds on a validation split carved from ``normal``.
+
+        ``defects`` may also be a dict ``{set name: items}`` (e.g. the train split's real
+        defects and one or more synthetic sets); ``fit_info["defect_sets"]`` then records,
+        per set, how many images it had and how many put rows in the defect bank.
+
+        Memory: only the rows projected for the coreset choice stay in memory; the full
+        rows wait in a temporary file and only the chosen ones are read back."""
+        import time
+
+        from defectforge.bank.features import random_projection, to_rgb
+        from defectforge.detect.exdd import EmptyDefectMaskWarning
+
+        self._validate_params()
+        c = self.config
+        normal = list(normal)
+        if isinstance(defects, dict):
+            def_sets = {str(k): list(v) for k, v in defects.items()}
+        else:
+            def_sets = {"defects": list(defects)} if defects is not None else {}
+        if len(normal) == 0:
+            raise ConfigError("fit needs at least one normal (defect-free) training image")
+        rng = np.random.default_rng(c.seed)
+        n_val = int(round(c.val_fraction * len(normal))) if c.val_fraction > 0 else 0
+        if c.val_fraction > 0:
+            n_val = max(1, n_val)
+            if len(normal) - n_val < 1:
+                raise ConfigError(
+                    f"{len(normal)} normal image(s) cannot give both a training and a validation split; "
+                    "pass more images or val_fraction=0 (then no threshold is chosen)")
+        perm = rng.permutation(len(normal))
+        val_items = [normal[i] for i in sorted(perm[:n_val])]
+        train_items = [normal[i] for i in sorted(perm[n_val:])]
+
+        first = to_rgb(train_items[0])
+        self._setup_size(first)
+        D = self.feature_dim_
+        proj = None
+        if c.projection_dim is not None and c.projection_dim < D:
+            proj = random_projection(D, int(c.projection_dim), c.seed)
+
+        t0 = time.perf_counter()
+        self.bank_normal_, n_rows, t1 = self._bank_from(
+            "normal", ((first if k == 0 else it, None) for k, it in enumerate(train_items)), len(train_items),
+            proj, c.normal_ratio)
+        t2 = time.perf_counter()
+
+        # ---- defect bank (ExDD) or defect validation images (PatchCore)
+        val_defects: list[Any] = []
+        self.bank_defect_ = np.zeros((0, D), dtype=np.float32)
+        set_info = []
+        held: dict[str, int] = {}
+        score_why = None
+        if def_sets and c.defects_for == "bank" and val_items:
+            from defectforge.detect.image_score import NEED_VALIDATION, hold_out_real_defects
+
+            if c.image_score in NEED_VALIDATION:
+                def_sets, val_defects, held, score_why = hold_out_real_defects(def_sets, c.defect_val_fraction, c.seed)
+        if def_sets and c.defects_for == "bank":
+            tagged = [(it, name) for name, items in def_sets.items() for it in items]
+            used: dict[str, int] = {name: 0 for name in def_sets}
+            self.bank_defect_, n_drows, _ = self._bank_from("defect", iter(tagged), len(tagged), proj, c.defect_ratio,
+                                                           used=used)
+            if n_drows == 0:
+                warnings.warn("no defect image contributed rows: the defect bank is empty (PatchCore behaviour)",
+                              EmptyDefectMaskWarning, stacklevel=2)
+            set_info = [{"name": k, "images": len(v) + held.get(k, 0), "in_bank": used[k], "use": "bank",
+                         "validation": held.get(k, 0)} for k, v in def_sets.items()]
+        elif def_sets:
+            # (image, mask) pairs are scored by their image
+            val_defects = [d[0] if isinstance(d, (tuple, list)) else d for items in def_sets.values() for d in items]
+            set_info = [{"name": k, "images": len(v), "in_bank": 0, "use": "validation"} for k, v in def_sets.items()]
+        t3 = time.perf_counter()
+        from defectforge.detect.model_checks import check_finite_state
+
+        check_finite_state(c.weights, {"bank_normal": self.bank_normal_, "bank_defect": self.bank_defect_},
+                           cause="the backbone produced non-finite features (corrupt --weights?)")
+        self._make_indexes()
+
+        # ---- thresholds on validation (never test)
+        self.threshold_ = self.pixel_threshold_ = None
+        n_val_def = 0
+        if val_items:
+            self._choose_thresholds(val_items, val_defects, score_why)
+            n_val_def = len(val_defects)
+        else:
+            self._choose_image_score(None, None, "val_fraction=0: no validation split")
+            warnings.warn("val_fraction=0: no validation split, so no threshold is chosen; "
+                          "pred_label / pred_mask will be all False", UserWarning, stacklevel=2)
+        self.fit_info_ = {
+            "n_train_normal": len(train_items), "n_val_normal": len(val_items), "n_val_defect": n_val_def,
+            "n_defect_images_in_bank": int(sum(x["in_bank"] for x in set_info)), "defect_sets": set_info,
+            "n_rows_normal": int(n_rows),
+            "bank_normal": int(len(self.bank_normal_)), "bank_defect": int(len(self.bank_defect_)),
+            "feature_dim": D, "grid": list(self.grid_), "input_size": list(self.input_size_),
+            "seconds_features": round(t1 - t0, 3), "seconds_coreset": round(t2 - t1, 3),
+            "seconds_defect_bank": round(t3 - t2, 3), "image_score": self._score_info,
+        }
+        return self
+
+    def _bank_from(self, which: str, items: Iterator[tuple[Any, Any]], n_items: int, proj: np.ndarray | None,
+                   ratio: float, used: dict[str, int] | None = None) -> tuple[np.ndarray, int, float]:
+        """``(bank rows, rows seen, time features ended)`` for the normal or the defect
+        bank: features batch by batch (full rows spooled to disk, projected rows kept),
+        then the greedy k-center coreset on the projected rows. ``items`` yields
+        ``(item, tag)``; defect items go through :meth:`_defect_rows` and ``used[tag]``
+        counts the ones that gave rows."""
+        import time
+
+        from defectforge.bank.coreset import coreset_size, greedy_kcenter
+        from defectforge.detect.fit_job import feature_rows
+        from defectforge.progress import progress_task
+        from defectforge.bank.spool import RowSpool
+
+        c = self.config
+        D = self.feature_dim_
+        sel_dim = proj.shape[1] if proj is not None else D
+        sel_parts: list[np.ndarray] = []
+        # the normal rows' count is known: fill one array (no second copy at the end)
+        sel_all = (np.empty((n_items * self.grid_[0] * self.grid_[1], sel_dim), np.float32)
+                   if which == "normal" else None)
+        with RowSpool(D) as spool:
+            with progress_task(f"features ({which})", n_items, self.progress) as bar:
+                # batches of images -> rows, in order, in this process or on an engine (fit_job)
+                for rows, n_batch, tag in feature_rows(self, which, items, c.batch_size):
+                    bar.advance(n_batch)
+                    if rows is None:
+                        continue
+                    if used is not None:
+                        used[tag] += 1
+                    if sel_all is not None:
+                        dst = sel_all[spool.n_rows:spool.n_rows + len(rows)]
+                        if proj is not None:
+                            np.matmul(rows, proj, out=dst)
+                        else:
+                            dst[:] = rows
+                    else:
+                        sel_parts.append(rows @ proj if proj is not None else rows)
+                    spool.append(rows)
+            t_feat = time.perf_counter()
+            n_rows = spool.n_rows
+            if n_rows == 0:
+                return np.zeros((0, D), np.float32), 0, t_feat
+            sel = sel_all[:n_rows] if sel_all is not None else np.concatenate(sel_parts)
+            del sel_parts, sel_all
+            target = coreset_size(n_rows, ratio, c.coreset_min)
+            with progress_task(f"coreset ({which} bank)", target, self.progress) as bar:
+                idx = greedy_kcenter(sel, target, seed=c.seed, progress=bar.update, overwrite_x=True)
+            del sel
+            return np.ascontiguousarray(spool.gather(np.sort(idx))), n_rows, t_feat
+
+    def _defect_rows(self, item: Any, k: int) -> np.ndarray | None:
+        """Rows of one defect image whose grid cell is at least ``mask_fraction`` defect."""
+        from defectforge.data.sample import Sample
+        from defectforge.bank.features import mask_to_grid, to_rgb
+        from defectforge.detect.exdd import EmptyDefectMaskWarning
+
+        if isinstance(item, Sample):
+            rgb, mask, name = to_rgb(item), item.mask, item.name
+        elif isinstance(item, (tuple, list)) and len(item) == 2:
+            rgb, mask, name = to_rgb(item[0]), (None if item[1] is None else np.asarray(item[1]) > 0), f"defect_{k:05d}"
+        else:
+            raise InputError(None, "defect images must be Samples with masks or (image, mask) pairs")
+        if mask is None or not mask.any():
+            warnings.warn(f"{name}: defect image has {'no' if mask is None else 'an empty'} mask; "
+                          "skipped for the defect bank", EmptyDefectMaskWarning, stacklevel=3)
+            return None
+        if mask.shape != rgb.shape[:2]:
+            raise InputError(getattr(item, "mask_path", None) or name,
+                             f"mask is {mask.shape[1]}x{mask.shape[0]} but the image is {rgb.shape[1]}x{rgb.shape[0]}")
+        rows = self._rows([rgb])
+        frac = mask_to_grid(mask, self.grid_).reshape(-1)
+        keep = frac >= self.config.mask_fraction
+        if not keep.any():  # a defect smaller than one cell: keep its best-covered cell(s)
+            keep = frac >= frac.max() - 1e-9
+        return rows[keep]
+
+    def _choose_image_score(self, raw: dict[str, np.ndarray] | None, labels: np.ndarray | None,
+                            why: str | None) -> None:
+        from defectforge.detect.image_score import choose
+
+        info = choose(self.config.image_score, raw, labels, seed=self.config.seed, reason=why)
+        if info["chosen"] == "fusion" and info["fusion"] is None:
+            raise ConfigError("image_score='fusion' is calibrated on validation defect images, and there are none: "
+                              + (why or "pass real defect images") + "; use 'auto' or another image score")
+        self._score_info = info
+        self.image_score_, self._fusion = info["chosen"], info["fusion"]
+
+    def _choose_thresholds(self, val_items: list[Any], val_defects: list[Any], why: str | None = None) -> None:
+        from defectforge.detect.image_score import final_scores
+        from defectforge.metrics import select_threshold
+
+        self.threshold_ = float("inf")
+        self.pixel_threshold_ = float("inf")
+        raw, maps = self._score(val_items + val_defects, keep_input_maps=True)
+        labels = np.array([False] * len(val_items) + [True] * len(val_defects))
+        self._choose_image_score(raw, labels, why)
+        scores = final_scores(self.image_score_, raw, self._fusion)
+        method = "f1" if val_defects else "quantile"
+        self.threshold_ = float(select_threshold(labels, scores, method=method, quantile=self.config.threshold_quantile))
+        normal_px = np.concatenate([m.reshape(-1) for m, lab in zip(maps, labels) if not lab])
+        self.pixel_threshold_ = float(np.quantile(normal_px, self.config.pixel_quantile))
