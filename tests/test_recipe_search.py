@@ -38,7 +38,8 @@ def make_data(root: Path, n_good: int = 10, n_def: int = 6) -> Path:
             img = _img(100 + i + (0 if split == "train" else 500))
             m = np.zeros((H, W), bool)
             yy, xx = np.mgrid[0:H, 0:W]
-            m[((yy - 30 - 5 * i) / 5.0) ** 2 + ((xx - 20 - 15 * i) / 7.0) ** 2 <= 1] = True
+            j = i % 6
+            m[((yy - 30 - 5 * j) / 5.0) ** 2 + ((xx - 20 - 15 * j) / 7.0) ** 2 <= 1] = True
             img[m] = (img[m] * 0.5).astype(np.uint8)
             write_image(root / "images" / f"{split}_pit{i}.png", img)
             write_mask(root / "masks" / f"{split}_pit{i}.png", m)
@@ -220,3 +221,85 @@ def test_folds_score_every_candidate_on_several_validation_splits(data, tmp_path
     assert seen[0][0] != seen[1][0] and seen[0][1] == 0 and seen[2][1] > 0
     assert len(s["baseline"]["fold_scores"]) == 2
     assert s["baseline"]["score"] == pytest.approx(np.mean(s["baseline"]["fold_scores"]))
+
+
+class _Quantiles:
+    """A tiny stand-in for the C2ST's backbone: grey quantiles of the whole crop."""
+
+    def embed(self, crops):
+        return np.array([np.percentile(c.mean(-1), [10, 50, 90]) for c in crops])
+
+
+@pytest.fixture
+def realism_spy(monkeypatch):
+    """The C2ST with the stand-in backbone; records the real and synthetic sets it was given."""
+    import defectforge.filter.c2st as c2
+
+    monkeypatch.setattr("defectforge.filter.embed.default_embedder", lambda size=128, device="cpu": _Quantiles())
+    calls: list[tuple[list[str], int]] = []
+    orig = c2.set_realism
+
+    def spy(real, synthetic, seed=0, **kw):
+        calls.append(([s.name for s in real], len(synthetic)))
+        return orig(real, synthetic, seed=seed, **kw)
+
+    monkeypatch.setattr(c2, "set_realism", spy)
+    return calls
+
+
+def test_search_reports_the_best_recipes_realism_against_validation_defects(tmp_path, monkeypatch, realism_spy):
+    from defectforge.data.formats import load_dataset
+    from defectforge.recipe.realism import MIN_SYNTH
+
+    data = make_data(tmp_path / "d", n_good=10, n_def=20)
+    _fake_scores(monkeypatch, 0.5, [0.6, 0.9, 0.7])
+    out = tmp_path / "s"
+    s = search_recipes(data, out, _tiny())
+    sp = carve_splits(load_dataset(data), _tiny())
+    assert len(realism_spy) == 1  # the best trial only (no limit set)
+    names, n_syn = realism_spy[0]
+    assert sorted(names) == sorted(x.name for x in sp.val_defects)  # the held-out defects, never guide/test
+    assert not set(names) & {x.name for x in sp.guide} and all(n.startswith("train_") for n in names)
+    assert n_syn >= max(MIN_SYNTH, len(sp.val_defects))
+    r = s["realism"]
+    assert 0.0 <= r["c2st_auc"] <= 1.0 and r["c2st_ci"][0] <= r["c2st_auc"] <= r["c2st_ci"][1]
+    assert r["n_reference"] == 10 and "validation" in r["reference"]
+    assert "c2st_floor_auc" in r or "5 vs 5 crops" in r["c2st_floor_reason"]  # (halves of 10 real defects)
+    assert json.loads((out / "search.json").read_text())["realism"]["c2st_auc"] == r["c2st_auc"]
+    assert "Realism of the best recipe" in (out / "report.html").read_text()
+    assert f"C2ST AUC {r['c2st_auc']:.3f}" in (out / "best_recipe.yaml").read_text()
+    # a resumed run reuses the stored number
+    search_recipes(data, out, _tiny())
+    assert len(realism_spy) == 1
+
+
+def test_max_c2st_prunes_unrealistic_recipes_before_the_detector(tmp_path, monkeypatch, realism_spy):
+    data = make_data(tmp_path / "d", n_good=10, n_def=20)
+    detector_calls: list[int] = []
+
+    def fake(sp, synth, st, work, report=None):
+        detector_calls.append(len(synth))
+        return {"score": 0.9 if synth else 0.5}
+
+    monkeypatch.setattr(rs, "evaluate_candidate", fake)
+    s = search_recipes(data, tmp_path / "strict", _tiny(max_c2st=0.01))
+    assert detector_calls == [0]  # only the baseline ran: every recipe failed the limit first
+    assert s["trials"]["pruned"] == 3 and s["best_trial"] is None and not s["recommend_synthetic"]
+    assert "realism limit" in s["verdict"] and len(realism_spy) == 3
+    import csv
+
+    rows = list(csv.DictReader((tmp_path / "strict" / "trials.csv").open()))
+    assert all("above --max-c2st" in r["rejected"] and float(r["c2st_auc"]) > 0.01 for r in rows)
+    detector_calls.clear()
+    s = search_recipes(data, tmp_path / "loose", _tiny(max_c2st=1.0))
+    assert len(detector_calls) == 4 and s["recommend_synthetic"] and s["realism"]["c2st_auc"] <= 1.0
+    assert len(realism_spy) == 3 + 3  # per trial; the best one's number is reused
+
+
+def test_bad_max_c2st_is_a_one_line_error(data, tmp_path):
+    from typer.testing import CliRunner
+
+    from defectforge.cli import app
+
+    r = CliRunner().invoke(app, ["recipe", "search", str(data), "--max-c2st", "1.5", "--out", str(tmp_path / "x")])
+    assert r.exit_code == 2 and "--max-c2st" in r.output

@@ -55,6 +55,10 @@ def search_cmd(
     epochs: int = typer.Option(8, "--epochs", help="Box detectors: epochs per trial."),
     batch_size: int = typer.Option(4, "--batch-size", help="Box detectors: batch size."),
     patience: int = typer.Option(3, "--patience", help="Box detectors: early-stopping patience (epochs)."),
+    realism: bool = typer.Option(True, "--realism/--no-realism", help="Measure the best recipe's C2ST AUC against "
+                                                                  "the validation defects (report, search.json)."),
+    max_c2st: Optional[float] = typer.Option(None, "--max-c2st", help="Realism limit: recipes whose C2ST AUC vs the "
+                                                                      "validation defects exceeds it are pruned."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a search with other settings in --out."),
     device: str = typer.Option("cpu", "--device", help="cpu, or cuda[:N] when a GPU is available (run time only: "
                                                        "a search resumes on another device)."),
@@ -69,12 +73,14 @@ def search_cmd(
                         ratio_range=_floats(ratio_range, "--ratio-range"), defect_type=defect_type,
                         val_defects=val_defects, val_good=val_good, max_good=max_good, max_val_good=max_val_good,
                         min_gain=min_gain, folds=folds, image_size=image_size, normal_ratio=normal_ratio, epochs=epochs,
-                        batch_size=batch_size, patience=patience, device=device)
+                        batch_size=batch_size, patience=patience, device=device, realism=realism,
+                        max_c2st=max_c2st)
     con = _console()
     summary = search_recipes(data, out, st, overwrite=overwrite, log=lambda m: con.print(m, highlight=False))
     if st.reductions():
         con.print(f"search-time reductions: {st.reductions()}", highlight=False)
     con.print(("[green]" if summary["recommend_synthetic"] else "[yellow]") + summary["verdict"] + "[/]")
+    con.print(f"realism of the best recipe: {summary['realism_line']}", highlight=False)
     con.print(f"report: {out / 'report.html'}  commands: {out / 'commands.sh'}", highlight=False)
 
 

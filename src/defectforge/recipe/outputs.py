@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from defectforge._atomic import atomic_write_text
+from defectforge.recipe.realism import best_trial, describe, trial_realism
 
 
 def _trial_rows(study: Any) -> list[dict[str, Any]]:
@@ -22,6 +23,11 @@ def _trial_rows(study: Any) -> list[dict[str, Any]]:
              "last_intermediate": list(t.intermediate_values.values())[-1] if t.intermediate_values else None}
         rec = t.user_attrs.get("recipe") or {}
         r["generators"] = " + ".join(f"{g['name']}:{g['weight']:.2f}" for g in rec.get("generators", []))
+        real = trial_realism(study, t) or {}
+        if real:
+            r["c2st_auc"] = real.get("c2st_auc")
+        if "rejected" in t.user_attrs:
+            r["rejected"] = t.user_attrs["rejected"]
         for k, v in (t.user_attrs.get("metrics") or {}).items():
             if k != "score":
                 r[f"val_{k}"] = v
@@ -47,12 +53,12 @@ def _importances(study: Any) -> dict[str, float]:
 
 
 def write_outputs(out: Path, study: Any, st: Any, sp: Any, source: str, ds: Any, elapsed: float) -> dict[str, Any]:
-    import optuna
     import yaml
 
     base = study.user_attrs["baseline"]
-    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    best = max(done, key=lambda t: t.value) if done else None
+    max_c2st = getattr(st, "max_c2st", None)
+    best, excluded = best_trial(study, max_c2st)
+    realism = trial_realism(study, best) if best is not None else None
     gain = (best.value - base["score"]) if best is not None else float("nan")
     recommend = best is not None and gain >= st.min_gain
     n_train_def = sum(1 for s in ds if s.split == "train" and s.label == sp.defect_type)
@@ -64,10 +70,15 @@ def write_outputs(out: Path, study: Any, st: Any, sp: Any, source: str, ds: Any,
         "trials": {s: sum(t.state.name.lower() == s for t in study.trials) for s in ("complete", "pruned", "fail")},
         "splits": sp.counts(), "settings": st.key(), "search_time_reductions": st.reductions(),
         "seconds_this_run": round(elapsed, 1), "data": source,
+        "realism": realism, "realism_line": describe(realism), "max_c2st": max_c2st,
+        "excluded_by_realism": excluded,
     }
     if recommend:
         summary["verdict"] = (f"trial {best.number} beats the real-only baseline on validation by {gain:+.4f} "
                               f"({metric}): use its recipe")
+    elif best is None and max_c2st is not None and (excluded or summary["trials"]["pruned"]):
+        summary["verdict"] = (f"no finished recipe passes the realism limit (C2ST AUC <= {max_c2st} vs the "
+                              "validation defects): the real-only baseline stands; no synthetic data recommended")
     elif best is None:
         summary["verdict"] = "no trial finished: the real-only baseline stands; no synthetic data recommended"
     else:
@@ -82,6 +93,7 @@ def write_outputs(out: Path, study: Any, st: Any, sp: Any, source: str, ds: Any,
         prov = {"detector": st.detector, "recommended": recommend, "trial": best.number, "ratio": round(rec["ratio"], 4),
                 "validation": {"metric": metric, "best": round(best.value, 5), "baseline": round(base["score"], 5)},
                 "note": f"n = ratio x the {n_train_def} real train defects of type {sp.defect_type!r}",
+                "realism": describe(realism),
                 "search_time_reductions": st.reductions()}
         cfg = synth_config(rec, source, n_apply, st.seed, sp.defect_type, prov)
         atomic_write_text(out / "best_recipe.yaml", yaml.safe_dump(cfg, sort_keys=False))
@@ -140,6 +152,12 @@ def _report(out: Path, summary: dict[str, Any], rows: list[dict[str, Any]], stud
 
     rep = Report(f"Recipe search: {summary['detector']}", out, subtitle=f"data: {summary['data']}")
     rep.section("verdict", "Verdict (validation only; the test split is never read)").text(summary["verdict"])
+    real = rep.section("realism", "Realism of the best recipe (C2ST against the validation defects)")
+    real.text(summary["realism_line"] + (f". Realism limit: C2ST AUC <= {summary['max_c2st']} "
+                                         f"({summary['excluded_by_realism']} complete trial(s) excluded)."
+                                         if summary["max_c2st"] is not None else ""))
+    if summary["realism"]:
+        real.kv({k: str(v) for k, v in summary["realism"].items()})
     base, best = summary["baseline"], summary["best"] or {}
     keys = [k for k in base if k != "seconds"]
     rep.section("best", "Best recipe vs real-only baseline, on validation").table(

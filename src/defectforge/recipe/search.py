@@ -71,6 +71,11 @@ class SearchSettings:
     device: str = "cpu"
     """Where the detector fits and scores (auto, cpu, cuda[:N]); run time only, not part of
     the study's key, so a search started on one device resumes on another."""
+    realism: bool = True
+    """Measure the best recipe's C2ST realism against the validation defects (:mod:`.realism`)."""
+    max_c2st: float | None = None
+    """Realism limit: a trial whose C2ST AUC (vs the validation defects) exceeds it is pruned
+    before the detector runs and is never recommended."""
 
     def reductions(self) -> dict[str, Any]:
         """Search-time settings that differ from what the detector uses by default (stated
@@ -93,6 +98,8 @@ class SearchSettings:
 
         if self.folds < 1:
             raise ConfigError(f"--folds must be >= 1, got {self.folds}")
+        if self.max_c2st is not None and not 0.0 < self.max_c2st <= 1.0:
+            raise ConfigError(f"--max-c2st must be in (0, 1], got {self.max_c2st}")
         if self.trials < 1:
             raise ConfigError(f"--trials must be >= 1, got {self.trials}")
         if not (0 < self.val_defects < 1) or not (0 < self.val_good < 1):
@@ -258,6 +265,7 @@ def search_recipes(data: str | Path | Dataset, out: str | Path, settings: Search
     import optuna
 
     from defectforge.recipe.outputs import write_outputs
+    from defectforge.recipe.realism import best_trial, describe, passes, recipe_realism, trial_realism
     from defectforge.recipe.space import suggest
     from defectforge.runfolder import RunFolder
 
@@ -303,7 +311,15 @@ def search_recipes(data: str | Path | Dataset, out: str | Path, settings: Search
             t0 = time.perf_counter()
             recipe = suggest(trial, list(st.generators), st.ratio_range)
             trial.set_user_attr("recipe", recipe)
-            trial.set_user_attr("n_synthetic", max(1, int(round(recipe["ratio"] * len(sp.guide)))))
+            n_syn = max(1, int(round(recipe["ratio"] * len(sp.guide))))
+            trial.set_user_attr("n_synthetic", n_syn)
+            if st.max_c2st is not None:  # realism first: an unrealistic recipe costs no detector run
+                real = recipe_realism(recipe, sp, source, n_syn, st.seed * 1000 + trial.number)
+                trial.set_user_attr("realism", real)
+                if not passes(real, st.max_c2st):
+                    trial.set_user_attr("seconds", round(time.perf_counter() - t0, 1))
+                    trial.set_user_attr("rejected", f"realism above --max-c2st {st.max_c2st}: {describe(real)}")
+                    raise optuna.TrialPruned()
 
             def report(value: float, step: int) -> None:
                 trial.report(value, step)
@@ -325,10 +341,17 @@ def search_recipes(data: str | Path | Dataset, out: str | Path, settings: Search
         def after(study_: Any, trial: Any) -> None:
             v = f"{trial.value:.4f}" if trial.state.name == "COMPLETE" else trial.state.name.lower()
             say(f"trial {trial.number}: {v} ({trial.user_attrs.get('n_synthetic', '?')} synthetic, "
-                f"{trial.user_attrs.get('seconds', '?')} s)")
+                f"{trial.user_attrs.get('seconds', '?')} s)" + (f"; {trial.user_attrs['rejected']}"
+                                                                 if "rejected" in trial.user_attrs else ""))
 
         if todo:
             study.optimize(objective, n_trials=todo, callbacks=[after], gc_after_trial=True)
+        best, _ = best_trial(study, st.max_c2st)
+        if st.realism and best is not None and trial_realism(study, best) is None:
+            say(f"realism of trial {best.number} (C2ST vs the validation defects) ...")
+            real = recipe_realism(best.user_attrs["recipe"], sp, source, best.user_attrs["n_synthetic"],
+                                  st.seed * 1000 + best.number)
+            study.set_user_attr(f"realism_trial{best.number}", real)  # (a finished trial is read-only)
         return write_outputs(out, study, st, sp, source, ds, time.perf_counter() - t_start)
 
 
