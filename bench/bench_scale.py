@@ -182,7 +182,7 @@ def write_doc(results: list[dict], args, path: Path) -> None:
              f"- Command: `{args.command}`",
              "- Settings: README defaults (`detect fit` without options): 256 px shorter side (256x632 input, "
              "32x79 = 2,528 rows of 152 values per image), EfficientNet-Lite0 (packaged weights), 128-d projection "
-             "for the choice, exact greedy k-center (ball tree, identical to the brute force); PatchCore 10 %, ExDD "
+             "for the choice, exact greedy k-center (lazy blocks, identical to the brute force); PatchCore 10 %, ExDD "
              "1 % of the normal rows (+ 10 % of the rows inside the 63 train defect masks). 10 % of the images are "
              "held out as validation (threshold). Sizes past 402: flipped / cropped copies of the 402.",
              "- Peak RSS: `ru_maxrss` of the worker process (fit, or fit + predict + metrics where marked). "
