@@ -151,3 +151,28 @@ def test_embedders_run_their_model_on_the_device_and_return_cpu_arrays():
 
     out = TorchEmbedder(Probe(), size=16, device="cpu").embed(crops)
     assert isinstance(out, np.ndarray) and out.shape == (3, 3) and seen == ["cpu"]
+
+
+def test_synth_device_sets_model_based_generators_only(tmp_path):
+    """``synth --device`` reaches the generators that run a model (their ``device``
+    parameter) and leaves weight-free ones alone; a bad device is one line, exit 2."""
+    import yaml
+    from typer.testing import CliRunner
+
+    from defectforge.cli import app
+    from defectforge.synth2d.cli import with_device
+    from defectforge.synth2d.config import parse_config
+
+    cfg = parse_config({"source": {"path": str(tmp_path)}, "n": 2,
+                        "generators": [{"name": "pitting"},
+                                       {"name": "inpaint-diffusion", "params": {"model": str(tmp_path / "m")}}]})
+    out = with_device(cfg, "cpu")
+    params = {g.name: g.params for g in out.generators}
+    assert params["inpaint-diffusion"]["device"] == "cpu" and "device" not in params["pitting"]
+    r = CliRunner().invoke(app, ["synth", str(tmp_path), "--generator", "pitting", "--device", "cpu",
+                                 "--print-config"])
+    assert r.exit_code == 0, r.output
+    assert all("device" not in g.get("params", {}) for g in yaml.safe_load(r.stdout)["generators"])
+    r = CliRunner().invoke(app, ["synth", str(tmp_path), "--device", "cuda:9", "--out", str(tmp_path / "o")])
+    assert r.exit_code == 2 and "CUDA is not available" in r.output and len(r.output.strip().splitlines()) == 1
+    assert not (tmp_path / "o").exists()

@@ -44,6 +44,9 @@ def synth(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a different run in --out."),
     no_real: bool = typer.Option(False, "--no-real", help="Do not use the dataset's real defects."),
     print_config: bool = typer.Option(False, "--print-config", help="Print the effective recipe as YAML (for --config) and exit."),
+    device: Optional[str] = typer.Option(None, "--device", help="Where model-based generators run (inpaint-diffusion): "
+                                         "auto, cpu, cuda[:N]; sets their 'device' parameter. Weight-free generators "
+                                         "have no model and ignore it."),
 ) -> None:
     """Generate labelled synthetic defects (images, masks, manifest, card, exports, report)."""
     from rich.console import Console
@@ -71,6 +74,8 @@ def synth(
         cfg = parse_config({"source": {"path": str(data), "split": split, "roi": roi, "real_defects": not no_real},
                             "generators": gens, "n": n, "seed": seed,
                             "formats": [f.strip() for f in fmt.split(",") if f.strip()]})
+    if device is not None:
+        cfg = with_device(cfg, device)
     if print_config:
         import sys
 
@@ -91,6 +96,18 @@ def synth(
                   f"in {run.elapsed_s:.1f} s")
     if run.exports:
         console.print("exports: " + ", ".join(f"{k}={v}" for k, v in run.exports.items()))
+
+
+def with_device(cfg, device: str):
+    """``cfg`` with ``params.device = device`` on every generator whose config has a
+    ``device`` field (the model-based ones); the device is checked first (one-line error)."""
+    from defectforge._device import resolve_device
+    from defectforge.synth2d.base import generator_class
+
+    resolve_device(device)
+    gens = [g.model_copy(update={"params": {**g.params, "device": device}})
+            if "device" in generator_class(g.name).Config.model_fields else g for g in cfg.generators]
+    return cfg.model_copy(update={"generators": gens})
 
 
 def synth_generators() -> None:
