@@ -52,12 +52,23 @@ class _Task:
             self._sink(self.stage, self.done, self.total)
 
 
+def interactive_session() -> bool:
+    """True in an interactive Python session (``python -i``/the REPL, IPython, Jupyter), where
+    long library calls should show progress; False in scripts, tests and the CLI's workers."""
+    import sys
+
+    return bool(hasattr(sys, "ps1") or sys.flags.interactive or "ipykernel" in sys.modules)
+
+
 @contextlib.contextmanager
 def progress_task(stage: str, total: int | None, progress: ProgressLike) -> Iterator[_Task]:
     """``with progress_task("features", n, progress) as t: ... t.advance()``.
 
-    ``progress``: a callback (called on every update), ``True`` (a rich bar on stderr) or
+    ``progress``: a callback (called on every update), ``True`` (a rich bar on stderr),
+    ``"auto"`` (a bar only in an interactive session: a Python prompt, IPython or Jupyter) or
     ``False``/``None`` (nothing)."""
+    if isinstance(progress, str) and progress == "auto":
+        progress = interactive_session()
     if callable(progress):
         yield _Task(stage, total, progress)
         return

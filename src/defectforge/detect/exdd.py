@@ -66,8 +66,10 @@ class ExDD(BankFitMixin, PatchScoreMixin, Detector):
     training image (rounded to a multiple of 8) and the resulting ``(H, W)`` is fixed in
     the model (``input_size_``), so all later images are resized to it. ``layers=None``
     taps the backbone's default stages (the resolved names are ``layers_`` after fit).
-    ``progress`` (a run-time setting, not stored in the model file): ``True`` shows rich
-    progress bars on stderr, a callable receives ``(stage, done, total)``. ``device``
+    ``progress`` (a run-time setting, not stored in the model file): ``"auto"`` (default)
+    shows rich progress bars on stderr in an interactive session (the REPL, IPython,
+    Jupyter) and nothing in scripts, ``True`` always, ``False`` never, a callable receives
+    ``(stage, done, total)``. ``device``
     (run-time too): ``"cpu"`` or ``"cuda[:N]"`` for the backbone and the nearest-neighbour
     search (the coreset choice always runs on the CPU, exact).
 
@@ -89,7 +91,7 @@ class ExDD(BankFitMixin, PatchScoreMixin, Detector):
                  defect_val_fraction: float = 0.2, eps: float = 1e-6, sigma: float = 4.0,
                  map_upsample: str = "bilinear", mask_fraction: float = 0.5, val_fraction: float = 0.1,
                  threshold_quantile: float = 0.99, pixel_quantile: float = 0.999, defects_for: str = "bank",
-                 batch_size: int = 4, nn_backend: str = "faiss", seed: int = 0, progress: Any = False,
+                 batch_size: int = 4, nn_backend: str = "faiss", seed: int = 0, progress: Any = "auto",
                  device: str = "cpu"):
         self.backbone = backbone
         self.layers = layers
