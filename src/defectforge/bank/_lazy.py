@@ -1,23 +1,24 @@
 """Lazy, blocked farthest-first traversal for :func:`defectforge.bank.coreset.greedy_kcenter`
 (compiled with numba; cached on disk after the first use).
 
-The rows are cut into blocks of ``B`` consecutive rows. Every block remembers how many of
+The rows come in block order (:func:`block_order`: near rows together) and are cut into
+blocks of ``B`` consecutive rows. Every block remembers how many of
 the chosen centres its rows have been compared with (``synced``) and the largest
 distance-to-the-chosen-set of its rows at that point, with the lowest row index attaining
 it. Distances only shrink as centres are added, so a block's remembered maximum is an
 upper bound of its true one. A tournament tree over the blocks gives the block with the
 largest ``(bound, -row)``; if that block is not up to date it is brought up to date (its
-rows compared with every centre added since, in one matrix product) and the tree is
+rows compared with every centre added since its last visit) and the tree is
 asked again; once the top block is up to date its row is the farthest row of all, ties
 resolved to the lowest index (a stale block's bound can only fall).
 
-Bringing a block up to date is one float32 ``B x Δ`` matrix product (BLAS) giving
-``||x||^2 + ||c||^2 - 2 x.c`` with a proven error bound; only the pairs the bound cannot
-rule out (the row may be at least as close to the new centre as to its nearest chosen one)
-get the exact float64 distance, computed in NumPy's pairwise order
+Bringing a block up to date runs proven tests, cheapest first (:func:`_sync`): the block's
+ball against each centre, an annulus through the block centre per row, the distance on the
+first principal axes less its rounding, the float32 distance with its rounding bound. Only
+the pairs no test rules out (the row may be at least as close to the new centre as to its
+nearest chosen one) get the exact float64 distance, computed in NumPy's pairwise order
 (:func:`._exact.pair_dist`), so every stored distance is bit for bit the brute force's.
-Blocks far from the action are visited rarely and then with many centres at once, so the
-work runs at matrix-product speed instead of one memory pass over all rows per step.
+Blocks far from the action are visited rarely and then with many centres at once.
 """
 
 from __future__ import annotations
@@ -144,7 +145,6 @@ def _sync(x, Y, eps, eps_max, plan, s, e, C, cpos, j0, j1, mind, orig, bc, brad,
     ``dm`` to that centre is within ``|dm - h| <= mind(x)`` (triangle inequality: with the
     centres sorted by ``dm`` that is one contiguous range); then the principal-axis test,
     the float32 test, and the exact distance."""
-    d = x.shape[1]
     cnt = 0
     for q in range(j0, j1):
         dq = math.sqrt(_sq64(bc, C, q))
