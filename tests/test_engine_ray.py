@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import signal
+import time
 from pathlib import Path
 
 import numpy as np
@@ -237,27 +238,46 @@ def test_killed_worker_redoes_only_its_unfinished_items(eng2, tmp_path):
     log = tmp_path / "runs.log"
 
     class Slow(Task):
-        """Logs every execution (item, pid) and takes a moment, so a kill lands mid-item."""
+        """Logs the start and the end of every execution (item, pid) and takes a moment."""
 
         def __call__(self, item):
             import time
 
             with open(log, "a") as fh:
-                fh.write(f"{item} {os.getpid()}\n")
+                fh.write(f"start {item} {os.getpid()}\n")
             time.sleep(0.3)
+            with open(log, "a") as fh:
+                fh.write(f"end {item} {os.getpid()}\n")
             return item * 10
+
+    def running_on(pid):
+        """Items that ``pid`` has started and not finished (read from the log)."""
+        open_items = set()
+        for line in log.read_text().splitlines():
+            what, i, p = line.split()
+            if int(p) == pid:
+                (open_items.add if what == "start" else open_items.discard)(int(i))
+        return open_items
 
     got, killed = [], []
     for item, rec in eng2.map(Slow(), range(12)):
         got.append((item, rec))
         if len(got) == 3:
-            killed.append(eng2.worker_pids[0])
-            os.kill(killed[0], signal.SIGKILL)
+            # Kill the worker while it is inside an item (not between two), so the kill
+            # always costs exactly what had started there: without this wait the test raced.
+            pid = eng2.worker_pids[0]
+            deadline = time.monotonic() + 30
+            while not running_on(pid) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert running_on(pid), "worker 0 never started an item"
+            killed.append(pid)
+            os.kill(pid, signal.SIGKILL)
     assert sorted(got) == [(i, 10 * i) for i in range(12)]  # each item once, none missing
     runs: dict[int, list[int]] = {}
     for line in log.read_text().splitlines():
-        i, pid = map(int, line.split())
-        runs.setdefault(i, []).append(pid)
+        what, i, pid = line.split()
+        if what == "start":
+            runs.setdefault(int(i), []).append(int(pid))
     redone = [i for i, pids in runs.items() if len(pids) > 1]
     assert sorted(runs) == list(range(12))
     assert 1 <= len(redone) <= QUEUE_PER_WORKER  # only what was queued on the killed worker ...
