@@ -103,8 +103,8 @@ class PointTransformerAD(Detector3D, PrototypeScoring):
                  scale: str = "category", voxel: float = 0.02, max_scale_ratio: float = 4.0,
                  features: str = "normal,fpfh,shape", proto_layers: str = "all", head_weight: float = 1.0,
                  fpfh_weight: float = 4.0, fusion_norm: str = "zscore", fusion_object: str = "map",
-                 object_frac: float = 0.005, seed: int = 0, threads: int | None = 1, device: str = "cpu",
-                 progress: Any = False):
+                 object_frac: float = 0.005, object_share: float | None = None, seed: int = 0,
+                 threads: int | None = 1, device: str = "cpu", progress: Any = False):
         self.channels, self.n_layers, self.k = channels, n_layers, k
         self.net_points, self.steps, self.lr = net_points, steps, lr
         self.anomaly_prob = anomaly_prob
@@ -115,7 +115,7 @@ class PointTransformerAD(Detector3D, PrototypeScoring):
         self.scale, self.voxel, self.max_scale_ratio = scale, voxel, max_scale_ratio
         self.features, self.proto_layers, self.head_weight = features, proto_layers, head_weight
         self.fpfh_weight, self.fusion_norm, self.fusion_object = fpfh_weight, fusion_norm, fusion_object
-        self.object_frac = object_frac
+        self.object_frac, self.object_share = object_frac, object_share
         self.seed, self.threads, self.device, self.progress = seed, threads, device, progress
         self._nn = None
 
@@ -134,6 +134,8 @@ class PointTransformerAD(Detector3D, PrototypeScoring):
                               f"{', '.join(OBJECTS)}, got {self.fusion_norm!r}, {self.fusion_object!r}")
         if not 0 < self.object_frac <= 1:
             raise ConfigError(f"object_frac must be in (0, 1], got {self.object_frac}")
+        if self.object_share is not None and not 0 <= self.object_share <= 1:
+            raise ConfigError(f"object_share must be in [0, 1] or None, got {self.object_share}")
         for o in self.train_ops:
             if o not in OPERATORS:
                 raise ConfigError(f"unknown synthesis operator {o!r}; choose from {', '.join(OPERATORS)}")
@@ -328,8 +330,8 @@ class PointTransformerAD(Detector3D, PrototypeScoring):
         fp = self.fpfh_.predict(items)
         w = float(self.fpfh_weight)
         s, maps = fuse_scores(s, maps, fp.pred_score, fp.anomaly_map, self.stats_, self.fpfh_.stats_, w,
-                              self.fusion_norm, self.fusion_object, self.object_frac)
-        thr_o, thr_p = fused_thresholds(self.stats_, self.fpfh_.stats_, w, self.fusion_norm)
+                              self.fusion_norm, self.fusion_object, self.object_frac, self.object_share)
+        thr_o, thr_p = fused_thresholds(self.stats_, self.fpfh_.stats_, w, self.fusion_norm, self.object_share)
         if self.fusion_object == "map":
             thr_o = thr_p
         return Prediction(s, maps, s >= thr_o, [m >= thr_p for m in maps])
