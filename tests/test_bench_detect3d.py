@@ -58,10 +58,11 @@ def test_fusion_labels_round_trip():
 
     for label, kw in bd.fusion_variants():
         assert bd.parse_fusion(label) == kw
-    for kw in ({"fusion_object": "sum", "object_share": 0.9}, {"fusion_object": "sum"}, {"fusion_object": "map"}):
+    for kw, share in (({"fusion_object": "sum", "object_share": 0.9}, 0.9), ({"fusion_object": "sum"}, 1.0),
+                      ({"fusion_object": "sum", "object_share": None}, None), ({"fusion_object": "map"}, None)):
         det = PointTransformerAD(fusion_norm="zscore", fpfh_weight=2.0, **kw)
         got = bd.parse_fusion(bd.detector_fusion_label(det))
-        assert got.get("object_share") == kw.get("object_share") and got["object"] == det.fusion_object
+        assert got.get("object_share") == share and got["object"] == det.fusion_object
 
 
 def test_choose_object_keeps_the_fpfh_ranking_when_the_network_adds_noise(tmp_path, capsys):

@@ -269,7 +269,8 @@ def test_fpfh_fusion_equals_the_two_detectors_combined_and_round_trips(trained, 
     fb = FPFHBank(seed=0).fit(_parts())
     fp = fb.predict([r.points, c.points])
     obj, maps = fuse_scores(net.pred_score, net.anomaly_map, fp.pred_score, fp.anomaly_map, trained.stats_,
-                            fb.stats_, 2.0, fused.fusion_norm, fused.fusion_object, fused.object_frac)
+                            fb.stats_, 2.0, fused.fusion_norm, fused.fusion_object, fused.object_frac,
+                            fused.object_share)
     np.testing.assert_allclose(pred.pred_score, obj, rtol=1e-6)
     np.testing.assert_allclose(pred.anomaly_map[0], maps[0], rtol=1e-5)
     assert pred.pred_score[0] > pred.pred_score[1]
@@ -291,6 +292,14 @@ def test_fpfh_fusion_equals_the_two_detectors_combined_and_round_trips(trained, 
     np.testing.assert_allclose(ps.pred_score, zf, rtol=1e-6)
     np.testing.assert_allclose(ps.anomaly_map[1], pz.anomaly_map[1], rtol=1e-5, atol=1e-5)
     assert PointTransformerAD.load(fused.save(tmp_path / "share.pt")).object_share == 1.0
+    # a file saved before object_share existed keeps its summed object score (network + weight x FPFH)
+    entry = fused.to_entry()
+    del entry["params"]["object_share"], entry["state"]["object_share"]
+    old = PointTransformerAD.from_entry(entry)
+    assert old.object_share is None
+    np.testing.assert_allclose(old.predict([r.points, c.points]).pred_score,
+                               fuse_scores(net.pred_score, net.anomaly_map, fp.pred_score, fp.anomaly_map,
+                                           trained.stats_, fb.stats_, 2.0, "zscore", "sum")[0], rtol=1e-6)
     with pytest.raises(ConfigError, match="fpfh_weight"):
         get_detector3d("pointnet", fpfh_weight=-1)
 
@@ -316,7 +325,8 @@ def test_default_training_covers_the_full_mpas_range():
     assert set(TRAIN_OPS) == set(OPERATORS) and set(TRAIN_RANGES) >= set(TRAIN_OPS)
     det = PointTransformerAD()
     assert {"bend", "crack", "bulge", "sink"} <= set(det.train_ops)
-    assert det.fpfh_weight > 0 and det.fusion_object == "map"  # fused with the FPFH bank (chosen on validation)
+    assert det.fpfh_weight > 0 and det.fusion_object == "sum"  # fused with the FPFH bank (chosen on validation)
+    assert det.object_share == 1.0  # objects ranked by the FPFH bank unless validation shows a reliable gain
     assert TRAIN_RANGES["bump"]["radius"][1] >= 0.1  # large, non-local defects too
     p = make_part("flange", 3000, 0)
     hits = 0
