@@ -79,6 +79,7 @@ def _update_rows(x, Y, eps, eps_max, plan, r0, r1, cpos, sel, YcT, dms, cnt, sla
     """Bring rows ``r0:r1`` up to date with the ``cnt`` centres ``sel`` (sorted by their
     distance ``dms`` to the block centre; ``YcT`` their principal-axis rows, transposed)."""
     p = Y.shape[1]
+    p1 = min(p, 4)
     # a float32 sum of p squared differences is within (p + 4) 2^-24 of the exact one
     fac = 1.0 + (p + 8) * 2.0 ** -24
     facx = 1.0 + (x.shape[1] + 8) * 2.0 ** -23
@@ -99,7 +100,9 @@ def _update_rows(x, Y, eps, eps_max, plan, r0, r1, cpos, sel, YcT, dms, cnt, sla
         counts[1] += hi - lo
         for jj in range(lo, hi):
             acc[jj] = 0.0
-        for t in range(p):
+        # the first p1 axes for every centre in range (vectorised); the other axes only for
+        # the pairs still under the threshold (a partial sum of squares can only grow)
+        for t in range(p1):
             yv = Y[r, t]
             for jj in range(lo, hi):
                 w = yv - YcT[t, jj]
@@ -107,6 +110,13 @@ def _update_rows(x, Y, eps, eps_max, plan, r0, r1, cpos, sel, YcT, dms, cnt, sla
         for jj in range(lo, hi):
             if acc[jj] <= thr:
                 q = sel[jj]
+                a = acc[jj]
+                cq = cpos[q]
+                for t in range(p1, p):
+                    w = Y[r, t] - Y[cq, t]
+                    a += w * w
+                if a > thr:
+                    continue
                 # second test: the full float32 distance, with its rounding bound
                 if np.float64(_sq32(x, r, cpos[q])) > (m * (1.0 + 1e-9)) ** 2 * facx:
                     continue
