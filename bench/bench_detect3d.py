@@ -24,7 +24,7 @@ Protocol (all seeded; nothing is fitted on test data):
   (nor the free-form family) was seen in training. The FPFH bank sees good parts only.
   With both detectors the run adds ``pointnet+fpfh``: the two fused by
   :func:`defectforge.detect3d.fusion.fuse_scores` at the detector's default fusion setting
-  (or ``--fusion NORM,OBJECT,FRAC,WEIGHT``), exactly what ``PointTransformerAD`` predicts.
+  (or ``--fusion NORM,OBJECT,PARAM,WEIGHT``), exactly what ``PointTransformerAD`` predicts.
 - Validation (``--split val``): other good parts of the same products (own seeds) and
   anomalies of ``--val-types`` (default bump, dent, scratch, pit, bulge; test types are
   refused), at the training ranges. ``--sweep`` scores every head weight x top-k from one
@@ -33,7 +33,10 @@ Protocol (all seeded; nothing is fitted on test data):
   ``unseen``, validating on ``bulge`` (a type the network never trained on) measures
   transfer. ``--rescore RAW... --sweep`` does the fusion sweep on saved validation runs
   (one class per process is fine: runs are merged by detector), ``--rescore RAW...
-  --fusion NORM,OBJECT,FRAC,WEIGHT`` applies the chosen setting to saved test runs.
+  --fusion NORM,OBJECT,PARAM,WEIGHT`` applies the chosen setting to saved test runs.
+  ``--rescore VAL_RUNS... --choose-object`` chooses the object score at the detector's point
+  fusion (validation runs of both protocols together): the FPFH bank's own ranking unless
+  another setting wins reliably (:func:`defectforge.detect3d.fusion.gated_choice`).
 - Metrics per class: O-AUROC, P-AUROC (points pooled over the class's test clouds),
   O-AUPR, P-AUPR; fit seconds and fit CPU seconds per class (the machine is shared, so CPU
   seconds are the comparable figure); predict seconds per 40k-point cloud.
@@ -321,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sweep", action="store_true",
                     help="also score the point network for every head weight x top_k (use with --split val)")
     ap.add_argument("--detectors", default="fpfh,pointnet")
-    ap.add_argument("--fusion", default=None, metavar="NORM,OBJECT,FRAC,WEIGHT",
+    ap.add_argument("--fusion", default=None, metavar="NORM,OBJECT,PARAM,WEIGHT",
                     help="fusion setting of 'pointnet+fpfh' (default: the detector's fusion_norm, fusion_object, "
                          "object_frac, fpfh_weight, i.e. exactly what PointTransformerAD predicts); with "
                          "--rescore, the setting to apply (it must come from --split val)")
@@ -521,7 +524,7 @@ def main(argv: list[str] | None = None) -> int:
               "- The point network's settings were chosen on `--split val` (held-out good parts of the same "
               "products with training-type anomalies), never on this test split: inputs, multi-layer prototypes "
               "(at 6,144 points / 600 steps; the defaults are now 3,072 / 300 to fit 5 minutes per class), the "
-              "FPFH fusion setting (`--rescore ... --sweep` on validation runs); head weight 0 (prototype score only) and top_k 10 on a leave-one-type-out split "
+              "FPFH fusion setting (`--rescore ... --sweep` and `--choose-object` on validation runs); head weight 0 (prototype score only) and top_k 10 on a leave-one-type-out split "
               "(train on bump+dent, validate on scratch: `--val-types scratch --pn-kwargs "
               "'{\"train_ops\": [\"bump\", \"dent\"]}'`), which measures transfer to an unseen type. "
               "`fusion='auto'` instead picks the head weight inside `fit` from synthetic training-type anomalies "
