@@ -5,6 +5,8 @@ input in place; the row spool."""
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -136,3 +138,27 @@ def test_threaded_block_visits_give_the_same_selection(threads):
     while not state.run(50):
         pass
     assert np.array_equal(state.chosen[:state.k], ref)
+
+
+def test_a_fit_leaves_the_process_thread_count_alone():
+    """The coreset kernel's numba threading layer must not reset the OpenMP thread count of
+    the process: torch would then compute features with other threads after a fit than
+    before it (or than a worker process), and the floats would differ (seen as Ray vs local
+    mismatches). Run in a fresh interpreter, where no threading layer has started yet."""
+    import subprocess
+    import sys
+
+    code = (
+        "import warnings, numpy as np, torch\n"
+        "torch.set_num_threads(1)\n"
+        "from defectforge.detect.exdd import ExDD\n"
+        "rng = np.random.default_rng(0)\n"
+        "imgs = [rng.integers(0, 255, (64, 96, 3), dtype=np.uint8) for _ in range(6)]\n"
+        "warnings.simplefilter('ignore')\n"
+        "ExDD(random_init=True, image_size=(64, 96), val_fraction=0.34, batch_size=2).fit(imgs)\n"
+        "print('threads', torch.get_num_threads())\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("NUMBA_THREADING_LAYER", "OMP_NUM_THREADS")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "threads 1" in out.stdout, out.stdout
