@@ -10,7 +10,7 @@ import pytest
 from defectforge.data import Dataset, Sample
 from defectforge.errors import ConfigError
 from defectforge.filter.c2st import (DEFECT_SCALE, c2st, crops_and_stats, real_floor, realism_c2st, set_realism,
-                                     summary_lines, window_from_boxes)
+                                     source_groups, summary_lines, window_from_boxes)
 
 
 def test_c2st_same_distribution_near_half_shifted_high():
@@ -156,6 +156,30 @@ def test_host_shift_is_seen_by_the_host_only_test_and_not_by_the_defect_centred_
     assert summary_lines(window)["c2st_window_px"] == 32
     with pytest.raises(ConfigError):
         realism_c2st(real, blotch, embedder=emb, crop="tight")
+
+
+def test_crops_are_grouped_by_scene_when_the_samples_name_one():
+    """Near-duplicate photos of one scene (``meta['group']``) stay on one side of every fold,
+    the floor halves scenes, and synthetic crops take their host's scene."""
+    rng = np.random.default_rng(9)
+    real = [_pit(rng, 4, -60) for _ in range(24)]
+    for k, s in enumerate(real):
+        s.meta["group"] = f"scene{k % 6}"
+    hosts = {f"host{k}": f"h{k % 4}" for k in range(20)}
+    synth = [_pit(rng, 4, -60) for _ in range(20)]
+    for k, s in enumerate(synth):
+        s.meta["source"] = f"host{k}"
+    emb = MeanStd()
+    by_scene = realism_c2st(real, synth, embedder=emb, seed=0, n_boot=50, host_groups=hosts)
+    assert by_scene["overall"]["images_a"] == 6 and by_scene["overall"]["images_b"] == 4
+    assert by_scene["floor"]["images_a"] == by_scene["floor"]["images_b"] == 3
+    assert by_scene["host"]["images_a"] == 6 and by_scene["host"]["images_b"] == 4
+    by_image = realism_c2st(real, synth, embedder=emb, seed=0, n_boot=50, group_key=None)
+    assert by_image["overall"]["images_a"] == 24 and by_image["overall"]["images_b"] == 20
+    # a synthetic set whose hosts are not all known: grouped by image
+    part = realism_c2st(real, synth, embedder=emb, seed=0, n_boot=50, host_groups={"host0": "h0"})
+    assert part["overall"]["images_b"] == 20
+    assert source_groups(real)["" + real[0].name] == "scene0" and source_groups(synth) == {}
 
 
 def test_realism_c2st_tells_pale_blobs_from_pits_and_not_pits_from_pits():

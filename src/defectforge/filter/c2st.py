@@ -28,15 +28,19 @@ gradient on the boundary), and the per-channel colour difference inside vs ring.
 ``appearance``).
 
 **Test.** Standardised features, ``LogisticRegression(class_weight="balanced")``,
-``StratifiedGroupKFold`` out-of-fold scores (a group = one image, so crops of one image never
-sit on both sides of a fold), AUC of those scores. The interval is a **bootstrap over
-images** (percentile, ``n_boot`` resamples of the images of each class with replacement, the
-out-of-fold scores held fixed), so it reflects which crops were drawn, not the classifier's
-training variance. Out-of-fold AUC on two sets from one distribution scatters around 0.5
-and can fall slightly below it: read any value against the **real-vs-real floor** (the
-same test between two disjoint halves of the real images).
+``StratifiedGroupKFold`` out-of-fold scores, AUC of those scores. A group is a **scene**
+(``meta["group"]``, e.g. a dataset's ``group`` column: a wear sequence, near-duplicate
+photos of one spot) where every sample of the set has one, else one image
+(:func:`scene_groups`): crops of one group never sit on both sides of a fold, so the
+classifier cannot score by recognising a scene (or an image) it saw in training. The
+interval is a **bootstrap over groups** (percentile, ``n_boot`` resamples of the groups of
+each class with replacement, the out-of-fold scores held fixed), so it reflects which
+defects were drawn, not the classifier's training variance. Out-of-fold AUC on two sets
+from one distribution scatters around 0.5 and can fall slightly below it: read any value
+against the **real-vs-real floor** (the same test between two disjoint halves of the real
+groups).
 
-Too few crops (fewer than ``min_crops`` per set, or fewer than 2 images per set) -> the
+Too few crops (fewer than ``min_crops`` per set, or fewer than 2 groups per set) -> the
 test does not run and ``reason`` says why in one line. Everything is seeded through
 explicit ``numpy.random.Generator`` s / ``random_state`` from ``seed``.
 """
@@ -67,7 +71,7 @@ def c2st(x_a: np.ndarray, x_b: np.ndarray, groups_a: Sequence[int] | None = None
          level: float = 0.95, min_crops: int = 8, C: float = 1.0) -> dict[str, Any]:
     """C2ST between feature rows ``x_a`` (label 0, e.g. real) and ``x_b`` (label 1).
 
-    ``groups_*``: the image of each row (default: one image per row). Returns ``auc``,
+    ``groups_*``: the image (or scene) of each row (default: one per row). Returns ``auc``,
     ``ci_low`` / ``ci_high`` (bootstrap over images, ``level``), ``n_a`` / ``n_b`` (rows),
     ``images_a`` / ``images_b``, ``folds`` and ``reason`` (``None`` when it ran; else one line
     and ``auc`` is ``None``)."""
@@ -87,7 +91,7 @@ def c2st(x_a: np.ndarray, x_b: np.ndarray, groups_a: Sequence[int] | None = None
     k = min(int(folds), len(ua), len(ub))
     if min(len(xa), len(xb)) < min_crops or k < 2:
         out["reason"] = (f"too few defect crops to train and test a classifier: {len(xa)} vs {len(xb)} crops "
-                         f"from {len(ua)} vs {len(ub)} images (need >= {min_crops} crops and >= 2 images per set)")
+                         f"from {len(ua)} vs {len(ub)} images (or scenes; need >= {min_crops} crops and >= 2 per set)")
         return out
     X = np.vstack([xa, xb])
     y = np.r_[np.zeros(len(xa), int), np.ones(len(xb), int)]
@@ -122,12 +126,16 @@ def realism_c2st(real: Sequence[Any], synthetic: Sequence[Any], embedder: Any = 
                  seed: int = 0, n_boot: int = 1000, level: float = 0.95, min_crops: int = 8,
                  max_per_image: int = 4, max_images: int = 300, per_generator: bool = True,
                  floor: bool = True, device: str = "cpu", crop: str = "defect", host: bool = True,
-                 parts: bool = True) -> dict[str, Any]:
+                 parts: bool = True, group_key: str | None = "group",
+                 host_groups: dict[str, Any] | None = None) -> dict[str, Any]:
     """C2ST realism of ``synthetic`` defect samples against ``real`` ones (both with masks);
     the default embedder runs on ``device``.
 
     ``crop``: ``"defect"`` (defect-centred crops, the default) or ``"window"`` (one fixed
-    window from the real boxes); see :mod:`defectforge.filter.c2st_crops`. Returns
+    window from the real boxes); see :mod:`defectforge.filter.c2st_crops`. ``group_key``:
+    crops are grouped by ``meta[group_key]`` where every sample of a set has one
+    or, for synthetic samples, whose host has one in ``host_groups`` ({host name: scene},
+    :func:`source_groups`) (:func:`scene_groups`), else by image. Returns
     ``{"crop", "window" (px, or None for defect crops), "crop_px" ([min, median, max] real
     crop side), "overall": c2st dict, "per_generator": {name: c2st dict} (only when the set
     mixes generators, by ``meta['generator']``), "floor": the real-vs-real c2st dict,
@@ -146,8 +154,9 @@ def realism_c2st(real: Sequence[Any], synthetic: Sequence[Any], embedder: Any = 
     real = cap([s for s in real if s.mask is not None and s.mask.any()])
     synthetic = cap(list(synthetic))
     window = window_from_boxes(instance_boxes(real, max_per_image)) if crop == "window" else None
-    rc, rs, rg = crops_and_stats(real, window, max_per_image)
-    sc, ss, sg = crops_and_stats(synthetic, window, max_per_image)
+    rc, rs, ri = crops_and_stats(real, window, max_per_image)
+    sc, ss, si = crops_and_stats(synthetic, window, max_per_image)
+    rg, sg = scene_groups(real, ri, group_key), scene_groups(synthetic, si, group_key, host_groups)
     kw = dict(folds=folds, seed=seed, n_boot=n_boot, level=level, min_crops=min_crops)
     sides = [c.shape[0] for c in rc]
     res: dict[str, Any] = {"crop": crop, "window": window, "features": "efficientnet_lite0 pooled + appearance",
@@ -176,8 +185,9 @@ def realism_c2st(real: Sequence[Any], synthetic: Sequence[Any], embedder: Any = 
     if parts:
         res["parts"] = {"backbone": c2st(er, es, rg, sg, **kw), "appearance": c2st(rs, ss, rg, sg, **kw)}
     if host:
-        res["host"] = host_c2st(real, synthetic, embedder, window, max_per_image=max_per_image, **kw)
-    gens = [str(synthetic[i].meta.get("generator", "")) for i in sg]
+        res["host"] = host_c2st(real, synthetic, embedder, window, max_per_image=max_per_image,
+                                group_key=group_key, host_groups=host_groups, **kw)
+    gens = [str(synthetic[i].meta.get("generator", "")) for i in si]
     if per_generator and len(set(gens)) > 1:
         for name in sorted(set(gens)):
             sel = np.array([gi == name for gi in gens])
@@ -186,7 +196,8 @@ def realism_c2st(real: Sequence[Any], synthetic: Sequence[Any], embedder: Any = 
 
 
 def host_c2st(real: Sequence[Any], synthetic: Sequence[Any], embedder: Any, window: int | None,
-              max_per_image: int = 4, per_image: int = 2, seed: int = 0, **kw: Any) -> dict[str, Any]:
+              max_per_image: int = 4, per_image: int = 2, seed: int = 0, group_key: str | None = "group",
+              host_groups: dict[str, Any] | None = None, **kw: Any) -> dict[str, Any]:
     """Host-only C2ST: backbone features of defect-free crops of the ``real`` defect images
     vs those of the ``synthetic`` images (their hosts), placed and sized like the real
     defects' crops (:func:`~defectforge.filter.c2st_crops.host_crops`). High = the hosts
@@ -195,16 +206,43 @@ def host_c2st(real: Sequence[Any], synthetic: Sequence[Any], embedder: Any, wind
     rng = np.random.default_rng([seed, 1])
     hr, gr = host_crops(real, places, rng, per_image)
     hs, gs = host_crops(synthetic, places, rng, per_image)
+    gr, gs = scene_groups(real, gr, group_key), scene_groups(synthetic, gs, group_key, host_groups)
     if min(len(hr), len(hs)) < kw.get("min_crops", 8):
         return c2st(np.zeros((len(hr), 1)), np.zeros((len(hs), 1)), gr, gs, seed=seed, **kw)  # says why
     return c2st(embedder.embed(hr), embedder.embed(hs), gr, gs, seed=seed, **kw)
 
 
+def scene_groups(samples: Sequence[Any], index: np.ndarray, key: str | None = "group",
+                 host_groups: dict[str, Any] | None = None) -> np.ndarray:
+    """The group of each crop: ``meta[key]`` of its sample (a *scene*, e.g. BSData's wear
+    sequence: near-duplicate photos of one spot), or for a synthetic sample the scene of its
+    host (``host_groups[meta["source"]]``), when every sample that gave a crop has one; else
+    the image index. Crops of one group never sit on both sides of a fold, the bootstrap
+    resamples groups and the floor halves them, so the classifier cannot score by recognising
+    a scene it saw in training."""
+    index = np.asarray(index)
+    if key:
+        hg = host_groups or {}
+        vals = {}
+        for i in np.unique(index):
+            meta = samples[int(i)].meta or {}
+            vals[int(i)] = meta.get(key) or hg.get(str(meta.get("source", "")))
+        if vals and all(v not in (None, "") for v in vals.values()):
+            return np.array([str(vals[int(i)]) for i in index])
+    return index
+
+
+def source_groups(samples: Sequence[Any], key: str = "group") -> dict[str, Any]:
+    """``{sample name: meta[key]}`` of the samples that have one: the ``host_groups`` of
+    :func:`realism_c2st` for a synthetic set made from these samples."""
+    return {s.name: s.meta[key] for s in samples if (s.meta or {}).get(key) not in (None, "")}
+
+
 def real_floor(features: np.ndarray, groups: np.ndarray, seed: int = 0, **kw: Any) -> dict[str, Any]:
-    """The same test between two disjoint, seeded halves of the real images."""
+    """The same test between two disjoint, seeded halves of the real images (of the real
+    groups: scenes, when the crops are grouped by scene)."""
     imgs = np.unique(groups)
-    half = set(np.random.default_rng(seed).permutation(imgs)[: len(imgs) // 2].tolist())
-    a = np.array([int(g) in half for g in groups], bool)
+    a = np.isin(groups, np.random.default_rng(seed).permutation(imgs)[: len(imgs) // 2])
     return c2st(features[a], features[~a], groups[a], groups[~a], seed=seed, **kw)
 
 

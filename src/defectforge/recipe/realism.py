@@ -27,12 +27,12 @@ MIN_SYNTH = 32
 def recipe_realism(recipe: dict[str, Any], sp: Any, source: str, n_trial: int, seed: int) -> dict[str, Any]:
     """C2ST realism of ``recipe`` (synthesised from ``sp``'s guide part) against
     ``sp.val_defects``."""
-    from defectforge.filter.c2st import set_realism
+    from defectforge.filter.c2st import set_realism, source_groups
     from defectforge.recipe.search import synthesize_recipe
 
     n = max(int(n_trial), len(sp.val_defects), MIN_SYNTH)
     synth = synthesize_recipe(recipe, sp, source, n, seed)
-    out = set_realism(sp.val_defects, synth, seed=seed)
+    out = set_realism(sp.val_defects, synth, seed=seed, host_groups=source_groups(sp.fit_good))
     out.update({"reference": "validation defects (TRAIN; never seen by the generators)",
                 "n_reference": len(sp.val_defects), "n_synthetic": len(synth)})
     return out
