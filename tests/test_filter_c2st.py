@@ -158,7 +158,7 @@ def test_host_shift_is_seen_by_the_host_only_test_and_not_by_the_defect_centred_
         realism_c2st(real, blotch, embedder=emb, crop="tight")
 
 
-def test_crops_are_grouped_by_scene_when_the_samples_name_one():
+def test_crops_are_grouped_by_scene_when_the_samples_name_one(monkeypatch):
     """Near-duplicate photos of one scene (``meta['group']``) stay on one side of every fold,
     the floor halves scenes, and synthetic crops take their host's scene."""
     rng = np.random.default_rng(9)
@@ -174,6 +174,28 @@ def test_crops_are_grouped_by_scene_when_the_samples_name_one():
     assert by_scene["overall"]["images_a"] == 6 and by_scene["overall"]["images_b"] == 4
     assert by_scene["floor"]["images_a"] == by_scene["floor"]["images_b"] == 3
     assert by_scene["host"]["images_a"] == 6 and by_scene["host"]["images_b"] == 4
+    # a scene with real and synthetic crops is one fold group: its two sides are never split
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    seen = []
+    orig = StratifiedGroupKFold.split
+
+    def spy(self, X, y, groups):
+        seen.append(np.asarray(groups))
+        return orig(self, X, y, groups)
+
+    monkeypatch.setattr(StratifiedGroupKFold, "split", spy)
+    ga = np.array([f"s{k % 4}" for k in range(20)])
+    x = np.random.default_rng(10).normal(size=(20, 3))
+    c2st(x, x + 1.0, ga, ga, seed=0, n_boot=0, shared_groups=True)
+    c2st(x, x + 1.0, ga, ga, seed=0, n_boot=0)
+    assert len(np.unique(seen[0])) == 4 and (seen[0][:20] == seen[0][20:]).all()
+    assert len(np.unique(seen[1])) == 8
+    seen.clear()
+    realism_c2st(real, real[:12], embedder=emb, seed=0, n_boot=0, host=False,
+                 parts=False, floor=False)
+    assert len(np.unique(seen[0])) == 6  # the same 6 scenes on both sides: shared
+    monkeypatch.undo()
     by_image = realism_c2st(real, synth, embedder=emb, seed=0, n_boot=50, group_key=None)
     assert by_image["overall"]["images_a"] == 24 and by_image["overall"]["images_b"] == 20
     # a synthetic set whose hosts are not all known: grouped by image

@@ -68,10 +68,12 @@ def _auc(y: np.ndarray, s: np.ndarray) -> float:
 
 def c2st(x_a: np.ndarray, x_b: np.ndarray, groups_a: Sequence[int] | None = None,
          groups_b: Sequence[int] | None = None, folds: int = 5, seed: int = 0, n_boot: int = 1000,
-         level: float = 0.95, min_crops: int = 8, C: float = 1.0) -> dict[str, Any]:
+         level: float = 0.95, min_crops: int = 8, C: float = 1.0, shared_groups: bool = False) -> dict[str, Any]:
     """C2ST between feature rows ``x_a`` (label 0, e.g. real) and ``x_b`` (label 1).
 
-    ``groups_*``: the image (or scene) of each row (default: one per row). Returns ``auc``,
+    ``groups_*``: the image (or scene) of each row (default: one per row). ``shared_groups``:
+    equal group labels of the two sets name one group (a scene with real and synthetic crops),
+    kept in one fold; the bootstrap still resamples each set's groups. Returns ``auc``,
     ``ci_low`` / ``ci_high`` (bootstrap over images, ``level``), ``n_a`` / ``n_b`` (rows),
     ``images_a`` / ``images_b``, ``folds`` and ``reason`` (``None`` when it ran; else one line
     and ``auc`` is ``None``)."""
@@ -95,13 +97,14 @@ def c2st(x_a: np.ndarray, x_b: np.ndarray, groups_a: Sequence[int] | None = None
         return out
     X = np.vstack([xa, xb])
     y = np.r_[np.zeros(len(xa), int), np.ones(len(xb), int)]
-    # group ids: set b's images after set a's
+    # group ids: set b's images after set a's (the bootstrap's units)
     _, ia = np.unique(ga, return_inverse=True)
     _, ib = np.unique(gb, return_inverse=True)
     g = np.r_[ia, ib + len(ua)]
+    fold_groups = np.unique(np.r_[ga, gb], return_inverse=True)[1] if shared_groups else g
     score = np.empty(len(X))
     cv = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
-    for tr, te in cv.split(X, y, g):
+    for tr, te in cv.split(X, y, fold_groups):
         clf = make_pipeline(StandardScaler(), LogisticRegression(C=C, class_weight="balanced", max_iter=2000))
         clf.fit(X[tr], y[tr])
         score[te] = clf.decision_function(X[te])
@@ -157,7 +160,8 @@ def realism_c2st(real: Sequence[Any], synthetic: Sequence[Any], embedder: Any = 
     rc, rs, ri = crops_and_stats(real, window, max_per_image)
     sc, ss, si = crops_and_stats(synthetic, window, max_per_image)
     rg, sg = scene_groups(real, ri, group_key), scene_groups(synthetic, si, group_key, host_groups)
-    kw = dict(folds=folds, seed=seed, n_boot=n_boot, level=level, min_crops=min_crops)
+    kw = dict(folds=folds, seed=seed, n_boot=n_boot, level=level, min_crops=min_crops,
+              shared_groups=rg.dtype.kind == sg.dtype.kind == "U")  # scenes on both sides: one scene, one fold
     sides = [c.shape[0] for c in rc]
     res: dict[str, Any] = {"crop": crop, "window": window, "features": "efficientnet_lite0 pooled + appearance",
                            "crop_px": [int(min(sides)), int(np.median(sides)), int(max(sides))] if sides else None,
@@ -207,6 +211,7 @@ def host_c2st(real: Sequence[Any], synthetic: Sequence[Any], embedder: Any, wind
     hr, gr = host_crops(real, places, rng, per_image)
     hs, gs = host_crops(synthetic, places, rng, per_image)
     gr, gs = scene_groups(real, gr, group_key), scene_groups(synthetic, gs, group_key, host_groups)
+    kw["shared_groups"] = gr.dtype.kind == gs.dtype.kind == "U"
     if min(len(hr), len(hs)) < kw.get("min_crops", 8):
         return c2st(np.zeros((len(hr), 1)), np.zeros((len(hs), 1)), gr, gs, seed=seed, **kw)  # says why
     return c2st(embedder.embed(hr), embedder.embed(hs), gr, gs, seed=seed, **kw)
