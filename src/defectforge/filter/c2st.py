@@ -165,7 +165,10 @@ def realism_c2st(real: Sequence[Any], synthetic: Sequence[Any], embedder: Any = 
     sides = [c.shape[0] for c in rc]
     res: dict[str, Any] = {"crop": crop, "window": window, "features": "efficientnet_lite0 pooled + appearance",
                            "crop_px": [int(min(sides)), int(np.median(sides)), int(max(sides))] if sides else None,
-                           "n_real_crops": len(rc), "n_synth_crops": len(sc)}
+                           "n_real_crops": len(rc), "n_synth_crops": len(sc),
+                           "grouped_by": {(True, True): "scenes", (True, False): "scenes (real), images (synthetic)",
+                                          (False, True): "images (real), scenes (synthetic)"}.get(
+                               (rg.dtype.kind == "U", sg.dtype.kind == "U"), "images")}
     small = min(len(rc), len(sc)) < min_crops
     res["overall"] = c2st(rs, ss, rg, sg, **kw) if small else None  # small: says why it cannot run
     res["per_generator"], res["floor"], res["parts"], res["host"] = {}, None, {}, None
@@ -313,7 +316,8 @@ def set_realism(real: Sequence[Any], synthetic: Sequence[Any], seed: int = 0, **
     res = realism_c2st(real, synthetic, seed=seed, **kw)
     out = {"c2st_method": (f"logistic regression on backbone + appearance features of {crop_line(res)}, "
                            f"grouped {res['overall']['folds'] or kw.get('folds', 5)}-fold out-of-fold AUC, "
-                           "95 % bootstrap over images; 0.5 = indistinguishable; host-only: the same test on "
+                           f"groups = {res.get('grouped_by', 'images')}, "
+                           "95 % bootstrap over groups; 0.5 = indistinguishable; host-only: the same test on "
                            "defect-free crops of the real vs the synthetic images")}
     out.update(summary_lines(res))
     out.update(kid_prdc(res, seed=seed))
