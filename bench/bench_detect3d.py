@@ -24,7 +24,7 @@ Protocol (all seeded; nothing is fitted on test data):
   (nor the free-form family) was seen in training. The FPFH bank sees good parts only.
   With both detectors the run adds ``pointnet+fpfh``: the two fused by
   :func:`defectforge.detect3d.fusion.fuse_scores` at the detector's default fusion setting
-  (or ``--fusion NORM,OBJECT,FRAC,WEIGHT``), exactly what ``PointTransformerAD`` predicts.
+  (or ``--fusion NORM,OBJECT,PARAM,WEIGHT``), exactly what ``PointTransformerAD`` predicts.
 - Validation (``--split val``): other good parts of the same products (own seeds) and
   anomalies of ``--val-types`` (default bump, dent, scratch, pit, bulge; test types are
   refused), at the training ranges. ``--sweep`` scores every head weight x top-k from one
@@ -33,7 +33,10 @@ Protocol (all seeded; nothing is fitted on test data):
   ``unseen``, validating on ``bulge`` (a type the network never trained on) measures
   transfer. ``--rescore RAW... --sweep`` does the fusion sweep on saved validation runs
   (one class per process is fine: runs are merged by detector), ``--rescore RAW...
-  --fusion NORM,OBJECT,FRAC,WEIGHT`` applies the chosen setting to saved test runs.
+  --fusion NORM,OBJECT,PARAM,WEIGHT`` applies the chosen setting to saved test runs.
+  ``--rescore VAL_RUNS... --choose-object`` chooses the object score at the detector's point
+  fusion (validation runs of both protocols together): the FPFH bank's own ranking unless
+  another setting wins reliably (:func:`defectforge.detect3d.fusion.gated_choice`).
 - Metrics per class: O-AUROC, P-AUROC (points pooled over the class's test clouds),
   O-AUPR, P-AUPR; fit seconds and fit CPU seconds per class (the machine is shared, so CPU
   seconds are the comparable figure); predict seconds per 40k-point cloud.
@@ -135,24 +138,48 @@ def _collect(store: dict, cls: str, evals, scores, maps) -> None:
         store["ps"].append(amap)
 
 
+def object_variants(norm: str, w: float):
+    """The object-score settings at one point fusion (``norm``, FPFH weight ``w``), in the
+    order of :func:`choose_object`: summed object scores with each FPFH share (1 first: the
+    FPFH bank's own ranking), then the top fractions of the fused map."""
+    from defectforge.detect3d.fusion import OBJECT_FRACS, OBJECT_SHARES
+
+    for s in OBJECT_SHARES:
+        yield f"{norm},sum,{s:g},{w:g}", {"weight": w, "norm": norm, "object": "sum", "object_share": s}
+    for f in OBJECT_FRACS:
+        yield f"{norm},map,{f:g},{w:g}", {"weight": w, "norm": norm, "object": "map", "object_frac": f}
+
+
 def fusion_variants():
-    """Every fusion setting tried on validation: (label, fuse_scores keyword arguments)."""
-    from defectforge.detect3d.fusion import FPFH_WEIGHTS, NORMS, OBJECT_FRACS
+    """Every fusion setting tried on validation: (label, fuse_scores keyword arguments).
+    Labels are ``norm,object,param,weight``: param is the FPFH share of a summed object
+    score (``-``: the point weight) or the top fraction of the fused map."""
+    from defectforge.detect3d.fusion import FPFH_WEIGHTS, NORMS
 
     for norm in NORMS:
         for w in FPFH_WEIGHTS:
             yield f"{norm},sum,-,{w:g}", {"weight": w, "norm": norm, "object": "sum"}
-            for f in OBJECT_FRACS:
-                yield f"{norm},map,{f:g},{w:g}", {"weight": w, "norm": norm, "object": "map", "object_frac": f}
+            yield from object_variants(norm, w)
 
 
 def parse_fusion(text: str) -> dict:
-    """``norm,object,frac,weight`` (a label of :func:`fusion_variants`) -> keyword arguments."""
-    norm, obj, frac, w = text.split(",")
+    """``norm,object,param,weight`` (a label of :func:`fusion_variants`) -> keyword arguments."""
+    norm, obj, param, w = text.split(",")
     kw = {"weight": float(w), "norm": norm, "object": obj}
     if obj == "map":
-        kw["object_frac"] = float(frac)
+        kw["object_frac"] = float(param)
+    elif param != "-":
+        kw["object_share"] = float(param)
     return kw
+
+
+def detector_fusion_label(det) -> str:
+    """The label of a ``PointTransformerAD``'s own fusion setting (what it predicts)."""
+    if det.fusion_object == "map":
+        param = f"{det.object_frac:g}"
+    else:
+        param = "-" if det.object_share is None else f"{det.object_share:g}"
+    return f"{det.fusion_norm},{det.fusion_object},{param},{det.fpfh_weight:g}"
 
 
 def fuse_runs(net: dict, fpfh: dict, fusion: dict) -> dict:
@@ -172,14 +199,10 @@ def fuse_runs(net: dict, fpfh: dict, fusion: dict) -> dict:
     return fused
 
 
-def rescore(raw_paths: list[str], fusion: str | None, sweep: bool, json_path: str | None) -> int:
-    """Metrics of saved ``--raw`` runs (detectors merged by name); with ``fusion``, also the
-    network fused with FPFH at that setting; with ``sweep`` (validation runs only), every
-    setting of :func:`fusion_variants` and the one with the best mean of O- and P-AUROC."""
-    import json
+def merge_raw(raw_paths: list[str], key) -> tuple[dict, set]:
+    """Saved ``--raw`` runs merged under ``key(train_ops tag, detector)`` (runs of one class
+    per process become one store per key), and the set of their splits."""
     import pickle
-
-    from defectforge.detect3d.metrics import METRICS_3D, evaluate_3d
 
     runs, splits = {}, set()
     for path in raw_paths:
@@ -187,12 +210,64 @@ def rescore(raw_paths: list[str], fusion: str | None, sweep: bool, json_path: st
         tag = raw["args"].get("train_ops", "full")
         splits.add(raw["args"].get("split", "test"))
         for d, r in raw["results"].items():
-            if d != "pointnet+fpfh":  # runs of other classes (one class per process) are merged
-                merged = runs.setdefault(d if d == "fpfh" else f"{d} ({tag})", {**_store(), "stats": {}, "fit_s": {}})
+            if d != "pointnet+fpfh":
+                merged = runs.setdefault(key(tag, d), {**_store(), "stats": {}, "fit_s": {}})
                 for k in _store():
                     merged[k] += r[k]
                 merged["stats"].update(r["stats"])
                 merged["fit_s"].update(r.get("fit_s", {}))
+    return runs, splits
+
+
+def choose_object(raw_paths: list[str], fusion: str | None, json_path: str | None) -> int:
+    """The object score chosen on saved validation runs of one or more protocols
+    (:func:`defectforge.detect3d.fusion.gated_choice` over :func:`object_variants` at the
+    point fusion ``fusion``, default the detector's): one validation group per protocol and
+    class, the FPFH bank's own ranking (share 1) unless another setting wins reliably."""
+    import json
+
+    from defectforge.detect3d.fusion import gated_choice
+    from defectforge.detect3d.pointnet import PointTransformerAD
+
+    runs, splits = merge_raw(raw_paths, lambda tag, d: (tag, d))
+    if splits != {"val"}:
+        raise SystemExit("error: --choose-object chooses a setting, so it takes validation runs (--split val) only")
+    point = parse_fusion(fusion or detector_fusion_label(PointTransformerAD()))
+    tags = sorted({t for t, d in runs if (t, "fpfh") in runs and (t, "pointnet") in runs})
+    if not tags:
+        raise SystemExit("error: --choose-object needs runs with both detectors (fpfh and pointnet)")
+    labels, cands, groups = [], {}, []
+    for tag in tags:
+        for cls in dict.fromkeys(runs[(tag, "fpfh")]["cats"]):
+            idx = [i for i, c in enumerate(runs[(tag, "fpfh")]["cats"]) if c == cls]
+            labels.append([runs[(tag, "fpfh")]["labels"][i] for i in idx])
+            groups.append(f"{tag}/{cls}")
+    for label, kw in object_variants(point["norm"], point["weight"]):
+        cands[label] = []
+        for tag in tags:
+            fused = fuse_runs(runs[(tag, "pointnet")], runs[(tag, "fpfh")], kw)
+            for cls in dict.fromkeys(fused["cats"]):
+                cands[label].append([s for s, c in zip(fused["scores"], fused["cats"]) if c == cls])
+    reference = next(iter(cands))
+    chosen, info = gated_choice(labels, cands, reference)
+    for label, score in info["scores"].items():
+        print(f"[val object score] {label}: mean O-AUROC over {len(groups)} groups {score:.3f}", flush=True)
+    print(f"[val object score] best {info['best']}, P(gain over {reference} > 0) = {info['p_gain']:.3f}; "
+          f"chosen {chosen}", flush=True)
+    if json_path:
+        Path(json_path).write_text(json.dumps({"groups": groups, "chosen": chosen, **info}, indent=1))
+    return 0
+
+
+def rescore(raw_paths: list[str], fusion: str | None, sweep: bool, json_path: str | None) -> int:
+    """Metrics of saved ``--raw`` runs (detectors merged by name); with ``fusion``, also the
+    network fused with FPFH at that setting; with ``sweep`` (validation runs only), every
+    setting of :func:`fusion_variants` and the one with the best mean of O- and P-AUROC."""
+    import json
+
+    from defectforge.detect3d.metrics import METRICS_3D, evaluate_3d
+
+    runs, splits = merge_raw(raw_paths, lambda tag, d: d if d == "fpfh" else f"{d} ({tag})")
     if sweep and splits != {"val"}:
         raise SystemExit("error: --sweep chooses settings, so it takes validation runs (--split val) only")
     nets = [n for n in runs if n.startswith("pointnet (")]
@@ -249,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sweep", action="store_true",
                     help="also score the point network for every head weight x top_k (use with --split val)")
     ap.add_argument("--detectors", default="fpfh,pointnet")
-    ap.add_argument("--fusion", default=None, metavar="NORM,OBJECT,FRAC,WEIGHT",
+    ap.add_argument("--fusion", default=None, metavar="NORM,OBJECT,PARAM,WEIGHT",
                     help="fusion setting of 'pointnet+fpfh' (default: the detector's fusion_norm, fusion_object, "
                          "object_frac, fpfh_weight, i.e. exactly what PointTransformerAD predicts); with "
                          "--rescore, the setting to apply (it must come from --split val)")
@@ -268,7 +343,13 @@ def main(argv: list[str] | None = None) -> int:
                     help="no fitting: metrics of saved --raw runs (detectors merged by name) and, with "
                          "--fusion, of the network fused with FPFH; with --sweep (validation runs only) "
                          "every fusion setting and the best one")
+    ap.add_argument("--choose-object", action="store_true",
+                    help="with --rescore (validation runs of one or both protocols): the object score at the "
+                         "point fusion --fusion (default: the detector's), kept at the FPFH bank's ranking unless "
+                         "another setting wins reliably (defectforge.detect3d.fusion.gated_choice)")
     args = ap.parse_args(argv)
+    if args.rescore and args.choose_object:
+        return choose_object(args.rescore, args.fusion, args.json)
     if args.rescore:
         return rescore(args.rescore, args.fusion, args.sweep, args.json)
     if args.out is None and args.split == "test":
@@ -292,8 +373,7 @@ def main(argv: list[str] | None = None) -> int:
     fused_name = "pointnet+fpfh"
     both = {"fpfh", "pointnet"} <= set(dets)
     proto = PointTransformerAD(**{k: v for k, v in pn_kwargs.items() if k != "train_ops"})
-    fusion_label = args.fusion or (f"{proto.fusion_norm},{proto.fusion_object},"
-                                   f"{proto.object_frac if proto.fusion_object == 'map' else '-'},{proto.fpfh_weight:g}")
+    fusion_label = args.fusion or detector_fusion_label(proto)
     pn_kwargs["fpfh_weight"] = 0.0  # the network alone; fused below from the two detectors' predictions
     results = {d: {**_store(), "fit_s": {}, "cpu_s": {}, "pred_s": [], "stats": {}}
                for d in dets + ([fused_name] if both else [])}
@@ -444,7 +524,7 @@ def main(argv: list[str] | None = None) -> int:
               "- The point network's settings were chosen on `--split val` (held-out good parts of the same "
               "products with training-type anomalies), never on this test split: inputs, multi-layer prototypes "
               "(at 6,144 points / 600 steps; the defaults are now 3,072 / 300 to fit 5 minutes per class), the "
-              "FPFH fusion setting (`--rescore ... --sweep` on validation runs); head weight 0 (prototype score only) and top_k 10 on a leave-one-type-out split "
+              "FPFH fusion setting (`--rescore ... --sweep` and `--choose-object` on validation runs); head weight 0 (prototype score only) and top_k 10 on a leave-one-type-out split "
               "(train on bump+dent, validate on scratch: `--val-types scratch --pn-kwargs "
               "'{\"train_ops\": [\"bump\", \"dent\"]}'`), which measures transfer to an unseen type. "
               "`fusion='auto'` instead picks the head weight inside `fit` from synthetic training-type anomalies "

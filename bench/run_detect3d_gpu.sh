@@ -18,8 +18,8 @@ read -r -a extra <<< "${BENCH_EXTRA:-}"  # e.g. smaller clouds for a smoke test
 here=$(cd "$(dirname "$0")" && pwd)
 mkdir -p "$out"
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 PYTHONUNBUFFERED=1
-fusion=$("$py" -c "from defectforge.detect3d.pointnet import PointTransformerAD as P; d = P(); \
-print(f'{d.fusion_norm},{d.fusion_object},{d.object_frac if d.fusion_object == \"map\" else \"-\"},{d.fpfh_weight:g}')")
+fusion=$(cd "$here" && "$py" -c "import bench_detect3d as b; from defectforge.detect3d.pointnet import \
+PointTransformerAD as P; print(b.detector_fusion_label(P()))")
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null
 echo "start $(date -u +%H:%M:%S) load $(cut -d' ' -f1-3 /proc/loadavg) fusion $fusion"
 pids=()

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from defectforge.bank._exact import pairwise_plan
-from defectforge.bank._lazy import principal_rows
+from defectforge.bank._blocks import principal_rows
 from defectforge.bank.coreset import greedy_kcenter, greedy_kcenter_bruteforce
 from defectforge.bank.spool import RowSpool
 
@@ -122,7 +122,8 @@ def test_row_spool_gathers_in_one_pass(tmp_path):
 @pytest.mark.parametrize("threads", [1, 2, 3])
 def test_threaded_block_visits_give_the_same_selection(threads):
     """Every visit split over threads (``par_min=0``): same rows, same order."""
-    from defectforge.bank._lazy import LazyState, block_order
+    from defectforge.bank._blocks import block_order
+    from defectforge.bank._lazy import LazyState
 
     rng = np.random.default_rng(threads)
     x = _data("clusters", rng, 3000, 24)

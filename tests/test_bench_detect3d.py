@@ -27,9 +27,9 @@ def _run(cls, rng, split, signal):
     return store
 
 
-def _save(tmp_path, name, split, results):
+def _save(tmp_path, name, split, results, train_ops="full"):
     p = tmp_path / f"{name}.pkl"
-    p.write_bytes(pickle.dumps({"args": {"split": split, "train_ops": "full"}, "results": results}))
+    p.write_bytes(pickle.dumps({"args": {"split": split, "train_ops": train_ops}, "results": results}))
     return str(p)
 
 
@@ -54,5 +54,36 @@ def test_rescore_merges_classes_and_the_sweep_takes_validation_runs_only(tmp_pat
 
 
 def test_fusion_labels_round_trip():
+    from defectforge.detect3d.pointnet import PointTransformerAD
+
     for label, kw in bd.fusion_variants():
         assert bd.parse_fusion(label) == kw
+    for kw, share in (({"fusion_object": "sum", "object_share": 0.9}, 0.9), ({"fusion_object": "sum"}, 1.0),
+                      ({"fusion_object": "sum", "object_share": None}, None), ({"fusion_object": "map"}, None)):
+        det = PointTransformerAD(fusion_norm="zscore", fpfh_weight=2.0, **kw)
+        got = bd.parse_fusion(bd.detector_fusion_label(det))
+        assert got.get("object_share") == share and got["object"] == det.fusion_object
+
+
+def test_choose_object_keeps_the_fpfh_ranking_when_the_network_adds_noise(tmp_path, capsys):
+    rng = np.random.default_rng(1)
+    paths = []
+    for tag in ("full", "unseen"):
+        for c in ("flange", "bracket"):
+            fpfh = _run(c, rng, "val", 2.0)
+            net = _run(c, rng, "val", 0.0)  # no signal: its object scores are noise
+            paths.append(_save(tmp_path, f"{tag}_{c}", "val", {"fpfh": fpfh, "pointnet": net}, tag))
+    out = tmp_path / "choice.json"
+    assert bd.choose_object(paths, "zscore,map,0.005,4", str(out)) == 0
+    res = json.loads(out.read_text())
+    assert res["groups"] == ["full/flange", "full/bracket", "unseen/flange", "unseen/bracket"]
+    assert res["reference"] == "zscore,sum,1,4" and res["scores"]["zscore,sum,1,4"] == 1.0
+    assert res["chosen"] == "zscore,sum,1,4"
+    assert len(res["scores"]) == len(list(bd.object_variants("zscore", 4.0)))
+    assert "chosen zscore,sum,1,4" in capsys.readouterr().out
+    assert bd.parse_fusion(res["chosen"]) == {"weight": 4.0, "norm": "zscore", "object": "sum", "object_share": 1.0}
+    test = [_save(tmp_path, "t", "test", {"fpfh": _run("flange", rng, "test", 1.0),
+                                          "pointnet": _run("flange", rng, "test", 1.0)})]
+    with pytest.raises(SystemExit, match="validation runs"):
+        bd.choose_object(test, None, None)
+    assert bd.main(["--rescore", *paths, "--choose-object"]) == 0  # the detector's own point fusion by default

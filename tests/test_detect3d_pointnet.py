@@ -199,6 +199,64 @@ def test_fuse_scores_zscore_and_map_objects():
     assert fused_thresholds(sa, sb, 2.0, "threshold") == (3.0, 3.0)
 
 
+def test_object_share_gives_the_object_score_its_own_weight():
+    from defectforge.detect3d.fusion import fuse_scores, fused_thresholds, normalise, score_stats
+
+    rng = np.random.default_rng(1)
+    sn = score_stats(rng.normal(2.0, 0.5, 8), [rng.normal(1.0, 0.2, 50)])
+    sf = score_stats(rng.normal(10.0, 2.0, 8), [rng.normal(5.0, 1.0, 50)])
+    net_obj, fpfh_obj = rng.normal(2.0, 1.0, 6), rng.normal(10.0, 3.0, 6)
+    maps_n, maps_f = [rng.random(30) for _ in range(6)], [rng.random(30) for _ in range(6)]
+    zn, zf = normalise(net_obj, sn, "object", "zscore"), normalise(fpfh_obj, sf, "object", "zscore")
+    args = (net_obj, maps_n, fpfh_obj, maps_f, sn, sf, 4.0, "zscore", "sum")
+    o1, m1 = fuse_scores(*args, object_share=1.0)
+    np.testing.assert_allclose(o1, zf)  # share 1: the FPFH bank's own object ranking, whatever the network says
+    assert list(np.argsort(o1)) == list(np.argsort(fpfh_obj))
+    o0, m0 = fuse_scores(*args, object_share=0.0)
+    np.testing.assert_allclose(o0, zn)
+    np.testing.assert_allclose(fuse_scores(*args, object_share=0.8)[0], 0.2 * zn + 0.8 * zf)
+    np.testing.assert_allclose(fuse_scores(*args)[0], zn + 4.0 * zf)  # None: the point weight, as before
+    for a, b, c in zip(m1, m0, fuse_scores(*args)[1]):  # the point map does not depend on the share
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(a, c)
+    thr, _ = fused_thresholds(sn, sf, 4.0, "zscore", object_share=1.0)
+    assert thr == pytest.approx(float(normalise([sf["object_max"]], sf, "object", "zscore")[0]))
+    assert fused_thresholds(sn, sf, 4.0, "zscore")[0] > thr  # the network's part adds to the bound
+    with pytest.raises(ConfigError, match="object_share"):
+        fuse_scores(*args, object_share=1.5)
+    with pytest.raises(ConfigError, match="object_share"):
+        get_detector3d("pointnet", object_share=-0.1)
+
+
+def test_gated_choice_keeps_the_reference_unless_the_gain_is_reliable():
+    from defectforge.detect3d.fusion import gated_choice
+
+    rng = np.random.default_rng(0)
+    # tiny groups (3 good, 3 defective): the candidate wins one pair in one group, ties elsewhere
+    labels = [[False] * 3 + [True] * 3 for _ in range(4)]
+    ref = [[0.0, 1.0, 2.0, 1.5, 3.0, 4.0] for _ in range(4)]
+    lucky = [list(r) for r in ref]
+    lucky[0][3] = 2.5  # now above every good cloud of group 0
+    name, info = gated_choice(labels, {"ref": ref, "lucky": lucky}, "ref", n_boot=500)
+    assert info["best"] == "lucky" and info["scores"]["lucky"] > info["scores"]["ref"]
+    assert name == "ref" and info["p_gain"] < 0.95
+    # a candidate that separates every group where the reference is near chance wins reliably
+    labels = [[False] * 10 + [True] * 10 for _ in range(4)]
+    ref = [rng.normal(0, 1, 20) for _ in range(4)]
+    good = [np.r_[rng.normal(0, 1, 10), rng.normal(4, 1, 10)] for _ in range(4)]
+    name, info = gated_choice(labels, {"ref": ref, "good": good}, "ref", n_boot=300)
+    assert name == "good" and info["p_gain"] >= 0.95
+    # ties go to the first candidate; the reference is first here, so no bootstrap is run
+    name, info = gated_choice(labels, {"ref": ref, "same": ref}, "ref")
+    assert name == "ref" and np.isnan(info["p_gain"])
+    with pytest.raises(ConfigError, match="reference"):
+        gated_choice(labels, {"good": good}, "ref")
+    with pytest.raises(ConfigError, match="good and defective"):
+        gated_choice([[True] * 3], {"ref": [[1.0, 2.0, 3.0]]}, "ref")
+    with pytest.raises(ConfigError, match="one score per"):
+        gated_choice(labels, {"ref": ref, "short": [v[:5] for v in ref]}, "ref")
+
+
 def test_fpfh_fusion_equals_the_two_detectors_combined_and_round_trips(trained, tmp_path):
     from defectforge.detect3d.bank import FPFHBank
     from defectforge.detect3d.fusion import fuse_scores
@@ -211,7 +269,8 @@ def test_fpfh_fusion_equals_the_two_detectors_combined_and_round_trips(trained, 
     fb = FPFHBank(seed=0).fit(_parts())
     fp = fb.predict([r.points, c.points])
     obj, maps = fuse_scores(net.pred_score, net.anomaly_map, fp.pred_score, fp.anomaly_map, trained.stats_,
-                            fb.stats_, 2.0, fused.fusion_norm, fused.fusion_object, fused.object_frac)
+                            fb.stats_, 2.0, fused.fusion_norm, fused.fusion_object, fused.object_frac,
+                            fused.object_share)
     np.testing.assert_allclose(pred.pred_score, obj, rtol=1e-6)
     np.testing.assert_allclose(pred.anomaly_map[0], maps[0], rtol=1e-5)
     assert pred.pred_score[0] > pred.pred_score[1]
@@ -226,6 +285,21 @@ def test_fpfh_fusion_equals_the_two_detectors_combined_and_round_trips(trained, 
     loaded = PointTransformerAD.load(fused.save(tmp_path / "fused.pt"))
     assert loaded.fusion_object == "map" and loaded.fpfh_.stats_ == fb.stats_
     np.testing.assert_array_equal(loaded.predict([r.points]).pred_score, pz.pred_score[:1])
+    # object_share 1: the object score is the FPFH bank's own (z-scored), the map stays fused
+    fused.fusion_object, fused.object_share = "sum", 1.0
+    ps = fused.predict([r.points, c.points])
+    zf = (fp.pred_score - fb.stats_["object_mean"]) / fb.stats_["object_std"]
+    np.testing.assert_allclose(ps.pred_score, zf, rtol=1e-6)
+    np.testing.assert_allclose(ps.anomaly_map[1], pz.anomaly_map[1], rtol=1e-5, atol=1e-5)
+    assert PointTransformerAD.load(fused.save(tmp_path / "share.pt")).object_share == 1.0
+    # a file saved before object_share existed keeps its summed object score (network + weight x FPFH)
+    entry = fused.to_entry()
+    del entry["params"]["object_share"], entry["state"]["object_share"]
+    old = PointTransformerAD.from_entry(entry)
+    assert old.object_share is None
+    np.testing.assert_allclose(old.predict([r.points, c.points]).pred_score,
+                               fuse_scores(net.pred_score, net.anomaly_map, fp.pred_score, fp.anomaly_map,
+                                           trained.stats_, fb.stats_, 2.0, "zscore", "sum")[0], rtol=1e-6)
     with pytest.raises(ConfigError, match="fpfh_weight"):
         get_detector3d("pointnet", fpfh_weight=-1)
 
@@ -251,7 +325,8 @@ def test_default_training_covers_the_full_mpas_range():
     assert set(TRAIN_OPS) == set(OPERATORS) and set(TRAIN_RANGES) >= set(TRAIN_OPS)
     det = PointTransformerAD()
     assert {"bend", "crack", "bulge", "sink"} <= set(det.train_ops)
-    assert det.fpfh_weight > 0 and det.fusion_object == "map"  # fused with the FPFH bank (chosen on validation)
+    assert det.fpfh_weight > 0 and det.fusion_object == "sum"  # fused with the FPFH bank (chosen on validation)
+    assert det.object_share == 1.0  # objects ranked by the FPFH bank unless validation shows a reliable gain
     assert TRAIN_RANGES["bump"]["radius"][1] >= 0.1  # large, non-local defects too
     p = make_part("flange", 3000, 0)
     hits = 0

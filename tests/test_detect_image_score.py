@@ -132,3 +132,24 @@ def test_choose_without_validation_defects_keeps_the_paper_formula():
     y = np.array([0, 0, 0, 1, 1], bool)
     info = choose("auto", raw, y)
     assert info["val_auroc"]["max"] == 0.0 and info["chosen"] == "weighted"  # ties: the paper's first
+
+
+def test_choose_breaks_auroc_ties_by_validation_ap():
+    """Equal validation AUROC (few defects saturate it): the higher average precision wins, so
+    the paper's formula is not kept merely for coming first in the list."""
+    y = np.array([0, 0, 0, 1, 1], bool)
+    raw = {
+        "weighted": np.r_[0.9, 0.2, 0.1, 0.8, 0.7],  # N P P N N from the top: AUROC 4/6, AP 0.583
+        "topk": np.r_[0.8, 0.7, 0.1, 0.9, 0.6],  # P N N P N: AUROC 4/6, AP 0.75
+        "max": np.r_[1.0, 0.9, 0.8, 0.1, 0.2],  # worst
+        "patch_max": np.r_[1.0, 0.9, 0.8, 0.1, 0.2],
+    }
+    raw["nn_max"] = raw["topk"].copy()
+    info = choose("auto", raw, y)
+    auc, ap = info["val_auroc"], info["val_ap"]
+    assert auc["weighted"] == auc["topk"] and ap["topk"] > ap["weighted"]
+    assert info["chosen"] != "weighted"
+    best = max((auc[n], ap[n]) for n in AUTO_CANDIDATES if auc[n] is not None)
+    assert (auc[info["chosen"]], ap[info["chosen"]]) == best
+    if any(auc[n] == auc[info["chosen"]] for n in AUTO_CANDIDATES if n != info["chosen"]):
+        assert "then highest validation AP" in info["reason"]

@@ -1,6 +1,6 @@
 """ExDD image scores vs PatchCore on BSData test; the image score is chosen on validation inside fit.
 
-usage: PYTHONPATH=src python docs/results/issue15/exdd_image_scores.py 0,1,2 OUT.json
+usage: PYTHONPATH=src python docs/results/issue15/exdd_image_scores.py 0,1,2 OUT.json [exdd-only]
 Reduced settings: image_size=160, PatchCore normal_ratio=0.01 (ExDD keeps its defaults). Test AUROCs of
 every candidate are printed for the record only; nothing is chosen from them.
 """
@@ -25,13 +25,19 @@ for seed in [int(x) for x in sys.argv[1].split(",")]:
         m = ExDD(image_size=160, seed=seed).fit(normal, {"real": defects})
     row["exdd_fit_s"] = round(time.time() - t, 1)
     info = m.fit_info_["image_score"]
-    row["chosen"] = info["chosen"]; row["val_auroc"] = info["val_auroc"]
+    row["chosen"] = info["chosen"]; row["val_auroc"] = info["val_auroc"]; row["val_ap"] = info.get("val_ap")
+    row["reason"] = info["reason"]
     row["n_val"] = [info["n_val_normal"], info["n_val_defect"]]
     raw, _ = m._score(test, keep_input_maps=False)
     for name in ("weighted", "max", "patch_max", "topk", "nn_max"):
         row[f"test_{name}"] = round(float(auroc(y, raw[name])), 4)
     row["test_fusion"] = round(float(auroc(y, final_scores("fusion", raw, info["fusion"]))), 4)
     row["test_chosen"] = row[f"test_{info['chosen']}"]
+    if sys.argv[3:] == ["exdd-only"]:
+        out[seed] = row
+        print(seed, json.dumps(row), flush=True)
+        json.dump(out, open(sys.argv[2], "w"), indent=1)
+        continue
     t = time.time()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

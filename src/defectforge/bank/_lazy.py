@@ -1,7 +1,7 @@
 """Lazy, blocked farthest-first traversal for :func:`defectforge.bank.coreset.greedy_kcenter`
 (compiled with numba; cached on disk after the first use).
 
-The rows come in block order (:func:`block_order`: near rows together) and are cut into
+The rows come in block order (:func:`._blocks.block_order`: near rows together) and are cut into
 blocks of ``B`` consecutive rows. Every block remembers how many of
 the chosen centres its rows have been compared with (``synced``) and the largest
 distance-to-the-chosen-set of its rows at that point, with the lowest row index attaining
@@ -79,6 +79,7 @@ def _update_rows(x, Y, eps, eps_max, plan, r0, r1, cpos, sel, YcT, dms, cnt, sla
     """Bring rows ``r0:r1`` up to date with the ``cnt`` centres ``sel`` (sorted by their
     distance ``dms`` to the block centre; ``YcT`` their principal-axis rows, transposed)."""
     p = Y.shape[1]
+    p1 = min(p, 4)
     # a float32 sum of p squared differences is within (p + 4) 2^-24 of the exact one
     fac = 1.0 + (p + 8) * 2.0 ** -24
     facx = 1.0 + (x.shape[1] + 8) * 2.0 ** -23
@@ -99,7 +100,9 @@ def _update_rows(x, Y, eps, eps_max, plan, r0, r1, cpos, sel, YcT, dms, cnt, sla
         counts[1] += hi - lo
         for jj in range(lo, hi):
             acc[jj] = 0.0
-        for t in range(p):
+        # the first p1 axes for every centre in range (vectorised); the other axes only for
+        # the pairs still under the threshold (a partial sum of squares can only grow)
+        for t in range(p1):
             yv = Y[r, t]
             for jj in range(lo, hi):
                 w = yv - YcT[t, jj]
@@ -107,6 +110,13 @@ def _update_rows(x, Y, eps, eps_max, plan, r0, r1, cpos, sel, YcT, dms, cnt, sla
         for jj in range(lo, hi):
             if acc[jj] <= thr:
                 q = sel[jj]
+                a = acc[jj]
+                cq = cpos[q]
+                for t in range(p1, p):
+                    w = Y[r, t] - Y[cq, t]
+                    a += w * w
+                if a > thr:
+                    continue
                 # second test: the full float32 distance, with its rounding bound
                 if np.float64(_sq32(x, r, cpos[q])) > (m * (1.0 + 1e-9)) ** 2 * facx:
                     continue
@@ -237,92 +247,10 @@ def _block_balls(x, B, plan, bc, brad, h):
         brad[b] = rad * (1.0 + 1e-9)
 
 
-@njit(cache=True, nogil=True)
-def block_order(x, B):
-    """A permutation of the rows that puts near rows in the same block of ``B``: split
-    every group of more than ``B`` rows in two at a multiple of ``B``, along the line
-    through two far rows (farthest from the mean, then farthest from that one)."""
-    N, d = x.shape
-    perm = np.arange(N)
-    stack = np.empty((128, 2), np.int64)
-    stack[0, 0], stack[0, 1] = 0, N
-    top = 1
-    mu = np.empty(d, np.float64)
-    u = np.empty(d, np.float64)
-    while top > 0:
-        top -= 1
-        s, e = stack[top, 0], stack[top, 1]
-        if e - s <= B:
-            continue
-        mu[:] = 0.0
-        for j in range(s, e):
-            for i in range(d):
-                mu[i] += x[perm[j], i]
-        for i in range(d):
-            mu[i] /= e - s
-        a = perm[s]
-        best = -1.0
-        for j in range(s, e):
-            t = 0.0
-            for i in range(d):
-                w = x[perm[j], i] - mu[i]
-                t += w * w
-            if t > best:
-                best, a = t, perm[j]
-        bb = a
-        best = -1.0
-        for j in range(s, e):
-            t = 0.0
-            for i in range(d):
-                w = np.float64(x[perm[j], i]) - x[a, i]
-                t += w * w
-            if t > best:
-                best, bb = t, perm[j]
-        for i in range(d):
-            u[i] = np.float64(x[bb, i]) - x[a, i]
-        proj = np.empty(e - s, np.float64)
-        for j in range(s, e):
-            t = 0.0
-            for i in range(d):
-                t += x[perm[j], i] * u[i]
-            proj[j - s] = t
-        order = np.argsort(proj, kind="mergesort")
-        part = perm[s:e].copy()
-        for j in range(e - s):
-            perm[s + j] = part[order[j]]
-        half = ((e - s + B - 1) // B + 1) // 2
-        mid = s + half * B
-        stack[top, 0], stack[top, 1] = s, mid
-        stack[top + 1, 0], stack[top + 1, 1] = mid, e
-        top += 2
-    return perm
-
-
-@njit(cache=True, nogil=True)
-def permute_rows(x, perm):
-    """In place: row ``i`` becomes the old row ``perm[i]`` (cycle by cycle, one row of scratch)."""
-    N = perm.shape[0]
-    done = np.zeros(N, np.bool_)
-    tmp = np.empty(x.shape[1], x.dtype)
-    for i in range(N):
-        if done[i]:
-            continue
-        tmp[:] = x[i]
-        j = i
-        while True:
-            k = perm[j]
-            done[j] = True
-            if k == i:
-                x[j] = tmp
-                break
-            x[j] = x[k]
-            j = k
-
-
 class LazyState:
     """Everything the traversal keeps between calls of :meth:`run` (for progress). ``x``:
     the rows already in block order (``orig[i]`` is the original index of row ``i``);
-    ``Y``/``eps``: their :func:`principal_rows`, in the same order."""
+    ``Y``/``eps``: their :func:`._blocks.principal_rows`, in the same order."""
 
     def __init__(self, x: np.ndarray, orig: np.ndarray, n: int, start: int, block: int, Y: np.ndarray,
                  eps: np.ndarray, threads: int = 1, par_min: int = 16384):
@@ -377,30 +305,3 @@ class LazyState:
                        self.dmv, self.tmp, self.counts, self.par_min, self.scratch2, self.acc2, self.counts2)
         self.k = int(k)
         return bool(done)
-
-
-def principal_rows(x: np.ndarray, dim: int, chunk: int = 65536) -> tuple[np.ndarray, np.ndarray]:
-    """``(y, eps)``: the rows of ``x`` on their first ``dim`` principal axes (float32), and
-    per row a bound on how far the rounding moved ``y``.
-
-    The axes ``V`` are orthonormal, so ``||V^T (a - b)|| <= ||a - b||`` (up to ~1e-15
-    relative, covered by the test's 1e-9 slack): a distance between two ``y`` rows, less
-    ``eps_a + eps_b``, never exceeds the true one. The axes come from a fixed stride sample
-    of at most 20,000 rows (no randomness)."""
-    N, d = x.shape
-    p = int(min(dim, d))
-    if p <= 0 or N == 0:
-        return np.zeros((N, 0), np.float32), np.zeros(N)
-    sample = x[:: max(1, N // 20000)].astype(np.float64)
-    mu = sample.mean(0)
-    sample -= mu
-    _, vecs = np.linalg.eigh(sample.T @ sample)
-    v = np.ascontiguousarray(vecs[:, ::-1][:, :p])
-    y = np.empty((N, p), np.float32)
-    eps = np.empty(N, np.float64)
-    for s in range(0, N, chunk):
-        part = x[s:s + chunk].astype(np.float64) - mu
-        # float32 rounding of each coordinate (2^-24 relative) plus the float64 product's error
-        eps[s:s + chunk] = (2.0 ** -23 + 1e-12 * d) * np.sqrt(np.einsum("ij,ij->i", part, part)) + 1e-30
-        y[s:s + chunk] = part @ v
-    return y, eps

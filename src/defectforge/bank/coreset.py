@@ -56,7 +56,8 @@ def greedy_kcenter(x: np.ndarray, n: int, seed: int = 0, progress: Callable[[int
     ``pairs_tested`` (row-centre pairs seen by the first test), ``centres_skipped`` (by
     the block test) and ``block_visits``.
     """
-    from defectforge.bank._lazy import LazyState, block_order, permute_rows, principal_rows
+    from defectforge.bank._blocks import block_order, permute_rows, principal_rows
+    from defectforge.bank._lazy import LazyState
 
     x = np.asarray(x)
     N = x.shape[0]

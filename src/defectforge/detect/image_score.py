@@ -18,8 +18,11 @@ just ``d-`` without a defect bank; ``map`` = that patch map upsampled and smooth
 
 ``image_score="auto"`` picks, on that validation split, the one of ``weighted``, ``max``,
 ``topk`` and ``fusion`` with the highest AUROC (``fusion``'s AUROC is out-of-fold:
-stratified k-fold on validation, so it is not judged on the images it was calibrated on;
-ties keep the earlier name in that order). Test data are never involved: the choice is made
+stratified k-fold on validation, so it is not judged on the images it was calibrated on).
+A handful of validation defects often saturates the AUROC (several candidates at 0.99-1.0),
+so ties go to the higher validation average precision (out-of-fold for ``fusion`` too), which
+also weighs how far above the good images the defects rank; only then to the earlier name
+in that order. Test data are never involved: the choice is made
 inside ``fit``.
 """
 
@@ -91,31 +94,39 @@ def fusion_score(raw: dict[str, np.ndarray], cal: dict[str, Any]) -> np.ndarray:
     return x @ np.asarray(cal["coef"]) + float(cal["intercept"])
 
 
-def oof_fusion_auroc(raw: dict[str, np.ndarray], labels: np.ndarray, seed: int = 0, folds: int = 5) -> float:
-    """AUROC of ``fusion`` on validation with out-of-fold calibration (stratified k-fold)."""
+def oof_fusion_scores(raw: dict[str, np.ndarray], labels: np.ndarray, seed: int = 0, folds: int = 5
+                      ) -> np.ndarray | None:
+    """``fusion`` scores of the validation images with out-of-fold calibration (stratified
+    k-fold; each image scored by a fusion fitted without it); ``None`` with < 2 per class."""
     from sklearn.model_selection import StratifiedKFold
-
-    from defectforge.metrics import auroc
 
     y = np.asarray(labels, bool)
     k = int(min(folds, y.sum(), (~y).sum()))
     if k < 2:
-        return float("nan")
+        return None
     s = np.empty(len(y))
     for tr, te in StratifiedKFold(k, shuffle=True, random_state=seed).split(y, y):
         s[te] = fusion_score({n: v[te] for n, v in raw.items()}, fit_fusion({n: v[tr] for n, v in raw.items()}, y[tr]))
-    return float(auroc(y, s))
+    return s
+
+
+def oof_fusion_auroc(raw: dict[str, np.ndarray], labels: np.ndarray, seed: int = 0, folds: int = 5) -> float:
+    """AUROC of ``fusion`` on validation with out-of-fold calibration (stratified k-fold)."""
+    from defectforge.metrics import auroc
+
+    s = oof_fusion_scores(raw, labels, seed, folds)
+    return float("nan") if s is None else float(auroc(np.asarray(labels, bool), s))
 
 
 def choose(param: str, raw: dict[str, np.ndarray] | None, labels: np.ndarray | None, seed: int = 0,
            reason: str | None = None) -> dict[str, Any]:
     """Resolve ``param`` into the score to use: ``{"param", "chosen", "val_auroc", "fusion",
-    "n_val_normal", "n_val_defect", "reason"}``. ``raw`` / ``labels`` are the validation
+    "n_val_normal", "n_val_defect", "reason"}`` (and ``val_ap``). ``raw`` / ``labels`` are the validation
     split's raw scores and labels (``None``: no validation defects, then ``auto`` keeps the
     paper's ``weighted`` and ``fusion`` is refused by the caller; ``reason`` says why)."""
-    from defectforge.metrics import auroc
+    from defectforge.metrics import auroc, average_precision
 
-    info: dict[str, Any] = {"param": param, "chosen": param, "val_auroc": {}, "fusion": None,
+    info: dict[str, Any] = {"param": param, "chosen": param, "val_auroc": {}, "val_ap": {}, "fusion": None,
                             "n_val_normal": 0, "n_val_defect": 0, "reason": reason}
     if raw is None or labels is None or not 0 < int(np.sum(labels)) < len(labels):
         if param == "auto":
@@ -123,15 +134,26 @@ def choose(param: str, raw: dict[str, np.ndarray] | None, labels: np.ndarray | N
         return info
     y = np.asarray(labels, bool)
     info["n_val_normal"], info["n_val_defect"] = int((~y).sum()), int(y.sum())
-    aucs = {n: float(auroc(y, raw[n])) for n in AUTO_CANDIDATES if n != "fusion"}
-    aucs["fusion"] = oof_fusion_auroc(raw, y, seed)
+    scores = {n: raw[n] for n in AUTO_CANDIDATES if n != "fusion"}
+    oof = oof_fusion_scores(raw, y, seed)
+    if oof is not None:
+        scores["fusion"] = oof
+    aucs = {n: float(auroc(y, scores[n])) if n in scores else float("nan") for n in AUTO_CANDIDATES}
+    aps = {n: float(average_precision(y, scores[n])) if n in scores else float("nan") for n in AUTO_CANDIDATES}
     info["val_auroc"] = {n: (round(v, 6) if np.isfinite(v) else None) for n, v in aucs.items()}
+    info["val_ap"] = {n: (round(v, 6) if np.isfinite(v) else None) for n, v in aps.items()}
     if param in ("fusion", "auto"):
         info["fusion"] = fit_fusion(raw, y)
     if param == "auto":
-        best = max(AUTO_CANDIDATES, key=lambda n: (np.nan_to_num(aucs[n], nan=-1.0), -AUTO_CANDIDATES.index(n)))
+        def key(n: str) -> tuple[float, float, int]:
+            return (np.nan_to_num(aucs[n], nan=-1.0), np.nan_to_num(aps[n], nan=-1.0), -AUTO_CANDIDATES.index(n))
+
+        best = max(AUTO_CANDIDATES, key=key)
         info["chosen"] = best
-        info["reason"] = f"highest validation AUROC ({aucs[best]:.3f})"
+        tied = [n for n in AUTO_CANDIDATES if n != best and aucs[n] == aucs[best]]
+        info["reason"] = (f"highest validation AUROC ({aucs[best]:.3f})" if not tied else
+                          f"highest validation AUROC ({aucs[best]:.3f}, tied with {', '.join(tied)}), "
+                          f"then highest validation AP ({aps[best]:.3f})")
     return info
 
 

@@ -11,11 +11,16 @@ clouds of the training set, never test data), chosen by ``norm``:
   (objects and points separately).
 
 The fused point map is ``net + weight x fpfh`` (normalised maps). The object score is
-either the same sum of the normalised object scores (``object="sum"``) or, with
+either a sum of the two detectors' normalised *object* scores (``object="sum"``) or, with
 ``object="map"``, the mean of the top ``object_frac`` of the fused point map, so an
 object scores high only where the two detectors' maps agree spatially, not where each
-fires on its own part of a good cloud. ``norm``, ``object``, ``object_frac`` and the
-weight are chosen on validation splits (``bench/bench_detect3d.py --split val --sweep``).
+fires on its own part of a good cloud. The sum is ``net + weight x fpfh`` (the point
+weight) or, with ``object_share`` s, ``(1 - s) x net + s x fpfh``: the object ranking
+then has its own weight, and ``s = 1`` is exactly the FPFH bank's own object ranking
+(the network still shapes the point map). ``norm``, ``object``, ``object_frac``,
+``object_share`` and the weight are chosen on validation splits
+(``bench/bench_detect3d.py --split val --sweep``; :func:`gated_choice` is the rule that
+keeps the FPFH ranking unless validation shows a reliable gain).
 """
 
 from __future__ import annotations
@@ -36,6 +41,8 @@ NORMS = ("threshold", "zscore")
 OBJECTS = ("sum", "map")
 OBJECT_FRACS = (0.002, 0.005, 0.01, 0.02)
 """Top fractions of the fused map tried for ``object="map"`` on validation."""
+OBJECT_SHARES = (1.0, 0.95, 0.9, 0.8, 0.67, 0.5, 0.0)
+"""FPFH shares of the summed object score tried on validation (1: the FPFH bank's own ranking)."""
 
 
 def score_stats(object_scores: Sequence[float], point_scores: Sequence[np.ndarray]) -> dict[str, float]:
@@ -75,8 +82,18 @@ def top_fraction_mean(values: np.ndarray, frac: float) -> float:
     return topk_mean(values, max(1, int(math.ceil(frac * len(values)))))
 
 
+def object_weights(weight: float, object_share: float | None) -> tuple[float, float]:
+    """(network, FPFH) weights of the summed normalised object scores."""
+    if object_share is None:
+        return 1.0, float(weight)
+    if not 0.0 <= object_share <= 1.0:
+        raise ConfigError(f"object_share must be in [0, 1] (or None), got {object_share}")
+    return 1.0 - float(object_share), float(object_share)
+
+
 def fuse_scores(net_obj, net_maps, fpfh_obj, fpfh_maps, net_stats: dict[str, float], fpfh_stats: dict[str, float],
-                weight: float, norm: str = "threshold", object: str = "sum", object_frac: float = 0.005):
+                weight: float, norm: str = "threshold", object: str = "sum", object_frac: float = 0.005,
+                object_share: float | None = None):
     """(object scores, point maps) of network + ``weight`` x FPFH (see the module docstring)."""
     if object not in OBJECTS:
         raise ConfigError(f"fusion object must be one of {', '.join(OBJECTS)}, got {object!r}")
@@ -85,19 +102,21 @@ def fuse_scores(net_obj, net_maps, fpfh_obj, fpfh_maps, net_stats: dict[str, flo
     if object == "map":
         obj = np.array([top_fraction_mean(m, object_frac) for m in maps], dtype=np.float64)
     else:
-        obj = normalise(net_obj, net_stats, "object", norm) + weight * normalise(fpfh_obj, fpfh_stats, "object", norm)
+        wn, wf = object_weights(weight, object_share)
+        obj = wn * normalise(net_obj, net_stats, "object", norm) + wf * normalise(fpfh_obj, fpfh_stats, "object", norm)
     return obj, maps
 
 
 def fused_thresholds(net_stats: dict[str, float], fpfh_stats: dict[str, float], weight: float,
-                     norm: str) -> tuple[float, float]:
+                     norm: str, object_share: float | None = None) -> tuple[float, float]:
     """(object, point) thresholds of the fused scores: the sum of each part's largest held-out
     good score after normalisation (an upper bound of the fused held-out good scores; for
     ``object="map"`` the point bound is used, as the object is a mean of map values)."""
     def part(stats, level, key):
         return float(normalise([stats[key]], stats, level, norm)[0])
 
-    obj = part(net_stats, "object", "object_max") + weight * part(fpfh_stats, "object", "object_max")
+    wn, wf = object_weights(weight, object_share)
+    obj = wn * part(net_stats, "object", "object_max") + wf * part(fpfh_stats, "object", "object_max")
     pt = part(net_stats, "point", "point_q999") + weight * part(fpfh_stats, "point", "point_q999")
     return obj, pt
 
@@ -127,3 +146,54 @@ def select_head_weight(points: list[np.ndarray], proto: list[np.ndarray], head: 
         if crit > best[0] + 1e-9:
             best = (crit, float(w))
     return best[1], table
+
+
+def _auroc_pairs(pos: np.ndarray, neg: np.ndarray) -> float:
+    """AUROC of positive vs negative scores (ties count one half)."""
+    d = pos[:, None] - neg[None, :]
+    return float((d > 0).mean() + 0.5 * (d == 0).mean())
+
+
+def gated_choice(labels: Sequence[Sequence[bool]], candidates: dict[str, Sequence[Sequence[float]]], reference: str,
+                 n_boot: int = 2000, confidence: float = 0.95, seed: int = 0) -> tuple[str, dict]:
+    """Choose an object score on validation, keeping ``reference`` unless another wins reliably.
+
+    ``labels[g]`` are the defective flags of the clouds of validation group ``g`` (e.g. one
+    class of one protocol); ``candidates[name][g]`` their object scores under candidate
+    ``name``. A candidate's score is its mean O-AUROC over the groups. The best candidate
+    (ties: the first in ``candidates``' order) replaces ``reference`` only if its gain over
+    the reference is positive in at least ``confidence`` of ``n_boot`` stratified paired
+    bootstrap resamples (good and defective clouds drawn with replacement within each group,
+    the same draw for both). Small validation splits then cannot swap a training-free
+    ranking for one that won by a pair or two. Returns ``(name, info)``.
+    """
+    if reference not in candidates:
+        raise ConfigError(f"reference {reference!r} is not among the candidates")
+    ys = [np.asarray(y, dtype=bool) for y in labels]
+    if not ys or any(y.all() or not y.any() for y in ys):
+        raise ConfigError("every validation group needs good and defective clouds")
+    cand = {k: [np.asarray(v, dtype=np.float64) for v in vals] for k, vals in candidates.items()}
+    for k, vals in cand.items():
+        if len(vals) != len(ys) or any(len(v) != len(y) for v, y in zip(vals, ys)):
+            raise ConfigError(f"candidate {k!r}: one score per validation cloud is required")
+    scores = {k: float(np.mean([_auroc_pairs(v[y], v[~y]) for v, y in zip(vals, ys)])) for k, vals in cand.items()}
+    best = next(iter(scores))
+    for k, s in scores.items():
+        if s > scores[best] + 1e-12:
+            best = k
+    info = {"scores": scores, "best": best, "reference": reference, "p_gain": float("nan")}
+    if best == reference:
+        return reference, info
+    rng = np.random.default_rng(seed)
+    pos = [np.flatnonzero(y) for y in ys]
+    neg = [np.flatnonzero(~y) for y in ys]
+    wins = 0
+    for _ in range(n_boot):
+        gain = 0.0
+        for g in range(len(ys)):
+            ip, ineg = rng.choice(pos[g], len(pos[g])), rng.choice(neg[g], len(neg[g]))
+            b, r = cand[best][g], cand[reference][g]
+            gain += _auroc_pairs(b[ip], b[ineg]) - _auroc_pairs(r[ip], r[ineg])
+        wins += gain > 1e-12
+    info["p_gain"] = wins / n_boot
+    return (best if info["p_gain"] >= confidence else reference), info

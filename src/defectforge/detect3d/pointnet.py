@@ -31,14 +31,19 @@ prototype / the reference distance (+ ``head_weight`` x the head probability for
 neighbours and interpolated (IDW, 3-NN) to every input point; object score = mean of the
 ``top_k`` largest network-point scores. With ``fpfh_weight`` > 0, predict returns
 :func:`~defectforge.detect3d.fusion.fuse_scores` of the network and the FPFH bank
-(``fusion_norm``, ``fusion_object``, ``object_frac``), each normalised by its own
-held-out good score statistics. ``fpfh_weight=0`` gives the network alone.
+(``fusion_norm``, ``fusion_object``, ``object_frac``, ``object_share``), each normalised
+by its own held-out good score statistics. ``fpfh_weight=0`` gives the network alone.
 
 Defaults were chosen on the validation splits of ``bench/bench_detect3d.py`` (never its
-test defects): the fusion ``fpfh_weight=4``, ``fusion_norm="zscore"``,
-``fusion_object="map"``, ``object_frac=0.005`` by the best mean of O- and P-AUROC over both
-validation splits (held-out good parts with training-type anomalies, and with a type the
-unseen-types network never trained on; 4 classes, 2026-12-04); 300 steps on 3,072 network points so
+test defects): the point map ``fpfh_weight=4``, ``fusion_norm="zscore"`` by the best mean of
+O- and P-AUROC over both validation splits (held-out good parts with training-type
+anomalies, and with a type the unseen-types network never trained on; 4 classes,
+2026-12-04); the object score ``fusion_object="sum"``, ``object_share=1`` (the FPFH bank's
+own object ranking, z-scored) by :func:`~defectforge.detect3d.fusion.gated_choice`: no
+object score that lets the network in won reliably on validation (the best, the top 0.5 %
+of the fused map, by one pair: bootstrap P(gain > 0) = 0.52), so the network shapes the
+point map only. On a part where the network does rank objects better, choose again
+(``bench/bench_detect3d.py --rescore VAL_RUNS --choose-object``). 300 steps on 3,072 network points so
 a fit (network + FPFH bank) takes about 90 CPU seconds per class, well inside 5 minutes
 on the 2-core machine; see ``docs/bench/detect3d.md``.
 
@@ -102,9 +107,9 @@ class PointTransformerAD(Detector3D, PrototypeScoring):
                  bank_ratio: float = 0.25, fusion: str = "proto", smooth_k: int = 8, top_k: int = 10,
                  scale: str = "category", voxel: float = 0.02, max_scale_ratio: float = 4.0,
                  features: str = "normal,fpfh,shape", proto_layers: str = "all", head_weight: float = 1.0,
-                 fpfh_weight: float = 4.0, fusion_norm: str = "zscore", fusion_object: str = "map",
-                 object_frac: float = 0.005, seed: int = 0, threads: int | None = 1, device: str = "cpu",
-                 progress: Any = False):
+                 fpfh_weight: float = 4.0, fusion_norm: str = "zscore", fusion_object: str = "sum",
+                 object_frac: float = 0.005, object_share: float | None = 1.0, seed: int = 0,
+                 threads: int | None = 1, device: str = "cpu", progress: Any = False):
         self.channels, self.n_layers, self.k = channels, n_layers, k
         self.net_points, self.steps, self.lr = net_points, steps, lr
         self.anomaly_prob = anomaly_prob
@@ -115,7 +120,7 @@ class PointTransformerAD(Detector3D, PrototypeScoring):
         self.scale, self.voxel, self.max_scale_ratio = scale, voxel, max_scale_ratio
         self.features, self.proto_layers, self.head_weight = features, proto_layers, head_weight
         self.fpfh_weight, self.fusion_norm, self.fusion_object = fpfh_weight, fusion_norm, fusion_object
-        self.object_frac = object_frac
+        self.object_frac, self.object_share = object_frac, object_share
         self.seed, self.threads, self.device, self.progress = seed, threads, device, progress
         self._nn = None
 
@@ -134,6 +139,8 @@ class PointTransformerAD(Detector3D, PrototypeScoring):
                               f"{', '.join(OBJECTS)}, got {self.fusion_norm!r}, {self.fusion_object!r}")
         if not 0 < self.object_frac <= 1:
             raise ConfigError(f"object_frac must be in (0, 1], got {self.object_frac}")
+        if self.object_share is not None and not 0 <= self.object_share <= 1:
+            raise ConfigError(f"object_share must be in [0, 1] or None, got {self.object_share}")
         for o in self.train_ops:
             if o not in OPERATORS:
                 raise ConfigError(f"unknown synthesis operator {o!r}; choose from {', '.join(OPERATORS)}")
@@ -328,8 +335,8 @@ class PointTransformerAD(Detector3D, PrototypeScoring):
         fp = self.fpfh_.predict(items)
         w = float(self.fpfh_weight)
         s, maps = fuse_scores(s, maps, fp.pred_score, fp.anomaly_map, self.stats_, self.fpfh_.stats_, w,
-                              self.fusion_norm, self.fusion_object, self.object_frac)
-        thr_o, thr_p = fused_thresholds(self.stats_, self.fpfh_.stats_, w, self.fusion_norm)
+                              self.fusion_norm, self.fusion_object, self.object_frac, self.object_share)
+        thr_o, thr_p = fused_thresholds(self.stats_, self.fpfh_.stats_, w, self.fusion_norm, self.object_share)
         if self.fusion_object == "map":
             thr_o = thr_p
         return Prediction(s, maps, s >= thr_o, [m >= thr_p for m in maps])
@@ -348,7 +355,8 @@ class PointTransformerAD(Detector3D, PrototypeScoring):
                 "bank": torch.from_numpy(self.bank_), "ref_distance": self.ref_distance_,
                 "head_weight_": self.head_weight_, "validation": self.validation_,
                 "threshold": self.threshold_, "point_threshold": self.point_threshold_, "stats": dict(self.stats_),
-                "fit_info": info, "fpfh": None if self.fpfh_ is None else self.fpfh_.to_entry()}
+                "fit_info": info, "fpfh": None if self.fpfh_ is None else self.fpfh_.to_entry(),
+                "object_share": self.object_share}
 
     def _set_state(self, state: dict[str, Any]) -> None:
         self.sdn_ = self._new_sdn()
@@ -369,6 +377,8 @@ class PointTransformerAD(Detector3D, PrototypeScoring):
         self.point_threshold_ = float(state["point_threshold"])
         self.stats_ = dict(state.get("stats") or stats_from_thresholds(self.threshold_, self.point_threshold_))
         self.fit_info_ = dict(state.get("fit_info", {}))
+        if "object_share" not in state:  # saved before object_share: a summed object score used the point weight
+            self.object_share = None
         self._nn = self._nearest(self.bank_)
         self.fpfh_ = None
         if state.get("fpfh") is not None:

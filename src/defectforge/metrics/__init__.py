@@ -1,7 +1,10 @@
 """Honest evaluation metrics.
 
-- :mod:`defectforge.metrics.anomaly`: image AUROC / AP / F1 and thresholds, pixel AUROC / AP
-  and exact AUPRO, all on raw scores (no sigmoid, no normalisation, no clamping).
+- :mod:`defectforge.metrics.anomaly`: image AUROC / AP / F1 and thresholds, and
+  :func:`evaluate_anomaly` (every metric of a test set in one dict), all on raw scores (no
+  sigmoid, no normalisation, no clamping); the conventions are in its docstring.
+- :mod:`defectforge.metrics.pixel`: pooled pixel AUROC / AP and exact AUPRO (re-exported by
+  :mod:`.anomaly`); :mod:`defectforge.metrics.streaming`: the same in bounded memory.
 - :mod:`defectforge.metrics.detection`: COCO-convention box mAP50 / mAP50-95.
 """
 

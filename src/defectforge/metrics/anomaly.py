@@ -32,13 +32,37 @@ takes the maps chunk by chunk in bounded memory, with a stated maximum error.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
 from typing import Any, Literal
 
 import numpy as np
-from scipy import ndimage
 
-from defectforge.errors import ConfigError, DefectforgeError, InputError
+from defectforge.errors import ConfigError, InputError
+from defectforge.metrics._checks import (  # noqa: F401 (GOOD_LABEL and the error types are public here)
+    GOOD_LABEL,
+    ThresholdFallbackWarning,
+    UndefinedMetricError,
+    _ap_from_counts,
+    _auroc_from_counts,
+    _class_counts_message,
+    _labels_1d,
+    _scores_1d,
+    _threshold_counts,
+    _undefined,
+)
+from defectforge.metrics.pixel import (
+    _aupro_undefined,
+    _area_to_limit,
+    _as_image_list,
+    _check_fpr_limit,
+    _pixel_ap_undefined,
+    _pixel_counts,
+    _Pixels,
+    _pro_from_counts,
+    aupro,
+    pixel_ap,
+    pixel_auroc,
+    pro_curve,
+)
 
 __all__ = [
     "ThresholdFallbackWarning",
@@ -56,156 +80,6 @@ __all__ = [
     "roc_curve",
     "select_threshold",
 ]
-
-GOOD_LABEL = "good"
-_EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
-
-
-class UndefinedMetricError(DefectforgeError, ValueError):
-    """A metric is undefined for the given labels (e.g. AUROC with only one class present)."""
-
-
-class ThresholdFallbackWarning(UserWarning):
-    """:func:`select_threshold` could not use the requested method and fell back to a quantile."""
-
-
-# --------------------------------------------------------------------------- input checks
-
-
-def _labels_1d(labels: Any, name: str = "labels") -> np.ndarray:
-    """Return ``labels`` as a 1-D bool array (True = defect), or raise InputError."""
-    arr = np.asarray(labels)
-    if arr.ndim != 1:
-        raise InputError(None, f"{name} must be 1-D (one per image), got shape {arr.shape}")
-    if arr.dtype == bool:
-        return arr
-    if arr.dtype.kind in "US" or (arr.dtype.kind == "O" and all(isinstance(v, str) for v in arr)):
-        return np.array([str(v) != GOOD_LABEL for v in arr], dtype=bool)
-    if arr.dtype.kind in "iuf":
-        ok = (arr == 0) | (arr == 1)
-        if not ok.all():
-            bad = arr[~ok]
-            raise InputError(
-                None, f"{name} must be 0/1 or bool (1 = defect); found {bad.size} other value(s), "
-                f"e.g. {bad[0].item()!r}")
-        return arr.astype(bool)
-    raise InputError(None, f"{name} must be bool, 0/1 or 'good'/<defect type> strings, "
-                     f"got dtype {arr.dtype}")
-
-
-def _check_finite(values: np.ndarray, name: str) -> None:
-    """Raise InputError naming the count and first position of NaN / inf values."""
-    finite = np.isfinite(values)
-    if finite.all():
-        return
-    bad = ~finite
-    n_nan = int(np.isnan(values).sum())
-    n_inf = int(bad.sum()) - n_nan
-    first = np.unravel_index(int(np.argmax(bad.ravel())), values.shape)
-    where = first[0] if len(first) == 1 else tuple(int(i) for i in first)
-    raise InputError(
-        None, f"{name} contain {n_nan} NaN and {n_inf} infinite value(s) (first at index "
-        f"{where}); metrics need finite raw scores")
-
-
-def _float_array(values: Any, name: str) -> np.ndarray:
-    """``values`` as a float array without copying float32/float64 input; ints -> float64."""
-    arr = np.asarray(values)
-    if arr.dtype.kind == "b" or arr.dtype.kind in "iu":
-        arr = arr.astype(np.float64)
-    elif arr.dtype.kind == "f":
-        if arr.dtype.itemsize < 4:
-            arr = arr.astype(np.float32)
-        elif arr.dtype.itemsize > 8:
-            arr = arr.astype(np.float64)
-    else:
-        raise InputError(None, f"{name} must be real numbers, got dtype {arr.dtype}")
-    return arr
-
-
-def _scores_1d(scores: Any, n: int, name: str = "scores") -> np.ndarray:
-    arr = _float_array(scores, name)
-    if arr.ndim != 1:
-        raise InputError(None, f"{name} must be 1-D (one per image), got shape {arr.shape}")
-    if arr.shape[0] != n:
-        raise InputError(None, f"{name} has {arr.shape[0]} values but labels has {n}")
-    _check_finite(arr, name)
-    return arr
-
-
-def _undefined(message: str, nan_on_undefined: bool) -> float:
-    if nan_on_undefined:
-        return float("nan")
-    raise UndefinedMetricError(message)
-
-
-def _class_counts_message(metric: str, n_pos: int, n_neg: int, what: str = "images") -> str:
-    if what == "pixels":
-        held = f"the masks hold {n_pos} defect and {n_neg} background pixel(s)"
-    else:
-        held = f"the {what} hold {n_pos} defect and {n_neg} normal sample(s)"
-    return (f"{metric} is undefined: {held}; both classes are needed "
-            "(pass nan_on_undefined=True to get NaN)")
-
-
-# --------------------------------------------------------------------------- core curve
-
-
-def _threshold_counts(labels: np.ndarray, scores: np.ndarray, weights: np.ndarray | None = None
-                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
-    """Cumulative (fps, tps, thresholds, weight_sum) at each distinct score, descending.
-
-    ``tps[i]`` / ``fps[i]`` count positives / negatives with ``score >= thresholds[i]``; one
-    entry per distinct score (the last index of each tied run), so the order of tied samples
-    never matters. ``weight_sum[i]`` is the cumulative sum of ``weights`` in the same order
-    (``None`` without weights). One O(n log n) sort.
-    """
-    order = np.argsort(scores)[::-1]  # stability is not needed: only run ends are used
-    s = scores[order]
-    run_end = np.empty(s.shape[0], dtype=bool)
-    np.not_equal(s[1:], s[:-1], out=run_end[:-1])
-    run_end[-1:] = True
-    ends = np.flatnonzero(run_end)
-    del run_end
-    thresholds = s[ends]
-    count_dtype = np.int32 if s.shape[0] < 2**31 - 1 else np.int64  # halves the cumsum
-    del s
-    tps = np.cumsum(labels[order], dtype=count_dtype)[ends].astype(np.int64)
-    weight_sum = None
-    if weights is not None:
-        w = weights[order]
-        del order
-        np.cumsum(w, out=w)
-        weight_sum = w[ends]
-        del w
-    else:
-        del order
-    fps = ends  # reuse the index array: fps = (ends + 1) - tps, in place
-    fps += 1
-    fps -= tps
-    return fps, tps, thresholds, weight_sum
-
-
-def _auroc_from_counts(fps: np.ndarray, tps: np.ndarray) -> float:
-    """Exact Mann-Whitney AUROC (ties count 1/2) from cumulative counts at distinct scores."""
-    # U = sum over runs of pos_run * (negatives below + neg_run / 2)
-    #   = n_pos * n_neg - sum pos_run * (fps_end + fps_prev) / 2   (fewer temporaries)
-    n_pos, n_neg = float(tps[-1]), float(fps[-1])
-    pos_run = np.diff(tps, prepend=0).astype(np.float64)
-    fps_sum = fps.astype(np.float64)
-    fps_sum[1:] += fps[:-1]
-    u = n_pos * n_neg - 0.5 * float(np.dot(pos_run, fps_sum))
-    return u / (n_pos * n_neg)
-
-
-def _ap_from_counts(fps: np.ndarray, tps: np.ndarray) -> float:
-    """Step-wise AP = sum_n (R_n - R_{n-1}) P_n, identical to sklearn's average_precision_score."""
-    precision = tps / (tps + fps)
-    recall_step = np.diff(tps, prepend=0) / tps[-1]
-    return float(np.dot(recall_step, precision))
-
-
-# --------------------------------------------------------------------------- image level
 
 
 def auroc(labels: Any, scores: Any, *, nan_on_undefined: bool = False) -> float:
@@ -367,228 +241,6 @@ def select_threshold(labels_val: Any, scores_val: Any,
 
 
 # --------------------------------------------------------------------------- pixel level
-
-
-def _as_image_list(values: Any, name: str) -> list[Any] | np.ndarray:
-    if values is None:
-        return None  # type: ignore[return-value]
-    if isinstance(values, np.ndarray):
-        if values.ndim == 2:
-            raise InputError(None, f"{name}: got one 2-D array; pass a list of HxW arrays or an "
-                             "(N, H, W) array")
-        if values.ndim != 3:
-            raise InputError(None, f"{name} must be a list of HxW arrays or an (N, H, W) array, "
-                             f"got shape {values.shape}")
-        return values
-    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
-        try:
-            values = list(values)
-        except TypeError:
-            raise InputError(None, f"{name} must be a list of HxW arrays or an (N, H, W) array, "
-                             f"got {type(values).__name__}") from None
-    return values
-
-
-def _mask_bool(mask: Any, i: int, shape: tuple[int, ...]) -> np.ndarray | None:
-    if mask is None:
-        return None
-    m = np.asarray(mask)
-    if m.shape != shape:
-        raise InputError(None, f"image {i}: mask shape {m.shape} differs from map shape {shape}; "
-                         "resize maps (or masks) to one evaluation resolution first")
-    if m.dtype == bool:
-        return m
-    if m.dtype.kind not in "iuf":
-        raise InputError(None, f"image {i}: mask must be bool or 0/1/255, got dtype {m.dtype}")
-    if not ((m == 0) | (m == 1) | (m == 255)).all():
-        raise InputError(None, f"image {i}: mask holds values other than 0/1/255 (soft or "
-                         "resized with interpolation?); binarise it first")
-    return m != 0
-
-
-def _map_2d(amap: Any, i: int) -> np.ndarray:
-    a = _float_array(amap, f"map {i}")
-    if a.ndim != 2:
-        raise InputError(None, f"image {i}: anomaly map must be 2-D (H x W), got shape {a.shape}")
-    return a
-
-
-def region_weights(mask: np.ndarray) -> tuple[np.ndarray, int]:
-    """``(weights, n_regions)`` of a bool mask: each defect pixel weighs 1 / |its region|
-    (8-connected components), background pixels 0; summing weights above a threshold gives
-    the sum of per-region overlaps that AUPRO needs."""
-    lab, k = ndimage.label(mask, structure=_EIGHT_CONNECTED)
-    sizes_k = np.bincount(lab.reshape(-1), minlength=k + 1).astype(np.float64)
-    inv = np.zeros(k + 1)
-    inv[1:] = 1.0 / sizes_k[1:]
-    return inv[lab], int(k)
-
-
-class _Pixels:
-    """Pooled pixels of all images: ``fg`` (bool), ``scores`` (float) and, when asked,
-    ``weights`` (1/|region| on defect pixels, 0 on background) and ``n_regions``."""
-
-    def __init__(self, masks: Any, maps: Any, *, regions: bool = False):
-        maps_l = _as_image_list(maps, "maps")
-        if maps_l is None:
-            raise InputError(None, "maps is None; pixel metrics need anomaly maps")
-        masks_l = _as_image_list(masks, "masks")
-        n = len(maps_l)
-        if masks_l is not None and len(masks_l) != n:
-            raise InputError(None, f"masks has {len(masks_l)} entries but maps has {n}")
-        self.n_regions = 0
-        self.weights: np.ndarray | None = None
-        fast = (isinstance(maps_l, np.ndarray) and isinstance(masks_l, np.ndarray)
-                and masks_l.dtype == bool and masks_l.shape == maps_l.shape and not regions)
-        if fast:
-            # (N, H, W) arrays: views, no copy for contiguous float input.
-            self.scores = _float_array(maps_l, "maps").reshape(-1)
-            _check_finite(self.scores, "maps")
-            self.fg = masks_l.reshape(-1)
-            return
-        arrays = [_map_2d(maps_l[i], i) for i in range(n)]
-        sizes = [a.size for a in arrays]
-        total = int(sum(sizes))
-        dtype = np.result_type(np.float32, *[a.dtype for a in arrays]) if arrays else np.float32
-        self.scores = np.empty(total, dtype=dtype)
-        self.fg = np.zeros(total, dtype=bool)
-        if regions:
-            self.weights = np.zeros(total, dtype=np.float64)
-        pos = 0
-        for i, a in enumerate(arrays):
-            end = pos + a.size
-            if not np.isfinite(a).all():
-                try:
-                    _check_finite(a, f"map {i}")
-                except InputError as exc:
-                    raise InputError(None, f"image {i}: {exc}") from None
-            self.scores[pos:end] = a.reshape(-1)
-            m = _mask_bool(masks_l[i], i, a.shape) if masks_l is not None else None
-            if m is not None:
-                self.fg[pos:end] = m.reshape(-1)
-                if regions and m.any():
-                    w, k = region_weights(m)
-                    self.weights[pos:end] = w.reshape(-1)
-                    self.n_regions += k
-            pos = end
-
-    def counts(self) -> tuple[int, int]:
-        n_fg = int(np.count_nonzero(self.fg))
-        return n_fg, self.fg.shape[0] - n_fg
-
-
-def _pixel_counts(px: _Pixels) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """One global descending sort of all pixels -> cumulative (fps, tps, pro_sum) at each
-    distinct score. ``fps`` counts background pixels, ``pro_sum`` the sum of 1/|region| over
-    defect pixels (None unless regions were labelled)."""
-    fps, tps, _, pro_sum = _threshold_counts(px.fg, px.scores, px.weights)
-    return fps, tps, pro_sum
-
-
-def pixel_auroc(masks: Any, maps: Any, *, nan_on_undefined: bool = False) -> float:
-    """AUROC over all pixels of all images pooled (masks ``None`` = all background).
-
-    Undefined when there is no defect pixel or no background pixel.
-    """
-    px = _Pixels(masks, maps)
-    n_fg, n_bg = px.counts()
-    if n_fg == 0 or n_bg == 0:
-        return _undefined(_class_counts_message("pixel AUROC", n_fg, n_bg, "pixels"),
-                          nan_on_undefined)
-    fps, tps, _ = _pixel_counts(px)
-    return _auroc_from_counts(fps, tps)
-
-
-def _pixel_ap_undefined(n_bg: int) -> str:
-    return ("pixel AP is undefined: no defect pixel in the masks "
-            f"({n_bg} background pixels); pass nan_on_undefined=True to get NaN")
-
-
-def pixel_ap(masks: Any, maps: Any, *, nan_on_undefined: bool = False) -> float:
-    """Step-wise average precision over all pixels of all images pooled."""
-    px = _Pixels(masks, maps)
-    n_fg, n_bg = px.counts()
-    if n_fg == 0:
-        return _undefined(_pixel_ap_undefined(n_bg), nan_on_undefined)
-    fps, tps, _ = _pixel_counts(px)
-    return _ap_from_counts(fps, tps)
-
-
-def _aupro_undefined(px: _Pixels, n_bg: int) -> str | None:
-    if px.n_regions == 0 or n_bg == 0:
-        return (f"AUPRO is undefined: the masks hold {px.n_regions} defect region(s) and "
-                f"{n_bg} background pixel(s); both are needed (pass nan_on_undefined=True to "
-                "get NaN)")
-    return None
-
-
-def _pro_from_counts(px: _Pixels, fps: np.ndarray, pro_sum: np.ndarray
-                     ) -> tuple[np.ndarray, np.ndarray]:
-    n_bg = px.fg.shape[0] - int(np.count_nonzero(px.fg))
-    fpr = np.r_[0.0, fps / n_bg]
-    pro = np.r_[0.0, np.minimum(pro_sum / px.n_regions, 1.0)]
-    return fpr, pro
-
-
-def _pro_curve_checked(masks: Any, maps: Any) -> tuple[np.ndarray, np.ndarray] | str:
-    """The full PRO curve, or a message saying why it is undefined."""
-    px = _Pixels(masks, maps, regions=True)
-    msg = _aupro_undefined(px, px.counts()[1])
-    if msg is not None:
-        return msg
-    fps, _, pro_sum = _pixel_counts(px)
-    return _pro_from_counts(px, fps, pro_sum)
-
-
-def pro_curve(masks: Any, maps: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Per-region-overlap curve ``(fpr, pro)``, exact, one point per distinct score.
-
-    Regions are the 8-connected components of each ground-truth mask (unique across images).
-    Walking all pixels in one global descending score order, ``fpr`` = background pixels
-    above threshold / all background pixels and ``pro`` = mean over regions of the fraction of
-    the region above threshold. Starts at (0, 0), ends at (1, 1). Good images (mask ``None``
-    or empty) contribute background only.
-    """
-    out = _pro_curve_checked(masks, maps)
-    if isinstance(out, str):
-        raise UndefinedMetricError(out)
-    return out
-
-
-def _area_to_limit(fpr: np.ndarray, pro: np.ndarray, fpr_limit: float) -> float:
-    k = int(np.searchsorted(fpr, fpr_limit, side="right"))  # points with fpr <= limit
-    x, y = fpr[:k], pro[:k]
-    if k < fpr.shape[0]:
-        f0, f1, p0, p1 = fpr[k - 1], fpr[k], pro[k - 1], pro[k]
-        x = np.r_[x, fpr_limit]
-        y = np.r_[y, p0 + (p1 - p0) * (fpr_limit - f0) / (f1 - f0)]
-    area = float(np.trapezoid(y, x)) / fpr_limit
-    return min(max(area, 0.0), 1.0)
-
-
-def _check_fpr_limit(fpr_limit: float) -> float:
-    value = float(fpr_limit)
-    if not 0.0 < value <= 1.0:
-        raise ConfigError(f"aupro: fpr_limit must be in (0, 1], got {fpr_limit}")
-    return value
-
-
-def aupro(masks: Any, maps: Any, fpr_limit: float = 0.3, *, nan_on_undefined: bool = False
-          ) -> float:
-    """Normalised area under the PRO curve up to ``fpr_limit`` (default 0.3), in [0, 1].
-
-    The curve (:func:`pro_curve`) is cut at ``fpr_limit`` with PRO linearly interpolated at
-    the limit, integrated with the trapezoid rule and divided by ``fpr_limit``. State the limit
-    wherever the number is reported. O(P log P) in the number of pixels P.
-    """
-    fpr_limit = _check_fpr_limit(fpr_limit)
-    out = _pro_curve_checked(masks, maps)
-    if isinstance(out, str):
-        return _undefined(out, nan_on_undefined)
-    return _area_to_limit(out[0], out[1], fpr_limit)
-
-
-# --------------------------------------------------------------------------- one call
 
 
 def evaluate_anomaly(labels: Any, scores: Any, masks: Any = None, maps: Any = None,

@@ -39,18 +39,14 @@ from typing import Any, Sequence
 import numpy as np
 
 from defectforge.errors import InputError
-from defectforge.metrics.anomaly import (
+from defectforge.metrics._checks import (
     _ap_from_counts,
-    _area_to_limit,
     _auroc_from_counts,
     _check_finite,
-    _check_fpr_limit,
     _class_counts_message,
-    _map_2d,
-    _mask_bool,
     _undefined,
-    region_weights,
 )
+from defectforge.metrics.pixel import _area_to_limit, _check_fpr_limit, _map_2d, _mask_bool, region_weights
 
 __all__ = ["PixelAccumulator", "choose_pixel_path", "DEFAULT_PIXEL_BUDGET"]
 
