@@ -225,6 +225,22 @@ def test_realism_c2st_tells_pale_blobs_from_pits_and_not_pits_from_pits():
     assert "c2st_floor_auc" in flat and flat["c2st_n_real"] == 24
 
 
+def test_report_shows_the_host_only_and_feature_group_rows(tmp_path):
+    from defectforge.report import Report
+    from defectforge.report.realsynth import add_realism
+
+    rng = np.random.default_rng(11)
+    real = [_pit(rng, 4, -60) for _ in range(16)]
+    out = set_realism(real, [_pit(rng, 4, +60) for _ in range(16)], embedder=MeanStd(), n_boot=50)
+    assert "defect-centred" in out["c2st_method"] and "groups = images" in out["c2st_method"]
+    rep = Report("t", tmp_path)
+    add_realism(rep, out)
+    html = rep.render()
+    for row in ("host-only: defect-free crops, real vs synthetic images", "backbone features only",
+                "appearance statistics only", "real vs real (floor)", "defect-centred crops"):
+        assert row in html, row
+
+
 def test_too_few_crops_skip_the_backbone():
     rng = np.random.default_rng(5)
 
