@@ -54,8 +54,8 @@ import numpy as np
 
 from defectforge.errors import ConfigError
 
-from defectforge.filter.c2st_crops import (APPEARANCE, DEFECT_MIN, DEFECT_SCALE, crops_and_stats,  # noqa: F401
-                                           defect_places, host_crops, instance_boxes, window_from_boxes)
+from defectforge.filter.c2st_crops import (DEFECT_MIN, DEFECT_SCALE, crops_and_stats, defect_places, host_crops,
+                                           instance_boxes, window_from_boxes)
 
 CROPS = ("defect", "window")
 
@@ -163,12 +163,11 @@ def realism_c2st(real: Sequence[Any], synthetic: Sequence[Any], embedder: Any = 
     kw = dict(folds=folds, seed=seed, n_boot=n_boot, level=level, min_crops=min_crops,
               shared_groups=rg.dtype.kind == sg.dtype.kind == "U")  # scenes on both sides: one scene, one fold
     sides = [c.shape[0] for c in rc]
+    by = ["scenes" if g.dtype.kind == "U" else "images" for g in (rg, sg)]
     res: dict[str, Any] = {"crop": crop, "window": window, "features": "efficientnet_lite0 pooled + appearance",
                            "crop_px": [int(min(sides)), int(np.median(sides)), int(max(sides))] if sides else None,
                            "n_real_crops": len(rc), "n_synth_crops": len(sc),
-                           "grouped_by": {(True, True): "scenes", (True, False): "scenes (real), images (synthetic)",
-                                          (False, True): "images (real), scenes (synthetic)"}.get(
-                               (rg.dtype.kind == "U", sg.dtype.kind == "U"), "images")}
+                           "grouped_by": by[0] if by[0] == by[1] else f"{by[0]} (real), {by[1]} (synthetic)"}
     small = min(len(rc), len(sc)) < min_crops
     res["overall"] = c2st(rs, ss, rg, sg, **kw) if small else None  # small: says why it cannot run
     res["per_generator"], res["floor"], res["parts"], res["host"] = {}, None, {}, None

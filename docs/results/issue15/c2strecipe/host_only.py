@@ -37,7 +37,6 @@ for seed in seeds:
             half = set(np.random.default_rng(seed).permutation(np.unique(unit))[: len(set(unit)) // 2].tolist())
             a = [s for u, s in zip(unit, real) if u in half]
             b = [s for u, s in zip(unit, real) if u not in half]
-            from defectforge.filter.c2st_crops import defect_places, host_crops
             window = None
             if crop == "window":
                 from defectforge.filter.c2st import instance_boxes, window_from_boxes
