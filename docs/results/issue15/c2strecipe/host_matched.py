@@ -8,7 +8,9 @@ dropped when its crop, with a margin of half its side, touches one of B's real p
 grouped by host image. Floors: real A vs real B (real pits on both sides), and the host-only test
 between A and B (defect-free crops) to check that the hosts match.
 
-usage: PYTHONPATH=src python docs/results/issue15/c2strecipe/host_matched.py SEEDS NAMES N OUT.json
+usage: PYTHONPATH=src python docs/results/issue15/c2strecipe/host_matched.py SEEDS NAMES N OUT.json [GROUPS]
+  GROUPS: image (A's crops by image, synthetic crops by host photo; host_matched.json) or scene
+  (both by scene, a scene's real and synthetic crops in one fold: the test's default now)
 """
 import json
 import os
@@ -31,6 +33,7 @@ seeds = [int(x) for x in sys.argv[1].split(",")]
 names, n, out_path = sys.argv[2].split(","), int(sys.argv[3]), sys.argv[4]
 real = [s for s in load_dataset("../shared/datasets/bsdata/split.csv").filter(split="train") if s.is_defect]
 emb = default_embedder(size=96)
+by_scene = (sys.argv[5] if len(sys.argv) > 5 else "image") == "scene"
 out = json.load(open(out_path)) if os.path.exists(out_path) else {}
 
 
@@ -44,13 +47,18 @@ for seed in seeds:
     A = [real[i] for i in perm[: len(real) // 2 + 1]]
     B = [real[i] for i in perm[len(real) // 2 + 1:]]
     ac, ast, ag = crops_and_stats(A, None)
+    if by_scene:
+        ag = np.array([A[i].meta["group"] for i in ag])
     fa = np.hstack([emb.embed(ac), ast])
     if f"floor/s{seed}" not in out:
         bc, bst, bg = crops_and_stats(B, None)
-        out[f"floor/s{seed}"] = rnd(c2st(fa, np.hstack([emb.embed(bc), bst]), ag, bg, seed=seed))
-        out[f"host_floor/s{seed}"] = rnd(host_c2st(A, B, emb, None, seed=seed))
+        if by_scene:
+            bg = np.array([B[i].meta["group"] for i in bg])
+        out[f"floor/s{seed}"] = rnd(c2st(fa, np.hstack([emb.embed(bc), bst]), ag, bg, seed=seed, shared_groups=by_scene))
+        out[f"host_floor/s{seed}"] = rnd(host_c2st(A, B, emb, None, seed=seed, group_key="group" if by_scene else None))
         print("floor A vs B", seed, out[f"floor/s{seed}"], "host-only A vs B", out[f"host_floor/s{seed}"], flush=True)
     bmask = {s.name: s.mask for s in B}
+    bscene = {s.name: s.meta["group"] for s in B}
     for name in names:
         key = f"{name}/s{seed}"
         if key in out:
@@ -70,11 +78,11 @@ for seed in seeds:
                 keep.append(s)
         sc, sst, sg = crops_and_stats(keep, None)
         host = np.array([keep[i].meta["source"] for i in sg])
-        _, hg = np.unique(host, return_inverse=True)
+        hg = np.array([bscene[h] for h in host]) if by_scene else np.unique(host, return_inverse=True)[1]
         fs = np.hstack([emb.embed(sc), sst])
-        r = rnd(c2st(fa, fs, ag, hg, seed=seed))
-        r["backbone"] = round(c2st(fa[:, :-10], fs[:, :-10], ag, hg, seed=seed, n_boot=0)["auc"], 4)
-        r["appearance"] = round(c2st(fa[:, -10:], fs[:, -10:], ag, hg, seed=seed, n_boot=0)["auc"], 4)
+        r = rnd(c2st(fa, fs, ag, hg, seed=seed, shared_groups=by_scene))
+        r["backbone"] = round(c2st(fa[:, :-10], fs[:, :-10], ag, hg, seed=seed, n_boot=0, shared_groups=by_scene)["auc"], 4)
+        r["appearance"] = round(c2st(fa[:, -10:], fs[:, -10:], ag, hg, seed=seed, n_boot=0, shared_groups=by_scene)["auc"], 4)
         r["made"], r["kept"], r["seconds"] = len(syn), len(keep), round(time.time() - t, 1)
         out[key] = r
         print(key, r, flush=True)
