@@ -9,8 +9,8 @@ import pytest
 
 from defectforge.data import Dataset, Sample
 from defectforge.errors import ConfigError
-from defectforge.filter.c2st import (c2st, crops_and_stats, real_floor, realism_c2st, set_realism, summary_lines,
-                                     window_from_boxes)
+from defectforge.filter.c2st import (DEFECT_SCALE, c2st, crops_and_stats, real_floor, realism_c2st, set_realism,
+                                     source_groups, summary_lines, window_from_boxes)
 
 
 def test_c2st_same_distribution_near_half_shifted_high():
@@ -66,13 +66,16 @@ def _surface(rng, h=96, w=128):
     return np.repeat(np.clip(base, 0, 255).astype(np.uint8)[..., None], 3, axis=2)
 
 
-def _pit(rng, r, delta, gen=None, split="train"):
+def _pit(rng, r, delta, gen=None, split="train", host_shift=0, keep=10):
+    """A disc of radius ``r`` (grey offset ``delta``) on a noisy surface; ``host_shift`` is
+    added to the surface everywhere except in the square of half-side ``keep`` around it."""
     img = _surface(rng).astype(np.int16)
     h, w = img.shape[:2]
     cy, cx = int(rng.integers(r + 2, h - r - 2)), int(rng.integers(r + 2, w - r - 2))
     yy, xx = np.mgrid[:h, :w]
     m = (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
     img[m] += delta
+    img[(np.abs(yy - cy) > keep) | (np.abs(xx - cx) > keep)] += host_shift
     meta = {"name": f"s{rng.integers(1 << 30)}"}
     if gen:
         meta["generator"] = gen
@@ -113,6 +116,94 @@ def test_crops_use_one_window_from_the_real_boxes_at_native_scale():
     assert stats[0, 3] < -40  # grey contrast inside vs the ring: a dark pit
 
 
+def test_defect_centred_crops_are_sized_to_each_defect():
+    rng = np.random.default_rng(7)
+    small, big = _pit(rng, 3, -60), _pit(rng, 12, -60)
+    crops, stats, groups = crops_and_stats([small, big], None)
+    assert [c.shape[0] for c in crops] == [max(16, int(np.ceil(DEFECT_SCALE * 7))), int(np.ceil(DEFECT_SCALE * 25))]
+    # the defect is the main content of both: about the same dark fraction (pi r^2 / (2 x 2r)^2 ~ 0.2)
+    dark = [(c[..., 0] < 100).mean() for c in crops]
+    assert dark[1] == pytest.approx(np.pi / 16, abs=0.05) and abs(dark[0] - dark[1]) < 0.1
+    assert stats[1, 0] > stats[0, 0] + 2  # size is still seen: by the appearance statistics
+
+
+def test_host_shift_is_seen_by_the_host_only_test_and_not_by_the_defect_centred_crop():
+    """Same pits, but the synthetic set's images are brighter everywhere except the pit's
+    immediate surround: the fixed window and the host-only test see it, the defect crop not."""
+    emb, defect_aucs = MeanStd(), []
+    for seed in range(3):  # under the null the out-of-fold AUC scatters around 0.5: look at several draws
+        rng = np.random.default_rng(seed)
+        real = [_pit(rng, 4, -60) for _ in range(24)]
+        shifted = [_pit(rng, 4, -60, host_shift=40) for _ in range(24)]
+        defect = realism_c2st(real, shifted, embedder=emb, seed=seed, n_boot=200)
+        window = realism_c2st(real, shifted, embedder=emb, seed=seed, n_boot=200, crop="window")
+        assert defect["window"] is None and window["window"] == 32 and defect["crop_px"] == [18, 18, 18]
+        assert defect["overall"]["ci_low"] < 0.5
+        defect_aucs.append(defect["overall"]["auc"])
+        assert window["overall"]["auc"] > 0.95
+        for r in (defect, window):
+            assert r["host"]["auc"] > 0.95 and r["host"]["ci_low"] > 0.8
+            assert r["host"]["n_a"] == 48 and r["host"]["images_b"] == 24  # 2 defect-free crops per image
+    assert np.mean(defect_aucs) < 0.62
+    # defects that differ on identical hosts: the defect test sees it, the host-only test not
+    blotch = [_pit(rng, 4, +60) for _ in range(24)]
+    r = realism_c2st(real, blotch, embedder=emb, seed=0, n_boot=200)
+    assert r["overall"]["auc"] > 0.95 and r["parts"]["appearance"]["auc"] > 0.95
+    assert r["host"]["auc"] < 0.8 and r["host"]["ci_low"] < 0.5
+    flat = summary_lines(r)
+    assert {"c2st_host_auc", "c2st_host_ci", "c2st_backbone_auc", "c2st_appearance_auc"} <= set(flat)
+    assert "defect-centred" in flat["c2st_crop"] and "c2st_window_px" not in flat
+    assert summary_lines(window)["c2st_window_px"] == 32
+    with pytest.raises(ConfigError):
+        realism_c2st(real, blotch, embedder=emb, crop="tight")
+
+
+def test_crops_are_grouped_by_scene_when_the_samples_name_one(monkeypatch):
+    """Near-duplicate photos of one scene (``meta['group']``) stay on one side of every fold,
+    the floor halves scenes, and synthetic crops take their host's scene."""
+    rng = np.random.default_rng(9)
+    real = [_pit(rng, 4, -60) for _ in range(24)]
+    for k, s in enumerate(real):
+        s.meta["group"] = f"scene{k % 6}"
+    hosts = {f"host{k}": f"h{k % 4}" for k in range(20)}
+    synth = [_pit(rng, 4, -60) for _ in range(20)]
+    for k, s in enumerate(synth):
+        s.meta["source"] = f"host{k}"
+    emb = MeanStd()
+    by_scene = realism_c2st(real, synth, embedder=emb, seed=0, n_boot=50, host_groups=hosts)
+    assert by_scene["overall"]["images_a"] == 6 and by_scene["overall"]["images_b"] == 4
+    assert by_scene["floor"]["images_a"] == by_scene["floor"]["images_b"] == 3
+    assert by_scene["host"]["images_a"] == 6 and by_scene["host"]["images_b"] == 4
+    # a scene with real and synthetic crops is one fold group: its two sides are never split
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    seen = []
+    orig = StratifiedGroupKFold.split
+
+    def spy(self, X, y, groups):
+        seen.append(np.asarray(groups))
+        return orig(self, X, y, groups)
+
+    monkeypatch.setattr(StratifiedGroupKFold, "split", spy)
+    ga = np.array([f"s{k % 4}" for k in range(20)])
+    x = np.random.default_rng(10).normal(size=(20, 3))
+    c2st(x, x + 1.0, ga, ga, seed=0, n_boot=0, shared_groups=True)
+    c2st(x, x + 1.0, ga, ga, seed=0, n_boot=0)
+    assert len(np.unique(seen[0])) == 4 and (seen[0][:20] == seen[0][20:]).all()
+    assert len(np.unique(seen[1])) == 8
+    seen.clear()
+    realism_c2st(real, real[:12], embedder=emb, seed=0, n_boot=0, host=False,
+                 parts=False, floor=False)
+    assert len(np.unique(seen[0])) == 6  # the same 6 scenes on both sides: shared
+    monkeypatch.undo()
+    by_image = realism_c2st(real, synth, embedder=emb, seed=0, n_boot=50, group_key=None)
+    assert by_image["overall"]["images_a"] == 24 and by_image["overall"]["images_b"] == 20
+    # a synthetic set whose hosts are not all known: grouped by image
+    part = realism_c2st(real, synth, embedder=emb, seed=0, n_boot=50, host_groups={"host0": "h0"})
+    assert part["overall"]["images_b"] == 20
+    assert source_groups(real)["" + real[0].name] == "scene0" and source_groups(synth) == {}
+
+
 def test_realism_c2st_tells_pale_blobs_from_pits_and_not_pits_from_pits():
     rng = np.random.default_rng(4)
     real = [_pit(rng, 4, -60) for _ in range(24)]
@@ -132,6 +223,22 @@ def test_realism_c2st_tells_pale_blobs_from_pits_and_not_pits_from_pits():
     flat = summary_lines(r)
     assert flat["c2st_auc[blotch]"] == round(blotch["auc"], 4) and len(flat["c2st_ci[alike]"]) == 2
     assert "c2st_floor_auc" in flat and flat["c2st_n_real"] == 24
+
+
+def test_report_shows_the_host_only_and_feature_group_rows(tmp_path):
+    from defectforge.report import Report
+    from defectforge.report.realsynth import add_realism
+
+    rng = np.random.default_rng(11)
+    real = [_pit(rng, 4, -60) for _ in range(16)]
+    out = set_realism(real, [_pit(rng, 4, +60) for _ in range(16)], embedder=MeanStd(), n_boot=50)
+    assert "defect-centred" in out["c2st_method"] and "groups = images" in out["c2st_method"]
+    rep = Report("t", tmp_path)
+    add_realism(rep, out)
+    html = rep.render()
+    for row in ("host-only: defect-free crops, real vs synthetic images", "backbone features only",
+                "appearance statistics only", "real vs real (floor)", "defect-centred crops"):
+        assert row in html, row
 
 
 def test_too_few_crops_skip_the_backbone():
@@ -175,6 +282,12 @@ def test_filter_quality_cli_reports_c2st(tmp_path, monkeypatch):
     r = CliRunner().invoke(app, ["filter", "quality", str(rp), str(sp), "--no-c2st", "--k", "2", "--subsets", "5",
                                  "--json", str(tmp_path / "p.json")])
     assert r.exit_code == 0 and "c2st_auc" not in json.loads((tmp_path / "p.json").read_text())
+    r = CliRunner().invoke(app, ["filter", "quality", str(rp), str(sp), "--c2st-crop", "window", "--k", "2",
+                                 "--subsets", "5", "--json", str(tmp_path / "w.json")])
+    w = json.loads((tmp_path / "w.json").read_text())
+    assert r.exit_code == 0 and w["c2st_window_px"] == 32 and "c2st_host_auc" in w and "c2st_host_auc" in q
+    r = CliRunner().invoke(app, ["filter", "quality", str(rp), str(sp), "--c2st-crop", "tight"])
+    assert r.exit_code != 0 and isinstance(r.exception, ConfigError) and "--c2st-crop" in str(r.exception)
 
 
 def test_synth_card_and_report_carry_the_realism(tmp_path, monkeypatch):

@@ -98,17 +98,25 @@ def quality_cmd(
                               "synthetic crops; AUC 0.5 = indistinguishable), per generator and with the "
                               "real-vs-real floor."),
     folds: int = typer.Option(5, "--folds", help="C2ST cross-validation folds (grouped by image)."),
+    c2st_crop: str = typer.Option("defect", "--c2st-crop", help="C2ST crops: 'defect' (2 x each defect's box, "
+                                  "centred on it) or 'window' (one fixed window from the real boxes; mostly "
+                                  "host surface around small defects)."),
     device: str = typer.Option("cpu", "--device", help="cpu, or cuda[:N] when a GPU is available: where the "
                                "embedding models run."),
 ) -> None:
     """KID and precision/recall/density/coverage between real and synthetic defect crops
     (bundled EfficientNet-Lite0 features; not comparable to Inception-based values); with
     --inception-weights also FID and KID on Inception features; the C2ST realism AUC with a
-    95 % bootstrap interval (over images) and its real-vs-real floor (docs/filtering.md)."""
+    95 % bootstrap interval (over images), its real-vs-real floor and the host-only test beside
+    it (docs/filtering.md)."""
     from defectforge.data import load_dataset
     from defectforge.filter.quality import set_quality
     from defectforge.filter.run import check_sets
 
+    from defectforge.filter.c2st import CROPS
+
+    if c2st and c2st_crop not in CROPS:
+        raise ConfigError(f"--c2st-crop must be one of {', '.join(CROPS)}, got {c2st_crop!r}")
     syn, reals = check_sets(load_dataset(synthetic), load_dataset(real))
     inception = None
     if inception_weights is not None:
@@ -122,7 +130,7 @@ def quality_cmd(
     if c2st:
         from defectforge.filter.c2st import realism_c2st, summary_lines
 
-        q.update(summary_lines(realism_c2st(reals, syn, folds=folds, seed=seed, device=device)))
+        q.update(summary_lines(realism_c2st(reals, syn, folds=folds, seed=seed, device=device, crop=c2st_crop)))
     from defectforge._jsonout import console_for, write_json_out
 
     con = console_for(json_out)

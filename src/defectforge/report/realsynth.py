@@ -95,23 +95,30 @@ def add_real_vs_synthetic(report: Any, real: Sequence[Any], synth: Sequence[Any]
 
 def add_realism(report: Any, realism: dict[str, Any], key: str = "realism") -> Any:
     """Add the realism numbers of :func:`defectforge.filter.c2st.set_realism`: the C2ST
-    rows (overall, per generator, real-vs-real floor) as a table, KID / PRDC beside them."""
+    rows (overall, per generator, each feature group alone, host-only test, real-vs-real
+    floor) as a table, KID / PRDC beside them."""
     sec = report.section(key, "Realism: can a classifier tell synthetic from real defects?")
     sec.text(f"Classifier two-sample test (C2ST): {realism.get('c2st_method', '')}. Read the AUC against the "
-             "real-vs-real floor (the same test between two halves of the real defects). KID and "
-             "precision / recall / density / coverage are on the backbone features of the same crops.")
+             "real-vs-real floor (the same test between two halves of the real defects) and against the "
+             "host-only test: when the host surfaces alone are told apart, a high defect AUC may be the "
+             "hosts, not the defects. KID and precision / recall / density / coverage are on the backbone "
+             "features of the same crops.")
+    names = {"c2st_floor": "real vs real (floor)", "c2st_host": "host-only: defect-free crops, real vs synthetic images",
+             "c2st_backbone": "real vs synthetic, backbone features only",
+             "c2st_appearance": "real vs synthetic, appearance statistics only"}
     rows = []
     for k, v in realism.items():
-        if k.startswith("c2st_auc") or k.startswith("c2st_floor_auc") or "_reason" in k:
-            tag = k[k.index("["):] if "[" in k else ""
-            what = "real vs real (floor)" if k.startswith("c2st_floor") else f"real vs synthetic {tag}".strip()
-            ci_key = ("c2st_floor_ci" if k.startswith("c2st_floor") else "c2st_ci") + tag
-            ci = realism.get(ci_key)
-            rows.append({"comparison": what, "AUC": v if "_reason" not in k else "not run",
-                         "95 % interval": f"{ci[0]:.3f} - {ci[1]:.3f}" if ci else (v if "_reason" in k else "")})
+        if "_auc" not in k and "_reason" not in k:
+            continue
+        base, _, rest = k.partition("_auc") if "_auc" in k else k.partition("_reason")
+        tag = rest if rest.startswith("[") else ""
+        what = names.get(base, f"real vs synthetic {tag}".strip())
+        ci = realism.get(f"{base}_ci{tag}")
+        rows.append({"comparison": what, "AUC": v if "_reason" not in k else "not run",
+                     "95 % interval": f"{ci[0]:.3f} - {ci[1]:.3f}" if ci else (v if "_reason" in k else "")})
     if rows:
         sec.table(rows, caption=f"crops: {realism.get('c2st_n_real')} real, {realism.get('c2st_n_synth')} synthetic; "
-                                f"window {realism.get('c2st_window_px')} px")
+                                f"{realism.get('c2st_crop', '')}")
     other = {k: realism[k] for k in ("kid", "kid_std", "precision", "recall", "density", "coverage") if k in realism}
     if other:
         sec.kv(other)

@@ -96,9 +96,11 @@ def write_outputs(run: Any, rf: RunFolder, cfg: Any, recs: list[SynthRecord], to
 
     real = real_defects(run)
     if real and samples:
-        from defectforge.filter.c2st import set_realism
+        from defectforge.data.formats import load_dataset
+        from defectforge.filter.c2st import set_realism, source_groups
 
-        realism = set_realism(real, samples, seed=cfg.seed)
+        realism = set_realism(real, samples, seed=cfg.seed,  # synthetic crops grouped by their host's scene
+                              host_groups=source_groups(load_dataset(cfg.source.path)))
     write_card(out, cfg, [r.to_journal() for r in recs], total, facts, run, realism)
     if gallery:
         from defectforge.synth2d.gallery import write_report

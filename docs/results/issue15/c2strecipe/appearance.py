@@ -1,7 +1,7 @@
 """Which appearance statistics tell a synthetic set from BSData's TRAIN pitting defects?
 
 usage: PYTHONPATH=src python docs/results/issue15/c2strecipe/appearance.py OUT.json SYNTH_DIR...
-Per statistic (defectforge.filter.c2st.APPEARANCE): real and synthetic medians and the
+Per statistic (defectforge.filter.c2st_crops.APPEARANCE): real and synthetic medians and the
 single-statistic AUC (0.5 = same; > 0.5: synthetic larger); plus the C2ST on the 10
 statistics alone (seed 0). TRAIN only; TEST is never read.
 """
@@ -11,7 +11,8 @@ import sys
 import numpy as np
 
 from defectforge.data import load_dataset
-from defectforge.filter.c2st import APPEARANCE, c2st, crops_and_stats, instance_boxes, window_from_boxes
+from defectforge.filter.c2st import c2st, crops_and_stats, instance_boxes, window_from_boxes
+from defectforge.filter.c2st_crops import APPEARANCE
 from defectforge.metrics import auroc
 
 real = [s for s in load_dataset("../shared/datasets/bsdata/split.csv").filter(split="train") if s.is_defect]
