@@ -97,7 +97,8 @@ def quality_cmd(
     c2st: bool = typer.Option(True, "--c2st/--no-c2st", help="Also run the classifier two-sample test (real vs "
                               "synthetic crops; AUC 0.5 = indistinguishable), per generator and with the "
                               "real-vs-real floor."),
-    folds: int = typer.Option(5, "--folds", help="C2ST cross-validation folds (grouped by image)."),
+    folds: int = typer.Option(5, "--folds", help="C2ST cross-validation folds (grouped by scene: the "
+                              "dataset's group column, else by image)."),
     c2st_crop: str = typer.Option("defect", "--c2st-crop", help="C2ST crops: 'defect' (2 x each defect's box, "
                                   "centred on it) or 'window' (one fixed window from the real boxes; mostly "
                                   "host surface around small defects)."),
