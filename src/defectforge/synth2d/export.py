@@ -92,17 +92,17 @@ def write_outputs(run: Any, rf: RunFolder, cfg: Any, recs: list[SynthRecord], to
         rej.update(r.rejects)
     run.rejected = dict(sorted(rej.items()))
     realism = None
-    from defectforge.synth2d.gallery import real_defects
+    from defectforge.synth2d.gallery import real_defects, source_dataset
 
-    real = real_defects(run)
+    source = source_dataset(run)  # read once: real defects, host scenes, report
+    real = real_defects(run, source) if source is not None else []
     if real and samples:
-        from defectforge.data.formats import load_dataset
         from defectforge.filter.c2st import set_realism, source_groups
 
         realism = set_realism(real, samples, seed=cfg.seed,  # synthetic crops grouped by their host's scene
-                              host_groups=source_groups(load_dataset(cfg.source.path)))
+                              host_groups=source_groups(source))
     write_card(out, cfg, [r.to_journal() for r in recs], total, facts, run, realism)
     if gallery:
         from defectforge.synth2d.gallery import write_report
 
-        write_report(out, samples[:gallery], run, realism)
+        write_report(out, samples[:gallery], run, realism, real)

@@ -48,9 +48,11 @@ def add_gallery(report: Any, samples: Sequence[Sample], key: str = "synth", titl
     return sec
 
 
-def write_report(out: Path, samples: Sequence[Sample], run: Any, realism: dict[str, Any] | None = None) -> Path | None:
+def write_report(out: Path, samples: Sequence[Sample], run: Any, realism: dict[str, Any] | None = None,
+                 real: list[Sample] | None = None) -> Path | None:
     """``out/report.html`` with the run summary and a gallery (it carries a creation date,
-    so it is the one output that is not byte-identical between runs)."""
+    so it is the one output that is not byte-identical between runs). ``real``: the real
+    defects when already loaded (:func:`real_defects`)."""
     if not samples:
         return None
     from defectforge.report import Report
@@ -59,7 +61,7 @@ def write_report(out: Path, samples: Sequence[Sample], run: Any, realism: dict[s
     rep.section("summary", "Run").kv({"accepted": len(run.samples), "failed": run.failed,
                                       "rejected attempts": run.n_rejected, **{f"rejected: {k}": v for k, v in run.rejected.items()}})
     add_gallery(rep, samples)
-    real = real_defects(run)
+    real = real_defects(run) if real is None else real
     if real:
         from defectforge.report.realsynth import add_real_vs_synthetic
 
@@ -71,16 +73,26 @@ def write_report(out: Path, samples: Sequence[Sample], run: Any, realism: dict[s
     return rep.save()
 
 
-def real_defects(run: Any) -> list[Sample]:
-    """The real defect images (with masks) of the run's source split, for comparison."""
+def source_dataset(run: Any) -> Any | None:
+    """The run's source dataset, or ``None`` when there is none or it cannot be read (the
+    comparisons with real defects are then left out)."""
     src = getattr(getattr(run, "config", None), "source", None)
     if src is None or not Path(src.path).exists():
-        return []
+        return None
     from defectforge.data.formats import load_dataset
     from defectforge.errors import DefectforgeError
 
     try:
-        ds = load_dataset(src.path)
+        return load_dataset(src.path)
     except DefectforgeError:
+        return None
+
+
+def real_defects(run: Any, ds: Any | None = None) -> list[Sample]:
+    """The real defect images (with masks) of the run's source split, for comparison;
+    ``ds``: the source dataset when already loaded (:func:`source_dataset`)."""
+    ds = source_dataset(run) if ds is None else ds
+    if ds is None:
         return []
+    src = run.config.source
     return [s for s in ds if s.split == src.split and s.is_defect and (s.mask_path or s.mask_array is not None)]
