@@ -288,7 +288,6 @@ class LazyState:
             _set_leaf(self.tv, self.ta, self.tb, self.P, b, np.inf, int(self.orig[b * self.B]))
         self.C = np.empty((self.n, d), np.float32)
         self.YcT = np.empty((self.Y.shape[1], self.n), np.float32)
-        self.acc = np.empty(self.n, np.float32)
         self.dmv = np.empty(self.n, np.float64)
         self.tmp = np.empty(self.n, np.int64)
         self.sel = np.empty(self.n, np.int64)
@@ -296,11 +295,11 @@ class LazyState:
         self.cpos = np.empty(self.n, np.int64)
         r = int(self.where[start])
         self.chosen[0], self.cpos[0], self.C[0] = start, r, x[r]
-        self.scratch = np.empty(d, np.float64)
         T = max(1, int(threads))
         self.par_min = int(par_min)  # row-centre pairs a visit needs before it is split over threads
         self.scratch2 = np.empty((T, d), np.float64)
         self.acc2 = np.empty((T, self.n), np.float32)
+        self.scratch, self.acc = self.scratch2[0], self.acc2[0]  # the one-thread path uses thread 0's buffers
         self.counts2 = np.zeros((T, 2), np.int64)
         self.counts = np.zeros(4, np.int64)  # exact distances, row-centre pairs tested, centres skipped, syncs
         self.k = 1
