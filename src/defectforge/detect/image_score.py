@@ -110,14 +110,6 @@ def oof_fusion_scores(raw: dict[str, np.ndarray], labels: np.ndarray, seed: int 
     return s
 
 
-def oof_fusion_auroc(raw: dict[str, np.ndarray], labels: np.ndarray, seed: int = 0, folds: int = 5) -> float:
-    """AUROC of ``fusion`` on validation with out-of-fold calibration (stratified k-fold)."""
-    from defectforge.metrics import auroc
-
-    s = oof_fusion_scores(raw, labels, seed, folds)
-    return float("nan") if s is None else float(auroc(np.asarray(labels, bool), s))
-
-
 def choose(param: str, raw: dict[str, np.ndarray] | None, labels: np.ndarray | None, seed: int = 0,
            reason: str | None = None) -> dict[str, Any]:
     """Resolve ``param`` into the score to use: ``{"param", "chosen", "val_auroc", "fusion",
