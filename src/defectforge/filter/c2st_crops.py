@@ -79,14 +79,22 @@ def crop_side(box: tuple[int, int, int, int], window: int | None) -> int:
     return int(max(DEFECT_MIN, int(np.ceil(DEFECT_SCALE * max(x1 - x0, y1 - y0)))))
 
 
-def _crop(rgb: np.ndarray, cy: int, cx: int, side: int) -> np.ndarray:
-    """``side`` x ``side`` square centred at ``(cy, cx)``, reflected at the borders."""
-    import cv2
+def _reflect101(idx: np.ndarray, n: int) -> np.ndarray:
+    """Indices mapped into ``[0, n)`` as OpenCV's ``BORDER_REFLECT_101`` does (``dcb|abcd|cba``)."""
+    if n == 1:
+        return np.zeros_like(idx)
+    period = 2 * (n - 1)
+    i = np.mod(idx, period)
+    return np.where(i < n, i, period - i)
 
+
+def _crop(rgb: np.ndarray, cy: int, cx: int, side: int) -> np.ndarray:
+    """``side`` x ``side`` square centred at ``(cy, cx)``, reflected at the borders (only the
+    crop's own pixels are gathered; the image is not padded)."""
     half = side // 2
-    padded = cv2.copyMakeBorder(rgb, side, side, side, side, cv2.BORDER_REFLECT_101)
-    y0, x0 = cy - half + side, cx - half + side
-    return np.ascontiguousarray(padded[y0:y0 + side, x0:x0 + side])
+    rows = _reflect101(np.arange(cy - half, cy - half + side), rgb.shape[0])
+    cols = _reflect101(np.arange(cx - half, cx - half + side), rgb.shape[1])
+    return np.ascontiguousarray(rgb[rows[:, None], cols[None, :]])
 
 
 def _appearance(rgb: np.ndarray, comp: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
