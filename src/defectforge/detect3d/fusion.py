@@ -149,9 +149,10 @@ def select_head_weight(points: list[np.ndarray], proto: list[np.ndarray], head: 
 
 
 def _auroc_pairs(pos: np.ndarray, neg: np.ndarray) -> float:
-    """AUROC of positive vs negative scores (ties count one half)."""
-    d = pos[:, None] - neg[None, :]
-    return float((d > 0).mean() + 0.5 * (d == 0).mean())
+    """AUROC of positive vs negative scores (ties count one half): the project's rank AUROC."""
+    from defectforge.metrics import auroc
+
+    return auroc(np.r_[np.ones(len(pos), bool), np.zeros(len(neg), bool)], np.r_[pos, neg])
 
 
 def gated_choice(labels: Sequence[Sequence[bool]], candidates: dict[str, Sequence[Sequence[float]]], reference: str,
