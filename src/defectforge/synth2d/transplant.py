@@ -223,6 +223,17 @@ class Transplant(Generator):
         roi = _roi_or_all(image, roi, c.roi_margin)
         k = int(rng.integers(len(self.real)))
         r = self.real[k]
+        m, patch, jp = self.cut_patch(r, rng)
+        st = self.stats if c.use_real_stats else None
+        prefer = st.sample_position(rng) if st is not None else None
+        y0, x0 = mk.place(m, roi, rng, prefer=prefer, min_inside=1.0)
+        out, mask = paste_defect(image, m, patch, y0, x0, c.blend, c.context)
+        return out, mask, {"real": k, "real_source": r.source, "yx": [y0, x0], "blend": c.blend, **jp}
+
+    def cut_patch(self, r, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, dict]:
+        """Real defect ``r`` jittered (scale, rotation, flip, colour), trimmed to its mask
+        plus ``context + 2`` px: ``(mask, patch, params)``."""
+        c: TransplantConfig = self.config  # type: ignore[assignment]
         m, patch, jp = mk.jitter_mask(r.mask, rng, rotate=c.rotate, scale=c.scale, flip=c.flip, elastic=0.0,
                                       image=r.image)
         assert patch is not None
@@ -233,34 +244,38 @@ class Transplant(Generator):
         y1_, x1_ = min(m.shape[0], y1_ + pad), min(m.shape[1], x1_ + pad)
         m, patch = m[y0_:y1_, x0_:x1_], patch[y0_:y1_, x0_:x1_]
         pf, jit = _color_jitter(patch, rng, c.color)
-        patch = np.clip(pf, 0, 255).astype(np.uint8)
-        st = self.stats if c.use_real_stats else None
-        prefer = st.sample_position(rng) if st is not None else None
-        y0, x0 = mk.place(m, roi, rng, prefer=prefer, min_inside=1.0)
-        ph, pw = m.shape
-        ys, xs, off = _paste_crop(image, y0, x0, ph, pw, 3)
-        crop = image[ys, xs]
-        blend_mask = cv2.dilate(m.astype(np.uint8), mk_disk(c.context))
-        if c.blend == "matched":
-            new = matched_paste(crop, patch, m, off, c.context)
-        elif c.blend == "alpha" or min(crop.shape[:2]) < 6:
-            a = _embed(cv2.GaussianBlur(m.astype(np.float32), (0, 0), 1.0), crop.shape[:2], off)
-            src_full = crop.astype(np.float32).copy()
-            src_full[off[0]:off[0] + ph, off[1]:off[1] + pw] = patch
-            new = crop * (1 - a[..., None]) + src_full * a[..., None]
-        else:
-            full = crop.copy()
-            full[off[0]:off[0] + ph, off[1]:off[1] + pw] = patch
-            bm = np.zeros(crop.shape[:2], np.uint8)
-            bm[off[0]:off[0] + ph, off[1]:off[1] + pw] = blend_mask * 255
-            bm[:1], bm[-1:], bm[:, :1], bm[:, -1:] = 0, 0, 0, 0
-            bx, by, bw, bh = cv2.boundingRect(bm)
-            center = (bx + bw // 2, by + bh // 2)
-            flag = cv2.MIXED_CLONE if c.blend == "mixed" else cv2.NORMAL_CLONE
-            new = cv2.seamlessClone(full, np.ascontiguousarray(crop), bm, center, flag).astype(np.float32)
-        support = _embed(blend_mask.astype(np.float32), crop.shape[:2], off) > 0
-        out, mask = _finish(image, ys, xs, new, support)
-        return out, mask, {"real": k, "real_source": r.source, "yx": [y0, x0], "blend": c.blend, **jp, **jit}
+        return m, np.clip(pf, 0, 255).astype(np.uint8), {**jp, **jit}
+
+
+def paste_defect(image: np.ndarray, m: np.ndarray, patch: np.ndarray, y0: int, x0: int, blend: str,
+                 context: int) -> tuple[np.ndarray, np.ndarray]:
+    """Blend ``patch`` (a real defect with its surround, mask ``m``) into ``image`` with its
+    top-left at ``(y0, x0)``: Poisson (``normal`` / ``mixed``), feathered (``alpha``) or
+    surround-matched (``matched``, :func:`matched_paste`), over ``m`` dilated by ``context``
+    px. Returns ``(new image, changed pixels)``."""
+    ph, pw = m.shape
+    ys, xs, off = _paste_crop(image, y0, x0, ph, pw, 3)
+    crop = image[ys, xs]
+    blend_mask = cv2.dilate(m.astype(np.uint8), mk_disk(context))
+    if blend == "matched":
+        new = matched_paste(crop, patch, m, off, context)
+    elif blend == "alpha" or min(crop.shape[:2]) < 6:
+        a = _embed(cv2.GaussianBlur(m.astype(np.float32), (0, 0), 1.0), crop.shape[:2], off)
+        src_full = crop.astype(np.float32).copy()
+        src_full[off[0]:off[0] + ph, off[1]:off[1] + pw] = patch
+        new = crop * (1 - a[..., None]) + src_full * a[..., None]
+    else:
+        full = crop.copy()
+        full[off[0]:off[0] + ph, off[1]:off[1] + pw] = patch
+        bm = np.zeros(crop.shape[:2], np.uint8)
+        bm[off[0]:off[0] + ph, off[1]:off[1] + pw] = blend_mask * 255
+        bm[:1], bm[-1:], bm[:, :1], bm[:, -1:] = 0, 0, 0, 0
+        bx, by, bw, bh = cv2.boundingRect(bm)
+        center = (bx + bw // 2, by + bh // 2)
+        flag = cv2.MIXED_CLONE if blend == "mixed" else cv2.NORMAL_CLONE
+        new = cv2.seamlessClone(full, np.ascontiguousarray(crop), bm, center, flag).astype(np.float32)
+    support = _embed(blend_mask.astype(np.float32), crop.shape[:2], off) > 0
+    return _finish(image, ys, xs, new, support)
 
 
 def matched_paste(crop: np.ndarray, patch: np.ndarray, m: np.ndarray, off: tuple[int, int], context: int) -> np.ndarray:
