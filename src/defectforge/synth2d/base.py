@@ -45,6 +45,7 @@ class RealDefect:
     center_yx: tuple[float, float] = (0.0, 0.0)  # centroid in the source image, relative (0..1)
     image_shape: tuple[int, int] = (0, 0)
     context: np.ndarray | None = None  # host-surface descriptor around it (synth2d.fit.host_descriptors)
+    surround: Any = None  # its surround window (synth2d.placement.Surround), for context-matched placement
 
 
 class GeneratorConfig(BaseModel):

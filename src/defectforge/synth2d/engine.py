@@ -34,8 +34,10 @@ def real_defects_from(samples: Sequence[Sample], context: int = 12) -> tuple[lis
     """Cut every connected defect component (with ``context`` px around) from labelled
     samples, and fit mask statistics on their full masks. Each defect also carries a
     descriptor of the host surface around it (:func:`.fit.host_descriptors`, defect
-    in-painted away). Empty or wrong-size masks are errors naming the file."""
+    in-painted away) and its surround window (:func:`.placement.cut_surround`, small). Empty
+    or wrong-size masks are errors naming the file."""
     from defectforge.synth2d.fit import descriptor_at, host_descriptors
+    from defectforge.synth2d.placement import cut_surround
 
     reals: list[RealDefect] = []
     full_masks = []
@@ -51,7 +53,7 @@ def real_defects_from(samples: Sequence[Sample], context: int = 12) -> tuple[lis
             cm[y0 - ya:y1 - ya, x0 - xa:x1 - xa] = comp
             cyx = ((y0 + y1) / 2 / H, (x0 + x1) / 2 / W)
             reals.append(RealDefect(np.ascontiguousarray(img[ya:yb, xa:xb]), cm, s.name, cyx, (H, W),
-                                    descriptor_at(maps, cyx)))
+                                    descriptor_at(maps, cyx), cut_surround(img, m, comp, (y0, x0, y1, x1))))
     stats = mk.MaskStats.fit(full_masks) if full_masks else None
     return reals, stats
 

@@ -21,6 +21,7 @@ from pydantic import Field
 
 from defectforge.errors import InputError
 from defectforge.synth2d import masks as mk
+from defectforge.synth2d import placement as PL
 from defectforge.synth2d.base import Generator, GeneratorConfig, register_generator
 from defectforge.synth2d.procedural import _embed, _finish, _paste_crop, _roi_or_all
 
@@ -202,6 +203,14 @@ class TransplantConfig(GeneratorConfig):
     context: int = Field(4, ge=1, le=32, description="px of the real surround blended with the defect")
     use_real_stats: bool = True
     roi_margin: int = Field(8, ge=0)
+    placement: Literal["random", "context"] = "random"
+    """random: anywhere in the ROI (near the real defects' relative positions first); context:
+    where the host looks like the defect's own surround (:mod:`defectforge.synth2d.placement`)."""
+    window: float = Field(2.0, ge=1.2, le=PL.SURROUND, description="context: surround compared, x the defect's box side")
+    top: float = Field(0.05, gt=0, le=1, description="context: draw among this best fraction of the host's places")
+    level: float = Field(1.0, ge=0, le=10, description="context: weight of the brightness/contrast mismatch")
+    orient: int = Field(1, ge=1, le=8, description="context: jitter draws scored per defect (the best place decides)")
+    candidates: int = Field(1, ge=1, le=16, description="context: real defects scored per sample (the best place decides)")
 
 
 @register_generator("transplant")
@@ -212,23 +221,55 @@ class Transplant(Generator):
     Config = TransplantConfig
     needs_real = True
 
-    def fit(self, real):
-        super().fit(real)
-        if self.real and self.config.defect_type == "defect":
-            pass
-        return self
-
     def _render(self, image, rng, roi):
         c: TransplantConfig = self.config  # type: ignore[assignment]
         roi = _roi_or_all(image, roi, c.roi_margin)
-        k = int(rng.integers(len(self.real)))
-        r = self.real[k]
-        m, patch, jp = self.cut_patch(r, rng)
-        st = self.stats if c.use_real_stats else None
-        prefer = st.sample_position(rng) if st is not None else None
-        y0, x0 = mk.place(m, roi, rng, prefer=prefer, min_inside=1.0)
+        if c.placement == "context":
+            ks = rng.choice(len(self.real), min(c.candidates, len(self.real)), replace=False)
+            got = self._context_place(image, [self.real[int(k)] for k in ks], roi, rng)
+        else:
+            ks, got = [int(rng.integers(len(self.real)))], None
+        if got is not None:
+            y0, x0, i, m, patch, jp = got
+            k = int(ks[i])
+        else:
+            k = int(ks[0])
+            m, patch, jp = self.cut_patch(self.real[k], rng)
+            st = self.stats if c.use_real_stats else None
+            prefer = st.sample_position(rng) if st is not None else None
+            y0, x0 = mk.place(m, roi, rng, prefer=prefer, min_inside=1.0)
+            if c.placement == "context":
+                jp["context_score"] = None  # no surround or no place matched: placed at random
         out, mask = paste_defect(image, m, patch, y0, x0, c.blend, c.context)
+        r = self.real[k]
         return out, mask, {"real": k, "real_source": r.source, "yx": [y0, x0], "blend": c.blend, **jp}
+
+    def _context_place(self, image, reals, roi, rng):
+        """``(y0, x0, index into reals, mask, patch, params)`` drawn where the host matches a
+        real defect's surround (:mod:`.placement`), pooled over ``orient`` jitter draws of
+        each of ``reals``; ``None`` when nothing matched."""
+        c: TransplantConfig = self.config  # type: ignore[assignment]
+        grey = PL.host_grey(image)
+        cands, cuts = [], []
+        for i, r in enumerate(reals):
+            if r.surround is None:
+                continue
+            for _ in range(c.orient):
+                m, patch, jp = self.cut_patch(r, rng)
+                ys, xs = np.nonzero(m)
+                s = PL.warp_surround(r.surround, jp["flip"], jp["rotate"], jp["scale"])
+                t = PL.template(s, c.window * max(int(np.ptp(ys)) + 1, int(np.ptp(xs)) + 1), c.context + 2)
+                if t is None:
+                    continue
+                scores, f = PL.score_places(grey, t[0], t[1], s.px, c.level)
+                cands.append(PL.Candidates(scores, f, t[2], m))
+                cuts.append((i, m, patch, jp))
+        got = PL.draw_place(cands, roi, c.top, rng) if cands else None
+        if got is None:
+            return None
+        y0, x0, j, score = got
+        i, m, patch, jp = cuts[j]
+        return y0, x0, i, m, patch, {**jp, "context_score": round(score, 4)}
 
     def cut_patch(self, r, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, dict]:
         """Real defect ``r`` jittered (scale, rotation, flip, colour), trimmed to its mask
@@ -245,7 +286,6 @@ class Transplant(Generator):
         m, patch = m[y0_:y1_, x0_:x1_], patch[y0_:y1_, x0_:x1_]
         pf, jit = _color_jitter(patch, rng, c.color)
         return m, np.clip(pf, 0, 255).astype(np.uint8), {**jp, **jit}
-
 
 def paste_defect(image: np.ndarray, m: np.ndarray, patch: np.ndarray, y0: int, x0: int, blend: str,
                  context: int) -> tuple[np.ndarray, np.ndarray]:

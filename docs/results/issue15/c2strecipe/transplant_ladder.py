@@ -37,9 +37,11 @@ from defectforge.data.sample import Sample
 from defectforge.synth2d import masks as mk
 from defectforge.synth2d.base import RealDefect
 from defectforge.synth2d.labels import derive_label
+from defectforge.synth2d.placement import cut_surround
 from defectforge.synth2d.transplant import Transplant, mk_disk, paste_defect
 
 CONTEXT = 12  # px cut around a component, as real_defects_from does
+CONTEXT_OPTS = json.loads(os.environ.get("LADDER_CONTEXT", "{}"))  # e.g. {"top": 0.05}: placement options
 seeds = [int(x) for x in sys.argv[1].split(",")]
 rungs, blends, labels, out_path = sys.argv[2].split(","), sys.argv[3].split(","), sys.argv[4].split(","), sys.argv[5]
 ds = load_dataset("../shared/datasets/bsdata/split.csv")
@@ -57,7 +59,8 @@ for i, (img, m) in enumerate(zip(rgb, masks)):
         ya, xa, yb, xb = max(0, y0 - CONTEXT), max(0, x0 - CONTEXT), min(H, y1 + CONTEXT), min(W, x1 + CONTEXT)
         cm = np.zeros((yb - ya, xb - xa), bool)
         cm[y0 - ya:y1 - ya, x0 - xa:x1 - xa] = comp
-        comps.append((i, RealDefect(np.ascontiguousarray(img[ya:yb, xa:xb]), cm, real[i].name), (ya, xa)))
+        comps.append((i, RealDefect(np.ascontiguousarray(img[ya:yb, xa:xb]), cm, real[i].name,
+                                    surround=cut_surround(img, m, comp, (y0, x0, y1, x1))), (ya, xa)))
 ac, ast, ai = crops_and_stats(real, None)
 ag = np.array([real[i].meta["group"] for i in ai])
 fa = np.hstack([emb.embed(ac), ast])
@@ -84,8 +87,9 @@ def fits(shape, m, y0, x0, roi=None):
 def make(rung, blend, label, seed):
     """One synthetic Sample per real component (or None where no host place was found)."""
     rng = np.random.default_rng([seed, rungs_all.index(rung)])
-    jit = {} if rung == "good_jitter" else {"rotate": 0.0, "scale": (1.0, 1.0), "flip": False, "color": 0.0}
-    gen = Transplant(defect_type="pitting", blend=blend, **jit)
+    jit = {} if "jitter" in rung else {"rotate": 0.0, "scale": (1.0, 1.0), "flip": False, "color": 0.0}
+    gen = Transplant(defect_type="pitting", blend=blend, placement="context" if "context" in rung else "random",
+                     **CONTEXT_OPTS, **jit)
     made, skipped = [], 0
     for i, r, (ya, xa) in comps:
         if rung == "own_raw":  # the cut itself, trimmed as cut_patch trims it, no warp
@@ -105,7 +109,7 @@ def make(rung, blend, label, seed):
             x0 = int(round(xa + xs.mean() - mx.mean()))
             if rung in ("own", "shift"):
                 host, hname, hmask = rgb[i], real[i].name, masks[i]
-            elif rung == "other":
+            elif rung.startswith("other"):
                 j = int(rng.choice([k for k in range(len(real)) if k != i]))
                 host, hname, hmask = rgb[j], real[j].name, masks[j]
             else:
@@ -124,6 +128,17 @@ def make(rung, blend, label, seed):
                 else:
                     skipped += 1
                     continue
+            elif "context" in rung:
+                roi = mk.auto_roi(host, 8)
+                if hmask is not None:  # keep the crop and its margin off the host's own pits
+                    side = crop_side((0, 0, m.shape[1], m.shape[0]), None)
+                    roi &= cv2.dilate(hmask.astype(np.uint8), np.ones((2 * side + 1,) * 2, np.uint8)) == 0
+                others = [comps[int(q)][1] for q in rng.choice(len(comps), gen.config.candidates - 1, replace=False)]
+                got = gen._context_place(host, [r] + others, roi, rng)  # candidates > 1: may pick another defect
+                if got is None:
+                    skipped += 1
+                    continue
+                y0, x0, _, m, patch, _ = got
             elif rung in ("other", "good", "good_jitter"):
                 roi = mk.auto_roi(host, 8)
                 for _ in range(50):
@@ -154,7 +169,8 @@ def make(rung, blend, label, seed):
     return made, skipped
 
 
-rungs_all = ["own_raw", "own", "shift", "other", "good", "good_jitter"]
+rungs_all = ["own_raw", "own", "shift", "other", "good", "good_jitter", "other_context", "good_context",
+             "good_jitter_context"]
 # support only where nothing changes visibly (own place); derived labels elsewhere
 ALLOWED = {"own_raw": ("defect",), "own": ("defect", "support")}
 ALLOWED.update({r: ("defect", "derived") for r in rungs_all[2:]})
@@ -170,7 +186,7 @@ for seed in seeds:
             for label in labels:
                 if label not in ALLOWED[rung]:
                     continue
-                key = f"{rung}/{blend}/{label}/s{seed}"
+                key = f"{rung}/{blend}/{label}/s{seed}" + (os.environ.get("LADDER_TAG", "") if "context" in rung else "")
                 if key in out:
                     continue
                 t = time.time()
