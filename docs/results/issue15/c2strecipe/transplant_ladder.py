@@ -12,6 +12,9 @@ Rungs (one synthetic defect per real component, 75 components of the 63 images):
   other       on another real defect image (the same worn hosts), at a random place in the ROI
   good        on a random TRAIN good image, at a random place in the ROI (= protocol A, no jitter)
   good_jitter as `good` with the generator's default jitter (= plain `transplant`, random places)
+  *_context   as the rung named, with `placement: context` (the host place drawn among those whose
+              surround matches the defect's own; options from the env LADDER_CONTEXT as JSON, and
+              LADDER_TAG appended to their keys)
 Labels: `defect` = the real mask at its new place; `derived` = the engine's label (derive_label:
 visibly changed pixels inside the blend support); `support` (own rungs only, where nothing
 changes visibly) = the blend support itself, the largest label the engine can give.
