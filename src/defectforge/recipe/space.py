@@ -38,6 +38,7 @@ SPACES: dict[str, dict[str, tuple[str, Any, Callable[[Any], Any] | None]]] = {
     },
     "transplant": {
         "blend": ("cat", ("normal", "mixed", "matched"), None),
+        "placement": ("cat", ("random", "context"), None),
         "scale": ("float", (0.6, 1.5, True), _around(0.2)),
     },
     "pitting": {

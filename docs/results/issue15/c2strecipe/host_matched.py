@@ -28,6 +28,9 @@ from defectforge.synth2d.engine import generate_samples
 SETS = {"pitting": ("pitting", {}), "transplant": ("transplant", {"defect_type": "pitting"}),
         "fitted": ("fitted", {"defect_type": "pitting"}),
         "transplant_matched": ("transplant", {"defect_type": "pitting", "blend": "matched"}),
+        "transplant_context": ("transplant", {"defect_type": "pitting", "placement": "context"}),
+        "transplant_matched2_context": ("transplant", {"defect_type": "pitting", "blend": "matched", "context": 2,
+                                                       "placement": "context"}),
         "best_recipe": ("pitting", {"defect_type": "pitting", "mask": "real", "darkness": [0.1141, 0.1902]})}
 seeds = [int(x) for x in sys.argv[1].split(",")]
 names, n, out_path = sys.argv[2].split(","), int(sys.argv[3]), sys.argv[4]

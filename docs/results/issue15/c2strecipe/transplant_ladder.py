@@ -12,6 +12,8 @@ Rungs (one synthetic defect per real component, 75 components of the 63 images):
   other       on another real defect image (the same worn hosts), at a random place in the ROI
   good        on a random TRAIN good image, at a random place in the ROI (= protocol A, no jitter)
   good_jitter as `good` with the generator's default jitter (= plain `transplant`, random places)
+  scene_context  on another photo of the same scene (BSData's wear sequences: photos of one spot;
+              pits persist, so the same place is taken), with `placement: context`
   *_context   as the rung named, with `placement: context` (the host place drawn among those whose
               surround matches the defect's own; options from the env LADDER_CONTEXT as JSON, and
               LADDER_TAG appended to their keys)
@@ -112,6 +114,13 @@ def make(rung, blend, label, seed):
             x0 = int(round(xa + xs.mean() - mx.mean()))
             if rung in ("own", "shift"):
                 host, hname, hmask = rgb[i], real[i].name, masks[i]
+            elif rung == "scene_context":  # another photo of the same scene (a wear sequence), matched place
+                same = [k for k in range(len(real)) if k != i and real[k].meta["group"] == real[i].meta["group"]]
+                if not same:
+                    skipped += 1
+                    continue
+                j = int(rng.choice(same))
+                host, hname, hmask = rgb[j], real[j].name, masks[j]
             elif rung.startswith("other"):
                 j = int(rng.choice([k for k in range(len(real)) if k != i]))
                 host, hname, hmask = rgb[j], real[j].name, masks[j]
@@ -173,7 +182,7 @@ def make(rung, blend, label, seed):
 
 
 rungs_all = ["own_raw", "own", "shift", "other", "good", "good_jitter", "other_context", "good_context",
-             "good_jitter_context"]
+             "good_jitter_context", "scene_context"]
 # support only where nothing changes visibly (own place); derived labels elsewhere
 ALLOWED = {"own_raw": ("defect",), "own": ("defect", "support")}
 ALLOWED.update({r: ("defect", "derived") for r in rungs_all[2:]})
