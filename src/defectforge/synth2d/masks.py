@@ -234,9 +234,10 @@ def pit_cluster(rng: np.random.Generator, area: tuple[float, float] = (80, 2500)
 
 # -- real masks -----------------------------------------------------------------------------
 def jitter_mask(mask: np.ndarray, rng: np.random.Generator, rotate: float = 30.0, scale: tuple[float, float] = (0.8, 1.25),
-                flip: bool = True, elastic: float = 2.0, image: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None, dict]:
+                flip: bool = True, elastic: float = 2.0, image: np.ndarray | None = None,
+                interpolation: int = cv2.INTER_LINEAR) -> tuple[np.ndarray, np.ndarray | None, dict]:
     """Affine (rotation, scale, flip) + smooth elastic jitter of a mask patch (and of the
-    matching image patch, if given). Returns (mask, image, params)."""
+    matching image patch, if given, resampled with ``interpolation``). Returns (mask, image, params)."""
     m = mask.astype(np.float32)
     img = None if image is None else image.astype(np.float32)
     fl = bool(flip and rng.random() < 0.5)
@@ -251,7 +252,7 @@ def jitter_mask(mask: np.ndarray, rng: np.random.Generator, rotate: float = 30.0
     M[:, 2] += (diag / 2 - w / 2, diag / 2 - h / 2)
     m = cv2.warpAffine(np.ascontiguousarray(m), M, (diag, diag), flags=cv2.INTER_LINEAR)
     if img is not None:
-        img = cv2.warpAffine(np.ascontiguousarray(img), M, (diag, diag), flags=cv2.INTER_LINEAR,
+        img = cv2.warpAffine(np.ascontiguousarray(img), M, (diag, diag), flags=interpolation,
                              borderMode=cv2.BORDER_REFLECT)
     if elastic > 0:
         dy = cv2.GaussianBlur(rng.normal(0, 1, m.shape).astype(np.float32), (0, 0), 4) * elastic * 8

@@ -26,6 +26,7 @@ from defectforge.synth2d.base import Generator, GeneratorConfig, register_genera
 from defectforge.synth2d.procedural import _embed, _finish, _paste_crop, _roi_or_all
 
 Range = tuple[float, float]
+RESAMPLE = {"linear": cv2.INTER_LINEAR, "cubic": cv2.INTER_CUBIC}
 
 
 @lru_cache(maxsize=8)
@@ -201,6 +202,8 @@ class TransplantConfig(GeneratorConfig):
     defect's surround is matched to the host's local mean and contrast per channel, then
     feathered (keeps the defect's own contrast against its surround)."""
     context: int = Field(4, ge=1, le=32, description="px of the real surround blended with the defect")
+    resample: Literal["linear", "cubic"] = "linear"
+    """interpolation of the jittered defect's pixels (cubic keeps its edges sharper)"""
     use_real_stats: bool = True
     roi_margin: int = Field(8, ge=0)
     placement: Literal["random", "context"] = "random"
@@ -276,7 +279,7 @@ class Transplant(Generator):
         plus ``context + 2`` px: ``(mask, patch, params)``."""
         c: TransplantConfig = self.config  # type: ignore[assignment]
         m, patch, jp = mk.jitter_mask(r.mask, rng, rotate=c.rotate, scale=c.scale, flip=c.flip, elastic=0.0,
-                                      image=r.image)
+                                      image=r.image, interpolation=RESAMPLE[c.resample])
         assert patch is not None
         ys_, xs_ = np.nonzero(m)
         y0_, y1_, x0_, x1_ = ys_.min(), ys_.max() + 1, xs_.min(), xs_.max() + 1

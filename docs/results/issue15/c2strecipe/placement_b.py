@@ -23,6 +23,14 @@ SETS = {
     "matched2_context": {"blend": "matched", "context": 2, "placement": "context"},
     "context_w3": {"placement": "context", "window": 3.0},
     "context_top20": {"placement": "context", "top": 0.2},
+    "cubic": {"resample": "cubic"},
+    "label_defect": {"label_mask": "defect"},
+    "matched2_label_defect": {"blend": "matched", "context": 2, "label_mask": "defect"},
+    "matched2_context_label_defect": {"blend": "matched", "context": 2, "placement": "context", "label_mask": "defect"},
+    # (label_mask: a tried option, removed: it let pixels change outside the label)
+    "matched1_random": {"blend": "matched", "context": 1},
+    "matched1_context": {"blend": "matched", "context": 1, "placement": "context"},
+    "matched2_context_cubic": {"blend": "matched", "context": 2, "placement": "context", "resample": "cubic"},
 }
 st = SearchSettings(detector="exdd", seed=0, max_good=60, max_val_good=40)  # the search's own split
 sp = carve_splits(load_dataset(root), st)
