@@ -53,14 +53,32 @@ def test_striped_surround_lands_on_stripes_not_on_flat():
     assert on_stripes_ctx > on_stripes_rnd + 0.25
 
 
-def test_stripe_direction_is_matched_when_levels_are_equal():
+@pytest.mark.parametrize("gen", ["transplant", "fitted"])
+def test_stripe_direction_is_matched_when_levels_are_equal(gen):
     """Same brightness and contrast in both halves: only the pattern (its direction) tells."""
     h, w = 200, 160
     host = np.vstack([_stripes(h // 2, w, vertical=False), _stripes(h // 2, w, vertical=True)])
     real = _defect_on(_stripes(90, 90, vertical=True))
-    syn = generate_samples([_rgb(host, 2)], "transplant", 40, seed=5, real_defects=[real], roi="border",
-                           placement="context", **NOJIT)
-    assert float((_centres(syn)[:, 0] >= h // 2).mean()) >= 0.9  # the vertical-stripe half
+    jit = NOJIT if gen == "transplant" else {"rotate": 0.0, "scale": (1.0, 1.0), "flip": False, "elastic": 0.0}
+    kw = dict(real_defects=[real], roi="border", **jit)
+    ctx = _centres(generate_samples([_rgb(host, 2)], gen, 40, seed=5, placement="context", **kw))
+    assert float((ctx[:, 0] >= h // 2).mean()) >= 0.9  # the vertical-stripe half
+    if gen == "fitted":  # its own placement (location prior x host similarity) is the baseline
+        base = _centres(generate_samples([_rgb(host, 2)], gen, 40, seed=5, similarity=0.0, **kw))
+        assert float((ctx[:, 0] >= h // 2).mean()) > float((base[:, 0] >= h // 2).mean()) + 0.25
+
+
+def test_resample_cubic_changes_the_pixels_seeded_and_checked():
+    real = _defect_on(_stripes(90, 90, vertical=False))
+    host = [_rgb(np.full((96, 128), 128.0), 0)]
+    kw = dict(real_defects=[real], roi="border", rotate=30.0)
+    lin = generate_samples(host, "transplant", 3, seed=2, **kw)
+    cub = generate_samples(host, "transplant", 3, seed=2, resample="cubic", **kw)
+    cub2 = generate_samples(host, "transplant", 3, seed=2, resample="cubic", **kw)
+    assert all(np.array_equal(a.rgb(), b.rgb()) for a, b in zip(cub, cub2))
+    assert any(not np.array_equal(a.rgb(), b.rgb()) for a, b in zip(lin, cub))
+    with pytest.raises(ConfigError):
+        get_generator("transplant", resample="nearest")
 
 
 def test_same_seed_same_output_and_seed_matters():
@@ -110,8 +128,11 @@ def test_real_defects_carry_a_surround():
 
 @pytest.mark.parametrize("params, word", [({"placement": "nearby"}, "placement"), ({"top": 0.0}, "top"),
                                           ({"window": 9.0}, "window"), ({"candidates": 0}, "candidates"),
-                                          ({"level": -1}, "level"), ({"orient": 20}, "orient")])
+                                          ({"level": -1}, "level"), ({"orient": 20}, "orient"),
+                                          ({"gen": "fitted", "placement": "random"}, "placement"),
+                                          ({"gen": "fitted", "top": 2.0}, "top")])
 def test_bad_placement_options_are_one_line_config_errors(params, word):
+    params = dict(params)
     with pytest.raises(ConfigError) as e:
-        get_generator("transplant", **params)
+        get_generator(params.pop("gen", "transplant"), **params)
     assert word in str(e.value) and len(str(e.value).splitlines()) == 1

@@ -21,12 +21,14 @@ them on validation data.
 from __future__ import annotations
 
 import hashlib
+from typing import Literal
 
 import cv2
 import numpy as np
 from pydantic import Field
 
 from defectforge.synth2d import masks as mk
+from defectforge.synth2d import placement as PL
 from defectforge.synth2d.appearance import luminance
 from defectforge.synth2d.base import Generator, GeneratorConfig, register_generator
 from defectforge.synth2d.fit import DefectProfile, host_descriptors, location_prior, similarity_map
@@ -35,7 +37,7 @@ from defectforge.synth2d.procedural import _embed, _finish, _paste_crop, _roi_or
 Range = tuple[float, float]
 
 
-class FittedConfig(GeneratorConfig):
+class FittedConfig(GeneratorConfig, PL.ContextOptions):
     scale: Range = (0.8, 1.25)
     rotate: float = Field(15.0, ge=0, le=180, description="max rotation of a real outline, degrees (+-)")
     flip: bool = True
@@ -47,6 +49,10 @@ class FittedConfig(GeneratorConfig):
     similarity: float = Field(1.0, ge=0, le=8, description="exponent of the host similarity (0 = ignore the host)")
     bandwidth: float = Field(1.0, gt=0, le=10, description="host-similarity kernel width (feature spreads)")
     max_count: int = Field(4, ge=1, le=50, description="max defects per image (counts follow the real masks)")
+    placement: Literal["prior", "context"] = "prior"
+    """prior: location prior x host similarity (above); context: where the host matches the
+    real defect's own surround (:mod:`defectforge.synth2d.placement`, options ``window``,
+    ``top``, ``level``), else as ``prior``."""
     roi_margin: int = Field(8, ge=0)
 
 
@@ -117,6 +123,7 @@ class Fitted(Generator):
         roi = _roi_or_all(image, roi, c.roi_margin)
         n = min(c.max_count, self.stats.sample_count(rng)) if self.stats is not None else 1
         prob = self.placement_map(image, roi)
+        grey = PL.host_grey(image) if c.placement == "context" else None
         out, mask = image, np.zeros(image.shape[:2], bool)
         metas = []
         for _ in range(n):
@@ -125,7 +132,14 @@ class Fitted(Generator):
                                           elastic=c.elastic, image=prof.crops[k])
             sig = float(prof.edge_sigma[k] * rng.uniform(*c.edge))
             m, patch = _trim(m, patch, int(np.ceil(2 * sig)) + 2)
-            y0, x0, guided = self._position(m, roi, mask, prob, rng)
+            got = None
+            if grey is not None and self.real[k].surround is not None:
+                cand = PL.match(grey, self.real[k].surround, jp, m, c, int(np.ceil(2 * sig)) + 2)
+                got = PL.draw_place([cand], roi & ~mask, c.top, rng) if cand is not None else None
+            if got is not None:
+                y0, x0, guided = got[0], got[1], True
+            else:
+                y0, x0, guided = self._position(m, roi, mask, prob, rng)
             ph, pw = m.shape
             ys, xs, off = _paste_crop(out, y0, x0, ph, pw, 0)
             crop = out[ys, xs].astype(np.float32)

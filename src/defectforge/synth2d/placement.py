@@ -38,6 +38,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+from pydantic import BaseModel, Field
 
 #: the stored surround: side / the defect's longer box side, its minimum side and its
 #: largest stored side (px)
@@ -47,6 +48,14 @@ SURROUND_PX = 64
 #: the template is reduced to about this many px (side) before matching
 MATCH_PX = 16
 _GREY = np.array([0.299, 0.587, 0.114], np.float32)
+
+
+class ContextOptions(BaseModel):
+    """The options of context-matched placement, shared by the generators that offer it."""
+
+    window: float = Field(2.0, ge=1.2, le=SURROUND, description="context: surround compared, x the defect's box side")
+    top: float = Field(0.05, gt=0, le=1, description="context: draw among this best fraction of the host's places")
+    level: float = Field(1.0, ge=0, le=10, description="context: weight of the brightness/contrast mismatch")
 
 
 @dataclass
@@ -168,6 +177,21 @@ def score_places(grey: np.ndarray, tmpl: np.ndarray, tmask: np.ndarray, px: floa
     mt, st = float(t[tm > 0].mean()), float(t[tm > 0].std())
     gap = np.abs(np.log((mh + 1) / (mt + 1))) + np.abs(np.log((sh + 1) / (st + 1)))
     return (ncc - level * gap).astype(np.float32), f
+
+
+def match(grey: np.ndarray, surround: Surround, jitter: dict, mask: np.ndarray, opts: ContextOptions,
+          reach: int) -> Candidates | None:
+    """The :class:`Candidates` of one jittered defect (``jitter``: the ``flip`` / ``rotate`` /
+    ``scale`` that :func:`~defectforge.synth2d.masks.jitter_mask` applied to give ``mask``) on
+    the host ``grey`` (:func:`host_grey`); ``reach``: px of the blend around the mask (left out
+    of the comparison). ``None`` when too little of the surround is left to compare."""
+    s = warp_surround(surround, jitter["flip"], jitter["rotate"], jitter["scale"])
+    ys, xs = np.nonzero(mask)
+    t = template(s, opts.window * max(int(np.ptp(ys)) + 1, int(np.ptp(xs)) + 1), reach)
+    if t is None:
+        return None
+    scores, f = score_places(grey, t[0], t[1], s.px, opts.level)
+    return Candidates(scores, f, t[2], mask)
 
 
 def draw_place(cands: list[Candidates], roi: np.ndarray, top: float, rng: np.random.Generator,

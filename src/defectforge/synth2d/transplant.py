@@ -191,7 +191,7 @@ class CutPasteScar(Generator):
 
 
 # -- real-defect transplant -------------------------------------------------------------------
-class TransplantConfig(GeneratorConfig):
+class TransplantConfig(GeneratorConfig, PL.ContextOptions):
     defect_type: str = "defect"
     scale: Range = (0.8, 1.25)
     rotate: float = 20.0
@@ -209,9 +209,6 @@ class TransplantConfig(GeneratorConfig):
     placement: Literal["random", "context"] = "random"
     """random: anywhere in the ROI (near the real defects' relative positions first); context:
     where the host looks like the defect's own surround (:mod:`defectforge.synth2d.placement`)."""
-    window: float = Field(2.0, ge=1.2, le=PL.SURROUND, description="context: surround compared, x the defect's box side")
-    top: float = Field(0.05, gt=0, le=1, description="context: draw among this best fraction of the host's places")
-    level: float = Field(1.0, ge=0, le=10, description="context: weight of the brightness/contrast mismatch")
     orient: int = Field(1, ge=1, le=8, description="context: jitter draws scored per defect (the best place decides)")
     candidates: int = Field(1, ge=1, le=16, description="context: real defects scored per sample (the best place decides)")
 
@@ -259,14 +256,10 @@ class Transplant(Generator):
                 continue
             for _ in range(c.orient):
                 m, patch, jp = self.cut_patch(r, rng)
-                ys, xs = np.nonzero(m)
-                s = PL.warp_surround(r.surround, jp["flip"], jp["rotate"], jp["scale"])
-                t = PL.template(s, c.window * max(int(np.ptp(ys)) + 1, int(np.ptp(xs)) + 1), c.context + 2)
-                if t is None:
-                    continue
-                scores, f = PL.score_places(grey, t[0], t[1], s.px, c.level)
-                cands.append(PL.Candidates(scores, f, t[2], m))
-                cuts.append((i, m, patch, jp))
+                cand = PL.match(grey, r.surround, jp, m, c, c.context + 2)
+                if cand is not None:
+                    cands.append(cand)
+                    cuts.append((i, m, patch, jp))
         got = PL.draw_place(cands, roi, c.top, rng) if cands else None
         if got is None:
             return None
