@@ -87,9 +87,9 @@ def test_fitted_defects_look_like_the_real_ones(reals):
 def test_defects_go_where_real_ones_are_and_follow_the_host_texture(reals):
     rd, st = reals
     band = (30, 52)
-    guided = get_generator("fitted", defect_type="pit").fit(rd)
+    guided = get_generator("fitted", defect_type="pit", placement="prior").fit(rd)
     guided.stats = st
-    blind = get_generator("fitted", defect_type="pit", prior_weight=0.0, similarity=0.0).fit(rd)
+    blind = get_generator("fitted", defect_type="pit", placement="prior", prior_weight=0.0, similarity=0.0).fit(rd)
     blind.stats = st
     inside = lambda rows, b: np.mean([b[0] <= y < b[1] for y, _, _ in rows])  # noqa: E731
     g_in = inside(_centroid_rows(guided, band), band)
@@ -97,7 +97,7 @@ def test_defects_go_where_real_ones_are_and_follow_the_host_texture(reals):
     assert g_in >= 0.7 and b_in <= 0.6 and g_in > b_in + 0.25
     # on a part whose striped band sits elsewhere, host similarity alone finds it
     moved = (62, 84)
-    host_only = get_generator("fitted", defect_type="pit", prior_weight=0.0, similarity=2.0).fit(rd)
+    host_only = get_generator("fitted", defect_type="pit", placement="prior", prior_weight=0.0, similarity=2.0).fit(rd)
     host_only.stats = st
     assert inside(_centroid_rows(host_only, moved), moved) >= 0.7
 

@@ -64,7 +64,7 @@ def test_stripe_direction_is_matched_when_levels_are_equal(gen):
     ctx = _centres(generate_samples([_rgb(host, 2)], gen, 40, seed=5, placement="context", **kw))
     assert float((ctx[:, 0] >= h // 2).mean()) >= 0.9  # the vertical-stripe half
     if gen == "fitted":  # its own placement (location prior x host similarity) is the baseline
-        base = _centres(generate_samples([_rgb(host, 2)], gen, 40, seed=5, similarity=0.0, **kw))
+        base = _centres(generate_samples([_rgb(host, 2)], gen, 40, seed=5, placement="prior", similarity=0.0, **kw))
         assert float((ctx[:, 0] >= h // 2).mean()) > float((base[:, 0] >= h // 2).mean()) + 0.25
 
 

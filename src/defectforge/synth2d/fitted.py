@@ -4,10 +4,12 @@ After ``fit(real_defects)`` (a :class:`~defectforge.synth2d.fit.DefectProfile`),
 synthetic defect is made from one real defect ``k``:
 
 1. **shape**: real outline ``k`` with random scale, rotation, flip and elastic jitter;
-2. **where**: a position drawn from ``roi x (prior_weight * location prior + 1 - prior_weight)
-   x host similarity ** similarity`` (the location prior is the density of the real
-   defects' relative positions; host similarity compares the texture descriptor of each
-   candidate region with the surroundings of the real defects, e.g. thread flanks);
+2. **where** (``placement: context``, the default): among the host's places whose window
+   best matches real defect ``k``'s own surround (:mod:`.placement`); where it has none, or
+   with ``placement: prior``: a position drawn from ``roi x (prior_weight * location prior +
+   1 - prior_weight) x host similarity ** similarity`` (the location prior is the density of
+   the real defects' relative positions; host similarity compares the texture descriptor of
+   each candidate region with the surroundings of the real defects, e.g. thread flanks);
 3. **look**: the host's own smooth shading times defect ``k``'s intensity ratio and colour
    shift (``strength`` scales the log-contrast), plus defect ``k``'s inner high-pass detail
    rescaled to its measured texture contrast against this host, blended with defect ``k``'s
@@ -49,10 +51,10 @@ class FittedConfig(GeneratorConfig, PL.ContextOptions):
     similarity: float = Field(1.0, ge=0, le=8, description="exponent of the host similarity (0 = ignore the host)")
     bandwidth: float = Field(1.0, gt=0, le=10, description="host-similarity kernel width (feature spreads)")
     max_count: int = Field(4, ge=1, le=50, description="max defects per image (counts follow the real masks)")
-    placement: Literal["prior", "context"] = "prior"
-    """prior: location prior x host similarity (above); context: where the host matches the
-    real defect's own surround (:mod:`defectforge.synth2d.placement`, options ``window``,
-    ``top``, ``level``), else as ``prior``."""
+    placement: Literal["prior", "context"] = "context"
+    """context (default, chosen on validation defects): where the host matches the real
+    defect's own surround (:mod:`defectforge.synth2d.placement`, options ``window``, ``top``,
+    ``level``), else as ``prior``; prior: location prior x host similarity (above)."""
     roi_margin: int = Field(8, ge=0)
 
 

@@ -210,7 +210,7 @@ class TransplantConfig(GeneratorConfig, PL.ContextOptions):
     """random: anywhere in the ROI (near the real defects' relative positions first); context:
     where the host looks like the defect's own surround (:mod:`defectforge.synth2d.placement`)."""
     orient: int = Field(1, ge=1, le=8, description="context: jitter draws scored per defect (the best place decides)")
-    candidates: int = Field(1, ge=1, le=16, description="context: real defects scored per sample (the best place decides)")
+    candidates: int = Field(1, ge=1, le=16, description="context: real defects scored per sample (best place wins)")
 
 
 @register_generator("transplant")

@@ -26,7 +26,8 @@ from defectforge.filter.embed import default_embedder
 from defectforge.synth2d.engine import generate_samples
 
 SETS = {"pitting": ("pitting", {}), "transplant": ("transplant", {"defect_type": "pitting"}),
-        "fitted": ("fitted", {"defect_type": "pitting"}),
+        "fitted": ("fitted", {"defect_type": "pitting", "placement": "prior"}),  # the default before 2026-12-04 23:50
+        "fitted_context": ("fitted", {"defect_type": "pitting", "placement": "context"}),
         "transplant_matched": ("transplant", {"defect_type": "pitting", "blend": "matched"}),
         "transplant_context": ("transplant", {"defect_type": "pitting", "placement": "context"}),
         "transplant_matched2_context": ("transplant", {"defect_type": "pitting", "blend": "matched", "context": 2,

@@ -30,6 +30,8 @@ SETS = {
     # (label_mask: a tried option, removed: it let pixels change outside the label)
     "matched1_random": {"blend": "matched", "context": 1},
     "matched1_context": {"blend": "matched", "context": 1, "placement": "context"},
+    "fitted": {"_gen": "fitted"},  # `_gen`: another generator than transplant
+    "fitted_context": {"_gen": "fitted", "placement": "context"},
     "matched2_context_cubic": {"blend": "matched", "context": 2, "placement": "context", "resample": "cubic"},
 }
 st = SearchSettings(detector="exdd", seed=0, max_good=60, max_val_good=40)  # the search's own split
@@ -42,7 +44,9 @@ for seed in [int(s) for s in sys.argv[1].split(",")]:
         if key in out:
             continue
         t = time.time()
-        rec = {"ratio": 1.0, "generators": [{"name": "transplant", "weight": 1.0, "params": SETS[name]}]}
+        params = {k: v for k, v in SETS[name].items() if k != "_gen"}
+        rec = {"ratio": 1.0, "generators": [{"name": SETS[name].get("_gen", "transplant"), "weight": 1.0,
+                                             "params": params}]}
         r = recipe_realism(rec, sp, str(load_dataset(root).root), 100, seed)
         r = {k: v for k, v in r.items() if k != "c2st_method"}
         r["params"], r["seconds"] = SETS[name], round(time.time() - t, 1)

@@ -1,5 +1,5 @@
 """Paired summary of placement_b.json: per set mean +- std over the seeds it has, and the paired
-difference to `random` (same seed: same split, same folds) with a 95 % t-interval.
+difference to `random` (plain transplant; for `fitted*` sets: to `fitted`) (same seed: same split, same folds) with a 95 % t-interval.
 usage: python placement_b_table.py placement_b.json"""
 import json
 import sys
@@ -14,14 +14,15 @@ for k, v in d.items():
     if "/s" in k and v.get("c2st_auc") is not None:
         name, s = k.split("/s")
         auc[name][int(s)], host[name][int(s)] = v["c2st_auc"], v.get("c2st_host_auc")
-print("| set (protocol B) | seeds | C2ST AUC (mean ± std) | host-only (mean) | minus `random`, paired [95 % t-interval] |")
+print("| set (protocol B) | seeds | C2ST AUC (mean ± std) | host-only (mean) | minus `random` (or `fitted`), paired [95 % t-interval] |")
 print("|---|---|---|---|---|")
 for name, by in auc.items():
     a = np.array(list(by.values()))
     line = f"| {name} | {len(a)} | {a.mean():.3f} ± {a.std(ddof=1) if len(a) > 1 else 0:.3f} | {np.mean(list(host[name].values())):.3f} |"
-    common = sorted(set(by) & set(auc["random"]))
-    if name != "random" and len(common) > 1:
-        diff = np.array([by[s] - auc["random"][s] for s in common])
+    base = "fitted" if name.startswith("fitted") else "random"
+    common = sorted(set(by) & set(auc[base]))
+    if name != base and len(common) > 1:
+        diff = np.array([by[s] - auc[base][s] for s in common])
         h = stats.t.ppf(0.975, len(diff) - 1) * diff.std(ddof=1) / np.sqrt(len(diff))
         line += f" {diff.mean():+.3f} [{diff.mean() - h:+.3f}, {diff.mean() + h:+.3f}] ({len(diff)} seeds) |"
     else:
