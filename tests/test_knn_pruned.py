@@ -68,3 +68,26 @@ def test_auto_backend_picks_pruned_for_large_banks_and_agrees_with_faiss(monkeyp
     assert (ia == i_f).mean() > 0.99  # float32 ties may differ in the last bits
     with pytest.raises(ConfigError, match="nn backend"):
         NearestNeighbors(bank, "annoy")
+
+
+def test_patchcore_predicts_the_same_with_pruned_and_faiss_search():
+    """The detectors' default backend ("auto") uses the pruned search for large banks: same
+    scores and maps as faiss's flat search, up to float32 rounding."""
+    import warnings
+
+    from defectforge.bank.backbone import RandomInitWarning
+    from defectforge.detect.exdd import PatchCore
+    from tests.test_detect_model import SMALL, toy_samples
+
+    train, test = toy_samples(0, 10, 0, "train"), toy_samples(2, 3, 3, "test")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RandomInitWarning)
+        model = PatchCore(**{**SMALL, "normal_ratio": 0.5, "nn_backend": "pruned"}).fit(train)
+    assert model._nn_normal.backend == "pruned"
+    got = model.predict(test)
+    model.nn_backend = "faiss"
+    model._make_indexes()
+    ref = model.predict(test)
+    np.testing.assert_allclose(got.pred_score, ref.pred_score, rtol=1e-4, atol=1e-5)
+    for a, b in zip(got.anomaly_map, ref.anomaly_map):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
