@@ -72,8 +72,7 @@ def main(argv: list[str] | None = None) -> None:
                          f"{100 * (i_f == ip).mean():.2f} % | {np.abs(df - dp).max():.1e} |")
         res = {}
         for backend in ("faiss", "pruned"):
-            model.nn_backend = backend
-            model._make_indexes()
+            model.set_params(nn_backend=backend)
             dt = _best(lambda: model.predict(rgbs), reps=1)
             res[backend] = (dt, model.predict(rgbs))
         (tf, pf), (tp, pp) = res["faiss"], res["pruned"]
