@@ -55,7 +55,7 @@ def test_coreset_stops_on_duplicates_and_sizes():
     assert coreset_size(0, 0.1) == 0
 
 
-@pytest.mark.parametrize("backend", ["faiss", "torch"])
+@pytest.mark.parametrize("backend", ["faiss", "torch", "pruned", "auto"])
 def test_nearest_neighbors_match_bruteforce(backend):
     rng = np.random.default_rng(0)
     bank = rng.normal(size=(300, 16)).astype(np.float32)

@@ -24,19 +24,11 @@ Blocks far from the action are visited rarely and then with many centres at once
 from __future__ import annotations
 
 import math
-import os
 
 import numpy as np
-from numba import config, njit, prange
+from numba import njit, prange
 
-# numba's OpenMP threading layer, once started (this module's parallel kernel is compiled or
-# loaded with the driver even when threads=1), resets the process's OpenMP thread count, so
-# torch and faiss in the same process would run on another number of threads after a fit and
-# give slightly different floats than before it (or than a worker process). The workqueue
-# layer has no OpenMP. A layer the user chose (NUMBA_THREADING_LAYER) is kept.
-if "NUMBA_THREADING_LAYER" not in os.environ and config.THREADING_LAYER == "default":
-    config.THREADING_LAYER = "workqueue"
-
+import defectforge.bank._numba  # noqa: F401  (threading layer without OpenMP)
 from defectforge.bank._exact import _dist_to, pair_dist
 
 

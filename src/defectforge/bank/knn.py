@@ -1,8 +1,12 @@
 """Exact nearest-neighbour search of patch rows in a memory bank.
 
-Two interchangeable backends, both exact and fp32:
+Interchangeable backends, all exact and fp32:
 
 - ``"faiss"``: ``faiss.IndexFlatL2`` (BLAS, multi-threaded).
+- ``"pruned"``: :class:`~defectforge.bank.knn_pruned.PrunedIndex`, lower bounds on the bank's
+  principal axes skip most rows (CPU, numba); the same neighbours, distances summed directly.
+- ``"auto"`` (the detectors' default): ``"pruned"`` on the CPU for banks of at least
+  ``PRUNED_MIN_ROWS`` rows, where it is measured faster, else ``"faiss"``.
 - ``"torch"``: chunked ``||q||^2 - 2 q.b + ||b||^2`` matmul (chunks of query rows keep the
   distance matrix small), ``topk``; on ``device="cuda"`` the bank lives on the GPU (the
   faiss backend is CPU only, so a CUDA device always uses this one).
@@ -19,14 +23,20 @@ import numpy as np
 from defectforge.errors import ConfigError
 
 
+PRUNED_MIN_ROWS = 20000
+BACKENDS = ("auto", "faiss", "pruned", "torch")
+
+
 class NearestNeighbors:
     """``NearestNeighbors(bank, backend).search(queries, k) -> (dist, idx)``."""
 
     def __init__(self, bank: np.ndarray, backend: str = "faiss", chunk: int = 2048, device: str = "cpu"):
-        if backend not in ("faiss", "torch"):
-            raise ConfigError(f"nn backend must be 'faiss' or 'torch', got {backend!r}")
+        if backend not in BACKENDS:
+            raise ConfigError(f"nn backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
         self.bank = np.ascontiguousarray(bank, dtype=np.float32)
         self.device = device
+        if backend == "auto":
+            backend = "pruned" if len(self.bank) >= PRUNED_MIN_ROWS else "faiss"
         self.backend = "torch" if device != "cpu" else backend
         self.chunk = int(chunk)
         self._index = None
@@ -36,6 +46,10 @@ class NearestNeighbors:
 
             self._index = faiss.IndexFlatL2(self.bank.shape[1])
             self._index.add(self.bank)
+        elif self.backend == "pruned" and len(self.bank):
+            from defectforge.bank.knn_pruned import PrunedIndex
+
+            self._index = PrunedIndex(self.bank)
         else:
             self._bank_sq = np.einsum("ij,ij->i", self.bank, self.bank)
 

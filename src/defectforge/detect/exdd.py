@@ -91,7 +91,7 @@ class ExDD(BankFitMixin, PatchScoreMixin, Detector):
                  defect_val_fraction: float = 0.2, eps: float = 1e-6, sigma: float = 4.0,
                  map_upsample: str = "bilinear", mask_fraction: float = 0.5, val_fraction: float = 0.1,
                  threshold_quantile: float = 0.99, pixel_quantile: float = 0.999, defects_for: str = "bank",
-                 batch_size: int = 4, nn_backend: str = "faiss", seed: int = 0, progress: Any = "auto",
+                 batch_size: int = 4, nn_backend: str = "auto", seed: int = 0, progress: Any = "auto",
                  device: str = "cpu"):
         self.backbone = backbone
         self.layers = layers

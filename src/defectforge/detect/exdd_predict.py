@@ -28,6 +28,7 @@ class PatchScoreMixin:
         from defectforge.bank.knn import NearestNeighbors
 
         c = self.config
+        self._nn_key = (c.nn_backend, c.device)
         self._nn_normal = NearestNeighbors(self.bank_normal_, c.nn_backend, device=c.device)
         self._nn_defect = (NearestNeighbors(self.bank_defect_, c.nn_backend, device=c.device)
                            if len(self.bank_defect_) else None)
@@ -69,6 +70,8 @@ class PatchScoreMixin:
         from defectforge.detect.scoring import patch_maps_to_input
 
         c = self.config
+        if getattr(self, "_nn_key", None) != (c.nn_backend, c.device):
+            self._make_indexes()  # nn_backend or device changed since fit / load (set_params)
         h, w = self.grid_
         per = h * w
         rows_out: list[dict[str, float]] = []

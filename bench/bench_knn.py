@@ -1,0 +1,89 @@
+"""Nearest-neighbour search at predict time: faiss flat L2 vs the pruned exact search, same
+banks, same query rows, one run.
+
+Loads fitted ExDD / PatchCore models (``defectforge detect fit`` outputs), extracts the patch
+rows of ``--n`` BSData test images once, then times each backend's 1-NN search of those rows
+against the model's normal bank (and ExDD's defect bank), checks that both return the same
+neighbours, and times ``model.predict`` end to end with each backend. Prints markdown.
+
+    python bench/bench_knn.py MODEL.pt [MODEL.pt ...] [--data ../shared/datasets/bsdata] [--n 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO.parent / "shared" / "datasets" / "bsdata"
+
+
+def _best(fn, reps: int = 2) -> float:
+    fn()
+    out = float("inf")
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        out = min(out, time.perf_counter() - t0)
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("models", nargs="+", type=Path)
+    ap.add_argument("--data", type=Path, default=DATA)
+    ap.add_argument("--n", type=int, default=32, help="test images")
+    args = ap.parse_args(argv)
+
+    from defectforge.bank.features import to_rgb
+    from defectforge.bank.knn import NearestNeighbors
+    from defectforge.data import load_dataset
+    from defectforge.detect import load_detector
+
+    up0 = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    test = [s for s in load_dataset(args.data) if s.split == "test"][: args.n]
+    rgbs = [to_rgb(s) for s in test]
+    lines = ["| model | bank | rows | build s (faiss / pruned) | search ms/image (faiss / pruned) | ratio | "
+             "rows given a full distance | same neighbour | max abs. distance diff. |", "|---|---|---|---|---|---|---|---|---|"]
+    pred_lines = ["| model | predict ms/image, faiss | predict ms/image, pruned | ratio | max abs. map diff. | "
+                  "max abs. score diff. |", "|---|---|---|---|---|---|"]
+    for path in args.models:
+        model = load_detector(path)
+        rows = np.concatenate([model._rows(rgbs[i:i + 4]) for i in range(0, len(rgbs), 4)])
+        banks = [("normal", model.bank_normal_)] + ([("defect", model.bank_defect_)] if len(model.bank_defect_) else [])
+        for name, bank in banks:
+            t0 = time.perf_counter()
+            flat = NearestNeighbors(bank, "faiss")
+            t_bf = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            pruned = NearestNeighbors(bank, "pruned")
+            t_bp = time.perf_counter() - t0
+            tf = _best(lambda: flat.search(rows, 1))
+            tp = _best(lambda: pruned.search(rows, 1))
+            (df, i_f), (dp, ip) = flat.search(rows, 1), pruned.search(rows, 1)
+            frac = pruned._index.last_fraction
+            lines.append(f"| {path.name} | {name} | {len(bank):,} | {t_bf:.2f} / {t_bp:.2f} | "
+                         f"{1000 * tf / len(rgbs):.1f} / {1000 * tp / len(rgbs):.1f} | {tf / tp:.2f}x | {100 * frac:.2f} % | "
+                         f"{100 * (i_f == ip).mean():.2f} % | {np.abs(df - dp).max():.1e} |")
+        res = {}
+        for backend in ("faiss", "pruned"):
+            model.set_params(nn_backend=backend)
+            dt = _best(lambda: model.predict(rgbs), reps=1)
+            res[backend] = (dt, model.predict(rgbs))
+        (tf, pf), (tp, pp) = res["faiss"], res["pruned"]
+        dmap = max(float(np.abs(a - b).max()) for a, b in zip(pf.anomaly_map, pp.anomaly_map))
+        pred_lines.append(f"| {path.name} | {1000 * tf / len(rgbs):.1f} | {1000 * tp / len(rgbs):.1f} | {tf / tp:.2f}x | "
+                          f"{dmap:.1e} | {np.abs(pf.pred_score - pp.pred_score).max():.1e} |")
+    up1 = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    print(f"{len(rgbs)} BSData test images, {os.cpu_count()} CPUs, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+    print(f"uptime before: {up0}\nuptime after:  {up1}\n")
+    print("\n".join(lines) + "\n\n" + "\n".join(pred_lines))
+
+
+if __name__ == "__main__":
+    main()
