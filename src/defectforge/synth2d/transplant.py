@@ -6,7 +6,9 @@
   image, colour-jittered and pasted elsewhere (Li et al. 2021);
 - ``transplant``: a real defect cut by its mask, jittered (scale, rotation, flip,
   colour) and Poisson-blended (``cv2.seamlessClone``) into a good image (NSA-style), or
-  pasted with its surround matched to the host's local mean and contrast (``matched``).
+  pasted with its surround matched to the host's local mean and contrast (``matched``);
+  placed at random or, with ``placement: context``, where the host looks like the
+  defect's own surround (:mod:`defectforge.synth2d.placement`).
 """
 
 from __future__ import annotations
@@ -282,6 +284,7 @@ class Transplant(Generator):
         m, patch = m[y0_:y1_, x0_:x1_], patch[y0_:y1_, x0_:x1_]
         pf, jit = _color_jitter(patch, rng, c.color)
         return m, np.clip(pf, 0, 255).astype(np.uint8), {**jp, **jit}
+
 
 def paste_defect(image: np.ndarray, m: np.ndarray, patch: np.ndarray, y0: int, x0: int, blend: str,
                  context: int) -> tuple[np.ndarray, np.ndarray]:
