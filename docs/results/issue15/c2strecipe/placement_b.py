@@ -30,6 +30,7 @@ SETS = {
     # (label_mask: a tried option, removed: it let pixels change outside the label)
     "matched1_random": {"blend": "matched", "context": 1},
     "matched1_context": {"blend": "matched", "context": 1, "placement": "context"},
+    "uniform": {"use_real_stats": False},  # random places without the real defects' relative positions
     "fitted": {"_gen": "fitted"},  # `_gen`: another generator than transplant
     "fitted_context": {"_gen": "fitted", "placement": "context"},
     "matched2_context_cubic": {"blend": "matched", "context": 2, "placement": "context", "resample": "cubic"},
