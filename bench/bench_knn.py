@@ -4,9 +4,11 @@ banks, same query rows, one run.
 Loads fitted ExDD / PatchCore models (``defectforge detect fit`` outputs), extracts the patch
 rows of ``--n`` BSData test images once, then times each backend's 1-NN search of those rows
 against the model's normal bank (and ExDD's defect bank), checks that both return the same
-neighbours, and times ``model.predict`` end to end with each backend. Prints markdown.
+neighbours, and times ``model.predict`` end to end with each backend. ``--metrics`` also runs
+``evaluate_detector`` on the whole test split with each backend (exact pixel path) and prints
+both sets of metrics. Prints markdown.
 
-    python bench/bench_knn.py MODEL.pt [MODEL.pt ...] [--data ../shared/datasets/bsdata] [--n 32]
+    python bench/bench_knn.py MODEL.pt [MODEL.pt ...] [--data ../shared/datasets/bsdata] [--n 32] [--metrics]
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("models", nargs="+", type=Path)
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--n", type=int, default=32, help="test images")
+    ap.add_argument("--metrics", action="store_true", help="also evaluate on the whole test split per backend")
     args = ap.parse_args(argv)
 
     from defectforge.bank.features import to_rgb
@@ -79,10 +82,26 @@ def main(argv: list[str] | None = None) -> None:
         dmap = max(float(np.abs(a - b).max()) for a, b in zip(pf.anomaly_map, pp.anomaly_map))
         pred_lines.append(f"| {path.name} | {1000 * tf / len(rgbs):.1f} | {1000 * tp / len(rgbs):.1f} | {tf / tp:.2f}x | "
                           f"{dmap:.1e} | {np.abs(pf.pred_score - pp.pred_score).max():.1e} |")
+    metric_lines = ["| model | backend | I-AUROC | P-AUROC | AUPRO | I-AP | P-AP | F1 max | images | eval s |",
+                    "|---|---|---|---|---|---|---|---|---|---|"]
+    if args.metrics:
+        from defectforge.detect.evaluate import evaluate_detector
+
+        ds = load_dataset(args.data)
+        for path in args.models:
+            model = load_detector(path)
+            for backend in ("faiss", "pruned"):
+                t0 = time.perf_counter()
+                r = evaluate_detector(model.set_params(nn_backend=backend), ds, split="test", pixel_path="exact")["metrics"]
+                metric_lines.append(f"| {path.name} | {backend} | " + " | ".join(
+                    f"{r[k]:.7f}" for k in ("image_auroc", "pixel_auroc", "aupro", "image_ap", "pixel_ap", "f1_max"))
+                    + f" | {r['n_images']} | {time.perf_counter() - t0:.0f} |")
     up1 = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     print(f"{len(rgbs)} BSData test images, {os.cpu_count()} CPUs, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
     print(f"uptime before: {up0}\nuptime after:  {up1}\n")
     print("\n".join(lines) + "\n\n" + "\n".join(pred_lines))
+    if args.metrics:
+        print("\n" + "\n".join(metric_lines))
 
 
 if __name__ == "__main__":

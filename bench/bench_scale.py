@@ -189,7 +189,11 @@ def write_doc(results: list[dict], args, path: Path) -> None:
              "Predict: mean over the timed test images (chunks of 16, after a 2-image warm-up).",
              "- Load: `uptime` recorded before and after every run (the machine is shared; 2 cores).", "",
              "| model | images | fit s | predict ms/img | peak RSS MB (fit) | bank rows | coreset s | features s | "
-             "load before -> after |", "|---|---|---|---|---|---|---|---|---|"]
+             "started (UTC) | load before -> after |", "|---|---|---|---|---|---|---|---|---|---|"]
+
+    def started(r: dict) -> str:
+        u = r.get("uptime_before", "")
+        return u.split(" up ")[0].strip()[:5] if " up " in u else "?"
 
     def load(r: dict, key: str) -> str:
         u = r.get(key, "")
@@ -199,12 +203,12 @@ def write_doc(results: list[dict], args, path: Path) -> None:
         fi = r.get("fit_info", {})
         if "timeout_s" in r:
             lines.append(f"| {r['model']} | {r['n_images']} | > {r['timeout_s']} (stopped) | | | | | | "
-                         f"-> {load(r, 'uptime_after')} |")
+                         f"{started(r)} | -> {load(r, 'uptime_after')} |")
             continue
         bank = fi.get("bank_normal", r.get("bank", ""))
         lines.append(f"| {r['model']} | {r['n_images']} | {r.get('fit_s', '')} | {r.get('predict_ms', 0):.1f} | "
                      f"{r.get('peak_rss_fit_mb', r.get('peak_rss_fit_predict_mb', ''))} | {bank} | "
-                     f"{fi.get('seconds_coreset', '')} | {fi.get('seconds_features', '')} | "
+                     f"{fi.get('seconds_coreset', '')} | {fi.get('seconds_features', '')} | {started(r)} | "
                      f"{load(r, 'uptime_before')} -> {load(r, 'uptime_after')} |")
     lines += ["", "Log-log slope of fit time against images (least squares over the sizes run):", ""]
     for m in sorted({r["model"] for r in results}):
