@@ -49,6 +49,20 @@ def test_exact_duplicates_go_to_the_lowest_index():
     assert (d2 == 0).all() and (idx == [500, 501]).all()
 
 
+def test_equal_distances_go_to_the_lowest_original_index():
+    """Ties between different rows (all at distance 1 from the query) resolve to the lowest
+    index of the bank as given, whatever cluster order the index keeps internally."""
+    rng = np.random.default_rng(1)
+    d = 8
+    ring = np.concatenate([np.eye(d), -np.eye(d)]).astype(np.float32)  # 16 rows at distance 1 from 0
+    far = (rng.normal(size=(400, d)) + 6).astype(np.float32)
+    bank = np.concatenate([far, ring])[rng.permutation(416)]
+    tied = np.flatnonzero(np.abs(np.linalg.norm(bank, axis=1) - 1) < 1e-6)
+    d2, idx = PrunedIndex(bank, axes=3, cluster_size=8).search(np.zeros((70, d), np.float32), 4)
+    assert (d2 == 1).all()
+    assert (idx == np.sort(tied)[:4]).all()
+
+
 @pytest.mark.parametrize("bank", [np.zeros((1, 5), np.float32), np.ones((40, 3), np.float32),
                                   np.arange(30, dtype=np.float32)[:, None]])
 def test_degenerate_banks(bank):

@@ -19,7 +19,7 @@ nearest is ever skipped: the result is the flat search's (the k smallest
 ``sum((q - b)^2)``, ties to the lower bank index), computed directly as a float32 sum of
 squares rather than faiss's ``|q|^2 - 2 q.b + |b|^2`` (which loses digits to cancellation),
 so distances agree with faiss to float32 rounding. The clustering only changes the speed.
-Measured in ``docs/bench/scale.md`` (``bench/bench_predict_parts.py``).
+Measured in ``docs/bench/scale.md`` (``bench/bench_knn.py``).
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def _insert(bd, bi, d, j):
 
 
 @njit(cache=True, nogil=True)
-def _search_one(i, q, qp, qr, B, bp, rn, starts, cp, crad, rlo, rhi, tol, out_d, out_i, counts):
+def _search_one(i, q, qp, qr, B, bp, rn, orig, starts, cp, crad, rlo, rhi, tol, out_d, out_i, counts):
     """The k nearest bank rows of query ``i`` (module doc); ``tol``: absolute margin."""
     K = cp.shape[0]
     k = out_d.shape[1]
@@ -81,7 +81,7 @@ def _search_one(i, q, qp, qr, B, bp, rn, starts, cp, crad, rlo, rhi, tol, out_d,
             seen += 1
             d = _sq(q[i], B[j])
             if d <= bd[k - 1]:
-                _insert(bd, bi, d, j)
+                _insert(bd, bi, d, orig[j])  # bank rows are in cluster order; ties by original index
                 lim = np.float64(bd[k - 1]) * (1.0 + _SLACK) + tol
     out_d[i] = bd
     out_i[i] = bi
@@ -89,15 +89,15 @@ def _search_one(i, q, qp, qr, B, bp, rn, starts, cp, crad, rlo, rhi, tol, out_d,
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def _search_par(q, qp, qr, B, bp, rn, starts, cp, crad, rlo, rhi, tol, out_d, out_i, counts):
+def _search_par(q, qp, qr, B, bp, rn, orig, starts, cp, crad, rlo, rhi, tol, out_d, out_i, counts):
     for i in prange(q.shape[0]):
-        _search_one(i, q, qp, qr, B, bp, rn, starts, cp, crad, rlo, rhi, tol, out_d, out_i, counts)
+        _search_one(i, q, qp, qr, B, bp, rn, orig, starts, cp, crad, rlo, rhi, tol, out_d, out_i, counts)
 
 
 @njit(cache=True, nogil=True)
-def _search_seq(q, qp, qr, B, bp, rn, starts, cp, crad, rlo, rhi, tol, out_d, out_i, counts):
+def _search_seq(q, qp, qr, B, bp, rn, orig, starts, cp, crad, rlo, rhi, tol, out_d, out_i, counts):
     for i in range(q.shape[0]):
-        _search_one(i, q, qp, qr, B, bp, rn, starts, cp, crad, rlo, rhi, tol, out_d, out_i, counts)
+        _search_one(i, q, qp, qr, B, bp, rn, orig, starts, cp, crad, rlo, rhi, tol, out_d, out_i, counts)
 
 
 def _kmeans(x: np.ndarray, n_clusters: int, seed: int) -> np.ndarray:
@@ -163,7 +163,7 @@ class PrunedIndex:
         out_i = np.empty((len(q), k), np.int64)
         seen = np.empty(len(q), np.int64)
         run = _search_par if len(q) >= 64 else _search_seq  # a parallel launch costs more than a few rows
-        run(q, qp, qr, self.B, self.bp, self.rn, self.starts, self.cp, self.crad, self.rlo, self.rhi, self.tol, out_d,
-            out_i, seen)
+        run(q, qp, qr, self.B, self.bp, self.rn, self.order, self.starts, self.cp, self.crad, self.rlo, self.rhi,
+            self.tol, out_d, out_i, seen)
         self.last_fraction = float(seen.sum()) / max(1, len(q) * len(self.B))
-        return out_d, self.order[out_i]
+        return out_d, out_i
