@@ -16,23 +16,23 @@ from __future__ import annotations
 import argparse
 import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "bench"))
+from bench_diffusion import best_of  # noqa: E402  (the same timing helper)
+
 DATA = REPO.parent / "shared" / "datasets" / "bsdata"
 
 
 def _best(fn, reps: int = 2) -> float:
+    """Best of ``reps`` timed calls after one warm-up call (seconds)."""
     fn()
-    out = float("inf")
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        out = min(out, time.perf_counter() - t0)
-    return out
+    return best_of(fn, reps)
 
 
 def main(argv: list[str] | None = None) -> None:
