@@ -295,7 +295,7 @@ def test_sigkilled_driver_resumes_to_the_same_bytes(data, tmp_path):
 
     import yaml
 
-    n = 16
+    n = 96  # enough items that the run cannot finish between two looks at the journal (16 could)
     synthesize(_cfg(data, n=n), tmp_path / "ref", workers=1)
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(_cfg(data, n=n).model_dump(mode="json")))
     cmd = [sys.executable, "-m", "defectforge", "synth", "--config", str(tmp_path / "c.yaml"), "--out",
@@ -308,7 +308,7 @@ def test_sigkilled_driver_resumes_to_the_same_bytes(data, tmp_path):
         lines = len(journal.read_text().splitlines()) if journal.is_file() else 0
         if lines >= 3:
             break
-        time.sleep(0.05)
+        time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=60)
     assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]
