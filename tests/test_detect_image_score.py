@@ -32,12 +32,15 @@ def auto(data):
     return _fit(train, {"real": defects})
 
 
-def test_auto_holds_real_defects_out_of_the_bank_and_picks_the_best_on_validation(auto):
+def test_auto_crossfits_real_defects_and_picks_the_best_on_validation(auto):
     info = auto.fit_info_["image_score"]
-    assert info["param"] == "auto" and info["n_val_defect"] == round(0.2 * 12) == 2
+    # every real defect validates (out of fold) and every one is in the model's bank
+    assert info["param"] == "auto" and info["n_val_defect"] == 12
+    assert auto.fit_info_["defect_validation"] == {"mode": "crossfit", "folds": round(1 / 0.2)}
     assert info["n_val_normal"] == auto.fit_info_["n_val_normal"] >= 1
-    assert auto.fit_info_["n_defect_images_in_bank"] == 10
-    assert auto.fit_info_["defect_sets"][0]["validation"] == 2
+    assert auto.fit_info_["n_defect_images_in_bank"] == 12
+    assert auto.fit_info_["defect_sets"][0]["validation"] == 12
+    assert auto.fit_info_["defect_sets"][0]["images"] == 12
     assert set(info["val_auroc"]) == set(AUTO_CANDIDATES)
     best = max(v for v in info["val_auroc"].values() if v is not None)
     assert info["val_auroc"][info["chosen"]] == best and auto.image_score_ == info["chosen"]
@@ -59,24 +62,61 @@ def test_the_choice_never_sees_test_images(data, monkeypatch):
     allowed = {id(x) for x in train + defects}
     assert seen and set(seen) <= allowed and not set(seen) & {id(x) for x in test}
     val_def = [d for d in defects if id(d) in set(seen)]
-    assert len(val_def) == 2  # exactly the held-out real defects were scored, as positives
+    assert len(val_def) == 12  # every real defect scored once, out of fold, as a positive
+    assert sum(x in {id(d) for d in defects} for x in seen) == 12
     monkeypatch.setattr(ExDD, "_score", orig)
     again = _fit(train, {"real": defects})  # deterministic: the same choice without any test data
     assert again.fit_info_["image_score"] == m.fit_info_["image_score"]
 
 
-def test_synthetic_sets_are_never_held_out(data):
+def test_out_of_fold_defects_are_scored_by_a_bank_without_them(data, monkeypatch):
+    """While a validation defect is scored, none of its own rows is in the defect bank in use;
+    the model keeps a bank built from all of them."""
+    train, defects, _ = data
+    checked: list[int] = []
+    orig = ExDD._score
+    ids = {id(d): d for d in defects}
+
+    def spy(self, items, *a, **k):
+        for it in items:
+            if id(it) in ids:
+                own = self._defect_rows(it, 0)
+                bank = {r.tobytes() for r in self.bank_defect_}
+                assert own is not None and not any(r.tobytes() in bank for r in own)
+                checked.append(id(it))
+        return orig(self, items, *a, **k)
+
+    monkeypatch.setattr(ExDD, "_score", spy)
+    m = _fit(train, {"real": defects})
+    assert sorted(checked) == sorted(ids)
+    final = {r.tobytes() for r in m.bank_defect_}
+    assert any(r.tobytes() in final for d in defects for r in m._defect_rows(d, 0))
+
+
+def test_holdout_keeps_a_share_out_of_the_bank(data):
+    train, defects, _ = data
+    m = _fit(train, {"real": defects}, defect_val="holdout")
+    info = m.fit_info_["image_score"]
+    assert info["n_val_defect"] == round(0.2 * 12) == 2 and m.fit_info_["n_defect_images_in_bank"] == 10
+    assert m.fit_info_["defect_sets"][0]["validation"] == 2 and m.fit_info_["defect_sets"][0]["images"] == 12
+    assert m.fit_info_["defect_validation"] == {"mode": "holdout"}
+    with pytest.raises(ConfigError, match="defect_val must be"):
+        _fit(train, defects, defect_val="kfold")
+
+
+def test_synthetic_sets_are_never_validation(data):
     train, defects, _ = data
     m = _fit(train, {"real": defects[:5], "synthetic:x": defects[5:]})
     sets = {s["name"]: s for s in m.fit_info_["defect_sets"]}
     assert sets["synthetic:x"]["validation"] == 0 and sets["synthetic:x"]["in_bank"] == 7
-    # 5 real defects: a 0.2 share is 1 image (< 2): nothing held out, auto keeps the paper's formula
-    assert sets["real"]["validation"] == 0 and m.image_score_ == "weighted"
-    assert "< 2" in m.fit_info_["image_score"]["reason"]
-    # in one plain list, generated samples (meta["generator"]) are never held out either
+    assert sets["real"]["validation"] == 5 and m.fit_info_["image_score"]["n_val_defect"] == 5
+    # one real defect: no two folds, auto keeps the paper's formula and says why
+    one = _fit(train, {"real": defects[:1], "synthetic:x": defects[5:]})
+    assert one.image_score_ == "weighted" and "fewer than 2" in one.fit_info_["image_score"]["reason"]
+    # in one plain list, generated samples (meta["generator"]) never validate either
     tagged = [d.with_(meta={**d.meta, "generator": "pitting"}) for d in defects[5:]]
     m2 = _fit(train, defects[:5] + tagged)
-    assert m2.fit_info_["n_defect_images_in_bank"] == 12 and m2.image_score_ == "weighted"
+    assert m2.fit_info_["n_defect_images_in_bank"] == 12 and m2.fit_info_["image_score"]["n_val_defect"] == 5
 
 
 def test_scores_follow_their_definitions(auto, data):
@@ -103,9 +143,9 @@ def test_each_image_score_as_a_parameter(data):
     topk = _fit(train, {"real": defects}, image_score="topk", topk_fraction=0.05)
     assert topk.image_score_ == "topk" and auroc(y, topk.predict(test).pred_score) > 0.8
     fused = _fit(train, {"real": defects}, image_score="fusion")
-    assert fused.image_score_ == "fusion" and fused.fit_info_["image_score"]["n_val_defect"] == 2
+    assert fused.image_score_ == "fusion" and fused.fit_info_["image_score"]["n_val_defect"] == 12
     with pytest.raises(ConfigError, match="fusion"):
-        _fit(train, {"real": defects[:5]}, image_score="fusion")  # no validation defects to calibrate on
+        _fit(train, {"real": defects[:1]}, image_score="fusion")  # no validation defects to calibrate on
     with pytest.raises(ConfigError, match="image_score must be"):
         _fit(train, defects, image_score="best")
     with pytest.raises(ConfigError, match="topk_fraction"):

@@ -38,6 +38,10 @@ def fit_cmd(
     normal_ratio: Optional[float] = typer.Option(None, "--normal-ratio", help="Coreset ratio of the normal bank."),
     defect_ratio: Optional[float] = typer.Option(None, "--defect-ratio", help="Coreset ratio of the defect bank (ExDD)."),
     image_score: Optional[str] = typer.Option(None, "--image-score", help="auto (default for exdd: the best on a validation split carved from train) | weighted (paper) | max (of the map) | patch_max | topk (top-1 %% mean of the ratio map) | fusion (nearest-normal score + ratio map, calibrated on validation)."),
+    defect_val: Optional[str] = typer.Option(
+        None, "--defect-val", help="How real defect images validate the image score (exdd): crossfit (default: "
+                                   "5 folds, each scored by a defect bank built without it; all stay in the bank) | "
+                                   "holdout (20 %% kept out of the bank)."),
     random_init: bool = typer.Option(False, "--random-init", help="Random backbone weights (tests only)."),
     seed: int = typer.Option(0, "--seed"),
     format: Optional[str] = typer.Option(None, "--format", "-f", help="Force the dataset format."),
@@ -88,7 +92,7 @@ def fit_cmd(
     if layers:
         kw["layers"] = tuple(x.strip() for x in layers.split(",") if x.strip())
     for k, v in (("image_size", parse_image_size(image_size)), ("normal_ratio", normal_ratio),
-                 ("defect_ratio", defect_ratio), ("image_score", image_score)):
+                 ("defect_ratio", defect_ratio), ("image_score", image_score), ("defect_val", defect_val)):
         if v is not None:
             kw[k] = v
     det = get_detector(model, progress=True, **kw)
@@ -107,7 +111,8 @@ def fit_cmd(
     det.save(out)
     info = det.fit_info_
     for st in info.get("defect_sets", []):
-        con.print(f"  defect set {st['name']}: {st['images']} images, {st['in_bank']} in the bank ({st['use']})")
+        val = f", {st['validation']} validating" if st.get("validation") else ""
+        con.print(f"  defect set {st['name']}: {st['images']} images, {st['in_bank']} in the bank ({st['use']}{val})")
     con.print(f"saved {out}: input {info['input_size'][0]}x{info['input_size'][1]}, normal bank "
               f"{info['bank_normal']} rows, defect bank {info['bank_defect']} rows, threshold {det.threshold_}")
     sc = info.get("image_score")

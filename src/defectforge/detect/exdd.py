@@ -20,10 +20,12 @@ With an empty defect bank every formula reduces to PatchCore, through the same c
 neighbours, 10 % coreset) that uses defect images, when given, only for validation.
 
 Fitting carves a seeded validation split from the normal training images (never test
-data); for ``image_score="auto"|"fusion"`` it also holds ``defect_val_fraction`` of the real
-defect images out of the defect bank (when that is at least 2 images). It scores that split,
-chooses the image score (``fit_info_["image_score"]``) and stores the image and pixel
-thresholds in the model.
+data). For ``image_score="auto"|"fusion"`` the real defect images validate too:
+``defect_val="crossfit"`` (default) cuts them into ``round(1 / defect_val_fraction)`` folds and
+scores each fold against a defect bank built without it (out of fold), while the model's bank
+keeps them all; ``defect_val="holdout"`` holds ``defect_val_fraction`` of them out of the bank.
+It scores that split, chooses the image score (``fit_info_["image_score"]``) and stores the
+image and pixel thresholds in the model.
 
 The class is assembled from modules named for what they do: this one holds the parameters,
 the backbone and the model-file state; :mod:`~defectforge.detect.exdd_fit` the fitting
@@ -88,7 +90,7 @@ class ExDD(BankFitMixin, PatchScoreMixin, Detector):
                  upsample: str = "bilinear", normal_ratio: float = 0.01, defect_ratio: float = 0.10,
                  coreset_min: int = 0, projection_dim: int | None = 128, weighting: str = "exdd",
                  num_neighbors: int = 3, image_score: str = "auto", topk_fraction: float = 0.01,
-                 defect_val_fraction: float = 0.2, eps: float = 1e-6, sigma: float = 4.0,
+                 defect_val_fraction: float = 0.2, defect_val: str = "crossfit", eps: float = 1e-6, sigma: float = 4.0,
                  map_upsample: str = "bilinear", mask_fraction: float = 0.5, val_fraction: float = 0.1,
                  threshold_quantile: float = 0.99, pixel_quantile: float = 0.999, defects_for: str = "bank",
                  batch_size: int = 4, nn_backend: str = "auto", seed: int = 0, progress: Any = "auto",
@@ -108,6 +110,7 @@ class ExDD(BankFitMixin, PatchScoreMixin, Detector):
         self.image_score = image_score
         self.topk_fraction = topk_fraction
         self.defect_val_fraction = defect_val_fraction
+        self.defect_val = defect_val
         self.eps = eps
         self.sigma = sigma
         self.map_upsample = map_upsample
@@ -151,6 +154,8 @@ class ExDD(BankFitMixin, PatchScoreMixin, Detector):
         if not 0.0 < c.topk_fraction <= 1.0 or not 0.0 <= c.defect_val_fraction < 1.0:
             raise ConfigError(f"topk_fraction must be in (0, 1] and defect_val_fraction in [0, 1), got "
                               f"{c.topk_fraction} and {c.defect_val_fraction}")
+        if c.defect_val not in ("crossfit", "holdout"):
+            raise ConfigError(f"defect_val must be 'crossfit' or 'holdout', got {c.defect_val!r}")
         if c.upsample not in ("bilinear", "nearest") or c.map_upsample not in ("bilinear", "nearest"):
             raise ConfigError("upsample / map_upsample must be 'bilinear' or 'nearest'")
         if c.defects_for not in ("bank", "validation"):

@@ -72,7 +72,7 @@ class BankFitMixin:
             proj = random_projection(D, int(c.projection_dim), c.seed)
 
         t0 = time.perf_counter()
-        self.bank_normal_, n_rows, t1 = self._bank_from(
+        self.bank_normal_, n_rows, t1, _ = self._bank_from(
             "normal", ((first if k == 0 else it, None) for k, it in enumerate(train_items)), len(train_items),
             proj, c.normal_ratio)
         t2 = time.perf_counter()
@@ -82,21 +82,27 @@ class BankFitMixin:
         self.bank_defect_ = np.zeros((0, D), dtype=np.float32)
         set_info = []
         held: dict[str, int] = {}
+        folds: list[list[tuple[str, int]]] = []
+        fold_banks: list[np.ndarray] = []
         score_why = None
         if def_sets and c.defects_for == "bank" and val_items:
-            from defectforge.detect.image_score import NEED_VALIDATION, hold_out_real_defects
+            from defectforge.detect.image_score import NEED_VALIDATION, crossfit_folds, hold_out_real_defects
 
-            if c.image_score in NEED_VALIDATION:
+            if c.image_score in NEED_VALIDATION and c.defect_val == "holdout":
                 def_sets, val_defects, held, score_why = hold_out_real_defects(def_sets, c.defect_val_fraction, c.seed)
+            elif c.image_score in NEED_VALIDATION:
+                folds, score_why = crossfit_folds(def_sets, c.defect_val_fraction, c.seed)
+                held = {k: sum(1 for f in folds for n, _ in f if n == k) for k in def_sets}
         if def_sets and c.defects_for == "bank":
-            tagged = [(it, name) for name, items in def_sets.items() for it in items]
+            tagged = [(it, (name, i)) for name, items in def_sets.items() for i, it in enumerate(items)]
             used: dict[str, int] = {name: 0 for name in def_sets}
-            self.bank_defect_, n_drows, _ = self._bank_from("defect", iter(tagged), len(tagged), proj, c.defect_ratio,
-                                                           used=used)
+            self.bank_defect_, n_drows, _, fold_banks = self._bank_from(
+                "defect", iter(tagged), len(tagged), proj, c.defect_ratio, used=used, folds=[set(f) for f in folds])
             if n_drows == 0:
                 warnings.warn("no defect image contributed rows: the defect bank is empty (PatchCore behaviour)",
                               EmptyDefectMaskWarning, stacklevel=2)
-            set_info = [{"name": k, "images": len(v) + held.get(k, 0), "in_bank": used[k], "use": "bank",
+            out = 0 if folds else 1  # held-out images are not in def_sets any more
+            set_info = [{"name": k, "images": len(v) + out * held.get(k, 0), "in_bank": used[k], "use": "bank",
                          "validation": held.get(k, 0)} for k, v in def_sets.items()]
         elif def_sets:
             # (image, mask) pairs are scored by their image
@@ -108,12 +114,15 @@ class BankFitMixin:
         check_finite_state(c.weights, {"bank_normal": self.bank_normal_, "bank_defect": self.bank_defect_},
                            cause="the backbone produced non-finite features (corrupt --weights?)")
         self._make_indexes()
+        defect_raw = None
+        if folds:  # every real defect image scored by a defect bank built without its fold
+            val_defects, defect_raw = self._out_of_fold(def_sets, folds, fold_banks)
 
         # ---- thresholds on validation (never test)
         self.threshold_ = self.pixel_threshold_ = None
         n_val_def = 0
         if val_items:
-            self._choose_thresholds(val_items, val_defects, score_why)
+            self._choose_thresholds(val_items, val_defects, score_why, defect_raw)
             n_val_def = len(val_defects)
         else:
             self._choose_image_score(None, None, "val_fraction=0: no validation split")
@@ -122,6 +131,8 @@ class BankFitMixin:
         self.fit_info_ = {
             "n_train_normal": len(train_items), "n_val_normal": len(val_items), "n_val_defect": n_val_def,
             "n_defect_images_in_bank": int(sum(x["in_bank"] for x in set_info)), "defect_sets": set_info,
+            "defect_validation": ({"mode": "crossfit", "folds": len(folds)} if folds else
+                                  {"mode": "holdout"} if held else None),
             "n_rows_normal": int(n_rows),
             "bank_normal": int(len(self.bank_normal_)), "bank_defect": int(len(self.bank_defect_)),
             "feature_dim": D, "grid": list(self.grid_), "input_size": list(self.input_size_),
@@ -131,12 +142,14 @@ class BankFitMixin:
         return self
 
     def _bank_from(self, which: str, items: Iterator[tuple[Any, Any]], n_items: int, proj: np.ndarray | None,
-                   ratio: float, used: dict[str, int] | None = None) -> tuple[np.ndarray, int, float]:
-        """``(bank rows, rows seen, time features ended)`` for the normal or the defect
-        bank: features batch by batch (full rows spooled to disk, projected rows kept),
-        then the greedy k-center coreset on the projected rows. ``items`` yields
-        ``(item, tag)``; defect items go through :meth:`_defect_rows` and ``used[tag]``
-        counts the ones that gave rows."""
+                   ratio: float, used: dict[str, int] | None = None, folds: list[set] = ()
+                   ) -> tuple[np.ndarray, int, float, list[np.ndarray]]:
+        """``(bank rows, rows seen, time features ended, fold banks)`` for the normal or the
+        defect bank: features batch by batch (full rows spooled to disk, projected rows
+        kept), then the greedy k-center coreset on the projected rows. ``items`` yields
+        ``(item, tag)``; defect items (tag ``(set name, index)``) go through
+        :meth:`_defect_rows` and ``used[set name]`` counts the ones that gave rows. For each
+        set of tags in ``folds``, a bank built the same way without those items."""
         import time
 
         from defectforge.bank.coreset import coreset_size, greedy_kcenter
@@ -151,6 +164,8 @@ class BankFitMixin:
         # the normal rows' count is known: fill one array (no second copy at the end)
         sel_all = (np.empty((n_items * self.grid_[0] * self.grid_[1], sel_dim), np.float32)
                    if which == "normal" else None)
+        item_tags: list[Any] = []
+        item_rows: list[int] = []
         with RowSpool(D) as spool:
             with progress_task(f"features ({which})", n_items, self.progress) as bar:
                 # batches of images -> rows, in order, in this process or on an engine (fit_job)
@@ -159,7 +174,9 @@ class BankFitMixin:
                     if rows is None:
                         continue
                     if used is not None:
-                        used[tag] += 1
+                        used[tag[0]] += 1
+                    item_tags.append(tag)
+                    item_rows.append(len(rows))
                     if sel_all is not None:
                         dst = sel_all[spool.n_rows:spool.n_rows + len(rows)]
                         if proj is not None:
@@ -171,15 +188,43 @@ class BankFitMixin:
                     spool.append(rows)
             t_feat = time.perf_counter()
             n_rows = spool.n_rows
+            empty = np.zeros((0, D), np.float32)
             if n_rows == 0:
-                return np.zeros((0, D), np.float32), 0, t_feat
+                return empty, 0, t_feat, [empty for _ in folds]
             sel = sel_all[:n_rows] if sel_all is not None else np.concatenate(sel_parts)
             del sel_parts, sel_all
+            fold_banks = []
+            for fold in folds:  # before the full bank's choice, which may reorder sel in place
+                sub = np.flatnonzero(np.repeat(np.array([t not in fold for t in item_tags], bool), item_rows))
+                idx = greedy_kcenter(sel[sub], coreset_size(len(sub), ratio, c.coreset_min), seed=c.seed)
+                fold_banks.append(np.ascontiguousarray(spool.gather(np.sort(sub[idx]))) if len(sub) else empty)
             target = coreset_size(n_rows, ratio, c.coreset_min)
             with progress_task(f"coreset ({which} bank)", target, self.progress) as bar:
                 idx = greedy_kcenter(sel, target, seed=c.seed, progress=bar.update, overwrite_x=True)
             del sel
-            return np.ascontiguousarray(spool.gather(np.sort(idx))), n_rows, t_feat
+            return np.ascontiguousarray(spool.gather(np.sort(idx))), n_rows, t_feat, fold_banks
+
+    def _out_of_fold(self, def_sets: dict[str, list[Any]], folds: list[list[tuple[str, int]]],
+                     fold_banks: list[np.ndarray]) -> tuple[list[Any], dict[str, np.ndarray]]:
+        """``(images, raw scores)`` of every fold's real defect images, each fold scored
+        against the defect bank built without it (the normal bank as fitted)."""
+        from defectforge.bank.knn import NearestNeighbors
+
+        c = self.config
+        final = (self.bank_defect_, self._nn_defect)
+        images: list[Any] = []
+        parts: list[dict[str, np.ndarray]] = []
+        try:
+            for fold, bank in zip(folds, fold_banks):
+                self.bank_defect_ = bank
+                self._nn_defect = NearestNeighbors(bank, c.nn_backend, device=c.device) if len(bank) else None
+                its = [def_sets[name][i] for name, i in fold]
+                its = [d[0] if isinstance(d, (tuple, list)) else d for d in its]
+                parts.append(self._score(its, keep_input_maps=False)[0])
+                images += its
+        finally:
+            self.bank_defect_, self._nn_defect = final
+        return images, {n: np.concatenate([p[n] for p in parts]) for n in parts[0]}
 
     def _defect_rows(self, item: Any, k: int) -> np.ndarray | None:
         """Rows of one defect image whose grid cell is at least ``mask_fraction`` defect."""
@@ -218,13 +263,20 @@ class BankFitMixin:
         self._score_info = info
         self.image_score_, self._fusion = info["chosen"], info["fusion"]
 
-    def _choose_thresholds(self, val_items: list[Any], val_defects: list[Any], why: str | None = None) -> None:
+    def _choose_thresholds(self, val_items: list[Any], val_defects: list[Any], why: str | None = None,
+                           defect_raw: dict[str, np.ndarray] | None = None) -> None:
+        """Image score and thresholds from the validation images (``defect_raw``: the
+        defects' raw scores when already computed out of fold)."""
         from defectforge.detect.image_score import final_scores
         from defectforge.metrics import select_threshold
 
         self.threshold_ = float("inf")
         self.pixel_threshold_ = float("inf")
-        raw, maps = self._score(val_items + val_defects, keep_input_maps=True)
+        if defect_raw is None:
+            raw, maps = self._score(val_items + val_defects, keep_input_maps=True)
+        else:
+            raw, maps = self._score(val_items, keep_input_maps=True)
+            raw = {n: np.concatenate([v, defect_raw[n]]) for n, v in raw.items()}
         labels = np.array([False] * len(val_items) + [True] * len(val_defects))
         self._choose_image_score(raw, labels, why)
         scores = final_scores(self.image_score_, raw, self._fusion)

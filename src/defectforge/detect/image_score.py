@@ -45,13 +45,32 @@ def _is_synthetic(item: Any) -> bool:
     return isinstance(meta, dict) and bool(meta.get("generator"))
 
 
+def _real(def_sets: dict[str, list[Any]]) -> list[tuple[str, int]]:
+    """``(set name, index)`` of the real defect images: not in sets named ``synthetic*``, and
+    without a ``meta["generator"]`` (which synthetic samples carry)."""
+    return [(name, i) for name, items in def_sets.items() if not name.startswith("synthetic")
+            for i, it in enumerate(items) if not _is_synthetic(it)]
+
+
+def crossfit_folds(def_sets: dict[str, list[Any]], fraction: float, seed: int):
+    """``round(1 / fraction)`` seeded folds of the real defect images (fewer when there are
+    fewer images; every fold gets at least one): a list of sorted ``(set name, index)``
+    lists, and a reason when there are none (fewer than 2 real images, or ``fraction`` 0)."""
+    real = _real(def_sets)
+    k = int(min(round(1.0 / fraction), len(real))) if fraction > 0 else 0
+    if k < 2:
+        return [], (f"{len(real)} real defect image(s) and defect_val_fraction {fraction:g}: fewer than 2 "
+                    "validation folds, so none is scored out of fold")
+    order = np.random.default_rng([int(seed), 15]).permutation(len(real))
+    return [sorted(real[j] for j in order[f::k]) for f in range(k)], None
+
+
 def hold_out_real_defects(def_sets: dict[str, list[Any]], fraction: float, seed: int):
     """Hold ``fraction`` of the **real** defect images (not in sets named ``synthetic*``, and
     without a ``meta["generator"]``, which synthetic samples carry) out of
     the defect bank for validation (seeded), when that is at least 2 images and leaves one.
     Returns ``(sets left for the bank, held-out images, held per set, reason when none)``."""
-    real = [(name, i) for name, items in def_sets.items() if not name.startswith("synthetic")
-            for i, it in enumerate(items) if not _is_synthetic(it)]
+    real = _real(def_sets)
     n_hold = int(round(fraction * len(real)))
     if n_hold < 2 or len(real) - n_hold < 1:
         return def_sets, [], {}, (f"{len(real)} real defect image(s): a {fraction:g} validation share is "

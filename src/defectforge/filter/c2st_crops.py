@@ -40,15 +40,19 @@ DEFECT_MIN = 16  # px: the smallest defect-centred crop
 
 
 def instances(mask: np.ndarray, max_per_image: int) -> list[tuple[np.ndarray, tuple[int, int, int, int]]]:
-    """``(component mask, (x0, y0, x1, y1))`` of the largest ``max_per_image`` components."""
-    import cv2
+    """``(component mask at the image size, (x0, y0, x1, y1))`` of the largest
+    ``max_per_image`` 8-connected components (:func:`defectforge.synth2d.masks.components`;
+    equal areas keep their label order)."""
+    from defectforge.synth2d.masks import components
 
-    n, lab, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
-    order = sorted(range(1, n), key=lambda i: -int(stats[i, cv2.CC_STAT_AREA]))[:max_per_image]
+    comps = components(mask)
+    order = sorted(range(len(comps)), key=lambda i: -int(comps[i][0].sum()))[:max_per_image]
     out = []
     for i in order:
-        x, y, w, h = (int(v) for v in stats[i, :4])
-        out.append((lab == i, (x, y, x + w, y + h)))
+        patch, (y0, x0, y1, x1) = comps[i]
+        full = np.zeros(mask.shape[:2], bool)
+        full[y0:y1, x0:x1] = patch
+        out.append((full, (x0, y0, x1, y1)))
     return out
 
 

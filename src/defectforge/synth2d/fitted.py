@@ -124,7 +124,7 @@ class Fitted(Generator):
         prof: DefectProfile = self.profile  # type: ignore[assignment]
         roi = _roi_or_all(image, roi, c.roi_margin)
         n = min(c.max_count, self.stats.sample_count(rng)) if self.stats is not None else 1
-        prob = self.placement_map(image, roi)
+        prob = None  # the prior placement map: only needed when context placement is off or fails
         grey = PL.host_grey(image) if c.placement == "context" else None
         out, mask = image, np.zeros(image.shape[:2], bool)
         metas = []
@@ -141,6 +141,8 @@ class Fitted(Generator):
             if got is not None:
                 y0, x0, guided = got[0], got[1], True
             else:
+                if prob is None:
+                    prob = self.placement_map(image, roi)
                 y0, x0, guided = self._position(m, roi, mask, prob, rng)
             ph, pw = m.shape
             ys, xs, off = _paste_crop(out, y0, x0, ph, pw, 0)

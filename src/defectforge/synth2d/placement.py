@@ -40,6 +40,8 @@ import cv2
 import numpy as np
 from pydantic import BaseModel, Field
 
+from defectforge.synth2d.appearance import luminance
+
 #: the stored surround: side / the defect's longer box side, its minimum side and its
 #: largest stored side (px)
 SURROUND = 3.0
@@ -47,7 +49,6 @@ SURROUND_MIN = 32
 SURROUND_PX = 64
 #: the template is reduced to about this many px (side) before matching
 MATCH_PX = 16
-_GREY = np.array([0.299, 0.587, 0.114], np.float32)
 
 
 class ContextOptions(BaseModel):
@@ -134,7 +135,7 @@ def template(s: Surround, side_px: float, reach_px: float) -> tuple[np.ndarray, 
     ya, yb, xa, xb = max(0, ta), min(n, ta + side), max(0, la), min(n, la + side)
     if yb <= ya or xb <= xa:
         return None
-    grey[ya - ta:yb - ta, xa - la:xb - la] = s.rgba[ya:yb, xa:xb, :3].astype(np.float32) @ _GREY
+    grey[ya - ta:yb - ta, xa - la:xb - la] = luminance(s.rgba[ya:yb, xa:xb, :3])
     valid[ya - ta:yb - ta, xa - la:xb - la] = s.rgba[ya:yb, xa:xb, 3] > 127
     hole[ya - ta:yb - ta, xa - la:xb - la] = occ[ya:yb, xa:xb]
     r = max(0, int(np.ceil(reach_px / s.px)))
@@ -148,7 +149,7 @@ def template(s: Surround, side_px: float, reach_px: float) -> tuple[np.ndarray, 
 
 def host_grey(image: np.ndarray) -> np.ndarray:
     """Grey levels (float32) of an RGB host, as the templates are made."""
-    return image.astype(np.float32) @ _GREY
+    return luminance(image)
 
 
 def score_places(grey: np.ndarray, tmpl: np.ndarray, tmask: np.ndarray, px: float, level: float = 1.0
