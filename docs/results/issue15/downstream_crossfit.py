@@ -2,7 +2,8 @@
 synthetic defects (docs/results/recipe-search-exdd/best_recipe.yaml, chosen on validation before
 this run), with the cross-fitted validation default. Nothing here is chosen from test numbers.
 
-usage: PYTHONPATH=src python docs/results/issue15/downstream_crossfit.py 0,1,2 OUT.json
+usage: PYTHONPATH=src python docs/results/issue15/downstream_crossfit.py 0,1,2 OUT.json [RECIPE.yaml]
+(RECIPE.yaml: another searched recipe instead of the default one)
 """
 import json, sys, time, warnings
 from defectforge.data import load_dataset
@@ -14,7 +15,7 @@ ds = load_dataset("../shared/datasets/bsdata")
 train = [s for s in ds if s.split == "train"]
 goods = [s for s in train if not s.is_defect]
 defs = [s for s in train if s.is_defect]
-base = load_config("docs/results/recipe-search-exdd/best_recipe.yaml")
+base = load_config(sys.argv[3] if len(sys.argv) > 3 else "docs/results/recipe-search-exdd/best_recipe.yaml")
 out = {}
 for seed in [int(x) for x in sys.argv[1].split(",")]:
     cfg = base.model_copy(update={"seed": seed})
