@@ -13,8 +13,10 @@ just ``d-`` without a defect bank; ``map`` = that patch map upsampled and smooth
 - ``nn_max`` — PatchCore-style nearest-normal score ``max_p d-(p)`` (no defect bank involved);
 - ``fusion`` — a calibrated fusion of ``nn_max`` and ``topk``: logistic regression on
   ``(log nn_max, log topk)`` standardised, fitted on the **validation** split only (good
-  validation images held out of the normal bank, real defect images held out of the defect
-  bank); its decision function (a log-odds) is the score.
+  validation images held out of the normal bank; real defect images scored out of fold by
+  defect banks built without them, :func:`crossfit_folds`, or held out of the defect bank,
+  :func:`hold_out_real_defects`: ExDD's ``defect_val``); its decision function (a log-odds)
+  is the score.
 
 ``image_score="auto"`` picks, on that validation split, the one of ``weighted``, ``max``,
 ``topk`` and ``fusion`` with the highest AUROC (``fusion``'s AUROC is out-of-fold:
