@@ -67,7 +67,9 @@ def _iou(a, b) -> float:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, one_torch_thread):
     data = _squares(12)
-    det = train_detector(data, tmp_path_factory.mktemp("yolox") / "run", _cfg(epochs=30, lr=0.1))
+    # lr 0.1 / 30 epochs sat at the edge: it learned on one CPU and not on another (AVX-512 kernels
+    # round differently); 0.05 / 60 epochs gives IoU 0.67-0.74, mAP@0.5 0.83-1.0 over data seeds 0-2
+    det = train_detector(data, tmp_path_factory.mktemp("yolox") / "run", _cfg(epochs=60, lr=0.05))
     return det, data
 
 

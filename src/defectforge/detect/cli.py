@@ -42,6 +42,10 @@ def fit_cmd(
         None, "--defect-val", help="How real defect images validate the image score (exdd): crossfit (default: "
                                    "5 folds, each scored by a defect bank built without it; all stay in the bank) | "
                                    "holdout (20 %% kept out of the bank)."),
+    coreset_chunk: Optional[int] = typer.Option(
+        None, "--coreset-chunk", min=0, help="Opt-in, approximate: choose the normal bank's coreset per chunk of N "
+                                             "images (linear time and memory for large sets; default 0: one exact "
+                                             "choice over all images). Effect on the metrics: docs/bench/scale.md."),
     random_init: bool = typer.Option(False, "--random-init", help="Random backbone weights (tests only)."),
     seed: int = typer.Option(0, "--seed"),
     format: Optional[str] = typer.Option(None, "--format", "-f", help="Force the dataset format."),
@@ -92,7 +96,8 @@ def fit_cmd(
     if layers:
         kw["layers"] = tuple(x.strip() for x in layers.split(",") if x.strip())
     for k, v in (("image_size", parse_image_size(image_size)), ("normal_ratio", normal_ratio),
-                 ("defect_ratio", defect_ratio), ("image_score", image_score), ("defect_val", defect_val)):
+                 ("defect_ratio", defect_ratio), ("image_score", image_score), ("defect_val", defect_val),
+                 ("coreset_chunk", coreset_chunk)):
         if v is not None:
             kw[k] = v
     det = get_detector(model, progress=True, **kw)
@@ -113,6 +118,9 @@ def fit_cmd(
     for st in info.get("defect_sets", []):
         val = f", {st['validation']} validating" if st.get("validation") else ""
         con.print(f"  defect set {st['name']}: {st['images']} images, {st['in_bank']} in the bank ({st['use']}{val})")
+    if (info.get("coreset") or {}).get("mode") == "chunked":
+        con.print(f"  normal coreset: approximate, chosen in {info['coreset']['chunks']} chunks of about "
+                  f"{info['coreset']['chunk_images']} images")
     con.print(f"saved {out}: input {info['input_size'][0]}x{info['input_size'][1]}, normal bank "
               f"{info['bank_normal']} rows, defect bank {info['bank_defect']} rows, threshold {det.threshold_}")
     sc = info.get("image_score")

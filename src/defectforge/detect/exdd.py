@@ -74,6 +74,10 @@ class ExDD(BankFitMixin, PatchScoreMixin, Detector):
     ``(stage, done, total)``. ``device``
     (run-time too): ``"cpu"`` or ``"cuda[:N]"`` for the backbone and the nearest-neighbour
     search (the coreset choice always runs on the CPU, exact).
+    ``coreset_chunk`` (opt-in, approximate): ``0`` (default) makes one exact greedy choice
+    over all normal rows; ``N > 0`` makes it per chunk of about ``N`` training images,
+    chosen while the features run, so fit time and memory grow linearly with the images
+    (:mod:`defectforge.bank.chunked`; its effect on the metrics: ``docs/bench/scale.md``).
 
     Fitted attributes: ``input_size_``, ``grid_``, ``feature_dim_``, ``layers_``,
     ``bank_normal_``, ``bank_defect_``, ``threshold_``, ``pixel_threshold_``, ``fit_info_``,
@@ -88,7 +92,7 @@ class ExDD(BankFitMixin, PatchScoreMixin, Detector):
     def __init__(self, backbone: str = "efficientnet_lite0", layers: tuple[str, ...] | None = None,
                  weights: str | None = None, random_init: bool = False, image_size: int | tuple[int, int] = 256,
                  upsample: str = "bilinear", normal_ratio: float = 0.01, defect_ratio: float = 0.10,
-                 coreset_min: int = 0, projection_dim: int | None = 128, weighting: str = "exdd",
+                 coreset_min: int = 0, coreset_chunk: int = 0, projection_dim: int | None = 128, weighting: str = "exdd",
                  num_neighbors: int = 3, image_score: str = "auto", topk_fraction: float = 0.01,
                  defect_val_fraction: float = 0.2, defect_val: str = "crossfit", eps: float = 1e-6, sigma: float = 4.0,
                  map_upsample: str = "bilinear", mask_fraction: float = 0.5, val_fraction: float = 0.1,
@@ -104,6 +108,7 @@ class ExDD(BankFitMixin, PatchScoreMixin, Detector):
         self.normal_ratio = normal_ratio
         self.defect_ratio = defect_ratio
         self.coreset_min = coreset_min
+        self.coreset_chunk = coreset_chunk
         self.projection_dim = projection_dim
         self.weighting = weighting
         self.num_neighbors = num_neighbors
@@ -128,6 +133,7 @@ class ExDD(BankFitMixin, PatchScoreMixin, Detector):
         self._nn_normal = None
         self._nn_defect = None
         self._fusion = self._score_info = None
+        self._coreset_info = None
 
     # ------------------------------------------------------------------ params
     @property
@@ -168,6 +174,8 @@ class ExDD(BankFitMixin, PatchScoreMixin, Detector):
             raise ConfigError(f"val_fraction must be in [0, 1), got {c.val_fraction}")
         if not 0.0 < c.mask_fraction <= 1.0:
             raise ConfigError(f"mask_fraction must be in (0, 1], got {c.mask_fraction}")
+        if isinstance(c.coreset_chunk, bool) or not isinstance(c.coreset_chunk, (int, np.integer)) or c.coreset_chunk < 0:
+            raise ConfigError(f"coreset_chunk must be an int >= 0 (0: one exact choice), got {c.coreset_chunk!r}")
         if c.num_neighbors < 1 or c.batch_size < 1:
             raise ConfigError("num_neighbors and batch_size must be >= 1")
         if c.eps <= 0:

@@ -136,6 +136,7 @@ class BankFitMixin:
             "n_rows_normal": int(n_rows),
             "bank_normal": int(len(self.bank_normal_)), "bank_defect": int(len(self.bank_defect_)),
             "feature_dim": D, "grid": list(self.grid_), "input_size": list(self.input_size_),
+            "coreset": self._coreset_info,
             "seconds_features": round(t1 - t0, 3), "seconds_coreset": round(t2 - t1, 3),
             "seconds_defect_bank": round(t3 - t2, 3), "image_score": self._score_info,
         }
@@ -146,7 +147,10 @@ class BankFitMixin:
                    ) -> tuple[np.ndarray, int, float, list[np.ndarray]]:
         """``(bank rows, rows seen, time features ended, fold banks)`` for the normal or the
         defect bank: features batch by batch (full rows spooled to disk, projected rows
-        kept), then the greedy k-center coreset on the projected rows. ``items`` yields
+        kept), then the greedy k-center coreset on the projected rows. With ``coreset_chunk``
+        (normal bank only) each chunk of images is chosen as soon as it is complete and only
+        its projected rows are kept; the time those choices took is taken off the returned
+        feature time (it is coreset time). ``items`` yields
         ``(item, tag)``; defect items (tag ``(set name, index)``) go through
         :meth:`_defect_rows` and ``used[set name]`` counts the ones that gave rows. For each
         set of tags in ``folds``, a bank built the same way without those items."""
@@ -161,9 +165,15 @@ class BankFitMixin:
         D = self.feature_dim_
         sel_dim = proj.shape[1] if proj is not None else D
         sel_parts: list[np.ndarray] = []
+        chunked = None
+        if which == "normal" and c.coreset_chunk:  # opt-in: exact choice per chunk of images (bank.chunked)
+            from defectforge.bank.chunked import ChunkedKCenter
+
+            chunked = ChunkedKCenter(n_items, self.grid_[0] * self.grid_[1], c.coreset_chunk, ratio, c.seed,
+                                     c.coreset_min)
         # the normal rows' count is known: fill one array (no second copy at the end)
         sel_all = (np.empty((n_items * self.grid_[0] * self.grid_[1], sel_dim), np.float32)
-                   if which == "normal" else None)
+                   if which == "normal" and chunked is None else None)
         item_tags: list[Any] = []
         item_rows: list[int] = []
         with RowSpool(D) as spool:
@@ -177,7 +187,9 @@ class BankFitMixin:
                         used[tag[0]] += 1
                     item_tags.append(tag)
                     item_rows.append(len(rows))
-                    if sel_all is not None:
+                    if chunked is not None:
+                        chunked.add(rows @ proj if proj is not None else rows)
+                    elif sel_all is not None:
                         dst = sel_all[spool.n_rows:spool.n_rows + len(rows)]
                         if proj is not None:
                             np.matmul(rows, proj, out=dst)
@@ -189,6 +201,13 @@ class BankFitMixin:
             t_feat = time.perf_counter()
             n_rows = spool.n_rows
             empty = np.zeros((0, D), np.float32)
+            if chunked is not None:  # the chunks were chosen while the features ran: count that as coreset time
+                idx = chunked.finish()
+                self._coreset_info = {"mode": "chunked", "chunk_images": int(c.coreset_chunk),
+                                      "chunks": chunked.n_chunks}
+                return np.ascontiguousarray(spool.gather(idx)), n_rows, t_feat - chunked.seconds, []
+            if which == "normal":
+                self._coreset_info = {"mode": "exact"}
             if n_rows == 0:
                 return empty, 0, t_feat, [empty for _ in folds]
             sel = sel_all[:n_rows] if sel_all is not None else np.concatenate(sel_parts)
