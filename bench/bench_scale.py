@@ -182,7 +182,10 @@ def _slope(rows: list[dict]) -> float | None:
 
 
 def write_doc(results: list[dict], args, path: Path) -> None:
-    lines = ["# Benchmark: detector fit / predict vs number of training images", "",
+    title = "# Benchmark: detector fit / predict vs number of training images"
+    if args.coreset_chunk:
+        title += f", opt-in chunked coreset ({args.coreset_chunk} images a chunk)"
+    lines = [title, "",
              f"- Date: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC; machine: {platform.machine()}, "
              f"{os.cpu_count()} CPUs, device {args.device}",
              f"- Command: `{args.command}`",
