@@ -11,7 +11,7 @@ then linear in the number of images (one chunk of projected rows in memory at a 
 What it gives up: a farthest-first traversal of each chunk covers that chunk, not the
 others, so rows that repeat across chunks (the same part seen again) are kept once per
 chunk; the bank has the same size but a larger coverage radius than the exact choice.
-Its effect on every metric is measured in ``docs/bench/scale.md``.
+Its effect on every metric is measured in ``docs/bench/scale_chunked.md``.
 
     ch = ChunkedKCenter(n_images=402, rows_per_image=2528, chunk_images=100, ratio=0.1, seed=0)
     for rows in projected_batches:   # in input order
@@ -20,8 +20,6 @@ Its effect on every metric is measured in ``docs/bench/scale.md``.
 """
 
 from __future__ import annotations
-
-from typing import Callable
 
 import numpy as np
 
@@ -43,19 +41,18 @@ class ChunkedKCenter:
     ``add`` takes projected rows in input order (any batch size; a batch may cross a
     chunk's end); ``finish`` returns the chosen global row indices, sorted. Every chunk's
     target is :func:`coreset_size` of its rows at ``ratio`` (``minimum`` is shared out in
-    proportion to the rows); chunk 0 is seeded with ``seed``, chunk ``j > 0`` from ``(seed, j)``. ``on_chunk`` is
-    called with ``(chunk index, number of chunks, seconds)`` after each choice.
+    proportion to the rows); chunk 0 is seeded with ``seed``, chunk ``j > 0`` from
+    ``(seed, j)``. ``seconds`` adds up the time of the choices.
     """
 
     def __init__(self, n_images: int, rows_per_image: int, chunk_images: int, ratio: float, seed: int = 0,
-                 minimum: int = 0, on_chunk: Callable[[int, int, float], None] | None = None):
+                 minimum: int = 0):
         if chunk_images < 1 or rows_per_image < 1:
             raise ValueError(f"chunk_images and rows_per_image must be >= 1, got {chunk_images}, {rows_per_image}")
         self.rows_per_image = int(rows_per_image)
         self.bounds = [b * self.rows_per_image for b in chunk_bounds(n_images, chunk_images)]
         self.n_rows = self.bounds[-1]
         self.ratio, self.seed, self.minimum = float(ratio), int(seed), int(minimum)
-        self.on_chunk = on_chunk
         self.seconds = 0.0
         self._buf: np.ndarray | None = None
         self._j = 0          # current chunk
@@ -91,13 +88,10 @@ class ChunkedKCenter:
         seed = self.seed if self._j == 0 else int(np.random.default_rng([self.seed, self._j]).integers(2 ** 31))
         t0 = time.perf_counter()
         idx = greedy_kcenter(self._buf, coreset_size(n, self.ratio, share), seed=seed, overwrite_x=True)
-        dt = time.perf_counter() - t0
-        self.seconds += dt
+        self.seconds += time.perf_counter() - t0
         self._chosen.append(np.sort(idx) + start)
         self._buf = None
         self._j += 1
-        if self.on_chunk:
-            self.on_chunk(self._j, self.n_chunks, dt)
 
     def finish(self) -> np.ndarray:
         """The chosen global row indices, sorted (all chunks must have been added)."""
