@@ -77,7 +77,7 @@ class ExDD(BankFitMixin, PatchScoreMixin, Detector):
     ``coreset_chunk`` (opt-in, approximate): ``0`` (default) makes one exact greedy choice
     over all normal rows; ``N > 0`` makes it per chunk of about ``N`` training images,
     chosen while the features run, so fit time and memory grow linearly with the images
-    (:mod:`defectforge.bank.chunked`; its effect on the metrics: ``docs/bench/scale.md``).
+    (:mod:`defectforge.bank.chunked`; its effect on the metrics: ``docs/bench/scale_chunked.md``).
 
     Fitted attributes: ``input_size_``, ``grid_``, ``feature_dim_``, ``layers_``,
     ``bank_normal_``, ``bank_defect_``, ``threshold_``, ``pixel_threshold_``, ``fit_info_``,
@@ -133,7 +133,6 @@ class ExDD(BankFitMixin, PatchScoreMixin, Detector):
         self._nn_normal = None
         self._nn_defect = None
         self._fusion = self._score_info = None
-        self._coreset_info = None
 
     # ------------------------------------------------------------------ params
     @property

@@ -40,6 +40,7 @@ class BankFitMixin:
         rows wait in a temporary file and only the chosen ones are read back."""
         import time
 
+        from defectforge.bank.chunked import chunk_bounds
         from defectforge.bank.features import random_projection, to_rgb
         from defectforge.detect.exdd import EmptyDefectMaskWarning
 
@@ -136,7 +137,9 @@ class BankFitMixin:
             "n_rows_normal": int(n_rows),
             "bank_normal": int(len(self.bank_normal_)), "bank_defect": int(len(self.bank_defect_)),
             "feature_dim": D, "grid": list(self.grid_), "input_size": list(self.input_size_),
-            "coreset": self._coreset_info,
+            "coreset": ({"mode": "chunked", "chunk_images": int(c.coreset_chunk),
+                         "chunks": len(chunk_bounds(len(train_items), c.coreset_chunk)) - 1}
+                        if c.coreset_chunk else {"mode": "exact"}),
             "seconds_features": round(t1 - t0, 3), "seconds_coreset": round(t2 - t1, 3),
             "seconds_defect_bank": round(t3 - t2, 3), "image_score": self._score_info,
         }
@@ -202,12 +205,7 @@ class BankFitMixin:
             n_rows = spool.n_rows
             empty = np.zeros((0, D), np.float32)
             if chunked is not None:  # the chunks were chosen while the features ran: count that as coreset time
-                idx = chunked.finish()
-                self._coreset_info = {"mode": "chunked", "chunk_images": int(c.coreset_chunk),
-                                      "chunks": chunked.n_chunks}
-                return np.ascontiguousarray(spool.gather(idx)), n_rows, t_feat - chunked.seconds, []
-            if which == "normal":
-                self._coreset_info = {"mode": "exact"}
+                return np.ascontiguousarray(spool.gather(chunked.finish())), n_rows, t_feat - chunked.seconds, []
             if n_rows == 0:
                 return empty, 0, t_feat, [empty for _ in folds]
             sel = sel_all[:n_rows] if sel_all is not None else np.concatenate(sel_parts)
