@@ -146,3 +146,61 @@ def test_experiment_cli_passes_settings(tmp_path, monkeypatch):
     r = CliRunner().invoke(app, ["experiment", "synsur-regimes", "--data", str(tmp_path), "-o", str(tmp_path / "p"),
                                  "--few-real", "10", "--few-real", "25"])
     assert r.exit_code == 0 and seen["st"].few_real == (10, 25)
+
+
+def test_few_real_synthetic_sees_only_the_few_real_defects(small, tmp_path, monkeypatch):
+    """In a "k real + n synthetic" regime the generator copies / fits only those k real
+    defects (not every train-part defect); generator parameters reach the generator;
+    ``steps_per_epoch`` reaches the detector's config."""
+    from defectforge.experiments import runner
+
+    seen = {}
+
+    def fake_det(ctx, seed, key, train, val):
+        seen[key] = (list(train), ctx.st.train_config(seed))
+        return {"map50": 0.5, "map50_95": 0.2}
+
+    monkeypatch.setattr(runner, "_det", fake_det)
+    st = _st(seeds=(0,), few_real=(2,), few_real_synth=3, generator="transplant",
+             generator_params={"blend": "matched"}, steps_per_epoch=7, only=("2 real + 3 synthetic",))
+    run_experiment("synsur-regimes", small, tmp_path / "f", st)
+    train, cfg = seen["few2_3_s0"]
+    assert cfg.steps_per_epoch == 7
+    reals = [s for s in train if s.is_defect and not s.meta.get("generator")]
+    syn = [s for s in train if s.meta.get("generator") == "transplant"]
+    assert len(reals) == 2 and len(syn) == 3
+    part_defects = {s.name for s in runner._Ctx(small, st, tmp_path).split(0)[0] if s.is_defect}
+    assert len(part_defects) > 2  # the train part holds more real defects than the regime may use
+    import json
+
+    params = [json.loads(s.meta["params"]) for s in syn]
+    assert {p["real_source"] for p in params} <= {r.name for r in reals}
+    assert all(p["blend"] == "matched" for p in params)
+    with pytest.raises(ConfigError, match="transplant"):
+        _st(generator="transplant", generator_params={"blend": "nope"}).check()
+    with pytest.raises(ConfigError, match="generator_params"):
+        _st(generator_params=["blend"]).check()
+
+
+def test_experiment_cli_generator_params_and_steps(tmp_path, monkeypatch):
+    import typer
+    from typer.testing import CliRunner
+
+    from defectforge.experiments import cli as ecli
+    from defectforge.experiments import runner
+
+    seen = {}
+    monkeypatch.setattr(runner, "run_experiment",
+                        lambda name, data, out, st, **kw: seen.update(st=st) or {"markdown": "| x |\n"})
+    app = typer.Typer(cls=_Group)
+    ecli.register(app)
+    app.command("noop")(lambda: None)
+    base = ["experiment", "synsur-regimes", "--data", str(tmp_path), "-o", str(tmp_path / "o")]
+    r = CliRunner().invoke(app, base + ["--generator", "transplant", "--generator-params", '{"blend": "matched"}',
+                                        "--steps-per-epoch", "50"])
+    assert r.exit_code == 0, r.output
+    assert seen["st"].generator_params == {"blend": "matched"} and seen["st"].steps_per_epoch == 50
+    r = CliRunner().invoke(app, base + ["--generator-params", "{blend"])
+    assert r.exit_code != 0 and "not valid JSON" in r.output
+    r = CliRunner().invoke(app, base + ["--generator", "transplant", "--generator-params", '{"blend": "nope"}'])
+    assert r.exit_code != 0 and "transplant" in r.output

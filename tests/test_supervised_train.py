@@ -191,3 +191,31 @@ def test_trains_on_cuda_and_resumes_on_the_cpu(tmp_path):
     assert next(gpu.model_.parameters()).is_cuda
     a, b = gpu.predict(data[:3]).pred_score, det.predict(data[:3]).pred_score
     assert np.allclose(a, b, atol=1e-3)
+
+
+def test_steps_per_epoch_fixes_the_optimiser_steps_whatever_the_data(tmp_path):
+    """``steps_per_epoch``: every run takes epochs x steps optimiser steps, more or fewer images
+    alike (equal-steps comparisons of training sets); the default stays one pass."""
+    from defectforge.supervised.train import _epoch_order
+
+    def steps(data, cfg, name):
+        seen = []
+        train_detector(data, tmp_path / name, cfg, progress=lambda stage, done, total: seen.append((done, total)))
+        return seen
+
+    small, big = _data(8), _data(16, seed=3)
+    one_pass = steps(small, _cfg(epochs=2), "a")  # 8 images, batch 4: 2 steps per epoch
+    assert one_pass == [(1, 2), (2, 2)] * 2
+    assert len(steps(big, _cfg(epochs=2), "b")) == 8  # 16 images: 4 per epoch
+    fixed = _cfg(epochs=2, steps_per_epoch=3)
+    assert steps(small, fixed, "c") == [(1, 3), (2, 3), (3, 3)] * 2
+    assert steps(big, fixed, "d") == [(1, 3), (2, 3), (3, 3)] * 2
+    # the order cycles seeded permutations: every image once before any twice
+    gen = torch.Generator().manual_seed(0)
+    order = _epoch_order(list(range(5)), 12, gen)
+    assert len(order) == 12 and sorted(order[:5]) == list(range(5)) and sorted(order[5:10]) == list(range(5))
+    gen2 = torch.Generator().manual_seed(0)
+    assert _epoch_order(list(range(5)), 12, gen2) == order
+    for bad in (0, -2, 1.5, True):
+        with pytest.raises(ConfigError, match="steps_per_epoch"):
+            train_detector(small, tmp_path / "e", _cfg(steps_per_epoch=bad))

@@ -30,6 +30,12 @@ def experiment_cmd(
     filter_detector: Optional[List[str]] = typer.Option(None, help="Filtering ablation: exdd and/or supervised "
                                                         "(default both)."),
     generator: str = typer.Option("pitting", help="synth2d generator for the synthetic sets."),
+    generator_params: Optional[str] = typer.Option(None, "--generator-params",
+                                                   help="The generator's parameters as a JSON object, e.g. "
+                                                        "'{\"blend\": \"matched\"}'."),
+    steps_per_epoch: Optional[int] = typer.Option(None, "--steps-per-epoch", min=1,
+                                                  help="Box detectors: optimiser steps per epoch for every "
+                                                       "condition (equal steps; default: one pass over the images)."),
     max_test: Optional[int] = typer.Option(None, help="Deterministic TEST subsample for speed (default: all)."),
     only: Optional[List[str]] = typer.Option(None, "--only", help="Run only this condition (repeatable), e.g. "
                                              "--only 'real only'."),
@@ -55,7 +61,16 @@ def experiment_cmd(
     st = ExperimentSettings(seeds=tuple(seeds), exdd_image_size=exdd_image_size, arch=arch,
                             det_image_size=det_image_size, epochs=epochs, batch_size=batch_size, lr=lr,
                             patience=patience, few_real_synth=few_real_synth, filter_n=filter_n,
-                            generator=generator, max_test=max_test)
+                            generator=generator, max_test=max_test, steps_per_epoch=steps_per_epoch)
+    if generator_params:
+        import json
+
+        from defectforge.errors import ConfigError
+
+        try:
+            st.generator_params = json.loads(generator_params)
+        except ValueError as exc:
+            raise ConfigError(f"--generator-params is not valid JSON: {exc}") from None
     if n_synth:
         st.n_synth = tuple(n_synth)
     if ratio:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -14,9 +14,11 @@ __all__ = ["check_synthetic", "make_synthetic", "subsample"]
 
 
 def make_synthetic(goods: Sequence[Sample], real_defects: Sequence[Sample], n: int, seed: int,
-                   generator: str = "pitting", classes: Sequence[str] | None = None) -> list[Sample]:
+                   generator: str = "pitting", classes: Sequence[str] | None = None,
+                   params: dict[str, Any] | None = None) -> list[Sample]:
     """``n`` synthetic defects on ``goods`` (split evenly over ``classes``), their size and
-    placement statistics fitted on ``real_defects``. Deterministic in ``seed``."""
+    placement statistics fitted on ``real_defects`` (the only real defects the generator
+    sees). ``params``: the generator's parameters. Deterministic in ``seed``."""
     from defectforge.synth2d import generate_samples
 
     if n <= 0:
@@ -30,12 +32,12 @@ def make_synthetic(goods: Sequence[Sample], real_defects: Sequence[Sample], n: i
         if m == 0:
             continue
         reals = [s for s in real_defects if s.label == c] or list(real_defects)
-        got = generate_samples(list(goods), generator, m, seed=seed * 1000 + k, real_defects=reals, defect_type=c)
+        got = generate_samples(list(goods), generator, m, seed=seed * 1000 + k, real_defects=reals, defect_type=c, **(params or {}))
         tries = 0
         while len(got) < m and tries < 3:  # a few samples may fail QC: top up
             tries += 1
             got += generate_samples(list(goods), generator, m - len(got), seed=seed * 1000 + 97 * tries + k,
-                                    real_defects=reals, defect_type=c)
+                                    real_defects=reals, defect_type=c, **(params or {}))
         for j, s in enumerate(got[:m]):
             s.meta["name"] = f"syn_{c}_s{seed}_{j:04d}"
         out += got[:m]

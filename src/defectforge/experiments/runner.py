@@ -24,7 +24,7 @@ import math
 import shutil
 import time
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -47,6 +47,7 @@ class ExperimentSettings:
 
     seeds: tuple[int, ...] = (0, 1, 2)
     generator: str = "pitting"
+    generator_params: dict[str, Any] = field(default_factory=dict)  # the generator's parameters (e.g. blend)
     # ExDD
     exdd_image_size: int = 256
     n_synth: tuple[int, ...] = (0, 50, 100, 150)
@@ -59,6 +60,7 @@ class ExperimentSettings:
     patience: int = 4
     val_fraction: float = 0.2
     neg_per_pos: float | None = 1.0
+    steps_per_epoch: int | None = None  # equal optimiser steps for every condition (TrainConfig)
     ratios: tuple[float, ...] = (0.5, 1.0, 2.0)
     synth_only_n: int | None = None  # default: as many as the real train-part defects
     few_real: tuple[int, ...] = (10, 25, 63)
@@ -84,13 +86,20 @@ class ExperimentSettings:
         if bad:
             raise ConfigError(f"filter_detectors must be exdd and/or supervised, got {bad}")
         self.train_config(0).check()
+        if not isinstance(self.generator_params, dict):
+            raise ConfigError(f"generator_params must be a mapping of parameter names to values, "
+                              f"got {type(self.generator_params).__name__}")
+        from defectforge.synth2d.base import get_generator
+
+        get_generator(self.generator, **self.generator_params)  # unknown name or bad parameters: ConfigError
 
     def train_config(self, seed: int):
         from defectforge.supervised.train import TrainConfig
 
         return TrainConfig(arch=self.arch, image_size=self.det_image_size, epochs=self.epochs,
                            batch_size=self.batch_size, lr=self.lr, patience=self.patience,
-                           val_fraction=self.val_fraction, neg_per_pos=self.neg_per_pos, seed=seed)
+                           val_fraction=self.val_fraction, neg_per_pos=self.neg_per_pos, seed=seed,
+                           steps_per_epoch=self.steps_per_epoch)
 
 
 def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
@@ -131,8 +140,11 @@ class _Ctx:
 
         return split_train_val(self.train, self.st.val_fraction, seed)
 
-    def pool(self, kind: str, seed: int, n: int) -> list[Sample]:
-        """Synthetic pool: ``kind='all'`` from all TRAIN, ``'part'`` from the train part only."""
+    def pool(self, kind: str, seed: int, n: int, defects: list[Sample] | None = None) -> list[Sample]:
+        """Synthetic pool: ``kind='all'`` from all TRAIN, ``'part'`` from the train part only.
+        ``defects``: the real defects the generator may fit or copy (default: those of
+        ``kind``'s images), e.g. only a few-real regime's ``k`` defects; ``kind`` names the
+        pool for the cache, so give each set of defects its own."""
         from defectforge.experiments.data import make_synthetic
 
         key = (kind, seed)
@@ -140,8 +152,8 @@ class _Ctx:
         if len(have) < n:
             src = self.train if kind == "all" else self.split(seed)[0]
             goods = [s for s in src if not s.is_defect]
-            defs = [s for s in src if s.is_defect]
-            have = make_synthetic(goods, defs, n, seed, self.st.generator, self.classes)
+            defs = [s for s in src if s.is_defect] if defects is None else list(defects)
+            have = make_synthetic(goods, defs, n, seed, self.st.generator, self.classes, self.st.generator_params)
             self._pools[key] = have
         return have[:n]
 
@@ -214,7 +226,9 @@ def _synsur_regimes(ctx: _Ctx) -> list[tuple[str, Callable[[int], dict[str, Any]
         tr, va = ctx.split(seed)
         defs = subsample([s for s in tr if s.is_defect], k, seed)
         goods = [s for s in tr if not s.is_defect]
-        return _det(ctx, seed, f"few{k}_{n_syn}_s{seed}", goods + defs + ctx.pool("part", seed, n_syn), va)
+        # the synthetic defects learn from (or copy) only these k real defects
+        syn = ctx.pool(f"few{k}", seed, n_syn, defects=defs) if n_syn else []
+        return _det(ctx, seed, f"few{k}_{n_syn}_s{seed}", goods + defs + syn, va)
 
     conds.append(("real only", real_only))
     conds.append(("synthetic only", synth_only))

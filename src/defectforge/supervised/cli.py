@@ -22,6 +22,9 @@ def train_detector_cmd(
     val_fraction: float = typer.Option(0.2, help="Validation share carved from TRAIN (early stopping)."),
     patience: int = typer.Option(5, help="Epochs without validation improvement before stopping."),
     trainable_stages: int = typer.Option(0, help="Unfreeze the last k backbone stages (0 = FPN + heads only)."),
+    steps_per_epoch: Optional[int] = typer.Option(None, "--steps-per-epoch", min=1,
+                                                  help="Optimiser steps per epoch whatever the data (default: one "
+                                                       "pass over the images); compare training sets at equal steps."),
     seed: int = typer.Option(0),
     overwrite: bool = typer.Option(False, help="Discard a checkpoint of a different run in --out."),
     device: str = typer.Option("cpu", "--device", help="Where the network trains and predicts: auto, cpu, cuda[:N] "
@@ -44,7 +47,8 @@ def train_detector_cmd(
     image_size = parse_image_size(image_size, square_ok=False)
     ultra = is_ultralytics_arch(arch)
     cfg = TrainConfig(arch=arch, image_size=image_size, epochs=epochs, batch_size=batch_size, lr=lr,
-                      val_fraction=val_fraction, patience=patience, trainable_stages=trainable_stages, seed=seed)
+                      val_fraction=val_fraction, patience=patience, trainable_stages=trainable_stages, seed=seed,
+                      steps_per_epoch=steps_per_epoch)
     if ultra:
         from defectforge.supervised.ultralytics_adapter import require_ultralytics, resolve_model
 

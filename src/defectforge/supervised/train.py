@@ -61,6 +61,11 @@ class TrainConfig:
     score_thresh: float = 0.05
     random_init: bool = False
     seed: int = 0
+    steps_per_epoch: int | None = None
+    """Optimiser steps per epoch, whatever the data (the epoch's images are drawn by cycling
+    seeded permutations of the defect images and sampled good images). ``None``: one pass,
+    ``ceil((defects + goods) / batch_size)`` steps, so a run with more images takes more
+    steps. Set it to compare training sets at equal optimiser steps."""
 
     def check(self) -> None:
         from defectforge.supervised.models import ARCHS
@@ -87,6 +92,10 @@ class TrainConfig:
             raise ConfigError(f"image_size must be >= 32, got {self.image_size}")
         if self.patience < 1:
             raise ConfigError(f"patience must be >= 1, got {self.patience}")
+        if self.steps_per_epoch is not None and (isinstance(self.steps_per_epoch, bool)
+                                                 or not isinstance(self.steps_per_epoch, int)
+                                                 or self.steps_per_epoch < 1):
+            raise ConfigError(f"steps_per_epoch must be a positive integer or None, got {self.steps_per_epoch!r}")
 
     def resume_key(self) -> dict[str, Any]:
         """Fields that must match to resume (epochs/patience may change)."""
@@ -241,6 +250,19 @@ def _on_cpu(obj: Any) -> Any:
     return obj
 
 
+def _epoch_order(pool: list[int], length: int | None, gen: Any) -> list[int]:
+    """One epoch's image order: a seeded permutation of ``pool``; with ``length``, seeded
+    permutations one after another, cut at ``length`` (every image once before any twice)."""
+    import torch
+
+    if length is None:
+        return [pool[i] for i in torch.randperm(len(pool), generator=gen).tolist()]
+    order: list[int] = []
+    while len(order) < length:
+        order += [pool[i] for i in torch.randperm(len(pool), generator=gen).tolist()]
+    return order[:length]
+
+
 def _lr_at(step: int, total: int, cfg: TrainConfig) -> float:
     w = min(cfg.warmup_iters, max(1, total // 5))
     if step < w:
@@ -320,7 +342,8 @@ def _train(rf, cfg: TrainConfig, items: list[_Item], cls: list[str], tr: list[Sa
     opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     gen = torch.Generator().manual_seed(cfg.seed)
     n_neg = len(neg) if cfg.neg_per_pos is None else min(len(neg), int(round(cfg.neg_per_pos * len(pos))))
-    iters_per_epoch = max(1, math.ceil((len(pos) + n_neg) / cfg.batch_size))
+    iters_per_epoch = (cfg.steps_per_epoch if cfg.steps_per_epoch is not None
+                       else max(1, math.ceil((len(pos) + n_neg) / cfg.batch_size)))
     total = iters_per_epoch * cfg.epochs
     history: list[dict[str, Any]] = []
     best = (-1.0, -1.0)
@@ -346,7 +369,7 @@ def _train(rf, cfg: TrainConfig, items: list[_Item], cls: list[str], tr: list[Sa
             break
         t0 = time.perf_counter()
         negs = [neg[i] for i in torch.randperm(len(neg), generator=gen)[:n_neg].tolist()] if neg else []
-        order = [(pos + negs)[i] for i in torch.randperm(len(pos) + len(negs), generator=gen).tolist()]
+        order = _epoch_order(pos + negs, iters_per_epoch * cfg.batch_size if cfg.steps_per_epoch else None, gen)
         flips = torch.rand(len(order), 2, generator=gen) < 0.5
         det.model_.train()
         losses = []
