@@ -303,3 +303,31 @@ def test_bad_max_c2st_is_a_one_line_error(data, tmp_path):
 
     r = CliRunner().invoke(app, ["recipe", "search", str(data), "--max-c2st", "1.5", "--out", str(tmp_path / "x")])
     assert r.exit_code == 2 and "--max-c2st" in r.output
+
+
+def test_box_candidates_get_the_baselines_optimiser_steps(data, tmp_path, monkeypatch):
+    """Every box candidate trains for as many optimiser steps as the real-only baseline's
+    one pass (more synthetic images do not mean more steps); an explicit value is used as is."""
+    import defectforge.supervised.train as tr
+
+    seen = []
+    orig = tr.train_detector
+
+    def spy(train, out, cfg, **kw):
+        seen.append((len(train), cfg.steps_per_epoch))
+        return orig(train, out, cfg, **kw)
+
+    monkeypatch.setattr(tr, "train_detector", spy)
+    st = _tiny(detector="fcos-lite0", trials=2, generators=("fitted",), epochs=1, patience=1, ratio_range=(2.0, 3.0))
+    search_recipes(data, tmp_path / "s", st)
+    sp = carve_splits(__import__("defectforge.data", fromlist=["load_dataset"]).load_dataset(data), st)
+    want = rs.baseline_steps(sp, st.batch_size)
+    assert want == -(-(len(sp.guide) + min(len(sp.fit_good), len(sp.guide))) // st.batch_size)
+    assert len(seen) == 3 and len({n for n, _ in seen}) > 1  # the trials train on more images ...
+    assert {s for _, s in seen} == {want}  # ... for the same number of steps
+    seen.clear()
+    search_recipes(data, tmp_path / "t", _tiny(detector="fcos-lite0", trials=1, generators=("fitted",), epochs=1,
+                                               patience=1, steps_per_epoch=5))
+    assert {s for _, s in seen} == {5}
+    with pytest.raises(ConfigError, match="steps-per-epoch"):
+        _tiny(steps_per_epoch=0).check()

@@ -55,6 +55,9 @@ def search_cmd(
     epochs: int = typer.Option(8, "--epochs", help="Box detectors: epochs per trial."),
     batch_size: int = typer.Option(4, "--batch-size", help="Box detectors: batch size."),
     patience: int = typer.Option(3, "--patience", help="Box detectors: early-stopping patience (epochs)."),
+    steps_per_epoch: Optional[int] = typer.Option(None, "--steps-per-epoch", min=1,
+                                                  help="Box detectors: optimiser steps per epoch for every candidate "
+                                                       "(default: the real-only baseline's one pass: equal steps)."),
     realism: bool = typer.Option(True, "--realism/--no-realism", help="Measure the best recipe's C2ST AUC against "
                                                                   "the validation defects (report, search.json)."),
     max_c2st: Optional[float] = typer.Option(None, "--max-c2st", help="Realism limit: recipes whose C2ST AUC vs the "
@@ -73,7 +76,7 @@ def search_cmd(
                         ratio_range=_floats(ratio_range, "--ratio-range"), defect_type=defect_type,
                         val_defects=val_defects, val_good=val_good, max_good=max_good, max_val_good=max_val_good,
                         min_gain=min_gain, folds=folds, image_size=image_size, normal_ratio=normal_ratio, epochs=epochs,
-                        batch_size=batch_size, patience=patience, device=device, realism=realism,
+                        batch_size=batch_size, patience=patience, steps_per_epoch=steps_per_epoch, device=device, realism=realism,
                         max_c2st=max_c2st)
     con = _console()
     summary = search_recipes(data, out, st, overwrite=overwrite, log=lambda m: con.print(m, highlight=False))

@@ -66,6 +66,10 @@ class SearchSettings:
     epochs: int = 8
     batch_size: int = 4
     patience: int = 3
+    steps_per_epoch: int | None = None
+    """Box detectors: optimiser steps per epoch for every candidate. ``None``: the real-only
+    baseline's one pass (fit goods + guide defects), so a recipe never wins by taking more
+    steps than the baseline."""
     detector_params: dict[str, Any] = field(default_factory=dict)
     """Extra keyword arguments of ``ExDD`` / ``TrainConfig`` (e.g. ``backbone``)."""
     device: str = "cpu"
@@ -102,6 +106,8 @@ class SearchSettings:
             raise ConfigError(f"--max-c2st must be in (0, 1], got {self.max_c2st}")
         if self.trials < 1:
             raise ConfigError(f"--trials must be >= 1, got {self.trials}")
+        if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
+            raise ConfigError(f"--steps-per-epoch must be >= 1, got {self.steps_per_epoch}")
         if not (0 < self.val_defects < 1) or not (0 < self.val_good < 1):
             raise ConfigError("--val-defects and --val-good must be fractions in (0, 1)")
         lo, hi = self.ratio_range
@@ -207,12 +213,23 @@ def score_exdd(sp: Splits, synth: list[Sample], st: SearchSettings, report: Call
             "pixel_auroc": float(m["pixel_auroc"])}
 
 
+def baseline_steps(sp: Splits, batch_size: int, neg_per_pos: float | None = 1.0) -> int:
+    """Optimiser steps of one pass over the real-only baseline's images (the guide defects
+    and the fit goods sampled with them, ``TrainConfig.neg_per_pos``), the steps per epoch
+    every box candidate gets by default."""
+    n_neg = len(sp.fit_good) if neg_per_pos is None else min(len(sp.fit_good), int(round(neg_per_pos * len(sp.guide))))
+    return max(1, -(-(len(sp.guide) + n_neg) // batch_size))
+
+
 def score_boxes(sp: Splits, synth: list[Sample], st: SearchSettings, work: Path,
                 report: Callable[[float, int], None] | None = None) -> dict[str, Any]:
     from defectforge.supervised.train import TrainConfig, train_detector
 
     cfg = TrainConfig(**{"arch": st.detector, "image_size": st.image_size, "epochs": st.epochs,
-                         "batch_size": st.batch_size, "patience": st.patience, "seed": st.seed, **st.detector_params})
+                         "batch_size": st.batch_size, "patience": st.patience, "seed": st.seed,
+                         "steps_per_epoch": st.steps_per_epoch or baseline_steps(sp, st.batch_size,
+                                                                                st.detector_params.get("neg_per_pos", 1.0)),
+                         **st.detector_params})
 
     def on_epoch(epoch: int, rec: dict[str, Any]) -> None:
         if report is not None:
