@@ -54,6 +54,9 @@ OPTIONS: dict[str, tuple[str, str]] = {
     "--batch-size": ("int", "training batch size"),
     "--lr": ("float", "learning rate"),
     "--patience": ("int", "epochs without validation improvement before stopping"),
+    "--steps-per-epoch": ("int", "box detectors: optimiser steps per epoch whatever the data (equal-step "
+                                 "comparisons; default: one pass over the images, in `recipe search` the real-only "
+                                 "baseline's pass)"),
     "--steps": ("int", "training steps (`lora train`, `detect3d fit` with pointnet)"),
     "--points": ("int", "points per generated part / sampled mesh"),
     "--prompt": ("str", "a text prompt given to a model (diffusion training prompt; CLIP text for filtering)"),
