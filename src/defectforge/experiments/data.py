@@ -32,7 +32,8 @@ def make_synthetic(goods: Sequence[Sample], real_defects: Sequence[Sample], n: i
         if m == 0:
             continue
         reals = [s for s in real_defects if s.label == c] or list(real_defects)
-        got = generate_samples(list(goods), generator, m, seed=seed * 1000 + k, real_defects=reals, defect_type=c, **(params or {}))
+        got = generate_samples(list(goods), generator, m, seed=seed * 1000 + k, real_defects=reals, defect_type=c,
+                               **(params or {}))
         tries = 0
         while len(got) < m and tries < 3:  # a few samples may fail QC: top up
             tries += 1

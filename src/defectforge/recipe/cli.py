@@ -76,8 +76,8 @@ def search_cmd(
                         ratio_range=_floats(ratio_range, "--ratio-range"), defect_type=defect_type,
                         val_defects=val_defects, val_good=val_good, max_good=max_good, max_val_good=max_val_good,
                         min_gain=min_gain, folds=folds, image_size=image_size, normal_ratio=normal_ratio, epochs=epochs,
-                        batch_size=batch_size, patience=patience, steps_per_epoch=steps_per_epoch, device=device, realism=realism,
-                        max_c2st=max_c2st)
+                        batch_size=batch_size, patience=patience, steps_per_epoch=steps_per_epoch, device=device,
+                        realism=realism, max_c2st=max_c2st)
     con = _console()
     summary = search_recipes(data, out, st, overwrite=overwrite, log=lambda m: con.print(m, highlight=False))
     if st.reductions():

@@ -215,21 +215,21 @@ def score_exdd(sp: Splits, synth: list[Sample], st: SearchSettings, report: Call
 
 def baseline_steps(sp: Splits, batch_size: int, neg_per_pos: float | None = 1.0) -> int:
     """Optimiser steps of one pass over the real-only baseline's images (the guide defects
-    and the fit goods sampled with them, ``TrainConfig.neg_per_pos``), the steps per epoch
-    every box candidate gets by default."""
-    n_neg = len(sp.fit_good) if neg_per_pos is None else min(len(sp.fit_good), int(round(neg_per_pos * len(sp.guide))))
-    return max(1, -(-(len(sp.guide) + n_neg) // batch_size))
+    and the fit goods sampled with them), the steps per epoch every box candidate gets by
+    default."""
+    from defectforge.supervised.train import one_pass_steps
+
+    return one_pass_steps(len(sp.guide), len(sp.fit_good), batch_size, neg_per_pos)
 
 
 def score_boxes(sp: Splits, synth: list[Sample], st: SearchSettings, work: Path,
                 report: Callable[[float, int], None] | None = None) -> dict[str, Any]:
     from defectforge.supervised.train import TrainConfig, train_detector
 
+    steps = st.steps_per_epoch or baseline_steps(sp, st.batch_size, st.detector_params.get("neg_per_pos", 1.0))
     cfg = TrainConfig(**{"arch": st.detector, "image_size": st.image_size, "epochs": st.epochs,
                          "batch_size": st.batch_size, "patience": st.patience, "seed": st.seed,
-                         "steps_per_epoch": st.steps_per_epoch or baseline_steps(sp, st.batch_size,
-                                                                                st.detector_params.get("neg_per_pos", 1.0)),
-                         **st.detector_params})
+                         "steps_per_epoch": steps, **st.detector_params})
 
     def on_epoch(epoch: int, rec: dict[str, Any]) -> None:
         if report is not None:

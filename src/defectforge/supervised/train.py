@@ -250,6 +250,17 @@ def _on_cpu(obj: Any) -> Any:
     return obj
 
 
+def negatives_per_epoch(n_pos: int, n_neg: int, neg_per_pos: float | None) -> int:
+    """Good images sampled per epoch next to ``n_pos`` defect images (all when ``None``)."""
+    return n_neg if neg_per_pos is None else min(n_neg, int(round(neg_per_pos * n_pos)))
+
+
+def one_pass_steps(n_pos: int, n_neg: int, batch_size: int, neg_per_pos: float | None = 1.0) -> int:
+    """Optimiser steps of one epoch without ``steps_per_epoch``: one pass over the defect
+    images and the good images sampled with them."""
+    return max(1, math.ceil((n_pos + negatives_per_epoch(n_pos, n_neg, neg_per_pos)) / batch_size))
+
+
 def _epoch_order(pool: list[int], length: int | None, gen: Any) -> list[int]:
     """One epoch's image order: a seeded permutation of ``pool``; with ``length``, seeded
     permutations one after another, cut at ``length`` (every image once before any twice)."""
@@ -341,9 +352,9 @@ def _train(rf, cfg: TrainConfig, items: list[_Item], cls: list[str], tr: list[Sa
     params = [p for p in det.model_.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     gen = torch.Generator().manual_seed(cfg.seed)
-    n_neg = len(neg) if cfg.neg_per_pos is None else min(len(neg), int(round(cfg.neg_per_pos * len(pos))))
+    n_neg = negatives_per_epoch(len(pos), len(neg), cfg.neg_per_pos)
     iters_per_epoch = (cfg.steps_per_epoch if cfg.steps_per_epoch is not None
-                       else max(1, math.ceil((len(pos) + n_neg) / cfg.batch_size)))
+                       else one_pass_steps(len(pos), len(neg), cfg.batch_size, cfg.neg_per_pos))
     total = iters_per_epoch * cfg.epochs
     history: list[dict[str, Any]] = []
     best = (-1.0, -1.0)
