@@ -1,7 +1,8 @@
 """Paired differences of an `experiment synsur-regimes` run (its journal), per seed, with a 95 %
 t interval over the seeds (n - 1 degrees of freedom). Reads only the journal; chooses nothing.
 
-usage: python docs/results/issue15/box_equal_steps/summarize.py RUN_FOLDER [OUT.json]
+usage: python docs/results/issue15/box_equal_steps/summarize.py RUN_FOLDER[,RUN_FOLDER...] [OUT.json]
+(several folders: the same settings run for other seeds, their journals pooled)
 """
 import json
 import sys
@@ -10,8 +11,8 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
-run = Path(sys.argv[1])
-recs = [json.loads(x) for x in (run / ".run" / "journal.jsonl").read_text().splitlines() if x.strip()]
+recs = [json.loads(x) for run in sys.argv[1].split(",")
+        for x in (Path(run) / ".run" / "journal.jsonl").read_text().splitlines() if x.strip()]
 by = {(r["condition"], r["seed"]): r for r in recs}
 pairs = [("real only", "real + synthetic x1"), ("10 real", "10 real + 50 synthetic")]
 out = {"runs": recs, "differences": {}}
