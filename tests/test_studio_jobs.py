@@ -336,3 +336,24 @@ def test_progress_file_for_child_processes(tmp_path, monkeypatch):
     with rich_progress() as cb:
         cb("other", 1, 2)
     assert "other" not in f.read_text()
+
+
+def test_cancel_reaches_the_child_when_the_server_ignores_sigint():
+    """A server started with SIGINT ignored (a shell's background job: ``studio ... &``)
+    passes that on to its children; the job's child takes SIGINT with the default action
+    again, so cancel becomes ``KeyboardInterrupt`` in the CLI instead of being ignored."""
+    import signal
+    import subprocess
+    import sys
+
+    from defectforge.studio.cli_jobs import _child_setup
+
+    probe = [sys.executable, "-c", "import signal; print(signal.getsignal(signal.SIGINT) is signal.default_int_handler)"]
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        inherited = subprocess.run(probe, capture_output=True, text=True, check=True).stdout.strip()
+        fixed = subprocess.run(probe, capture_output=True, text=True, check=True, preexec_fn=_child_setup).stdout.strip()
+    finally:
+        signal.signal(signal.SIGINT, old)
+    assert inherited == "False"  # what a plain child of such a server gets: SIGINT ignored
+    assert fixed == "True"

@@ -113,13 +113,22 @@ def command_line(st, config: dict[str, Any]) -> str:
     return "defectforge " + " ".join(shlex.quote(a) for a in argv(st, config))
 
 
+def _child_setup() -> None:
+    """In the child before ``exec``: die with the server (no orphan writing), and take SIGINT
+    (cancel) with the default action even when the server was started with it ignored (e.g.
+    as a background job of a shell), so that Python turns it into ``KeyboardInterrupt``."""
+    from defectforge._pool import kill_me_with_parent
+
+    kill_me_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def run(st, job: dict[str, Any], cancelled: Callable[[], bool],
         progress: Callable[[str, int, int | None], None] | None = None) -> str:
     """Run the job's command to the end (or until cancelled); raises on failure.
     ``progress(stage, done, total)`` gets the child's progress as it comes."""
     import os
 
-    from defectforge._pool import kill_me_with_parent
     from defectforge.progress import PROGRESS_FILE_ENV
     from defectforge.studio.jobs import Cancelled
 
@@ -135,7 +144,7 @@ def run(st, job: dict[str, Any], cancelled: Callable[[], bool],
         fh.flush()
         proc = subprocess.Popen(cmd, cwd=st.paths.root, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 env={**os.environ, PROGRESS_FILE_ENV: str(prog)},
-                                preexec_fn=kill_me_with_parent)  # a killed server leaves no orphan writing
+                                preexec_fn=_child_setup)
         while proc.poll() is None:
             follow()
             if cancelled():
@@ -145,7 +154,9 @@ def run(st, job: dict[str, Any], cancelled: Callable[[], bool],
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait()
-                raise Cancelled()
+                if proc.returncode != 0:  # stopped; one that had already finished is done, not cancelled
+                    raise Cancelled()
+                break
             time.sleep(0.2)
     follow()
     tail = _tail(log)
