@@ -45,7 +45,8 @@ def fit_cmd(
     coreset_chunk: Optional[int] = typer.Option(
         None, "--coreset-chunk", min=0, help="Opt-in, approximate: choose the normal bank's coreset per chunk of N "
                                              "images (linear time and memory for large sets; default 0: one exact "
-                                             "choice over all images). Effect on the metrics: docs/bench/scale_chunked.md."),
+                                             "choice over all images). Effect on the metrics: "
+                                             "docs/bench/scale_chunked.md."),
     random_init: bool = typer.Option(False, "--random-init", help="Random backbone weights (tests only)."),
     seed: int = typer.Option(0, "--seed"),
     format: Optional[str] = typer.Option(None, "--format", "-f", help="Force the dataset format."),

@@ -266,12 +266,11 @@ def _epoch_order(pool: list[int], length: int | None, gen: Any) -> list[int]:
     permutations one after another, cut at ``length`` (every image once before any twice)."""
     import torch
 
-    if length is None:
-        return [pool[i] for i in torch.randperm(len(pool), generator=gen).tolist()]
+    n = len(pool) if length is None else length
     order: list[int] = []
-    while len(order) < length:
+    while pool and len(order) < n:
         order += [pool[i] for i in torch.randperm(len(pool), generator=gen).tolist()]
-    return order[:length]
+    return order[:n]
 
 
 def _lr_at(step: int, total: int, cfg: TrainConfig) -> float:
