@@ -57,6 +57,8 @@ OPTIONS: dict[str, tuple[str, str]] = {
     "--steps-per-epoch": ("int", "box detectors: optimiser steps per epoch whatever the data (equal-step "
                                  "comparisons; default: one pass over the images, in `recipe search` the real-only "
                                  "baseline's pass)"),
+    "--val-split": ("str", "how validation is carved from TRAIN: `auto` (whole groups, the dataset's `group` "
+                           "column, where the samples have one), `group` or `image`"),
     "--steps": ("int", "training steps (`lora train`, `detect3d fit` with pointnet)"),
     "--points": ("int", "points per generated part / sampled mesh"),
     "--prompt": ("str", "a text prompt given to a model (diffusion training prompt; CLIP text for filtering)"),

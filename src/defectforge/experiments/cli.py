@@ -36,6 +36,8 @@ def experiment_cmd(
     steps_per_epoch: Optional[int] = typer.Option(None, "--steps-per-epoch", min=1,
                                                   help="Box detectors: optimiser steps per epoch for every "
                                                        "condition (equal steps; default: one pass over the images)."),
+    val_split: str = typer.Option("auto", "--val-split", help="auto | group | image: the validation part of TRAIN "
+                                  "holds out whole groups (the dataset's group column) where the samples have them."),
     max_test: Optional[int] = typer.Option(None, help="Deterministic TEST subsample for speed (default: all)."),
     only: Optional[List[str]] = typer.Option(None, "--only", help="Run only this condition (repeatable), e.g. "
                                              "--only 'real only'."),
@@ -61,7 +63,8 @@ def experiment_cmd(
     st = ExperimentSettings(seeds=tuple(seeds), exdd_image_size=exdd_image_size, arch=arch,
                             det_image_size=det_image_size, epochs=epochs, batch_size=batch_size, lr=lr,
                             patience=patience, few_real_synth=few_real_synth, filter_n=filter_n,
-                            generator=generator, max_test=max_test, steps_per_epoch=steps_per_epoch)
+                            generator=generator, max_test=max_test, steps_per_epoch=steps_per_epoch,
+                            val_split=val_split)
     if generator_params:
         import json
 

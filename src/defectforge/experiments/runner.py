@@ -11,7 +11,8 @@
   (:mod:`~defectforge.experiments.results`).
 
 Splits (never test): the real TRAIN split is divided per seed into train-part and
-validation (stratified, ``val_fraction``). Detectors early-stop on that validation part;
+validation (stratified, ``val_fraction``; whole groups where the samples have
+``meta["group"]``, ``val_split``). Detectors early-stop on that validation part;
 synthetic images are made from train-part good images with statistics of train-part
 defects; the filter compares with train-part defects. ExDD uses all TRAIN good images
 (it carves its own validation split for thresholds; AUROCs are threshold-free).
@@ -59,6 +60,7 @@ class ExperimentSettings:
     lr: float = 0.01
     patience: int = 4
     val_fraction: float = 0.2
+    val_split: str = "auto"  # whole groups held out where the samples have them (defectforge.data.splits)
     neg_per_pos: float | None = 1.0
     steps_per_epoch: int | None = None  # equal optimiser steps for every condition (TrainConfig)
     ratios: tuple[float, ...] = (0.5, 1.0, 2.0)
@@ -98,7 +100,7 @@ class ExperimentSettings:
 
         return TrainConfig(arch=self.arch, image_size=self.det_image_size, epochs=self.epochs,
                            batch_size=self.batch_size, lr=self.lr, patience=self.patience,
-                           val_fraction=self.val_fraction, neg_per_pos=self.neg_per_pos, seed=seed,
+                           val_fraction=self.val_fraction, val_split=self.val_split, neg_per_pos=self.neg_per_pos, seed=seed,
                            steps_per_epoch=self.steps_per_epoch)
 
 
@@ -138,7 +140,7 @@ class _Ctx:
     def split(self, seed: int):
         from defectforge.supervised.train import split_train_val
 
-        return split_train_val(self.train, self.st.val_fraction, seed)
+        return split_train_val(self.train, self.st.val_fraction, seed, self.st.val_split)
 
     def pool(self, kind: str, seed: int, n: int, defects: list[Sample] | None = None) -> list[Sample]:
         """Synthetic pool: ``kind='all'`` from all TRAIN, ``'part'`` from the train part only.

@@ -45,6 +45,8 @@ def search_cmd(
                                                                           "the train split has several)."),
     val_defects: float = typer.Option(0.5, "--val-defects", help="Share of real train defects kept for validation."),
     val_good: float = typer.Option(0.2, "--val-good", help="Share of good train images kept for validation."),
+    val_split: str = typer.Option("auto", "--val-split", help="auto | group | image: hold out whole groups (the "
+                                  "dataset's group column, e.g. one photographed spot) where the samples have them."),
     max_good: Optional[int] = typer.Option(None, "--max-good", help="Speed: use at most N good images to fit (stated)."),
     max_val_good: Optional[int] = typer.Option(None, "--max-val-good", help="Speed: at most N good validation images (stated)."),
     min_gain: float = typer.Option(0.01, "--min-gain", help="A recipe must beat the real-only baseline by this much."),
@@ -74,7 +76,7 @@ def search_cmd(
     st = SearchSettings(detector=detector, trials=trials, seed=seed,
                         generators=tuple(g.strip() for g in generators.split(",") if g.strip()),
                         ratio_range=_floats(ratio_range, "--ratio-range"), defect_type=defect_type,
-                        val_defects=val_defects, val_good=val_good, max_good=max_good, max_val_good=max_val_good,
+                        val_defects=val_defects, val_good=val_good, val_split=val_split, max_good=max_good, max_val_good=max_val_good,
                         min_gain=min_gain, folds=folds, image_size=image_size, normal_ratio=normal_ratio, epochs=epochs,
                         batch_size=batch_size, patience=patience, steps_per_epoch=steps_per_epoch, device=device,
                         realism=realism, max_c2st=max_c2st)

@@ -68,7 +68,8 @@ def write_outputs(out: Path, study: Any, st: Any, sp: Any, source: str, ds: Any,
         "best_trial": best.number if best else None, "best": best.user_attrs.get("metrics") if best else None,
         "gain_over_baseline": gain, "min_gain": st.min_gain, "recommend_synthetic": recommend,
         "trials": {s: sum(t.state.name.lower() == s for t in study.trials) for s in ("complete", "pruned", "fail")},
-        "splits": sp.counts(), "settings": st.key(), "search_time_reductions": st.reductions(),
+        "splits": sp.counts(), "split_by": sp.describe(), "settings": st.key(),
+        "search_time_reductions": st.reductions(),
         "seconds_this_run": round(elapsed, 1), "data": source,
         "realism": realism, "realism_line": describe(realism), "max_c2st": max_c2st,
         "excluded_by_realism": excluded,
@@ -190,7 +191,8 @@ def _report(out: Path, summary: dict[str, Any], rows: list[dict[str, Any]], stud
     else:
         sec.text("not enough completed trials (3 needed) or no variation in the scores")
     rep.section("settings", "Settings").kv({k: str(v) for k, v in summary["settings"].items()}).kv(
-        {f"split {k}": v for k, v in summary["splits"].items()})
+        {f"split {k}": v for k, v in summary["splits"].items()}).kv(
+        {f"validation {k}s": v for k, v in summary.get("split_by", {}).items()})
     red = summary["search_time_reductions"]
     rep.section("reduced", "Search-time reductions (differ from the detector's defaults)").kv(
         {k: str(v) for k, v in red.items()} if red else {"none": "-"})

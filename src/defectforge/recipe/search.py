@@ -55,6 +55,10 @@ class SearchSettings:
     defect_type: str | None = None
     val_defects: float = 0.5
     val_good: float = 0.2
+    val_split: str = "auto"
+    """How validation is carved: ``auto`` holds out whole groups (``meta["group"]``, e.g. one
+    photographed spot) where the samples have them, so validation defects come from groups
+    the guide defects do not; ``group`` or ``image`` (:mod:`defectforge.data.splits`)."""
     max_good: int | None = None
     max_val_good: int | None = None
     min_gain: float = 0.01
@@ -108,6 +112,9 @@ class SearchSettings:
             raise ConfigError(f"--trials must be >= 1, got {self.trials}")
         if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
             raise ConfigError(f"--steps-per-epoch must be >= 1, got {self.steps_per_epoch}")
+        from defectforge.data.splits import check_val_split
+
+        check_val_split(self.val_split)
         if not (0 < self.val_defects < 1) or not (0 < self.val_good < 1):
             raise ConfigError("--val-defects and --val-good must be fractions in (0, 1)")
         lo, hi = self.ratio_range
@@ -123,6 +130,7 @@ class SearchSettings:
 
     def key(self) -> dict[str, Any]:
         d = json.loads(json.dumps(asdict(self), default=list))
+        d.pop("val_split")  # the key holds the resolved split (``split_by``) and the validation names
         d.pop("trials")
         d.pop("device")
         return d
@@ -135,6 +143,8 @@ class Splits:
     val_good: list[Sample]
     val_defects: list[Sample]
     defect_type: str
+    by: dict[str, str] = field(default_factory=lambda: {"defect": "image", "good": "image"})
+    """How each stratum was split: ``group`` (whole groups held out) or ``image``."""
 
     @property
     def val(self) -> list[Sample]:
@@ -143,6 +153,20 @@ class Splits:
     def counts(self) -> dict[str, int]:
         return {"fit_good": len(self.fit_good), "guide_defects": len(self.guide), "val_good": len(self.val_good),
                 "val_defects": len(self.val_defects)}
+
+    def describe(self) -> dict[str, str]:
+        """How each stratum was split, in words (reports)."""
+        from defectforge.data.splits import sample_group
+
+        out = {}
+        for what, val, rest in (("defect", self.val_defects, self.guide), ("good", self.val_good, self.fit_good)):
+            if self.by.get(what) == "group":
+                g_val = {sample_group(s) for s in val}
+                g_all = g_val | {sample_group(s) for s in rest}
+                out[what] = f"whole groups: {len(g_val)} of {len(g_all)} held out ({len(val)} images)"
+            else:
+                out[what] = f"by image ({len(val)} held out)"
+        return out
 
 
 def carve_splits(ds: Dataset, st: SearchSettings, fold: int = 0) -> Splits:
@@ -161,19 +185,29 @@ def carve_splits(ds: Dataset, st: SearchSettings, fold: int = 0) -> Splits:
         raise InputError(ds.root, f"need at least 2 masked {t!r} defects in the train split (1 guides, 1 validates)")
     if len(goods) < 4:
         raise InputError(ds.root, "need at least 4 good train images (fit and validation)")
+    from defectforge.data.splits import holdout, split_by
+
+    by_d, by_g = split_by(defects, st.val_split, "defect"), split_by(goods, st.val_split, "good")
     rng = np.random.default_rng(st.seed + fold)
-    pd, pg = rng.permutation(len(defects)), rng.permutation(len(goods))
     nvd = int(np.clip(round(st.val_defects * len(defects)), 1, len(defects) - 1))
     nvg = int(np.clip(round(st.val_good * len(goods)), 1, len(goods) - 2))
-    val_d = [defects[i] for i in sorted(pd[:nvd])]
-    guide = [defects[i] for i in sorted(pd[nvd:])]
-    val_g = [goods[i] for i in sorted(pg[:nvg])]
-    fit_g = [goods[i] for i in sorted(pg[nvg:])]
+    if by_d == by_g == "image":  # the draws of the image split before groups were read, bit for bit
+        pd, pg = rng.permutation(len(defects)), rng.permutation(len(goods))
+        vd, gd = sorted(pd[:nvd]), sorted(pd[nvd:])
+        vg, fg = sorted(pg[:nvg]), sorted(pg[nvg:])
+    else:
+        vd, gd = holdout(defects, nvd, rng, by_d)
+        vg, fg = holdout(goods, nvg, rng, by_g)
+        if len(fg) < 2:
+            raise InputError(ds.root, "holding out whole groups of good images leaves fewer than 2 to fit; "
+                                      "use --val-split image or lower --val-good")
+    val_d, guide = [defects[i] for i in vd], [defects[i] for i in gd]
+    val_g, fit_g = [goods[i] for i in vg], [goods[i] for i in fg]
     if st.max_val_good is not None:
         val_g = val_g[:st.max_val_good]
     if st.max_good is not None:
         fit_g = fit_g[:st.max_good]
-    return Splits(fit_g, guide, val_g, val_d, t)
+    return Splits(fit_g, guide, val_g, val_d, t, {"defect": by_d, "good": by_g})
 
 
 # -- one candidate: synthesise, train/fit, score on validation --------------------------------------
@@ -303,6 +337,8 @@ def search_recipes(data: str | Path | Dataset, out: str | Path, settings: Search
     out = Path(out)
     key = {"settings": st.key(), "data": source, "splits": sp.counts(),
            "val_names": [[s.name for s in f.val] for f in sps]}
+    if any(v == "group" for v in sp.by.values()):  # (a study made before groups were read stays resumable)
+        key["split_by"] = sp.by
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     t_start = time.perf_counter()
     with RunFolder.open(out, job="recipe-search", config=key, inputs=[source], outputs=OUTPUTS, state=STATE,

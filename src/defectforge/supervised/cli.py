@@ -20,6 +20,8 @@ def train_detector_cmd(
     batch_size: int = typer.Option(4),
     lr: float = typer.Option(0.01),
     val_fraction: float = typer.Option(0.2, help="Validation share carved from TRAIN (early stopping)."),
+    val_split: str = typer.Option("auto", "--val-split", help="auto | group | image: hold out whole groups (the "
+                                  "dataset's group column) where the samples have them, or images."),
     patience: int = typer.Option(5, help="Epochs without validation improvement before stopping."),
     trainable_stages: int = typer.Option(0, help="Unfreeze the last k backbone stages (0 = FPN + heads only)."),
     steps_per_epoch: Optional[int] = typer.Option(None, "--steps-per-epoch", min=1,
@@ -47,7 +49,7 @@ def train_detector_cmd(
     image_size = parse_image_size(image_size, square_ok=False)
     ultra = is_ultralytics_arch(arch)
     cfg = TrainConfig(arch=arch, image_size=image_size, epochs=epochs, batch_size=batch_size, lr=lr,
-                      val_fraction=val_fraction, patience=patience, trainable_stages=trainable_stages, seed=seed,
+                      val_fraction=val_fraction, val_split=val_split, patience=patience, trainable_stages=trainable_stages, seed=seed,
                       steps_per_epoch=steps_per_epoch)
     if ultra:
         from defectforge.supervised.ultralytics_adapter import require_ultralytics, resolve_model
@@ -67,7 +69,7 @@ def train_detector_cmd(
         from defectforge.errors import InputError
 
         raise InputError(data, "dataset has no train split")
-    tr, va = split_train_val(real_train, val_fraction, seed)
+    tr, va = split_train_val(real_train, val_fraction, seed, val_split)
     classes = sorted({b.label for s in real_train for b in gt_boxes(s)})
     for sp in synthetic or []:
         from defectforge.experiments.data import check_synthetic

@@ -53,6 +53,9 @@ class TrainConfig:
     weight_decay: float = 1e-4
     warmup_iters: int = 50
     val_fraction: float = 0.2
+    val_split: str = "auto"
+    """How validation is carved from TRAIN: ``auto`` (whole groups, ``meta["group"]``, where
+    the samples have them), ``group`` or ``image`` (:mod:`defectforge.data.splits`)."""
     patience: int = 5
     neg_per_pos: float | None = 1.0
     hflip: bool = True
@@ -86,6 +89,9 @@ class TrainConfig:
             raise ConfigError("epochs and batch_size must be >= 1")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ConfigError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        from defectforge.data.splits import check_val_split
+
+        check_val_split(self.val_split)
         if self.lr <= 0:
             raise ConfigError(f"lr must be > 0, got {self.lr}")
         if self.image_size < 32:
@@ -102,6 +108,7 @@ class TrainConfig:
         d = asdict(self)
         d.pop("epochs")
         d.pop("patience")
+        d.pop("val_split")  # the run key holds the validation set's fingerprint itself
         return d
 
 
@@ -169,18 +176,22 @@ def _batch(items: Sequence[_Item], flips: Sequence[tuple[bool, bool]]):
     return imgs, tgts
 
 
-def split_train_val(samples: Sequence[Sample], val_fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:
-    """Stratified (defect / good) random split of TRAIN into train and validation."""
+def split_train_val(samples: Sequence[Sample], val_fraction: float, seed: int,
+                    val_split: str = "auto") -> tuple[list[Sample], list[Sample]]:
+    """Stratified (defect / good) seeded split of TRAIN into train and validation; within a
+    stratum whole groups are held out under ``val_split`` (:mod:`defectforge.data.splits`)."""
+    from defectforge.data.splits import holdout, split_by
+
     rng = np.random.default_rng(seed)
     tr, va = [], []
-    for group in ([s for s in samples if s.is_defect], [s for s in samples if not s.is_defect]):
+    for what, group in (("defect", [s for s in samples if s.is_defect]), ("good", [s for s in samples if not s.is_defect])):
         n_val = int(round(val_fraction * len(group)))
         if val_fraction > 0 and len(group) >= 2:
             n_val = max(1, n_val)
         n_val = min(n_val, len(group) - 1) if group else 0
-        perm = rng.permutation(len(group))
-        va += [group[i] for i in sorted(perm[:n_val])]
-        tr += [group[i] for i in sorted(perm[n_val:])]
+        vi, ti = holdout(group, n_val, rng, split_by(group, val_split, what) if n_val > 0 else "image")
+        va += [group[i] for i in vi]
+        tr += [group[i] for i in ti]
     return tr, va
 
 
@@ -288,7 +299,8 @@ def train_detector(train: Sequence[Sample], out_dir: str | Path, config: TrainCo
                    device: str = "cpu") -> "BoxDetector":
     """Train (or resume training) a detector; returns the best model on validation.
 
-    ``val=None`` carves ``config.val_fraction`` of ``train`` (stratified). ``classes``
+    ``val=None`` carves ``config.val_fraction`` of ``train`` (stratified; whole groups
+    under ``config.val_split``). ``classes``
     default to the sorted defect labels of ``train``. An existing ``checkpoint.pt`` in
     ``out_dir`` of the same run (same config and data) is resumed; one of another run
     raises :class:`ConfigError` unless ``overwrite``. ``progress(stage, done, total)`` is
@@ -304,7 +316,7 @@ def train_detector(train: Sequence[Sample], out_dir: str | Path, config: TrainCo
     if not any(s.is_defect for s in train):
         raise InputError(None, "training set has no defect samples (nothing to learn boxes from)")
     if val is None:
-        tr, va = split_train_val(train, cfg.val_fraction, cfg.seed)
+        tr, va = split_train_val(train, cfg.val_fraction, cfg.seed, cfg.val_split)
     else:
         tr, va = train, list(val)
     cls = list(classes) if classes is not None else sorted({b.label for s in tr for b in gt_boxes(s)})
