@@ -121,23 +121,30 @@ def test_row_spool_gathers_in_one_pass(tmp_path):
     assert not list(tmp_path.iterdir()), path
 
 
-@pytest.mark.parametrize("threads", [1, 2, 3])
-def test_threaded_block_visits_give_the_same_selection(threads):
-    """Every visit split over threads (``par_min=0``): same rows, same order."""
-    from defectforge.bank._blocks import block_order
-    from defectforge.bank._lazy import LazyState
+@pytest.mark.parametrize("kind", ["normal", "scaled", "clusters", "duplicates"])
+@pytest.mark.parametrize("p", [16, 5, 0])
+def test_the_matrix_product_bound_never_exceeds_the_distance(kind, p):
+    """The visit's first test, ``|a|^2 + |c|^2 - 2 a.c`` less its rounding bound (16 axes:
+    the vectorised kernel, other widths: the general one), is a lower bound of the squared
+    distance of the float32 rows, also for rows far from the origin, and a close one."""
+    from defectforge.bank._lazy import LazyState, _row_bounds, _row_bounds16
 
-    rng = np.random.default_rng(threads)
-    x = _data("clusters", rng, 3000, 24)
-    ref = greedy_kcenter_bruteforce(x, 300, seed=4)
-    y, eps = principal_rows(x, 8)
-    perm = block_order(y, 64)
-    xp = np.ascontiguousarray(x[perm])
-    start = int(np.random.default_rng(4).integers(len(x)))
-    state = LazyState(xp, perm, 300, start, 64, y[perm], eps[perm], threads=threads, par_min=0)
-    while not state.run(50):
-        pass
-    assert np.array_equal(state.chosen[:state.k], ref)
+    rng = np.random.default_rng(p)
+    y = _data(kind, rng, 400, max(p, 1))[:, :p].copy()
+    x = np.zeros((400, 3), np.float32)
+    st = LazyState(x, np.arange(400), 10, 0, 64, y, np.zeros(400))
+    cols = rng.integers(0, 400, 300)
+    YcT = np.ascontiguousarray(st.Y[cols].T)
+    lb = np.empty(300)
+    exact = ((st.Y.astype(np.float64)[:, None, :] - st.Y.astype(np.float64)[cols][None]) ** 2).sum(-1)
+    worst = 0.0
+    for r in range(400):
+        fn = _row_bounds16 if p == 16 else _row_bounds
+        fn(st.Y, r, YcT, 300, st.nr[cols], st.ny[cols], st.nr[r], 2.0 * st.gam * st.ny[r], lb)
+        assert np.all(lb <= exact[r]), (r, np.max(lb - exact[r]))
+        worst = max(worst, float(np.max(exact[r] - lb)))
+    scale = float(st.nr.max()) if p else 1.0
+    assert worst <= 1e-5 * scale + 1e-12  # the bound gives away only rounding
 
 
 def test_a_fit_leaves_the_process_thread_count_alone():

@@ -13,11 +13,13 @@ asked again; once the top block is up to date its row is the farthest row of all
 resolved to the lowest index (a stale block's bound can only fall).
 
 Bringing a block up to date runs proven tests, cheapest first (:func:`_sync`): the block's
-ball against each centre, an annulus through the block centre per row, the distance on the
-first principal axes less its rounding, the float32 distance with its rounding bound. Only
-the pairs no test rules out (the row may be at least as close to the new centre as to its
-nearest chosen one) get the exact float64 distance, computed in NumPy's pairwise order
-(:func:`._exact.pair_dist`), so every stored distance is bit for bit the brute force's.
+ball on the first principal axes against each centre (a centre that far cannot move any
+row), then for every row and every remaining centre at once a lower bound of their distance
+on those axes, from a small matrix product (``|a|^2 + |c|^2 - 2 a.c`` less the product's
+rounding bound; vectorised, :func:`_row_bounds`), then the float32 distance with its rounding
+bound. Only the pairs no test rules out (the row may be at least as close to the new centre
+as to its nearest chosen one) get the exact float64 distance, computed in NumPy's pairwise
+order (:func:`._exact.pair_dist`), so every stored distance is bit for bit the brute force's.
 Blocks far from the action are visited rarely and then with many centres at once.
 """
 
@@ -26,10 +28,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 import defectforge.bank._numba  # noqa: F401  (threading layer without OpenMP)
-from defectforge.bank._exact import _dist_to, pair_dist
+from defectforge.bank._exact import pair_dist
 
 
 @njit(cache=True, nogil=True)
@@ -66,125 +68,131 @@ def _sq32(x, r, q):
 
 
 @njit(cache=True, nogil=True, fastmath=True)
-def _sq64(a, C, q):
-    """``sum((a - C[q])^2)`` in float64, any order (vectorised): within ``d 2^-52`` relative."""
-    acc = 0.0
-    for i in range(a.shape[0]):
-        w = np.float64(a[i]) - np.float64(C[q, i])
-        acc += w * w
-    return acc
+def _ysq(Y, q, yc):
+    """``sum((Y[q] - yc)^2)`` in float64, any order (vectorised): within ``p 2^-52`` relative."""
+    t = 0.0
+    for i in range(Y.shape[1]):
+        w = np.float64(Y[q, i]) - yc[i]
+        t += w * w
+    return t
+
+
+@njit(cache=True, nogil=True, fastmath=True)
+def _row_bounds16(Y, r, YcT, cnt, nc, ncn, a2, c2, lb):
+    """:func:`_row_bounds` for 16 axes, written out so that the compiler keeps the row in
+    registers and vectorises over the centres."""
+    a0 = Y[r, 0]
+    a1 = Y[r, 1]
+    a2_ = Y[r, 2]
+    a3 = Y[r, 3]
+    a4 = Y[r, 4]
+    a5 = Y[r, 5]
+    a6 = Y[r, 6]
+    a7 = Y[r, 7]
+    a8 = Y[r, 8]
+    a9 = Y[r, 9]
+    a10 = Y[r, 10]
+    a11 = Y[r, 11]
+    a12 = Y[r, 12]
+    a13 = Y[r, 13]
+    a14 = Y[r, 14]
+    a15 = Y[r, 15]
+    for j in range(cnt):
+        g = (a0 * YcT[0, j] + a1 * YcT[1, j] + a2_ * YcT[2, j] + a3 * YcT[3, j] + a4 * YcT[4, j] + a5 * YcT[5, j]
+             + a6 * YcT[6, j] + a7 * YcT[7, j] + a8 * YcT[8, j] + a9 * YcT[9, j] + a10 * YcT[10, j]
+             + a11 * YcT[11, j] + a12 * YcT[12, j] + a13 * YcT[13, j] + a14 * YcT[14, j] + a15 * YcT[15, j])
+        lb[j] = (a2 + nc[j]) * (1.0 - 1e-12) - 2.0 * np.float64(g) - c2 * ncn[j]
+
+
+@njit(cache=True, nogil=True, fastmath=True)
+def _row_bounds(Y, r, YcT, cnt, nc, ncn, a2, c2, lb):
+    """``lb[j] <= |Y[r] - Yc_j|^2`` for the ``cnt`` centres (``YcT``: their rows on the
+    principal axes, transposed; ``nc``/``ncn`` their squared norms in float64 and their
+    norms rounded up; ``a2`` the row's squared norm). The float32 dot product, in any order,
+    is within ``gamma |a| |c|`` of the exact one (``c2 = 2 gamma |a|``); ``1e-12`` covers
+    the float64 norms' rounding."""
+    for j in range(cnt):
+        lb[j] = 0.0
+    for t in range(Y.shape[1]):
+        a = Y[r, t]
+        for j in range(cnt):
+            lb[j] += a * YcT[t, j]
+    for j in range(cnt):
+        lb[j] = (a2 + nc[j]) * (1.0 - 1e-12) - 2.0 * lb[j] - c2 * ncn[j]
+
+
+@njit(cache=True, nogil=True, fastmath=True)
+def _group_mins(lb, cnt, out):
+    """The minimum of every 16 consecutive bounds (vectorised), so that the scan skips groups."""
+    ng = (cnt + 15) // 16
+    for g in range(ng):
+        v = lb[g * 16:min(cnt, g * 16 + 16)]
+        mn = v[0]
+        for i in range(1, v.shape[0]):
+            mn = min(mn, v[i])
+        out[g] = mn
+    return ng
 
 
 @njit(cache=True, nogil=True)
-def _update_rows(x, Y, eps, eps_max, plan, r0, r1, cpos, sel, YcT, dms, cnt, slack, mind, h, scratch, acc, counts):
-    """Bring rows ``r0:r1`` up to date with the ``cnt`` centres ``sel`` (sorted by their
-    distance ``dms`` to the block centre; ``YcT`` their principal-axis rows, transposed)."""
-    p = Y.shape[1]
-    p1 = min(p, 4)
-    # a float32 sum of p squared differences is within (p + 4) 2^-24 of the exact one
-    fac = 1.0 + (p + 8) * 2.0 ** -24
-    facx = 1.0 + (x.shape[1] + 8) * 2.0 ** -23
-    for r in range(r0, r1):
-        m = mind[r]
-        # skip a pair when its distance in the principal axes (a lower bound of the
-        # true one, less the rounding of y and of this float32 sum) exceeds mind
-        if m == np.inf:
-            thr = np.float32(np.inf)
-            lo, hi = 0, cnt
-        else:
-            thr = np.float32(((m * (1.0 + 1e-9) + eps[r] + eps_max) * fac) ** 2)
-            mm = m * (1.0 + 1e-9) + slack
-            lo = np.searchsorted(dms, h[r] - mm)
-            hi = np.searchsorted(dms, h[r] + mm, side="right")
-        if hi <= lo:
-            continue
-        counts[1] += hi - lo
-        for jj in range(lo, hi):
-            acc[jj] = 0.0
-        # the first p1 axes for every centre in range (vectorised); the other axes only for
-        # the pairs still under the threshold (a partial sum of squares can only grow)
-        for t in range(p1):
-            yv = Y[r, t]
-            for jj in range(lo, hi):
-                w = yv - YcT[t, jj]
-                acc[jj] += w * w
-        for jj in range(lo, hi):
-            if acc[jj] <= thr:
-                q = sel[jj]
-                a = acc[jj]
-                cq = cpos[q]
-                for t in range(p1, p):
-                    w = Y[r, t] - Y[cq, t]
-                    a += w * w
-                if a > thr:
-                    continue
-                # second test: the full float32 distance, with its rounding bound
-                if np.float64(_sq32(x, r, cpos[q])) > (m * (1.0 + 1e-9)) ** 2 * facx:
-                    continue
-                dd = pair_dist(x, r, cpos[q], plan, scratch)
-                counts[0] += 1
-                if dd < m:
-                    m = dd
-                    thr = np.float32(((m * (1.0 + 1e-9) + eps[r] + eps_max) * fac) ** 2)
-        mind[r] = m
-
-
-@njit(cache=True, nogil=True, parallel=True)
-def _update_rows_par(x, Y, eps, eps_max, plan, s, e, cpos, sel, YcT, dms, cnt, slack, mind, h, scratch2, acc2,
-                     counts2):
-    """:func:`_update_rows` on ``T`` threads, each on its own slice of rows and buffers."""
-    T = acc2.shape[0]
-    step = (e - s + T - 1) // T
-    for c in prange(T):
-        r0 = s + c * step
-        r1 = min(e, r0 + step)
-        if r1 > r0:
-            _update_rows(x, Y, eps, eps_max, plan, r0, r1, cpos, sel, YcT, dms, cnt, slack, mind, h, scratch2[c],
-                         acc2[c], counts2[c])
-
-
-@njit(cache=True, nogil=True)
-def _sync(x, Y, eps, eps_max, plan, s, e, C, cpos, j0, j1, mind, orig, bc, brad, h, bound, scratch, sel, YcT, acc,
-          dmv, tmp, counts, par_min, scratch2, acc2, counts2):
+def _sync(x, Y, nr, ny, gam, eps, eps_max, plan, s, e, C, cpos, j0, j1, mind, orig, ybc, ybr, bound, scratch, sel,
+          YcT, nc, ncn, lb, gmin, counts):
     """Compare rows ``s:e`` with centres ``j0:j1``; return the block's new maximum and its
     row (original index).
 
     Tests, cheapest first, each a proven bound (the slack terms are far above the rounding
-    of the float64 sums they guard): a centre farther from the block's ball than ``bound``
-    (an upper bound of every row's distance to the chosen set) cannot move any row; a row
-    ``x`` at distance ``h`` from the block centre only needs the centres whose distance
-    ``dm`` to that centre is within ``|dm - h| <= mind(x)`` (triangle inequality: with the
-    centres sorted by ``dm`` that is one contiguous range); then the principal-axis test,
-    the float32 test, and the exact distance."""
+    of the float64 sums they guard): a centre whose distance on the principal axes to the
+    block's ball there (centre ``ybc``, radius ``ybr``) exceeds ``bound`` (an upper bound of
+    every row's distance to the chosen set) plus both rounding bounds cannot move any row;
+    then per row the matrix-product bound of :func:`_row_bounds` for every remaining centre,
+    the float32 distance with its rounding bound, and the exact distance."""
+    p = Y.shape[1]
+    lim = bound * (1.0 + 1e-9) + ybr + eps_max
     cnt = 0
     for q in range(j0, j1):
-        dq = math.sqrt(_sq64(bc, C, q))
-        if dq * (1.0 - 1e-9) - brad > bound:
+        cq = cpos[q]
+        t = _ysq(Y, cq, ybc)
+        r_ = lim + eps[cq]
+        if t * (1.0 - 1e-9) > r_ * r_:
             continue
-        tmp[cnt] = q
-        dmv[cnt] = dq
+        sel[cnt] = q
+        for i in range(p):
+            YcT[i, cnt] = Y[cq, i]
+        nc[cnt] = nr[cq]
+        ncn[cnt] = ny[cq]
         cnt += 1
     counts[2] += j1 - j0 - cnt
     if cnt > 0:
-        order = np.argsort(dmv[:cnt])
-        dms = dmv[:cnt][order]
-        for jj in range(cnt):
-            q = tmp[order[jj]]
-            sel[jj] = q
-            for t in range(Y.shape[1]):
-                YcT[t, jj] = Y[cpos[q], t]
-        slack = 1e-12 * (dms[cnt - 1] + brad)
-        if (e - s) * cnt >= par_min and acc2.shape[0] > 1:
-            _update_rows_par(x, Y, eps, eps_max, plan, s, e, cpos, sel, YcT, dms, cnt, slack, mind, h, scratch2,
-                             acc2, counts2)
-            for c in range(counts2.shape[0]):
-                counts[0] += counts2[c, 0]
-                counts[1] += counts2[c, 1]
-                counts2[c, 0] = 0
-                counts2[c, 1] = 0
-        else:
-            _update_rows(x, Y, eps, eps_max, plan, s, e, cpos, sel, YcT, dms, cnt, slack, mind, h, scratch, acc,
-                         counts)
+        # a float32 sum of d squared differences is within (d + 4) 2^-24 of the exact one
+        facx = 1.0 + (x.shape[1] + 8) * 2.0 ** -23
+        counts[1] += (e - s) * cnt
+        for r in range(s, e):
+            m = mind[r]
+            if p == 16:
+                _row_bounds16(Y, r, YcT, cnt, nc, ncn, nr[r], 2.0 * gam * ny[r], lb)
+            else:
+                _row_bounds(Y, r, YcT, cnt, nc, ncn, nr[r], 2.0 * gam * ny[r], lb)
+            thr = np.inf
+            if m != np.inf:
+                t0 = m * (1.0 + 1e-9) + eps[r] + eps_max
+                thr = t0 * t0
+            for g in range(_group_mins(lb, cnt, gmin)):
+                if gmin[g] > thr:
+                    continue
+                for jj in range(g * 16, min(cnt, g * 16 + 16)):
+                    if lb[jj] > thr:
+                        continue
+                    q = sel[jj]
+                    # the full float32 distance, with its rounding bound
+                    if m != np.inf and np.float64(_sq32(x, r, cpos[q])) > (m * (1.0 + 1e-9)) ** 2 * facx:
+                        continue
+                    dd = pair_dist(x, r, cpos[q], plan, scratch)
+                    counts[0] += 1
+                    if dd < m:
+                        m = dd
+                        t0 = m * (1.0 + 1e-9) + eps[r] + eps_max
+                        thr = t0 * t0
+            mind[r] = m
     best = -1.0
     arg = orig[s]
     for r in range(s, e):
@@ -195,8 +203,8 @@ def _sync(x, Y, eps, eps_max, plan, s, e, C, cpos, j0, j1, mind, orig, bc, brad,
 
 
 @njit(cache=True, nogil=True)
-def _run(x, Y, eps, eps_max, plan, B, C, cpos, chosen, k, n, every, mind, orig, where, bc, brad, h, synced, tv, ta,
-         tb, P, scratch, sel, YcT, acc, dmv, tmp, counts, par_min, scratch2, acc2, counts2):
+def _run(x, Y, nr, ny, gam, eps, eps_max, plan, B, C, cpos, chosen, k, n, every, mind, orig, where, ybc, ybr, synced,
+         tv, ta, tb, P, scratch, sel, YcT, nc, ncn, lb, gmin, counts):
     N = x.shape[0]
     while True:
         if k >= n:
@@ -205,8 +213,8 @@ def _run(x, Y, eps, eps_max, plan, B, C, cpos, chosen, k, n, every, mind, orig, 
         if synced[b] < k:
             s = b * B
             e = min(N, s + B)
-            v, a = _sync(x, Y, eps, eps_max, plan, s, e, C, cpos, synced[b], k, mind, orig, bc[b], brad[b], h,
-                         tv[P + b], scratch, sel, YcT, acc, dmv, tmp, counts, par_min, scratch2, acc2, counts2)
+            v, a = _sync(x, Y, nr, ny, gam, eps, eps_max, plan, s, e, C, cpos, synced[b], k, mind, orig, ybc[b],
+                         ybr[b], tv[P + b], scratch, sel, YcT, nc, ncn, lb, gmin, counts)
             synced[b] = k
             counts[3] += 1
             _set_leaf(tv, ta, tb, P, b, v, a)
@@ -223,29 +231,27 @@ def _run(x, Y, eps, eps_max, plan, B, C, cpos, chosen, k, n, every, mind, orig, 
 
 
 @njit(cache=True, nogil=True)
-def _block_balls(x, B, plan, bc, brad, h):
-    """Centre (float32 mean) and radius (float64, exact distances) of every block, and
-    every row's distance ``h`` to its block's centre."""
-    N, d = x.shape
-    acc = np.empty(d, np.float64)
-    c64 = np.empty(d, np.float64)
-    for b in range(bc.shape[0]):
+def _y_balls(Y, B, ybc, ybr):
+    """Centre (float64 mean) and radius (rounded up) of every block's rows on the principal
+    axes."""
+    N, p = Y.shape
+    for b in range(ybc.shape[0]):
         s = b * B
         e = min(N, s + B)
-        acc[:] = 0.0
-        for r in range(s, e):
-            for i in range(d):
-                acc[i] += x[r, i]
-        for i in range(d):
-            bc[b, i] = np.float32(acc[i] / (e - s))
-            c64[i] = np.float64(bc[b, i])
+        for i in range(p):
+            acc = 0.0
+            for r in range(s, e):
+                acc += Y[r, i]
+            ybc[b, i] = acc / (e - s)
         rad = 0.0
         for r in range(s, e):
-            t = _dist_to(x, r, c64, plan)
-            h[r] = t
+            t = 0.0
+            for i in range(p):
+                w = np.float64(Y[r, i]) - ybc[b, i]
+                t += w * w
             if t > rad:
                 rad = t
-        brad[b] = rad * (1.0 + 1e-9)
+        ybr[b] = math.sqrt(rad) * (1.0 + 1e-9) + 1e-300
 
 
 class LazyState:
@@ -254,7 +260,7 @@ class LazyState:
     ``Y``/``eps``: their :func:`._blocks.principal_rows`, in the same order."""
 
     def __init__(self, x: np.ndarray, orig: np.ndarray, n: int, start: int, block: int, Y: np.ndarray,
-                 eps: np.ndarray, threads: int = 1, par_min: int = 16384):
+                 eps: np.ndarray):
         from defectforge.bank._exact import pairwise_plan
 
         N, d = x.shape
@@ -265,11 +271,17 @@ class LazyState:
         self.plan = pairwise_plan(d)
         self.Y, self.eps = np.ascontiguousarray(Y, dtype=np.float32), np.ascontiguousarray(eps, dtype=np.float64)
         self.eps_max = float(self.eps.max()) if N else 0.0
+        p = self.Y.shape[1]
+        y64 = self.Y.astype(np.float64)
+        self.nr = np.einsum("ij,ij->i", y64, y64)  # squared norms on the principal axes
+        self.ny = np.sqrt(self.nr) * (1.0 + 1e-12)  # norms, rounded up
+        del y64
+        # a float32 dot product of p terms, any order: within gamma |a| |c| (products and sums rounded)
+        self.gam = (p + 2) * 2.0 ** -24 / (1.0 - (p + 2) * 2.0 ** -24)
         nb = (N + self.B - 1) // self.B
-        self.bc = np.empty((nb, d), np.float32)
-        self.brad = np.empty(nb, np.float64)
-        self.h = np.empty(N, np.float64)
-        _block_balls(x, self.B, self.plan, self.bc, self.brad, self.h)
+        self.ybc = np.empty((nb, p), np.float64)
+        self.ybr = np.empty(nb, np.float64)
+        _y_balls(self.Y, self.B, self.ybc, self.ybr)
         self.P = 1 << max(0, math.ceil(math.log2(max(nb, 1))))
         self.tv = np.full(2 * self.P, -1.0)
         self.ta = np.full(2 * self.P, np.iinfo(np.int64).max, np.int64)
@@ -279,29 +291,27 @@ class LazyState:
         for b in range(nb):  # blocks not yet seen: bound +inf
             _set_leaf(self.tv, self.ta, self.tb, self.P, b, np.inf, int(self.orig[b * self.B]))
         self.C = np.empty((self.n, d), np.float32)
-        self.YcT = np.empty((self.Y.shape[1], self.n), np.float32)
-        self.dmv = np.empty(self.n, np.float64)
-        self.tmp = np.empty(self.n, np.int64)
+        # one visit's centres: their principal rows (transposed), squared norms, norms, bounds
         self.sel = np.empty(self.n, np.int64)
+        self.YcT = np.empty((p, self.n), np.float32)
+        self.nc = np.empty(self.n)
+        self.ncn = np.empty(self.n)
+        self.lb = np.empty(self.n)
+        self.gmin = np.empty((self.n + 15) // 16)
         self.chosen = np.empty(self.n, np.int64)
         self.cpos = np.empty(self.n, np.int64)
         r = int(self.where[start])
         self.chosen[0], self.cpos[0], self.C[0] = start, r, x[r]
-        T = max(1, int(threads))
-        self.par_min = int(par_min)  # row-centre pairs a visit needs before it is split over threads
-        self.scratch2 = np.empty((T, d), np.float64)
-        self.acc2 = np.empty((T, self.n), np.float32)
-        self.scratch, self.acc = self.scratch2[0], self.acc2[0]  # the one-thread path uses thread 0's buffers
-        self.counts2 = np.zeros((T, 2), np.int64)
-        self.counts = np.zeros(4, np.int64)  # exact distances, row-centre pairs tested, centres skipped, syncs
+        self.scratch = np.empty(d, np.float64)
+        self.counts = np.zeros(4, np.int64)  # exact distances, row-centre pairs bounded, centres skipped, visits
         self.k = 1
 
     def run(self, every: int) -> bool:
         """Choose rows until ``every`` divides the count, ``n`` are chosen or all rows are
         covered; True when finished."""
-        k, done = _run(self.x, self.Y, self.eps, self.eps_max, self.plan, self.B, self.C, self.cpos, self.chosen,
-                       self.k, self.n, int(every), self.mind, self.orig, self.where, self.bc, self.brad, self.h,
-                       self.synced, self.tv, self.ta, self.tb, self.P, self.scratch, self.sel, self.YcT, self.acc,
-                       self.dmv, self.tmp, self.counts, self.par_min, self.scratch2, self.acc2, self.counts2)
+        k, done = _run(self.x, self.Y, self.nr, self.ny, self.gam, self.eps, self.eps_max, self.plan, self.B, self.C,
+                       self.cpos, self.chosen, self.k, self.n, int(every), self.mind, self.orig, self.where, self.ybc,
+                       self.ybr, self.synced, self.tv, self.ta, self.tb, self.P, self.scratch, self.sel, self.YcT,
+                       self.nc, self.ncn, self.lb, self.gmin, self.counts)
         self.k = int(k)
         return bool(done)

@@ -13,7 +13,8 @@ step reads every row (``O(N)`` memory traffic per step: 57 minutes for PatchCore
   last visit at once. A block far from the action is visited rarely, then with many
   centres; centres whose distance to the block's ball exceeds the bound are skipped whole;
 - a row-centre pair is first tested on the rows' first ``dim`` principal axes (a proven
-  lower bound of the true distance, less its rounding), then on the full float32 distance
+  lower bound of the true distance, less its rounding; for all the block's rows and the
+  visit's centres at once, as a small matrix product), then on the full float32 distance
   with its rounding bound; only pairs that may move the row get the exact float64 distance.
 
 Exactness: every stored distance is the exact float64 ``sqrt(sum((x - c)^2))`` in NumPy's
@@ -39,7 +40,7 @@ def coreset_size(n_rows: int, ratio: float, minimum: int = 0) -> int:
 
 
 def greedy_kcenter(x: np.ndarray, n: int, seed: int = 0, progress: Callable[[int], None] | None = None,
-                   block: int = 128, dim: int = 16, overwrite_x: bool = False, threads: int = 1,
+                   block: int = 128, dim: int = 16, overwrite_x: bool = False,
                    stats: dict | None = None) -> np.ndarray:
     """Indices of ``n`` rows of ``x`` chosen by greedy k-center (farthest-first), exact.
 
@@ -47,13 +48,11 @@ def greedy_kcenter(x: np.ndarray, n: int, seed: int = 0, progress: Callable[[int
     float32 (exactly, for float16). The first row is drawn from
     ``numpy.random.default_rng(seed)``. Stops early when every row coincides with a chosen
     row (duplicates), so the result can be shorter than ``n``. ``progress`` is called with
-    the number of rows chosen so far (about every 1 % and at the end). ``block``, ``dim``
-    and ``threads`` change the speed only, never the result (``threads > 1`` splits large
-    block visits over numba threads; measured slower on a busy 2-core machine, so off by
-    default, see ``docs/bench/scale.md``). ``overwrite_x=True`` lets the rows be
+    the number of rows chosen so far (about every 1 % and at the end). ``block`` and ``dim``
+    change the speed only, never the result. ``overwrite_x=True`` lets the rows be
     reordered in place (a writable float32 ``x`` is then not copied; its content is
     undefined afterwards). ``stats``, when given, receives ``exact_distances``,
-    ``pairs_tested`` (row-centre pairs seen by the first test), ``centres_skipped`` (by
+    ``pairs_tested`` (row-centre pairs given the principal-axis bound), ``centres_skipped`` (by
     the block test) and ``block_visits``.
     """
     from defectforge.bank._blocks import block_order, permute_rows, principal_rows
@@ -72,7 +71,7 @@ def greedy_kcenter(x: np.ndarray, n: int, seed: int = 0, progress: Callable[[int
     perm = block_order(y, block)  # near rows together, judged on the principal axes (speed only)
     permute_rows(x, perm)
     y, eps = np.ascontiguousarray(y[perm]), eps[perm]
-    state = LazyState(x, perm, n, start, block, y, eps, threads=threads)
+    state = LazyState(x, perm, n, start, block, y, eps)
     every = max(64, n // 100)
     while True:
         done = state.run(every)
