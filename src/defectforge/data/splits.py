@@ -82,10 +82,3 @@ def holdout(items: Sequence[Any], n_val: int, rng: np.random.Generator, by: str)
     held = set(order[:k])
     val = [i for i, g in enumerate(groups) if g in held]
     return val, [i for i, g in enumerate(groups) if g not in held]
-
-
-def describe(strata: dict[str, tuple[str, Sequence[Any]]]) -> dict[str, Any]:
-    """``{stratum: {"by": "group"|"image", "images": n, "groups": n}}`` of held-out sets, for
-    reports (``strata``: name -> (how it was split, the held-out samples))."""
-    return {name: {"by": by, "images": len(val), "groups": len({sample_group(s) for s in val} - {None})}
-            for name, (by, val) in strata.items()}

@@ -191,16 +191,12 @@ def carve_splits(ds: Dataset, st: SearchSettings, fold: int = 0) -> Splits:
     rng = np.random.default_rng(st.seed + fold)
     nvd = int(np.clip(round(st.val_defects * len(defects)), 1, len(defects) - 1))
     nvg = int(np.clip(round(st.val_good * len(goods)), 1, len(goods) - 2))
-    if by_d == by_g == "image":  # the draws of the image split before groups were read, bit for bit
-        pd, pg = rng.permutation(len(defects)), rng.permutation(len(goods))
-        vd, gd = sorted(pd[:nvd]), sorted(pd[nvd:])
-        vg, fg = sorted(pg[:nvg]), sorted(pg[nvg:])
-    else:
-        vd, gd = holdout(defects, nvd, rng, by_d)
-        vg, fg = holdout(goods, nvg, rng, by_g)
-        if len(fg) < 2:
-            raise InputError(ds.root, "holding out whole groups of good images leaves fewer than 2 to fit; "
-                                      "use --val-split image or lower --val-good")
+    # (by image, these are the draws of the split before groups were read, bit for bit)
+    vd, gd = holdout(defects, nvd, rng, by_d)
+    vg, fg = holdout(goods, nvg, rng, by_g)
+    if len(fg) < 2:
+        raise InputError(ds.root, "holding out whole groups of good images leaves fewer than 2 to fit; "
+                                  "use --val-split image or lower --val-good")
     val_d, guide = [defects[i] for i in vd], [defects[i] for i in gd]
     val_g, fit_g = [goods[i] for i in vg], [goods[i] for i in fg]
     if st.max_val_good is not None:
