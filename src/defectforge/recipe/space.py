@@ -94,6 +94,8 @@ def synth_config(recipe: dict[str, Any], source: str, n: int, seed: int, defect_
         gens.append({"name": g["name"], "weight": g["weight"], "params": params})
     cfg: dict[str, Any] = {"source": {"path": str(source), "split": "train", "real_defects": True},
                            "generators": gens, "n": int(n), "seed": int(seed)}
+    if recipe.get("hosts", "all") != "all":
+        cfg["source"]["hosts"] = recipe["hosts"]
     if extra:
         cfg["recipe"] = extra
     return cfg

@@ -52,7 +52,10 @@ def write_card(out: Path, cfg: Any, recs: list[dict[str, Any]], total: int, fact
              f"- by generator: {dict(sorted(by_gen.items()))}",
              f"- rejected attempts (label derivation): {run.rejected or 'none'}",
              f"- source: `{cfg.source.path}` split `{cfg.source.split}`; good images: {facts.get('good_images')}; "
-             f"real defect images: {facts.get('real_defect_images')}",
+             f"real defect images: {facts.get('real_defect_images')}"
+             + (f"; hosts: the {facts['hosts']['kept']} of {facts['hosts']['of']} good images most like the real "
+                f"defect images (`source.hosts: similar`)" if (facts.get("hosts") or {}).get("mode") == "similar"
+                else ""),
              f"- seed: {cfg.seed}; exports: {', '.join(sorted(run.exports)) or 'none'}",
              "- files: `images/*.png` (synthetic), `masks/*.png` (0/255 labels derived from the pixel change), "
              "`manifest.csv` (generator, params, seed, source, QC per sample)",

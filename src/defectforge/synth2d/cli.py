@@ -43,6 +43,8 @@ def synth(
     ray_address: Optional[str] = address_option(),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a different run in --out."),
     no_real: bool = typer.Option(False, "--no-real", help="Do not use the dataset's real defects."),
+    hosts: str = typer.Option("all", "--hosts", help="all | similar: put defects only on the quarter of the good "
+                                                     "images that look most like the real defect images."),
     print_config: bool = typer.Option(False, "--print-config", help="Print the effective recipe as YAML (for --config) and exit."),
     device: Optional[str] = typer.Option(None, "--device", help="Where model-based generators run (inpaint-diffusion): "
                                          "auto, cpu, cuda[:N]; sets their 'device' parameter. Weight-free generators "
@@ -71,7 +73,8 @@ def synth(
             except ValueError:
                 raise ConfigError(f"--generator {g!r}: weight must be a number (NAME:WEIGHT)") from None
             gens.append({"name": name, "weight": weight})
-        cfg = parse_config({"source": {"path": str(data), "split": split, "roi": roi, "real_defects": not no_real},
+        cfg = parse_config({"source": {"path": str(data), "split": split, "roi": roi, "real_defects": not no_real,
+                                       "hosts": hosts},
                             "generators": gens, "n": n, "seed": seed,
                             "formats": [f.strip() for f in fmt.split(",") if f.strip()]})
     if device is not None:

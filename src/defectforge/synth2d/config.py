@@ -8,6 +8,8 @@ source:
   real_defects: true                # use labelled defects of the split (masks, stats, transplant)
   roi: auto                         # auto | border | none | path/to/roi_mask.png
   roi_margin: 8
+  hosts: all                        # all | similar: only the good images most like the real defect images
+  hosts_top: 0.25                   # with similar: the fraction of good images kept
 generators:
   - {name: pitting, weight: 2}
   - {name: transplant, weight: 1, params: {blend: normal}}
@@ -49,6 +51,8 @@ class SourceConfig(BaseModel):
     real_defects: bool = True
     roi: str = "auto"
     roi_margin: int = Field(8, ge=0)
+    hosts: Literal["all", "similar"] = "all"
+    hosts_top: float = Field(0.25, gt=0, le=1)
 
 
 class GeneratorSpec(BaseModel):
@@ -105,6 +109,8 @@ class SynthConfig(BaseModel):
     def fingerprint(self) -> str:
         """Hash of everything that affects the output bytes (not workers or paths shown)."""
         d = self.model_dump(mode="json", exclude={"out"})
+        if self.source.hosts == "all":  # (the fingerprint of configs written before the option)
+            del d["source"]["hosts"], d["source"]["hosts_top"]
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 

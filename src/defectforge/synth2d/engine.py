@@ -94,7 +94,8 @@ class Engine:
 
     def __init__(self, goods: list[_Good], generators: list[tuple[Generator, float]],
                  counts: list[tuple[str, int]] | None, seed: int, roi: str | np.ndarray, roi_margin: int,
-                 label: LabelConfig, max_attempts: int, png_compression: int = 3):
+                 label: LabelConfig, max_attempts: int, png_compression: int = 3,
+                 hosts: Sequence[int] | None = None):
         if not goods:
             raise InputError(None, "no good images to put defects on")
         self.goods = goods
@@ -106,6 +107,10 @@ class Engine:
         self.label = label
         self.max_attempts = max_attempts
         self.png_compression = png_compression
+        self.hosts = None if hosts is None else [int(k) for k in hosts]
+        """Indices of the good images a sample may be put on (``source.hosts``); None = all."""
+        if self.hosts is not None and (not self.hosts or min(self.hosts) < 0 or max(self.hosts) >= len(goods)):
+            raise ConfigError("hosts: indices must name good images")
         self._cache: dict[int, tuple[np.ndarray, np.ndarray | None]] = {}
         self.by_type: dict[str, list[tuple[Generator, float]]] = {}
         for g, w in generators:
@@ -164,7 +169,10 @@ class Engine:
         pool = self.by_type[t] if t is not None else self.generators
         w = np.array([p[1] for p in pool], np.float64)
         gen = pool[int(rng.choice(len(pool), p=w / w.sum()))][0]
-        k = int(rng.integers(len(self.goods)))
+        if self.hosts is None:
+            k = int(rng.integers(len(self.goods)))
+        else:
+            k = self.hosts[int(rng.integers(len(self.hosts)))]
         good = self.goods[k]
         rec = SynthRecord(index, sseed, gen.name, gen.defect_type, good.name, good.path)
         try:
@@ -230,6 +238,20 @@ def _select_goods(ds: Dataset, cfg: SynthConfig) -> list[_Good]:
                   s.rgb() if s.path is None else None) for s in goods]
 
 
+def _hosts(goods: list[_Good], defects: list[Sample], cfg: SynthConfig
+           ) -> tuple[list[int] | None, dict[str, Any]]:
+    """``source.hosts``: None (all good images) or the indices of the kept ones."""
+    if cfg.source.hosts == "all":
+        return None, {"mode": "all", "kept": len(goods), "of": len(goods)}
+    from defectforge.data.image_io import as_rgb8, read_image
+    from defectforge.synth2d.hosts import choose_hosts
+
+    imgs = [g.array if g.array is not None else as_rgb8(read_image(g.path)) for g in goods]  # type: ignore[arg-type]
+    keep, _ = choose_hosts(imgs, [s.rgb() for s in defects], cfg.source.hosts_top)
+    return [int(k) for k in keep], {"mode": "similar", "top": cfg.source.hosts_top, "kept": len(keep),
+                                    "of": len(goods)}
+
+
 def _load_roi(cfg: SynthConfig) -> str | np.ndarray:
     r = cfg.source.roi
     if r in ("auto", "border", "none"):
@@ -251,6 +273,7 @@ def prepare(cfg: SynthConfig, dataset: Dataset | None = None) -> tuple[Engine, d
     reals_by_type: dict[str, list[RealDefect]] = {}
     stats_by_type: dict[str, mk.MaskStats | None] = {}
     n_real = 0
+    defects: list[Sample] = []
     if cfg.source.real_defects:
         defects = [s for s in ds if s.split == cfg.source.split and s.is_defect
                    and (s.mask_path is not None or s.mask_array is not None)]
@@ -264,11 +287,12 @@ def prepare(cfg: SynthConfig, dataset: Dataset | None = None) -> tuple[Engine, d
         counts = list(cfg.counts.items())
     else:
         counts = None
+    hosts, host_facts = _hosts(goods, defects, cfg)
     engine = Engine(goods, gens, counts, cfg.seed, _load_roi(cfg), cfg.source.roi_margin, cfg.label,
-                    cfg.max_attempts, cfg.png_compression)
+                    cfg.max_attempts, cfg.png_compression, hosts)
     if counts is None:
         engine.counts = None
-    facts = {"split": cfg.source.split, "good_images": len(goods), "real_defect_images": n_real,
+    facts = {"hosts": host_facts, "split": cfg.source.split, "good_images": len(goods), "real_defect_images": n_real,
              "real_components": {t: len(v) for t, v in reals_by_type.items()},
              "real_mask_stats": {t: (s.summary() if s is not None else None) for t, s in stats_by_type.items()}}
     if cfg.source.split == "test":
