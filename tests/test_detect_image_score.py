@@ -36,7 +36,7 @@ def test_auto_crossfits_real_defects_and_picks_the_best_on_validation(auto):
     info = auto.fit_info_["image_score"]
     # every real defect validates (out of fold) and every one is in the model's bank
     assert info["param"] == "auto" and info["n_val_defect"] == 12
-    assert auto.fit_info_["defect_validation"] == {"mode": "crossfit", "folds": round(1 / 0.2)}
+    assert auto.fit_info_["defect_validation"] == {"mode": "crossfit", "folds": round(1 / 0.2), "by": "image"}
     assert info["n_val_normal"] == auto.fit_info_["n_val_normal"] >= 1
     assert auto.fit_info_["n_defect_images_in_bank"] == 12
     assert auto.fit_info_["defect_sets"][0]["validation"] == 12
@@ -102,6 +102,55 @@ def test_holdout_keeps_a_share_out_of_the_bank(data):
     assert m.fit_info_["defect_validation"] == {"mode": "holdout"}
     with pytest.raises(ConfigError, match="defect_val must be"):
         _fit(train, defects, defect_val="kfold")
+
+
+def _grouped(defects, n_groups):
+    return [d.with_(meta={**d.meta, "group": f"seq{i % n_groups}"}) for i, d in enumerate(defects)]
+
+
+def test_crossfit_folds_keep_each_group_in_one_fold():
+    from defectforge.detect.image_score import crossfit_folds
+
+    defects = toy_samples(1, 0, 13, "train")
+    g = _grouped(defects, 6)
+    folds, by, why = crossfit_folds({"real": g}, 0.2, 0, "auto")
+    assert by == "group" and why is None and len(folds) == 5
+    owner = {}
+    for f, fold in enumerate(folds):
+        for _, i in fold:
+            owner.setdefault(g[i].meta["group"], set()).add(f)
+    assert all(len(v) == 1 for v in owner.values()) and len(owner) == 6
+    assert sorted(i for fold in folds for _, i in fold) == list(range(13))
+    assert max(map(len, folds)) - min(map(len, folds)) <= 3  # balanced by size (groups of 2-3)
+    # image: the old draw, bit for bit; auto without groups is image; 1 group: no folds, said why
+    old = np.random.default_rng([0, 15]).permutation(13)
+    assert crossfit_folds({"real": g}, 0.2, 0, "image")[0] == [sorted(("real", int(j)) for j in old[f::5])
+                                                             for f in range(5)]
+    assert crossfit_folds({"real": defects}, 0.2, 0, "auto")[1] == "image"
+    assert crossfit_folds({"real": _grouped(defects, 1)}, 0.2, 0, "auto")[1] == "image"
+    with pytest.raises(ConfigError, match="has no group"):
+        crossfit_folds({"real": g[:5] + defects[5:]}, 0.2, 0, "group")
+    two, by2, _ = crossfit_folds({"real": _grouped(defects, 2)}, 0.2, 0, "group")
+    assert by2 == "group" and len(two) == 2  # never more folds than groups
+
+
+def test_exdd_cuts_grouped_defects_by_group_and_old_files_load_as_by_image(data, tmp_path):
+    train, defects, _ = data
+    m = _fit(train, {"real": _grouped(defects, 4)})
+    assert m.fit_info_["defect_validation"] == {"mode": "crossfit", "folds": 4, "by": "group"}
+    held = _fit(train, {"real": _grouped(defects, 4)}, defect_val="holdout")
+    assert held.fit_info_["image_score"]["n_val_defect"] == 3  # one whole group of 3 (12 images, 4 groups)
+    with pytest.raises(ConfigError, match="defect_val_split must be"):
+        _fit(train, defects, defect_val_split="scene")
+    path = m.save(tmp_path / "m.dfm")
+    assert ExDD.load(path).defect_val_split == "auto"
+    # a file written before the option: its params lack it -> loads as the cut it was fitted with
+    from defectforge.estimator import Estimator
+
+    entry = m.to_entry()
+    entry["params"].pop("defect_val_split")
+    assert ExDD.from_entry(entry).defect_val_split == "image"
+    assert Estimator.legacy_params == {}
 
 
 def test_synthetic_sets_are_never_validation(data):

@@ -57,6 +57,9 @@ class Estimator:
     file_what: ClassVar[str] = "model"
     #: kinds of this family's older files (read by :meth:`_upgrade` where it can)
     legacy_kinds: ClassVar[tuple[str, ...]] = ()
+    #: parameters added after model files were first written -> the value such a file (which
+    #: lacks them) was fitted with, used on load instead of the new default
+    legacy_params: ClassVar[dict[str, Any]] = {}
     #: parameters that describe how to run, not the model; never stored in a model file
     runtime_params: ClassVar[tuple[str, ...]] = ("progress",)
     #: the fitted attribute whose presence means "fitted" (None: any public name ending in ``_``)
@@ -161,6 +164,8 @@ class Estimator:
         klass = cls.resolve_class(entry["class"])
         names = set(klass._param_names())
         params = {k: v for k, v in dict(entry["params"]).items() if k in names}
+        for k, v in klass.legacy_params.items():  # added after such files were written
+            params.setdefault(k, v)
         params.update({k: v for k, v in runtime.items() if k in names})
         est = klass(**params)
         est._set_state(dict(entry["state"]))

@@ -42,6 +42,9 @@ def fit_cmd(
         None, "--defect-val", help="How real defect images validate the image score (exdd): crossfit (default: "
                                    "5 folds, each scored by a defect bank built without it; all stay in the bank) | "
                                    "holdout (20 %% kept out of the bank)."),
+    defect_val_split: Optional[str] = typer.Option(
+        None, "--defect-val-split", help="How those real defect images are cut (exdd): auto (default: whole groups, "
+                                         "the manifest's group column, where every one has a group) | group | image."),
     coreset_chunk: Optional[int] = typer.Option(
         None, "--coreset-chunk", min=0, help="Opt-in, approximate: choose the normal bank's coreset per chunk of N "
                                              "images (linear time and memory for large sets; default 0: one exact "
@@ -98,6 +101,7 @@ def fit_cmd(
         kw["layers"] = tuple(x.strip() for x in layers.split(",") if x.strip())
     for k, v in (("image_size", parse_image_size(image_size)), ("normal_ratio", normal_ratio),
                  ("defect_ratio", defect_ratio), ("image_score", image_score), ("defect_val", defect_val),
+                 ("defect_val_split", defect_val_split),
                  ("coreset_chunk", coreset_chunk)):
         if v is not None:
             kw[k] = v

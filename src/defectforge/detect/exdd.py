@@ -24,6 +24,11 @@ data). For ``image_score="auto"|"fusion"`` the real defect images validate too:
 ``defect_val="crossfit"`` (default) cuts them into ``round(1 / defect_val_fraction)`` folds and
 scores each fold against a defect bank built without it (out of fold), while the model's bank
 keeps them all; ``defect_val="holdout"`` holds ``defect_val_fraction`` of them out of the bank.
+``defect_val_split`` (``auto``, ``group``, ``image``; :mod:`defectforge.data.splits`) says how
+they are cut: with ``auto`` whole groups (``meta["group"]``, e.g. one wear sequence of
+near-duplicate photos) go to one fold where every real defect image has a group, so no image is
+scored by a bank holding a near-copy of it; model files written before the option load with
+``image``, the cut they were fitted with. (The normal validation images are drawn by image.)
 It scores that split, chooses the image score (``fit_info_["image_score"]``) and stores the
 image and pixel thresholds in the model.
 
@@ -88,13 +93,16 @@ class ExDD(BankFitMixin, PatchScoreMixin, Detector):
     fitted_marker = "bank_normal_"
     #: run-time settings, never stored in the model file (a GPU-fitted model loads on a CPU)
     runtime_params = ("progress", "device")
+    #: parameters added later: the value that model files written without them were fitted with
+    legacy_params = {"defect_val_split": "image"}
 
     def __init__(self, backbone: str = "efficientnet_lite0", layers: tuple[str, ...] | None = None,
                  weights: str | None = None, random_init: bool = False, image_size: int | tuple[int, int] = 256,
                  upsample: str = "bilinear", normal_ratio: float = 0.01, defect_ratio: float = 0.10,
                  coreset_min: int = 0, coreset_chunk: int = 0, projection_dim: int | None = 128, weighting: str = "exdd",
                  num_neighbors: int = 3, image_score: str = "auto", topk_fraction: float = 0.01,
-                 defect_val_fraction: float = 0.2, defect_val: str = "crossfit", eps: float = 1e-6, sigma: float = 4.0,
+                 defect_val_fraction: float = 0.2, defect_val: str = "crossfit",
+                 defect_val_split: str = "auto", eps: float = 1e-6, sigma: float = 4.0,
                  map_upsample: str = "bilinear", mask_fraction: float = 0.5, val_fraction: float = 0.1,
                  threshold_quantile: float = 0.99, pixel_quantile: float = 0.999, defects_for: str = "bank",
                  batch_size: int = 4, nn_backend: str = "auto", seed: int = 0, progress: Any = "auto",
@@ -116,6 +124,7 @@ class ExDD(BankFitMixin, PatchScoreMixin, Detector):
         self.topk_fraction = topk_fraction
         self.defect_val_fraction = defect_val_fraction
         self.defect_val = defect_val
+        self.defect_val_split = defect_val_split
         self.eps = eps
         self.sigma = sigma
         self.map_upsample = map_upsample
@@ -161,6 +170,10 @@ class ExDD(BankFitMixin, PatchScoreMixin, Detector):
                               f"{c.topk_fraction} and {c.defect_val_fraction}")
         if c.defect_val not in ("crossfit", "holdout"):
             raise ConfigError(f"defect_val must be 'crossfit' or 'holdout', got {c.defect_val!r}")
+        from defectforge.data.splits import VAL_SPLITS
+
+        if c.defect_val_split not in VAL_SPLITS:
+            raise ConfigError(f"defect_val_split must be one of {', '.join(VAL_SPLITS)}, got {c.defect_val_split!r}")
         if c.upsample not in ("bilinear", "nearest") or c.map_upsample not in ("bilinear", "nearest"):
             raise ConfigError("upsample / map_upsample must be 'bilinear' or 'nearest'")
         if c.defects_for not in ("bank", "validation"):

@@ -84,15 +84,18 @@ class BankFitMixin:
         set_info = []
         held: dict[str, int] = {}
         folds: list[list[tuple[str, int]]] = []
+        folds_by = "image"
         fold_banks: list[np.ndarray] = []
         score_why = None
         if def_sets and c.defects_for == "bank" and val_items:
             from defectforge.detect.image_score import NEED_VALIDATION, crossfit_folds, hold_out_real_defects
 
             if c.image_score in NEED_VALIDATION and c.defect_val == "holdout":
-                def_sets, val_defects, held, score_why = hold_out_real_defects(def_sets, c.defect_val_fraction, c.seed)
+                def_sets, val_defects, held, score_why = hold_out_real_defects(
+                    def_sets, c.defect_val_fraction, c.seed, c.defect_val_split)
             elif c.image_score in NEED_VALIDATION:
-                folds, score_why = crossfit_folds(def_sets, c.defect_val_fraction, c.seed)
+                folds, folds_by, score_why = crossfit_folds(def_sets, c.defect_val_fraction, c.seed,
+                                                            c.defect_val_split)
                 held = {k: sum(1 for f in folds for n, _ in f if n == k) for k in def_sets}
         if def_sets and c.defects_for == "bank":
             tagged = [(it, (name, i)) for name, items in def_sets.items() for i, it in enumerate(items)]
@@ -132,7 +135,7 @@ class BankFitMixin:
         self.fit_info_ = {
             "n_train_normal": len(train_items), "n_val_normal": len(val_items), "n_val_defect": n_val_def,
             "n_defect_images_in_bank": int(sum(x["in_bank"] for x in set_info)), "defect_sets": set_info,
-            "defect_validation": ({"mode": "crossfit", "folds": len(folds)} if folds else
+            "defect_validation": ({"mode": "crossfit", "folds": len(folds), "by": folds_by} if folds else
                                   {"mode": "holdout"} if held else None),
             "n_rows_normal": int(n_rows),
             "bank_normal": int(len(self.bank_normal_)), "bank_defect": int(len(self.bank_defect_)),

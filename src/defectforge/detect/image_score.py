@@ -54,31 +54,66 @@ def _real(def_sets: dict[str, list[Any]]) -> list[tuple[str, int]]:
             for i, it in enumerate(items) if not _is_synthetic(it)]
 
 
-def crossfit_folds(def_sets: dict[str, list[Any]], fraction: float, seed: int):
+def _real_groups(def_sets: dict[str, list[Any]], real: list[tuple[str, int]], split: str) -> str:
+    """``"group"`` or ``"image"``: how the real defect images are cut under ``split``
+    (:func:`defectforge.data.splits.split_by`; an ``(image, mask)`` pair has no group)."""
+    from defectforge.data.splits import split_by
+
+    return split_by([def_sets[n][i] for n, i in real], split, "real defect")
+
+
+def crossfit_folds(def_sets: dict[str, list[Any]], fraction: float, seed: int, split: str = "image"):
     """``round(1 / fraction)`` seeded folds of the real defect images (fewer when there are
-    fewer images; every fold gets at least one): a list of sorted ``(set name, index)``
-    lists, and a reason when there are none (fewer than 2 real images, or ``fraction`` 0)."""
+    fewer images, or fewer groups; every fold gets at least one): a list of sorted
+    ``(set name, index)`` lists, how they were cut (``"group"`` or ``"image"``), and a reason
+    when there are none (fewer than 2 real images or groups, or ``fraction`` 0).
+
+    By image (``split="image"``, and ``auto`` without groups) the folds are every k-th image of
+    a seeded permutation, as before groups were read. By group (``meta["group"]``: one wear
+    sequence, near-duplicate photos) whole groups go to one fold each, so an image is never
+    scored by a defect bank holding a near-copy of it: the groups in a seeded order, each
+    into the fold with the fewest images so far (the largest groups first)."""
+    from defectforge.data.splits import sample_group
+
     real = _real(def_sets)
-    k = int(min(round(1.0 / fraction), len(real))) if fraction > 0 else 0
+    by = _real_groups(def_sets, real, split) if len(real) >= 2 else "image"
+    units = len({sample_group(def_sets[n][i]) for n, i in real}) if by == "group" else len(real)
+    k = int(min(round(1.0 / fraction), units)) if fraction > 0 else 0
     if k < 2:
-        return [], (f"{len(real)} real defect image(s) and defect_val_fraction {fraction:g}: fewer than 2 "
-                    "validation folds, so none is scored out of fold")
-    order = np.random.default_rng([int(seed), 15]).permutation(len(real))
-    return [sorted(real[j] for j in order[f::k]) for f in range(k)], None
+        what = "group(s) of " if by == "group" else ""
+        return [], by, (f"{units} {what}real defect image(s) and defect_val_fraction {fraction:g}: fewer than 2 "
+                        "validation folds, so none is scored out of fold")
+    rng = np.random.default_rng([int(seed), 15])
+    if by == "image":
+        order = rng.permutation(len(real))
+        return [sorted(real[j] for j in order[f::k]) for f in range(k)], by, None
+    groups = [sample_group(def_sets[n][i]) for n, i in real]
+    names = sorted(set(groups))
+    names = [names[j] for j in rng.permutation(len(names))]
+    names.sort(key=lambda g: -groups.count(g))  # stable: the seeded order among equal sizes
+    folds: list[list[tuple[str, int]]] = [[] for _ in range(k)]
+    for g in names:
+        f = min(range(k), key=lambda j: (len(folds[j]), j))
+        folds[f] += [r for r, gg in zip(real, groups) if gg == g]
+    return [sorted(f) for f in folds], by, None
 
 
-def hold_out_real_defects(def_sets: dict[str, list[Any]], fraction: float, seed: int):
+def hold_out_real_defects(def_sets: dict[str, list[Any]], fraction: float, seed: int, split: str = "image"):
     """Hold ``fraction`` of the **real** defect images (not in sets named ``synthetic*``, and
     without a ``meta["generator"]``, which synthetic samples carry) out of
-    the defect bank for validation (seeded), when that is at least 2 images and leaves one.
+    the defect bank for validation (seeded), when that is at least 2 images and leaves one;
+    by whole groups under ``split`` (:func:`defectforge.data.splits.holdout`).
     Returns ``(sets left for the bank, held-out images, held per set, reason when none)``."""
+    from defectforge.data.splits import holdout
+
     real = _real(def_sets)
     n_hold = int(round(fraction * len(real)))
     if n_hold < 2 or len(real) - n_hold < 1:
         return def_sets, [], {}, (f"{len(real)} real defect image(s): a {fraction:g} validation share is "
                                   f"{n_hold} (< 2), so none is held out of the defect bank")
     rng = np.random.default_rng([int(seed), 15])
-    pick = {real[j] for j in rng.permutation(len(real))[:n_hold]}
+    by = _real_groups(def_sets, real, split)  # (by image: the draw before groups were read, bit for bit)
+    pick = {real[j] for j in holdout([def_sets[n][i] for n, i in real], n_hold, rng, by)[0]}
     kept = {name: [it for i, it in enumerate(items) if (name, i) not in pick] for name, items in def_sets.items()}
     val = [def_sets[n][i] for n, i in sorted(pick)]
     held = {name: sum(1 for n, _ in pick if n == name) for name in def_sets}

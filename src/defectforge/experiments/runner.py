@@ -172,7 +172,8 @@ def _exdd(ctx: _Ctx, seed: int, synth: list[Sample]) -> dict[str, Any]:
 
     goods = [s for s in ctx.train if not s.is_defect]
     defects = [s for s in ctx.train if s.is_defect] + list(synth)
-    model = ExDD(image_size=ctx.st.exdd_image_size, seed=seed, device=ctx.device).fit(goods, defects=defects)
+    model = ExDD(image_size=ctx.st.exdd_image_size, seed=seed, defect_val_split=ctx.st.val_split,
+                 device=ctx.device).fit(goods, defects=defects)
     r = evaluate_detector(model, ctx.test)
     m = r["metrics"]
     return {"i_auroc": float(m["image_auroc"]), "p_auroc": float(m["pixel_auroc"]),

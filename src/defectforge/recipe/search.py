@@ -131,6 +131,8 @@ class SearchSettings:
     def key(self) -> dict[str, Any]:
         d = json.loads(json.dumps(asdict(self), default=list))
         d.pop("val_split")  # the key holds the resolved split (``split_by``) and the validation names
+        if self.detector == "exdd":  # ... but ExDD also cuts its guide defects' folds with it
+            d["defect_val_split"] = self.val_split
         d.pop("trials")
         d.pop("device")
         return d
@@ -232,7 +234,7 @@ def score_exdd(sp: Splits, synth: list[Sample], st: SearchSettings, report: Call
     from defectforge.detect import ExDD, evaluate_detector
 
     model = ExDD(**{"image_size": st.image_size, "normal_ratio": st.normal_ratio, "seed": st.seed,
-                    "device": st.device, **st.detector_params})
+                    "defect_val_split": st.val_split, "device": st.device, **st.detector_params})
     model.fit(sp.fit_good, defects=list(sp.guide) + list(synth))
     if report is not None:
         r1 = evaluate_detector(model, _half(sp.val), split=None, pixel_metrics=False)
