@@ -43,7 +43,8 @@ def _samples(data: Path, split: str):
         if r["split"] != split:
             continue
         out.append(Sample(label=r["label"], split=r["split"], path=data / r["file"],
-                          mask_path=(data / r["mask"]) if r["mask"] else None))
+                          mask_path=(data / r["mask"]) if r["mask"] else None,
+                          meta={"group": r["group"]} if r.get("group") else {}))  # as load_dataset reads it
     return out
 
 
