@@ -286,3 +286,22 @@ def test_eval_defaults_to_the_model_input_size(fitted):
     res = evaluate_detector(exdd, big, split="test")
     assert tuple(res["eval_size"]) == tuple(exdd.input_size_) == (H, W)
     assert tuple(evaluate_detector(exdd, big, split="test", eval_size=(2 * H, 2 * W))["eval_size"]) == (2 * H, 2 * W)
+
+
+def test_rows_of_one_image_per_pass_equal_a_batched_pass(data, fitted):
+    """On the CPU ``_rows`` runs the backbone one image at a time (faster there); the rows are
+    those of one batched forward pass up to float rounding (oneDNN may pick other kernels for
+    another batch shape: ~5e-7 here; bit for bit at the default 256x632 on the project's CPU)."""
+    import torch
+
+    from defectforge.bank.features import embed, to_rows, to_tensor
+
+    m = fitted[0]
+    imgs = [s.rgb() for s in data[0][:3]]
+    ex = m.extractor
+    x = to_tensor(imgs, m.input_size_, ex.mean, ex.std).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        batched = to_rows(embed(ex(x), m.config.upsample))
+    rows = m._rows(imgs)
+    assert rows.shape == batched.shape
+    np.testing.assert_allclose(rows, batched, rtol=0, atol=1e-5 * float(np.abs(batched).max()))

@@ -227,8 +227,9 @@ class ExDD(BankFitMixin, PatchScoreMixin, Detector):
         dev = _torch_device(self.config.device)
         x = to_tensor(images, self.input_size_, ex.mean, ex.std).to(dev)
         x = x.contiguous(memory_format=torch.channels_last)
-        # on the CPU one image per forward pass: the same numbers, ~1.5x faster per image at the
-        # default 256x632 on 2 cores than 4 at once (activations stay in cache; docs/bench/scale.md)
+        # on the CPU one image per forward pass: ~1.5x faster per image at the default 256x632 on
+        # 2 cores than 4 at once (activations stay in cache), the same rows there bit for bit (other
+        # shapes: up to float rounding, oneDNN may choose other kernels; docs/bench/scale.md)
         step = len(x) if dev.type == "cuda" else 1
         with torch.inference_mode():
             emb = torch.cat([embed(ex(x[i:i + step]), self.config.upsample).cpu() for i in range(0, len(x), step)])
