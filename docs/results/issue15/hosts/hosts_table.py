@@ -29,7 +29,7 @@ print("|---|---|---|---|---|---|---|")
 for gen in ("transplant", "fitted", "pitting"):
     for name, hosts in ((gen, "all"), (f"{gen}_similar", "similar")):
         c, h = col(name, "c2st_auc"), col(name, "c2st_host_auc")
-        extra = "| |"
+        extra = "| | |"
         if hosts == "similar":
             extra = f"| {ci(c - col(gen, 'c2st_auc'))} | {ci(h - col(gen, 'c2st_host_auc'))} |"
         print(f"| `{gen}` | `{hosts}` | {len(c)} | {c.mean():.3f} ± {c.std(ddof=1):.3f} | "
