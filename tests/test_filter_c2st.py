@@ -303,3 +303,34 @@ def test_synth_card_and_report_carry_the_realism(tmp_path, monkeypatch):
     assert "## Realism" in (tmp_path / "o" / "dataset_card.md").read_text()
     html = (tmp_path / "o" / "report.html").read_text()
     assert "Realism: can a classifier tell synthetic from real defects?" in html and "not run" in html
+
+
+def test_filter_quality_groups_synthetic_crops_by_their_hosts_scene(tmp_path):
+    """``filter quality REAL SYNTH``: a synthetic sample whose host is one of REAL's images
+    takes that image's scene (the ``group`` column), as the synth card does."""
+    from typer.testing import CliRunner
+
+    from defectforge.cli import app
+    from defectforge.data.image_io import write_image, write_mask
+    from defectforge.synth2d import parse_config, synthesize
+
+    rng = np.random.default_rng(5)
+    root = tmp_path / "real"
+    rows = ["file,split,label,mask,group"]
+    for i in range(6):
+        write_image(root / "images" / f"good{i}.png", _surface(rng))
+        rows.append(f"images/good{i}.png,train,good,,seq{i % 3}")
+    for i in range(6):
+        s = _pit(rng, 4, -60)
+        write_image(root / "images" / f"pit{i}.png", s.image_array)
+        write_mask(root / "masks" / f"pit{i}.png", s.mask_array)
+        rows.append(f"images/pit{i}.png,train,pit,masks/pit{i}.png,seq{i % 3}")
+    (root / "split.csv").write_text("\n".join(rows) + "\n")
+    cfg = parse_config({"source": {"path": str(root), "roi": "border", "roi_margin": 4},
+                        "generators": [{"name": "transplant"}], "n": 8, "seed": 0})
+    synthesize(cfg, tmp_path / "syn", workers=1)
+    r = CliRunner().invoke(app, ["filter", "quality", str(root), str(tmp_path / "syn"), "--k", "2", "--subsets", "5",
+                                 "--json", str(tmp_path / "q.json")])
+    assert r.exit_code == 0, r.output
+    q = json.loads((tmp_path / "q.json").read_text())
+    assert q["c2st_grouped_by"] == "scenes", q

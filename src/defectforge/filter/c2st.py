@@ -268,8 +268,8 @@ def summary_lines(res: dict[str, Any]) -> dict[str, Any]:
     with ``c2st_floor_`` for the real-vs-real floor, ``c2st_host_`` for the host-only test,
     ``c2st_backbone_`` / ``c2st_appearance_`` for each feature group alone and ``[GEN]``
     appended per generator, ``c2st_n_real`` / ``c2st_n_synth`` (crops), ``c2st_crop`` (one
-    line) and ``c2st_window_px`` (fixed window only)."""
-    out: dict[str, Any] = {"c2st_crop": crop_line(res)}
+    line), ``c2st_grouped_by`` (scenes or images) and ``c2st_window_px`` (fixed window only)."""
+    out: dict[str, Any] = {"c2st_crop": crop_line(res), "c2st_grouped_by": res.get("grouped_by", "images")}
     if res.get("window") is not None:
         out["c2st_window_px"] = res["window"]
 

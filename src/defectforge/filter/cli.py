@@ -118,7 +118,8 @@ def quality_cmd(
 
     if c2st and c2st_crop not in CROPS:
         raise ConfigError(f"--c2st-crop must be one of {', '.join(CROPS)}, got {c2st_crop!r}")
-    syn, reals = check_sets(load_dataset(synthetic), load_dataset(real))
+    real_ds = load_dataset(real)
+    syn, reals = check_sets(load_dataset(synthetic), real_ds)
     inception = None
     if inception_weights is not None:
         from defectforge.filter.inception import inception_embedder
@@ -129,9 +130,11 @@ def quality_cmd(
     q = set_quality(reals, syn, default_embedder(device=device), k=k, kid_subsets=subsets, seed=seed,
                     inception=inception)
     if c2st:
-        from defectforge.filter.c2st import realism_c2st, summary_lines
+        from defectforge.filter.c2st import realism_c2st, source_groups, summary_lines
 
-        q.update(summary_lines(realism_c2st(reals, syn, folds=folds, seed=seed, device=device, crop=c2st_crop)))
+        # a synthetic crop takes the scene (group) of its host when the host is one of REAL's images
+        q.update(summary_lines(realism_c2st(reals, syn, folds=folds, seed=seed, device=device, crop=c2st_crop,
+                                            host_groups=source_groups(list(real_ds)))))
     from defectforge._jsonout import console_for, write_json_out
 
     con = console_for(json_out)
