@@ -54,14 +54,6 @@ def _real(def_sets: dict[str, list[Any]]) -> list[tuple[str, int]]:
             for i, it in enumerate(items) if not _is_synthetic(it)]
 
 
-def _real_groups(def_sets: dict[str, list[Any]], real: list[tuple[str, int]], split: str) -> str:
-    """``"group"`` or ``"image"``: how the real defect images are cut under ``split``
-    (:func:`defectforge.data.splits.split_by`; an ``(image, mask)`` pair has no group)."""
-    from defectforge.data.splits import split_by
-
-    return split_by([def_sets[n][i] for n, i in real], split, "real defect")
-
-
 def crossfit_folds(def_sets: dict[str, list[Any]], fraction: float, seed: int, split: str = "image"):
     """``round(1 / fraction)`` seeded folds of the real defect images (fewer when there are
     fewer images, or fewer groups; every fold gets at least one): a list of sorted
@@ -73,11 +65,12 @@ def crossfit_folds(def_sets: dict[str, list[Any]], fraction: float, seed: int, s
     sequence, near-duplicate photos) whole groups go to one fold each, so an image is never
     scored by a defect bank holding a near-copy of it: the groups in a seeded order, each
     into the fold with the fewest images so far (the largest groups first)."""
-    from defectforge.data.splits import sample_group
+    from defectforge.data.splits import sample_group, split_by
 
     real = _real(def_sets)
-    by = _real_groups(def_sets, real, split) if len(real) >= 2 else "image"
-    units = len({sample_group(def_sets[n][i]) for n, i in real}) if by == "group" else len(real)
+    by = split_by([def_sets[n][i] for n, i in real], split, "real defect")  # "image" below 2 images
+    groups = [sample_group(def_sets[n][i]) for n, i in real] if by == "group" else []
+    units = len(set(groups)) if by == "group" else len(real)
     k = int(min(round(1.0 / fraction), units)) if fraction > 0 else 0
     if k < 2:
         what = "group(s) of " if by == "group" else ""
@@ -87,7 +80,6 @@ def crossfit_folds(def_sets: dict[str, list[Any]], fraction: float, seed: int, s
     if by == "image":
         order = rng.permutation(len(real))
         return [sorted(real[j] for j in order[f::k]) for f in range(k)], by, None
-    groups = [sample_group(def_sets[n][i]) for n, i in real]
     names = sorted(set(groups))
     names = [names[j] for j in rng.permutation(len(names))]
     names.sort(key=lambda g: -groups.count(g))  # stable: the seeded order among equal sizes
@@ -104,7 +96,7 @@ def hold_out_real_defects(def_sets: dict[str, list[Any]], fraction: float, seed:
     the defect bank for validation (seeded), when that is at least 2 images and leaves one;
     by whole groups under ``split`` (:func:`defectforge.data.splits.holdout`).
     Returns ``(sets left for the bank, held-out images, held per set, reason when none)``."""
-    from defectforge.data.splits import holdout
+    from defectforge.data.splits import holdout, split_by
 
     real = _real(def_sets)
     n_hold = int(round(fraction * len(real)))
@@ -112,8 +104,8 @@ def hold_out_real_defects(def_sets: dict[str, list[Any]], fraction: float, seed:
         return def_sets, [], {}, (f"{len(real)} real defect image(s): a {fraction:g} validation share is "
                                   f"{n_hold} (< 2), so none is held out of the defect bank")
     rng = np.random.default_rng([int(seed), 15])
-    by = _real_groups(def_sets, real, split)  # (by image: the draw before groups were read, bit for bit)
-    pick = {real[j] for j in holdout([def_sets[n][i] for n, i in real], n_hold, rng, by)[0]}
+    items = [def_sets[n][i] for n, i in real]  # (by image: the draw before groups were read, bit for bit)
+    pick = {real[j] for j in holdout(items, n_hold, rng, split_by(items, split, "real defect"))[0]}
     kept = {name: [it for i, it in enumerate(items) if (name, i) not in pick] for name, items in def_sets.items()}
     val = [def_sets[n][i] for n, i in sorted(pick)]
     held = {name: sum(1 for n, _ in pick if n == name) for name in def_sets}
