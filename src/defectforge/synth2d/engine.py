@@ -87,6 +87,14 @@ class _Good:
     path: str | None
     array: np.ndarray | None = None
 
+    def rgb(self) -> np.ndarray:
+        """The image as RGB uint8 (decoded from ``path`` when it has no array)."""
+        if self.array is not None:
+            return self.array
+        from defectforge.data.image_io import as_rgb8, read_image
+
+        return as_rgb8(read_image(self.path))  # type: ignore[arg-type]
+
 
 class Engine:
     """Makes sample ``i`` from its seed: picks a good image and a generator, generates,
@@ -138,12 +146,7 @@ class Engine:
         if k in self._cache:
             return self._cache[k]
         g = self.goods[k]
-        if g.array is not None:
-            img = g.array
-        else:
-            from defectforge.data.image_io import as_rgb8, read_image
-
-            img = as_rgb8(read_image(g.path))  # type: ignore[arg-type]
+        img = g.rgb()
         if isinstance(self.roi, np.ndarray):
             if self.roi.shape != img.shape[:2]:
                 raise InputError(g.path or g.name, f"image is {img.shape[1]}x{img.shape[0]} but the ROI mask is "
@@ -243,11 +246,9 @@ def _hosts(goods: list[_Good], defects: list[Sample], cfg: SynthConfig
     """``source.hosts``: None (all good images) or the indices of the kept ones."""
     if cfg.source.hosts == "all":
         return None, {"mode": "all", "kept": len(goods), "of": len(goods)}
-    from defectforge.data.image_io import as_rgb8, read_image
     from defectforge.synth2d.hosts import choose_hosts
 
-    imgs = [g.array if g.array is not None else as_rgb8(read_image(g.path)) for g in goods]  # type: ignore[arg-type]
-    keep, _ = choose_hosts(imgs, [s.rgb() for s in defects], cfg.source.hosts_top)
+    keep, _ = choose_hosts((g.rgb() for g in goods), [s.rgb() for s in defects], cfg.source.hosts_top)
     return [int(k) for k in keep], {"mode": "similar", "top": cfg.source.hosts_top, "kept": len(keep),
                                     "of": len(goods)}
 

@@ -14,7 +14,7 @@ cover a small part of an image and barely move the descriptor.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import cv2
 import numpy as np
@@ -52,10 +52,11 @@ def host_distances(goods: np.ndarray, reals: np.ndarray) -> np.ndarray:
     return np.sqrt(np.maximum(d2.min(1), 0.0))
 
 
-def choose_hosts(good_images: Sequence[np.ndarray], real_images: Sequence[np.ndarray], top: float
+def choose_hosts(good_images: Iterable[np.ndarray], real_images: Sequence[np.ndarray], top: float
                  ) -> tuple[np.ndarray, np.ndarray]:
     """Indices (ascending) of the ``top`` fraction of ``good_images`` nearest to any of
-    ``real_images`` (at least one; ties broken by index), and every good image's distance."""
+    ``real_images`` (at least one; ties broken by index), and every good image's distance.
+    ``good_images`` may be a generator: each image is reduced to its descriptor as it comes."""
     if not 0.0 < top <= 1.0:
         raise ConfigError(f"source.hosts_top must be in (0, 1], got {top}")
     if not real_images:
