@@ -38,6 +38,8 @@ def experiment_cmd(
                                                        "condition (equal steps; default: one pass over the images)."),
     val_split: str = typer.Option("auto", "--val-split", help="auto | group | image: the validation part of TRAIN "
                                   "holds out whole groups (the dataset's group column) where the samples have them."),
+    ema: Optional[float] = typer.Option(None, "--ema", help="Box detectors: validate and keep an exponential moving "
+                                        "average of the weights with this decay (e.g. 0.999; default: off)."),
     max_test: Optional[int] = typer.Option(None, help="Deterministic TEST subsample for speed (default: all)."),
     only: Optional[List[str]] = typer.Option(None, "--only", help="Run only this condition (repeatable), e.g. "
                                              "--only 'real only'."),
@@ -64,7 +66,7 @@ def experiment_cmd(
                             det_image_size=det_image_size, epochs=epochs, batch_size=batch_size, lr=lr,
                             patience=patience, few_real_synth=few_real_synth, filter_n=filter_n,
                             generator=generator, max_test=max_test, steps_per_epoch=steps_per_epoch,
-                            val_split=val_split)
+                            val_split=val_split, ema=ema)
     if generator_params:
         import json
 

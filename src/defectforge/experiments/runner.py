@@ -63,6 +63,7 @@ class ExperimentSettings:
     val_split: str = "auto"  # whole groups held out where the samples have them (defectforge.data.splits)
     neg_per_pos: float | None = 1.0
     steps_per_epoch: int | None = None  # equal optimiser steps for every condition (TrainConfig)
+    ema: float | None = None  # weight averaging of the box detectors (TrainConfig.ema)
     ratios: tuple[float, ...] = (0.5, 1.0, 2.0)
     synth_only_n: int | None = None  # default: as many as the real train-part defects
     few_real: tuple[int, ...] = (10, 25, 63)
@@ -101,7 +102,7 @@ class ExperimentSettings:
         return TrainConfig(arch=self.arch, image_size=self.det_image_size, epochs=self.epochs,
                            batch_size=self.batch_size, lr=self.lr, patience=self.patience,
                            val_fraction=self.val_fraction, val_split=self.val_split, neg_per_pos=self.neg_per_pos, seed=seed,
-                           steps_per_epoch=self.steps_per_epoch)
+                           steps_per_epoch=self.steps_per_epoch, ema=self.ema)
 
 
 def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
@@ -320,7 +321,10 @@ def run_experiment(name: str, data: str | Path | Dataset, out: str | Path, setti
 
         ds = load_dataset(Path(data))
     out = Path(out)
-    sj = {"experiment": name, "settings": _jsonable(asdict(st)),
+    settings = asdict(st)
+    if settings["ema"] is None:
+        del settings["ema"]  # folders from before the option resume
+    sj = {"experiment": name, "settings": _jsonable(settings),
           "data": str(ds.root) if ds.root is not None else "memory", "counts": ds.counts()}
     inputs = [ds.root] if ds.root is not None else []
     legacy = _legacy_journal(out, sj)  # a folder written before run folders kept their state

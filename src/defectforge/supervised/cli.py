@@ -27,6 +27,9 @@ def train_detector_cmd(
     steps_per_epoch: Optional[int] = typer.Option(None, "--steps-per-epoch", min=1,
                                                   help="Optimiser steps per epoch whatever the data (default: one "
                                                        "pass over the images); compare training sets at equal steps."),
+    ema: Optional[float] = typer.Option(None, "--ema", help="Validate, pick the best epoch with and save an "
+                                        "exponential moving average of the weights with this decay (e.g. 0.999; "
+                                        "default: off, the raw weights)."),
     seed: int = typer.Option(0),
     overwrite: bool = typer.Option(False, help="Discard a checkpoint of a different run in --out."),
     device: str = typer.Option("cpu", "--device", help="Where the network trains and predicts: auto, cpu, cuda[:N] "
@@ -50,11 +53,16 @@ def train_detector_cmd(
     ultra = is_ultralytics_arch(arch)
     cfg = TrainConfig(arch=arch, image_size=image_size, epochs=epochs, batch_size=batch_size, lr=lr,
                       val_fraction=val_fraction, val_split=val_split, patience=patience, trainable_stages=trainable_stages, seed=seed,
-                      steps_per_epoch=steps_per_epoch)
+                      steps_per_epoch=steps_per_epoch, ema=ema)
     if ultra:
         from defectforge.supervised.ultralytics_adapter import require_ultralytics, resolve_model
 
         resolve_model(arch)
+        if ema is not None:
+            from defectforge.errors import ConfigError
+
+            raise ConfigError(f"--ema applies to defectforge's own training loop; {arch} trains in ultralytics' "
+                              "loop, which keeps its own weight average")
         require_ultralytics()
         cfg.check_values()
     else:

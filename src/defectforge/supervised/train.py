@@ -19,6 +19,7 @@ defect and good images); test data are only used by :func:`evaluate_boxes`.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -69,6 +70,9 @@ class TrainConfig:
     seeded permutations of the defect images and sampled good images). ``None``: one pass,
     ``ceil((defects + goods) / batch_size)`` steps, so a run with more images takes more
     steps. Set it to compare training sets at equal optimiser steps."""
+    ema: float | None = None
+    """Decay of an exponential moving average of the weights (e.g. 0.999; :mod:`.ema`), used for
+    validation, the best epoch and the saved model. ``None``: the raw weights."""
 
     def check(self) -> None:
         from defectforge.supervised.models import ARCHS
@@ -102,6 +106,8 @@ class TrainConfig:
                                                  or not isinstance(self.steps_per_epoch, int)
                                                  or self.steps_per_epoch < 1):
             raise ConfigError(f"steps_per_epoch must be a positive integer or None, got {self.steps_per_epoch!r}")
+        if self.ema is not None and (isinstance(self.ema, bool) or not 0.0 < float(self.ema) < 1.0):
+            raise ConfigError(f"ema must be a decay in (0, 1) or None, got {self.ema!r}")
 
     def resume_key(self) -> dict[str, Any]:
         """Fields that must match to resume (epochs/patience may change)."""
@@ -109,6 +115,8 @@ class TrainConfig:
         d.pop("epochs")
         d.pop("patience")
         d.pop("val_split")  # the run key holds the validation set's fingerprint itself
+        if d["ema"] is None:
+            d.pop("ema")  # runs from before the option resume
         return d
 
 
@@ -353,6 +361,7 @@ def _train(rf, cfg: TrainConfig, items: list[_Item], cls: list[str], tr: list[Sa
     from defectforge._atomic import atomic_write_bytes, atomic_write_text
     from defectforge.runfolder import load_state
     from defectforge.supervised.detector import BoxDetector
+    from defectforge.supervised.ema import WeightEMA
 
     out = rf.path
     pos = [i for i, it in enumerate(items) if len(it.boxes)]
@@ -363,6 +372,7 @@ def _train(rf, cfg: TrainConfig, items: list[_Item], cls: list[str], tr: list[Sa
     params = [p for p in det.model_.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     gen = torch.Generator().manual_seed(cfg.seed)
+    ema = WeightEMA(det.model_, cfg.ema) if cfg.ema is not None else None
     n_neg = negatives_per_epoch(len(pos), len(neg), cfg.neg_per_pos)
     iters_per_epoch = (cfg.steps_per_epoch if cfg.steps_per_epoch is not None
                        else one_pass_steps(len(pos), len(neg), cfg.batch_size, cfg.neg_per_pos))
@@ -379,6 +389,8 @@ def _train(rf, cfg: TrainConfig, items: list[_Item], cls: list[str], tr: list[Sa
         det.load_weights(st["model"])
         opt.load_state_dict(st["optimizer"])
         gen.set_state(st["generator"])
+        if ema is not None:
+            ema.load_state_dict(st["ema"])
         history, best, bad, start = st["history"], tuple(st["best"]), st["bad"], st["epoch"] + 1
         if st.get("finished") and (out / FINAL).exists():
             return BoxDetector.load(out / FINAL, device=device)
@@ -420,29 +432,32 @@ def _train(rf, cfg: TrainConfig, items: list[_Item], cls: list[str], tr: list[Sa
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(params, 10.0)
                 opt.step()
+                if ema is not None:
+                    ema.update(det.model_)
                 losses.append(float(loss.detach()))
                 if progress is not None:
                     progress("train", b // cfg.batch_size + 1, iters_per_epoch)
         rec: dict[str, Any] = {"epoch": epoch + 1, "loss": float(np.mean(losses)) if losses else float("nan"),
                                "seconds_train": round(time.perf_counter() - t0, 2)}
         improved = True
-        if va and any(s.is_defect for s in va):
-            m = evaluate_boxes(det, va)
-            rec["val_map50"], rec["val_map50_95"] = m["map50"], m["map50_95"]
-            score = (float(np.nan_to_num(m["map50"], nan=0.0)), float(np.nan_to_num(m["map50_95"], nan=0.0)))
-            improved = score > best
+        with ema.applied(det.model_) if ema is not None else contextlib.nullcontext():
+            if va and any(s.is_defect for s in va):
+                m = evaluate_boxes(det, va)
+                rec["val_map50"], rec["val_map50_95"] = m["map50"], m["map50_95"]
+                score = (float(np.nan_to_num(m["map50"], nan=0.0)), float(np.nan_to_num(m["map50_95"], nan=0.0)))
+                improved = score > best
+                if improved:
+                    best = score
             if improved:
-                best = score
-        if improved:
-            bad = 0
-            det.save(out / BEST)
-        else:
-            bad += 1
+                bad = 0
+                det.save(out / BEST)
+            else:
+                bad += 1
         history.append(rec)
         buf = io.BytesIO()
         torch.save({"run_key": run_key, "model": det.weights(), "optimizer": _on_cpu(opt.state_dict()),
                     "generator": gen.get_state(), "history": history, "best": list(best), "bad": bad,
-                    "epoch": epoch, "finished": False}, buf)
+                    "epoch": epoch, "finished": False, **({"ema": ema.state_dict()} if ema is not None else {})}, buf)
         atomic_write_bytes(ck, buf.getvalue())
         atomic_write_text(out / HISTORY, json.dumps(history, indent=1))
         if on_epoch is not None:
