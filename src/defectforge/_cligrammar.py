@@ -59,6 +59,8 @@ OPTIONS: dict[str, tuple[str, str]] = {
                                  "baseline's pass)"),
     "--val-split": ("str", "how validation is carved from TRAIN: `auto` (whole groups, the dataset's `group` "
                            "column, where the samples have one), `group` or `image`"),
+    "--ema": ("float", "box detectors: decay of the moving average of the weights that is validated, picked and "
+                       "saved (e.g. 0.999; default: off)"),
     "--steps": ("int", "training steps (`lora train`, `detect3d fit` with pointnet)"),
     "--points": ("int", "points per generated part / sampled mesh"),
     "--prompt": ("str", "a text prompt given to a model (diffusion training prompt; CLIP text for filtering)"),
