@@ -1,5 +1,7 @@
-"""The feature backbone at the README defaults, with and without folded batch norms and the
-allocator thresholds (``defectforge.bank.fold``, ``defectforge._malloc``), on the same images.
+"""The feature backbone at the README defaults, with and without folded batch norms
+(``defectforge.bank.fold``) and raised glibc allocator thresholds (``MALLOC_MMAP_THRESHOLD_`` 32 MB,
+``MALLOC_TRIM_THRESHOLD_`` 128 MB in the environment: a candidate that was measured and not adopted,
+``docs/bench/scale.md``), on the same images.
 
 Each of the four settings runs in its own process (the allocator is set once per process),
 twice, in alternating order; every process times EfficientNet-Lite0 on the same BSData test
@@ -27,7 +29,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "datasets" / "bsdata"
-SETTINGS = {"plain": (False, "default"), "fold": (True, "default"), "malloc": (False, ""), "fold+malloc": (True, "")}
+SETTINGS = {"plain": (False, False), "fold": (True, False), "malloc": (False, True), "fold+malloc": (True, True)}
+MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(32 << 20), "MALLOC_TRIM_THRESHOLD_": str(128 << 20)}
 
 
 def worker(data: Path, n: int, fold: bool, out: Path, model: Path | None) -> None:
@@ -91,9 +94,9 @@ def main(argv: list[str] | None = None) -> None:
             order = list(SETTINGS) if rep % 2 == 0 else list(reversed(SETTINGS))
             for name in order:
                 fold, malloc = SETTINGS[name]
-                env = {k: v for k, v in os.environ.items() if k != "DEFECTFORGE_MALLOC"}
+                env = {k: v for k, v in os.environ.items() if k not in MALLOC_ENV}
                 if malloc:
-                    env["DEFECTFORGE_MALLOC"] = malloc
+                    env.update(MALLOC_ENV)
                 out = Path(tmp) / f"{name}_{rep}.json"
                 cmd = [sys.executable, __file__, "--data", str(args.data), "--n", str(args.n),
                        "--worker", "1" if fold else "0", str(out)]

@@ -258,9 +258,6 @@ def build_extractor(backbone: str = "efficientnet_lite0", layers: Sequence[str] 
     """Backbone + layer hooks; ``layers=None`` picks the stride-8/16 stages. ``fold_bn``: batch
     norms folded into the convolutions before them (:mod:`defectforge.bank.fold`; the same
     features up to float rounding, about twice as fast on the CPU)."""
-    from defectforge._malloc import tune_malloc
-
-    tune_malloc()  # activation buffers stay with the process between images (defectforge._malloc)
     model, used = build_model(backbone, weights, random_init, seed=seed)
     lay = list(layers) if layers else default_layers(model)
     if fold_bn:
