@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from defectforge.bank.backbone import build_extractor
+from defectforge.bank.backbone import build_extractor, layer_outputs
 from defectforge.bank.fold import fold_batchnorm
 
 pytestmark = pytest.mark.filterwarnings("ignore::defectforge.bank.backbone.RandomInitWarning")
@@ -30,13 +30,7 @@ def test_folded_extractor_gives_the_same_features_without_batch_norms(arch):
     _randomise_bn_stats(plain.model, 5)
 
     def run(m, x):
-        from defectforge.bank.backbone import FeatureExtractor
-
-        fe = FeatureExtractor(m, plain.layers)
-        try:
-            return fe(x)
-        finally:
-            fe.remove_hooks()
+        return layer_outputs(m, plain.layers, x)
 
     plain.remove_hooks()
     folded_model, n = fold_batchnorm(plain.model, run)

@@ -263,12 +263,14 @@ def build_extractor(backbone: str = "efficientnet_lite0", layers: Sequence[str] 
     if fold_bn:
         from defectforge.bank.fold import fold_batchnorm
 
-        def run(m: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
-            fe = FeatureExtractor(m, lay)
-            try:
-                return fe(x)
-            finally:
-                fe.remove_hooks()
-
-        model, _ = fold_batchnorm(model, run)
+        model, _ = fold_batchnorm(model, lambda m, x: layer_outputs(m, lay, x))
     return FeatureExtractor(model, lay), used
+
+
+def layer_outputs(model: nn.Module, layers: Sequence[str], x: torch.Tensor) -> list[torch.Tensor]:
+    """The named layers' outputs for ``x``, leaving no hook on ``model``."""
+    fe = FeatureExtractor(model, layers)
+    try:
+        return fe(x)
+    finally:
+        fe.remove_hooks()
