@@ -1,10 +1,10 @@
-"""Nearest-neighbour search at predict time: faiss flat L2 vs the pruned exact search, same
-banks, same query rows, one run.
+"""Nearest-neighbour search at predict time: faiss flat L2 vs the pruned and the
+bfloat16-screened exact searches, same banks, same query rows, one run.
 
 Loads fitted ExDD / PatchCore models (``defectforge detect fit`` outputs), extracts the patch
 rows of ``--n`` BSData test images once, then times each backend's 1-NN search of those rows
-against the model's normal bank (and ExDD's defect bank), checks that both return the same
-neighbours, and times ``model.predict`` end to end with each backend. ``--metrics`` also runs
+against the model's normal bank (and ExDD's defect bank), checks that they return the same
+neighbours as faiss, and times ``model.predict`` end to end with each backend. ``--metrics`` also runs
 ``evaluate_detector`` on the whole test split with each backend (exact pixel path) and prints
 both sets of metrics. Prints markdown.
 
@@ -51,37 +51,39 @@ def main(argv: list[str] | None = None) -> None:
     up0 = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     test = [s for s in load_dataset(args.data) if s.split == "test"][: args.n]
     rgbs = [to_rgb(s) for s in test]
-    lines = ["| model | bank | rows | build s (faiss / pruned) | search ms/image (faiss / pruned) | ratio | "
-             "rows given a full distance | same neighbour | max abs. distance diff. |", "|---|---|---|---|---|---|---|---|---|"]
-    pred_lines = ["| model | predict ms/image, faiss | predict ms/image, pruned | ratio | max abs. map diff. | "
-                  "max abs. score diff. |", "|---|---|---|---|---|---|"]
+    others = ("pruned", "screened")
+    lines = ["| model | bank | rows | backend | build s | search ms/image | vs faiss | rows given a full distance "
+             "per query | same neighbour as faiss | max abs. distance diff. |", "|---|---|---|---|---|---|---|---|---|---|"]
+    pred_lines = ["| model | backend | predict ms/image | vs faiss | max abs. map diff. | max abs. score diff. |",
+                  "|---|---|---|---|---|---|"]
     for path in args.models:
         model = load_detector(path)
         rows = np.concatenate([model._rows(rgbs[i:i + 4]) for i in range(0, len(rgbs), 4)])
         banks = [("normal", model.bank_normal_)] + ([("defect", model.bank_defect_)] if len(model.bank_defect_) else [])
         for name, bank in banks:
-            t0 = time.perf_counter()
-            flat = NearestNeighbors(bank, "faiss")
-            t_bf = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            pruned = NearestNeighbors(bank, "pruned")
-            t_bp = time.perf_counter() - t0
-            tf = _best(lambda: flat.search(rows, 1))
-            tp = _best(lambda: pruned.search(rows, 1))
-            (df, i_f), (dp, ip) = flat.search(rows, 1), pruned.search(rows, 1)
-            frac = pruned._index.last_fraction
-            lines.append(f"| {path.name} | {name} | {len(bank):,} | {t_bf:.2f} / {t_bp:.2f} | "
-                         f"{1000 * tf / len(rgbs):.1f} / {1000 * tp / len(rgbs):.1f} | {tf / tp:.2f}x | {100 * frac:.2f} % | "
-                         f"{100 * (i_f == ip).mean():.2f} % | {np.abs(df - dp).max():.1e} |")
+            res = {}
+            for backend in ("faiss",) + others:
+                t0 = time.perf_counter()
+                nn = NearestNeighbors(bank, backend)
+                t_build = time.perf_counter() - t0
+                res[backend] = (t_build, _best(lambda: nn.search(rows, 1)), nn.search(rows, 1), nn._index)
+            _, tf, (df, i_f), _ = res["faiss"]
+            for backend, (t_build, t, (d, i), index) in res.items():
+                cand = {"faiss": f"{len(bank):,}", "pruned": f"{getattr(index, 'last_fraction', 0) * len(bank):.1f}",
+                        "screened": f"{getattr(index, 'last_candidates', 0):.1f}"}[backend]
+                lines.append(f"| {path.name} | {name} | {len(bank):,} | {backend} | {t_build:.2f} | "
+                             f"{1000 * t / len(rgbs):.1f} | {tf / t:.2f}x | {cand} | "
+                             f"{100 * (i_f == i).mean():.2f} % | {np.abs(df - d).max():.1e} |")
         res = {}
-        for backend in ("faiss", "pruned"):
+        for backend in ("faiss",) + others:
             model.set_params(nn_backend=backend)
             dt = _best(lambda: model.predict(rgbs), reps=1)
             res[backend] = (dt, model.predict(rgbs))
-        (tf, pf), (tp, pp) = res["faiss"], res["pruned"]
-        dmap = max(float(np.abs(a - b).max()) for a, b in zip(pf.anomaly_map, pp.anomaly_map))
-        pred_lines.append(f"| {path.name} | {1000 * tf / len(rgbs):.1f} | {1000 * tp / len(rgbs):.1f} | {tf / tp:.2f}x | "
-                          f"{dmap:.1e} | {np.abs(pf.pred_score - pp.pred_score).max():.1e} |")
+        tf, pf = res["faiss"]
+        for backend, (t, pp) in res.items():
+            dmap = max(float(np.abs(a - b).max()) for a, b in zip(pf.anomaly_map, pp.anomaly_map))
+            pred_lines.append(f"| {path.name} | {backend} | {1000 * t / len(rgbs):.1f} | {tf / t:.2f}x | "
+                              f"{dmap:.1e} | {np.abs(pf.pred_score - pp.pred_score).max():.1e} |")
     metric_lines = ["| model | backend | I-AUROC | P-AUROC | AUPRO | I-AP | P-AP | F1 max | images | eval s |",
                     "|---|---|---|---|---|---|---|---|---|---|"]
     if args.metrics:
@@ -90,7 +92,7 @@ def main(argv: list[str] | None = None) -> None:
         ds = load_dataset(args.data)
         for path in args.models:
             model = load_detector(path)
-            for backend in ("faiss", "pruned"):
+            for backend in ("faiss",) + others:
                 t0 = time.perf_counter()
                 r = evaluate_detector(model.set_params(nn_backend=backend), ds, split="test", pixel_path="exact")["metrics"]
                 metric_lines.append(f"| {path.name} | {backend} | " + " | ".join(

@@ -55,7 +55,7 @@ def test_coreset_stops_on_duplicates_and_sizes():
     assert coreset_size(0, 0.1) == 0
 
 
-@pytest.mark.parametrize("backend", ["faiss", "torch", "pruned", "auto"])
+@pytest.mark.parametrize("backend", ["faiss", "torch", "pruned", "screened", "auto"])
 def test_nearest_neighbors_match_bruteforce(backend):
     rng = np.random.default_rng(0)
     bank = rng.normal(size=(300, 16)).astype(np.float32)
@@ -100,16 +100,21 @@ def test_patchcore_weight_follows_the_formula():
     assert patchcore_weight(p, support[:1]) == 1.0
 
 
-def test_gaussian_blur_matches_scipy_in_the_interior():
+def test_gaussian_blur_matches_scipy_everywhere():
     from scipy.ndimage import gaussian_filter
 
     rng = np.random.default_rng(0)
-    a = rng.random((1, 80, 90)).astype(np.float32)
-    ours = gaussian_blur(torch.from_numpy(a), 4.0).numpy()[0]
-    ref = gaussian_filter(a[0].astype(np.float64), 4.0, mode="reflect", truncate=4.0)
-    np.testing.assert_allclose(ours[20:-20, 20:-20], ref[20:-20, 20:-20], atol=1e-5)
-    assert ours.shape == (80, 90)
-    assert gaussian_blur(torch.from_numpy(a), 0.0) is not None
+    a = rng.random((2, 80, 90)).astype(np.float32)
+    ours = gaussian_blur(a, 4.0)
+    assert ours.shape == (2, 80, 90) and ours.dtype == np.float32
+    for i in range(2):  # mirror padding, borders included
+        ref = gaussian_filter(a[i].astype(np.float64), 4.0, mode="mirror", truncate=4.0)
+        np.testing.assert_allclose(ours[i], ref, atol=1e-5)
+    # a map narrower than the kernel: edge replication
+    small = rng.random((1, 10, 40)).astype(np.float32)
+    ref = gaussian_filter(small[0].astype(np.float64), 4.0, mode="nearest", truncate=4.0)
+    np.testing.assert_allclose(gaussian_blur(small, 4.0)[0], ref, atol=1e-5)
+    assert np.array_equal(gaussian_blur(a, 0.0), a)
 
 
 def test_embed_averages_neighbourhood_and_upsamples():

@@ -5,8 +5,13 @@ Interchangeable backends, all exact and fp32:
 - ``"faiss"``: ``faiss.IndexFlatL2`` (BLAS, multi-threaded).
 - ``"pruned"``: :class:`~defectforge.bank.knn_pruned.PrunedIndex`, lower bounds on the bank's
   principal axes skip most rows (CPU, numba); the same neighbours, distances summed directly.
-- ``"auto"`` (the detectors' default): ``"pruned"`` on the CPU for banks of at least
-  ``PRUNED_MIN_ROWS`` rows, where it is measured faster, else ``"faiss"``.
+- ``"screened"``: :class:`~defectforge.bank.knn_screened.ScreenedIndex`, a bfloat16 matrix
+  product (AMX / AVX512-BF16) screens, direct float32 distances decide; the same neighbours
+  and distances as ``"pruned"``.
+- ``"auto"`` (the detectors' default), on the CPU: ``"pruned"`` for banks of at least
+  ``PRUNED_MIN_ROWS`` rows; below that ``"screened"`` for banks of at least
+  ``SCREENED_MIN_ROWS`` rows when the CPU multiplies bfloat16 natively and the product passes
+  the screen's accuracy check; else ``"faiss"`` (each where it is measured fastest).
 - ``"torch"``: chunked ``||q||^2 - 2 q.b + ||b||^2`` matmul (chunks of query rows keep the
   distance matrix small), ``topk``; on ``device="cuda"`` the bank lives on the GPU (the
   faiss backend is CPU only, so a CUDA device always uses this one).
@@ -24,7 +29,22 @@ from defectforge.errors import ConfigError
 
 
 PRUNED_MIN_ROWS = 20000
-BACKENDS = ("auto", "faiss", "pruned", "torch")
+SCREENED_MIN_ROWS = 1024
+BACKENDS = ("auto", "faiss", "pruned", "screened", "torch")
+
+
+def _auto_backend(bank: np.ndarray):
+    """``(name, index or None)`` that ``"auto"`` picks for ``bank`` on the CPU."""
+    from defectforge.bank.knn_screened import ScreenedIndex, has_fast_bf16
+
+    if len(bank) >= PRUNED_MIN_ROWS:
+        return "pruned", None
+    if len(bank) >= SCREENED_MIN_ROWS and has_fast_bf16():
+        try:
+            return "screened", ScreenedIndex(bank)
+        except RuntimeError:  # this machine's product is not accurate enough for the screen
+            pass
+    return "faiss", None
 
 
 class NearestNeighbors:
@@ -35,13 +55,17 @@ class NearestNeighbors:
             raise ConfigError(f"nn backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
         self.bank = np.ascontiguousarray(bank, dtype=np.float32)
         self.device = device
-        if backend == "auto":
-            backend = "pruned" if len(self.bank) >= PRUNED_MIN_ROWS else "faiss"
-        self.backend = "torch" if device != "cpu" else backend
-        self.chunk = int(chunk)
         self._index = None
+        if device != "cpu":
+            backend = "torch"
+        elif backend == "auto":
+            backend, self._index = _auto_backend(self.bank)
+        self.backend = backend
+        self.chunk = int(chunk)
         self._dev_bank = None
-        if self.backend == "faiss" and len(self.bank):
+        if self._index is not None:
+            pass
+        elif self.backend == "faiss" and len(self.bank):
             import faiss
 
             self._index = faiss.IndexFlatL2(self.bank.shape[1])
@@ -50,6 +74,13 @@ class NearestNeighbors:
             from defectforge.bank.knn_pruned import PrunedIndex
 
             self._index = PrunedIndex(self.bank)
+        elif self.backend == "screened" and len(self.bank):
+            from defectforge.bank.knn_screened import ScreenedIndex
+
+            try:
+                self._index = ScreenedIndex(self.bank)
+            except RuntimeError as exc:
+                raise ConfigError(f"nn backend 'screened': {exc}") from None
         else:
             self._bank_sq = np.einsum("ij,ij->i", self.bank, self.bank)
 

@@ -42,28 +42,33 @@ def patchcore_weight(p_star: np.ndarray, support: np.ndarray) -> float:
     return float(1.0 - e[0] / e.sum())
 
 
-def gaussian_kernel1d(sigma: float) -> torch.Tensor:
-    """Normalised 1-D Gaussian of size ``2 * int(4 sigma + 0.5) + 1``."""
+def gaussian_kernel1d(sigma: float) -> np.ndarray:
+    """Normalised 1-D float32 Gaussian of size ``2 * int(4 sigma + 0.5) + 1``."""
     r = int(4.0 * sigma + 0.5)
-    x = torch.arange(-r, r + 1, dtype=torch.float32)
-    k = torch.exp(-0.5 * (x / sigma) ** 2)
-    return k / k.sum()
+    x = np.arange(-r, r + 1, dtype=np.float64)
+    k = np.exp(-0.5 * (x / sigma) ** 2)
+    return (k / k.sum()).astype(np.float32)
 
 
-def gaussian_blur(maps: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur of ``(B, H, W)`` float maps, reflect padding (float, never
-    quantised). ``sigma <= 0`` returns the input."""
+def gaussian_blur(maps: np.ndarray, sigma: float) -> np.ndarray:
+    """Separable Gaussian blur of ``(B, H, W)`` float32 maps (float, never quantised), with
+    mirror padding (the edge pixel not repeated, as ``scipy.ndimage``'s ``"mirror"``), or
+    edge replication when the kernel is wider than the map. OpenCV's separable filter:
+    ~15x faster than a one-channel torch convolution on the CPU. ``sigma <= 0`` returns the
+    input."""
+    import cv2
+
+    maps = np.asarray(maps, dtype=np.float32)
     if sigma <= 0:
         return maps
     k = gaussian_kernel1d(sigma)
     r = (len(k) - 1) // 2
-    x = maps[:, None]
-    h, w = x.shape[-2:]
-    mode = "reflect" if r < h and r < w else "replicate"
-    x = F.pad(x, (r, r, r, r), mode=mode)
-    x = F.conv2d(x, k.view(1, 1, 1, -1))
-    x = F.conv2d(x, k.view(1, 1, -1, 1))
-    return x[:, 0]
+    h, w = maps.shape[-2:]
+    border = cv2.BORDER_REFLECT_101 if r < h and r < w else cv2.BORDER_REPLICATE
+    out = np.empty_like(maps)
+    for i, m in enumerate(maps):
+        out[i] = cv2.sepFilter2D(np.ascontiguousarray(m), cv2.CV_32F, k, k, borderType=border)
+    return out
 
 
 def patch_maps_to_input(patch_maps: np.ndarray, size: tuple[int, int], mode: str = "bilinear",
@@ -73,4 +78,4 @@ def patch_maps_to_input(patch_maps: np.ndarray, size: tuple[int, int], mode: str
     t = torch.from_numpy(np.ascontiguousarray(patch_maps, dtype=np.float32))[:, None]
     kw = {"align_corners": False} if mode == "bilinear" else {}
     t = F.interpolate(t, size=tuple(size), mode=mode, **kw)[:, 0]
-    return gaussian_blur(t, sigma).numpy()
+    return gaussian_blur(t.numpy(), sigma)
