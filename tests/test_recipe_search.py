@@ -331,3 +331,49 @@ def test_box_candidates_get_the_baselines_optimiser_steps(data, tmp_path, monkey
     assert {s for _, s in seen} == {5}
     with pytest.raises(ConfigError, match="steps-per-epoch"):
         _tiny(steps_per_epoch=0).check()
+
+
+def test_ema_reaches_every_box_candidate_and_the_commands(data, tmp_path, monkeypatch):
+    """``--ema`` trains every candidate (baseline included) with the weight average, is part of
+    the search's key, is written into the commands that apply the result, and is refused where
+    it cannot apply."""
+    import defectforge.supervised.train as tr
+    from typer.testing import CliRunner
+
+    from defectforge.cli import app
+
+    seen = []
+    orig = tr.train_detector
+
+    def spy(train, out, cfg, **kw):
+        seen.append(cfg.ema)
+        return orig(train, out, cfg, **kw)
+
+    monkeypatch.setattr(tr, "train_detector", spy)
+    params = {"random_init": True, "val_fraction": 0.2, "ema": 0.9}
+    st = _tiny(detector="fcos-lite0", trials=1, generators=("fitted",), epochs=1, patience=1, detector_params=params)
+    assert st.key() != _tiny(detector="fcos-lite0", trials=1, generators=("fitted",), epochs=1, patience=1).key()
+    search_recipes(data, tmp_path / "s", st)
+    assert seen and set(seen) == {0.9}
+    assert "train-detector" in (tmp_path / "s" / "commands.sh").read_text()
+    assert "--ema 0.9" in (tmp_path / "s" / "commands.sh").read_text()
+
+    captured = []
+
+    def fake_search(data, out, st, **kw):
+        captured.append(st)
+        raise SystemExit(0)
+
+    import defectforge.recipe.search as rsearch
+
+    orig_search = rsearch.search_recipes
+    monkeypatch.setattr(rsearch, "search_recipes", fake_search)
+    r = CliRunner().invoke(app, ["recipe", "search", str(data), "--detector", "fcos-lite0", "--ema", "0.999",
+                                 "--out", str(tmp_path / "c")])
+    assert r.exit_code == 0 and captured[-1].detector_params == {"ema": 0.999}
+    r = CliRunner().invoke(app, ["recipe", "search", str(data), "--detector", "fcos-lite0", "--out", str(tmp_path / "c")])
+    assert captured[-1].detector_params == {}
+    for args, msg in ((["--ema", "0.999"], "exdd is fitted"), (["--detector", "fcos-lite0", "--ema", "1.5"], "decay")):
+        monkeypatch.setattr(rsearch, "search_recipes", orig_search)
+        r = CliRunner().invoke(app, ["recipe", "search", str(data), *args, "--out", str(tmp_path / "x")])
+        assert r.exit_code == 2 and msg in r.output and not (tmp_path / "x").exists()

@@ -60,6 +60,9 @@ def search_cmd(
     steps_per_epoch: Optional[int] = typer.Option(None, "--steps-per-epoch", min=1,
                                                   help="Box detectors: optimiser steps per epoch for every candidate "
                                                        "(default: the real-only baseline's one pass: equal steps)."),
+    ema: Optional[float] = typer.Option(None, "--ema", help="Box detectors: validate, pick the best epoch with and "
+                                                            "keep an exponential moving average of the weights "
+                                                            "(decay, e.g. 0.999; default: off)."),
     realism: bool = typer.Option(True, "--realism/--no-realism", help="Measure the best recipe's C2ST AUC against "
                                                                   "the validation defects (report, search.json)."),
     max_c2st: Optional[float] = typer.Option(None, "--max-c2st", help="Realism limit: recipes whose C2ST AUC vs the "
@@ -79,7 +82,7 @@ def search_cmd(
                         val_defects=val_defects, val_good=val_good, val_split=val_split, max_good=max_good, max_val_good=max_val_good,
                         min_gain=min_gain, folds=folds, image_size=image_size, normal_ratio=normal_ratio, epochs=epochs,
                         batch_size=batch_size, patience=patience, steps_per_epoch=steps_per_epoch, device=device,
-                        realism=realism, max_c2st=max_c2st)
+                        realism=realism, max_c2st=max_c2st, detector_params={} if ema is None else {"ema": ema})
     con = _console()
     summary = search_recipes(data, out, st, overwrite=overwrite, log=lambda m: con.print(m, highlight=False))
     if st.reductions():

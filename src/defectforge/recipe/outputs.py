@@ -124,6 +124,8 @@ def _commands(out: Path, st: Any, source: str, use: bool) -> str:
     if st.detector == "exdd":
         lines.append(f"defectforge detect fit {data} --model exdd --out {q(str(out / 'model.pt'))}{extra}")
     else:
+        ema = st.detector_params.get("ema")
+        extra += f" --ema {ema}" if ema is not None else ""
         lines.append(f"defectforge train-detector {data} --arch {q(st.detector)} --out {q(str(out / 'detector'))}{extra}")
     return "\n".join(lines) + "\n"
 

@@ -127,6 +127,12 @@ class SearchSettings:
             if self.detector not in ARCHS:
                 raise ConfigError(f"unknown detector {self.detector!r} (choose exdd or a box architecture: "
                                   f"{', '.join(ARCHS)})")
+        if "ema" in self.detector_params:
+            if self.detector == "exdd":
+                raise ConfigError("--ema applies to box detectors (they are trained); exdd is fitted, not trained")
+            from defectforge.supervised.train import TrainConfig
+
+            TrainConfig(arch=self.detector, ema=self.detector_params["ema"]).check_values()
 
     def key(self) -> dict[str, Any]:
         d = json.loads(json.dumps(asdict(self), default=list))
