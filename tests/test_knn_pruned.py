@@ -75,6 +75,7 @@ def test_auto_backend_picks_pruned_for_large_banks_and_agrees_with_faiss(monkeyp
     rng = np.random.default_rng(3)
     bank, q = _data(rng, 4000, 24), _data(rng, 500, 24)
     monkeypatch.setattr(knn, "PRUNED_MIN_ROWS", 1000)
+    monkeypatch.setattr(knn, "SCREENED_MAX_ROWS", 1000)  # else the screened search comes first
     auto, flat = NearestNeighbors(bank, "auto"), NearestNeighbors(bank, "faiss")
     assert auto.backend == "pruned" and NearestNeighbors(bank[:999], "auto").backend == "faiss"
     (da, ia), (df, i_f) = auto.search(q, 3), flat.search(q, 3)

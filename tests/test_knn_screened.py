@@ -113,7 +113,8 @@ def test_auto_picks_screened_where_bf16_is_native(monkeypatch):
     assert auto.backend == "screened" and NearestNeighbors(bank[:999], "auto").backend == "faiss"
     (da, ia), (dp, ip) = auto.search(q, 2), NearestNeighbors(bank, "pruned").search(q, 2)
     assert np.array_equal(da, dp) and np.array_equal(ia, ip)
-    monkeypatch.setattr(knn, "PRUNED_MIN_ROWS", 2000)  # large banks: the pruned search
+    monkeypatch.setattr(knn, "SCREENED_MAX_ROWS", 2000)  # very large banks: the pruned search
+    monkeypatch.setattr(knn, "PRUNED_MIN_ROWS", 2000)
     assert NearestNeighbors(bank, "auto").backend == "pruned"
     monkeypatch.setattr(knn, "PRUNED_MIN_ROWS", 20000)
     monkeypatch.setattr(knn_screened, "has_fast_bf16", lambda: False)

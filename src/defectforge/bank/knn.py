@@ -8,10 +8,10 @@ Interchangeable backends, all exact and fp32:
 - ``"screened"``: :class:`~defectforge.bank.knn_screened.ScreenedIndex`, a bfloat16 matrix
   product (AMX / AVX512-BF16) screens, direct float32 distances decide; the same neighbours
   and distances as ``"pruned"``.
-- ``"auto"`` (the detectors' default), on the CPU: ``"pruned"`` for banks of at least
-  ``PRUNED_MIN_ROWS`` rows; below that ``"screened"`` for banks of at least
-  ``SCREENED_MIN_ROWS`` rows when the CPU multiplies bfloat16 natively and the product passes
-  the screen's accuracy check; else ``"faiss"`` (each where it is measured fastest).
+- ``"auto"`` (the detectors' default), on the CPU: ``"screened"`` for banks of
+  ``SCREENED_MIN_ROWS`` to ``SCREENED_MAX_ROWS`` rows when the CPU multiplies bfloat16
+  natively and the product passes the screen's accuracy check; otherwise ``"pruned"`` for banks
+  of at least ``PRUNED_MIN_ROWS`` rows, else ``"faiss"`` (each where it is measured fastest).
 - ``"torch"``: chunked ``||q||^2 - 2 q.b + ||b||^2`` matmul (chunks of query rows keep the
   distance matrix small), ``topk``; on ``device="cuda"`` the bank lives on the GPU (the
   faiss backend is CPU only, so a CUDA device always uses this one).
@@ -30,6 +30,7 @@ from defectforge.errors import ConfigError
 
 PRUNED_MIN_ROWS = 20000
 SCREENED_MIN_ROWS = 1024
+SCREENED_MAX_ROWS = 65536
 BACKENDS = ("auto", "faiss", "pruned", "screened", "torch")
 
 
@@ -37,14 +38,12 @@ def _auto_backend(bank: np.ndarray):
     """``(name, index or None)`` that ``"auto"`` picks for ``bank`` on the CPU."""
     from defectforge.bank.knn_screened import ScreenedIndex, has_fast_bf16
 
-    if len(bank) >= PRUNED_MIN_ROWS:
-        return "pruned", None
-    if len(bank) >= SCREENED_MIN_ROWS and has_fast_bf16():
+    if SCREENED_MIN_ROWS <= len(bank) < SCREENED_MAX_ROWS and has_fast_bf16():
         try:
             return "screened", ScreenedIndex(bank)
         except RuntimeError:  # this machine's product is not accurate enough for the screen
             pass
-    return "faiss", None
+    return ("pruned" if len(bank) >= PRUNED_MIN_ROWS else "faiss"), None
 
 
 class NearestNeighbors:
