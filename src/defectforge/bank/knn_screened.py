@@ -92,25 +92,13 @@ def _smallest(row, cm, k, kk, ki):
     """The ``k`` smallest keys of ``row`` into ``kk``/``ki`` (sorted, ties to the lower index),
     skipping chunks whose minimum cannot enter the list."""
     N = row.shape[0]
-    n = 0
+    kk[:] = 32767  # sentinels: above every non-NaN key, at an index past the row
+    ki[:] = N
     for c in range(cm.shape[0]):
-        if n == k and cm[c] >= kk[k - 1]:
+        if cm[c] > kk[k - 1]:
             continue
         for j in range(c * _CHUNK, min(N, (c + 1) * _CHUNK)):
-            v = _key(row[j])
-            if n < k:
-                t = n
-                n += 1
-            elif v < kk[k - 1]:
-                t = k - 1
-            else:
-                continue
-            while t > 0 and v < kk[t - 1]:
-                kk[t] = kk[t - 1]
-                ki[t] = ki[t - 1]
-                t -= 1
-            kk[t] = v
-            ki[t] = j
+            _insert(kk, ki, _key(row[j]), j)
 
 
 @njit(cache=True, nogil=True)
