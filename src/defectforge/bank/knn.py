@@ -46,6 +46,28 @@ def _auto_backend(bank: np.ndarray):
     return ("pruned" if len(bank) >= PRUNED_MIN_ROWS else "faiss"), None
 
 
+def _cpu_index(backend: str, bank: np.ndarray):
+    """The index of a CPU backend over ``bank`` (``None`` for ``"torch"``)."""
+    if backend == "faiss":
+        import faiss
+
+        index = faiss.IndexFlatL2(bank.shape[1])
+        index.add(bank)
+        return index
+    if backend == "pruned":
+        from defectforge.bank.knn_pruned import PrunedIndex
+
+        return PrunedIndex(bank)
+    if backend == "screened":
+        from defectforge.bank.knn_screened import ScreenedIndex
+
+        try:
+            return ScreenedIndex(bank)
+        except RuntimeError as exc:
+            raise ConfigError(f"nn backend 'screened': {exc}") from None
+    return None
+
+
 class NearestNeighbors:
     """``NearestNeighbors(bank, backend).search(queries, k) -> (dist, idx)``."""
 
@@ -62,25 +84,9 @@ class NearestNeighbors:
         self.backend = backend
         self.chunk = int(chunk)
         self._dev_bank = None
-        if self._index is not None:
-            pass
-        elif self.backend == "faiss" and len(self.bank):
-            import faiss
-
-            self._index = faiss.IndexFlatL2(self.bank.shape[1])
-            self._index.add(self.bank)
-        elif self.backend == "pruned" and len(self.bank):
-            from defectforge.bank.knn_pruned import PrunedIndex
-
-            self._index = PrunedIndex(self.bank)
-        elif self.backend == "screened" and len(self.bank):
-            from defectforge.bank.knn_screened import ScreenedIndex
-
-            try:
-                self._index = ScreenedIndex(self.bank)
-            except RuntimeError as exc:
-                raise ConfigError(f"nn backend 'screened': {exc}") from None
-        else:
+        if self._index is None and len(self.bank):
+            self._index = _cpu_index(backend, self.bank)
+        if self._index is None:  # the torch path (and empty banks)
             self._bank_sq = np.einsum("ij,ij->i", self.bank, self.bank)
 
     def __len__(self) -> int:
