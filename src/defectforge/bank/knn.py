@@ -36,12 +36,12 @@ BACKENDS = ("auto", "faiss", "pruned", "screened", "torch")
 
 def _auto_backend(bank: np.ndarray):
     """``(name, index or None)`` that ``"auto"`` picks for ``bank`` on the CPU."""
-    from defectforge.bank.knn_screened import ScreenedIndex, has_fast_bf16
+    from defectforge.bank.knn_screened import has_fast_bf16
 
     if SCREENED_MIN_ROWS <= len(bank) < SCREENED_MAX_ROWS and has_fast_bf16():
         try:
-            return "screened", ScreenedIndex(bank)
-        except RuntimeError:  # this machine's product is not accurate enough for the screen
+            return "screened", _cpu_index("screened", bank)
+        except ConfigError:  # this machine's product is not accurate enough for the screen
             pass
     return ("pruned" if len(bank) >= PRUNED_MIN_ROWS else "faiss"), None
 

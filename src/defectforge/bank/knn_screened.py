@@ -192,7 +192,7 @@ class ScreenedIndex:
         self._out = None
         self.last_candidates = float("nan")  # mean rows given a direct distance per query, last search
         if N:
-            self._check(seed)
+            self._check(seed, b64, sq)
 
     def _screen(self, q: np.ndarray):
         """The screening product for the query rows ``q`` (a view of the shared buffer)."""
@@ -209,15 +209,16 @@ class ScreenedIndex:
         torch.mm(qa, self._bt, out=out)
         return out.view(torch.int16).numpy()
 
-    def _check(self, seed: int) -> None:
-        """The bound of :func:`screen_bound` holds on sample rows (this machine's product)."""
+    def _check(self, seed: int, b64: np.ndarray, sq: np.ndarray) -> None:
+        """The bound of :func:`screen_bound` holds on sample rows (this machine's product);
+        ``b64``, ``sq``: the bank in float64 and its squared norms."""
         rng = np.random.default_rng(seed)
         pick = rng.permutation(len(self.B))[:64]
         q = self.B[pick] * np.float32(0.5) + self.B[rng.permutation(len(self.B))[:len(pick)]] * np.float32(0.5)
         keys = self._screen(q)
         a = (keys.view(np.uint16).astype(np.uint32) << 16).view(np.float32).astype(np.float64)
-        q64, b64 = q.astype(np.float64), self.B.astype(np.float64)
-        exact = (b64 * b64).sum(1)[None, :] - 2.0 * q64 @ b64.T
+        q64 = q.astype(np.float64)
+        exact = sq[None, :] - 2.0 * q64 @ b64.T
         err = np.abs(a - exact).max(1)
         bound = screen_bound(np.sqrt((q64 * q64).sum(1)), self.b_max)
         if not np.all(err <= bound / 2):
