@@ -305,3 +305,22 @@ def test_rows_of_one_image_per_pass_equal_a_batched_pass(data, fitted):
     rows = m._rows(imgs)
     assert rows.shape == batched.shape
     np.testing.assert_allclose(rows, batched, rtol=0, atol=1e-5 * float(np.abs(batched).max()))
+
+
+@pytest.mark.parametrize("which", [0, 1])
+def test_scores_do_not_depend_on_the_batch(data, fitted, which):
+    """The weighted image score's neighbour searches run once per batch (and the next batch is
+    read ahead): every raw score and map is the same one image at a time."""
+    model = fitted[which]
+    test = data[2]
+    old = model.batch_size
+    try:
+        raw_a, maps_a = model.set_params(batch_size=1)._score(test)
+        raw_b, maps_b = model.set_params(batch_size=5)._score(test)
+    finally:
+        model.set_params(batch_size=old)
+    for name in raw_a:
+        np.testing.assert_array_equal(raw_a[name], raw_b[name])
+    for a, b in zip(maps_a, maps_b):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert len(maps_a) == len(test)

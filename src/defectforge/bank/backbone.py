@@ -254,16 +254,25 @@ class FeatureExtractor(nn.Module):
 
 def build_extractor(backbone: str = "efficientnet_lite0", layers: Sequence[str] | None = None,
                     weights: str | Path | None = None, random_init: bool = False,
-                    seed: int = 0, fold_bn: bool = True) -> tuple[FeatureExtractor, Path | None]:
+                    seed: int = 0, fold_bn: bool = True,
+                    fast_conv: bool = True) -> tuple[FeatureExtractor, Path | None]:
     """Backbone + layer hooks; ``layers=None`` picks the stride-8/16 stages. ``fold_bn``: batch
     norms folded into the convolutions before them (:mod:`defectforge.bank.fold`; the same
-    features up to float rounding, about twice as fast on the CPU)."""
+    features up to float rounding, about twice as fast on the CPU). ``fast_conv``: TensorFlow
+    "SAME" convolutions pad inside the convolution instead of copying their input, and the
+    activations left by folded batch norms run inside the convolutions
+    (:mod:`defectforge.bank.fast_conv`; same features up to float rounding, checked)."""
     model, used = build_model(backbone, weights, random_init, seed=seed)
     lay = list(layers) if layers else default_layers(model)
     if fold_bn:
         from defectforge.bank.fold import fold_batchnorm
 
         model, _ = fold_batchnorm(model, lambda m, x: layer_outputs(m, lay, x))
+    if fast_conv:
+        from defectforge.bank.fast_conv import fast_convolutions
+        from defectforge.bank.fold import checked_rewrite
+
+        model, _ = checked_rewrite(model, fast_convolutions, lambda m, x: layer_outputs(m, lay, x))
     return FeatureExtractor(model, lay), used
 
 

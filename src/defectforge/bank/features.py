@@ -15,7 +15,7 @@ Gaussian (Johnson-Lindenstrauss) random projection used only to choose the cores
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -42,6 +42,33 @@ def to_rgb(item: Any) -> np.ndarray:
     return as_rgb8(arr)
 
 
+def rgb_batches(items: Sequence[Any], batch_size: int) -> Iterator[list[np.ndarray]]:
+    """``items`` as RGB arrays (:func:`to_rgb`), ``batch_size`` at a time, in order; the next
+    batch is read and decoded in a background thread while the caller works on the current
+    one (image decoding releases the GIL, so on a 2-core CPU it runs while the other core
+    would wait on single-threaded steps). An unreadable item raises its ``InputError`` when
+    its batch is reached, as without read-ahead."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    size = max(1, int(batch_size))
+    starts = range(0, len(items), size)
+
+    def read(s: int) -> list[np.ndarray]:
+        return [to_rgb(it) for it in items[s:s + size]]
+
+    if len(starts) <= 1:
+        for s in starts:
+            yield read(s)
+        return
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="defectforge-read") as pool:
+        ahead = pool.submit(read, starts[0])
+        for k in range(len(starts)):
+            batch = ahead.result()
+            if k + 1 < len(starts):
+                ahead = pool.submit(read, starts[k + 1])
+            yield batch
+
+
 def item_name(item: Any, index: int) -> str:
     from defectforge.data.sample import Sample
 
@@ -64,12 +91,15 @@ def input_size_for(shape: tuple[int, int], short_side: int, multiple: int = 8) -
 def to_tensor(images: Sequence[np.ndarray], size: tuple[int, int], mean: Sequence[float],
               std: Sequence[float]) -> torch.Tensor:
     """A normalised ``(B, 3, H, W)`` float32 batch; every image is resized to ``size``."""
+    import warnings
+
     out = []
     for img in images:
         img = np.ascontiguousarray(img)
-        if not img.flags.writeable:
-            img = img.copy()
-        x = torch.from_numpy(img).permute(2, 0, 1)[None].float().div_(255.0)
+        with warnings.catch_warnings():  # a read-only array (e.g. from PIL) is only read: .float() copies it
+            warnings.simplefilter("ignore", UserWarning)
+            x = torch.from_numpy(img)
+        x = x.permute(2, 0, 1)[None].float().div_(255.0)
         if tuple(x.shape[-2:]) != tuple(size):
             x = F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False, antialias=True)
         out.append(x)

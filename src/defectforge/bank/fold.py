@@ -57,23 +57,33 @@ def _fold_children(module: nn.Module) -> int:
     return n
 
 
-def fold_batchnorm(model: nn.Module, run: Callable[[nn.Module, torch.Tensor], list[torch.Tensor]],
-                   size: tuple[int, int] = (64, 96)) -> tuple[nn.Module, int]:
-    """``(model, folds)``: a copy of ``model`` (eval mode) with its batch norms folded, or
-    ``model`` itself with 0 when nothing folds or the check fails. ``run(model, x)`` returns
-    the outputs that must not change (e.g. the hooked feature maps)."""
+def checked_rewrite(model: nn.Module, rewrite: Callable[[nn.Module], int],
+                    run: Callable[[nn.Module, torch.Tensor], list[torch.Tensor]],
+                    size: tuple[int, int] = (64, 96)) -> tuple[nn.Module, int]:
+    """``(model, changes)``: a copy of ``model`` (eval mode) rewritten in place by ``rewrite``
+    (which returns how many changes it made), or ``model`` itself with 0 when nothing changes
+    or the rewritten copy's outputs (``run(model, x)`` on a fixed input of ``size``) differ
+    from the original's by more than float rounding."""
     model.eval()
-    folded = copy.deepcopy(model)
-    n = _fold_children(folded)
+    new_model = copy.deepcopy(model)
+    n = rewrite(new_model)
     if n == 0:
         return model, 0
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(1, 3, *size, generator=gen)
     with torch.inference_mode():
         ref = run(model, x)
-        new = run(folded, x)
+        new = run(new_model, x)
     for a, b in zip(ref, new):
         scale = float(a.abs().max()) or 1.0
         if a.shape != b.shape or not bool(torch.isfinite(b).all()) or float((a - b).abs().max()) > _TOL * scale:
             return model, 0
-    return folded, n
+    return new_model, n
+
+
+def fold_batchnorm(model: nn.Module, run: Callable[[nn.Module, torch.Tensor], list[torch.Tensor]],
+                   size: tuple[int, int] = (64, 96)) -> tuple[nn.Module, int]:
+    """``(model, folds)``: a copy of ``model`` (eval mode) with its batch norms folded, or
+    ``model`` itself with 0 when nothing folds or the check fails. ``run(model, x)`` returns
+    the outputs that must not change (e.g. the hooked feature maps)."""
+    return checked_rewrite(model, _fold_children, run, size)

@@ -70,21 +70,31 @@ _CHUNK = 64  # keys per chunk: a chunk's minimum lets the scans skip it whole
 
 @njit(cache=True, nogil=True, fastmath=True)
 def _chunk_mins(row, cm):
-    """``cm[c]`` = the smallest key of chunk ``c`` of ``row`` (fixed-length inner loops, so
-    they vectorise: 6x faster than a loop with a computed bound)."""
-    N = row.shape[0]
+    """``cm[c]`` = the smallest key of chunk ``c`` of ``row``. Without turning every value
+    into its key: as unsigned 16-bit integers the negative bfloat16s are the ones from
+    0x8000 up, the most negative largest; so a chunk's smallest key is the key of its largest
+    unsigned value when that one is negative, else its smallest unsigned value (two plain
+    reductions over fixed-length loops, which vectorise)."""
+    u = row.view(np.uint16)
+    N = u.shape[0]
     full = N // _CHUNK
     for c in range(full):
-        ch = row[c * _CHUNK:(c + 1) * _CHUNK]
-        m = np.int32(32767)
+        ch = u[c * _CHUNK:(c + 1) * _CHUNK]
+        lo = np.uint16(65535)
+        hi = np.uint16(0)
         for j in range(_CHUNK):
-            m = min(m, np.int32(_key(ch[j])))
-        cm[c] = m
+            v = ch[j]
+            lo = min(lo, v)
+            hi = max(hi, v)
+        cm[c] = _key(np.int16(hi)) if hi >= np.uint16(0x8000) else np.int16(lo)
     if full < cm.shape[0]:
-        m = np.int32(32767)
+        lo = np.uint16(65535)
+        hi = np.uint16(0)
         for j in range(full * _CHUNK, N):
-            m = min(m, np.int32(_key(row[j])))
-        cm[full] = m
+            v = u[j]
+            lo = min(lo, v)
+            hi = max(hi, v)
+        cm[full] = _key(np.int16(hi)) if hi >= np.uint16(0x8000) else np.int16(lo)
 
 
 @njit(cache=True, nogil=True)

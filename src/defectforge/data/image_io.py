@@ -101,7 +101,7 @@ def open_image(source: str | Path | bytes, path: str | Path | None = None, load:
 def _open_pil(path: Path) -> Image.Image:
     im = open_image(path)
     try:
-        im = ImageOps.exif_transpose(im)
+        ImageOps.exif_transpose(im, in_place=True)  # no copy when there is nothing to turn
     except Exception:  # broken EXIF: keep the pixels as stored
         pass
     return im
@@ -125,7 +125,9 @@ def _pil_to_array(im: Image.Image, path: Path) -> np.ndarray:
         arr = arr[..., None]
     elif mode == "F":
         raise InputError(path, "floating-point images are not supported (expected 8- or 16-bit)")
-    elif mode in ("RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "LAB", "HSV"):
+    elif mode == "RGB":
+        arr = np.asarray(im, dtype=np.uint8)  # no converted copy
+    elif mode in ("RGBA", "RGBX", "CMYK", "YCbCr", "LAB", "HSV"):
         arr = np.asarray(im.convert("RGB"), dtype=np.uint8)
     else:
         arr = np.asarray(im.convert("RGB"), dtype=np.uint8)

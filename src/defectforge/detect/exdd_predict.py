@@ -66,7 +66,7 @@ class PatchScoreMixin:
         array) and maps at the model input size for ``items``."""
         from defectforge.detect.image_score import raw_scores
         from defectforge.progress import progress_task
-        from defectforge.bank.features import to_rgb
+        from defectforge.bank.features import rgb_batches
         from defectforge.detect.scoring import patch_maps_to_input
 
         c = self.config
@@ -78,8 +78,7 @@ class PatchScoreMixin:
         maps: list[np.ndarray] = []
         shapes: list[tuple[int, int]] = []
         with progress_task("scoring", len(items), self.progress) as bar:
-            for s in range(0, len(items), c.batch_size):
-                rgbs = [to_rgb(it) for it in items[s:s + c.batch_size]]
+            for rgbs in rgb_batches(items, c.batch_size):  # the next batch is read meanwhile
                 shapes.extend(r.shape[:2] for r in rgbs)
                 rows = self._rows(rgbs)
                 dn, inn = self._nn_normal.search(rows, 1)
@@ -92,11 +91,9 @@ class PatchScoreMixin:
                     dp = ip = None
                     patch = dn
                 full = patch_maps_to_input(patch.reshape(len(rgbs), h, w), self.input_size_, c.map_upsample, c.sigma)
-                rows3 = rows.reshape(len(rgbs), per, -1)
+                ws = self._image_scores(rows.reshape(len(rgbs), per, -1), dn, inn, dp, ip)
                 for b in range(len(rgbs)):
-                    ws = self._image_score(rows3[b], dn[b], inn[b], None if dp is None else dp[b],
-                                          None if ip is None else ip[b])
-                    rows_out.append(raw_scores(full[b], patch[b], dn[b], ws, c.topk_fraction))
+                    rows_out.append(raw_scores(full[b], patch[b], dn[b], ws[b], c.topk_fraction))
                     if keep_input_maps:
                         maps.append(full[b])
                 bar.advance(len(rgbs))
@@ -106,17 +103,26 @@ class PatchScoreMixin:
             return scores, maps, shapes
         return scores, maps
 
-    def _bank_weight(self, bank: str, p_star: np.ndarray, s_star: float, m_idx: int) -> float:
-        """Weight of one bank's max-min distance (see :mod:`~defectforge.detect.scoring`)."""
-        from defectforge.detect.scoring import exdd_ratio, patchcore_weight
-
+    def _neighbours(self, bank: str, m_idx: np.ndarray) -> list[list[int]] | None:
+        """For each bank row ``m_idx[i]``, the bank rows nearest it (itself left out), from one
+        search for the whole batch; None when the weighting needs none."""
         c = self.config
         nn = self._nn_normal if bank == "normal" else self._nn_defect
         data = self.bank_normal_ if bank == "normal" else self.bank_defect_
         if c.weighting == "none" or c.num_neighbors <= 1 or len(nn) < 2:
+            return None
+        _, nb = nn.search(data[m_idx], min(c.num_neighbors, len(nn)))
+        return [[int(j) for j in row if int(j) != int(m)] for row, m in zip(nb, m_idx)]
+
+    def _bank_weight(self, bank: str, p_star: np.ndarray, s_star: float, m_idx: int, nb: list[int] | None) -> float:
+        """Weight of one bank's max-min distance (see :mod:`~defectforge.detect.scoring`);
+        ``nb``: the bank rows nearest row ``m_idx`` (:meth:`_neighbours`)."""
+        from defectforge.detect.scoring import exdd_ratio, patchcore_weight
+
+        c = self.config
+        data = self.bank_normal_ if bank == "normal" else self.bank_defect_
+        if nb is None:
             return 1.0
-        _, nb = nn.search(data[m_idx][None], min(c.num_neighbors, len(nn)))
-        nb = [int(j) for j in nb[0] if int(j) != m_idx]
         if c.weighting == "patchcore":
             support = data[[m_idx] + nb[: c.num_neighbors - 1]]
             return patchcore_weight(p_star, support)
@@ -124,13 +130,23 @@ class PatchScoreMixin:
         r = exdd_ratio(p_star, s_star, others, tau=math.sqrt(data.shape[1]))
         return 1.0 - r if bank == "normal" else r
 
-    def _image_score(self, rows: np.ndarray, dn: np.ndarray, inn: np.ndarray,
-                     dp: np.ndarray | None, ip: np.ndarray | None) -> float:
+    def _image_scores(self, rows3: np.ndarray, dn: np.ndarray, inn: np.ndarray,
+                      dp: np.ndarray | None, ip: np.ndarray | None) -> list[float]:
+        """The bank-weighted max-min score of every image of a batch (``rows3``: its patch rows,
+        ``(images, patches, D)``; ``dn``/``inn`` and ``dp``/``ip``: nearest distances and rows in
+        the normal and defect banks, ``(images, patches)``)."""
         c = self.config
-        j = int(np.argmax(dn))
-        s_neg = float(dn[j]) * self._bank_weight("normal", rows[j], float(dn[j]), int(inn[j]))
+        b = np.arange(len(rows3))
+        j = np.argmax(dn, axis=1)
+        mn = inn[b, j]
+        nb_n = self._neighbours("normal", mn)
+        s_neg = [float(dn[i, j[i]]) * self._bank_weight("normal", rows3[i, j[i]], float(dn[i, j[i]]), int(mn[i]),
+                                                        None if nb_n is None else nb_n[i]) for i in b]
         if dp is None:
             return s_neg
-        jp = int(np.argmax(dp))
-        s_pos = float(dp[jp]) * self._bank_weight("defect", rows[jp], float(dp[jp]), int(ip[jp]))
-        return s_neg / (s_pos + c.eps)
+        jp = np.argmax(dp, axis=1)
+        mp = ip[b, jp]
+        nb_p = self._neighbours("defect", mp)
+        s_pos = [float(dp[i, jp[i]]) * self._bank_weight("defect", rows3[i, jp[i]], float(dp[i, jp[i]]), int(mp[i]),
+                                                         None if nb_p is None else nb_p[i]) for i in b]
+        return [sn / (sp + c.eps) for sn, sp in zip(s_neg, s_pos)]
