@@ -324,3 +324,26 @@ def test_scores_do_not_depend_on_the_batch(data, fitted, which):
     for a, b in zip(maps_a, maps_b):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     assert len(maps_a) == len(test)
+
+
+def test_overlapped_stages_give_the_plain_scores(data, fitted):
+    """With two threads scoring runs the backbone beside the search (detect._overlap); with
+    one it runs them one after the other: the same scores and maps, to float rounding."""
+    import torch
+
+    model = fitted[0]
+    test = data[2]
+    old = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        raw_a, maps_a = model.set_params(batch_size=2)._score(test)
+        torch.set_num_threads(2)
+        raw_b, maps_b = model._score(test)
+        assert torch.get_num_threads() == 2  # restored after the overlapped run
+    finally:
+        torch.set_num_threads(old)
+        model.set_params(batch_size=SMALL["batch_size"])
+    for name in raw_a:
+        np.testing.assert_allclose(raw_a[name], raw_b[name], rtol=1e-5, atol=1e-6)
+    for a, b in zip(maps_a, maps_b):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)

@@ -272,10 +272,11 @@ class LazyState:
         self.Y, self.eps = np.ascontiguousarray(Y, dtype=np.float32), np.ascontiguousarray(eps, dtype=np.float64)
         self.eps_max = float(self.eps.max()) if N else 0.0
         p = self.Y.shape[1]
-        y64 = self.Y.astype(np.float64)
-        self.nr = np.einsum("ij,ij->i", y64, y64)  # squared norms on the principal axes
+        self.nr = np.empty(N)  # squared norms on the principal axes (in chunks: no float64 copy of Y)
+        for s in range(0, N, 65536):
+            y64 = self.Y[s:s + 65536].astype(np.float64)
+            self.nr[s:s + 65536] = np.einsum("ij,ij->i", y64, y64)
         self.ny = np.sqrt(self.nr) * (1.0 + 1e-12)  # norms, rounded up
-        del y64
         # a float32 dot product of p terms, any order: within gamma |a| |c| (products and sums rounded)
         self.gam = (p + 2) * 2.0 ** -24 / (1.0 - (p + 2) * 2.0 ** -24)
         nb = (N + self.B - 1) // self.B

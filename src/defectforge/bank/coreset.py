@@ -70,7 +70,8 @@ def greedy_kcenter(x: np.ndarray, n: int, seed: int = 0, progress: Callable[[int
     y, eps = principal_rows(x, dim)
     perm = block_order(y, block)  # near rows together, judged on the principal axes (speed only)
     permute_rows(x, perm)
-    y, eps = np.ascontiguousarray(y[perm]), eps[perm]
+    permute_rows(y, perm)  # in place, as x: no second copy of the principal rows
+    eps = eps[perm]
     state = LazyState(x, perm, n, start, block, y, eps)
     every = max(64, n // 100)
     while True:

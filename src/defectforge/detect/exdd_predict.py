@@ -14,6 +14,7 @@ the fitted banks and the chosen image score).
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from typing import Any, Iterable
 
 import numpy as np
@@ -77,10 +78,13 @@ class PatchScoreMixin:
         rows_out: list[dict[str, float]] = []
         maps: list[np.ndarray] = []
         shapes: list[tuple[int, int]] = []
-        with progress_task("scoring", len(items), self.progress) as bar:
-            for rgbs in rgb_batches(items, c.batch_size):  # the next batch is read meanwhile
+        def featured():  # (rgbs, rows) per batch; the next batch is read meanwhile
+            for rgbs in rgb_batches(items, c.batch_size):
+                yield rgbs, self._rows(rgbs)
+
+        with progress_task("scoring", len(items), self.progress) as bar, self._overlap(len(items)) as batches:
+            for rgbs, rows in batches(featured()):
                 shapes.extend(r.shape[:2] for r in rgbs)
-                rows = self._rows(rgbs)
                 dn, inn = self._nn_normal.search(rows, 1)
                 dn, inn = dn[:, 0].reshape(len(rgbs), per), inn[:, 0].reshape(len(rgbs), per)
                 if self._nn_defect is not None:
@@ -102,6 +106,22 @@ class PatchScoreMixin:
         if return_shapes:
             return scores, maps, shapes
         return scores, maps
+
+    @contextmanager
+    def _overlap(self, n_items: int):
+        """How batches are made: on a CPU with several threads and for more than one batch,
+        the backbone of the next batch runs beside the search of this one, each with half the
+        threads (:mod:`~defectforge.detect._overlap`); otherwise one after the other."""
+        import torch
+
+        from defectforge.detect._overlap import overlapped, split_threads
+
+        c = self.config
+        if (str(c.device).startswith("cpu") and n_items > c.batch_size and torch.get_num_threads() >= 2):
+            with split_threads():
+                yield overlapped
+        else:
+            yield lambda it: it
 
     def _neighbours(self, bank: str, m_idx: np.ndarray) -> list[list[int]] | None:
         """For each bank row ``m_idx[i]``, the bank rows nearest it (itself left out), from one

@@ -1,0 +1,92 @@
+"""Two stages of scoring at once on a multi-core CPU.
+
+Scoring a batch has two halves of similar cost at the README defaults: reading the images and
+running the backbone (PyTorch), then the nearest-neighbour search, maps and scores (numba,
+NumPy, OpenCV). Each half scales poorly from one core to two (the backbone 1.67x, the search
+1.4x on the 2-core machine: activation maps and the screening product are memory-bound), so
+running them side by side, the backbone of batch ``i + 1`` while batch ``i`` is searched,
+each with half the cores, does more per second than running both halves one after the other
+on all of them (measured in ``docs/bench/scale.md``).
+
+:func:`overlapped` yields a source's items while a worker thread computes the next one;
+:func:`split_threads` gives PyTorch and numba half the threads for that time (PyTorch's thread
+count is process-wide, so it is restored afterwards; numba's is per thread). Errors of the
+source (e.g. an unreadable image) are raised in the caller at the item where they happened;
+a caller that stops early stops the worker.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from contextlib import contextmanager
+from typing import Iterator, TypeVar
+
+T = TypeVar("T")
+
+_DONE = object()
+
+
+@contextmanager
+def split_threads() -> Iterator[int]:
+    """PyTorch and (in the calling thread) numba at half their threads, at least one; yields
+    the count and restores both afterwards."""
+    import torch
+
+    old = torch.get_num_threads()
+    half = max(1, old // 2)
+    try:
+        import numba
+
+        nb_old = numba.get_num_threads()
+    except Exception:  # pragma: no cover - numba is a dependency
+        numba, nb_old = None, None
+    torch.set_num_threads(half)
+    if numba is not None:
+        numba.set_num_threads(max(1, min(half, nb_old)))
+    try:
+        yield half
+    finally:
+        torch.set_num_threads(old)
+        if numba is not None:
+            numba.set_num_threads(nb_old)
+
+
+def overlapped(source: Iterator[T], ahead: int = 1) -> Iterator[T]:
+    """The items of ``source`` in order, computed in a worker thread up to ``ahead`` items in
+    advance of the caller."""
+    q: queue.Queue = queue.Queue(maxsize=max(1, int(ahead)))
+    stop = threading.Event()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work() -> None:
+        try:
+            for item in source:
+                if not put((True, item)):
+                    return
+        except BaseException as exc:  # raised again in the caller, at this item
+            put((False, exc))
+            return
+        put((True, _DONE))
+
+    t = threading.Thread(target=work, name="defectforge-overlap", daemon=True)
+    t.start()
+    try:
+        while True:
+            ok, item = q.get()
+            if not ok:
+                raise item
+            if item is _DONE:
+                return
+            yield item
+    finally:
+        stop.set()
+        t.join()

@@ -1,0 +1,76 @@
+"""Scoring's two stages side by side (detect._overlap): same items in order, errors at their
+item, an early stop ends the worker, thread counts restored."""
+
+import threading
+import time
+
+import pytest
+import torch
+
+from defectforge.detect._overlap import overlapped, split_threads
+
+
+def test_items_in_order_and_computed_ahead():
+    started = []
+
+    def source():
+        for i in range(6):
+            started.append(i)
+            yield i * i
+
+    it = overlapped(source())
+    assert next(it) == 0
+    deadline = time.time() + 5
+    while len(started) < 2 and time.time() < deadline:  # the next item is made while the caller works
+        time.sleep(0.01)
+    assert len(started) >= 2
+    assert list(it) == [1, 4, 9, 16, 25]
+
+
+def test_empty_source():
+    assert list(overlapped(iter(()))) == []
+
+
+def test_an_error_is_raised_at_its_item():
+    def source():
+        yield 1
+        yield 2
+        raise ValueError("bad image x.png")
+
+    got = []
+    with pytest.raises(ValueError, match="x.png"):
+        for v in overlapped(source()):
+            got.append(v)
+    assert got == [1, 2]
+
+
+def test_stopping_early_ends_the_worker():
+    made = []
+
+    def source():
+        for i in range(10_000):
+            made.append(i)
+            yield i
+
+    before = threading.active_count()
+    for v in overlapped(source()):
+        if v == 3:
+            break
+    time.sleep(0.05)
+    assert threading.active_count() == before  # joined
+    assert len(made) <= 6  # at most a couple ahead, not the whole source
+
+
+def test_split_threads_halves_and_restores():
+    old = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with split_threads() as n:
+            assert n == 1 and torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2
+        with pytest.raises(RuntimeError):
+            with split_threads():
+                raise RuntimeError("boom")
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(old)
