@@ -18,7 +18,7 @@ def test_items_in_order_and_computed_ahead():
             started.append(i)
             yield i * i
 
-    it = overlapped(source())
+    it = overlapped(source(), 6)
     assert next(it) == 0
     deadline = time.time() + 5
     while len(started) < 2 and time.time() < deadline:  # the next item is made while the caller works
@@ -28,7 +28,9 @@ def test_items_in_order_and_computed_ahead():
 
 
 def test_empty_source():
-    assert list(overlapped(iter(()))) == []
+    assert list(overlapped(iter(()), 0)) == []
+    assert list(overlapped(iter(()), 3)) == []
+    assert list(overlapped(iter([7]), 1)) == [7]
 
 
 def test_an_error_is_raised_at_its_item():
@@ -39,7 +41,7 @@ def test_an_error_is_raised_at_its_item():
 
     got = []
     with pytest.raises(ValueError, match="x.png"):
-        for v in overlapped(source()):
+        for v in overlapped(source(), 3):
             got.append(v)
     assert got == [1, 2]
 
@@ -53,7 +55,7 @@ def test_stopping_early_ends_the_worker():
             yield i
 
     before = threading.active_count()
-    for v in overlapped(source()):
+    for v in overlapped(source(), 10_000):
         if v == 3:
             break
     time.sleep(0.05)
@@ -74,3 +76,24 @@ def test_split_threads_halves_and_restores():
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(old)
+
+
+def test_threads_halved_while_both_run_and_whole_for_first_and_last():
+    old = torch.get_num_threads()
+    torch.set_num_threads(2)
+    seen_worker, seen_caller = [], []
+
+    def source():
+        for i in range(4):
+            seen_worker.append((i, torch.get_num_threads()))
+            yield i
+
+    try:
+        for i in overlapped(source(), 4):
+            seen_caller.append((i, torch.get_num_threads()))
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(old)
+    assert seen_worker[0] == (0, 2)  # the first item, before any overlap
+    assert all(n == 1 for _, n in seen_worker[1:])
+    assert [n for _, n in seen_caller] == [1, 1, 1, 2]  # the last item: all threads back

@@ -8,11 +8,12 @@ running them side by side, the backbone of batch ``i + 1`` while batch ``i`` is 
 each with half the cores, does more per second than running both halves one after the other
 on all of them (measured in ``docs/bench/scale.md``).
 
-:func:`overlapped` yields a source's items while a worker thread computes the next one;
-:func:`split_threads` gives PyTorch and numba half the threads for that time (PyTorch's thread
-count is process-wide, so it is restored afterwards; numba's is per thread). Errors of the
-source (e.g. an unreadable image) are raised in the caller at the item where they happened;
-a caller that stops early stops the worker.
+:func:`overlapped` yields a source's items while a worker thread computes the next one, and
+gives PyTorch and numba half the threads while both run (PyTorch's thread count is
+process-wide, so it is restored afterwards; numba's is per thread): the first item (nothing to
+overlap yet) and the caller's work on the last one get all the threads. Errors of the source
+(e.g. an unreadable image) are raised in the caller at the item where they happened; a caller
+that stops early stops the worker.
 """
 
 from __future__ import annotations
@@ -20,17 +21,16 @@ from __future__ import annotations
 import queue
 import threading
 from contextlib import contextmanager
-from typing import Iterator, TypeVar
+from typing import Callable, Iterable, Iterator, TypeVar
 
 T = TypeVar("T")
 
 _DONE = object()
 
 
-@contextmanager
-def split_threads() -> Iterator[int]:
-    """PyTorch and (in the calling thread) numba at half their threads, at least one; yields
-    the count and restores both afterwards."""
+def _halve_threads() -> Callable[[], None]:
+    """PyTorch and (in the calling thread) numba at half their threads, at least one; returns
+    the function that restores both (safe to call more than once)."""
     import torch
 
     old = torch.get_num_threads()
@@ -44,17 +44,42 @@ def split_threads() -> Iterator[int]:
     torch.set_num_threads(half)
     if numba is not None:
         numba.set_num_threads(max(1, min(half, nb_old)))
+    done = []
+
+    def restore() -> None:
+        if not done:
+            done.append(True)
+            torch.set_num_threads(old)
+            if numba is not None:
+                numba.set_num_threads(nb_old)
+
+    return restore
+
+
+@contextmanager
+def split_threads() -> Iterator[int]:
+    """:func:`_halve_threads` for the length of a ``with`` block; yields the halved count."""
+    import torch
+
+    restore = _halve_threads()
     try:
-        yield half
+        yield torch.get_num_threads()
     finally:
-        torch.set_num_threads(old)
-        if numba is not None:
-            numba.set_num_threads(nb_old)
+        restore()
 
 
-def overlapped(source: Iterator[T], ahead: int = 1) -> Iterator[T]:
-    """The items of ``source`` in order, computed in a worker thread up to ``ahead`` items in
-    advance of the caller."""
+def overlapped(source: Iterable[T], total: int, ahead: int = 1) -> Iterator[T]:
+    """The items of ``source`` (``total`` of them) in order. The first is made in the caller's
+    thread with all the threads; then, while the caller works on item ``i``, a worker thread
+    makes item ``i + 1``, both with half the threads (:func:`_halve_threads`); the caller gets
+    all the threads back for the last item. With ``total <= 1``: no worker, no change."""
+    it = iter(source)
+    if total <= 1:
+        yield from it
+        return
+    first = next(it, _DONE)
+    if first is _DONE:
+        return
     q: queue.Queue = queue.Queue(maxsize=max(1, int(ahead)))
     stop = threading.Event()
 
@@ -69,7 +94,7 @@ def overlapped(source: Iterator[T], ahead: int = 1) -> Iterator[T]:
 
     def work() -> None:
         try:
-            for item in source:
+            for item in it:
                 if not put((True, item)):
                     return
         except BaseException as exc:  # raised again in the caller, at this item
@@ -77,16 +102,23 @@ def overlapped(source: Iterator[T], ahead: int = 1) -> Iterator[T]:
             return
         put((True, _DONE))
 
+    restore = _halve_threads()
     t = threading.Thread(target=work, name="defectforge-overlap", daemon=True)
     t.start()
     try:
+        yield first
+        k = 1
         while True:
             ok, item = q.get()
             if not ok:
                 raise item
             if item is _DONE:
                 return
+            if k >= total - 1:  # the worker has made the last item: all the threads to the caller
+                restore()
+            k += 1
             yield item
     finally:
         stop.set()
         t.join()
+        restore()

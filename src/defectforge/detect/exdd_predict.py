@@ -14,7 +14,6 @@ the fitted banks and the chosen image score).
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
 from typing import Any, Iterable
 
 import numpy as np
@@ -82,8 +81,8 @@ class PatchScoreMixin:
             for rgbs in rgb_batches(items, c.batch_size):
                 yield rgbs, self._rows(rgbs)
 
-        with progress_task("scoring", len(items), self.progress) as bar, self._overlap(len(items)) as batches:
-            for rgbs, rows in batches(featured()):
+        with progress_task("scoring", len(items), self.progress) as bar:
+            for rgbs, rows in self._batches(featured(), len(items)):
                 shapes.extend(r.shape[:2] for r in rgbs)
                 dn, inn = self._nn_normal.search(rows, 1)
                 dn, inn = dn[:, 0].reshape(len(rgbs), per), inn[:, 0].reshape(len(rgbs), per)
@@ -107,21 +106,19 @@ class PatchScoreMixin:
             return scores, maps, shapes
         return scores, maps
 
-    @contextmanager
-    def _overlap(self, n_items: int):
+    def _batches(self, featured: Iterable[Any], n_items: int) -> Iterable[Any]:
         """How batches are made: on a CPU with several threads and for more than one batch,
         the backbone of the next batch runs beside the search of this one, each with half the
         threads (:mod:`~defectforge.detect._overlap`); otherwise one after the other."""
         import torch
 
-        from defectforge.detect._overlap import overlapped, split_threads
+        from defectforge.detect._overlap import overlapped
 
         c = self.config
-        if (str(c.device).startswith("cpu") and n_items > c.batch_size and torch.get_num_threads() >= 2):
-            with split_threads():
-                yield overlapped
-        else:
-            yield lambda it: it
+        n_batches = -(-n_items // c.batch_size)
+        if str(c.device).startswith("cpu") and n_batches > 1 and torch.get_num_threads() >= 2:
+            return overlapped(featured, n_batches)
+        return featured
 
     def _neighbours(self, bank: str, m_idx: np.ndarray) -> list[list[int]] | None:
         """For each bank row ``m_idx[i]``, the bank rows nearest it (itself left out), from one
