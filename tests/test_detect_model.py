@@ -326,19 +326,34 @@ def test_scores_do_not_depend_on_the_batch(data, fitted, which):
     assert len(maps_a) == len(test)
 
 
-def test_overlapped_stages_give_the_plain_scores(data, fitted):
-    """With two threads scoring runs the backbone beside the search (detect._overlap); with
-    one it runs them one after the other: the same scores and maps, to float rounding."""
+def test_overlapped_stages_give_the_plain_scores(data, fitted, monkeypatch):
+    """Scoring with the backbone of the next batch beside the search of this one
+    (detect._overlap; forced here: the toy banks are too small for it to pay) gives the
+    one-after-the-other scores and maps, to float rounding, and restores the thread count."""
     import torch
+
+    from defectforge.detect import _overlap, exdd_predict
 
     model = fitted[0]
     test = data[2]
+    used = []
+    real = _overlap.overlapped
+
+    def spy(featured, total):
+        used.append(total)
+        return real(featured, total)
+
+    monkeypatch.setattr(_overlap, "overlapped", spy)
     old = torch.get_num_threads()
     try:
-        torch.set_num_threads(1)
-        raw_a, maps_a = model.set_params(batch_size=2)._score(test)
         torch.set_num_threads(2)
+        model.set_params(batch_size=2)
+        monkeypatch.setattr(exdd_predict.PatchScoreMixin, "_overlap_pays", lambda self: False)
+        raw_a, maps_a = model._score(test)
+        assert used == []
+        monkeypatch.setattr(exdd_predict.PatchScoreMixin, "_overlap_pays", lambda self: True)
         raw_b, maps_b = model._score(test)
+        assert used == [6]  # 12 images in batches of 2
         assert torch.get_num_threads() == 2  # restored after the overlapped run
     finally:
         torch.set_num_threads(old)
@@ -347,3 +362,26 @@ def test_overlapped_stages_give_the_plain_scores(data, fitted):
         np.testing.assert_allclose(raw_a[name], raw_b[name], rtol=1e-5, atol=1e-6)
     for a, b in zip(maps_a, maps_b):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_overlap_is_used_only_where_it_pays(fitted, monkeypatch):
+    import torch
+
+    from defectforge.detect import exdd_predict
+
+    model = fitted[0]
+    nn = model._nn_normal
+    old = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert not model._overlap_pays()  # a toy bank: far below the rows where it pays
+        monkeypatch.setattr(nn, "backend", "screened")
+        monkeypatch.setattr(exdd_predict, "OVERLAP_ROWS", (1, 10 ** 9))
+        assert model._overlap_pays()
+        torch.set_num_threads(1)
+        assert not model._overlap_pays()  # one thread: nothing to split
+        torch.set_num_threads(2)
+        monkeypatch.setattr(nn, "backend", "faiss")
+        assert not model._overlap_pays()  # not measured with other searches
+    finally:
+        torch.set_num_threads(old)

@@ -20,6 +20,13 @@ import numpy as np
 
 from defectforge.detect.base import Prediction
 
+#: normal-bank rows for which overlapped scoring pays (2 threads, screened search): the search's
+#: cost grows with the bank, the backbone's does not. Measured on BSData-size images (both costs
+#: grow with the image the same way, so the ratio is the bank's): the backbone (+ reading) takes
+#: 21 ms per image on 2 threads and 34 on 1, the search + maps 4 + 1.8 ms per 1,000 rows on 2
+#: threads and 5 + 2.6 on 1; side by side wins from ~4,900 to ~26,500 rows (docs/detectors.md).
+OVERLAP_ROWS = (5_000, 26_000)
+
 
 class PatchScoreMixin:
     """``predict`` and the patch / image scoring of :class:`~defectforge.detect.exdd.ExDD`."""
@@ -107,18 +114,26 @@ class PatchScoreMixin:
         return scores, maps
 
     def _batches(self, featured: Iterable[Any], n_items: int) -> Iterable[Any]:
-        """How batches are made: on a CPU with several threads and for more than one batch,
-        the backbone of the next batch runs beside the search of this one, each with half the
-        threads (:mod:`~defectforge.detect._overlap`); otherwise one after the other."""
-        import torch
-
+        """How batches are made: where it pays (:meth:`_overlap_pays`) and for more than one
+        batch, the backbone of the next batch runs beside the search of this one, each with half
+        the threads (:mod:`~defectforge.detect._overlap`); otherwise one after the other."""
         from defectforge.detect._overlap import overlapped
 
-        c = self.config
-        n_batches = -(-n_items // c.batch_size)
-        if str(c.device).startswith("cpu") and n_batches > 1 and torch.get_num_threads() >= 2:
+        n_batches = -(-n_items // self.config.batch_size)
+        if n_batches > 1 and self._overlap_pays():
             return overlapped(featured, n_batches)
         return featured
+
+    def _overlap_pays(self) -> bool:
+        """Whether the two halves of scoring cost about the same, so that running them side by
+        side on half the threads each beats running them one after the other on all: measured
+        on a 2-thread CPU with the screened search (:data:`OVERLAP_ROWS`), the only setting
+        where it is used; a function of the model and the thread count, never of timings."""
+        import torch
+
+        nn = getattr(self, "_nn_normal", None)
+        return (str(self.config.device).startswith("cpu") and torch.get_num_threads() == 2
+                and nn is not None and nn.backend == "screened" and OVERLAP_ROWS[0] <= len(nn) <= OVERLAP_ROWS[1])
 
     def _neighbours(self, bank: str, m_idx: np.ndarray) -> list[list[int]] | None:
         """For each bank row ``m_idx[i]``, the bank rows nearest it (itself left out), from one
