@@ -1,7 +1,7 @@
 """Scoring's two halves side by side (``defectforge.detect._overlap``) against one after the
 other, on the same model and images in one process.
 
-First the two halves alone on all the threads and on one (reading + backbone: ``_rows``; the
+First the two halves alone on all the threads and on one (backbone + patch rows: ``_rows``; the
 normal and defect banks' 1-NN search), to show how each scales; then ``predict`` with and
 without the overlap, in calls of ``--chunk`` images (16: what ``detect predict`` and ``detect
 eval`` make) and of all ``--n`` images, alternating the two settings ``--reps`` times (median).
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{args.model.name}, {len(test)} BSData test images, batch {bs}, {threads} PyTorch threads, "
           f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load average {min(load):.2f}-{max(load):.2f}\n")
     print("| half | ms per image, all threads | one thread | scaling |\n|---|---|---|---|")
-    for k, name in enumerate(("read + backbone (`_rows`)", "1-NN search, both banks")):
+    for k, name in enumerate(("backbone + patch rows (`_rows`, images decoded beforehand)", "1-NN search, both banks")):
         a, b = halves[threads][k], halves[1][k]
         print(f"| {name} | {a:.1f} | {b:.1f} | {b / a:.2f}x |")
     print("\n| predict | calls of | ms per image (each pass) | median | vs one after the other |\n|---|---|---|---|---|")
