@@ -97,3 +97,41 @@ def test_threads_halved_while_both_run_and_whole_for_first_and_last():
     assert seen_worker[0] == (0, 2)  # the first item, before any overlap
     assert all(n == 1 for _, n in seen_worker[1:])
     assert [n for _, n in seen_caller] == [1, 1, 1, 2]  # the last item: all threads back
+
+
+def test_concurrent_overlapped_calls_restore_the_count_they_found():
+    """Overlapped calls at once in several threads (e.g. a server's): a later one does not
+    halve again, and the count is restored only when all are done."""
+    from defectforge.detect._overlap import _halve_threads
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(4)
+    gate = threading.Event()
+    seen = []
+
+    def slow(n):
+        for i in range(n):
+            gate.wait(5)
+            yield i
+
+    def run():
+        seen.append(list(overlapped(slow(3), 3)))
+
+    try:
+        outer = _halve_threads()
+        assert torch.get_num_threads() == 2
+        t = threading.Thread(target=run)
+        t.start()
+        inner = _halve_threads()
+        assert torch.get_num_threads() == 2  # not halved twice
+        inner()
+        assert torch.get_num_threads() == 2  # the others still run
+        gate.set()
+        t.join(10)
+        assert seen == [[0, 1, 2]]
+        assert torch.get_num_threads() == 2  # outer still runs
+        outer()
+        outer()  # a second restore is a no-op
+        assert torch.get_num_threads() == 4
+    finally:
+        torch.set_num_threads(old)

@@ -28,30 +28,43 @@ T = TypeVar("T")
 _DONE = object()
 
 
+_LOCK = threading.Lock()
+_HALVED = {"users": 0, "old": 0}  # overlapped calls running now (any thread) and the count to restore
+
+
 def _halve_threads() -> Callable[[], None]:
     """PyTorch and (in the calling thread) numba at half their threads, at least one; returns
-    the function that restores both (safe to call more than once)."""
+    the function that restores both (safe to call more than once). PyTorch's count is
+    process-wide: overlapped calls running at the same time in several threads share one
+    halving, and the last to finish restores the count they found."""
     import torch
 
-    old = torch.get_num_threads()
-    half = max(1, old // 2)
+    with _LOCK:
+        if _HALVED["users"] == 0:
+            _HALVED["old"] = torch.get_num_threads()
+            torch.set_num_threads(max(1, _HALVED["old"] // 2))
+        _HALVED["users"] += 1
+        half = max(1, _HALVED["old"] // 2)
     try:
         import numba
 
         nb_old = numba.get_num_threads()
     except Exception:  # pragma: no cover - numba is a dependency
         numba, nb_old = None, None
-    torch.set_num_threads(half)
     if numba is not None:
         numba.set_num_threads(max(1, min(half, nb_old)))
     done = []
 
     def restore() -> None:
-        if not done:
-            done.append(True)
-            torch.set_num_threads(old)
-            if numba is not None:
-                numba.set_num_threads(nb_old)
+        if done:
+            return
+        done.append(True)
+        with _LOCK:
+            _HALVED["users"] -= 1
+            if _HALVED["users"] == 0:
+                torch.set_num_threads(_HALVED["old"])
+        if numba is not None:
+            numba.set_num_threads(nb_old)
 
     return restore
 
