@@ -7,7 +7,7 @@ import time
 import pytest
 import torch
 
-from defectforge.detect._overlap import overlapped, split_threads
+from defectforge.detect._overlap import _halve_threads, overlapped
 
 
 def test_items_in_order_and_computed_ahead():
@@ -63,20 +63,22 @@ def test_stopping_early_ends_the_worker():
     assert len(made) <= 6  # at most a couple ahead, not the whole source
 
 
-def test_split_threads_halves_and_restores():
+def test_halving_halves_and_restores():
     old = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        with split_threads() as n:
-            assert n == 1 and torch.get_num_threads() == 1
+        restore = _halve_threads()
+        assert torch.get_num_threads() == 1
+        restore()
+        assert torch.get_num_threads() == 2
+        restore()  # a second restore is a no-op
         assert torch.get_num_threads() == 2
         with pytest.raises(RuntimeError):
-            with split_threads():
+            for _ in overlapped(iter(range(4)), 4):  # the caller fails mid-way: threads restored
                 raise RuntimeError("boom")
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(old)
-
 
 def test_threads_halved_while_both_run_and_whole_for_first_and_last():
     old = torch.get_num_threads()
@@ -102,8 +104,6 @@ def test_threads_halved_while_both_run_and_whole_for_first_and_last():
 def test_concurrent_overlapped_calls_restore_the_count_they_found():
     """Overlapped calls at once in several threads (e.g. a server's): a later one does not
     halve again, and the count is restored only when all are done."""
-    from defectforge.detect._overlap import _halve_threads
-
     old = torch.get_num_threads()
     torch.set_num_threads(4)
     gate = threading.Event()

@@ -264,15 +264,19 @@ def build_extractor(backbone: str = "efficientnet_lite0", layers: Sequence[str] 
     (:mod:`defectforge.bank.fast_conv`; same features up to float rounding, checked)."""
     model, used = build_model(backbone, weights, random_init, seed=seed)
     lay = list(layers) if layers else default_layers(model)
+
+    def run(m: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:  # the outputs a rewrite must keep
+        return layer_outputs(m, lay, x)
+
     if fold_bn:
         from defectforge.bank.fold import fold_batchnorm
 
-        model, _ = fold_batchnorm(model, lambda m, x: layer_outputs(m, lay, x))
+        model, _ = fold_batchnorm(model, run)
     if fast_conv:
         from defectforge.bank.fast_conv import fast_convolutions
         from defectforge.bank.fold import checked_rewrite
 
-        model, _ = checked_rewrite(model, fast_convolutions, lambda m, x: layer_outputs(m, lay, x))
+        model, _ = checked_rewrite(model, fast_convolutions, run)
     return FeatureExtractor(model, lay), used
 
 

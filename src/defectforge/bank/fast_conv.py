@@ -33,8 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-#: activations the convolution can apply itself: module type -> (oneDNN post-op, its scalars)
 def _post_op(act: nn.Module) -> tuple[str, list[float]] | None:
+    """The oneDNN post-op (name, scalars) that applies ``act``, or None when there is none."""
     if isinstance(act, nn.ReLU6):
         return "hardtanh", [0.0, 6.0]
     if isinstance(act, nn.Hardtanh):
@@ -42,6 +42,11 @@ def _post_op(act: nn.Module) -> tuple[str, list[float]] | None:
     if isinstance(act, nn.ReLU):
         return "relu", []
     return None
+
+
+def _zero_padded(conv: nn.Conv2d) -> bool:
+    """Zero padding given as numbers (what :class:`FastConv2d` can take over)."""
+    return conv.padding_mode == "zeros" and not isinstance(conv.padding, str)
 
 
 def _same(length: int, k: int, s: int, d: int) -> tuple[int, int]:
@@ -55,7 +60,7 @@ class FastConv2d(nn.Conv2d):
     convolution and, optionally, an activation applied by it (module doc)."""
 
     def __init__(self, conv: nn.Conv2d, act: nn.Module | None = None):
-        if conv.padding_mode != "zeros" or isinstance(conv.padding, str):
+        if not _zero_padded(conv):
             raise ValueError("only zero-padded convolutions with numeric padding")
         super().__init__(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
                          conv.dilation, conv.groups, conv.bias is not None, device="meta")
@@ -156,9 +161,7 @@ def fast_convolutions(model: nn.Module) -> int:
     for parent in list(model.modules()):
         kids = list(parent.named_children())
         for j, (name, child) in enumerate(kids):
-            if not isinstance(child, nn.Conv2d) or isinstance(child, FastConv2d):
-                continue
-            if child.padding_mode != "zeros" or isinstance(child.padding, str):
+            if not isinstance(child, nn.Conv2d) or isinstance(child, FastConv2d) or not _zero_padded(child):
                 continue
             act = None
             if j + 1 < len(kids):

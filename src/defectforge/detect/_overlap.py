@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import queue
 import threading
-from contextlib import contextmanager
 from typing import Callable, Iterable, Iterator, TypeVar
 
 T = TypeVar("T")
@@ -37,6 +36,7 @@ def _halve_threads() -> Callable[[], None]:
     the function that restores both (safe to call more than once). PyTorch's count is
     process-wide: overlapped calls running at the same time in several threads share one
     halving, and the last to finish restores the count they found."""
+    import numba
     import torch
 
     with _LOCK:
@@ -45,14 +45,8 @@ def _halve_threads() -> Callable[[], None]:
             torch.set_num_threads(max(1, _HALVED["old"] // 2))
         _HALVED["users"] += 1
         half = max(1, _HALVED["old"] // 2)
-    try:
-        import numba
-
-        nb_old = numba.get_num_threads()
-    except Exception:  # pragma: no cover - numba is a dependency
-        numba, nb_old = None, None
-    if numba is not None:
-        numba.set_num_threads(max(1, min(half, nb_old)))
+    nb_old = numba.get_num_threads()
+    numba.set_num_threads(max(1, min(half, nb_old)))
     done = []
 
     def restore() -> None:
@@ -63,22 +57,9 @@ def _halve_threads() -> Callable[[], None]:
             _HALVED["users"] -= 1
             if _HALVED["users"] == 0:
                 torch.set_num_threads(_HALVED["old"])
-        if numba is not None:
-            numba.set_num_threads(nb_old)
+        numba.set_num_threads(nb_old)
 
     return restore
-
-
-@contextmanager
-def split_threads() -> Iterator[int]:
-    """:func:`_halve_threads` for the length of a ``with`` block; yields the halved count."""
-    import torch
-
-    restore = _halve_threads()
-    try:
-        yield torch.get_num_threads()
-    finally:
-        restore()
 
 
 def overlapped(source: Iterable[T], total: int, ahead: int = 1) -> Iterator[T]:
