@@ -91,19 +91,27 @@ def permute_rows(x, perm):
             j = k
 
 
-def principal_rows(x: np.ndarray, dim: int, chunk: int = 65536) -> tuple[np.ndarray, np.ndarray]:
+def principal_rows(x: np.ndarray, dim: int, chunk: int = 65536, release=None) -> tuple[np.ndarray, np.ndarray]:
     """``(y, eps)``: the rows of ``x`` on their first ``dim`` principal axes (float32), and
     per row a bound on how far the rounding moved ``y``.
 
     The axes ``V`` are orthonormal, so ``||V^T (a - b)|| <= ||a - b||`` (up to ~1e-15
     relative, covered by the test's 1e-9 slack): a distance between two ``y`` rows, less
     ``eps_a + eps_b``, never exceeds the true one. The axes come from a fixed stride sample
-    of at most 20,000 rows (no randomness)."""
+    of at most 20,000 rows (no randomness). ``release`` (rows in a file mapping) is called
+    after every chunk of rows read."""
     N, d = x.shape
     p = int(min(dim, d))
     if p <= 0 or N == 0:
         return np.zeros((N, 0), np.float32), np.zeros(N)
-    sample = x[:: max(1, N // 20000)].astype(np.float64)
+    stride = max(1, N // 20000)
+    step = stride * max(1, chunk // stride)  # chunks of whole strides: together exactly x[::stride]
+    parts = []
+    for s in range(0, N, step):
+        parts.append(x[s:s + step:stride].astype(np.float64))
+        if release is not None:
+            release()
+    sample = np.concatenate(parts)
     mu = sample.mean(0)
     sample -= mu
     _, vecs = np.linalg.eigh(sample.T @ sample)
@@ -115,4 +123,6 @@ def principal_rows(x: np.ndarray, dim: int, chunk: int = 65536) -> tuple[np.ndar
         # float32 rounding of each coordinate (2^-24 relative) plus the float64 product's error
         eps[s:s + chunk] = (2.0 ** -23 + 1e-12 * d) * np.sqrt(np.einsum("ij,ij->i", part, part)) + 1e-30
         y[s:s + chunk] = part @ v
+        if release is not None:
+            release()
     return y, eps

@@ -109,8 +109,9 @@ def _dist_to(x, r, c, plan):
 
 
 @njit(cache=True, nogil=True)
-def pair_dist(x, r, q, plan, scratch):
-    """Distance between rows ``r`` and ``q`` of ``x`` (``scratch``: a float64 buffer of the row width)."""
+def pair_dist(x, r, c, q, plan, scratch):
+    """Distance between row ``r`` of ``x`` and row ``q`` of ``c`` (``scratch``: a float64
+    buffer of the row width)."""
     for i in range(x.shape[1]):
-        scratch[i] = np.float64(x[q, i])
+        scratch[i] = np.float64(c[q, i])
     return math.sqrt(_pairwise_sq(x, r, scratch, plan))

@@ -57,12 +57,12 @@ def _set_leaf(tv, ta, tb, P, b, v, a):
 
 
 @njit(cache=True, nogil=True, fastmath=True)
-def _sq32(x, r, q):
-    """``sum((x[r] - x[q])^2)`` in float32, any order (vectorised): within ``(d + 4) 2^-24``
+def _sq32(x, r, c, q):
+    """``sum((x[r] - c[q])^2)`` in float32, any order (vectorised): within ``(d + 4) 2^-24``
     relative of the exact value whatever the order."""
     acc = np.float32(0.0)
     for i in range(x.shape[1]):
-        w = x[r, i] - x[q, i]
+        w = x[r, i] - c[q, i]
         acc += w * w
     return acc
 
@@ -184,9 +184,9 @@ def _sync(x, Y, nr, ny, gam, eps, eps_max, plan, s, e, C, cpos, j0, j1, mind, or
                         continue
                     q = sel[jj]
                     # the full float32 distance, with its rounding bound
-                    if m != np.inf and np.float64(_sq32(x, r, cpos[q])) > (m * (1.0 + 1e-9)) ** 2 * facx:
+                    if m != np.inf and np.float64(_sq32(x, r, C, q)) > (m * (1.0 + 1e-9)) ** 2 * facx:
                         continue
-                    dd = pair_dist(x, r, cpos[q], plan, scratch)
+                    dd = pair_dist(x, r, C, q, plan, scratch)  # C[q]: a copy of the centre's row
                     counts[0] += 1
                     if dd < m:
                         m = dd
@@ -203,21 +203,37 @@ def _sync(x, Y, nr, ny, gam, eps, eps_max, plan, s, e, C, cpos, j0, j1, mind, or
 
 
 @njit(cache=True, nogil=True)
-def _run(x, Y, nr, ny, gam, eps, eps_max, plan, B, C, cpos, chosen, k, n, every, mind, orig, where, ybc, ybr, synced,
-         tv, ta, tb, P, scratch, sel, YcT, nc, ncn, lb, gmin, counts):
+def _sync_blocks(x, Y, nr, ny, gam, eps, eps_max, plan, B, C, cpos, k, mind, orig, ybc, ybr, synced, tv, ta, tb, P,
+                 scratch, sel, YcT, nc, ncn, lb, gmin, counts, b0, b1):
+    """Bring blocks ``b0:b1`` up to date with the first ``k`` centres and put their new
+    maxima in the tree."""
     N = x.shape[0]
+    for b in range(b0, b1):
+        if synced[b] >= k:
+            continue
+        s = b * B
+        e = min(N, s + B)
+        v, a = _sync(x, Y, nr, ny, gam, eps, eps_max, plan, s, e, C, cpos, synced[b], k, mind, orig, ybc[b], ybr[b],
+                     tv[P + b], scratch, sel, YcT, nc, ncn, lb, gmin, counts)
+        synced[b] = k
+        counts[3] += 1
+        _set_leaf(tv, ta, tb, P, b, v, a)
+
+
+@njit(cache=True, nogil=True)
+def _run(x, Y, nr, ny, gam, eps, eps_max, plan, B, C, cpos, chosen, k, n, every, mind, orig, where, ybc, ybr, synced,
+         tv, ta, tb, P, scratch, sel, YcT, nc, ncn, lb, gmin, counts, max_visits):
+    visits = 0
     while True:
         if k >= n:
             return k, 1
         b = tb[1]
         if synced[b] < k:
-            s = b * B
-            e = min(N, s + B)
-            v, a = _sync(x, Y, nr, ny, gam, eps, eps_max, plan, s, e, C, cpos, synced[b], k, mind, orig, ybc[b],
-                         ybr[b], tv[P + b], scratch, sel, YcT, nc, ncn, lb, gmin, counts)
-            synced[b] = k
-            counts[3] += 1
-            _set_leaf(tv, ta, tb, P, b, v, a)
+            if visits >= max_visits:
+                return k, 0  # resumable: the next call goes on from this block
+            _sync_blocks(x, Y, nr, ny, gam, eps, eps_max, plan, B, C, cpos, k, mind, orig, ybc, ybr, synced, tv, ta,
+                         tb, P, scratch, sel, YcT, nc, ncn, lb, gmin, counts, b, b + 1)
+            visits += 1
             continue
         if tv[1] <= 0.0:
             return k, 1  # every remaining row duplicates a chosen one
@@ -307,12 +323,26 @@ class LazyState:
         self.counts = np.zeros(4, np.int64)  # exact distances, row-centre pairs bounded, centres skipped, visits
         self.k = 1
 
-    def run(self, every: int) -> bool:
+    def _args(self) -> tuple:
+        return (self.x, self.Y, self.nr, self.ny, self.gam, self.eps, self.eps_max, self.plan, self.B, self.C)
+
+    def prime(self, release, blocks: int = 1024) -> None:
+        """Compare every block with the first centre, ``blocks`` blocks at a time with
+        ``release()`` after each piece (what the first step of :meth:`run` would do in one
+        go, touching every row; same result)."""
+        nb = self.synced.shape[0]
+        for b0 in range(0, nb, blocks):
+            _sync_blocks(*self._args(), self.cpos, self.k, self.mind, self.orig, self.ybc, self.ybr, self.synced,
+                         self.tv, self.ta, self.tb, self.P, self.scratch, self.sel, self.YcT, self.nc, self.ncn,
+                         self.lb, self.gmin, self.counts, b0, min(nb, b0 + blocks))
+            release()
+
+    def run(self, every: int, max_visits: int = 1 << 62) -> bool:
         """Choose rows until ``every`` divides the count, ``n`` are chosen or all rows are
-        covered; True when finished."""
-        k, done = _run(self.x, self.Y, self.nr, self.ny, self.gam, self.eps, self.eps_max, self.plan, self.B, self.C,
-                       self.cpos, self.chosen, self.k, self.n, int(every), self.mind, self.orig, self.where, self.ybc,
-                       self.ybr, self.synced, self.tv, self.ta, self.tb, self.P, self.scratch, self.sel, self.YcT,
-                       self.nc, self.ncn, self.lb, self.gmin, self.counts)
+        covered, or until ``max_visits`` blocks were brought up to date (then mid-choice, to
+        be resumed by the next call); True when finished."""
+        k, done = _run(*self._args(), self.cpos, self.chosen, self.k, self.n, int(every), self.mind, self.orig,
+                       self.where, self.ybc, self.ybr, self.synced, self.tv, self.ta, self.tb, self.P, self.scratch,
+                       self.sel, self.YcT, self.nc, self.ncn, self.lb, self.gmin, self.counts, int(max_visits))
         self.k = int(k)
         return bool(done)

@@ -27,6 +27,8 @@ Measured in ``docs/bench/scale.md``.
 
 from __future__ import annotations
 
+import os
+import warnings
 from typing import Callable
 
 import numpy as np
@@ -54,29 +56,49 @@ def greedy_kcenter(x: np.ndarray, n: int, seed: int = 0, progress: Callable[[int
     undefined afterwards). ``stats``, when given, receives ``exact_distances``,
     ``pairs_tested`` (row-centre pairs given the principal-axis bound), ``centres_skipped`` (by
     the block test) and ``block_visits``.
+
+    ``x`` may also be a :class:`defectforge.bank.mapped.MappedRows` (rows in a file mapping,
+    reordered in place like ``overwrite_x=True``): the work then runs in bounded pieces (setup
+    by chunks, the permutation by sequential passes, the first pass over all rows by groups
+    of blocks, then at most 128 block visits at a time) with the mapping's resident pages
+    released between them. The result is the same.
     """
     from defectforge.bank._blocks import block_order, permute_rows, principal_rows
     from defectforge.bank._lazy import LazyState
+    from defectforge.bank.mapped import MappedRows
 
-    x = np.asarray(x)
+    mapped = x if isinstance(x, MappedRows) else None
+    release = mapped.release if mapped is not None else None
+    x = mapped.array if mapped is not None else np.asarray(x)
     N = x.shape[0]
     n = int(min(n, N))
     if n <= 0:
         return np.zeros(0, dtype=np.int64)
     start = int(np.random.default_rng(seed).integers(N))
     block = int(max(1, block))
-    if not (overwrite_x and x.dtype == np.float32 and x.flags.c_contiguous and x.flags.writeable):
+    if mapped is None and not (overwrite_x and x.dtype == np.float32 and x.flags.c_contiguous and x.flags.writeable):
         x = np.array(x, dtype=np.float32, order="C")  # a private copy (float16 converts exactly)
-    y, eps = principal_rows(x, dim)
+    y, eps = principal_rows(x, dim, release=release)
     perm = block_order(y, block)  # near rows together, judged on the principal axes (speed only)
-    permute_rows(x, perm)
+    if mapped is None or not mapped.permute(perm):
+        if mapped is not None:  # no disk for the sequential passes: in place, the mapping fully resident
+            warnings.warn(f"no free space in {os.path.dirname(mapped.path)} to reorder the coreset rows by "
+                          "sequential passes; reordering them in place (more memory)", ResourceWarning, stacklevel=2)
+        permute_rows(x, perm)
     permute_rows(y, perm)  # in place, as x: no second copy of the principal rows
     eps = eps[perm]
     state = LazyState(x, perm, n, start, block, y, eps)
     every = max(64, n // 100)
+    if release is not None:
+        state.prime(release)
+    piece, visits = (every, 1 << 62) if release is None else (16, 128)
+    shown = 0
     while True:
-        done = state.run(every)
-        if progress:
+        done = state.run(piece, visits)
+        if release is not None:
+            release()
+        if progress and (done or state.k // every > shown):
+            shown = state.k // every
             progress(state.k)
         if done:
             break

@@ -13,7 +13,9 @@ The mixin relies on what :class:`~defectforge.detect.exdd.ExDD` defines (``confi
 
 from __future__ import annotations
 
+import os
 import warnings
+from contextlib import ExitStack
 from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 import numpy as np
@@ -22,6 +24,10 @@ from defectforge.errors import ConfigError, InputError
 
 if TYPE_CHECKING:
     from defectforge.detect.exdd import ExDD
+
+#: projected normal rows (bytes) past which they are kept in a file mapping of bounded
+#: residency (:class:`defectforge.bank.mapped.MappedRows`; same values, same choice)
+MAP_ROWS_ABOVE = 1 << 30
 
 
 class BankFitMixin:
@@ -163,9 +169,10 @@ class BankFitMixin:
         import time
 
         from defectforge.bank.coreset import coreset_size, greedy_kcenter
+        from defectforge.bank.mapped import MappedRows
+        from defectforge.bank.spool import RowSpool
         from defectforge.detect.fit_job import feature_rows
         from defectforge.progress import progress_task
-        from defectforge.bank.spool import RowSpool
 
         c = self.config
         D = self.feature_dim_
@@ -177,12 +184,24 @@ class BankFitMixin:
 
             chunked = ChunkedKCenter(n_items, self.grid_[0] * self.grid_[1], c.coreset_chunk, ratio, c.seed,
                                      c.coreset_min)
-        # the normal rows' count is known: fill one array (no second copy at the end)
-        sel_all = (np.empty((n_items * self.grid_[0] * self.grid_[1], sel_dim), np.float32)
-                   if which == "normal" and chunked is None else None)
         item_tags: list[Any] = []
         item_rows: list[int] = []
-        with RowSpool(D) as spool:
+        with RowSpool(D) as spool, ExitStack() as stack:
+            # the normal rows' count is known: fill one array (no second copy at the end); past
+            # MAP_ROWS_ABOVE bytes in a file mapping of bounded residency (bank.mapped)
+            sel_all, mapped = None, None
+            if which == "normal" and chunked is None:
+                shape = (n_items * self.grid_[0] * self.grid_[1], sel_dim)
+                if 4 * shape[0] * shape[1] > MAP_ROWS_ABOVE:
+                    try:
+                        mapped = stack.enter_context(MappedRows(*shape, dir=os.path.dirname(spool.path)))
+                        sel_all = mapped.array
+                    except OSError as e:  # e.g. no room in the temporary folder: in memory, as below
+                        warnings.warn(f"{os.path.dirname(spool.path)}: cannot hold the projected rows "
+                                      f"({4 * shape[0] * shape[1] / 2 ** 30:.1f} GiB) on disk ({e.strerror or e}); "
+                                      "keeping them in memory", ResourceWarning, stacklevel=3)
+                if sel_all is None:
+                    sel_all = np.empty(shape, np.float32)
             with progress_task(f"features ({which})", n_items, self.progress) as bar:
                 # batches of images -> rows, in order, in this process or on an engine (fit_job)
                 for rows, n_batch, tag in feature_rows(self, which, items, c.batch_size):
@@ -201,6 +220,8 @@ class BankFitMixin:
                             np.matmul(rows, proj, out=dst)
                         else:
                             dst[:] = rows
+                        if mapped is not None:
+                            mapped.release()
                     else:
                         sel_parts.append(rows @ proj if proj is not None else rows)
                     spool.append(rows)
@@ -220,7 +241,9 @@ class BankFitMixin:
                 fold_banks.append(np.ascontiguousarray(spool.gather(np.sort(sub[idx]))) if len(sub) else empty)
             target = coreset_size(n_rows, ratio, c.coreset_min)
             with progress_task(f"coreset ({which} bank)", target, self.progress) as bar:
-                idx = greedy_kcenter(sel, target, seed=c.seed, progress=bar.update, overwrite_x=True)
+                rows = mapped if mapped is not None and mapped.shape[0] == n_rows else sel
+                idx = greedy_kcenter(rows, target, seed=c.seed, progress=bar.update, overwrite_x=True)
+                del rows
             del sel
             return np.ascontiguousarray(spool.gather(np.sort(idx))), n_rows, t_feat, fold_banks
 
