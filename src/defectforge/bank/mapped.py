@@ -29,6 +29,8 @@ import tempfile
 
 import numpy as np
 
+from defectforge.bank.spool import TempFile
+
 #: resident mapped file pages (bytes) above which :meth:`MappedRows.release` drops the mapping's pages
 DEFAULT_BUDGET = 256 << 20
 
@@ -49,16 +51,16 @@ def resident_file_bytes() -> int | None:
     return total if seen == 2 else None
 
 
-class MappedRows:
+class MappedRows(TempFile):
     """A ``(n_rows, width)`` float32 array in a temporary file (``dir`` or ``$TMPDIR``), mapped
-    shared and read-write; the file is deleted on :meth:`close`."""
+    shared and read-write; the file is deleted on :meth:`close` (as :class:`~.spool.TempFile`)."""
 
     def __init__(self, n_rows: int, width: int, dir: str | None = None, budget: int = DEFAULT_BUDGET):
         self.shape = (int(n_rows), int(width))
         self.budget = int(budget)
         self.releases = 0
         nbytes = max(1, self.shape[0] * self.shape[1] * 4)
-        fd, self.path = tempfile.mkstemp(prefix="defectforge-projected-", suffix=".f32", dir=dir)
+        fd = self._make("defectforge-projected-", ".f32", dir)
         try:
             if hasattr(os, "posix_fallocate"):  # disk blocks reserved now: a full disk fails here, not later
                 os.posix_fallocate(fd, 0, nbytes)  # (a write to an unbacked mapped page would be a SIGBUS)
@@ -146,26 +148,10 @@ class MappedRows:
                 f.flush()  # a full disk shows here, inside the first pass
             self.release()
 
-    def close(self) -> None:
-        """Unmap (once no array uses the mapping any more) and delete the file."""
+    def _release(self) -> None:
+        """Unmap (once no array uses the mapping any more); :meth:`close` then deletes the file."""
         self.array = None
         try:
             self._mm.close()
         except BufferError:  # a view is still alive: the mapping goes with it
-            pass
-        try:
-            os.unlink(self.path)
-        except FileNotFoundError:
-            pass
-
-    def __enter__(self) -> "MappedRows":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:
             pass

@@ -16,13 +16,46 @@ import tempfile
 import numpy as np
 
 
-class RowSpool:
+class TempFile:
+    """Owns a file made in the temporary folder (``dir`` or ``$TMPDIR``): deleted by
+    :meth:`close`, at the end of a ``with`` block, or when the object is collected. Subclasses
+    release their handle in :meth:`_release`."""
+
+    path: str
+
+    def _make(self, prefix: str, suffix: str, dir: str | None) -> int:
+        fd, self.path = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=dir)
+        return fd
+
+    def _release(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self._release()
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+class RowSpool(TempFile):
     """Append-only float32 row file in the temporary folder (``dir`` or ``$TMPDIR``), deleted on close."""
 
     def __init__(self, width: int, dir: str | None = None):
         self.width = int(width)
-        fd, self.path = tempfile.mkstemp(prefix="defectforge-rows-", suffix=".f32", dir=dir)
-        self._f = os.fdopen(fd, "w+b")
+        self._f = os.fdopen(self._make("defectforge-rows-", ".f32", dir), "w+b")
         self.n_rows = 0
 
     def append(self, rows: np.ndarray) -> None:
@@ -51,22 +84,6 @@ class RowSpool:
                 pos = hi
         return out
 
-    def close(self) -> None:
+    def _release(self) -> None:
         if not self._f.closed:
             self._f.close()
-        try:
-            os.unlink(self.path)
-        except FileNotFoundError:
-            pass
-
-    def __enter__(self) -> "RowSpool":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:
-            pass
