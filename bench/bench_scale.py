@@ -117,7 +117,8 @@ def worker_defectforge(args) -> dict:
     pred_ms = float(np.median(runs))
     label = args.model + (f" chunk {args.coreset_chunk}" if args.coreset_chunk else "")
     res = {"model": label, "n_images": args.n, "device": args.device, "fit_s": round(fit_s, 2),
-           "predict_ms": round(pred_ms, 2), "predict_ms_runs": [round(v, 2) for v in runs], "peak_rss_fit_mb": round(rss_fit, 1), "uptime_before": up,
+           "predict_ms": round(pred_ms, 2), "predict_ms_runs": [round(v, 2) for v in runs],
+           "peak_rss_fit_mb": round(rss_fit, 1), "uptime_before": up,
            "uptime_after": _uptime(), "fit_info": model.fit_info_, "n_predict": len(timed)}
     if args.metrics:
         from defectforge.detect.evaluate import _resize

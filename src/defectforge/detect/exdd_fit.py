@@ -192,13 +192,14 @@ class BankFitMixin:
             sel_all, mapped = None, None
             if which == "normal" and chunked is None:
                 shape = (n_items * self.grid_[0] * self.grid_[1], sel_dim)
-                if 4 * shape[0] * shape[1] > MAP_ROWS_ABOVE:
+                nbytes = 4 * shape[0] * shape[1]
+                if nbytes > MAP_ROWS_ABOVE:
                     try:
                         mapped = stack.enter_context(MappedRows(*shape, dir=os.path.dirname(spool.path)))
                         sel_all = mapped.array
                     except OSError as e:  # e.g. no room in the temporary folder: in memory, as below
                         warnings.warn(f"{os.path.dirname(spool.path)}: cannot hold the projected rows "
-                                      f"({4 * shape[0] * shape[1] / 2 ** 30:.1f} GiB) on disk ({e.strerror or e}); "
+                                      f"({nbytes / 2 ** 30:.1f} GiB) on disk ({e.strerror or e}); "
                                       "keeping them in memory", ResourceWarning, stacklevel=3)
                 if sel_all is None:
                     sel_all = np.empty(shape, np.float32)
@@ -241,10 +242,9 @@ class BankFitMixin:
                 fold_banks.append(np.ascontiguousarray(spool.gather(np.sort(sub[idx]))) if len(sub) else empty)
             target = coreset_size(n_rows, ratio, c.coreset_min)
             with progress_task(f"coreset ({which} bank)", target, self.progress) as bar:
-                rows = mapped if mapped is not None and mapped.shape[0] == n_rows else sel
-                idx = greedy_kcenter(rows, target, seed=c.seed, progress=bar.update, overwrite_x=True)
-                del rows
-            del sel
+                choose_from = mapped if mapped is not None and mapped.shape[0] == n_rows else sel
+                idx = greedy_kcenter(choose_from, target, seed=c.seed, progress=bar.update, overwrite_x=True)
+            del sel, choose_from
             return np.ascontiguousarray(spool.gather(np.sort(idx))), n_rows, t_feat, fold_banks
 
     def _out_of_fold(self, def_sets: dict[str, list[Any]], folds: list[list[tuple[str, int]]],
