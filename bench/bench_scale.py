@@ -98,6 +98,8 @@ def worker_defectforge(args) -> dict:
     kw = {"device": args.device}
     if args.coreset_chunk:
         kw["coreset_chunk"] = args.coreset_chunk  # opt-in approximate coreset (bank.chunked)
+    if args.coreset_max is not None:
+        kw["coreset_max"] = args.coreset_max  # 0: no cap (the ratio alone); default: the model's cap
     model = PatchCore(**kw) if args.model == "patchcore" else ExDD(**kw)
     up = _uptime()
     t0 = time.perf_counter()
@@ -115,7 +117,7 @@ def worker_defectforge(args) -> dict:
             model.predict(timed[s:s + 16])
         runs.append(1000 * (time.perf_counter() - t0) / len(timed))
     pred_ms = float(np.median(runs))
-    label = args.model + (f" chunk {args.coreset_chunk}" if args.coreset_chunk else "")
+    label = args.model + _suffix(args)
     res = {"model": label, "n_images": args.n, "device": args.device, "fit_s": round(fit_s, 2),
            "predict_ms": round(pred_ms, 2), "predict_ms_runs": [round(v, 2) for v in runs],
            "peak_rss_fit_mb": round(rss_fit, 1), "uptime_before": up,
@@ -149,14 +151,24 @@ def worker_anomalib(args) -> dict:
 
 
 # --------------------------------------------------------------------------- driver
+def _suffix(args) -> str:
+    """The label's suffix for a non-default coreset (chunked, or another cap)."""
+    out = f" chunk {args.coreset_chunk}" if args.coreset_chunk else ""
+    if args.coreset_max is not None:
+        out += " no cap" if args.coreset_max == 0 else f" cap {args.coreset_max}"
+    return out
+
+
 def _run(py: str, model: str, n: int, args) -> dict | None:
-    tag = f"{model}-chunk{args.coreset_chunk}" if args.coreset_chunk and model != "anomalib" else model
+    tag = model if model == "anomalib" else model + _suffix(args).replace(" ", "-")
     out = WORK / f"scale_{tag}_{n}_{args.device}.json"
     cmd = [py, __file__, "--worker", model, "--n", str(n), "--data", str(args.data), "--device", args.device,
            "--predict-n", str(args.predict_n), "--predict-reps", str(args.predict_reps), "--result", str(out)]
     if args.coreset_chunk and model != "anomalib":
         cmd += ["--coreset-chunk", str(args.coreset_chunk)]
-    if args.metrics_at and n == args.metrics_at:
+    if args.coreset_max is not None and model != "anomalib":
+        cmd += ["--coreset-max", str(args.coreset_max)]
+    if str(n) in str(args.metrics_at).split(","):
         cmd.append("--metrics")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")]))
     t0 = time.time()
@@ -189,6 +201,8 @@ def write_doc(results: list[dict], args, path: Path) -> None:
     title = "# Benchmark: detector fit / predict vs number of training images"
     if args.coreset_chunk:
         title += f", opt-in chunked coreset ({args.coreset_chunk} images a chunk)"
+    if args.coreset_max is not None:
+        title += ", no bank-size cap" if args.coreset_max == 0 else f", bank-size cap {args.coreset_max}"
     lines = [title, "",
              f"- Date: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC; machine: {platform.machine()}, "
              f"{os.cpu_count()} CPUs, device {args.device}",
@@ -199,7 +213,11 @@ def write_doc(results: list[dict], args, path: Path) -> None:
                                     f"{args.coreset_chunk} images** (`--coreset-chunk {args.coreset_chunk}`)"
                                     if args.coreset_chunk else "exact greedy k-center (lazy blocks, identical to the "
                                     "brute force)") + "; PatchCore 10 %, ExDD "
-             "1 % of the normal rows (+ 10 % of the rows inside the 63 train defect masks). 10 % of the images are "
+             "1 % of the normal rows " + (f"with the bank capped at {args.coreset_max} rows" if args.coreset_max else
+                                         "with no cap" if args.coreset_max == 0 else
+                                         "up to the default cap (`coreset_max`: PatchCore 163,840 rows, ExDD "
+                                         "16,384, both reached at 648 images)") +
+             " (+ 10 % of the rows inside the 63 train defect masks). 10 % of the images are "
              "held out as validation (threshold). Sizes past 402: flipped / cropped copies of the 402.",
              "- Peak RSS: `ru_maxrss` of the worker process (fit, or fit + predict + metrics where marked). "
              "Predict: mean over the timed test images (chunks of 16, after a 2-image warm-up); runs with "
@@ -234,11 +252,12 @@ def write_doc(results: list[dict], args, path: Path) -> None:
         lines.append(f"- {m}: {'n/a' if s is None else f'{s:.2f}'}")
     mets = [r for r in results if r.get("metrics")]
     if mets:
-        lines += ["", "Metrics of the 402-image fits (whole test split, 372 images, maps at the input size):", "",
-                  "| model | I-AUROC | P-AUROC | AUPRO | I-AP | P-AP | F1-max |", "|---|---|---|---|---|---|---|"]
-        for r in mets:
+        lines += ["", "Metrics of the evaluated fits (whole test split, 372 images, maps at the input size):", "",
+                  "| model | images | I-AUROC | P-AUROC | AUPRO | I-AP | P-AP | F1-max |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for r in sorted(mets, key=lambda r: (r["model"], r["n_images"])):
             m = r["metrics"]
-            lines.append(f"| {r['model']} | {m['image_auroc']:.3f} | {m['pixel_auroc']:.3f} | {m['aupro']:.3f} | "
+            lines.append(f"| {r['model']} | {r['n_images']} | {m['image_auroc']:.3f} | {m['pixel_auroc']:.3f} | {m['aupro']:.3f} | "
                          f"{m['image_ap']:.3f} | {m['pixel_ap']:.3f} | {m['f1_max']:.3f} |")
     lines += ["", "Raw results: `bench/_work/scale_*.json` (not committed).", ""]
     if args.notes and Path(args.notes).is_file():
@@ -257,9 +276,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--predict-n", type=int, default=48)
     ap.add_argument("--predict-reps", type=int, default=3, help="timed passes over the predict images (median)")
-    ap.add_argument("--metrics-at", type=int, default=402)
+    ap.add_argument("--metrics-at", default="402", help="sizes (comma-separated) whose fits are evaluated; 0: none")
     ap.add_argument("--coreset-chunk", type=int, default=0,
                     help="opt-in approximate coreset: exact choice per chunk of N images (default 0: exact over all)")
+    ap.add_argument("--coreset-max", type=int, default=None,
+                    help="bank-size cap in rows (default: the model's own; 0: no cap, the ratio alone)")
     ap.add_argument("--timeout", type=int, default=3600, help="seconds per run before it is stopped")
     ap.add_argument("--bench-python", default=str(REPO / ".venv-bench" / "bin" / "python"))
     ap.add_argument("--out", type=Path, default=REPO / "docs" / "bench" / "scale.md")
@@ -284,7 +305,8 @@ def main(argv: list[str] | None = None) -> None:
     results = []
     if args.from_results:
         results = [json.loads(f.read_text()) for f in sorted(WORK.glob(f"scale_*_{args.device}.json"))
-                   if ("-chunk" in f.name) == bool(args.coreset_chunk)]
+                   if ("-chunk" in f.name) == bool(args.coreset_chunk)
+                   and ("-cap" in f.name or "-no-cap" in f.name) == (args.coreset_max is not None)]
     else:
         for n in [int(v) for v in args.sizes.split(",")]:
             for model in args.models.split(","):

@@ -92,8 +92,9 @@ def test_exdd_chunked_bank_is_the_union_of_the_chunks_choices():
         for j, (s, e) in enumerate(zip(bounds[:-1], bounds[1:]))])
     assert m.bank_normal_.shape == (len(want), rows.shape[1])
     np.testing.assert_allclose(m.bank_normal_, rows[want], rtol=0, atol=1e-5)
-    assert m.fit_info_["coreset"] == {"mode": "chunked", "chunk_images": 4, "chunks": 2}
-    assert exact.fit_info_["coreset"] == {"mode": "exact"}
+    assert m.fit_info_["coreset"] == {"mode": "chunked", "chunk_images": 4, "chunks": 2, "max": 16384,
+                                      "capped": False}
+    assert exact.fit_info_["coreset"] == {"mode": "exact", "max": 16384, "capped": False}
     assert not np.array_equal(m.bank_normal_, exact.bank_normal_)  # a different (approximate) choice
     np.testing.assert_array_equal(one.bank_normal_, exact.bank_normal_)  # one chunk: the exact choice
 
@@ -132,6 +133,7 @@ def test_cli_coreset_chunk_is_recorded_and_bad_values_are_one_line_errors(tmp_pa
     r = CliRunner().invoke(app, [*common, "--coreset-chunk", "3", "--out", str(tmp_path / "m.dfm")])
     assert r.exit_code == 0, r.output
     assert "chosen in 2 chunks of about 3 images" in r.output
-    assert PatchCore.load(tmp_path / "m.dfm").fit_info_["coreset"] == {"mode": "chunked", "chunk_images": 3, "chunks": 2}
+    assert PatchCore.load(tmp_path / "m.dfm").fit_info_["coreset"] == {"mode": "chunked", "chunk_images": 3, "chunks": 2,
+                                                                  "max": 163840, "capped": False}
     r = CliRunner().invoke(app, [*common, "--coreset-chunk", "-2", "--out", str(tmp_path / "x.dfm")])
     assert r.exit_code == 2 and "coreset-chunk" in r.output and not (tmp_path / "x.dfm").exists()

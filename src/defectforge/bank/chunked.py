@@ -40,19 +40,20 @@ class ChunkedKCenter:
 
     ``add`` takes projected rows in input order (any batch size; a batch may cross a
     chunk's end); ``finish`` returns the chosen global row indices, sorted. Every chunk's
-    target is :func:`coreset_size` of its rows at ``ratio`` (``minimum`` is shared out in
-    proportion to the rows); chunk 0 is seeded with ``seed``, chunk ``j > 0`` from
+    target is :func:`coreset_size` of its rows at ``ratio`` (``minimum`` and ``maximum`` are
+    shared out in proportion to the rows); chunk 0 is seeded with ``seed``, chunk ``j > 0`` from
     ``(seed, j)``. ``seconds`` adds up the time of the choices.
     """
 
     def __init__(self, n_images: int, rows_per_image: int, chunk_images: int, ratio: float, seed: int = 0,
-                 minimum: int = 0):
+                 minimum: int = 0, maximum: int | None = None):
         if chunk_images < 1 or rows_per_image < 1:
             raise ValueError(f"chunk_images and rows_per_image must be >= 1, got {chunk_images}, {rows_per_image}")
         self.rows_per_image = int(rows_per_image)
         self.bounds = [b * self.rows_per_image for b in chunk_bounds(n_images, chunk_images)]
         self.n_rows = self.bounds[-1]
         self.ratio, self.seed, self.minimum = float(ratio), int(seed), int(minimum)
+        self.maximum = None if maximum is None else int(maximum)
         self.seconds = 0.0
         self._buf: np.ndarray | None = None
         self._j = 0          # current chunk
@@ -84,10 +85,11 @@ class ChunkedKCenter:
         start, end = self.bounds[self._j], self.bounds[self._j + 1]
         n = end - start
         share = int(np.ceil(self.minimum * n / self.n_rows)) if self.minimum else 0
+        cap = None if self.maximum is None else self.maximum * n // self.n_rows  # shares add up to <= maximum
         # chunk 0 keeps the seed itself, so one chunk is exactly the exact choice over all rows
         seed = self.seed if self._j == 0 else int(np.random.default_rng([self.seed, self._j]).integers(2 ** 31))
         t0 = time.perf_counter()
-        idx = greedy_kcenter(self._buf, coreset_size(n, self.ratio, share), seed=seed, overwrite_x=True)
+        idx = greedy_kcenter(self._buf, coreset_size(n, self.ratio, share, cap), seed=seed, overwrite_x=True)
         self.seconds += time.perf_counter() - t0
         self._chosen.append(np.sort(idx) + start)
         self._buf = None

@@ -34,11 +34,17 @@ from typing import Callable
 import numpy as np
 
 
-def coreset_size(n_rows: int, ratio: float, minimum: int = 0) -> int:
-    """Target size ``max(minimum, floor(n_rows * ratio))``, at least 1 and at most ``n_rows``."""
+def coreset_size(n_rows: int, ratio: float, minimum: int = 0, maximum: int | None = None) -> int:
+    """Target size ``max(minimum, min(floor(n_rows * ratio), maximum))``, at least 1 and at
+    most ``n_rows`` (``maximum=None``: no cap). Greedy k-center is a prefix rule (the first
+    ``k`` rows of a longer choice are the choice of ``k``), so a capped bank is the first
+    ``maximum`` rows of the uncapped one."""
     if n_rows <= 0:
         return 0
-    return int(min(n_rows, max(1, minimum, int(np.floor(n_rows * ratio)))))
+    size = int(np.floor(n_rows * ratio))
+    if maximum is not None:
+        size = min(size, int(maximum))
+    return int(min(n_rows, max(1, minimum, size)))
 
 
 def greedy_kcenter(x: np.ndarray, n: int, seed: int = 0, progress: Callable[[int], None] | None = None,

@@ -45,6 +45,10 @@ def fit_cmd(
     defect_val_split: Optional[str] = typer.Option(
         None, "--defect-val-split", help="How those real defect images are cut (exdd): auto (default: whole groups, "
                                          "the manifest's group column, where every one has a group) | group | image."),
+    coreset_max: Optional[int] = typer.Option(
+        None, "--coreset-max", min=0, help="Most rows a bank keeps (default: exdd 16384, patchcore 163840, both "
+                                           "reached at ~650 images of the default size; past it fit and predict "
+                                           "cost grow linearly); 0: no cap, the ratio alone."),
     coreset_chunk: Optional[int] = typer.Option(
         None, "--coreset-chunk", min=0, help="Opt-in, approximate: choose the normal bank's coreset per chunk of N "
                                              "images (linear time and memory for large sets; default 0: one exact "
@@ -102,7 +106,7 @@ def fit_cmd(
     for k, v in (("image_size", parse_image_size(image_size)), ("normal_ratio", normal_ratio),
                  ("defect_ratio", defect_ratio), ("image_score", image_score), ("defect_val", defect_val),
                  ("defect_val_split", defect_val_split),
-                 ("coreset_chunk", coreset_chunk)):
+                 ("coreset_max", coreset_max), ("coreset_chunk", coreset_chunk)):
         if v is not None:
             kw[k] = v
     det = get_detector(model, progress=True, **kw)
@@ -123,6 +127,9 @@ def fit_cmd(
     for st in info.get("defect_sets", []):
         val = f", {st['validation']} validating" if st.get("validation") else ""
         con.print(f"  defect set {st['name']}: {st['images']} images, {st['in_bank']} in the bank ({st['use']}{val})")
+    if (info.get("coreset") or {}).get("capped"):
+        con.print(f"  normal coreset: capped at {info['coreset']['max']} rows (--coreset-max; ratio alone: "
+                  f"{int(info['n_rows_normal'] * det.normal_ratio)})")
     if (info.get("coreset") or {}).get("mode") == "chunked":
         con.print(f"  normal coreset: approximate, chosen in {info['coreset']['chunks']} chunks of about "
                   f"{info['coreset']['chunk_images']} images")

@@ -79,6 +79,12 @@ class ExDD(BankFitMixin, PatchScoreMixin, Detector):
     ``(stage, done, total)``. ``device``
     (run-time too): ``"cpu"`` or ``"cuda[:N]"`` for the backbone and the nearest-neighbour
     search (the coreset choice always runs on the CPU, exact).
+    ``coreset_max``: the most rows a bank keeps (default 16,384 for ExDD, 163,840 for
+    PatchCore: both reached at 1,638,400 rows, about 650 images at the default size);
+    past it the bank stops growing with the images, so fit and predict cost grow
+    linearly (the choice stays exact: the first ``coreset_max`` rows of the uncapped
+    greedy order). ``None`` (or ``0``): no cap, the ratio alone (model files written before
+    the cap load as ``None``).
     ``coreset_chunk`` (opt-in, approximate): ``0`` (default) makes one exact greedy choice
     over all normal rows; ``N > 0`` makes it per chunk of about ``N`` training images,
     chosen while the features run, so fit time and memory grow linearly with the images
@@ -94,12 +100,12 @@ class ExDD(BankFitMixin, PatchScoreMixin, Detector):
     #: run-time settings, never stored in the model file (a GPU-fitted model loads on a CPU)
     runtime_params = ("progress", "device")
     #: parameters added later: the value that model files written without them were fitted with
-    legacy_params = {"defect_val_split": "image"}
+    legacy_params = {"defect_val_split": "image", "coreset_max": None}
 
     def __init__(self, backbone: str = "efficientnet_lite0", layers: tuple[str, ...] | None = None,
                  weights: str | None = None, random_init: bool = False, image_size: int | tuple[int, int] = 256,
                  upsample: str = "bilinear", normal_ratio: float = 0.01, defect_ratio: float = 0.10,
-                 coreset_min: int = 0, coreset_chunk: int = 0, projection_dim: int | None = 128, weighting: str = "exdd",
+                 coreset_min: int = 0, coreset_max: int | None = 16384, coreset_chunk: int = 0, projection_dim: int | None = 128, weighting: str = "exdd",
                  num_neighbors: int = 3, image_score: str = "auto", topk_fraction: float = 0.01,
                  defect_val_fraction: float = 0.2, defect_val: str = "crossfit",
                  defect_val_split: str = "auto", eps: float = 1e-6, sigma: float = 4.0,
@@ -116,6 +122,7 @@ class ExDD(BankFitMixin, PatchScoreMixin, Detector):
         self.normal_ratio = normal_ratio
         self.defect_ratio = defect_ratio
         self.coreset_min = coreset_min
+        self.coreset_max = coreset_max
         self.coreset_chunk = coreset_chunk
         self.projection_dim = projection_dim
         self.weighting = weighting
@@ -186,6 +193,11 @@ class ExDD(BankFitMixin, PatchScoreMixin, Detector):
             raise ConfigError(f"val_fraction must be in [0, 1), got {c.val_fraction}")
         if not 0.0 < c.mask_fraction <= 1.0:
             raise ConfigError(f"mask_fraction must be in (0, 1], got {c.mask_fraction}")
+        cmax = c.coreset_max
+        if cmax is not None and (isinstance(cmax, bool) or not isinstance(cmax, (int, np.integer)) or cmax < 0):
+            raise ConfigError(f"coreset_max must be None or an int >= 0 (0 or None: no cap), got {cmax!r}")
+        if cmax and c.coreset_min > cmax:
+            raise ConfigError(f"coreset_min ({c.coreset_min}) must not exceed coreset_max ({cmax})")
         if isinstance(c.coreset_chunk, bool) or not isinstance(c.coreset_chunk, (int, np.integer)) or c.coreset_chunk < 0:
             raise ConfigError(f"coreset_chunk must be an int >= 0 (0: one exact choice), got {c.coreset_chunk!r}")
         if c.num_neighbors < 1 or c.batch_size < 1:
@@ -312,10 +324,11 @@ def _patchcore_init(base_init, overrides: dict[str, Any]):
 class PatchCore(ExDD):
     """PatchCore (Roth et al. 2022): ExDD's one-bank case with PatchCore's defaults.
 
-    Re-weighted max over b=9 neighbours, 10 % coreset of the normal rows. Defect images
+    Re-weighted max over b=9 neighbours, 10 % coreset of the normal rows (at most 163,840
+    rows, ``coreset_max``). Defect images
     passed to :meth:`fit` never enter a bank; they join the validation split for the
     F1 threshold.
     """
 
     __init__ = _patchcore_init(ExDD.__init__, {"weighting": "patchcore", "num_neighbors": 9, "normal_ratio": 0.1,
-                                               "defects_for": "validation", "image_score": "weighted"})
+                                               "coreset_max": 163840, "defects_for": "validation", "image_score": "weighted"})

@@ -146,9 +146,11 @@ class BankFitMixin:
             "n_rows_normal": int(n_rows),
             "bank_normal": int(len(self.bank_normal_)), "bank_defect": int(len(self.bank_defect_)),
             "feature_dim": D, "grid": list(self.grid_), "input_size": list(self.input_size_),
-            "coreset": ({"mode": "chunked", "chunk_images": int(c.coreset_chunk),
-                         "chunks": len(chunk_bounds(len(train_items), c.coreset_chunk)) - 1}
-                        if c.coreset_chunk else {"mode": "exact"}),
+            "coreset": {**({"mode": "chunked", "chunk_images": int(c.coreset_chunk),
+                            "chunks": len(chunk_bounds(len(train_items), c.coreset_chunk)) - 1}
+                           if c.coreset_chunk else {"mode": "exact"}),
+                        "max": int(c.coreset_max) if c.coreset_max else None,
+                        "capped": bool(c.coreset_max) and int(n_rows * c.normal_ratio) > c.coreset_max},
             "seconds_features": round(t1 - t0, 3), "seconds_coreset": round(t2 - t1, 3),
             "seconds_defect_bank": round(t3 - t2, 3), "image_score": self._score_info,
         }
@@ -183,7 +185,7 @@ class BankFitMixin:
             from defectforge.bank.chunked import ChunkedKCenter
 
             chunked = ChunkedKCenter(n_items, self.grid_[0] * self.grid_[1], c.coreset_chunk, ratio, c.seed,
-                                     c.coreset_min)
+                                     c.coreset_min, c.coreset_max or None)
         item_tags: list[Any] = []
         item_rows: list[int] = []
         with RowSpool(D) as spool, ExitStack() as stack:
@@ -235,12 +237,16 @@ class BankFitMixin:
                 return empty, 0, t_feat, [empty for _ in folds]
             sel = sel_all[:n_rows] if sel_all is not None else np.concatenate(sel_parts)
             del sel_parts, sel_all
+
+            def size(n: int) -> int:  # the ratio's size, within coreset_min / coreset_max
+                return coreset_size(n, ratio, c.coreset_min, c.coreset_max or None)
+
             fold_banks = []
             for fold in folds:  # before the full bank's choice, which may reorder sel in place
                 sub = np.flatnonzero(np.repeat(np.array([t not in fold for t in item_tags], bool), item_rows))
-                idx = greedy_kcenter(sel[sub], coreset_size(len(sub), ratio, c.coreset_min), seed=c.seed)
+                idx = greedy_kcenter(sel[sub], size(len(sub)), seed=c.seed)
                 fold_banks.append(np.ascontiguousarray(spool.gather(np.sort(sub[idx]))) if len(sub) else empty)
-            target = coreset_size(n_rows, ratio, c.coreset_min)
+            target = size(n_rows)
             with progress_task(f"coreset ({which} bank)", target, self.progress) as bar:
                 choose_from = mapped if mapped is not None and mapped.shape[0] == n_rows else sel
                 idx = greedy_kcenter(choose_from, target, seed=c.seed, progress=bar.update, overwrite_x=True)
