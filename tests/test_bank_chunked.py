@@ -119,7 +119,9 @@ def test_chunked_model_round_trips(tmp_path):
     assert back.coreset_chunk == 3 and back.fit_info_["coreset"]["mode"] == "chunked"
 
 
-def test_cli_coreset_chunk_is_recorded_and_bad_values_are_one_line_errors(tmp_path):
+def cli_fit(tmp_path, n_images: int, *args: str):
+    """``detect fit`` of a PatchCore (random weights, 64x96) on ``n_images`` good textures
+    written once to ``tmp_path / "d"``, with ``args``; the CliRunner result."""
     from typer.testing import CliRunner
 
     from defectforge.cli import app
@@ -127,13 +129,19 @@ def test_cli_coreset_chunk_is_recorded_and_bad_values_are_one_line_errors(tmp_pa
     from test_detect_model import texture
 
     rng = np.random.default_rng(0)
-    for i in range(7):
-        write_image(tmp_path / "d" / "train" / "good" / f"g{i}.png", texture(rng))
-    common = ["detect", "fit", str(tmp_path / "d"), "--model", "patchcore", "--random-init", "--image-size", "64x96"]
-    r = CliRunner().invoke(app, [*common, "--coreset-chunk", "3", "--out", str(tmp_path / "m.dfm")])
+    for i in range(n_images):
+        path = tmp_path / "d" / "train" / "good" / f"g{i}.png"
+        if not path.exists():
+            write_image(path, texture(rng))
+    return CliRunner().invoke(app, ["detect", "fit", str(tmp_path / "d"), "--model", "patchcore", "--random-init",
+                                    "--image-size", "64x96", *args])
+
+
+def test_cli_coreset_chunk_is_recorded_and_bad_values_are_one_line_errors(tmp_path):
+    r = cli_fit(tmp_path, 7, "--coreset-chunk", "3", "--out", str(tmp_path / "m.dfm"))
     assert r.exit_code == 0, r.output
     assert "chosen in 2 chunks of about 3 images" in r.output
     assert PatchCore.load(tmp_path / "m.dfm").fit_info_["coreset"] == {"mode": "chunked", "chunk_images": 3, "chunks": 2,
                                                                   "max": 163840, "capped": False}
-    r = CliRunner().invoke(app, [*common, "--coreset-chunk", "-2", "--out", str(tmp_path / "x.dfm")])
+    r = cli_fit(tmp_path, 7, "--coreset-chunk", "-2", "--out", str(tmp_path / "x.dfm"))
     assert r.exit_code == 2 and "coreset-chunk" in r.output and not (tmp_path / "x.dfm").exists()

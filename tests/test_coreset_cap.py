@@ -14,7 +14,7 @@ from defectforge.bank.coreset import coreset_size, greedy_kcenter, greedy_kcente
 from defectforge.detect.exdd import ExDD, PatchCore
 from defectforge.errors import ConfigError
 
-from test_detect_model import SMALL, texture, toy_samples
+from test_detect_model import SMALL, toy_samples
 
 pytestmark = pytest.mark.filterwarnings("ignore::defectforge.bank.backbone.RandomInitWarning")
 
@@ -118,22 +118,15 @@ def test_bad_coreset_max_is_a_config_error(bad):
 
 
 def test_cli_coreset_max_caps_the_bank_and_says_so(tmp_path):
-    from typer.testing import CliRunner
+    from test_bank_chunked import cli_fit
 
-    from defectforge.cli import app
-    from defectforge.data.image_io import write_image
-
-    rng = np.random.default_rng(0)
-    for i in range(5):
-        write_image(tmp_path / "d" / "train" / "good" / f"g{i}.png", texture(rng))
-    common = ["detect", "fit", str(tmp_path / "d"), "--model", "patchcore", "--random-init", "--image-size", "64x96"]
-    r = CliRunner().invoke(app, [*common, "--coreset-max", "20", "--out", str(tmp_path / "m.dfm")])
+    r = cli_fit(tmp_path, 5, "--coreset-max", "20", "--out", str(tmp_path / "m.dfm"))
     assert r.exit_code == 0, r.output
     assert "capped at 20 rows" in r.output
     m = PatchCore.load(tmp_path / "m.dfm")
     assert len(m.bank_normal_) == 20 and m.coreset_max == 20
-    r = CliRunner().invoke(app, [*common, "--coreset-max", "0", "--out", str(tmp_path / "n.dfm")])
+    r = cli_fit(tmp_path, 5, "--coreset-max", "0", "--out", str(tmp_path / "n.dfm"))
     assert r.exit_code == 0 and "capped" not in r.output
     assert len(PatchCore.load(tmp_path / "n.dfm").bank_normal_) > 20
-    r = CliRunner().invoke(app, [*common, "--coreset-max", "-3", "--out", str(tmp_path / "x.dfm")])
+    r = cli_fit(tmp_path, 5, "--coreset-max", "-3", "--out", str(tmp_path / "x.dfm"))
     assert r.exit_code == 2 and "coreset-max" in r.output and not (tmp_path / "x.dfm").exists()
