@@ -169,3 +169,12 @@ def test_a_fit_leaves_the_process_thread_count_alone():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "threads 1" in out.stdout, out.stdout
+
+
+@pytest.mark.parametrize("n", [1, 15, 16, 17, 9151, 16384, 16400, 163840, 182016])
+def test_the_centres_scratch_rows_never_have_a_4k_multiple_stride(n):
+    from defectforge.bank._lazy import _alias_free
+
+    cols = _alias_free(n)
+    assert n <= cols <= n + 32 and cols % 16 == 0 and (cols // 16) % 2 == 1  # an odd number of 64-byte lines
+    assert (4 * cols) % 4096 != 0

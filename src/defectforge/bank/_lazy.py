@@ -270,6 +270,16 @@ def _y_balls(Y, B, ybc, ybr):
         ybr[b] = math.sqrt(rad) * (1.0 + 1e-9) + 1e-300
 
 
+def _alias_free(n: int) -> int:
+    """Columns for a ``(p, n)`` float32 array read a column at a time: ``n`` rounded up to 16
+    (one 64-byte line), plus 16 where that leaves an even number of lines, so the row stride
+    is an odd number of cache lines and a column's ``p`` values fall in different cache sets.
+    With a stride of a multiple of 4 KiB (``n`` = 16,384 or 163,840, the default caps) every
+    value of a column maps to the same set and the bounds ran ~20 % slower (measured)."""
+    lines = (int(n) + 15) // 16
+    return 16 * (lines + 1 - lines % 2)
+
+
 class LazyState:
     """Everything the traversal keeps between calls of :meth:`run` (for progress). ``x``:
     the rows already in block order (``orig[i]`` is the original index of row ``i``);
@@ -310,7 +320,7 @@ class LazyState:
         self.C = np.empty((self.n, d), np.float32)
         # one visit's centres: their principal rows (transposed), squared norms, norms, bounds
         self.sel = np.empty(self.n, np.int64)
-        self.YcT = np.empty((p, self.n), np.float32)
+        self.YcT = np.empty((p, _alias_free(self.n)), np.float32)
         self.nc = np.empty(self.n)
         self.ncn = np.empty(self.n)
         self.lb = np.empty(self.n)
