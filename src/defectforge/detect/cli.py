@@ -47,8 +47,8 @@ def fit_cmd(
                                          "the manifest's group column, where every one has a group) | group | image."),
     coreset_max: Optional[int] = typer.Option(
         None, "--coreset-max", min=0, help="Most rows a bank keeps (default: exdd 16384, patchcore 163840, both "
-                                           "reached at ~650 images of the default size; past it fit and predict "
-                                           "cost grow linearly); 0: no cap, the ratio alone."),
+                                           "reached at ~650 images of the default size; past it fit time grows "
+                                           "linearly and predict time per image stays flat); 0: no cap."),
     coreset_chunk: Optional[int] = typer.Option(
         None, "--coreset-chunk", min=0, help="Opt-in, approximate: choose the normal bank's coreset per chunk of N "
                                              "images (linear time and memory for large sets; default 0: one exact "
