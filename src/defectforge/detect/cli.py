@@ -128,8 +128,10 @@ def fit_cmd(
         val = f", {st['validation']} validating" if st.get("validation") else ""
         con.print(f"  defect set {st['name']}: {st['images']} images, {st['in_bank']} in the bank ({st['use']}{val})")
     if (info.get("coreset") or {}).get("capped"):
+        from defectforge.bank.coreset import coreset_size
+
         con.print(f"  normal coreset: capped at {info['coreset']['max']} rows (--coreset-max; ratio alone: "
-                  f"{int(info['n_rows_normal'] * det.normal_ratio)})")
+                  f"{coreset_size(info['n_rows_normal'], det.normal_ratio, det.coreset_min)})")
     if (info.get("coreset") or {}).get("mode") == "chunked":
         con.print(f"  normal coreset: approximate, chosen in {info['coreset']['chunks']} chunks of about "
                   f"{info['coreset']['chunk_images']} images")

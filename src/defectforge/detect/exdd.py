@@ -82,8 +82,8 @@ class ExDD(BankFitMixin, PatchScoreMixin, Detector):
     ``coreset_max``: the most rows a bank keeps (default 16,384 for ExDD, 163,840 for
     PatchCore: both reached at 1,638,400 rows, about 650 images at the default size);
     past it the bank stops growing with the images, so the fit's cost grows linearly and
-    predict's per image stays flat (the choice stays exact: the first ``coreset_max`` rows of the uncapped
-    greedy order). ``None`` (or ``0``): no cap, the ratio alone (model files written before
+    predict's per image stays flat (the choice stays exact: the first ``coreset_max`` rows
+    of the uncapped greedy order). ``None`` (or ``0``): no cap, the ratio alone (model files written before
     the cap load as ``None``).
     ``coreset_chunk`` (opt-in, approximate): ``0`` (default) makes one exact greedy choice
     over all normal rows; ``N > 0`` makes it per chunk of about ``N`` training images,

@@ -47,6 +47,7 @@ class BankFitMixin:
         import time
 
         from defectforge.bank.chunked import chunk_bounds
+        from defectforge.bank.coreset import coreset_size
         from defectforge.bank.features import random_projection, to_rgb
         from defectforge.detect.exdd import EmptyDefectMaskWarning
 
@@ -150,7 +151,8 @@ class BankFitMixin:
                             "chunks": len(chunk_bounds(len(train_items), c.coreset_chunk)) - 1}
                            if c.coreset_chunk else {"mode": "exact"}),
                         "max": int(c.coreset_max) if c.coreset_max else None,
-                        "capped": bool(c.coreset_max) and int(n_rows * c.normal_ratio) > c.coreset_max},
+                        "capped": coreset_size(n_rows, c.normal_ratio, c.coreset_min)
+                        > coreset_size(n_rows, c.normal_ratio, c.coreset_min, c.coreset_max or None)},
             "seconds_features": round(t1 - t0, 3), "seconds_coreset": round(t2 - t1, 3),
             "seconds_defect_bank": round(t3 - t2, 3), "image_score": self._score_info,
         }
