@@ -13,8 +13,9 @@ Sizes up to 402 are the first N BSData train-good images; larger sizes add flipp
 cropped copies of them (written once to ``bench/_work/aug``), as a KSDD2-size stand-in.
 ExDD's defect bank gets the 63 train defect images. Predict is timed on ``--predict-n``
 test images; the metrics (on the whole test split) are computed for the 402-image fits
-only. ``uptime`` is recorded before every run, results go to ``bench/_work/scale_*.json``
-and the table to ``docs/bench/scale.md``.
+only. ``uptime`` is recorded before every run, results go to ``bench/results/scale/scale_*.json``
+(committed: ``--from-results`` rebuilds the table from them in any checkout) and the table
+to ``docs/bench/scale.md``.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ from bench_exdd import _metrics, _samples  # noqa: E402  (same data reading and 
 
 DATA = REPO.parent / "shared" / "datasets" / "bsdata"
 WORK = REPO / "bench" / "_work"
+#: one JSON file per run, committed (so the tables can be rebuilt in a later checkout)
+RESULTS = REPO / "bench" / "results" / "scale"
 DEFAULT_SIZES = "50,100,200,402,800,1600,3200"
 
 
@@ -161,7 +164,7 @@ def _suffix(args) -> str:
 
 def _run(py: str, model: str, n: int, args) -> dict | None:
     tag = model if model == "anomalib" else model + _suffix(args).replace(" ", "-")
-    out = WORK / f"scale_{tag}_{n}_{args.device}.json"
+    out = RESULTS / f"scale_{tag}_{n}_{args.device}.json"
     cmd = [py, __file__, "--worker", model, "--n", str(n), "--data", str(args.data), "--device", args.device,
            "--predict-n", str(args.predict_n), "--predict-reps", str(args.predict_reps), "--result", str(out)]
     if args.coreset_chunk and model != "anomalib":
@@ -242,14 +245,20 @@ def write_doc(results: list[dict], args, path: Path) -> None:
                          f"{started(r)} | -> {load(r, 'uptime_after')} |")
             continue
         bank = fi.get("bank_normal", r.get("bank", ""))
-        lines.append(f"| {r['model']} | {r['n_images']} | {r.get('fit_s', '')} | {r.get('predict_ms', 0):.1f} | "
+        mark = " †" if r.get("reconstructed") else ""
+        lines.append(f"| {r['model']}{mark} | {r['n_images']} | {r.get('fit_s', '')} | {r.get('predict_ms', 0):.1f} | "
                      f"{r.get('peak_rss_fit_mb', r.get('peak_rss_fit_predict_mb', ''))} | {bank} | "
                      f"{fi.get('seconds_coreset', '')} | {fi.get('seconds_features', '')} | {started(r)} | "
                      f"{load(r, 'uptime_before')} -> {load(r, 'uptime_after')} |")
-    lines += ["", "Log-log slope of fit time against images (least squares over the sizes run):", ""]
+    lines += ["", "Log-log slope of fit time against images (least squares over the sizes run; and from the full "
+              "BSData train set, 402 images, to the largest size):", ""]
     for m in sorted({r["model"] for r in results}):
         s = _slope([r for r in results if r["model"] == m and "fit_s" in r])
-        lines.append(f"- {m}: {'n/a' if s is None else f'{s:.2f}'}")
+        big = [r for r in results if r["model"] == m and "fit_s" in r and r["n_images"] >= 402]
+        end = _slope([min(big, key=lambda r: r["n_images"]), max(big, key=lambda r: r["n_images"])]) \
+            if len(big) > 1 else None
+        lines.append(f"- {m}: {'n/a' if s is None else f'{s:.2f}'}"
+                     + ("" if end is None else f"; 402 -> {max(r['n_images'] for r in big)}: {end:.2f}"))
     mets = [r for r in results if r.get("metrics")]
     if mets:
         lines += ["", "Metrics of the evaluated fits (whole test split, 372 images, maps at the input size):", "",
@@ -257,9 +266,12 @@ def write_doc(results: list[dict], args, path: Path) -> None:
                   "|---|---|---|---|---|---|---|---|"]
         for r in sorted(mets, key=lambda r: (r["model"], r["n_images"])):
             m = r["metrics"]
-            lines.append(f"| {r['model']} | {r['n_images']} | {m['image_auroc']:.3f} | {m['pixel_auroc']:.3f} | {m['aupro']:.3f} | "
+            lines.append(f"| {r['model']}{' †' if r.get('reconstructed') else ''} | {r['n_images']} | {m['image_auroc']:.3f} | {m['pixel_auroc']:.3f} | {m['aupro']:.3f} | "
                          f"{m['image_ap']:.3f} | {m['pixel_ap']:.3f} | {m['f1_max']:.3f} |")
-    lines += ["", "Raw results: `bench/_work/scale_*.json` (not committed).", ""]
+    if any(r.get("reconstructed") for r in results):
+        lines += ["", "† reconstructed from this page's earlier table (its raw file was lost with a session's "
+                  "checkout): the table's columns only, no per-pass predict times or full fit_info."]
+    lines += ["", "Raw results: `bench/results/scale/scale_*.json` (one file per run).", ""]
     if args.notes and Path(args.notes).is_file():
         lines += ["## Notes", "", Path(args.notes).read_text().strip(), ""]
     from defectforge._atomic import atomic_write_text
@@ -285,7 +297,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--bench-python", default=str(REPO / ".venv-bench" / "bin" / "python"))
     ap.add_argument("--out", type=Path, default=REPO / "docs" / "bench" / "scale.md")
     ap.add_argument("--notes", default=str(REPO / "bench" / "scale_notes.md"))
-    ap.add_argument("--from-results", action="store_true", help="only re-write the markdown from bench/_work")
+    ap.add_argument("--from-results", action="store_true", help="only re-write the markdown from bench/results/scale")
     ap.add_argument("--command-text", default=None, help="(with --from-results) the command that produced them")
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--n", type=int, default=0, help=argparse.SUPPRESS)
@@ -301,10 +313,11 @@ def main(argv: list[str] | None = None) -> None:
         args.result.write_text(json.dumps(res, indent=2))
         return
     WORK.mkdir(parents=True, exist_ok=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
     args.command = args.command_text or "python bench/bench_scale.py " + " ".join(argv if argv is not None else sys.argv[1:])
     results = []
     if args.from_results:
-        results = [json.loads(f.read_text()) for f in sorted(WORK.glob(f"scale_*_{args.device}.json"))
+        results = [json.loads(f.read_text()) for f in sorted(RESULTS.glob(f"scale_*_{args.device}.json"))
                    if ("-chunk" in f.name) == bool(args.coreset_chunk)
                    and ("-cap" in f.name or "-no-cap" in f.name) == (args.coreset_max is not None)]
     else:

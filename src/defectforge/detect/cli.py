@@ -60,6 +60,10 @@ def fit_cmd(
     synthetic: Optional[List[Path]] = typer.Option(
         None, "--synthetic", help="Synthetic set (any readable dataset, e.g. a 'synth' output) whose defects go into "
                                   "ExDD's defect bank (PatchCore: its validation positives); repeatable."),
+    synthetic_filter: Optional[str] = typer.Option(
+        None, "--synthetic-filter", help="exdd: keep a synthetic defect-bank row only when it is farther from the "
+                                         "normal bank than this quantile of the validation good patches (default "
+                                         "0.99: normal-looking rows are dropped); 'none' keeps every row."),
     real_defects: bool = typer.Option(True, "--real-defects/--no-real-defects",
                                       help="Also use the train split's real defect images."),
     device: str = typer.Option("cpu", "--device", help="cpu, or cuda[:N] when a GPU is available."),
@@ -109,6 +113,8 @@ def fit_cmd(
                  ("coreset_max", coreset_max), ("coreset_chunk", coreset_chunk)):
         if v is not None:
             kw[k] = v
+    if synthetic_filter is not None:
+        kw["synthetic_filter"] = _quantile_or_none(synthetic_filter, "--synthetic-filter")
     det = get_detector(model, progress=True, **kw)
     con = _console()
     n_def = sum(len(v) for v in def_sets.values())
@@ -126,7 +132,10 @@ def fit_cmd(
     info = det.fit_info_
     for st in info.get("defect_sets", []):
         val = f", {st['validation']} validating" if st.get("validation") else ""
-        con.print(f"  defect set {st['name']}: {st['images']} images, {st['in_bank']} in the bank ({st['use']}{val})")
+        dropped = (f"; {st['rows_dropped']} normal-looking rows dropped (--synthetic-filter)"
+                   if st.get("rows_dropped") else "")
+        con.print(f"  defect set {st['name']}: {st['images']} images, {st['in_bank']} in the bank "
+                  f"({st['use']}{val}{dropped})")
     if (info.get("coreset") or {}).get("capped"):
         from defectforge.bank.coreset import coreset_size
 
@@ -142,6 +151,21 @@ def fit_cmd(
         aucs = ", ".join(f"{k} {v:.3f}" for k, v in sc["val_auroc"].items() if v is not None)
         con.print(f"  image score: {sc['chosen']}" + (f" (validation AUROC: {aucs})" if aucs else "")
                   + (f"; {sc['reason']}" if sc.get("reason") else ""))
+
+
+def _quantile_or_none(text: str, option: str) -> float | None:
+    """``none`` / ``off`` -> None, else a quantile in [0, 1) (a one-line error otherwise)."""
+    from defectforge.errors import ConfigError
+
+    if text.strip().lower() in ("none", "off"):
+        return None
+    try:
+        q = float(text)
+    except ValueError:
+        q = -1.0
+    if not 0.0 <= q < 1.0:
+        raise ConfigError(f"{option} must be a quantile in [0, 1) or 'none', got {text!r}")
+    return q
 
 
 def _collect_images(paths: List[Path]) -> list[Path]:

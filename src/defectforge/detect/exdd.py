@@ -85,6 +85,13 @@ class ExDD(BankFitMixin, PatchScoreMixin, Detector):
     predict's per image stays flat (the choice stays exact: the first ``coreset_max`` rows
     of the uncapped greedy order). ``None`` (or ``0``): no cap, the ratio alone (model files written before
     the cap load as ``None``).
+    ``synthetic_filter`` (ExDD): a synthetic defect-bank row is kept only when its distance to
+    the normal bank is at least this quantile (default 0.99) of the distances of the
+    validation split's normal patches to it: a row that a normal patch could be is not
+    evidence of a defect, and in the bank it would raise the ratio ``d- / d+`` of normal
+    patches that resemble it. Only synthetic rows (sets named ``synthetic*`` or samples with
+    ``meta["generator"]``) are filtered; real annotations are kept as given; ``None`` keeps
+    every row (model files written before the option load as ``None``).
     ``coreset_chunk`` (opt-in, approximate): ``0`` (default) makes one exact greedy choice
     over all normal rows; ``N > 0`` makes it per chunk of about ``N`` training images,
     chosen while the features run, so fit time and memory grow linearly with the images
@@ -100,7 +107,7 @@ class ExDD(BankFitMixin, PatchScoreMixin, Detector):
     #: run-time settings, never stored in the model file (a GPU-fitted model loads on a CPU)
     runtime_params = ("progress", "device")
     #: parameters added later: the value that model files written without them were fitted with
-    legacy_params = {"defect_val_split": "image", "coreset_max": None}
+    legacy_params = {"defect_val_split": "image", "coreset_max": None, "synthetic_filter": None}
 
     def __init__(self, backbone: str = "efficientnet_lite0", layers: tuple[str, ...] | None = None,
                  weights: str | None = None, random_init: bool = False, image_size: int | tuple[int, int] = 256,
@@ -111,8 +118,8 @@ class ExDD(BankFitMixin, PatchScoreMixin, Detector):
                  defect_val_split: str = "auto", eps: float = 1e-6, sigma: float = 4.0,
                  map_upsample: str = "bilinear", mask_fraction: float = 0.5, val_fraction: float = 0.1,
                  threshold_quantile: float = 0.99, pixel_quantile: float = 0.999, defects_for: str = "bank",
-                 batch_size: int = 4, nn_backend: str = "auto", seed: int = 0, progress: Any = "auto",
-                 device: str = "cpu"):
+                 synthetic_filter: float | None = 0.99, batch_size: int = 4, nn_backend: str = "auto", seed: int = 0,
+                 progress: Any = "auto", device: str = "cpu"):
         self.backbone = backbone
         self.layers = layers
         self.weights = weights
@@ -140,6 +147,7 @@ class ExDD(BankFitMixin, PatchScoreMixin, Detector):
         self.threshold_quantile = threshold_quantile
         self.pixel_quantile = pixel_quantile
         self.defects_for = defects_for
+        self.synthetic_filter = synthetic_filter
         self.batch_size = batch_size
         self.nn_backend = nn_backend
         self.seed = seed
@@ -191,6 +199,10 @@ class ExDD(BankFitMixin, PatchScoreMixin, Detector):
                 raise ConfigError(f"{name} must be in (0, 1], got {v}")
         if not 0.0 <= c.val_fraction < 1.0:
             raise ConfigError(f"val_fraction must be in [0, 1), got {c.val_fraction}")
+        sf = c.synthetic_filter
+        if sf is not None and (isinstance(sf, bool) or not isinstance(sf, (int, float, np.floating))
+                               or not 0.0 <= float(sf) < 1.0):
+            raise ConfigError(f"synthetic_filter must be None or a quantile in [0, 1), got {sf!r}")
         if not 0.0 < c.mask_fraction <= 1.0:
             raise ConfigError(f"mask_fraction must be in (0, 1], got {c.mask_fraction}")
         cmax = c.coreset_max
@@ -331,4 +343,5 @@ class PatchCore(ExDD):
     """
 
     __init__ = _patchcore_init(ExDD.__init__, {"weighting": "patchcore", "num_neighbors": 9, "normal_ratio": 0.1,
-                                               "coreset_max": 163840, "defects_for": "validation", "image_score": "weighted"})
+                                               "coreset_max": 163840, "defects_for": "validation", "image_score": "weighted",
+                                               "synthetic_filter": None})

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import warnings
 from contextlib import ExitStack
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 import numpy as np
@@ -28,6 +29,32 @@ if TYPE_CHECKING:
 #: projected normal rows (bytes) past which they are kept in a file mapping of bounded
 #: residency (:class:`defectforge.bank.mapped.MappedRows`; same values, same choice)
 MAP_ROWS_ABOVE = 1 << 30
+
+
+@dataclass
+class RowFilter:
+    """Drops the rows of the tagged defect images that lie closer to the normal bank than
+    ``floor`` (ExDD's ``synthetic_filter``: that ``quantile`` of the validation normal
+    patches' distances); counts per set what it dropped and kept."""
+
+    nn: Any
+    floor: float
+    quantile: float
+    tags: set
+    dropped: dict[str, int]
+    kept: dict[str, int]
+
+    def __call__(self, rows: np.ndarray, tag: Any) -> np.ndarray | None:
+        if tag not in self.tags:
+            return rows
+        keep = self.nn.search(rows, 1)[0][:, 0] >= self.floor
+        self.dropped[tag[0]] += int((~keep).sum())
+        self.kept[tag[0]] += int(keep.sum())
+        return rows[keep] if keep.any() else None
+
+    def info(self) -> dict[str, Any]:
+        return {"quantile": self.quantile, "floor": round(self.floor, 6),
+                "rows_dropped": int(sum(self.dropped.values())), "rows_kept": int(sum(self.kept.values()))}
 
 
 class BankFitMixin:
@@ -104,17 +131,21 @@ class BankFitMixin:
                 folds, folds_by, score_why = crossfit_folds(def_sets, c.defect_val_fraction, c.seed,
                                                             c.defect_val_split)
                 held = {k: sum(1 for f in folds for n, _ in f if n == k) for k in def_sets}
+        drop = None
         if def_sets and c.defects_for == "bank":
             tagged = [(it, (name, i)) for name, items in def_sets.items() for i, it in enumerate(items)]
             used: dict[str, int] = {name: 0 for name in def_sets}
+            drop = self._synthetic_rows_filter(def_sets, val_items)
             self.bank_defect_, n_drows, _, fold_banks = self._bank_from(
-                "defect", iter(tagged), len(tagged), proj, c.defect_ratio, used=used, folds=[set(f) for f in folds])
+                "defect", iter(tagged), len(tagged), proj, c.defect_ratio, used=used, folds=[set(f) for f in folds],
+                drop=drop)
             if n_drows == 0:
                 warnings.warn("no defect image contributed rows: the defect bank is empty (PatchCore behaviour)",
                               EmptyDefectMaskWarning, stacklevel=2)
             out = 0 if folds else 1  # held-out images are not in def_sets any more
             set_info = [{"name": k, "images": len(v) + out * held.get(k, 0), "in_bank": used[k], "use": "bank",
-                         "validation": held.get(k, 0)} for k, v in def_sets.items()]
+                         "validation": held.get(k, 0)} | ({"rows_dropped": drop.dropped[k]} if drop else {})
+                        for k, v in def_sets.items()]
         elif def_sets:
             # (image, mask) pairs are scored by their image
             val_defects = [d[0] if isinstance(d, (tuple, list)) else d for items in def_sets.values() for d in items]
@@ -153,14 +184,15 @@ class BankFitMixin:
                         "max": int(c.coreset_max) if c.coreset_max else None,
                         "capped": coreset_size(n_rows, c.normal_ratio, c.coreset_min)
                         > coreset_size(n_rows, c.normal_ratio, c.coreset_min, c.coreset_max or None)},
+            "synthetic_filter": drop.info() if drop else None,
             "seconds_features": round(t1 - t0, 3), "seconds_coreset": round(t2 - t1, 3),
             "seconds_defect_bank": round(t3 - t2, 3), "image_score": self._score_info,
         }
         return self
 
     def _bank_from(self, which: str, items: Iterator[tuple[Any, Any]], n_items: int, proj: np.ndarray | None,
-                   ratio: float, used: dict[str, int] | None = None, folds: list[set] = ()
-                   ) -> tuple[np.ndarray, int, float, list[np.ndarray]]:
+                   ratio: float, used: dict[str, int] | None = None, folds: list[set] = (),
+                   drop: "RowFilter | None" = None) -> tuple[np.ndarray, int, float, list[np.ndarray]]:
         """``(bank rows, rows seen, time features ended, fold banks)`` for the normal or the
         defect bank: features batch by batch (full rows spooled to disk, projected rows
         kept), then the greedy k-center coreset on the projected rows. With ``coreset_chunk``
@@ -169,7 +201,8 @@ class BankFitMixin:
         feature time (it is coreset time). ``items`` yields
         ``(item, tag)``; defect items (tag ``(set name, index)``) go through
         :meth:`_defect_rows` and ``used[set name]`` counts the ones that gave rows. For each
-        set of tags in ``folds``, a bank built the same way without those items."""
+        set of tags in ``folds``, a bank built the same way without those items. ``drop``
+        (:class:`RowFilter`) removes the normal-looking rows of the items it names first."""
         import time
 
         from defectforge.bank.coreset import coreset_size, greedy_kcenter
@@ -211,6 +244,8 @@ class BankFitMixin:
                 # batches of images -> rows, in order, in this process or on an engine (fit_job)
                 for rows, n_batch, tag in feature_rows(self, which, items, c.batch_size):
                     bar.advance(n_batch)
+                    if rows is not None and drop is not None:
+                        rows = drop(rows, tag)
                     if rows is None:
                         continue
                     if used is not None:
@@ -254,6 +289,24 @@ class BankFitMixin:
                 idx = greedy_kcenter(choose_from, target, seed=c.seed, progress=bar.update, overwrite_x=True)
             del sel, choose_from
             return np.ascontiguousarray(spool.gather(np.sort(idx))), n_rows, t_feat, fold_banks
+
+    def _synthetic_rows_filter(self, def_sets: dict[str, list[Any]], val_items: list[Any]) -> "RowFilter | None":
+        """The :class:`RowFilter` of the synthetic defect images (``synthetic_filter``): the
+        floor is that quantile of the validation normal patches' distances to the normal
+        bank. ``None`` without synthetic images, validation images or the option."""
+        from defectforge.bank.features import rgb_batches
+        from defectforge.bank.knn import NearestNeighbors
+        from defectforge.detect.image_score import _real
+
+        c = self.config
+        real = set(_real(def_sets))
+        tags = {(n, i) for n, items in def_sets.items() for i in range(len(items))} - real
+        if c.synthetic_filter is None or not tags or not val_items or not len(self.bank_normal_):
+            return None
+        nn = NearestNeighbors(self.bank_normal_, c.nn_backend, device=c.device)
+        d = np.concatenate([nn.search(self._rows(rgbs), 1)[0][:, 0] for rgbs in rgb_batches(val_items, c.batch_size)])
+        return RowFilter(nn, float(np.quantile(d, float(c.synthetic_filter))), float(c.synthetic_filter), tags,
+                         {n: 0 for n in def_sets}, {n: 0 for n in def_sets})
 
     def _out_of_fold(self, def_sets: dict[str, list[Any]], folds: list[list[tuple[str, int]]],
                      fold_banks: list[np.ndarray]) -> tuple[list[Any], dict[str, np.ndarray]]:
