@@ -9,6 +9,7 @@ neighbours as faiss, and times ``model.predict`` end to end with each backend. `
 both sets of metrics. Prints markdown.
 
     python bench/bench_knn.py MODEL.pt [MODEL.pt ...] [--data ../shared/datasets/bsdata] [--n 32] [--metrics]
+        [--subsets 1024,4096,20000]
 """
 
 from __future__ import annotations
@@ -41,6 +42,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--n", type=int, default=32, help="test images")
     ap.add_argument("--metrics", action="store_true", help="also evaluate on the whole test split per backend")
+    ap.add_argument("--subsets", default="",
+                    help="also search random subsets of these sizes (comma-separated) of the last model's normal bank "
+                         "with the same query rows: where each backend is fastest on this machine")
     args = ap.parse_args(argv)
 
     from defectforge.bank.features import to_rgb
@@ -84,6 +88,20 @@ def main(argv: list[str] | None = None) -> None:
             dmap = max(float(np.abs(a - b).max()) for a, b in zip(pf.anomaly_map, pp.anomaly_map))
             pred_lines.append(f"| {path.name} | {backend} | {1000 * t / len(rgbs):.1f} | {tf / t:.2f}x | "
                               f"{dmap:.1e} | {np.abs(pf.pred_score - pp.pred_score).max():.1e} |")
+    sub_lines = []
+    if args.subsets:
+        sub_lines = ["| bank rows | " + " | ".join(f"{b} ms/image" for b in ("faiss",) + others) + " | fastest |",
+                     "|---|" + "---|" * (len(others) + 2)]
+        rng = np.random.default_rng(0)
+        bank = model.bank_normal_
+        for n in [int(v) for v in args.subsets.split(",")]:
+            sub = bank[np.sort(rng.permutation(len(bank))[:n])]
+            times = {}
+            for backend in ("faiss",) + others:
+                nn = NearestNeighbors(sub, backend)
+                times[backend] = 1000 * _best(lambda: nn.search(rows, 1)) / len(rgbs)
+            sub_lines.append(f"| {len(sub):,} | " + " | ".join(f"{times[b]:.1f}" for b in times)
+                             + f" | {min(times, key=times.get)} |")
     metric_lines = ["| model | backend | I-AUROC | P-AUROC | AUPRO | I-AP | P-AP | F1 max | images | eval s |",
                     "|---|---|---|---|---|---|---|---|---|---|"]
     if args.metrics:
@@ -102,6 +120,9 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{len(rgbs)} BSData test images, {os.cpu_count()} CPUs, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
     print(f"uptime before: {up0}\nuptime after:  {up1}\n")
     print("\n".join(lines) + "\n\n" + "\n".join(pred_lines))
+    if sub_lines:
+        print(f"\nRandom subsets of {args.models[-1].name}'s normal bank, the same query rows (1-NN search):\n")
+        print("\n".join(sub_lines))
     if args.metrics:
         print("\n" + "\n".join(metric_lines))
 

@@ -164,7 +164,7 @@ def _suffix(args) -> str:
 
 def _run(py: str, model: str, n: int, args) -> dict | None:
     tag = model if model == "anomalib" else model + _suffix(args).replace(" ", "-")
-    out = RESULTS / f"scale_{tag}_{n}_{args.device}.json"
+    out = args.results / f"scale_{tag}_{n}_{args.device}.json"
     cmd = [py, __file__, "--worker", model, "--n", str(n), "--data", str(args.data), "--device", args.device,
            "--predict-n", str(args.predict_n), "--predict-reps", str(args.predict_reps), "--result", str(out)]
     if args.coreset_chunk and model != "anomalib":
@@ -200,8 +200,13 @@ def _slope(rows: list[dict]) -> float | None:
     return sum((x - mx) * (y - my) for x, y in pts) / sum((x - mx) ** 2 for x, _ in pts)
 
 
+def _num(v, digits: int = 2):
+    """``v`` rounded when it is a float (the raw files keep every digit)."""
+    return round(v, digits) if isinstance(v, float) else v
+
+
 def write_doc(results: list[dict], args, path: Path) -> None:
-    title = "# Benchmark: detector fit / predict vs number of training images"
+    title = "# Benchmark: detector fit / predict vs number of training images" + (args.title_suffix or "")
     if args.coreset_chunk:
         title += f", opt-in chunked coreset ({args.coreset_chunk} images a chunk)"
     if args.coreset_max is not None:
@@ -246,8 +251,9 @@ def write_doc(results: list[dict], args, path: Path) -> None:
             continue
         bank = fi.get("bank_normal", r.get("bank", ""))
         mark = " †" if r.get("reconstructed") else ""
-        lines.append(f"| {r['model']}{mark} | {r['n_images']} | {r.get('fit_s', '')} | {r.get('predict_ms', 0):.1f} | "
-                     f"{r.get('peak_rss_fit_mb', r.get('peak_rss_fit_predict_mb', ''))} | {bank} | "
+        rss = r.get('peak_rss_fit_mb', r.get('peak_rss_fit_predict_mb', ''))
+        lines.append(f"| {r['model']}{mark} | {r['n_images']} | {_num(r.get('fit_s', ''))} | {r.get('predict_ms', 0):.1f} | "
+                     f"{_num(rss, 1)} | {bank} | "
                      f"{fi.get('seconds_coreset', '')} | {fi.get('seconds_features', '')} | {started(r)} | "
                      f"{load(r, 'uptime_before')} -> {load(r, 'uptime_after')} |")
     lines += ["", "Log-log slope of fit time against images (least squares over the sizes run; and from the full "
@@ -259,6 +265,15 @@ def write_doc(results: list[dict], args, path: Path) -> None:
             if len(big) > 1 else None
         lines.append(f"- {m}: {'n/a' if s is None else f'{s:.2f}'}"
                      + ("" if end is None else f"; 402 -> {max(r['n_images'] for r in big)}: {end:.2f}"))
+    pairs = [(a, p) for a in results if a["model"] == "anomalib-patchcore" and a.get("fit_s")
+             for p in results if p["model"] == "patchcore" and p.get("fit_s") and p["n_images"] == a["n_images"]]
+    if pairs:
+        lines += ["", "Against anomalib 2.7 PatchCore on the same images (same backbone weights, layers, input size "
+                  "and 10 % coreset; its fit: features of all N images + its greedy coreset):", ""]
+        for a, p in sorted(pairs, key=lambda t: t[0]["n_images"]):
+            lines.append(f"- {a['n_images']} images: fit {a['fit_s']:.1f} s vs defectforge {p['fit_s']:.1f} s, "
+                         f"**{a['fit_s'] / p['fit_s']:.1f}x**; predict {a.get('predict_ms', 0):.0f} vs "
+                         f"{p.get('predict_ms', 0):.0f} ms/image")
     mets = [r for r in results if r.get("metrics")]
     if mets:
         lines += ["", "Metrics of the evaluated fits (whole test split, 372 images, maps at the input size):", "",
@@ -271,7 +286,11 @@ def write_doc(results: list[dict], args, path: Path) -> None:
     if any(r.get("reconstructed") for r in results):
         lines += ["", "† reconstructed from this page's earlier table (its raw file was lost with a session's "
                   "checkout): the table's columns only, no per-pass predict times or full fit_info."]
-    lines += ["", "Raw results: `bench/results/scale/scale_*.json` (one file per run).", ""]
+    try:
+        where = args.results.resolve().relative_to(REPO)
+    except ValueError:
+        where = args.results
+    lines += ["", f"Raw results: `{where}/scale_*.json` (one file per run).", ""]
     if args.notes and Path(args.notes).is_file():
         lines += ["## Notes", "", Path(args.notes).read_text().strip(), ""]
     from defectforge._atomic import atomic_write_text
@@ -295,7 +314,10 @@ def main(argv: list[str] | None = None) -> None:
                     help="bank-size cap in rows (default: the model's own; 0: no cap, the ratio alone)")
     ap.add_argument("--timeout", type=int, default=3600, help="seconds per run before it is stopped")
     ap.add_argument("--bench-python", default=str(REPO / ".venv-bench" / "bin" / "python"))
+    ap.add_argument("--results", type=Path, default=RESULTS,
+                    help="folder of the raw result files (one per run; another folder keeps another machine's runs apart)")
     ap.add_argument("--out", type=Path, default=REPO / "docs" / "bench" / "scale.md")
+    ap.add_argument("--title-suffix", default="", help="appended to the page's title (e.g. the machine, for a second page)")
     ap.add_argument("--notes", default=str(REPO / "bench" / "scale_notes.md"))
     ap.add_argument("--from-results", action="store_true", help="only re-write the markdown from bench/results/scale")
     ap.add_argument("--command-text", default=None, help="(with --from-results) the command that produced them")
@@ -313,11 +335,11 @@ def main(argv: list[str] | None = None) -> None:
         args.result.write_text(json.dumps(res, indent=2))
         return
     WORK.mkdir(parents=True, exist_ok=True)
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    args.results.mkdir(parents=True, exist_ok=True)
     args.command = args.command_text or "python bench/bench_scale.py " + " ".join(argv if argv is not None else sys.argv[1:])
     results = []
     if args.from_results:
-        results = [json.loads(f.read_text()) for f in sorted(RESULTS.glob(f"scale_*_{args.device}.json"))
+        results = [json.loads(f.read_text()) for f in sorted(args.results.glob(f"scale_*_{args.device}.json"))
                    if ("-chunk" in f.name) == bool(args.coreset_chunk)
                    and ("-cap" in f.name or "-no-cap" in f.name) == (args.coreset_max is not None)]
     else:

@@ -105,3 +105,17 @@ def test_patchcore_predicts_the_same_with_pruned_and_faiss_search():
     np.testing.assert_allclose(got.pred_score, ref.pred_score, rtol=1e-4, atol=1e-5)
     for a, b in zip(got.anomaly_map, ref.anomaly_map):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_auto_uses_the_pruned_search_from_1024_rows_without_bfloat16(monkeypatch):
+    """Without a bfloat16 screen, ``auto`` picks the pruned search from ``PRUNED_MIN_ROWS``
+    (1,024) rows and faiss below; both return the same neighbours."""
+    from defectforge.bank import knn_screened
+
+    monkeypatch.setattr(knn_screened, "has_fast_bf16", lambda: False)
+    rng = np.random.default_rng(5)
+    bank, q = _data(rng, 1500, 16), _data(rng, 200, 16)
+    big, small = NearestNeighbors(bank, "auto"), NearestNeighbors(bank[:knn.PRUNED_MIN_ROWS - 1], "auto")
+    assert knn.PRUNED_MIN_ROWS == 1024
+    assert (big.backend, small.backend) == ("pruned", "faiss")
+    np.testing.assert_allclose(big.search(q, 2)[0], _brute(bank, q, 2), rtol=1e-5, atol=1e-5)

@@ -101,7 +101,9 @@ def test_the_bound_holds_and_a_product_that_breaks_it_is_refused(monkeypatch):
         NearestNeighbors(bank, "screened")
     monkeypatch.setattr(knn, "SCREENED_MIN_ROWS", 100)
     monkeypatch.setattr(knn_screened, "has_fast_bf16", lambda: True)
-    assert NearestNeighbors(bank, "auto").backend == "faiss"  # auto falls back
+    assert NearestNeighbors(bank, "auto").backend == "pruned"  # auto falls back to the search without the screen
+    monkeypatch.setattr(knn, "PRUNED_MIN_ROWS", 4096)
+    assert NearestNeighbors(bank, "auto").backend == "faiss"  # (the flat one below PRUNED_MIN_ROWS)
 
 
 def test_auto_picks_screened_where_bf16_is_native(monkeypatch):

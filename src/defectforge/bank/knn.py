@@ -11,7 +11,9 @@ Interchangeable backends, all exact and fp32:
 - ``"auto"`` (the detectors' default), on the CPU: ``"screened"`` for banks of
   ``SCREENED_MIN_ROWS`` to ``SCREENED_MAX_ROWS`` rows when the CPU multiplies bfloat16
   natively and the product passes the screen's accuracy check; otherwise ``"pruned"`` for banks
-  of at least ``PRUNED_MIN_ROWS`` rows, else ``"faiss"`` (each where it is measured fastest).
+  of at least ``PRUNED_MIN_ROWS`` rows, else ``"faiss"`` (each where it is measured fastest:
+  on a CPU without bfloat16 units faiss's flat search was 1.3-5x slower than ``"pruned"`` from
+  1,024 rows up, ``docs/bench/scale.md``; tiny banks, e.g. ExDD's defect bank, stay flat).
 - ``"torch"``: chunked ``||q||^2 - 2 q.b + ||b||^2`` matmul (chunks of query rows keep the
   distance matrix small), ``topk``; on ``device="cuda"`` the bank lives on the GPU (the
   faiss backend is CPU only, so a CUDA device always uses this one).
@@ -28,7 +30,7 @@ import numpy as np
 from defectforge.errors import ConfigError
 
 
-PRUNED_MIN_ROWS = 20000
+PRUNED_MIN_ROWS = 1024
 SCREENED_MIN_ROWS = 1024
 SCREENED_MAX_ROWS = 65536
 BACKENDS = ("auto", "faiss", "pruned", "screened", "torch")
