@@ -155,7 +155,7 @@ class BankFitMixin:
 
         check_finite_state(c.weights, {"bank_normal": self.bank_normal_, "bank_defect": self.bank_defect_},
                            cause="the backbone produced non-finite features (corrupt --weights?)")
-        self._make_indexes()
+        self._make_indexes(normal=drop.nn if drop else None)  # the filter's index of the same bank
         defect_raw = None
         if folds:  # every real defect image scored by a defect bank built without its fold
             val_defects, defect_raw = self._out_of_fold(def_sets, folds, fold_banks)

@@ -31,12 +31,15 @@ OVERLAP_ROWS = (5_000, 26_000)
 class PatchScoreMixin:
     """``predict`` and the patch / image scoring of :class:`~defectforge.detect.exdd.ExDD`."""
 
-    def _make_indexes(self) -> None:
+    def _make_indexes(self, normal: Any = None) -> None:
+        """The search indexes of both banks; ``normal``: an index of ``bank_normal_`` already
+        built with the current ``nn_backend`` and ``device`` (reused, not rebuilt)."""
         from defectforge.bank.knn import NearestNeighbors
 
         c = self.config
         self._nn_key = (c.nn_backend, c.device)
-        self._nn_normal = NearestNeighbors(self.bank_normal_, c.nn_backend, device=c.device)
+        self._nn_normal = normal if normal is not None else NearestNeighbors(self.bank_normal_, c.nn_backend,
+                                                                             device=c.device)
         self._nn_defect = (NearestNeighbors(self.bank_defect_, c.nn_backend, device=c.device)
                            if len(self.bank_defect_) else None)
 
