@@ -36,16 +36,42 @@ def _data(kind: str, rng: np.random.Generator, n: int, d: int) -> np.ndarray:
 @given(kind=st.sampled_from(["normal", "duplicates", "ties", "clusters", "scaled"]),
        n=st.integers(1, 300), d=st.integers(1, 20), extra=st.integers(0, 5), seed=st.integers(0, 50),
        block=st.integers(1, 70), dim=st.integers(0, 24), overwrite=st.booleans(),
-       data_seed=st.integers(0, 10_000))
-def test_same_selection_as_bruteforce(kind, n, d, extra, seed, block, dim, overwrite, data_seed):
+       data_seed=st.integers(0, 10_000), threads=st.sampled_from([1, 2]))
+def test_same_selection_as_bruteforce(kind, n, d, extra, seed, block, dim, overwrite, data_seed, threads):
+    """Also with two threads, where every visit shares its rows with the worker (``PAR_PAIRS``
+    lowered to 1: small inputs would otherwise stay on one thread)."""
+    import defectforge.bank._lazy as lazy
+
     x = _data(kind, np.random.default_rng(data_seed), n, d)
     k = int(np.random.default_rng(data_seed + 1).integers(1, n + 1)) + extra
     ref = greedy_kcenter_bruteforce(x, k, seed=seed)
     keep = x.copy()
-    fast = greedy_kcenter(x, k, seed=seed, block=block, dim=dim, overwrite_x=overwrite)
+    old = lazy.PAR_PAIRS
+    lazy.PAR_PAIRS = 1
+    try:
+        stats: dict = {}
+        fast = greedy_kcenter(x, k, seed=seed, block=block, dim=dim, overwrite_x=overwrite, threads=threads,
+                              stats=stats)
+    finally:
+        lazy.PAR_PAIRS = old
     assert np.array_equal(fast, ref)
+    assert stats["block_visits"] >= (1 if len(ref) > 1 else 0)
     if not overwrite:
         assert np.array_equal(x, keep)  # the input is never modified unless allowed
+
+
+def test_two_threads_share_the_visits_and_choose_the_same_rows():
+    """With two threads the worker takes part of the rows of large visits (its exact
+    distances are counted apart), and the choice is the one-thread choice, index for index."""
+    rng = np.random.default_rng(3)
+    x = (rng.standard_normal((6000, 48)) * rng.uniform(0.2, 3.0, 48)).astype(np.float32)
+    one: dict = {}
+    two: dict = {}
+    a = greedy_kcenter(x, 600, seed=2, threads=1, stats=one)
+    b = greedy_kcenter(x, 600, seed=2, threads=2, stats=two)
+    assert np.array_equal(a, b)
+    assert one["worker_exact_distances"] == 0 and two["worker_exact_distances"] > 0
+    assert one["exact_distances"] == two["exact_distances"]  # the same pairs, shared out
 
 
 @pytest.mark.parametrize("d", [127, 128, 129, 152, 300])
@@ -121,29 +147,44 @@ def test_row_spool_gathers_in_one_pass(tmp_path):
     assert not list(tmp_path.iterdir()), path
 
 
-@pytest.mark.parametrize("kind", ["normal", "scaled", "clusters", "duplicates"])
+@pytest.mark.parametrize("kind", ["normal", "scaled", "clusters", "duplicates", "near"])
 @pytest.mark.parametrize("p", [16, 5, 0])
 def test_the_matrix_product_bound_never_exceeds_the_distance(kind, p):
-    """The visit's first test, ``|a|^2 + |c|^2 - 2 a.c`` less its rounding bound (16 axes:
-    the vectorised kernel, other widths: the general one), is a lower bound of the squared
-    distance of the float32 rows, also for rows far from the origin, and a close one."""
-    from defectforge.bank._lazy import LazyState, _row_bounds, _row_bounds16
+    """The visit's first test, ``|a|^2 + |c|^2 - 2 a.c`` less its rounding bound, all in
+    float32 (16 axes: the vectorised kernel, other widths: the general one), is a lower bound
+    of the squared distance of the float32 rows, also for rows far from the origin and for
+    near-duplicates there (cancellation), and a close one; the group minima are the minima of
+    the strided groups ``{g, g + ng, ...}``, padding columns included."""
+    from defectforge.bank._lazy import LazyState
+    from defectforge.bank._visit import _PAD, SLACK32, _row_bounds, _row_bounds16
 
     rng = np.random.default_rng(p)
-    y = _data(kind, rng, 400, max(p, 1))[:, :p].copy()
+    if kind == "near":  # all rows within 1e-2 of one point 1e4 away from the origin
+        y = (1e4 + 1e-2 * rng.standard_normal((400, max(p, 1)))).astype(np.float32)[:, :p].copy()
+    else:
+        y = _data(kind, rng, 400, max(p, 1))[:, :p].copy()
     x = np.zeros((400, 3), np.float32)
     st = LazyState(x, np.arange(400), 10, 0, 64, y, np.zeros(400))
-    cols = rng.integers(0, 400, 300)
-    YcT = np.ascontiguousarray(st.Y[cols].T)
-    lb = np.empty(300)
+    cnt, ng = 300, 19  # 304 columns: 4 of padding
+    cols = rng.integers(0, 400, cnt)
+    YcT = np.zeros((max(p, 1), 16 * ng), np.float32)[:p]
+    YcT[:, :cnt] = st.Y[cols].T
+    nc = np.full(16 * ng, _PAD, np.float32)
+    ncn = np.zeros(16 * ng, np.float32)
+    nc[:cnt], ncn[:cnt] = st.sqn[cols], st.nrm[cols]
+    lb = np.empty(16 * ng, np.float32)
+    gmin = np.empty(ng, np.float32)
     exact = ((st.Y.astype(np.float64)[:, None, :] - st.Y.astype(np.float64)[cols][None]) ** 2).sum(-1)
     worst = 0.0
+    fn = _row_bounds16 if p == 16 else _row_bounds
     for r in range(400):
-        fn = _row_bounds16 if p == 16 else _row_bounds
-        fn(st.Y, r, YcT, 300, st.nr[cols], st.ny[cols], st.nr[r], 2.0 * st.gam * st.ny[r], lb)
-        assert np.all(lb <= exact[r]), (r, np.max(lb - exact[r]))
-        worst = max(worst, float(np.max(exact[r] - lb)))
-    scale = float(st.nr.max()) if p else 1.0
+        c2 = np.float32(2.0 * st.gam * st.nrm[r] * (1.0 + SLACK32))
+        fn(st.Y, r, YcT, ng, nc, ncn, st.sqn[r], c2, lb, gmin)
+        assert np.all(lb[:cnt] <= exact[r]), (r, np.max(lb[:cnt] - exact[r]))
+        assert np.all(lb[cnt:] > 1e29)
+        assert np.array_equal(gmin, lb.reshape(16, ng).min(0))
+        worst = max(worst, float(np.max(exact[r] - lb[:cnt])))
+    scale = float((st.Y.astype(np.float64) ** 2).sum(1).max()) if p else 1.0
     assert worst <= 1e-5 * scale + 1e-12  # the bound gives away only rounding
 
 

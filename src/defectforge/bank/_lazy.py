@@ -16,22 +16,32 @@ Bringing a block up to date runs proven tests, cheapest first (:func:`_sync`): t
 ball on the first principal axes against each centre (a centre that far cannot move any
 row), then for every row and every remaining centre at once a lower bound of their distance
 on those axes, from a small matrix product (``|a|^2 + |c|^2 - 2 a.c`` less the product's
-rounding bound; vectorised, :func:`_row_bounds`), then the float32 distance with its rounding
-bound. Only the pairs no test rules out (the row may be at least as close to the new centre
+rounding bound; in float32 with proven slack, vectorised, :func:`_row_bounds`; the least
+bound of each group of 16 centres first, so that whole groups are skipped), then the float32
+distance with its rounding bound. Only the pairs no test rules out (the row may be at least as close to the new centre
 as to its nearest chosen one) get the exact float64 distance, computed in NumPy's pairwise
 order (:func:`._exact.pair_dist`), so every stored distance is bit for bit the brute force's.
-Blocks far from the action are visited rarely and then with many centres at once.
+Blocks far from the action are visited rarely and then with many centres at once. The
+centres' principal rows, norms and rounding bounds are copied, in the order chosen, into one
+table (``Cy``), so that a visit reads them in sequence rather than scattered across ``Y``.
+The row work of a visit is in :mod:`._visit`; with two threads (``LazyState(threads=2)``,
+the default on a multi-core CPU) a second thread takes rows of every large visit, 16 at a
+time, from a shared counter (hand-off through acquire/release atomics, :mod:`._spin`: a few
+microseconds, where numba's own thread pool took ~150 us a launch). Rows are independent, so
+the distances, and the choice, do not depend on which thread did what.
+Measured in ``docs/bench/scale.md``.
 """
 
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 from numba import njit
 
 import defectforge.bank._numba  # noqa: F401  (threading layer without OpenMP)
-from defectforge.bank._exact import pair_dist
+from defectforge.bank._visit import _PAD, SLACK32, _visit_rows, _worker, _ysq
 
 
 @njit(cache=True, nogil=True)
@@ -56,87 +66,24 @@ def _set_leaf(tv, ta, tb, P, b, v, a):
         i //= 2
 
 
-@njit(cache=True, nogil=True, fastmath=True)
-def _sq32(x, r, c, q):
-    """``sum((x[r] - c[q])^2)`` in float32, any order (vectorised): within ``(d + 4) 2^-24``
-    relative of the exact value whatever the order."""
-    acc = np.float32(0.0)
-    for i in range(x.shape[1]):
-        w = x[r, i] - c[q, i]
-        acc += w * w
-    return acc
+@njit(cache=True, nogil=True)
+def _put_centre(Y, sqn, nrm, eps, r, Cy, k):
+    """Row ``Cy[k]``: row ``r``'s principal coordinates, squared norm, norm and rounding bound
+    (rounded up to float32), so that visits read the centres in order instead of across ``Y``."""
+    p = Y.shape[1]
+    for i in range(p):
+        Cy[k, i] = Y[r, i]
+    Cy[k, p] = sqn[r]
+    Cy[k, p + 1] = nrm[r]
+    Cy[k, p + 2] = np.float32(eps[r] * (1.0 + 2.0 ** -20))
 
 
-@njit(cache=True, nogil=True, fastmath=True)
-def _ysq(Y, q, yc):
-    """``sum((Y[q] - yc)^2)`` in float64, any order (vectorised): within ``p 2^-52`` relative."""
-    t = 0.0
-    for i in range(Y.shape[1]):
-        w = np.float64(Y[q, i]) - yc[i]
-        t += w * w
-    return t
-
-
-@njit(cache=True, nogil=True, fastmath=True)
-def _row_bounds16(Y, r, YcT, cnt, nc, ncn, a2, c2, lb):
-    """:func:`_row_bounds` for 16 axes, written out so that the compiler keeps the row in
-    registers and vectorises over the centres."""
-    a0 = Y[r, 0]
-    a1 = Y[r, 1]
-    a2_ = Y[r, 2]
-    a3 = Y[r, 3]
-    a4 = Y[r, 4]
-    a5 = Y[r, 5]
-    a6 = Y[r, 6]
-    a7 = Y[r, 7]
-    a8 = Y[r, 8]
-    a9 = Y[r, 9]
-    a10 = Y[r, 10]
-    a11 = Y[r, 11]
-    a12 = Y[r, 12]
-    a13 = Y[r, 13]
-    a14 = Y[r, 14]
-    a15 = Y[r, 15]
-    for j in range(cnt):
-        g = (a0 * YcT[0, j] + a1 * YcT[1, j] + a2_ * YcT[2, j] + a3 * YcT[3, j] + a4 * YcT[4, j] + a5 * YcT[5, j]
-             + a6 * YcT[6, j] + a7 * YcT[7, j] + a8 * YcT[8, j] + a9 * YcT[9, j] + a10 * YcT[10, j]
-             + a11 * YcT[11, j] + a12 * YcT[12, j] + a13 * YcT[13, j] + a14 * YcT[14, j] + a15 * YcT[15, j])
-        lb[j] = (a2 + nc[j]) * (1.0 - 1e-12) - 2.0 * np.float64(g) - c2 * ncn[j]
-
-
-@njit(cache=True, nogil=True, fastmath=True)
-def _row_bounds(Y, r, YcT, cnt, nc, ncn, a2, c2, lb):
-    """``lb[j] <= |Y[r] - Yc_j|^2`` for the ``cnt`` centres (``YcT``: their rows on the
-    principal axes, transposed; ``nc``/``ncn`` their squared norms in float64 and their
-    norms rounded up; ``a2`` the row's squared norm). The float32 dot product, in any order,
-    is within ``gamma |a| |c|`` of the exact one (``c2 = 2 gamma |a|``); ``1e-12`` covers
-    the float64 norms' rounding."""
-    for j in range(cnt):
-        lb[j] = 0.0
-    for t in range(Y.shape[1]):
-        a = Y[r, t]
-        for j in range(cnt):
-            lb[j] += a * YcT[t, j]
-    for j in range(cnt):
-        lb[j] = (a2 + nc[j]) * (1.0 - 1e-12) - 2.0 * lb[j] - c2 * ncn[j]
-
-
-@njit(cache=True, nogil=True, fastmath=True)
-def _group_mins(lb, cnt, out):
-    """The minimum of every 16 consecutive bounds (vectorised), so that the scan skips groups."""
-    ng = (cnt + 15) // 16
-    for g in range(ng):
-        v = lb[g * 16:min(cnt, g * 16 + 16)]
-        mn = v[0]
-        for i in range(1, v.shape[0]):
-            mn = min(mn, v[i])
-        out[g] = mn
-    return ng
+PAR_PAIRS = 1024  # a visit with fewer row-centre pairs stays on one thread (read by LazyState.run)
 
 
 @njit(cache=True, nogil=True)
-def _sync(x, Y, nr, ny, gam, eps, eps_max, plan, s, e, C, cpos, j0, j1, mind, orig, ybc, ybr, bound, scratch, sel,
-          YcT, nc, ncn, lb, gmin, counts):
+def _sync(x, Y, sqn, nrm, gam, eps, eps_max, plan, s, e, C, Cy, j0, j1, mind, orig, ybc, ybr, bound, scratch, sel,
+          YcT, nc, ncn, lb, gmin, counts, pj):
     """Compare rows ``s:e`` with centres ``j0:j1``; return the block's new maximum and its
     row (original index).
 
@@ -150,49 +97,27 @@ def _sync(x, Y, nr, ny, gam, eps, eps_max, plan, s, e, C, cpos, j0, j1, mind, or
     lim = bound * (1.0 + 1e-9) + ybr + eps_max
     cnt = 0
     for q in range(j0, j1):
-        cq = cpos[q]
-        t = _ysq(Y, cq, ybc)
-        r_ = lim + eps[cq]
+        t = _ysq(Cy, q, ybc)
+        r_ = lim + Cy[q, p + 2]
         if t * (1.0 - 1e-9) > r_ * r_:
             continue
         sel[cnt] = q
         for i in range(p):
-            YcT[i, cnt] = Y[cq, i]
-        nc[cnt] = nr[cq]
-        ncn[cnt] = ny[cq]
+            YcT[i, cnt] = Cy[q, i]
+        nc[cnt] = Cy[q, p]
+        ncn[cnt] = Cy[q, p + 1]
         cnt += 1
     counts[2] += j1 - j0 - cnt
     if cnt > 0:
-        # a float32 sum of d squared differences is within (d + 4) 2^-24 of the exact one
-        facx = 1.0 + (x.shape[1] + 8) * 2.0 ** -23
         counts[1] += (e - s) * cnt
-        for r in range(s, e):
-            m = mind[r]
-            if p == 16:
-                _row_bounds16(Y, r, YcT, cnt, nc, ncn, nr[r], 2.0 * gam * ny[r], lb)
-            else:
-                _row_bounds(Y, r, YcT, cnt, nc, ncn, nr[r], 2.0 * gam * ny[r], lb)
-            thr = np.inf
-            if m != np.inf:
-                t0 = m * (1.0 + 1e-9) + eps[r] + eps_max
-                thr = t0 * t0
-            for g in range(_group_mins(lb, cnt, gmin)):
-                if gmin[g] > thr:
-                    continue
-                for jj in range(g * 16, min(cnt, g * 16 + 16)):
-                    if lb[jj] > thr:
-                        continue
-                    q = sel[jj]
-                    # the full float32 distance, with its rounding bound
-                    if m != np.inf and np.float64(_sq32(x, r, C, q)) > (m * (1.0 + 1e-9)) ** 2 * facx:
-                        continue
-                    dd = pair_dist(x, r, C, q, plan, scratch)  # C[q]: a copy of the centre's row
-                    counts[0] += 1
-                    if dd < m:
-                        m = dd
-                        t0 = m * (1.0 + 1e-9) + eps[r] + eps_max
-                        thr = t0 * t0
-            mind[r] = m
+        ng = (cnt + 15) // 16
+        for j in range(cnt, ng * 16):  # padding columns: zero rows far from everything
+            for i in range(p):
+                YcT[i, j] = 0.0
+            nc[j] = _PAD
+            ncn[j] = 0.0
+        _visit_rows(pj, x, Y, sqn, nrm, gam, eps, eps_max, plan, s, e, C, mind, sel, YcT, nc, ncn, cnt, ng, lb, gmin,
+                    scratch, counts)
     best = -1.0
     arg = orig[s]
     for r in range(s, e):
@@ -203,8 +128,8 @@ def _sync(x, Y, nr, ny, gam, eps, eps_max, plan, s, e, C, cpos, j0, j1, mind, or
 
 
 @njit(cache=True, nogil=True)
-def _sync_blocks(x, Y, nr, ny, gam, eps, eps_max, plan, B, C, cpos, k, mind, orig, ybc, ybr, synced, tv, ta, tb, P,
-                 scratch, sel, YcT, nc, ncn, lb, gmin, counts, b0, b1):
+def _sync_blocks(x, Y, sqn, nrm, gam, eps, eps_max, plan, B, C, Cy, k, mind, orig, ybc, ybr, synced, tv, ta, tb, P,
+                 scratch, sel, YcT, nc, ncn, lb, gmin, counts, pj, b0, b1):
     """Bring blocks ``b0:b1`` up to date with the first ``k`` centres and put their new
     maxima in the tree."""
     N = x.shape[0]
@@ -213,16 +138,16 @@ def _sync_blocks(x, Y, nr, ny, gam, eps, eps_max, plan, B, C, cpos, k, mind, ori
             continue
         s = b * B
         e = min(N, s + B)
-        v, a = _sync(x, Y, nr, ny, gam, eps, eps_max, plan, s, e, C, cpos, synced[b], k, mind, orig, ybc[b], ybr[b],
-                     tv[P + b], scratch, sel, YcT, nc, ncn, lb, gmin, counts)
+        v, a = _sync(x, Y, sqn, nrm, gam, eps, eps_max, plan, s, e, C, Cy, synced[b], k, mind, orig, ybc[b], ybr[b],
+                     tv[P + b], scratch, sel, YcT, nc, ncn, lb, gmin, counts, pj)
         synced[b] = k
         counts[3] += 1
         _set_leaf(tv, ta, tb, P, b, v, a)
 
 
 @njit(cache=True, nogil=True)
-def _run(x, Y, nr, ny, gam, eps, eps_max, plan, B, C, cpos, chosen, k, n, every, mind, orig, where, ybc, ybr, synced,
-         tv, ta, tb, P, scratch, sel, YcT, nc, ncn, lb, gmin, counts, max_visits):
+def _run(x, Y, sqn, nrm, gam, eps, eps_max, plan, B, C, Cy, chosen, k, n, every, mind, orig, where, ybc, ybr, synced,
+         tv, ta, tb, P, scratch, sel, YcT, nc, ncn, lb, gmin, counts, max_visits, pj):
     visits = 0
     while True:
         if k >= n:
@@ -231,15 +156,15 @@ def _run(x, Y, nr, ny, gam, eps, eps_max, plan, B, C, cpos, chosen, k, n, every,
         if synced[b] < k:
             if visits >= max_visits:
                 return k, 0  # resumable: the next call goes on from this block
-            _sync_blocks(x, Y, nr, ny, gam, eps, eps_max, plan, B, C, cpos, k, mind, orig, ybc, ybr, synced, tv, ta,
-                         tb, P, scratch, sel, YcT, nc, ncn, lb, gmin, counts, b, b + 1)
+            _sync_blocks(x, Y, sqn, nrm, gam, eps, eps_max, plan, B, C, Cy, k, mind, orig, ybc, ybr, synced, tv, ta,
+                         tb, P, scratch, sel, YcT, nc, ncn, lb, gmin, counts, pj, b, b + 1)
             visits += 1
             continue
         if tv[1] <= 0.0:
             return k, 1  # every remaining row duplicates a chosen one
         r = where[ta[1]]
         chosen[k] = ta[1]
-        cpos[k] = r
+        _put_centre(Y, sqn, nrm, eps, r, Cy, k)
         C[k] = x[r]
         k += 1
         if k % every == 0:
@@ -283,10 +208,12 @@ def _alias_free(n: int) -> int:
 class LazyState:
     """Everything the traversal keeps between calls of :meth:`run` (for progress). ``x``:
     the rows already in block order (``orig[i]`` is the original index of row ``i``);
-    ``Y``/``eps``: their :func:`._blocks.principal_rows`, in the same order."""
+    ``Y``/``eps``: their :func:`._blocks.principal_rows`, in the same order. ``threads``: 2 or
+    more runs :func:`_worker` in a second thread during :meth:`run` (default: numba's thread
+    count, which follows ``NUMBA_NUM_THREADS``); the result is the same."""
 
     def __init__(self, x: np.ndarray, orig: np.ndarray, n: int, start: int, block: int, Y: np.ndarray,
-                 eps: np.ndarray):
+                 eps: np.ndarray, threads: int | None = None):
         from defectforge.bank._exact import pairwise_plan
 
         N, d = x.shape
@@ -298,11 +225,15 @@ class LazyState:
         self.Y, self.eps = np.ascontiguousarray(Y, dtype=np.float32), np.ascontiguousarray(eps, dtype=np.float64)
         self.eps_max = float(self.eps.max()) if N else 0.0
         p = self.Y.shape[1]
-        self.nr = np.empty(N)  # squared norms on the principal axes (in chunks: no float64 copy of Y)
+        # squared norms on the principal axes rounded down by SLACK32, norms rounded up by it, in
+        # float32 (in chunks: no float64 copy of Y; the float64 sums' own error is ~1e-15)
+        self.sqn = np.empty(N, np.float32)
+        self.nrm = np.empty(N, np.float32)
         for s in range(0, N, 65536):
             y64 = self.Y[s:s + 65536].astype(np.float64)
-            self.nr[s:s + 65536] = np.einsum("ij,ij->i", y64, y64)
-        self.ny = np.sqrt(self.nr) * (1.0 + 1e-12)  # norms, rounded up
+            sq = np.einsum("ij,ij->i", y64, y64)
+            self.sqn[s:s + 65536] = sq * (1.0 - SLACK32)
+            self.nrm[s:s + 65536] = np.sqrt(sq) * (1.0 + SLACK32)
         # a float32 dot product of p terms, any order: within gamma |a| |c| (products and sums rounded)
         self.gam = (p + 2) * 2.0 ** -24 / (1.0 - (p + 2) * 2.0 ** -24)
         nb = (N + self.B - 1) // self.B
@@ -318,23 +249,44 @@ class LazyState:
         for b in range(nb):  # blocks not yet seen: bound +inf
             _set_leaf(self.tv, self.ta, self.tb, self.P, b, np.inf, int(self.orig[b * self.B]))
         self.C = np.empty((self.n, d), np.float32)
-        # one visit's centres: their principal rows (transposed), squared norms, norms, bounds
-        self.sel = np.empty(self.n, np.int64)
-        self.YcT = np.empty((p, _alias_free(self.n)), np.float32)
-        self.nc = np.empty(self.n)
-        self.ncn = np.empty(self.n)
-        self.lb = np.empty(self.n)
-        self.gmin = np.empty((self.n + 15) // 16)
+        (self.scratch, self.sel, self.YcT, self.nc, self.ncn, self.lb, self.gmin,
+         self.counts) = self._buffers()
         self.chosen = np.empty(self.n, np.int64)
-        self.cpos = np.empty(self.n, np.int64)
+        self.Cy = np.empty((self.n, p + 3), np.float32)  # the centres' principal rows, norms, bounds
         r = int(self.where[start])
-        self.chosen[0], self.cpos[0], self.C[0] = start, r, x[r]
-        self.scratch = np.empty(d, np.float64)
-        self.counts = np.zeros(4, np.int64)  # exact distances, row-centre pairs bounded, centres skipped, visits
+        self.chosen[0], self.C[0] = start, x[r]
+        _put_centre(self.Y, self.sqn, self.nrm, self.eps, r, self.Cy, 0)
         self.k = 1
+        if threads is None:  # numba's count (NUMBA_NUM_THREADS, numba.set_num_threads), within this
+            import numba  # process's CPUs: a spinning second thread must never wait for a core
+
+            cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+            threads = min(numba.get_num_threads(), cpus)
+        self.par = int(threads) >= 2
+        if self.par:  # the worker's own scratch row, bounds, group minima and counters
+            b = self._buffers()
+            self.worker_buffers = (b[0], b[5], b[6], b[7])
+        # the hand-off to the worker: sequence, -, rows to, centres, groups, done, listening, next row
+        self.pj = np.zeros(8, np.int64)
+
+    def _buffers(self) -> tuple:
+        """One thread's scratch for a visit: a float64 row, the visit's centres (indices,
+        principal rows transposed, squared norms, norms, padded to groups of 16), the bounds,
+        the groups' least bounds, and the counters (exact distances, row-centre pairs bounded,
+        centres skipped, visits)."""
+        p, cols = self.Y.shape[1], 16 * ((self.n + 15) // 16)
+        return (np.empty(self.x.shape[1], np.float64), np.empty(self.n, np.int64),
+                np.empty((p, _alias_free(self.n)), np.float32), np.empty(cols, np.float32),
+                np.empty(cols, np.float32), np.empty(cols, np.float32), np.empty(cols // 16, np.float32),
+                np.zeros(4, np.int64))
+
+    @property
+    def stats(self) -> np.ndarray:
+        """The counters of both threads."""
+        return self.counts + (self.worker_buffers[-1] if self.par else 0)
 
     def _args(self) -> tuple:
-        return (self.x, self.Y, self.nr, self.ny, self.gam, self.eps, self.eps_max, self.plan, self.B, self.C)
+        return (self.x, self.Y, self.sqn, self.nrm, self.gam, self.eps, self.eps_max, self.plan, self.B, self.C)
 
     def prime(self, release, blocks: int = 1024) -> None:
         """Compare every block with the first centre, ``blocks`` blocks at a time with
@@ -342,17 +294,35 @@ class LazyState:
         go, touching every row; same result)."""
         nb = self.synced.shape[0]
         for b0 in range(0, nb, blocks):
-            _sync_blocks(*self._args(), self.cpos, self.k, self.mind, self.orig, self.ybc, self.ybr, self.synced,
+            _sync_blocks(*self._args(), self.Cy, self.k, self.mind, self.orig, self.ybc, self.ybr, self.synced,
                          self.tv, self.ta, self.tb, self.P, self.scratch, self.sel, self.YcT, self.nc, self.ncn,
-                         self.lb, self.gmin, self.counts, b0, min(nb, b0 + blocks))
+                         self.lb, self.gmin, self.counts, self.pj, b0, min(nb, b0 + blocks))
             release()
 
     def run(self, every: int, max_visits: int = 1 << 62) -> bool:
         """Choose rows until ``every`` divides the count, ``n`` are chosen or all rows are
         covered, or until ``max_visits`` blocks were brought up to date (then mid-choice, to
         be resumed by the next call); True when finished."""
-        k, done = _run(*self._args(), self.cpos, self.chosen, self.k, self.n, int(every), self.mind, self.orig,
-                       self.where, self.ybc, self.ybr, self.synced, self.tv, self.ta, self.tb, self.P, self.scratch,
-                       self.sel, self.YcT, self.nc, self.ncn, self.lb, self.gmin, self.counts, int(max_visits))
+        worker = None
+        if self.par:
+            import threading
+
+            self.pj[:] = 0
+            scratch, lb, gmin, counts = self.worker_buffers
+            worker = threading.Thread(target=_worker, name="defectforge-coreset", daemon=True,
+                                      args=(self.pj, *self._args()[:8], self.C, self.mind, self.sel, self.YcT,
+                                            self.nc, self.ncn, lb, gmin, scratch, counts))
+            worker.start()
+            self.pj[6] = max(1, PAR_PAIRS)  # a worker listens: visits of this many pairs or more share their rows
+        try:
+            k, done = _run(*self._args(), self.Cy, self.chosen, self.k, self.n, int(every), self.mind, self.orig,
+                           self.where, self.ybc, self.ybr, self.synced, self.tv, self.ta, self.tb, self.P,
+                           self.scratch, self.sel, self.YcT, self.nc, self.ncn, self.lb, self.gmin, self.counts,
+                           int(max_visits), self.pj)
+        finally:
+            if worker is not None:
+                self.pj[6] = 0
+                self.pj[0] = -1  # stop (no job is pending: a visit waits for the half it gave)
+                worker.join()
         self.k = int(k)
         return bool(done)

@@ -49,19 +49,21 @@ def coreset_size(n_rows: int, ratio: float, minimum: int = 0, maximum: int | Non
 
 def greedy_kcenter(x: np.ndarray, n: int, seed: int = 0, progress: Callable[[int], None] | None = None,
                    block: int = 128, dim: int = 16, overwrite_x: bool = False,
-                   stats: dict | None = None) -> np.ndarray:
+                   stats: dict | None = None, threads: int | None = None) -> np.ndarray:
     """Indices of ``n`` rows of ``x`` chosen by greedy k-center (farthest-first), exact.
 
     ``x`` is ``(N, d)``; float32 rows are used as they are, other types are converted to
     float32 (exactly, for float16). The first row is drawn from
     ``numpy.random.default_rng(seed)``. Stops early when every row coincides with a chosen
     row (duplicates), so the result can be shorter than ``n``. ``progress`` is called with
-    the number of rows chosen so far (about every 1 % and at the end). ``block`` and ``dim``
-    change the speed only, never the result. ``overwrite_x=True`` lets the rows be
+    the number of rows chosen so far (about every 1 % and at the end). ``block``, ``dim`` and
+    ``threads`` change the speed only, never the result (``threads``: 1, or 2 to bring a
+    second block up to date in another thread while one is; default numba's thread count). ``overwrite_x=True`` lets the rows be
     reordered in place (a writable float32 ``x`` is then not copied; its content is
     undefined afterwards). ``stats``, when given, receives ``exact_distances``,
     ``pairs_tested`` (row-centre pairs given the principal-axis bound), ``centres_skipped`` (by
-    the block test) and ``block_visits``.
+    the block test), ``block_visits`` and ``worker_exact_distances`` (those of the second
+    thread).
 
     ``x`` may also be a :class:`defectforge.bank.mapped.MappedRows` (rows in a file mapping,
     reordered in place like ``overwrite_x=True``): the work then runs in bounded pieces (setup
@@ -93,7 +95,7 @@ def greedy_kcenter(x: np.ndarray, n: int, seed: int = 0, progress: Callable[[int
         permute_rows(x, perm)
     permute_rows(y, perm)  # in place, as x: no second copy of the principal rows
     eps = eps[perm]
-    state = LazyState(x, perm, n, start, block, y, eps)
+    state = LazyState(x, perm, n, start, block, y, eps, threads=threads)
     every = max(64, n // 100)
     if release is not None:
         state.prime(release)
@@ -109,8 +111,9 @@ def greedy_kcenter(x: np.ndarray, n: int, seed: int = 0, progress: Callable[[int
         if done:
             break
     if stats is not None:
-        for key, v in zip(("exact_distances", "pairs_tested", "centres_skipped", "block_visits"), state.counts):
+        for key, v in zip(("exact_distances", "pairs_tested", "centres_skipped", "block_visits"), state.stats):
             stats[key] = int(v)
+        stats["worker_exact_distances"] = int(state.worker_buffers[-1][0]) if state.par else 0
     return state.chosen[:state.k].copy()
 
 

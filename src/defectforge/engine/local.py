@@ -11,8 +11,9 @@ _TASK: Task | None = None
 
 def limit_threads() -> None:
     """One compute thread per worker process (the workers are the parallelism): OpenCV,
-    and torch when the task's setup imported it (a worker that never needs torch never
-    pays for importing it)."""
+    and torch and numba (e.g. the coreset's second thread, :mod:`defectforge.bank._lazy`)
+    when the task's setup imported them (a worker that never needs torch never pays for
+    importing it)."""
     import sys
 
     import cv2
@@ -20,6 +21,10 @@ def limit_threads() -> None:
     cv2.setNumThreads(1)
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(1)
+    if "numba" in sys.modules:
+        import defectforge.bank._numba  # noqa: F401  (its threading layer, not OpenMP, starts here)
+
+        sys.modules["numba"].set_num_threads(1)
 
 
 def _init_worker(task: Task) -> None:
