@@ -16,11 +16,12 @@ Bringing a block up to date runs proven tests, cheapest first (:func:`_sync`): t
 ball on the first principal axes against each centre (a centre that far cannot move any
 row), then for every row and every remaining centre at once a lower bound of their distance
 on those axes, from a small matrix product (``|a|^2 + |c|^2 - 2 a.c`` less the product's
-rounding bound; in float32 with proven slack, vectorised, :func:`_row_bounds`; the least
-bound of each group of 16 centres first, so that whole groups are skipped), then the float32
-distance with its rounding bound. Only the pairs no test rules out (the row may be at least as close to the new centre
-as to its nearest chosen one) get the exact float64 distance, computed in NumPy's pairwise
-order (:func:`._exact.pair_dist`), so every stored distance is bit for bit the brute force's.
+rounding bound; in float32 with proven slack, vectorised, :func:`._visit._row_bounds`; the
+least bound of each group of 16 centres first, so that whole groups are skipped), then the
+float32 distance with its rounding bound. Only the pairs no test rules out (the row may be at
+least as close to the new centre as to its nearest chosen one) get the exact float64
+distance, computed in NumPy's pairwise order (:func:`._exact.pair_dist`), so every stored
+distance is bit for bit the brute force's.
 Blocks far from the action are visited rarely and then with many centres at once. The
 centres' principal rows, norms and rounding bounds are copied, in the order chosen, into one
 table (``Cy``), so that a visit reads them in sequence rather than scattered across ``Y``.
