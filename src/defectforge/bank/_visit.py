@@ -9,7 +9,7 @@ from numba import njit
 
 import defectforge.bank._numba  # noqa: F401  (threading layer without OpenMP)
 from defectforge.bank._exact import pair_dist
-from defectforge.bank._spin import fetch_add, load_acquire, store_release
+from defectforge.bank._spin import fetch_add, load_acquire, store_release, yield_cpu
 
 
 @njit(cache=True, nogil=True, fastmath=True)
@@ -134,6 +134,7 @@ def _scan_row(x, r, m, slack, facx, lb, gmin, ng, cnt, sel, C, plan, scratch, co
 
 
 PAR_ROWS = 16  # rows taken at a time by each thread of a shared visit
+SPINS = 200  # a wait loop's turns before it yields the CPU at every turn (busy machines)
 
 
 @njit(cache=True, nogil=True)
@@ -159,13 +160,18 @@ def _worker(pj, x, Y, sqn, nrm, gam, eps, eps_max, plan, C, mind, sel, YcT, nc, 
     centres (``pj[4]`` groups) in the main thread's visit buffers, with its own bounds and
     counters; then publishes the sequence number in ``pj[5]``."""
     seen = 0
+    spins = 0
     while True:
         q = load_acquire(pj, 0)
         if q < 0:
             return
         if q == seen:
+            spins += 1
+            if spins > SPINS:
+                yield_cpu()
             continue
         seen = q
+        spins = 0
         e = pj[2]
         while True:
             a = fetch_add(pj, 7, PAR_ROWS)
@@ -193,8 +199,11 @@ def _visit_rows(pj, x, Y, sqn, nrm, gam, eps, eps_max, plan, s, e, C, mind, sel,
                 break
             _rows(x, Y, sqn, nrm, gam, eps, eps_max, plan, a, min(e, a + PAR_ROWS), C, mind, sel, YcT, nc, ncn,
                   cnt, ng, lb, gmin, scratch, counts)
+        spins = 0
         while load_acquire(pj, 5) != seq:
-            pass
+            spins += 1
+            if spins > SPINS:
+                yield_cpu()
     else:
         _rows(x, Y, sqn, nrm, gam, eps, eps_max, plan, s, e, C, mind, sel, YcT, nc, ncn, cnt, ng, lb, gmin,
               scratch, counts)
