@@ -323,7 +323,7 @@ class LazyState:
         finally:
             if worker is not None:
                 self.pj[6] = 0
-                self.pj[0] = -1  # stop (no job is pending: a visit waits for the half it gave)
+                self.pj[0] = -1  # stop (no job is pending: a visit waits until all its rows are done)
                 worker.join()
         self.k = int(k)
         return bool(done)
