@@ -153,6 +153,19 @@ def _rows(x, Y, sqn, nrm, gam, eps, eps_max, plan, s, e, C, mind, sel, YcT, nc, 
 
 
 @njit(cache=True, nogil=True)
+def _take_rows(pj, x, Y, sqn, nrm, gam, eps, eps_max, plan, C, mind, sel, YcT, nc, ncn, lb, gmin, scratch, counts):
+    """A shared visit's rows, ``PAR_ROWS`` at a time from the counter ``pj[7]`` (below ``pj[2]``),
+    against its ``pj[3]`` centres (``pj[4]`` groups), until none are left; run by both threads."""
+    e = pj[2]
+    while True:
+        a = fetch_add(pj, 7, PAR_ROWS)
+        if a >= e:
+            return
+        _rows(x, Y, sqn, nrm, gam, eps, eps_max, plan, a, min(e, a + PAR_ROWS), C, mind, sel, YcT, nc, ncn, pj[3],
+              pj[4], lb, gmin, scratch, counts)
+
+
+@njit(cache=True, nogil=True)
 def _worker(pj, x, Y, sqn, nrm, gam, eps, eps_max, plan, C, mind, sel, YcT, nc, ncn, lb, gmin, scratch, counts):
     """The second thread of :meth:`LazyState.run`: waits for a job (``pj[0]``, a sequence
     number; -1 stops it), then takes ``PAR_ROWS`` rows at a time (``pj[7]``, shared with the
@@ -172,13 +185,7 @@ def _worker(pj, x, Y, sqn, nrm, gam, eps, eps_max, plan, C, mind, sel, YcT, nc, 
             continue
         seen = q
         spins = 0
-        e = pj[2]
-        while True:
-            a = fetch_add(pj, 7, PAR_ROWS)
-            if a >= e:
-                break
-            _rows(x, Y, sqn, nrm, gam, eps, eps_max, plan, a, min(e, a + PAR_ROWS), C, mind, sel, YcT, nc, ncn, pj[3],
-                  pj[4], lb, gmin, scratch, counts)
+        _take_rows(pj, x, Y, sqn, nrm, gam, eps, eps_max, plan, C, mind, sel, YcT, nc, ncn, lb, gmin, scratch, counts)
         store_release(pj, 5, q)
 
 
@@ -193,12 +200,7 @@ def _visit_rows(pj, x, Y, sqn, nrm, gam, eps, eps_max, plan, s, e, C, mind, sel,
         pj[2], pj[3], pj[4] = e, cnt, ng
         pj[7] = s  # the next rows to take
         store_release(pj, 0, seq)
-        while True:
-            a = fetch_add(pj, 7, PAR_ROWS)
-            if a >= e:
-                break
-            _rows(x, Y, sqn, nrm, gam, eps, eps_max, plan, a, min(e, a + PAR_ROWS), C, mind, sel, YcT, nc, ncn,
-                  cnt, ng, lb, gmin, scratch, counts)
+        _take_rows(pj, x, Y, sqn, nrm, gam, eps, eps_max, plan, C, mind, sel, YcT, nc, ncn, lb, gmin, scratch, counts)
         spins = 0
         while load_acquire(pj, 5) != seq:
             spins += 1
