@@ -57,13 +57,13 @@ def greedy_kcenter(x: np.ndarray, n: int, seed: int = 0, progress: Callable[[int
     ``numpy.random.default_rng(seed)``. Stops early when every row coincides with a chosen
     row (duplicates), so the result can be shorter than ``n``. ``progress`` is called with
     the number of rows chosen so far (about every 1 % and at the end). ``block``, ``dim`` and
-    ``threads`` change the speed only, never the result (``threads``: 1, or 2 to bring a
-    second block up to date in another thread while one is; default numba's thread count). ``overwrite_x=True`` lets the rows be
-    reordered in place (a writable float32 ``x`` is then not copied; its content is
-    undefined afterwards). ``stats``, when given, receives ``exact_distances``,
-    ``pairs_tested`` (row-centre pairs given the principal-axis bound), ``centres_skipped`` (by
-    the block test), ``block_visits`` and ``worker_exact_distances`` (those of the second
-    thread).
+    ``threads`` change the speed only, never the result (``threads``: 1, or 2 to share the rows
+    of every large block visit with a second thread; default numba's thread count within the
+    process's CPUs). ``overwrite_x=True`` lets the rows be reordered in place (a writable
+    float32 ``x`` is then not copied; its content is undefined afterwards). ``stats``, when
+    given, receives ``exact_distances``, ``pairs_tested`` (row-centre pairs given the
+    principal-axis bound), ``centres_skipped`` (by the block test), ``block_visits`` and
+    ``worker_exact_distances`` (those of the second thread).
 
     ``x`` may also be a :class:`defectforge.bank.mapped.MappedRows` (rows in a file mapping,
     reordered in place like ``overwrite_x=True``): the work then runs in bounded pieces (setup
