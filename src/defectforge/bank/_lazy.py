@@ -250,8 +250,8 @@ class LazyState:
         for b in range(nb):  # blocks not yet seen: bound +inf
             _set_leaf(self.tv, self.ta, self.tb, self.P, b, np.inf, int(self.orig[b * self.B]))
         self.C = np.empty((self.n, d), np.float32)
-        (self.scratch, self.sel, self.YcT, self.nc, self.ncn, self.lb, self.gmin,
-         self.counts) = self._buffers()
+        self.sel, self.YcT, self.nc, self.ncn = self._visit_buffers()
+        self.scratch, self.lb, self.gmin, self.counts = self._thread_buffers()
         self.chosen = np.empty(self.n, np.int64)
         self.Cy = np.empty((self.n, p + 3), np.float32)  # the centres' principal rows, norms, bounds
         r = int(self.where[start])
@@ -265,20 +265,22 @@ class LazyState:
             threads = min(numba.get_num_threads(), cpus)
         self.par = int(threads) >= 2
         if self.par:  # the worker's own scratch row, bounds, group minima and counters
-            b = self._buffers()
-            self.worker_buffers = (b[0], b[5], b[6], b[7])
+            self.worker_buffers = self._thread_buffers()
         # the hand-off to the worker: sequence, -, rows to, centres, groups, done, listening, next row
         self.pj = np.zeros(8, np.int64)
 
-    def _buffers(self) -> tuple:
-        """One thread's scratch for a visit: a float64 row, the visit's centres (indices,
-        principal rows transposed, squared norms, norms, padded to groups of 16), the bounds,
-        the groups' least bounds, and the counters (exact distances, row-centre pairs bounded,
-        centres skipped, visits)."""
+    def _visit_buffers(self) -> tuple:
+        """A visit's centres, written by the main thread and read by both: indices, principal
+        rows transposed, squared norms and norms (padded to groups of 16)."""
         p, cols = self.Y.shape[1], 16 * ((self.n + 15) // 16)
-        return (np.empty(self.x.shape[1], np.float64), np.empty(self.n, np.int64),
-                np.empty((p, _alias_free(self.n)), np.float32), np.empty(cols, np.float32),
-                np.empty(cols, np.float32), np.empty(cols, np.float32), np.empty(cols // 16, np.float32),
+        return (np.empty(self.n, np.int64), np.empty((p, _alias_free(self.n)), np.float32),
+                np.empty(cols, np.float32), np.empty(cols, np.float32))
+
+    def _thread_buffers(self) -> tuple:
+        """One thread's own: a float64 scratch row, the bounds, the groups' least bounds, and the
+        counters (exact distances, row-centre pairs bounded, centres skipped, visits)."""
+        cols = 16 * ((self.n + 15) // 16)
+        return (np.empty(self.x.shape[1], np.float64), np.empty(cols, np.float32), np.empty(cols // 16, np.float32),
                 np.zeros(4, np.int64))
 
     @property
