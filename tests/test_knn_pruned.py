@@ -41,6 +41,25 @@ def test_pruned_matches_brute_force(seed):
     assert index.last_fraction < 1.0
 
 
+def test_many_queries_at_once_equal_one_at_a_time():
+    """Queries are searched in blocks, cluster by cluster, on two threads; the neighbours and
+    distances must be those of each query searched alone (the order of the work changes the
+    speed only), bit for bit, duplicates and ties included."""
+    from defectforge.bank import knn_pruned
+
+    rng = np.random.default_rng(7)
+    bank = _data(rng, 2500, 24, clusters=12)
+    bank = np.concatenate([bank, bank[:300], np.round(bank[:200])])  # duplicates and near-ties
+    n_q = 2 * knn_pruned.QUERY_BLOCK + 300  # several blocks on each thread
+    q = np.concatenate([_data(rng, n_q - 400, 24, clusters=12), bank[:200], np.round(bank[:200])])
+    index = PrunedIndex(bank, cluster_size=32, seed=1)
+    d2, idx = index.search(q, 3)
+    one = [index.search(q[i:i + 1], 3) for i in range(len(q))]
+    assert np.array_equal(d2, np.concatenate([d for d, _ in one]))
+    assert np.array_equal(idx, np.concatenate([i for _, i in one]))
+    np.testing.assert_allclose(np.sqrt(d2[:300]), _brute(bank, q[:300], 3), rtol=1e-5, atol=1e-5)
+
+
 def test_exact_duplicates_go_to_the_lowest_index():
     rng = np.random.default_rng(0)
     row = rng.normal(size=(1, 16)).astype(np.float32)

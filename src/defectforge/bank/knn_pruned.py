@@ -11,11 +11,15 @@ effective dimension, so a cheap lower bound rules out almost every pair:
 - the bank rows are grouped into clusters (k-means on ``b_p``); a cluster's ball (centre,
   radius in the ``p`` axes) and its range of ``r_b`` bound all its rows at once.
 
-Per query the clusters are visited nearest bound first; a cluster whose bound exceeds the
-k-th best distance found so far ends the search, and inside a cluster a row gets its full
-distance only when its own bound is below that distance. The bounds are compared with a
-relative margin far above their float32 rounding, so no row that could be among the k
-nearest is ever skipped: the result is the flat search's (the k smallest
+Per query the clusters' bounds are computed and the nearest ``FIRST_CLUSTERS`` (by bound)
+searched first, which usually gives a tight limit (the k-th best distance found so far).
+Then every cluster is visited once for all the queries of a block (``QUERY_BLOCK`` queries per
+thread) whose limit its bound may still beat, so that a cluster's rows are read from memory
+once per block instead of once per query (at PatchCore's bank size the per-query order spent
+most of its time waiting for memory). Inside a cluster a row gets its full distance only when
+its own bound (computed for all the cluster's rows at once, vectorised) is below the limit.
+The bounds are compared with a relative margin far above their float32 rounding, so no row
+that could be among the k nearest is ever skipped, whatever the order of the work: the result is the flat search's (the k smallest
 ``sum((q - b)^2)``, ties to the lower bank index), computed directly as a float32 sum of
 squares rather than faiss's ``|q|^2 - 2 q.b + |b|^2`` (which loses digits to cancellation),
 so distances agree with faiss to float32 rounding. The clustering only changes the speed.
@@ -24,6 +28,7 @@ Measured in ``docs/bench/scale.md`` (``bench/bench_knn.py``).
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 from numba import njit, prange
 
@@ -56,15 +61,36 @@ def _insert(bd, bi, d, j):
     bi[t] = j
 
 
+@njit(cache=True, nogil=True, fastmath=True)
+def _bounds(i, s, e, qp, qr, bpT, rn, lb):
+    """``lb[j - s]``: the lower bound ``|q_p - b_p|^2 + (r_q - r_b)^2`` of query ``i`` and every
+    bank row ``j`` in ``s:e``, in float32, vectorised over the rows (``bpT``: the rows' principal
+    coordinates, one axis per row of the array)."""
+    n = e - s
+    q = np.float32(qr[i])
+    rns = rn[s:e]  # slices: indexing them with 0 <= j < n needs no wrap-around test, so the loops vectorise
+    lbv = lb[:n]
+    for j in range(n):
+        w = q - rns[j]
+        lbv[j] = w * w
+    for t in range(bpT.shape[0]):
+        a = qp[i, t]
+        row = bpT[t, s:e]
+        for j in range(n):
+            w = a - row[j]
+            lbv[j] += w * w
+
+
 @njit(cache=True, nogil=True)
-def _scan(i, c, q, qp, qr, B, bp, rn, orig, starts, tol, lim, bd, bi):
+def _scan(i, c, q, qp, qr, B, bpT, rn, orig, starts, tol, lim, bd, bi, lb):
     """The rows of cluster ``c`` into query ``i``'s top-k lists; returns the new limit and
-    how many rows got their full distance."""
+    how many rows got their full distance. ``lb``: scratch of at least the cluster's size."""
     k = bd.shape[0]
     seen = 0
-    for j in range(starts[c], starts[c + 1]):
-        w = qr[i] - rn[j]
-        if np.float64(_sq(qp[i], bp[j])) + w * w > lim:
+    s = starts[c]
+    _bounds(i, s, starts[c + 1], qp, qr, bpT, rn, lb)
+    for j in range(s, starts[c + 1]):
+        if lb[j - s] > lim:
             continue
         seen += 1
         d = _sq(q[i], B[j])
@@ -74,50 +100,86 @@ def _scan(i, c, q, qp, qr, B, bp, rn, orig, starts, tol, lim, bd, bi):
     return lim, seen
 
 
+FIRST_CLUSTERS = 2  # clusters searched query by query, nearest bound first, before the cluster-major pass
+QUERY_BLOCK = 1024  # queries searched together (their cluster bounds: 8 bytes x clusters each)
+
+
 @njit(cache=True, nogil=True)
-def _search_one(i, q, qp, qr, B, bp, rn, orig, starts, cp, crad, rlo, rhi, tol, out_d, out_i, counts):
-    """The k nearest bank rows of query ``i`` (module doc); ``tol``: absolute margin."""
-    K = cp.shape[0]
-    k = out_d.shape[1]
-    clb = np.empty(K, np.float64)
-    for c in range(K):
+def _cluster_bounds(i, qp, qr, cp, crad, rlo, rhi, clb):
+    """``clb[c]``: a lower bound of query ``i``'s squared distance to every row of cluster ``c``
+    (its ball on the principal axes and its range of rest lengths)."""
+    for c in range(cp.shape[0]):
         dc = np.sqrt(np.float64(_sq(qp[i], cp[c])))
         a = max(0.0, dc - crad[c])
         g = max(0.0, rlo[c] - qr[i], qr[i] - rhi[c])
         clb[c] = a * a + g * g
-    bd = np.full(k, np.inf, np.float32)
-    bi = np.full(k, np.int64(-1))
-    # the cluster of the smallest bound first: its rows usually give a tight limit, and only
-    # the clusters whose bound is within it are then sorted (the order changes the speed only)
-    c0 = np.argmin(clb)
-    lim, seen = _scan(i, c0, q, qp, qr, B, bp, rn, orig, starts, tol, np.inf, bd, bi)
-    cand = np.empty(K, np.int64)
-    n = 0
-    for c in range(K):
-        if c != c0 and clb[c] <= lim:
-            cand[n] = c
-            n += 1
-    cand = cand[:n]
-    for c in cand[np.argsort(clb[cand])]:
-        if clb[c] > lim:
-            break
-        lim, more = _scan(i, c, q, qp, qr, B, bp, rn, orig, starts, tol, lim, bd, bi)
-        seen += more
-    out_d[i] = bd
-    out_i[i] = bi
-    counts[i] = seen
-
-
-@njit(cache=True, nogil=True, parallel=True)
-def _search_par(q, qp, qr, B, bp, rn, orig, starts, cp, crad, rlo, rhi, tol, out_d, out_i, counts):
-    for i in prange(q.shape[0]):
-        _search_one(i, q, qp, qr, B, bp, rn, orig, starts, cp, crad, rlo, rhi, tol, out_d, out_i, counts)
 
 
 @njit(cache=True, nogil=True)
-def _search_seq(q, qp, qr, B, bp, rn, orig, starts, cp, crad, rlo, rhi, tol, out_d, out_i, counts):
-    for i in range(q.shape[0]):
-        _search_one(i, q, qp, qr, B, bp, rn, orig, starts, cp, crad, rlo, rhi, tol, out_d, out_i, counts)
+def _search_block(q, qp, qr, B, bpT, rn, orig, starts, cp, crad, rlo, rhi, tol, out_d, out_i, counts, big, i0, i1):
+    """The k nearest bank rows of queries ``i0:i1`` (module doc; ``tol``: absolute margin),
+    cluster by cluster: first each query's own ``FIRST_CLUSTERS`` nearest clusters (by bound),
+    which usually give a tight limit; then every cluster once, with all the queries whose limit it may still
+    beat, so that a cluster's rows are read from memory once per block of queries, not once per
+    query (the order changes the speed only)."""
+    K = cp.shape[0]
+    nq = i1 - i0
+    lb = np.empty(big, np.float32)
+    clb = np.empty((nq, K), np.float64)
+    lim = np.empty(nq, np.float64)
+    for t in range(nq):
+        i = i0 + t
+        _cluster_bounds(i, qp, qr, cp, crad, rlo, rhi, clb[t])
+        out_d[i] = np.inf
+        out_i[i] = -1
+        lim[t] = np.inf
+        counts[i] = 0
+        for _ in range(min(K, FIRST_CLUSTERS)):
+            c0 = np.argmin(clb[t])
+            if clb[t, c0] > lim[t]:
+                break
+            lim[t], more = _scan(i, c0, q, qp, qr, B, bpT, rn, orig, starts, tol, lim[t], out_d[i], out_i[i], lb)
+            counts[i] += more
+            clb[t, c0] = np.inf  # done
+    # the (cluster, query) pairs still open, grouped by cluster
+    first = np.zeros(K + 1, np.int64)
+    for t in range(nq):
+        for c in range(K):
+            if clb[t, c] <= lim[t]:
+                first[c + 1] += 1
+    for c in range(K):
+        first[c + 1] += first[c]
+    who = np.empty(first[K], np.int64)
+    fill = first[:K].copy()
+    for t in range(nq):
+        for c in range(K):
+            if clb[t, c] <= lim[t]:
+                who[fill[c]] = t
+                fill[c] += 1
+    for c in range(K):
+        for u in range(first[c], first[c + 1]):
+            t = who[u]
+            if clb[t, c] > lim[t]:  # the limit fell since
+                continue
+            i = i0 + t
+            lim[t], more = _scan(i, c, q, qp, qr, B, bpT, rn, orig, starts, tol, lim[t], out_d[i], out_i[i], lb)
+            counts[i] += more
+
+
+@njit(cache=True, nogil=True)
+def _search_seq(q, qp, qr, B, bpT, rn, orig, starts, cp, crad, rlo, rhi, tol, out_d, out_i, counts, big, i0, i1):
+    """Queries ``i0:i1`` in blocks of at most ``QUERY_BLOCK``."""
+    for a in range(i0, i1, QUERY_BLOCK):
+        _search_block(q, qp, qr, B, bpT, rn, orig, starts, cp, crad, rlo, rhi, tol, out_d, out_i, counts, big, a,
+                      min(i1, a + QUERY_BLOCK))
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _search_par(q, qp, qr, B, bpT, rn, orig, starts, cp, crad, rlo, rhi, tol, out_d, out_i, counts, big, parts):
+    n = q.shape[0]
+    for h in prange(parts):
+        _search_seq(q, qp, qr, B, bpT, rn, orig, starts, cp, crad, rlo, rhi, tol, out_d, out_i, counts, big,
+                    h * n // parts, (h + 1) * n // parts)
 
 
 def _kmeans(x: np.ndarray, n_clusters: int, seed: int) -> np.ndarray:
@@ -152,8 +214,8 @@ class PrunedIndex:
         self.order = order
         lab = lab[order]
         self.B = np.ascontiguousarray(b[order])
-        self.bp = np.ascontiguousarray(proj[order], dtype=np.float32)
-        self.rn = rest[order]
+        self.bpT = np.ascontiguousarray(proj[order].T, dtype=np.float32)  # (p, M): bounds vectorise over rows
+        self.rn = rest[order].astype(np.float32)
         counts = np.bincount(lab, minlength=K)
         keep = counts > 0
         self.starts = np.concatenate([[0], np.cumsum(counts[keep])]).astype(np.int64)
@@ -165,7 +227,7 @@ class PrunedIndex:
         for t in range(K):
             s, e = self.starts[t], self.starts[t + 1]
             self.cp[t] = proj[order[s:e]].mean(0)
-            dev = self.bp[s:e].astype(np.float64) - self.cp[t].astype(np.float64)
+            dev = self.bpT[:, s:e].T.astype(np.float64) - self.cp[t].astype(np.float64)
             self.crad[t] = np.sqrt((dev * dev).sum(1).max()) * (1.0 + 1e-6) + 1e-6
             self.rlo[t], self.rhi[t] = self.rn[s:e].min(), self.rn[s:e].max()
         # absolute margin: the float rounding of a bound scales with the rows' squared length
@@ -182,8 +244,13 @@ class PrunedIndex:
         out_d = np.empty((len(q), k), np.float32)
         out_i = np.empty((len(q), k), np.int64)
         seen = np.empty(len(q), np.int64)
-        run = _search_par if len(q) >= 64 else _search_seq  # a parallel launch costs more than a few rows
-        run(q, qp, qr, self.B, self.bp, self.rn, self.order, self.starts, self.cp, self.crad, self.rlo, self.rhi,
-            self.tol, out_d, out_i, seen)
+        big = int(np.diff(self.starts).max())
+        args = (q, qp, qr, self.B, self.bpT, self.rn, self.order, self.starts, self.cp, self.crad, self.rlo, self.rhi,
+                self.tol, out_d, out_i, seen, big)
+        parts = int(min(numba.get_num_threads(), len(q) // 32))  # one range of queries per thread
+        if parts >= 2:
+            _search_par(*args, parts)
+        else:  # a parallel launch costs more than a few rows
+            _search_seq(*args, 0, len(q))
         self.last_fraction = float(seen.sum()) / max(1, len(q) * len(self.B))
         return out_d, out_i
