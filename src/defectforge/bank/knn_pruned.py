@@ -19,10 +19,10 @@ once per block instead of once per query (at PatchCore's bank size the per-query
 most of its time waiting for memory). Inside a cluster a row gets its full distance only when
 its own bound (computed for all the cluster's rows at once, vectorised) is below the limit.
 The bounds are compared with a relative margin far above their float32 rounding, so no row
-that could be among the k nearest is ever skipped, whatever the order of the work: the result is the flat search's (the k smallest
-``sum((q - b)^2)``, ties to the lower bank index), computed directly as a float32 sum of
-squares rather than faiss's ``|q|^2 - 2 q.b + |b|^2`` (which loses digits to cancellation),
-so distances agree with faiss to float32 rounding. The clustering only changes the speed.
+that could be among the k nearest is ever skipped, whatever the order of the work: the result
+is the flat search's (the k smallest ``sum((q - b)^2)``, ties to the lower bank index),
+computed directly as a float32 sum of squares rather than faiss's ``|q|^2 - 2 q.b + |b|^2``
+(which loses digits to cancellation), so distances agree with faiss to float32 rounding. The clustering only changes the speed.
 Measured in ``docs/bench/scale.md`` (``bench/bench_knn.py``).
 """
 
@@ -119,9 +119,9 @@ def _cluster_bounds(i, qp, qr, cp, crad, rlo, rhi, clb):
 def _search_block(q, qp, qr, B, bpT, rn, orig, starts, cp, crad, rlo, rhi, tol, out_d, out_i, counts, big, i0, i1):
     """The k nearest bank rows of queries ``i0:i1`` (module doc; ``tol``: absolute margin),
     cluster by cluster: first each query's own ``FIRST_CLUSTERS`` nearest clusters (by bound),
-    which usually give a tight limit; then every cluster once, with all the queries whose limit it may still
-    beat, so that a cluster's rows are read from memory once per block of queries, not once per
-    query (the order changes the speed only)."""
+    which usually give a tight limit; then every cluster once, with all the queries whose limit
+    it may still beat, so that a cluster's rows are read from memory once per block of queries,
+    not once per query (the order changes the speed only)."""
     K = cp.shape[0]
     nq = i1 - i0
     lb = np.empty(big, np.float32)
