@@ -54,9 +54,10 @@ def test_many_queries_at_once_equal_one_at_a_time():
     q = np.concatenate([_data(rng, n_q - 400, 24, clusters=12), bank[:200], np.round(bank[:200])])
     index = PrunedIndex(bank, cluster_size=32, seed=1)
     d2, idx = index.search(q, 3)
-    one = [index.search(q[i:i + 1], 3) for i in range(len(q))]
-    assert np.array_equal(d2, np.concatenate([d for d, _ in one]))
-    assert np.array_equal(idx, np.concatenate([i for _, i in one]))
+    some = np.concatenate([np.arange(0, len(q), 9), np.arange(len(q) - 400, len(q))])  # every block, all duplicates
+    one = [index.search(q[i:i + 1], 3) for i in some]
+    assert np.array_equal(d2[some], np.concatenate([d for d, _ in one]))
+    assert np.array_equal(idx[some], np.concatenate([i for _, i in one]))
     np.testing.assert_allclose(np.sqrt(d2[:300]), _brute(bank, q[:300], 3), rtol=1e-5, atol=1e-5)
 
 
