@@ -219,6 +219,7 @@ class PrunedIndex:
         counts = np.bincount(lab, minlength=K)
         keep = counts > 0
         self.starts = np.concatenate([[0], np.cumsum(counts[keep])]).astype(np.int64)
+        self.largest = int(counts.max())  # rows of the largest cluster: the search's scratch size
         K = int(keep.sum())
         self.cp = np.empty((K, p), np.float32)
         self.crad = np.empty(K, np.float64)
@@ -244,9 +245,8 @@ class PrunedIndex:
         out_d = np.empty((len(q), k), np.float32)
         out_i = np.empty((len(q), k), np.int64)
         seen = np.empty(len(q), np.int64)
-        big = int(np.diff(self.starts).max())
         args = (q, qp, qr, self.B, self.bpT, self.rn, self.order, self.starts, self.cp, self.crad, self.rlo, self.rhi,
-                self.tol, out_d, out_i, seen, big)
+                self.tol, out_d, out_i, seen, self.largest)
         parts = int(min(numba.get_num_threads(), len(q) // 32))  # one range of queries per thread
         if parts >= 2:
             _search_par(*args, parts)
