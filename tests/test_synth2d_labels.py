@@ -115,6 +115,36 @@ def test_jitter_mask_keeps_area_roughly():
     assert img is not None and img.shape[:2] == j.shape
 
 
+def test_jitter_mask_without_jitter_is_an_exact_copy():
+    """No rotation, scale or elastic jitter: the mask and the image land on the canvas at a
+    whole-pixel offset, unresampled (odd and even sides)."""
+    rng = np.random.default_rng(3)
+    for h, w in ((13, 20), (14, 21), (30, 30), (7, 9)):
+        m = rng.random((h, w)) > 0.5
+        img = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        j, out, p = mk.jitter_mask(m, np.random.default_rng(1), rotate=0, scale=(1, 1), flip=False, elastic=0, image=img)
+        oy, ox = np.argwhere(j).min(0) - np.argwhere(m).min(0)
+        assert j.sum() == m.sum() and np.array_equal(j[oy:oy + h, ox:ox + w], m)
+        assert np.array_equal(out[oy:oy + h, ox:ox + w], img)
+
+
+def test_jitter_mask_resamples_the_image_once_with_the_given_interpolation():
+    """Rotation, scale and elastic jitter are one map: with nearest-neighbour interpolation
+    every pixel of the jittered image is one of the patch's own pixels (two resamplings, or a
+    bilinear elastic step, would mix neighbours into new values)."""
+    import cv2
+
+    rng = np.random.default_rng(5)
+    img = rng.integers(0, 256, (24, 31, 3), dtype=np.uint8)
+    m = np.ones((24, 31), bool)
+    own = {tuple(v) for v in img.reshape(-1, 3)}
+    for seed in range(4):
+        j, out, p = mk.jitter_mask(m, np.random.default_rng(seed), rotate=40, scale=(0.8, 1.3), elastic=2.0,
+                                   image=img, interpolation=cv2.INTER_NEAREST)
+        assert j.any() and abs(p["rotate"]) > 0
+        assert {tuple(v) for v in out[j].reshape(-1, 3)} <= own
+
+
 def test_mask_makers_nonempty_and_seeded():
     rng = lambda: np.random.default_rng(7)  # noqa: E731
     for make in (lambda r: mk.perlin_blob(r, (40, 60)), lambda r: mk.stroke(r), lambda r: mk.crack(r),

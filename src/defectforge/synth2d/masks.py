@@ -237,7 +237,12 @@ def jitter_mask(mask: np.ndarray, rng: np.random.Generator, rotate: float = 30.0
                 flip: bool = True, elastic: float = 2.0, image: np.ndarray | None = None,
                 interpolation: int = cv2.INTER_LINEAR) -> tuple[np.ndarray, np.ndarray | None, dict]:
     """Affine (rotation, scale, flip) + smooth elastic jitter of a mask patch (and of the
-    matching image patch, if given, resampled with ``interpolation``). Returns (mask, image, params)."""
+    matching image patch, if given, resampled with ``interpolation``). Returns (mask, image, params).
+
+    The patch turns about its centre pixel and lands on a square canvas at a whole-pixel
+    offset, so without rotation, scaling and elastic jitter the patch is copied exactly (no
+    resampling blur); with elastic jitter the affine and the displacement are composed into
+    one map, so the pixels are resampled once, not twice."""
     m = mask.astype(np.float32)
     img = None if image is None else image.astype(np.float32)
     fl = bool(flip and rng.random() < 0.5)
@@ -248,19 +253,25 @@ def jitter_mask(mask: np.ndarray, rng: np.random.Generator, rotate: float = 30.0
     sc = float(rng.uniform(*scale))
     h, w = m.shape
     diag = int(np.ceil(np.hypot(h, w) * sc)) + 4
-    M = cv2.getRotationMatrix2D((w / 2, h / 2), ang, sc)
-    M[:, 2] += (diag / 2 - w / 2, diag / 2 - h / 2)
-    m = cv2.warpAffine(np.ascontiguousarray(m), M, (diag, diag), flags=cv2.INTER_LINEAR)
-    if img is not None:
-        img = cv2.warpAffine(np.ascontiguousarray(img), M, (diag, diag), flags=interpolation,
-                             borderMode=cv2.BORDER_REFLECT)
+    M = cv2.getRotationMatrix2D(((w - 1) / 2, (h - 1) / 2), ang, sc)
+    M[:, 2] += ((diag - w) // 2, (diag - h) // 2)
+    m = np.ascontiguousarray(m)
+    img = None if img is None else np.ascontiguousarray(img)
     if elastic > 0:
-        dy = cv2.GaussianBlur(rng.normal(0, 1, m.shape).astype(np.float32), (0, 0), 4) * elastic * 8
-        dx = cv2.GaussianBlur(rng.normal(0, 1, m.shape).astype(np.float32), (0, 0), 4) * elastic * 8
-        gy, gx = np.mgrid[0:m.shape[0], 0:m.shape[1]].astype(np.float32)
-        m = cv2.remap(m, gx + dx, gy + dy, cv2.INTER_LINEAR)
+        dy = cv2.GaussianBlur(rng.normal(0, 1, (diag, diag)).astype(np.float32), (0, 0), 4) * elastic * 8
+        dx = cv2.GaussianBlur(rng.normal(0, 1, (diag, diag)).astype(np.float32), (0, 0), 4) * elastic * 8
+        gy, gx = np.mgrid[0:diag, 0:diag].astype(np.float32)
+        inv = cv2.invertAffineTransform(M)
+        px, py = gx + dx, gy + dy  # canvas pixel -> displaced canvas point -> patch point
+        mx = (inv[0, 0] * px + inv[0, 1] * py + inv[0, 2]).astype(np.float32)
+        my = (inv[1, 0] * px + inv[1, 1] * py + inv[1, 2]).astype(np.float32)
+        m = cv2.remap(m, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
         if img is not None:
-            img = cv2.remap(img, gx + dx, gy + dy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+            img = cv2.remap(img, mx, my, interpolation, borderMode=cv2.BORDER_REFLECT)
+    else:
+        m = cv2.warpAffine(m, M, (diag, diag), flags=cv2.INTER_LINEAR)
+        if img is not None:
+            img = cv2.warpAffine(img, M, (diag, diag), flags=interpolation, borderMode=cv2.BORDER_REFLECT)
     out = m > 0.5
     if not out.any():
         out = cv2.resize(mask.astype(np.uint8), (diag, diag)) > 0

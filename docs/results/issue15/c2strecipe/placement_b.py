@@ -34,6 +34,8 @@ SETS = {
     "fitted": {"_gen": "fitted"},  # `_gen`: another generator than transplant
     "fitted_context": {"_gen": "fitted", "placement": "context"},
     "matched2_context_cubic": {"blend": "matched", "context": 2, "placement": "context", "resample": "cubic"},
+    # the real defects moved unrotated, unscaled, unflipped, colours as they are (2026-12-06: jitter_mask fix)
+    "nojitter": {"rotate": 0.0, "scale": [1.0, 1.0], "flip": False, "color": 0.0},
 }
 st = SearchSettings(detector="exdd", seed=0, max_good=60, max_val_good=40)  # the search's own split
 sp = carve_splits(load_dataset(root), st)

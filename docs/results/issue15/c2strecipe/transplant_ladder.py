@@ -14,6 +14,9 @@ Rungs (one synthetic defect per real component, 75 components of the 63 images):
   good_jitter as `good` with the generator's default jitter (= plain `transplant`, random places)
   scene_context  on another photo of the same scene (BSData's wear sequences: photos of one spot;
               pits persist, so the same place is taken), with `placement: context`
+  shift_raw   the own_raw cut (no resampling) moved on its own image like `shift`; shift_raw8 /
+              shift_raw4: the same moves rounded to whole multiples of 8 / 4 px, so that the pit
+              keeps its place on the JPEG 8 x 8 block grid (is the grid phase a giveaway?)
   *_context   as the rung named, with `placement: context` (the host place drawn among those whose
               surround matches the defect's own; options from the env LADDER_CONTEXT as JSON, and
               LADDER_TAG appended to their keys)
@@ -91,13 +94,13 @@ def fits(shape, m, y0, x0, roi=None):
 
 def make(rung, blend, label, seed):
     """One synthetic Sample per real component (or None where no host place was found)."""
-    rng = np.random.default_rng([seed, rungs_all.index(rung)])
+    rng = np.random.default_rng([seed, rungs_all.index("shift_raw" if rung in SHIFTED else rung)])
     jit = {} if "jitter" in rung else {"rotate": 0.0, "scale": (1.0, 1.0), "flip": False, "color": 0.0}
     gen = Transplant(defect_type="pitting", blend=blend, placement="context" if "context" in rung else "random",
                      **CONTEXT_OPTS, **jit)
     made, skipped = [], 0
     for i, r, (ya, xa) in comps:
-        if rung == "own_raw":  # the cut itself, trimmed as cut_patch trims it, no warp
+        if rung in RAW:  # the cut itself, trimmed as cut_patch trims it, no warp
             ys, xs = np.nonzero(r.mask)
             pad = gen.config.context + 2
             ta, tb = max(0, ys.min() - pad), min(r.mask.shape[0], ys.max() + 1 + pad)
@@ -160,6 +163,21 @@ def make(rung, blend, label, seed):
                 else:
                     skipped += 1
                     continue
+        if rung in SHIFTED:  # the raw cut moved along its own image, optionally on the JPEG grid
+            host, hmask = rgb[i], masks[i]
+            snap = RAW[rung]
+            side = crop_side((0, 0, m.shape[1], m.shape[0]), None)
+            cand = [(f * side * dy, f * side * dx) for f in (1.5, 2.0, 3.0)
+                    for dy, dx in ((0, 1), (0, -1), (1, 0), (-1, 0))]
+            for c in rng.permutation(len(cand)):
+                ny = y0 + int(round(int(cand[c][0]) / snap)) * snap
+                nx = x0 + int(round(int(cand[c][1]) / snap)) * snap
+                if fits(host.shape, m, ny, nx) and free_at(hmask, m, ny, nx):
+                    y0, x0 = ny, nx
+                    break
+            else:
+                skipped += 1
+                continue
         if not fits(host.shape, m, y0, x0):
             skipped += 1
             continue
@@ -182,10 +200,13 @@ def make(rung, blend, label, seed):
 
 
 rungs_all = ["own_raw", "own", "shift", "other", "good", "good_jitter", "other_context", "good_context",
-             "good_jitter_context", "scene_context"]
+             "good_jitter_context", "scene_context", "shift_raw", "shift_raw8", "shift_raw4"]
+RAW = {"own_raw": 1, "shift_raw": 1, "shift_raw8": 8, "shift_raw4": 4}  # rungs of the unwarped cut: grid step
+SHIFTED = tuple(RAW)[1:]
 # support only where nothing changes visibly (own place); derived labels elsewhere
 ALLOWED = {"own_raw": ("defect",), "own": ("defect", "support")}
 ALLOWED.update({r: ("defect", "derived") for r in rungs_all[2:]})
+ALLOWED.update({r: ("defect",) for r in SHIFTED})
 
 
 def rnd(r):
@@ -194,7 +215,7 @@ def rnd(r):
 
 for seed in seeds:
     for rung in rungs:
-        for blend in (["none"] if rung == "own_raw" else blends):
+        for blend in (["none"] if rung in RAW else blends):
             for label in labels:
                 if label not in ALLOWED[rung]:
                     continue
