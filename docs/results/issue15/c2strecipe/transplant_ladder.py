@@ -92,6 +92,24 @@ def fits(shape, m, y0, x0, roi=None):
     return roi is None or roi[y0:y0 + ph, x0:x0 + pw][m].all()
 
 
+def shifted(host, hmask, m, y0, x0, rng, snap=None):
+    """``(y0, x0)`` moved along the row or column by 1.5-3 crop sides, to the first of the moves
+    (in a random order) where the defect fits and its crop holds none of the host's pits; with
+    ``snap`` the move is rounded to a multiple of ``snap`` px (``None``: the `shift` rung's own
+    rounding, kept so that its numbers reproduce). ``None`` when no move fits."""
+    side = crop_side((0, 0, m.shape[1], m.shape[0]), None)
+    cand = [(f * side * dy, f * side * dx) for f in (1.5, 2.0, 3.0) for dy, dx in ((0, 1), (0, -1), (1, 0), (-1, 0))]
+    for c in rng.permutation(len(cand)):
+        if snap is None:
+            ny, nx = int(y0 + cand[c][0]), int(x0 + cand[c][1])
+        else:
+            ny = y0 + int(round(int(cand[c][0]) / snap)) * snap
+            nx = x0 + int(round(int(cand[c][1]) / snap)) * snap
+        if fits(host.shape, m, ny, nx) and free_at(hmask, m, ny, nx):
+            return ny, nx
+    return None
+
+
 def make(rung, blend, label, seed):
     """One synthetic Sample per real component (or None where no host place was found)."""
     rng = np.random.default_rng([seed, rungs_all.index("shift_raw" if rung in SHIFTED else rung)])
@@ -131,18 +149,11 @@ def make(rung, blend, label, seed):
                 j = int(rng.integers(len(goods)))
                 host, hname, hmask = goods[j].rgb(), goods[j].name, None
             if rung == "shift":
-                side = crop_side((0, 0, m.shape[1], m.shape[0]), None)
-                cand = [(f * side * dy, f * side * dx) for f in (1.5, 2.0, 3.0)
-                        for dy, dx in ((0, 1), (0, -1), (1, 0), (-1, 0))]
-                order = rng.permutation(len(cand))
-                for c in order:
-                    ny, nx = int(y0 + cand[c][0]), int(x0 + cand[c][1])
-                    if fits(host.shape, m, ny, nx) and free_at(hmask, m, ny, nx):
-                        y0, x0 = ny, nx
-                        break
-                else:
+                got = shifted(host, hmask, m, y0, x0, rng)
+                if got is None:
                     skipped += 1
                     continue
+                y0, x0 = got
             elif "context" in rung:
                 roi = mk.auto_roi(host, 8)
                 if hmask is not None:  # keep the crop and its margin off the host's own pits
@@ -165,19 +176,11 @@ def make(rung, blend, label, seed):
                     continue
         if rung in SHIFTED:  # the raw cut moved along its own image, optionally on the JPEG grid
             host, hmask = rgb[i], masks[i]
-            snap = RAW[rung]
-            side = crop_side((0, 0, m.shape[1], m.shape[0]), None)
-            cand = [(f * side * dy, f * side * dx) for f in (1.5, 2.0, 3.0)
-                    for dy, dx in ((0, 1), (0, -1), (1, 0), (-1, 0))]
-            for c in rng.permutation(len(cand)):
-                ny = y0 + int(round(int(cand[c][0]) / snap)) * snap
-                nx = x0 + int(round(int(cand[c][1]) / snap)) * snap
-                if fits(host.shape, m, ny, nx) and free_at(hmask, m, ny, nx):
-                    y0, x0 = ny, nx
-                    break
-            else:
+            got = shifted(host, hmask, m, y0, x0, rng, snap=RAW[rung])
+            if got is None:
                 skipped += 1
                 continue
+            y0, x0 = got
         if not fits(host.shape, m, y0, x0):
             skipped += 1
             continue
