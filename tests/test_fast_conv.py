@@ -9,7 +9,8 @@ from timm.layers.conv2d_same import Conv2dSame
 from torch import nn
 
 from defectforge.bank.backbone import build_extractor
-from defectforge.bank.fast_conv import FastConv2d, _same, fast_convolutions
+from defectforge.bank.fast_conv import FastConv2d, fast_convolutions
+from defectforge.bank.lite import SameConv2d, same_padding as _same
 from defectforge.bank.fold import checked_rewrite
 
 
@@ -130,8 +131,8 @@ def test_fast_convolutions_counts_and_moves_activations():
 def test_extractor_features_unchanged():
     slow, _ = build_extractor("efficientnet_lite0", random_init=True, fast_conv=False)
     fast, _ = build_extractor("efficientnet_lite0", random_init=True)
-    assert any(type(m) is Conv2dSame for m in slow.model.modules())
-    assert not any(type(m) is Conv2dSame for m in fast.model.modules())
+    assert any(type(m) is SameConv2d for m in slow.model.modules())
+    assert not any(type(m) is SameConv2d for m in fast.model.modules())
     assert sum(isinstance(m, FastConv2d) and m.act is not None for m in fast.model.modules()) >= 8
     for shape in [(2, 3, 64, 158), (1, 3, 72, 104)]:
         x = torch.randn(*shape).contiguous(memory_format=torch.channels_last)

@@ -27,11 +27,13 @@ activation run one after the other.
 
 from __future__ import annotations
 
-import math
+import sys
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from defectforge.bank.lite import SameConv2d, pad_same, same_padding
 
 def _post_op(act: nn.Module) -> tuple[str, list[float]] | None:
     """The oneDNN post-op (name, scalars) that applies ``act``, or None when there is none."""
@@ -47,12 +49,6 @@ def _post_op(act: nn.Module) -> tuple[str, list[float]] | None:
 def _zero_padded(conv: nn.Conv2d) -> bool:
     """Zero padding given as numbers (what :class:`FastConv2d` can take over)."""
     return conv.padding_mode == "zeros" and not isinstance(conv.padding, str)
-
-
-def _same(length: int, k: int, s: int, d: int) -> tuple[int, int]:
-    """TensorFlow's ``(before, after)`` zero padding of one dimension."""
-    total = max((math.ceil(length / s) - 1) * s + (k - 1) * d + 1 - length, 0)
-    return total // 2, total - total // 2
 
 
 class FastConv2d(nn.Conv2d):
@@ -78,7 +74,7 @@ class FastConv2d(nn.Conv2d):
             return (int(self.padding[0]), int(self.padding[1])), (False, False)
         pads, shifts = [], []
         for length, k, s, d in zip((h, w), self.kernel_size, self.stride, self.dilation):
-            before, after = _same(length, k, s, d)
+            before, after = same_padding(length, k, s, d)
             if after != before and d != 1:
                 return None
             pads.append(after)
@@ -112,8 +108,6 @@ class FastConv2d(nn.Conv2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         plan = self._plan(int(x.shape[-2]), int(x.shape[-1]))
         if plan is None:  # odd padding with dilation: timm's way (pad, then convolve)
-            from timm.layers.padding import pad_same
-
             y = F.conv2d(pad_same(x, self.kernel_size, self.stride, self.dilation), self.weight, self.bias,
                          self.stride, 0, self.dilation, self.groups)
             return self.act(y) if self.act is not None else y
@@ -132,11 +126,12 @@ class FastConv2d(nn.Conv2d):
 
 
 def _is_conv2d_same(m: nn.Module) -> bool:
-    try:
-        from timm.layers.conv2d_same import Conv2dSame
-    except ImportError:  # pragma: no cover - timm is a dependency
-        return False
-    return type(m) is Conv2dSame
+    """A TensorFlow "SAME" convolution: :class:`~defectforge.bank.lite.SameConv2d` or timm's
+    ``Conv2dSame`` (only looked up when timm is already imported: nothing else makes one)."""
+    if type(m) is SameConv2d:
+        return True
+    timm_same = sys.modules.get("timm.layers.conv2d_same")
+    return timm_same is not None and type(m) is getattr(timm_same, "Conv2dSame", None)
 
 
 def _lone_activation(m: nn.Module) -> nn.Module | None:
