@@ -96,3 +96,49 @@ def test_the_default_extractor_imports_neither_timm_nor_torchvision():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["2", "[]"], r.stdout
+
+
+def test_built_backbones_are_kept_per_process_and_each_caller_gets_its_own_copy(tmp_path, monkeypatch):
+    from defectforge.bank import backbone
+    from defectforge.bank.backbone import RandomInitWarning
+
+    monkeypatch.setattr(backbone, "_CACHE", backbone.OrderedDict())
+    built = []
+    orig = backbone._rewritten
+    monkeypatch.setattr(backbone, "_rewritten", lambda *a: built.append(a[0]) or orig(*a))
+    x = torch.randn(1, 3, 64, 96, generator=torch.Generator().manual_seed(0))
+    with pytest.warns(RandomInitWarning):
+        a, _ = build_extractor("efficientnet_lite0", random_init=True)
+    with pytest.warns(RandomInitWarning):  # a kept backbone still says it is random
+        b, _ = build_extractor("efficientnet_lite0", random_init=True)
+    assert len(built) == 1 and a.model is not b.model
+    with torch.no_grad():
+        want = [t.clone() for t in b(x)]
+        for p in a.model.parameters():
+            p.mul_(2.0)  # a caller changing its copy changes nobody else's
+        again, _ = build_extractor("efficientnet_lite0", random_init=True)
+        assert all(torch.equal(u, v) for u, v in zip(again(x), want)) and len(built) == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        build_extractor("efficientnet_lite0", random_init=True, seed=1)
+    assert len(built) == 2  # another seed is another model
+    # a weights file is known by path, size and modification time: a rewritten file is read again
+    w = tmp_path / "w.pth"
+    src, _ = build_model("efficientnet_lite0", random_init=True, seed=5)
+    torch.save(src.state_dict(), w)
+    first, _ = build_extractor("efficientnet_lite0", weights=w)
+    torch.save(build_model("efficientnet_lite0", random_init=True, seed=6)[0].state_dict(), w)
+    import os
+
+    os.utime(w, ns=(1, 1))
+    second, _ = build_extractor("efficientnet_lite0", weights=w)
+    assert len(built) == 4 and len(backbone._CACHE) == 2  # at most two kept
+    with torch.no_grad():
+        assert not torch.equal(first(x)[0], second(x)[0])
+    # a big backbone is not kept
+    monkeypatch.setattr(backbone, "_CACHE_MAX_BYTES", 1)
+    backbone._CACHE.clear()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        build_extractor("efficientnet_lite0", random_init=True)
+    assert len(backbone._CACHE) == 0

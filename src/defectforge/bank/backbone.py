@@ -18,7 +18,10 @@ classifier) cost nothing.
 
 from __future__ import annotations
 
+import copy
+import threading
 import warnings
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -179,8 +182,7 @@ def build_model(backbone: str, weights: str | Path | None = None, random_init: b
         used = packaged_weights_path(package)
         load_weights(model, used)
     elif random_init:
-        warnings.warn(f"backbone {backbone} uses RANDOM weights (random_init=True): features are not "
-                      "pretrained; use this for tests only", RandomInitWarning, stacklevel=3)
+        _warn_random_init(backbone, stacklevel=5)  # the caller of build_extractor
     else:
         raise ConfigError(
             f"backbone {backbone!r} has no packaged weights: pass weights=PATH (--weights) to a local "
@@ -190,6 +192,11 @@ def build_model(backbone: str, weights: str | Path | None = None, random_init: b
     for p in model.parameters():
         p.requires_grad_(False)
     return model, used
+
+
+def _warn_random_init(backbone: str, stacklevel: int) -> None:
+    warnings.warn(f"backbone {backbone} uses RANDOM weights (random_init=True): features are not "
+                  "pretrained; use this for tests only", RandomInitWarning, stacklevel=stacklevel)
 
 
 def default_layers(model: nn.Module) -> list[str]:
@@ -267,7 +274,54 @@ def build_extractor(backbone: str = "efficientnet_lite0", layers: Sequence[str] 
     features up to float rounding, about twice as fast on the CPU). ``fast_conv``: TensorFlow
     "SAME" convolutions pad inside the convolution instead of copying their input, and the
     activations left by folded batch norms run inside the convolutions
-    (:mod:`defectforge.bank.fast_conv`; same features up to float rounding, checked)."""
+    (:mod:`defectforge.bank.fast_conv`; same features up to float rounding, checked).
+
+    The rewritten model of the last few small backbones is kept (:func:`_cached_model`): a
+    process that fits or loads several detectors builds and checks each backbone once (~0.3 s of
+    every fit on 2 cores) and gets its own copy of it each time."""
+    key = _cache_key(backbone, layers, weights, random_init, seed, fold_bn, fast_conv)
+    with _LOCK:
+        hit = _CACHE.get(key) if key is not None else None
+        if hit is not None:
+            _CACHE.move_to_end(key)
+    if hit is not None:
+        model, lay, used = hit
+        if random_init and weights is None:
+            _warn_random_init(backbone, stacklevel=3)
+        return FeatureExtractor(copy.deepcopy(model), lay), used
+    model, lay, used = _rewritten(backbone, layers, weights, random_init, seed, fold_bn, fast_conv)
+    if key is not None and sum(p.numel() * p.element_size() for p in model.parameters()) <= _CACHE_MAX_BYTES:
+        with _LOCK:
+            _CACHE[key] = (copy.deepcopy(model), lay, used)
+            while len(_CACHE) > _CACHE_SIZE:
+                _CACHE.popitem(last=False)
+    return FeatureExtractor(model, lay), used
+
+
+#: built, rewritten backbones kept per process: (model, layers, weights path used) by _cache_key
+_CACHE: "OrderedDict[tuple, tuple[nn.Module, list[str], Path | None]]" = OrderedDict()
+_CACHE_SIZE = 2
+_CACHE_MAX_BYTES = 64 << 20  # EfficientNet-Lite0/2 (18 / 24 MB) are kept; a WideResNet50 (270 MB) is not
+_LOCK = threading.Lock()
+
+
+def _cache_key(backbone: str, layers: Sequence[str] | None, weights: str | Path | None, random_init: bool,
+               seed: int, fold_bn: bool, fast_conv: bool) -> tuple | None:
+    """What decides the built model; a weights file by path, size and modification time (None when
+    it cannot be read: building it reports the problem)."""
+    if weights is not None:
+        try:
+            st = Path(weights).stat()
+        except OSError:
+            return None
+        wkey: tuple = (str(Path(weights).resolve()), st.st_size, st.st_mtime_ns)
+    else:
+        wkey = ("random", int(seed)) if random_init else ("packaged",)
+    return (backbone, tuple(layers) if layers else None, wkey, bool(fold_bn), bool(fast_conv))
+
+
+def _rewritten(backbone: str, layers: Sequence[str] | None, weights: str | Path | None, random_init: bool,
+               seed: int, fold_bn: bool, fast_conv: bool) -> tuple[nn.Module, list[str], Path | None]:
     model, used = build_model(backbone, weights, random_init, seed=seed)
     lay = list(layers) if layers else default_layers(model)
 
@@ -283,7 +337,7 @@ def build_extractor(backbone: str = "efficientnet_lite0", layers: Sequence[str] 
         from defectforge.bank.fold import checked_rewrite
 
         model, _ = checked_rewrite(model, fast_convolutions, run)
-    return FeatureExtractor(model, lay), used
+    return model, lay, used
 
 
 def layer_outputs(model: nn.Module, layers: Sequence[str], x: torch.Tensor) -> list[torch.Tensor]:
