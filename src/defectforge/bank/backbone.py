@@ -276,7 +276,7 @@ def build_extractor(backbone: str = "efficientnet_lite0", layers: Sequence[str] 
     activations left by folded batch norms run inside the convolutions
     (:mod:`defectforge.bank.fast_conv`; same features up to float rounding, checked).
 
-    The rewritten model of the last few small backbones is kept (:func:`_cached_model`): a
+    The rewritten model of the last two small backbones is kept (``_CACHE``): a
     process that fits or loads several detectors builds and checks each backbone once (~0.3 s of
     every fit on 2 cores) and gets its own copy of it each time."""
     key = _cache_key(backbone, layers, weights, random_init, seed, fold_bn, fast_conv)
