@@ -35,6 +35,7 @@ from torch import nn
 
 from defectforge.bank.lite import SameConv2d, pad_same, same_padding
 
+
 def _post_op(act: nn.Module) -> tuple[str, list[float]] | None:
     """The oneDNN post-op (name, scalars) that applies ``act``, or None when there is none."""
     if isinstance(act, nn.ReLU6):
