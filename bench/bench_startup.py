@@ -12,7 +12,10 @@ the median wall time (s) and peak RSS:
   model fitted at the README defaults on the bundled sample (``detect fit @sample``), the whole
   command as a user runs it; with ``--baseline-src DIR`` (the ``src`` of a worktree of an
   older commit, e.g. ``git worktree add /tmp/base d6f150d~1``) also the same command on that
-  code (``PYTHONPATH=DIR``), in the same alternation.
+  code (``PYTHONPATH=DIR``), in the same alternation;
+- ``defectforge --version`` and ``defectforge detect fit --help``: the command line's own start-up
+  (no backbone): the console script imports only the area of the command it runs; with
+  ``--baseline-src`` also on the older code.
 
     python bench/bench_startup.py [--reps 5] [--baseline-src DIR]
 """
@@ -69,16 +72,19 @@ def main() -> None:
                  "timm: create + weights + forward": [py, "-c", TIMM],
                  "lite: create + weights + forward": [py, "-c", LITE],
                  "detect predict (CLI, 1 image)": [*cli, "detect", "predict", str(model), str(image),
-                                                   "--out", str(Path(tmp) / "pred")]}
+                                                   "--out", str(Path(tmp) / "pred")],
+                 "defectforge --version": [*cli, "--version"],
+                 "defectforge detect fit --help": [*cli, "detect", "fit", "--help"]}
         envs: dict[str, dict[str, str] | None] = {k: None for k in cases}
         if args.baseline_src is not None:
-            name = f"detect predict (CLI, 1 image), baseline {args.baseline_src}"
-            cases[name] = cases["detect predict (CLI, 1 image)"]
-            envs[name] = {**os.environ, "PYTHONPATH": str(args.baseline_src.resolve())}
-            probe = subprocess.run([py, "-c", "import defectforge; print(defectforge.__file__)"], env=envs[name],
+            base_env = {**os.environ, "PYTHONPATH": str(args.baseline_src.resolve())}
+            probe = subprocess.run([py, "-c", "import defectforge; print(defectforge.__file__)"], env=base_env,
                                    capture_output=True, text=True).stdout.strip()
             if not probe.startswith(str(args.baseline_src.resolve())):
                 raise SystemExit(f"--baseline-src {args.baseline_src} is not what imports: {probe}")
+            for own in [k for k in cases if k.startswith(("detect predict", "defectforge "))]:
+                name = f"{own}, baseline {args.baseline_src}"
+                cases[name], envs[name] = cases[own], base_env
         runs: dict[str, list[tuple[float, float]]] = {k: [] for k in cases}
         for rep in range(args.reps):
             for name in (list(cases) if rep % 2 == 0 else list(cases)[::-1]):
