@@ -1,6 +1,6 @@
-"""Exact nearest-neighbour search of patch rows in a memory bank.
+"""Nearest-neighbour search of patch rows in a memory bank.
 
-Interchangeable backends, all exact and fp32:
+Interchangeable backends, all exact and fp32 except the opt-in ``"ivf"``:
 
 - ``"faiss"``: ``faiss.IndexFlatL2`` (BLAS, multi-threaded).
 - ``"pruned"``: :class:`~defectforge.bank.knn_pruned.PrunedIndex`, lower bounds on the bank's
@@ -17,6 +17,12 @@ Interchangeable backends, all exact and fp32:
 - ``"torch"``: chunked ``||q||^2 - 2 q.b + ||b||^2`` matmul (chunks of query rows keep the
   distance matrix small), ``topk``; on ``device="cuda"`` the bank lives on the GPU (the
   faiss backend is CPU only, so a CUDA device always uses this one).
+- ``"ivf"`` / ``"ivf:N"`` (**approximate**, opt-in, never chosen by ``"auto"``): the pruned
+  index's clusters used as inverted lists, each query searches only its ``N`` (default
+  ``IVF_PROBES``) nearest clusters (like faiss's ``IndexIVFFlat`` with ``nprobe``); a nearest
+  row in another cluster is missed, so distances can only come out larger than the exact ones.
+  Banks under ``PRUNED_MIN_ROWS`` rows are searched exactly (flat). Its effect on the metrics
+  is measured in ``docs/detectors.md``.
 
 Queries are searched in batches (all patch rows of a batch of images at once).
 
@@ -33,7 +39,20 @@ from defectforge.errors import ConfigError
 PRUNED_MIN_ROWS = 1024
 SCREENED_MIN_ROWS = 1024
 SCREENED_MAX_ROWS = 65536
-BACKENDS = ("auto", "faiss", "pruned", "screened", "torch")
+IVF_PROBES = 8
+BACKENDS = ("auto", "faiss", "pruned", "screened", "torch", "ivf")
+
+
+def check_backend(backend: str) -> tuple[str, int]:
+    """``(name, probes)`` of a backend spelling (``"ivf:16"`` -> ``("ivf", 16)``); one-line
+    error for anything else."""
+    name, sep, n = str(backend).partition(":")
+    if name in BACKENDS and not sep:
+        return name, (IVF_PROBES if name == "ivf" else 0)
+    if name == "ivf" and n.isdigit() and int(n) >= 1:
+        return name, int(n)
+    raise ConfigError(f"nn backend must be one of {', '.join(BACKENDS)} (or ivf:N, N >= 1 clusters searched), "
+                      f"got {backend!r}")
 
 
 def _auto_backend(bank: np.ndarray):
@@ -48,8 +67,14 @@ def _auto_backend(bank: np.ndarray):
     return ("pruned" if len(bank) >= PRUNED_MIN_ROWS else "faiss"), None
 
 
-def _cpu_index(backend: str, bank: np.ndarray):
+def _cpu_index(backend: str, bank: np.ndarray, probes: int = 0):
     """The index of a CPU backend over ``bank`` (``None`` for ``"torch"``)."""
+    if backend == "ivf":
+        if len(bank) < PRUNED_MIN_ROWS:  # a small bank: the flat search is exact and cheap
+            return _cpu_index("faiss", bank)
+        from defectforge.bank.knn_pruned import PrunedIndex
+
+        return PrunedIndex(bank, probes=probes)
     if backend == "faiss":
         import faiss
 
@@ -74,8 +99,7 @@ class NearestNeighbors:
     """``NearestNeighbors(bank, backend).search(queries, k) -> (dist, idx)``."""
 
     def __init__(self, bank: np.ndarray, backend: str = "faiss", chunk: int = 2048, device: str = "cpu"):
-        if backend not in BACKENDS:
-            raise ConfigError(f"nn backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+        backend, probes = check_backend(backend)
         self.bank = np.ascontiguousarray(bank, dtype=np.float32)
         self.device = device
         self._index = None
@@ -87,7 +111,7 @@ class NearestNeighbors:
         self.chunk = int(chunk)
         self._dev_bank = None
         if self._index is None and len(self.bank):
-            self._index = _cpu_index(backend, self.bank)
+            self._index = _cpu_index(backend, self.bank, probes)
         if self._index is None:  # the torch path (and empty banks)
             self._bank_sq = np.einsum("ij,ij->i", self.bank, self.bank)
 

@@ -116,13 +116,16 @@ def _cluster_bounds(i, qp, qr, cp, crad, rlo, rhi, clb):
 
 
 @njit(cache=True, nogil=True)
-def _search_block(q, qp, qr, B, bpT, rn, orig, starts, cp, crad, rlo, rhi, tol, out_d, out_i, counts, big, i0, i1):
+def _search_block(q, qp, qr, B, bpT, rn, orig, starts, cp, crad, rlo, rhi, tol, out_d, out_i, counts, big, probes,
+                  i0, i1):
     """The k nearest bank rows of queries ``i0:i1`` (module doc; ``tol``: absolute margin),
     cluster by cluster: first each query's own ``FIRST_CLUSTERS`` nearest clusters (by bound),
     which usually give a tight limit; then every cluster once, with all the queries whose limit
     it may still beat, so that a cluster's rows are read from memory once per block of queries,
-    not once per query (the order changes the speed only)."""
+    not once per query (the order changes the speed only). ``probes > 0``: approximate, each
+    query searches only its ``probes`` nearest clusters (by bound) and stops there."""
     K = cp.shape[0]
+    n_first = FIRST_CLUSTERS if probes <= 0 else probes
     nq = i1 - i0
     lb = np.empty(big, np.float32)
     clb = np.empty((nq, K), np.float64)
@@ -134,13 +137,17 @@ def _search_block(q, qp, qr, B, bpT, rn, orig, starts, cp, crad, rlo, rhi, tol, 
         out_i[i] = -1
         lim[t] = np.inf
         counts[i] = 0
-        for _ in range(min(K, FIRST_CLUSTERS)):
+        for v in range(K):  # approximate: past the probes only while fewer than k rows were found
+            if v >= n_first and (probes <= 0 or out_i[i, out_i.shape[1] - 1] >= 0):
+                break
             c0 = np.argmin(clb[t])
             if clb[t, c0] > lim[t]:
                 break
             lim[t], more = _scan(i, c0, q, qp, qr, B, bpT, rn, orig, starts, tol, lim[t], out_d[i], out_i[i], lb)
             counts[i] += more
             clb[t, c0] = np.inf  # done
+    if probes > 0:
+        return
     # the (cluster, query) pairs still open, grouped by cluster
     first = np.zeros(K + 1, np.int64)
     for t in range(nq):
@@ -167,18 +174,20 @@ def _search_block(q, qp, qr, B, bpT, rn, orig, starts, cp, crad, rlo, rhi, tol, 
 
 
 @njit(cache=True, nogil=True)
-def _search_seq(q, qp, qr, B, bpT, rn, orig, starts, cp, crad, rlo, rhi, tol, out_d, out_i, counts, big, i0, i1):
+def _search_seq(q, qp, qr, B, bpT, rn, orig, starts, cp, crad, rlo, rhi, tol, out_d, out_i, counts, big, probes,
+                i0, i1):
     """Queries ``i0:i1`` in blocks of at most ``QUERY_BLOCK``."""
     for a in range(i0, i1, QUERY_BLOCK):
-        _search_block(q, qp, qr, B, bpT, rn, orig, starts, cp, crad, rlo, rhi, tol, out_d, out_i, counts, big, a,
-                      min(i1, a + QUERY_BLOCK))
+        _search_block(q, qp, qr, B, bpT, rn, orig, starts, cp, crad, rlo, rhi, tol, out_d, out_i, counts, big, probes,
+                      a, min(i1, a + QUERY_BLOCK))
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def _search_par(q, qp, qr, B, bpT, rn, orig, starts, cp, crad, rlo, rhi, tol, out_d, out_i, counts, big, parts):
+def _search_par(q, qp, qr, B, bpT, rn, orig, starts, cp, crad, rlo, rhi, tol, out_d, out_i, counts, big, probes,
+                parts):
     n = q.shape[0]
     for h in prange(parts):
-        _search_seq(q, qp, qr, B, bpT, rn, orig, starts, cp, crad, rlo, rhi, tol, out_d, out_i, counts, big,
+        _search_seq(q, qp, qr, B, bpT, rn, orig, starts, cp, crad, rlo, rhi, tol, out_d, out_i, counts, big, probes,
                     h * n // parts, (h + 1) * n // parts)
 
 
@@ -196,9 +205,17 @@ def _kmeans(x: np.ndarray, n_clusters: int, seed: int) -> np.ndarray:
 class PrunedIndex:
     """``PrunedIndex(bank).search(queries, k) -> (squared dist (n, k) float32, idx (n, k))``,
     the same neighbours as a flat search (see the module doc). ``axes``: principal axes of
-    the bound; ``cluster_size``: bank rows per cluster (both change the speed only)."""
+    the bound; ``cluster_size``: bank rows per cluster (both change the speed only).
 
-    def __init__(self, bank: np.ndarray, axes: int = 16, cluster_size: int = 128, seed: int = 0):
+    ``probes > 0`` makes it **approximate** (an inverted-file search over the same clusters,
+    like faiss's ``IndexIVFFlat`` with ``nprobe``): each query searches only the ``probes``
+    clusters of smallest bound, so a nearest row in another cluster is missed; the distances
+    returned are still true distances to the rows returned (never smaller than the exact)."""
+
+    def __init__(self, bank: np.ndarray, axes: int = 16, cluster_size: int = 128, seed: int = 0, probes: int = 0):
+        if int(probes) < 0:
+            raise ValueError(f"probes must be >= 0 (0: exact), got {probes}")
+        self.probes = int(probes)
         b = np.ascontiguousarray(bank, dtype=np.float32)
         M, D = b.shape
         self.mu = b.mean(0, dtype=np.float64)
@@ -246,7 +263,7 @@ class PrunedIndex:
         out_i = np.empty((len(q), k), np.int64)
         seen = np.empty(len(q), np.int64)
         args = (q, qp, qr, self.B, self.bpT, self.rn, self.order, self.starts, self.cp, self.crad, self.rlo, self.rhi,
-                self.tol, out_d, out_i, seen, self.largest)
+                self.tol, out_d, out_i, seen, self.largest, self.probes)
         parts = int(min(numba.get_num_threads(), len(q) // 32))  # one range of queries per thread
         if parts >= 2:
             _search_par(*args, parts)

@@ -66,6 +66,10 @@ def fit_cmd(
                                          "0.99: normal-looking rows are dropped); 'none' keeps every row."),
     real_defects: bool = typer.Option(True, "--real-defects/--no-real-defects",
                                       help="Also use the train split's real defect images."),
+    nn_backend: Optional[str] = typer.Option(
+        None, "--nn-backend", help="Nearest-neighbour search, stored in the model: auto (default, exact) | faiss | "
+                                   "pruned | screened | ivf[:N] (approximate, faster: each patch searches only the "
+                                   "N (8) nearest bank clusters; its metric cost is in docs/detectors.md)."),
     device: str = typer.Option("cpu", "--device", help="cpu, or cuda[:N] when a GPU is available."),
     workers: Optional[int] = typer.Option(None, "--workers", "-j", min=1,
                                           help="Feature-extraction workers (default: 1 local; with --engine ray, "
@@ -87,6 +91,10 @@ def fit_cmd(
     from defectforge.errors import InputError
 
     DETECTORS.get(model)  # an unknown name fails before the data are read
+    if nn_backend is not None:
+        from defectforge.bank.knn import check_backend
+
+        check_backend(nn_backend)
     ds = load_dataset(data, format=format)
     train = ds.filter(split="train")
     normal = list(train.filter(defect=False))
@@ -109,7 +117,7 @@ def fit_cmd(
         kw["layers"] = tuple(x.strip() for x in layers.split(",") if x.strip())
     for k, v in (("image_size", parse_image_size(image_size)), ("normal_ratio", normal_ratio),
                  ("defect_ratio", defect_ratio), ("image_score", image_score), ("defect_val", defect_val),
-                 ("defect_val_split", defect_val_split),
+                 ("defect_val_split", defect_val_split), ("nn_backend", nn_backend),
                  ("coreset_max", coreset_max), ("coreset_chunk", coreset_chunk)):
         if v is not None:
             kw[k] = v
