@@ -12,6 +12,8 @@ from defectforge.bank.knn_pruned import PrunedIndex
 from defectforge.errors import ConfigError
 from tests.test_knn_pruned import _brute, _data, _true_dist
 
+pytestmark = pytest.mark.filterwarnings("ignore::defectforge.bank.backbone.RandomInitWarning")
+
 
 @pytest.mark.parametrize("seed", range(3))
 def test_enough_probes_give_the_exact_search(seed):
@@ -106,3 +108,39 @@ def test_detect_fit_nn_backend_option(tmp_path):
     assert ok.exit_code == 0, ok.output
     stored = torch.load(tmp_path / "m.pt", weights_only=True, map_location="cpu")
     assert "ivf:4" in repr(stored)
+    # predict / eval: this run's search instead of the file's; it reaches the workers' copies of the model
+    pred = runner.invoke(app, ["-q", "detect", "predict", str(tmp_path / "m.pt"), str(data / "images"), "--out",
+                               str(tmp_path / "pred"), "--nn-backend", "nope"])
+    assert pred.exit_code == 2 and "nn backend must be one of" in pred.output and not (tmp_path / "pred").exists()
+    ev = runner.invoke(app, ["-q", "detect", "eval", str(tmp_path / "m.pt"), str(data), "--json", str(tmp_path / "e.json"),
+                             "--nn-backend", "ivf:2"])
+    assert ev.exit_code == 0, ev.output
+    import json
+
+    assert json.loads((tmp_path / "e.json").read_text())["nn_backend"] == "ivf:2"
+
+
+def test_a_run_time_search_choice_reaches_the_workers(tmp_path):
+    import pickle
+    import warnings
+
+    from defectforge.bank.backbone import RandomInitWarning
+    from defectforge.detect import load_detector
+    from defectforge.detect.evaluate import ScoreTask
+    from defectforge.detect.exdd import PatchCore
+    from defectforge.detect.predict_job import PredictTask
+    from tests.test_detect_model import SMALL, toy_samples
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RandomInitWarning)
+        PatchCore(**SMALL).fit(toy_samples(0, 4, 0, "train")).save(tmp_path / "m.pt")
+        det = load_detector(tmp_path / "m.pt").set_params(nn_backend="ivf:3")
+        for task in (PredictTask(tmp_path / "m.pt", tmp_path / "o", (None, None, None), det),
+                     ScoreTask(str(tmp_path / "m.pt"), (8, 8), det)):
+            worker = pickle.loads(pickle.dumps(task))  # what another process gets: no model, the file's path
+            assert worker.model is None
+            worker.setup()
+            assert worker.model.nn_backend == "ivf:3"
+        plain = pickle.loads(pickle.dumps(ScoreTask(str(tmp_path / "m.pt"), (8, 8), load_detector(tmp_path / "m.pt"))))
+        plain.setup()
+    assert plain.model.nn_backend == "auto"

@@ -41,6 +41,9 @@ OPTIONS: dict[str, tuple[str, str]] = {
     "--json": ("path", "write the numbers as JSON to this file; `-` writes them to stdout"),
     "--report": ("path", "folder for the HTML report"),
     "--threshold": ("float", "image-score threshold (default: the model's, chosen on validation)"),
+    "--nn-backend": ("str", "nearest-neighbour search of the memory banks: `auto` (exact, default), `faiss`, `pruned`, "
+                            "`screened`, or `ivf[:N]` (approximate, faster); stored in the model at `detect fit`, "
+                            "this run only on `detect predict` / `detect eval`"),
     "--pixel-threshold": ("float", "anomaly-map threshold for masks (default: the model's)"),
     "--overwrite": ("bool", "replace a different run (or file) at the output"),
     "--allow-outside-root": ("bool", "allow label files that point outside the dataset folder"),

@@ -192,6 +192,9 @@ def predict_cmd(
     pixel_threshold: Optional[float] = typer.Option(None, "--pixel-threshold", help="Map threshold for masks/ (default: the model's)."),
     device: str = typer.Option("cpu", "--device", help="cpu, or cuda[:N] when a GPU is available."),
     chunk: int = typer.Option(16, "--chunk", help="Images scored (and written) per step.", min=1),
+    nn_backend: Optional[str] = typer.Option(
+        None, "--nn-backend", help="Nearest-neighbour search for this run instead of the model's (auto | faiss | "
+                                   "pruned | screened | ivf[:N], approximate: docs/detectors.md)."),
     workers: Optional[int] = typer.Option(None, "--workers", "-j", min=1,
                                           help="Workers (default: 1 local; with --engine ray, the cluster's CPUs)."),
     engine: str = engine_option(),
@@ -210,6 +213,7 @@ def predict_cmd(
 
     files = _collect_images(images)
     det = load_detector(model_path, progress=False, device=device)  # checks the model file before any output
+    _set_nn_backend(det, nn_backend)
     with rich_progress() as bar, open_engine(engine, ray_address, workers) as eng:
         predict_files(model_path, files, out, engine=eng, model=det, threshold=threshold,
                       pixel_threshold=pixel_threshold, chunk=chunk, device=device,
@@ -230,6 +234,9 @@ def eval_cmd(
     pixel_path: str = typer.Option("auto", "--pixel-path", help="Pixel metrics: exact (all maps in memory), binned (bounded memory, stated max error) or auto (exact up to 100 M pixels)."),
     threshold: Optional[float] = typer.Option(None, "--threshold", help="Image score threshold for the confusion counts (default: the model's, chosen on validation)."),
     pixel_threshold: Optional[float] = typer.Option(None, "--pixel-threshold", help="Map threshold for the pixel counts and masks (default: the model's)."),
+    nn_backend: Optional[str] = typer.Option(
+        None, "--nn-backend", help="Nearest-neighbour search for this run instead of the model's (auto | faiss | "
+                                   "pruned | screened | ivf[:N], approximate: docs/detectors.md)."),
     device: str = typer.Option("cpu", "--device", help="cpu, or cuda[:N] when a GPU is available."),
     workers: Optional[int] = typer.Option(None, "--workers", "-j", min=1,
                                           help="Workers (default: 1 local; with --engine ray, the cluster's CPUs)."),
@@ -248,7 +255,10 @@ def eval_cmd(
     from defectforge.progress import rich_progress
 
     det = load_detector(model_path, device=device)
+    _set_nn_backend(det, nn_backend)
     given = _override_thresholds(det, threshold, pixel_threshold)
+    if nn_backend is not None:
+        given["nn_backend"] = nn_backend
     ds = load_dataset(data, format=format)
     with rich_progress() as bar, open_engine(engine, ray_address, workers) as eng:
         res = evaluate_detector(det, ds, split=split, pixel_metrics=not image_only, engine=eng,
@@ -275,6 +285,19 @@ def eval_cmd(
     con = console_for(json_out)
     con.print("  ".join(f"{k} {out[k]:.4f}" if isinstance(out[k], float) else f"{k} {out[k]}"
                         for k in ("image_auroc", "pixel_auroc", "aupro", "n_images")))
+
+
+def _set_nn_backend(det, nn_backend: str | None) -> None:
+    """``--nn-backend`` of predict / eval: this run's search instead of the model file's."""
+    if nn_backend is None:
+        return
+    from defectforge.bank.knn import check_backend
+    from defectforge.errors import ConfigError
+
+    check_backend(nn_backend)
+    if "nn_backend" not in det.get_params():
+        raise ConfigError(f"--nn-backend: a {det.name} model has no nearest-neighbour search")
+    det.set_params(nn_backend=nn_backend)
 
 
 def _override_thresholds(det, threshold: float | None, pixel_threshold: float | None) -> dict:

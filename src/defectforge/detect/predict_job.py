@@ -22,6 +22,9 @@ CHUNK = 16
 SCORE_HEADER = ["file", "score", "anomalous", "threshold", "heatmap", "mask"]
 
 
+RUNTIME_PARAMS = ("nn_backend",)
+
+
 class DetectorTask:
     """Base of the tasks that need a fitted 2D detector: the driver's already loaded model
     is used in this process; a worker of another process loads ``model_path`` once
@@ -31,6 +34,8 @@ class DetectorTask:
         self.model_path = None if model_path is None else str(model_path)
         self.model = model
         self.device = device
+        # run-time choices set on the driver's model after loading (``--nn-backend``) reach the workers' copies
+        self.runtime = {k: getattr(model, k) for k in RUNTIME_PARAMS if model is not None and hasattr(model, k)}
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
@@ -41,7 +46,7 @@ class DetectorTask:
         if self.model is None:
             from defectforge.detect.base import load_detector
 
-            self.model = load_detector(self.model_path, device=self.device)
+            self.model = load_detector(self.model_path, device=self.device, **self.runtime)
 
 
 class PredictTask(DetectorTask):
