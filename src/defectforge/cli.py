@@ -107,6 +107,7 @@ COMMAND_OWNERS = {
     "studio": "defectforge.studio.cli",
 }
 
+
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"defectforge {__version__}")
