@@ -96,6 +96,10 @@ class ExDD(BankFitMixin, PatchScoreMixin, Detector):
     over all normal rows; ``N > 0`` makes it per chunk of about ``N`` training images,
     chosen while the features run, so fit time and memory grow linearly with the images
     (:mod:`defectforge.bank.chunked`; its effect on the metrics: ``docs/bench/scale_chunked.md``).
+    ``nn_backend``: the nearest-neighbour search (:mod:`defectforge.bank.knn`); ``"auto"``
+    (default) and every other name is exact, except the opt-in ``"ivf"`` / ``"ivf:N"``
+    (approximate: each patch searches only its N nearest bank clusters; its effect on the
+    metrics: ``docs/detectors.md``). Stored in the model file; ``set_params`` changes it.
 
     Fitted attributes: ``input_size_``, ``grid_``, ``feature_dim_``, ``layers_``,
     ``bank_normal_``, ``bank_defect_``, ``threshold_``, ``pixel_threshold_``, ``fit_info_``,
