@@ -26,6 +26,13 @@ from defectforge.engine.cli import address_option, engine_option
 detect_app = typer.Typer(help="Anomaly detection with PatchCore and ExDD (dual memory bank).", no_args_is_help=True)
 
 
+def _run_nn_backend_option():
+    """``--nn-backend`` of predict / eval (one declaration for both)."""
+    return typer.Option(None, "--nn-backend", help="Nearest-neighbour search for this run instead of the model's "
+                                                   "(auto | faiss | pruned | screened | ivf[:N], approximate: "
+                                                   "docs/detectors.md).")
+
+
 @detect_app.command("fit")
 def fit_cmd(
     data: Path = typer.Argument(..., help="Dataset (MVTec folder, manifest CSV, ...); its train split is used."),
@@ -192,9 +199,7 @@ def predict_cmd(
     pixel_threshold: Optional[float] = typer.Option(None, "--pixel-threshold", help="Map threshold for masks/ (default: the model's)."),
     device: str = typer.Option("cpu", "--device", help="cpu, or cuda[:N] when a GPU is available."),
     chunk: int = typer.Option(16, "--chunk", help="Images scored (and written) per step.", min=1),
-    nn_backend: Optional[str] = typer.Option(
-        None, "--nn-backend", help="Nearest-neighbour search for this run instead of the model's (auto | faiss | "
-                                   "pruned | screened | ivf[:N], approximate: docs/detectors.md)."),
+    nn_backend: Optional[str] = _run_nn_backend_option(),
     workers: Optional[int] = typer.Option(None, "--workers", "-j", min=1,
                                           help="Workers (default: 1 local; with --engine ray, the cluster's CPUs)."),
     engine: str = engine_option(),
@@ -234,9 +239,7 @@ def eval_cmd(
     pixel_path: str = typer.Option("auto", "--pixel-path", help="Pixel metrics: exact (all maps in memory), binned (bounded memory, stated max error) or auto (exact up to 100 M pixels)."),
     threshold: Optional[float] = typer.Option(None, "--threshold", help="Image score threshold for the confusion counts (default: the model's, chosen on validation)."),
     pixel_threshold: Optional[float] = typer.Option(None, "--pixel-threshold", help="Map threshold for the pixel counts and masks (default: the model's)."),
-    nn_backend: Optional[str] = typer.Option(
-        None, "--nn-backend", help="Nearest-neighbour search for this run instead of the model's (auto | faiss | "
-                                   "pruned | screened | ivf[:N], approximate: docs/detectors.md)."),
+    nn_backend: Optional[str] = _run_nn_backend_option(),
     device: str = typer.Option("cpu", "--device", help="cpu, or cuda[:N] when a GPU is available."),
     workers: Optional[int] = typer.Option(None, "--workers", "-j", min=1,
                                           help="Workers (default: 1 local; with --engine ray, the cluster's CPUs)."),
