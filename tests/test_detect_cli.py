@@ -7,25 +7,18 @@ import json
 
 import numpy as np
 import pytest
-import typer
 from typer.testing import CliRunner
 
 from defectforge.data.image_io import write_image, write_mask
 from defectforge.detect.cli import register
-from defectforge.cli import _Group  # the CLI's one error boundary, for apps built in tests
+from defectforge.cli import area_app  # wired as the console script: error boundary, --config, --device
 
 from test_detect_model import blob, texture
 
 pytestmark = pytest.mark.filterwarnings("ignore::defectforge.bank.backbone.RandomInitWarning")
 
 # Only the detect commands (the full app also loads areas that are built elsewhere).
-app = typer.Typer(cls=_Group)
-register(app)
-
-
-@app.callback()
-def _root() -> None:
-    """test root"""
+app = area_app(register)
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ import warnings
 import numpy as np
 import pytest
 import torch
-import typer
 from typer.testing import CliRunner
 
 from defectforge.bank.coreset import coreset_size, greedy_kcenter_bruteforce
@@ -18,19 +17,13 @@ from defectforge.bank.features import random_projection
 from defectforge.data.image_io import write_image, write_mask
 from defectforge.detect.cli import register
 from defectforge.detect.exdd import ExDD
-from defectforge.cli import _Group  # the CLI's one error boundary, for apps built in tests
+from defectforge.cli import area_app  # wired as the console script: error boundary, --config, --device
 
 from test_detect_model import SMALL, blob, texture, toy_samples
 
 pytestmark = pytest.mark.filterwarnings("ignore::defectforge.bank.backbone.RandomInitWarning")
 
-app = typer.Typer(cls=_Group)
-register(app)
-
-
-@app.callback()
-def _root() -> None:
-    """test root"""
+app = area_app(register)
 
 
 def test_spooled_fit_selects_the_bruteforce_bank_of_the_full_rows():
@@ -120,12 +113,46 @@ def test_predict_writes_as_it_goes_and_resumes(tmp_path, folders):
     assert sorted(row["file"] for row in again) == sorted(row["file"] for row in rows)
     assert {row["file"]: row["score"] for row in again} == {row["file"]: row["score"] for row in rows}
     assert (out / rows[0]["heatmap"]).stat().st_mtime_ns == kept  # not redone
-    # another model (other threshold) into the same folder is refused
+    # another model into the same folder is refused, even with the same thresholds
     other = tmp_path / "other.dfm"
     assert _fit([str(folders / "real"), "--seed", "3"], other).exit_code == 0
-    if ExDD.load(other).threshold_ != ExDD.load(model).threshold_:
-        r = runner.invoke(app, ["detect", "predict", str(other), str(folders / "images"), "--out", str(out)])
-        assert r.exit_code == 2 and "another model" in r.output
+    same = ["--threshold", "0.5", "--pixel-threshold", "0.5"]
+    pinned = tmp_path / "pinned"
+    assert runner.invoke(app, ["detect", "predict", str(model), str(folders / "images"), "--out", str(pinned),
+                               "--chunk", "2", *same]).exit_code == 0
+    before = (pinned / "scores.csv").read_bytes()
+    (pinned / "scores.csv").write_text("".join(before.decode().splitlines(keepends=True)[:3]))
+    r = runner.invoke(app, ["detect", "predict", str(other), str(folders / "images"), "--out", str(pinned), *same])
+    assert r.exit_code == 2 and "predict.json" in r.output and "another model" in r.output
+    assert len(r.output.strip().splitlines()) == 1
+    # the same model with another nearest-neighbour search is refused too; the same options resume
+    r = runner.invoke(app, ["detect", "predict", str(model), str(folders / "images"), "--out", str(pinned), *same,
+                            "--nn-backend", "ivf"])
+    assert r.exit_code == 2 and "nearest-neighbour search" in r.output
+    r = runner.invoke(app, ["detect", "predict", str(model), str(folders / "images"), "--out", str(pinned), *same])
+    assert r.exit_code == 0 and "resuming: 2 of 5" in r.output
+    assert (pinned / "scores.csv").read_bytes() == before
+
+
+def test_a_resumed_run_keeps_the_first_runs_colour_scale(tmp_path, folders):
+    """Without a pixel threshold the first chunk's maps fix the colours; a resume reuses them."""
+    from defectforge.detect.predict_job import RUN_FILE, predict_files
+
+    model_path = tmp_path / "m.dfm"
+    assert _fit([str(folders / "real")], model_path).exit_code == 0
+    files = sorted((folders / "images").glob("*.png"))
+    model = ExDD.load(model_path)
+    model.pixel_threshold_ = None
+    full = tmp_path / "full"
+    predict_files(model_path, files, full, model=model, chunk=2)
+    part = tmp_path / "part"
+    predict_files(model_path, files[:2], part, model=model, chunk=2)  # "interrupted" after one chunk
+    predict_files(model_path, files, part, model=model, chunk=2)
+    # with the first three images first, the new first chunk would give another scale
+    assert (part / RUN_FILE).read_text() == (full / RUN_FILE).read_text()
+    for f in files:
+        assert (part / "heatmaps" / f.name).read_bytes() == (full / "heatmaps" / f.name).read_bytes(), f.name
+    assert (part / "scores.csv").read_bytes() == (full / "scores.csv").read_bytes()
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA error")

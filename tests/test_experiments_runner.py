@@ -6,13 +6,14 @@ import csv
 
 import numpy as np
 import pytest
+import torch
 
 from defectforge.data import Dataset, Sample
 from defectforge.datasets import load_sample
 from defectforge.errors import ConfigError, InputError
 from defectforge.experiments import ExperimentSettings, run_experiment, summarize
 from defectforge.experiments.data import check_synthetic
-from defectforge.cli import _Group  # the CLI's one error boundary, for apps built in tests
+from defectforge.cli import area_app  # wired as the console script: error boundary, --config, --device
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -105,21 +106,17 @@ def test_summarize_and_bad_input(tmp_path):
 
 
 def test_experiment_cli_registers(tmp_path):
-    import typer
     from typer.testing import CliRunner
 
     from defectforge.experiments import cli as ecli
 
-    app = typer.Typer(cls=_Group)
-    ecli.register(app)
-    app.command("noop")(lambda: None)
+    app = area_app(ecli)
     r = CliRunner().invoke(app, ["experiment", "nope", "--data", str(tmp_path), "-o", str(tmp_path / "o")])
     assert r.exit_code == 2 and "unknown experiment" in r.output
 
 
 def test_experiment_cli_passes_settings(tmp_path, monkeypatch):
     """CLI options reach ExperimentSettings; ``--few-real 0`` means no few-real regimes."""
-    import typer
     from typer.testing import CliRunner
 
     from defectforge.experiments import cli as ecli
@@ -132,14 +129,13 @@ def test_experiment_cli_passes_settings(tmp_path, monkeypatch):
         return {"markdown": "| x |\n"}
 
     monkeypatch.setattr(runner, "run_experiment", fake_run)
-    app = typer.Typer(cls=_Group)
-    ecli.register(app)
-    app.command("noop")(lambda: None)
+    app = area_app(ecli)
     r = CliRunner().invoke(app, ["experiment", "synsur-regimes", "--data", str(tmp_path), "-o", str(tmp_path / "o"),
                                  "--arch", "retinanet-lite0", "--ratio", "1", "--few-real", "0", "--seed", "4",
                                  "--seed", "5", "--epochs", "3", "--only", "real only", "--device", "auto"])
     assert r.exit_code == 0, r.output
-    assert seen["device"] == "auto"  # a run-time setting, not one of the experiment's settings
+    # a run-time setting, not one of the experiment's settings; read the one way (auto -> cuda or cpu)
+    assert seen["device"] == ("cuda" if torch.cuda.is_available() else "cpu")
     st = seen["st"]
     assert seen["name"] == "synsur-regimes" and st.arch == "retinanet-lite0" and st.ratios == (1.0,)
     assert st.few_real == () and st.seeds == (4, 5) and st.epochs == 3 and st.only == ("real only",)
@@ -183,7 +179,6 @@ def test_few_real_synthetic_sees_only_the_few_real_defects(small, tmp_path, monk
 
 
 def test_experiment_cli_generator_params_and_steps(tmp_path, monkeypatch):
-    import typer
     from typer.testing import CliRunner
 
     from defectforge.experiments import cli as ecli
@@ -192,9 +187,7 @@ def test_experiment_cli_generator_params_and_steps(tmp_path, monkeypatch):
     seen = {}
     monkeypatch.setattr(runner, "run_experiment",
                         lambda name, data, out, st, **kw: seen.update(st=st) or {"markdown": "| x |\n"})
-    app = typer.Typer(cls=_Group)
-    ecli.register(app)
-    app.command("noop")(lambda: None)
+    app = area_app(ecli)
     base = ["experiment", "synsur-regimes", "--data", str(tmp_path), "-o", str(tmp_path / "o")]
     r = CliRunner().invoke(app, base + ["--generator", "transplant", "--generator-params", '{"blend": "matched"}',
                                         "--steps-per-epoch", "50"])

@@ -20,7 +20,7 @@ import pytest
 
 from defectforge.data import Dataset, Sample, load_dataset, write_dataset
 from defectforge.errors import ConfigError
-from defectforge.cli import _Group  # the CLI's one error boundary, for apps built in tests
+from defectforge.cli import area_app  # wired as the console script: error boundary, --config, --device
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -64,13 +64,7 @@ def other_class(tmp_path):
 
 
 def _app(*modules):
-    import typer
-
-    app = typer.Typer(cls=_Group)
-    for m in modules:
-        m.register(app)
-    app.command("noop")(lambda: None)  # keep typer in multi-command mode
-    return app
+    return area_app(*modules)
 
 
 def _one_error_line(output: str) -> str:

@@ -14,7 +14,7 @@ import torch
 from defectforge.data import Dataset, Sample, write_dataset
 from defectforge.errors import ConfigError, InputError
 from defectforge.filter.quality import frechet_distance
-from defectforge.cli import _Group  # the CLI's one error boundary, for apps built in tests
+from defectforge.cli import area_app  # wired as the console script: error boundary, --config, --device
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -230,7 +230,6 @@ def small_embedder():
 
 
 def test_filter_quality_cli_with_inception_weights(tmp_path, weights, monkeypatch, small_embedder):
-    import typer
     from typer.testing import CliRunner
 
     from defectforge.data import load_dataset
@@ -241,8 +240,7 @@ def test_filter_quality_cli_with_inception_weights(tmp_path, weights, monkeypatc
     from defectforge.filter.scores import sample_crops
 
     monkeypatch.setattr("defectforge.filter.embed.default_embedder", lambda size=128, device="cpu": small_embedder)
-    app = typer.Typer(cls=_Group)
-    fcli.register(app)
+    app = area_app(fcli)
     rp, sp = _sets(tmp_path)
     base = ["filter", "quality", str(rp), str(sp), "--k", "1", "--subsets", "4"]
     r = CliRunner().invoke(app, base + ["--json", str(tmp_path / "plain.json")])

@@ -14,7 +14,7 @@ from defectforge.errors import ConfigError, InputError
 from defectforge.filter.embed import BackboneEmbedder, ClipScorer, Embedder, TorchEmbedder
 from defectforge.filter.scores import fidelity, score_samples
 from defectforge.filter.select import SelectionPolicy, parse_rule, select
-from defectforge.cli import _Group  # the CLI's one error boundary, for apps built in tests
+from defectforge.cli import area_app  # wired as the console script: error boundary, --config, --device
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -224,14 +224,12 @@ def test_filter_bad_input_classes_and_no_labels(tmp_path, embedder):
 
 
 def test_filter_cli(tmp_path, monkeypatch, embedder):
-    import typer
     from typer.testing import CliRunner
 
     from defectforge.filter import cli as fcli
 
     monkeypatch.setattr("defectforge.filter.embed.default_embedder", lambda size=128, device="cpu": embedder)
-    app = typer.Typer(cls=_Group)
-    fcli.register(app)
+    app = area_app(fcli)
     rp, sp = _sets(tmp_path, n_syn=4)
     r = CliRunner().invoke(app, ["filter", "select", str(sp), "--real", str(rp), "-o", str(tmp_path / "o"),
                                  "--keep", "realism_distance<=p50", "--quota", "pit=1"])

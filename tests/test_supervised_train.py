@@ -12,7 +12,7 @@ from defectforge.data import Dataset, Sample, write_dataset
 from defectforge.errors import ConfigError, InputError
 from defectforge.supervised import BoxDetector, TrainConfig, build_detector, evaluate_boxes, train_detector
 from defectforge.supervised.train import split_train_val
-from defectforge.cli import _Group  # the CLI's one error boundary, for apps built in tests
+from defectforge.cli import area_app  # wired as the console script: error boundary, --config, --device
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -123,14 +123,11 @@ def test_bad_input(tmp_path, monkeypatch):
 
 
 def test_train_detector_cli(tmp_path):
-    import typer
     from typer.testing import CliRunner
 
     from defectforge.supervised import cli as scli
 
-    app = typer.Typer(cls=_Group)
-    scli.register(app)
-    app.command("noop")(lambda: None)  # keep typer in multi-command mode
+    app = area_app(scli)
     root = write_dataset(Dataset(_data(8) + _data(4, seed=2, split="test")), tmp_path / "ds", "manifest")
     out = tmp_path / "run"
     r = CliRunner().invoke(app, ["train-detector", str(root), "-o", str(out), "--arch", "fcos-lite0",

@@ -18,7 +18,7 @@ from defectforge.data import Dataset, Sample, load_dataset, write_dataset
 from defectforge.errors import ConfigError
 from defectforge.supervised import TrainConfig, evaluate_boxes, gt_boxes
 from defectforge.supervised import ultralytics_adapter as ua
-from defectforge.cli import _Group  # the CLI's one error boundary, for apps built in tests
+from defectforge.cli import area_app  # wired as the console script: error boundary, --config, --device
 
 ENV_KEYS = ("YOLO_OFFLINE", "YOLO_AUTOINSTALL", "YOLO_CONFIG_DIR")
 
@@ -189,13 +189,10 @@ def test_training_goes_through_ultralytics_offline_and_from_scratch(tmp_path, fa
 
 
 def _cli_app():
-    import typer
 
     from defectforge.supervised import cli as scli
 
-    app = typer.Typer(cls=_Group)
-    scli.register(app)
-    app.command("noop")(lambda: None)
+    app = area_app(scli)
     return app
 
 

@@ -152,6 +152,23 @@ def _register(modules) -> None:
     add_config_options(_app)  # --config/--print-config on every job command, in this one place
 
 
+def area_app(*areas) -> typer.Typer:
+    """A root app with only the commands of ``areas`` (area modules, or their ``register``
+    functions), wired as the console script wires them: the one error boundary, ``--config``
+    / ``--print-config`` and the one reading of ``--device``. For tests and for embedding an
+    area; its behaviour does not depend on whether the whole tree was built before."""
+    app = typer.Typer(cls=_Group)
+    for area in areas:
+        getattr(area, "register", area)(app)
+
+    @app.callback()
+    def _area_root() -> None:
+        """defectforge (one area)."""
+
+    add_config_options(app)
+    return app
+
+
 def _needed(argv: list[str]) -> tuple[str, ...]:
     """The area modules that running ``argv`` needs: the one that registers the command it
     names (after the root options); none for ``--version``; every area when all commands

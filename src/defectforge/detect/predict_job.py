@@ -20,6 +20,8 @@ from typing import Any, Callable, Sequence
 #: images per item (one item = one model call; the model batches inside)
 CHUNK = 16
 SCORE_HEADER = ["file", "score", "anomalous", "threshold", "heatmap", "mask"]
+#: the run's settings beside scores.csv: a resume must use the same model and options
+RUN_FILE = "predict.json"
 
 
 RUNTIME_PARAMS = ("nn_backend",)
@@ -62,14 +64,18 @@ class PredictTask(DetectorTask):
         self.img_thr, self.px_thr, self.scale = thresholds
 
     def __call__(self, chunk: Sequence[tuple[str, str]]) -> list[list[str]]:
+        from defectforge.data.sample import Sample
+
+        return self.write(chunk, self.model.predict([Sample(path=Path(p)) for p, _ in chunk]))
+
+    def write(self, chunk: Sequence[tuple[str, str]], pred: Any) -> list[list[str]]:
+        """Writes the panels and masks of ``chunk`` from its prediction ``pred``; its CSV rows."""
         import numpy as np
 
         from defectforge.data.image_io import read_image, write_image, write_mask
-        from defectforge.data.sample import Sample
         from defectforge.report.panels import prediction_panel
 
         thr = "" if self.img_thr is None else f"{self.img_thr:.6g}"
-        pred = self.model.predict([Sample(path=Path(p)) for p, _ in chunk])
         rows = []
         for (path, name), score, amap in zip(chunk, pred.pred_score, pred.anomaly_map):
             lab = self.img_thr is not None and score >= self.img_thr
@@ -101,6 +107,46 @@ def done_rows(out: Path, thr: str) -> list[list[str]]:
     return done
 
 
+def run_settings(model_path: str | Path, model: Any, thresholds: tuple[Any, Any, Any]) -> dict[str, Any]:
+    """What a resumed run must share with the rows already written (``predict.json``): the
+    model file's bytes, the thresholds and the nearest-neighbour search."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(model_path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return {"model_sha256": h.hexdigest(), "threshold": thresholds[0], "pixel_threshold": thresholds[1],
+            "nn_backend": getattr(model, "nn_backend", None)}
+
+
+_WHAT = {"model_sha256": "model (the model file differs)", "threshold": "image threshold",
+         "pixel_threshold": "pixel threshold", "nn_backend": "nearest-neighbour search (--nn-backend)"}
+
+
+def check_resume(out: Path, settings: dict[str, Any]) -> dict[str, Any] | None:
+    """The settings stored by the earlier run into ``out`` (None where it wrote none: an
+    older version, or no row yet); a one-line error where they differ from ``settings``."""
+    import json
+
+    from defectforge.errors import InputError
+
+    path = out / RUN_FILE
+    try:
+        stored = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(stored, dict):
+        return None
+    diff = [k for k in settings if stored.get(k) != settings[k]]
+    if diff:
+        what = "; ".join(f"{_WHAT[k]}: {stored.get(k)!r} then, {settings[k]!r} now" if k != "model_sha256"
+                         else _WHAT[k] for k in diff)
+        raise InputError(path, f"the rows in this folder were scored with another {what}; "
+                               f"choose another --out or rerun with the same model and options")
+    return stored
+
+
 def _csv_text(rows: Sequence[Sequence[str]]) -> str:
     buf = io.StringIO()
     csv.writer(buf, lineterminator="\n").writerows(rows)
@@ -118,7 +164,7 @@ def predict_files(model_path: str | Path, files: Sequence[Path], out: str | Path
     Returns the path of ``scores.csv``."""
     import os
 
-    from defectforge._atomic import atomic_write_text
+    from defectforge._atomic import atomic_write_json, atomic_write_text
     from defectforge.data._files import unique_name
     from defectforge.engine.local import LocalEngine
     from defectforge.report.panels import run_thresholds
@@ -131,7 +177,13 @@ def predict_files(model_path: str | Path, files: Sequence[Path], out: str | Path
         model = load_detector(model_path, device=device)
     thresholds = run_thresholds(model, threshold, pixel_threshold)
     thr = "" if thresholds[0] is None else f"{thresholds[0]:.6g}"
+    settings = run_settings(model_path, model, thresholds)
     done = done_rows(out, thr)
+    stored = check_resume(out, settings) if done else None
+    if stored and stored.get("scale") and thresholds[2] is None:  # the earlier rows' colour scale
+        from defectforge.report.panels import MapScale
+
+        thresholds = (thresholds[0], thresholds[1], MapScale(**stored["scale"]))
     seen = {r[0] for r in done}
     used: set[str] = {Path(r[4]).stem.lower() for r in done}
     todo = [(str(f), unique_name(Path(f).stem, "", used)) for f in files if str(f) not in seen]
@@ -139,25 +191,37 @@ def predict_files(model_path: str | Path, files: Sequence[Path], out: str | Path
     if done and on_resume:
         on_resume(len(done), len(done) + len(todo))
     chunks = [tuple(todo[s:s + chunk]) for s in range(0, len(todo), chunk)]
+    first = None
     if thresholds[2] is None and chunks:  # no pixel threshold: the first chunk's maps fix the colour scale
         from defectforge.data.sample import Sample
 
-        first = model.predict([Sample(path=Path(p)) for p, _ in chunks[0]]).anomaly_map
-        thresholds = run_thresholds(model, threshold, pixel_threshold, first)
+        first = model.predict([Sample(path=Path(p)) for p, _ in chunks[0]])
+        thresholds = run_thresholds(model, threshold, pixel_threshold, first.anomaly_map)
+    if not done or stored:  # before any new row: what a resume must match
+        atomic_write_json(out / RUN_FILE, {**settings, "scale": None if thresholds[2] is None
+                                           else thresholds[2].to_dict()})
+    task = PredictTask(model_path, out, thresholds, model, device)
     runner = engine if engine is not None else LocalEngine(1)
     rows: dict[str, list[list[str]]] = {}
-    n = len(done)
+    n, total = len(done), len(done) + len(todo)
     if progress:
-        progress("predict", n, len(done) + len(todo))
+        progress("predict", n, total)
     with open(out / "scores.csv", "a", encoding="utf-8", newline="") as fh:
-        for part, part_rows in runner.map(PredictTask(model_path, out, thresholds, model, device), chunks):
+
+        def append(part: Sequence[tuple[str, str]], part_rows: list[list[str]]) -> None:
+            nonlocal n
             rows[part[0][1]] = part_rows
             fh.write(_csv_text(part_rows))
             fh.flush()
             os.fsync(fh.fileno())
             n += len(part)
             if progress:
-                progress("predict", n, len(done) + len(todo))
+                progress("predict", n, total)
+
+        if first is not None:  # scored above for the scale: written here, not scored twice
+            append(chunks[0], task.write(chunks[0], first))
+        for part, part_rows in runner.map(task, chunks[1:] if first is not None else chunks):
+            append(part, part_rows)
     for sub in ("heatmaps", "masks"):  # what a worker killed mid-write left behind
         if (out / sub).is_dir():
             remove_leftovers(out / sub)
