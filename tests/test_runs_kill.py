@@ -64,17 +64,32 @@ def _alive(pid: int) -> bool:
     return stat[stat.rindex(")") + 2] != "Z"
 
 
-def _kill_at(args: list[str], delay: float) -> set[int]:
-    """Start the command, SIGKILL it after ``delay`` s; returns the processes it had started."""
+def _kill_at(args: list[str], delay: float) -> tuple[set[int], bool]:
+    """Start the command, SIGKILL it after ``delay`` s; returns the processes it had started
+    and whether the kill landed while it was still running."""
     p = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
     kids: set[int] = set()
     t_end = time.perf_counter() + delay
     while time.perf_counter() < t_end and p.poll() is None:
         kids |= _descendants(p.pid)
         time.sleep(0.02)
+    running = p.poll() is None
     p.send_signal(signal.SIGKILL)
     p.wait()
-    return kids
+    return kids, running and p.returncode == -signal.SIGKILL
+
+
+def _kill_mid_run(make_args, out: Path, delay: float) -> tuple[Path, set[int]]:
+    """SIGKILL the command into ``out`` after ``delay`` s; where it had already finished (this
+    run faster than the measured one), again into a fresh folder at half the delay, so every
+    kill lands mid-run. Returns the killed run's folder and the processes it had started."""
+    for attempt in range(6):
+        target = out if attempt == 0 else out.with_name(f"{out.name}-{attempt}")
+        kids, killed = _kill_at(make_args(target), delay)
+        if killed:
+            return target, kids
+        delay /= 2
+    raise AssertionError(f"{out.name}: the command finished before each of 6 kills (last after {2 * delay:.2f} s)")
 
 
 def _assert_all_gone(pids: set[int], patience_s: float = 30.0) -> None:
@@ -128,7 +143,7 @@ def _kill_and_resume(tmp_path: Path, make_args, kills: int = 2, seed: int = 0) -
     for k in range(kills):
         out = tmp_path / f"cut{k}"
         delay = float(rng.uniform(0.3, 1.0)) * duration
-        kids = _kill_at(make_args(out), delay)
+        out, kids = _kill_mid_run(make_args, out, delay)
         _assert_all_gone(kids)
         _run(make_args(out))
         assert _digest(out) == want, f"kill after {delay:.2f} s of {duration:.2f} s"
@@ -187,7 +202,7 @@ def test_train_detector_killed_at_random_points(tmp_path):
     rng = np.random.default_rng(2)
     for k in range(2):
         out = tmp_path / f"cut{k}"
-        _kill_at(args(out), float(rng.uniform(0.4, 1.0)) * duration)
+        out, _ = _kill_mid_run(args, out, float(rng.uniform(0.4, 1.0)) * duration)
         _run(args(out))
         got = BoxDetector.load(out / "model.pt").model_.state_dict()
         assert got.keys() == want.keys() and all(torch.equal(got[n], want[n]) for n in want)
@@ -209,7 +224,7 @@ def test_experiment_killed_at_random_points(tmp_path):
     duration = _run(args(ref))
     rng = np.random.default_rng(3)
     out = tmp_path / "cut"
-    _kill_at(args(out), float(rng.uniform(0.3, 1.0)) * duration)
+    out, _ = _kill_mid_run(args, out, float(rng.uniform(0.3, 1.0)) * duration)
     _run(args(out))
     for name in ("results.csv", "results.md", "settings.json"):
         assert (out / name).read_bytes() == (ref / name).read_bytes(), name
@@ -237,7 +252,7 @@ def test_lora_training_killed_at_random_points(tmp_path):
     duration = _run(args(ref))
     want = load_file(ref / "pytorch_lora_weights.safetensors")
     out = tmp_path / "cut"
-    _kill_at(args(out), float(np.random.default_rng(4).uniform(0.5, 1.0)) * duration)
+    out, _ = _kill_mid_run(args, out, float(np.random.default_rng(4).uniform(0.5, 1.0)) * duration)
     _run(args(out))
     got = load_file(out / "pytorch_lora_weights.safetensors")
     assert got.keys() == want.keys() and all(np.allclose(got[k], want[k], rtol=1e-5, atol=1e-6) for k in want)
