@@ -54,18 +54,21 @@ clean = [cv2.inpaint(img, cv2.dilate(m.astype(np.uint8), np.ones((9, 9), np.uint
          for img, m in zip(rgb, masks)]
 
 
-def crop_at(img, m, y0, x0):
-    """The C2ST's defect-centred crop of mask ``m`` placed at ``(y0, x0)`` in ``img``."""
+def geometry(m, y0, x0):
+    """``(centre y, centre x, side)`` of the C2ST's defect-centred crop of mask ``m`` at ``(y0, x0)``."""
     ys, xs = np.nonzero(m)
     box = (x0 + xs.min(), y0 + ys.min(), x0 + xs.max() + 1, y0 + ys.max() + 1)
-    return _crop(img, (box[1] + box[3]) // 2, (box[0] + box[2]) // 2, crop_side(box, None))
+    return (box[1] + box[3]) // 2, (box[0] + box[2]) // 2, crop_side(box, None)
+
+
+def crop_at(img, m, y0, x0):
+    """The C2ST's defect-centred crop of mask ``m`` placed at ``(y0, x0)`` in ``img``."""
+    return _crop(img, *geometry(m, y0, x0))
 
 
 def free_at(hmask, m, y0, x0):
-    ys, xs = np.nonzero(m)
-    box = (x0 + xs.min(), y0 + ys.min(), x0 + xs.max() + 1, y0 + ys.max() + 1)
-    side = crop_side(box, None)
-    cy, cx = (box[1] + box[3]) // 2, (box[0] + box[2]) // 2
+    """No pit of the host within the crop plus half a crop (``hmask`` None: a good host)."""
+    cy, cx, side = geometry(m, y0, x0)
     return hmask is None or not hmask[max(0, cy - side):cy + side + 1, max(0, cx - side):cx + side + 1].any()
 
 
