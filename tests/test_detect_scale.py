@@ -132,6 +132,12 @@ def test_predict_writes_as_it_goes_and_resumes(tmp_path, folders):
     r = runner.invoke(app, ["detect", "predict", str(model), str(folders / "images"), "--out", str(pinned), *same])
     assert r.exit_code == 0 and "resuming: 2 of 5" in r.output
     assert (pinned / "scores.csv").read_bytes() == before
+    # a folder of a version without predict.json: only the threshold can be compared
+    (pinned / "predict.json").unlink()
+    (pinned / "scores.csv").write_text("".join(before.decode().splitlines(keepends=True)[:3]))
+    r = runner.invoke(app, ["detect", "predict", str(model), str(folders / "images"), "--out", str(pinned),
+                            "--threshold", "0.25", "--pixel-threshold", "0.5"])
+    assert r.exit_code == 2 and "scores.csv" in r.output and "threshold differs" in r.output
 
 
 def test_a_resumed_run_keeps_the_first_runs_colour_scale(tmp_path, folders):

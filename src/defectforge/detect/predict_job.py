@@ -87,9 +87,10 @@ class PredictTask(DetectorTask):
         return rows
 
 
-def done_rows(out: Path, thr: str) -> list[list[str]]:
+def done_rows(out: Path, thr: str | None = None) -> list[list[str]]:
     """Complete rows of an earlier, interrupted run into ``out`` (a torn last line and rows
-    whose heatmap or mask is missing are dropped); refuses a folder scored by another model."""
+    whose heatmap or mask is missing are dropped); with ``thr``, refuses rows scored at another
+    threshold (folders of versions that wrote no ``predict.json``)."""
     from defectforge.errors import InputError
 
     path = out / "scores.csv"
@@ -102,7 +103,7 @@ def done_rows(out: Path, thr: str) -> list[list[str]]:
         raise InputError(path, "exists but is not a scores file of 'detect predict'; choose another --out")
     done = [r for r in rows[1:] if len(r) == len(SCORE_HEADER)
             and (out / r[4]).is_file() and (out / r[5]).is_file()]
-    if any(r[3] != thr for r in done):
+    if thr is not None and any(r[3] != thr for r in done):
         raise InputError(path, "was written with another model (threshold differs); choose another --out")
     return done
 
@@ -139,6 +140,8 @@ def check_resume(out: Path, settings: dict[str, Any]) -> dict[str, Any] | None:
     if not isinstance(stored, dict):
         return None
     diff = [k for k in settings if stored.get(k) != settings[k]]
+    if "model_sha256" in diff:  # another model: its thresholds differ too, say the one cause
+        diff = ["model_sha256"]
     if diff:
         what = "; ".join(f"{_WHAT[k]}: {stored.get(k)!r} then, {settings[k]!r} now" if k != "model_sha256"
                          else _WHAT[k] for k in diff)
@@ -178,8 +181,10 @@ def predict_files(model_path: str | Path, files: Sequence[Path], out: str | Path
     thresholds = run_thresholds(model, threshold, pixel_threshold)
     thr = "" if thresholds[0] is None else f"{thresholds[0]:.6g}"
     settings = run_settings(model_path, model, thresholds)
-    done = done_rows(out, thr)
+    done = done_rows(out)
     stored = check_resume(out, settings) if done else None
+    if done and stored is None:  # an earlier version's folder: only its threshold can be compared
+        done = done_rows(out, thr)
     if stored and stored.get("scale") and thresholds[2] is None:  # the earlier rows' colour scale
         from defectforge.report.panels import MapScale
 
