@@ -167,3 +167,39 @@ def test_device_cuda_without_gpu_is_one_line_error(tmp_path, folders):
     assert r.exit_code == 2 and "CUDA is not available" in r.output
     r = _fit([str(folders / "real"), "--device", "tpu"], tmp_path / "g.dfm")
     assert r.exit_code == 2 and "unknown device 'tpu'" in r.output
+
+
+def test_heatmaps_jpg_or_none_and_a_resume_keeps_the_format(tmp_path, folders):
+    from defectforge.data.image_io import read_image
+
+    model = tmp_path / "m.dfm"
+    assert _fit([str(folders / "real")], model).exit_code == 0
+    runner = CliRunner()
+    base = ["detect", "predict", str(model), str(folders / "images"), "--chunk", "2"]
+    png, jpg, none = tmp_path / "png", tmp_path / "jpg", tmp_path / "none"
+    for out, fmt in ((png, "png"), (jpg, "jpg"), (none, "none")):
+        r = runner.invoke(app, [*base, "--out", str(out), "--heatmaps", fmt])
+        assert r.exit_code == 0, r.output
+    rows = {d: list(csv.DictReader((d / "scores.csv").read_text().splitlines())) for d in (png, jpg, none)}
+    # the same scores and masks whatever the panels
+    for d in (jpg, none):
+        assert [(x["file"], x["score"], x["mask"]) for x in rows[d]] == [(x["file"], x["score"], x["mask"])
+                                                                          for x in rows[png]]
+        for x in rows[d]:
+            assert (d / x["mask"]).read_bytes() == (png / x["mask"]).read_bytes()
+    assert all(x["heatmap"].endswith(".jpg") and (jpg / x["heatmap"]).is_file() for x in rows[jpg])
+    a, b = (read_image(d / x["heatmap"]).astype(int) for d, x in ((png, rows[png][0]), (jpg, rows[jpg][0])))
+    assert a.shape == b.shape and np.abs(a - b).mean() < 8  # the same panel, JPEG-compressed
+    assert all(x["heatmap"] == "" for x in rows[none]) and not (none / "heatmaps").exists()
+    # an interrupted 'none' run resumes (rows without a panel are complete) ...
+    full = (none / "scores.csv").read_text()
+    (none / "scores.csv").write_text("".join(full.splitlines(keepends=True)[:3]))
+    r = runner.invoke(app, [*base, "--out", str(none), "--heatmaps", "none"])
+    assert r.exit_code == 0 and "resuming: 2 of 5" in r.output
+    assert (none / "scores.csv").read_text() == full
+    # ... but not with panels now: the folder would mix rows with and without them
+    (none / "scores.csv").write_text("".join(full.splitlines(keepends=True)[:3]))
+    r = runner.invoke(app, [*base, "--out", str(none), "--heatmaps", "png"])
+    assert r.exit_code == 2 and "heatmap format" in r.output
+    r = runner.invoke(app, [*base, "--out", str(tmp_path / "x"), "--heatmaps", "gif"])
+    assert r.exit_code == 2 and "heatmaps must be one of png, jpg, none" in r.output and not (tmp_path / "x").exists()

@@ -43,7 +43,8 @@ OPTIONS: dict[str, tuple[str, str]] = {
     "--threshold": ("float", "image-score threshold (default: the model's, chosen on validation)"),
     "--nn-backend": ("str", "nearest-neighbour search of the memory banks: `auto` (exact, default), `faiss`, `pruned`, "
                             "`screened`, or `ivf[:N]` (approximate, faster); stored in the model at `detect fit`, "
-                            "this run only on `detect predict` / `detect eval`"),
+                            "this run only on `detect predict` / `detect eval` (a `detect predict` resume must use "
+                            "the same)"),
     "--pixel-threshold": ("float", "anomaly-map threshold for masks (default: the model's)"),
     "--overwrite": ("bool", "replace a different run (or file) at the output"),
     "--allow-outside-root": ("bool", "allow label files that point outside the dataset folder"),

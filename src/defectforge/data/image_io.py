@@ -203,8 +203,9 @@ def read_mask(path: str | Path, shape: tuple[int, int] | None = None) -> np.ndar
     return arr > 0
 
 
-def encode_image(image: np.ndarray, suffix: str = ".png", quality: int = 95) -> bytes:
-    """Encode an ``H x W [x C]`` uint8/uint16 array to bytes in the format named by ``suffix``."""
+def encode_image(image: np.ndarray, suffix: str = ".png", quality: int = 95, png_level: int = 6) -> bytes:
+    """Encode an ``H x W [x C]`` uint8/uint16 array to bytes in the format named by ``suffix``
+    (``quality``: JPEG; ``png_level``: zlib level of 8-bit PNGs, 1 = fastest, 9 = smallest)."""
     arr = np.asarray(image)
     if arr.ndim == 3 and arr.shape[2] == 1:
         arr = arr[..., 0]
@@ -231,14 +232,14 @@ def encode_image(image: np.ndarray, suffix: str = ".png", quality: int = 95) -> 
     elif suffix == ".bmp":
         im.save(bio, format="BMP")
     else:
-        im.save(bio, format="PNG", compress_level=6)
+        im.save(bio, format="PNG", compress_level=png_level)
     return bio.getvalue()
 
 
-def write_image(path: str | Path, image: np.ndarray, quality: int = 95) -> Path:
+def write_image(path: str | Path, image: np.ndarray, quality: int = 95, png_level: int = 6) -> Path:
     """Write an image atomically; format from the suffix (PNG, JPEG, TIFF, BMP)."""
     path = Path(path)
-    return atomic_write_bytes(path, encode_image(image, path.suffix or ".png", quality=quality))
+    return atomic_write_bytes(path, encode_image(image, path.suffix or ".png", quality=quality, png_level=png_level))
 
 
 def write_mask(path: str | Path, mask: np.ndarray) -> Path:

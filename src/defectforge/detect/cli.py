@@ -199,6 +199,7 @@ def predict_cmd(
     pixel_threshold: Optional[float] = typer.Option(None, "--pixel-threshold", help="Map threshold for masks/ (default: the model's)."),
     device: str = typer.Option("cpu", "--device", help="cpu, or cuda[:N] when a GPU is available."),
     chunk: int = typer.Option(16, "--chunk", help="Images scored (and written) per step.", min=1),
+    heatmaps: str = typer.Option("png", "--heatmaps", help="Heatmap panels: png (lossless), jpg (faster, smaller) or none (masks and scores only)."),
     nn_backend: Optional[str] = _run_nn_backend_option(),
     workers: Optional[int] = typer.Option(None, "--workers", "-j", min=1,
                                           help="Workers (default: 1 local; with --engine ray, the cluster's CPUs)."),
@@ -212,16 +213,17 @@ def predict_cmd(
     Results are written as they come (``scores.csv`` grows chunk by chunk, flushed to disk);
     rerun the same command after an interruption and the images already scored are skipped."""
     from defectforge.detect.base import load_detector
-    from defectforge.detect.predict_job import predict_files
+    from defectforge.detect.predict_job import check_heatmaps, predict_files
     from defectforge.engine.cli import open_engine
     from defectforge.progress import rich_progress
 
+    check_heatmaps(heatmaps)
     files = _collect_images(images)
     det = load_detector(model_path, progress=False, device=device)  # checks the model file before any output
     _set_nn_backend(det, nn_backend)
     with rich_progress() as bar, open_engine(engine, ray_address, workers) as eng:
         predict_files(model_path, files, out, engine=eng, model=det, threshold=threshold,
-                      pixel_threshold=pixel_threshold, chunk=chunk, device=device,
+                      pixel_threshold=pixel_threshold, chunk=chunk, device=device, heatmaps=heatmaps,
                       progress=bar,
                       on_resume=lambda d, t: _console().print(f"resuming: {d} of {t} images already scored in {out}"))
     _console().print(f"scored {len(files)} images -> {out}/scores.csv")

@@ -51,17 +51,36 @@ class DetectorTask:
             self.model = load_detector(self.model_path, device=self.device, **self.runtime)
 
 
+#: ``--heatmaps``: the panel's file format, or none
+HEATMAPS = ("png", "jpg", "none")
+#: zlib level of the PNG panels: 1 encodes ~3.6x faster than 6 for ~20 % larger files (same pixels)
+PANEL_PNG_LEVEL = 1
+#: JPEG quality of ``--heatmaps jpg`` panels
+PANEL_JPEG_QUALITY = 90
+
+
+def check_heatmaps(heatmaps: str) -> str:
+    """``png`` | ``jpg`` | ``none`` (a one-line error otherwise)."""
+    from defectforge.errors import ConfigError
+
+    if heatmaps not in HEATMAPS:
+        raise ConfigError(f"heatmaps must be one of {', '.join(HEATMAPS)}, got {heatmaps!r}")
+    return heatmaps
+
+
 class PredictTask(DetectorTask):
     """Scores one chunk of ``(path, name)`` pairs and writes ``heatmaps/<name>.png`` (panel
-    image | map | predicted mask | colour bar, on the run's one colour ``scale``) and
-    ``masks/<name>.png`` into ``out``; returns the chunk's CSV rows. The thresholds and the
-    scale are fixed by the driver (:func:`~defectforge.report.panels.run_thresholds`)."""
+    image | map | predicted mask | colour bar, on the run's one colour ``scale``; ``.jpg`` with
+    ``heatmaps="jpg"``, none with ``"none"``) and ``masks/<name>.png`` into ``out``; returns the
+    chunk's CSV rows. The thresholds and the scale are fixed by the driver
+    (:func:`~defectforge.report.panels.run_thresholds`)."""
 
     def __init__(self, model_path: str | Path, out: str | Path, thresholds: tuple[Any, Any, Any], model: Any = None,
-                 device: str = "cpu"):
+                 device: str = "cpu", heatmaps: str = "png"):
         super().__init__(model_path, model, device)
         self.out = Path(out)
         self.img_thr, self.px_thr, self.scale = thresholds
+        self.heatmaps = check_heatmaps(heatmaps)
 
     def __call__(self, chunk: Sequence[tuple[str, str]]) -> list[list[str]]:
         from defectforge.data.sample import Sample
@@ -80,8 +99,10 @@ class PredictTask(DetectorTask):
         for (path, name), score, amap in zip(chunk, pred.pred_score, pred.anomaly_map):
             lab = self.img_thr is not None and score >= self.img_thr
             mask = amap >= self.px_thr if self.px_thr is not None else np.zeros(amap.shape, bool)
-            hm, mk = f"heatmaps/{name}.png", f"masks/{name}.png"
-            write_image(self.out / hm, prediction_panel(read_image(path), amap, self.scale, mask))
+            hm, mk = "" if self.heatmaps == "none" else f"heatmaps/{name}.{self.heatmaps}", f"masks/{name}.png"
+            if hm:
+                write_image(self.out / hm, prediction_panel(read_image(path), amap, self.scale, mask),
+                            quality=PANEL_JPEG_QUALITY, png_level=PANEL_PNG_LEVEL)
             write_mask(self.out / mk, mask)
             rows.append([str(path), f"{float(score):.6g}", str(int(bool(lab))), thr, hm, mk])
         return rows
@@ -102,15 +123,16 @@ def done_rows(out: Path, thr: str | None = None) -> list[list[str]]:
     if not rows or rows[0] != SCORE_HEADER:
         raise InputError(path, "exists but is not a scores file of 'detect predict'; choose another --out")
     done = [r for r in rows[1:] if len(r) == len(SCORE_HEADER)
-            and (out / r[4]).is_file() and (out / r[5]).is_file()]
+            and (not r[4] or (out / r[4]).is_file()) and (out / r[5]).is_file()]
     if thr is not None and any(r[3] != thr for r in done):
         raise InputError(path, "was written with another model (threshold differs); choose another --out")
     return done
 
 
-def run_settings(model_path: str | Path, model: Any, thresholds: tuple[Any, Any, Any]) -> dict[str, Any]:
+def run_settings(model_path: str | Path, model: Any, thresholds: tuple[Any, Any, Any],
+                 heatmaps: str = "png") -> dict[str, Any]:
     """What a resumed run must share with the rows already written (``predict.json``): the
-    model file's bytes, the thresholds and the nearest-neighbour search."""
+    model file's bytes, the thresholds, the nearest-neighbour search and the panels' format."""
     import hashlib
 
     h = hashlib.sha256()
@@ -118,11 +140,12 @@ def run_settings(model_path: str | Path, model: Any, thresholds: tuple[Any, Any,
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
     return {"model_sha256": h.hexdigest(), "threshold": thresholds[0], "pixel_threshold": thresholds[1],
-            "nn_backend": getattr(model, "nn_backend", None)}
+            "nn_backend": getattr(model, "nn_backend", None), "heatmaps": heatmaps}
 
 
 _WHAT = {"model_sha256": "model (the model file differs)", "threshold": "image threshold",
-         "pixel_threshold": "pixel threshold", "nn_backend": "nearest-neighbour search (--nn-backend)"}
+         "pixel_threshold": "pixel threshold", "nn_backend": "nearest-neighbour search (--nn-backend)",
+         "heatmaps": "heatmap format (--heatmaps)"}
 
 
 def check_resume(out: Path, settings: dict[str, Any]) -> dict[str, Any] | None:
@@ -159,11 +182,14 @@ def _csv_text(rows: Sequence[Sequence[str]]) -> str:
 def predict_files(model_path: str | Path, files: Sequence[Path], out: str | Path, engine: Any = None,
                   model: Any = None, progress: Callable[[str, int, int | None], None] | None = None,
                   threshold: float | None = None, pixel_threshold: float | None = None, chunk: int = CHUNK,
-                  device: str = "cpu", on_resume: Callable[[int, int], None] | None = None) -> Path:
+                  device: str = "cpu", on_resume: Callable[[int, int], None] | None = None,
+                  heatmaps: str = "png") -> Path:
     """Score ``files`` with the model in ``model_path`` into ``out`` (``heatmaps/``,
     ``masks/``, ``scores.csv``), resuming an interrupted run; ``engine`` default: this
     process (with ``model`` if it is already loaded). ``threshold`` / ``pixel_threshold``
-    override the model's; ``on_resume(done, total)`` is told when earlier rows are kept.
+    override the model's; ``on_resume(done, total)`` is told when earlier rows are kept;
+    ``heatmaps``: the panels' format, ``png`` (lossless), ``jpg`` (~8x faster to write, ~1/4 of
+    the bytes) or ``none`` (masks and scores only).
     Returns the path of ``scores.csv``."""
     import os
 
@@ -180,7 +206,7 @@ def predict_files(model_path: str | Path, files: Sequence[Path], out: str | Path
         model = load_detector(model_path, device=device)
     thresholds = run_thresholds(model, threshold, pixel_threshold)
     thr = "" if thresholds[0] is None else f"{thresholds[0]:.6g}"
-    settings = run_settings(model_path, model, thresholds)
+    settings = run_settings(model_path, model, thresholds, check_heatmaps(heatmaps))
     done = done_rows(out)
     stored = check_resume(out, settings) if done else None
     if done and stored is None:  # an earlier version's folder: only its threshold can be compared
@@ -190,7 +216,7 @@ def predict_files(model_path: str | Path, files: Sequence[Path], out: str | Path
 
         thresholds = (thresholds[0], thresholds[1], MapScale(**stored["scale"]))
     seen = {r[0] for r in done}
-    used: set[str] = {Path(r[4]).stem.lower() for r in done}
+    used: set[str] = {Path(r[5]).stem.lower() for r in done}  # the mask column: never empty
     todo = [(str(f), unique_name(Path(f).stem, "", used)) for f in files if str(f) not in seen]
     atomic_write_text(out / "scores.csv", _csv_text([SCORE_HEADER, *done]))  # drops a torn line of an earlier run
     if done and on_resume:
@@ -205,7 +231,7 @@ def predict_files(model_path: str | Path, files: Sequence[Path], out: str | Path
     if not done or stored:  # before any new row: what a resume must match
         atomic_write_json(out / RUN_FILE, {**settings, "scale": None if thresholds[2] is None
                                            else thresholds[2].to_dict()})
-    task = PredictTask(model_path, out, thresholds, model, device)
+    task = PredictTask(model_path, out, thresholds, model, device, heatmaps)
     runner = engine if engine is not None else LocalEngine(1)
     rows: dict[str, list[list[str]]] = {}
     n, total = len(done), len(done) + len(todo)

@@ -90,6 +90,8 @@ def result_image(request: Request, path: str, k: int, kind: str = "heatmap", dat
         raise FieldError("k", f"row {k} is out of range")
     r = rows[k]
     if kind in ("heatmap", "mask"):
+        if not r[kind]:
+            raise FieldError("kind", f"this 'detect predict' run wrote no {kind} for row {k} (--heatmaps none)")
         img = as_rgb8(read_image(st.paths.resolve(f"{path}/{r[kind]}", must_exist=True)))
     else:
         src = _source(st, out, r["file"])
