@@ -53,7 +53,8 @@ class DetectorTask:
 
 #: ``--heatmaps``: the panel's file format, or none
 HEATMAPS = ("png", "jpg", "none")
-#: zlib level of the PNG panels: 1 encodes ~3.6x faster than 6 for ~20 % larger files (same pixels)
+#: zlib level of the PNG panels: 1 encodes ~3x faster than 6 for ~27 % larger files (same pixels;
+#: docs/bench/predict_outputs.md)
 PANEL_PNG_LEVEL = 1
 #: JPEG quality of ``--heatmaps jpg`` panels
 PANEL_JPEG_QUALITY = 90
@@ -188,8 +189,8 @@ def predict_files(model_path: str | Path, files: Sequence[Path], out: str | Path
     ``masks/``, ``scores.csv``), resuming an interrupted run; ``engine`` default: this
     process (with ``model`` if it is already loaded). ``threshold`` / ``pixel_threshold``
     override the model's; ``on_resume(done, total)`` is told when earlier rows are kept;
-    ``heatmaps``: the panels' format, ``png`` (lossless), ``jpg`` (~8x faster to write, ~1/4 of
-    the bytes) or ``none`` (masks and scores only).
+    ``heatmaps``: the panels' format, ``png`` (lossless), ``jpg`` (about a third of png's
+    writing time, a quarter of its bytes) or ``none`` (masks and scores only).
     Returns the path of ``scores.csv``."""
     import os
 
