@@ -4,8 +4,10 @@ One process, the model loaded once; for each setting ``predict_files`` (what ``d
 runs) scores the same ``--n`` BSData TEST images into a fresh folder, the settings in
 alternating order for ``--reps`` rounds (medians). Settings:
 
-- ``png (level 6)``: the panels as written before 2026-12-07 (PNG, zlib level 6);
-- ``png``: the default now (PNG, level 1: the same pixels, larger files);
+- ``before``: the panels as written before 2026-12-07 (PNG, zlib level 6, one image after
+  the other);
+- ``png (level 6)``: PNG at level 6, the images of a chunk on the worker's threads;
+- ``png``: the default now (PNG, level 1: the same pixels, larger files; on the threads);
 - ``jpg``: ``--heatmaps jpg`` (JPEG quality 90);
 - ``none``: ``--heatmaps none`` (masks and scores only);
 - ``model only``: ``model.predict`` on the same images in chunks of 16, nothing written.
@@ -53,7 +55,7 @@ def main() -> None:
     files = [s.path for s in load_dataset(a.data).filter(split="test")][:a.n]
     model = load_detector(a.model)
     model.predict([Sample(path=Path(files[0]))])  # warm-up
-    settings = ["png (level 6)", "png", "jpg", "none", "model only"]
+    settings = ["before", "png (level 6)", "png", "jpg", "none", "model only"]
     times: dict[str, list[float]] = {k: [] for k in settings}
     sizes: dict[str, float] = {}
     before = _uptime()
@@ -69,12 +71,14 @@ def main() -> None:
                     for s in range(0, len(files), predict_job.CHUNK):
                         model.predict([Sample(path=Path(f)) for f in files[s:s + predict_job.CHUNK]])
                 else:
-                    level = predict_job.PANEL_PNG_LEVEL
-                    predict_job.PANEL_PNG_LEVEL = 6 if k == "png (level 6)" else level
+                    level, threads = predict_job.PANEL_PNG_LEVEL, predict_job.PANEL_THREADS
+                    predict_job.PANEL_PNG_LEVEL = 6 if k in ("before", "png (level 6)") else level
+                    predict_job.PANEL_THREADS = 1 if k == "before" else threads
                     try:
-                        predict_job.predict_files(a.model, files, out, model=model, heatmaps=k.split()[0])
+                        predict_job.predict_files(a.model, files, out, model=model,
+                                                  heatmaps="png" if k == "before" else k.split()[0])
                     finally:
-                        predict_job.PANEL_PNG_LEVEL = level
+                        predict_job.PANEL_PNG_LEVEL, predict_job.PANEL_THREADS = level, threads
                 times[k].append((time.perf_counter() - t0) / len(files) * 1e3)
                 if out.exists():
                     sizes[k] = sum(p.stat().st_size for p in out.rglob("*") if p.is_file()) / len(files) / 1e6

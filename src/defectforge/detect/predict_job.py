@@ -58,6 +58,8 @@ HEATMAPS = ("png", "jpg", "none")
 PANEL_PNG_LEVEL = 1
 #: JPEG quality of ``--heatmaps jpg`` panels
 PANEL_JPEG_QUALITY = 90
+#: threads that write a chunk's panels and masks (None: the worker's torch thread count)
+PANEL_THREADS: int | None = None
 
 
 def check_heatmaps(heatmaps: str) -> str:
@@ -95,9 +97,14 @@ class PredictTask(DetectorTask):
         from defectforge.data.image_io import read_image, write_image, write_mask
         from defectforge.report.panels import prediction_panel
 
+        from concurrent.futures import ThreadPoolExecutor
+
+        import torch
+
         thr = "" if self.img_thr is None else f"{self.img_thr:.6g}"
-        rows = []
-        for (path, name), score, amap in zip(chunk, pred.pred_score, pred.anomaly_map):
+
+        def one(item: tuple[tuple[str, str], Any, Any]) -> list[str]:
+            (path, name), score, amap = item
             lab = self.img_thr is not None and score >= self.img_thr
             mask = amap >= self.px_thr if self.px_thr is not None else np.zeros(amap.shape, bool)
             hm, mk = "" if self.heatmaps == "none" else f"heatmaps/{name}.{self.heatmaps}", f"masks/{name}.png"
@@ -105,8 +112,15 @@ class PredictTask(DetectorTask):
                 write_image(self.out / hm, prediction_panel(read_image(path), amap, self.scale, mask),
                             quality=PANEL_JPEG_QUALITY, png_level=PANEL_PNG_LEVEL)
             write_mask(self.out / mk, mask)
-            rows.append([str(path), f"{float(score):.6g}", str(int(bool(lab))), thr, hm, mk])
-        return rows
+            return [str(path), f"{float(score):.6g}", str(int(bool(lab))), thr, hm, mk]
+
+        items = list(zip(chunk, pred.pred_score, pred.anomaly_map))
+        # the encoders release the GIL: the images of a chunk are written on this worker's threads
+        threads = min(len(items), max(1, PANEL_THREADS or torch.get_num_threads()))
+        if threads < 2:
+            return [one(it) for it in items]
+        with ThreadPoolExecutor(threads) as pool:
+            return list(pool.map(one, items))  # input order
 
 
 def done_rows(out: Path, thr: str | None = None) -> list[list[str]]:
