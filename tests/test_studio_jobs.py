@@ -137,6 +137,17 @@ def test_cli_job_runs_the_detect_commands(tmp_path):
     for kind in ("image", "gt", "heatmap", "mask"):
         r = c.get("/api/results/image", params={"path": "pred", "k": k, "kind": kind, "dataset": "data"})
         assert r.status_code == 200 and r.headers["content-type"] == "image/png", (kind, r.text[:200])
+    assert res["heatmaps"] is True
+    # the same with --heatmaps none: the page is told there are no panels, and asking for one is a field error
+    pr["args"].update(out="pred2", heatmaps="none")
+    j = c.post("/api/jobs", json={"kind": "cli", "config": pr}).json()
+    done = _wait(c, j["id"], ("done", "failed"), timeout=400)
+    assert done["status"] == "done", done["message"]
+    res2 = c.get("/api/results", params={"path": "pred2", "dataset": "data"}).json()
+    assert res2["heatmaps"] is False and [it["score"] for it in res2["items"]] == [it["score"] for it in res["items"]]
+    r = c.get("/api/results/image", params={"path": "pred2", "k": k, "kind": "heatmap"})
+    assert r.status_code == 400 and r.json()["field"] == "kind" and "--heatmaps none" in r.json()["error"]
+    assert c.get("/api/results/image", params={"path": "pred2", "k": k, "kind": "mask"}).status_code == 200
 
 
 def test_cli_jobs_refuse_unknown_commands_params_and_paths(tmp_path):

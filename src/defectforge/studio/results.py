@@ -64,7 +64,8 @@ def results(request: Request, path: str, dataset: str = "") -> dict[str, Any]:
                       "split": None if s is None else s.split})
     thr = rows[0].get("threshold") if rows else ""
     return {"kind": "predict", "items": items, "threshold": float(thr) if thr else None,
-            "matched": sum(i["label"] is not None for i in items)}
+            "matched": sum(i["label"] is not None for i in items),
+            "heatmaps": any(r["heatmap"] for r in rows)}  # False: 'detect predict --heatmaps none'
 
 
 @router.get("/results/map")

@@ -110,7 +110,8 @@ const rs = { items: [], sort: "score", desc: true, kind: null, k: null, map: nul
 async function rsOpen() {
   try {
     const r = await api("/api/results?" + q({ path: $("#rs-path").value, dataset: $("#rs-ds").value }));
-    rs.items = r.items; rs.kind = r.kind; rs.k = null; rs.map = null; rs.maps = r.maps; $("#rs-view").innerHTML = "";
+    rs.items = r.items; rs.kind = r.kind; rs.k = null; rs.map = null; rs.maps = r.maps; rs.heatmaps = r.heatmaps !== false;
+    $("#rs-view").innerHTML = "";
     const sc = r.items.map(i => i.score), lo = Math.min(...sc), hi = Math.max(...sc), sl = $("#rs-thr");
     const pad = (hi - lo) / 100 || 0.01;
     sl.min = lo - pad; sl.max = hi + pad; sl.step = (hi - lo) / 500 || 0.001; sl.value = r.threshold ?? (lo + hi) / 2;
@@ -159,7 +160,8 @@ async function rsShow(k) {
   rs.k = k; document.querySelectorAll("#rs-table tbody tr").forEach(tr => tr.classList.toggle("current", Number(tr.dataset.k) === k));
   const base = { path: $("#rs-path").value, k, dataset: $("#rs-ds").value };
   if (rs.kind !== "eval") {
-    $("#rs-view").innerHTML = ["image", "gt", "heatmap", "mask"].map(kind =>
+    // a 'detect predict --heatmaps none' run has no panels
+    $("#rs-view").innerHTML = ["image", "gt", ...(rs.heatmaps ? ["heatmap"] : []), "mask"].map(kind =>
       `<img title="${kind}" alt="${kind}" src="/api/results/image?${q({ ...base, kind })}">`).join("");
     return;
   }
