@@ -21,10 +21,10 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/defectforge demo --out $(DEMO_OUT)
 
-# test files run side by side on up to 4 processes (pytest-xdist; one file stays in one process, so its
+# test files run side by side, one process per logical CPU, at most 4 (pytest-xdist; one file stays in one process, so its
 # module fixtures, e.g. a Ray cluster, are built once); PYTEST_ARGS="-n 0" runs them one after another
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -p no:cacheprovider -n auto --maxprocesses 4 --dist loadfile $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n logical --maxprocesses 4 --dist loadfile $(PYTEST_ARGS)
 
 bench: bench-data bench-metrics bench-exdd bench-scale bench-synth2d bench-diffusion bench-synth3d bench-detect3d bench-studio
 	$(BIN)/python bench/collect.py
