@@ -156,3 +156,35 @@ def test_list_and_stack_inputs_agree_and_float32_is_accepted():
     m = rng.random((3, 10, 10)) > 0.8
     a = rng.random((3, 10, 10)).astype(np.float32)
     assert aupro(m, a) == pytest.approx(aupro(list(m), list(a.astype(np.float64))), abs=1e-12)
+
+
+def test_evaluate_hands_back_the_pro_curve_of_its_one_sort(monkeypatch):
+    """``evaluate_anomaly(curves=d)`` gives the exact ``pro_curve`` of the same maps, and the
+    evaluation's exact path (``ExactSink``) takes its curve from there: one global sort, not two."""
+    from defectforge.detect.eval_sinks import ExactSink
+    from defectforge.metrics import anomaly, evaluate_anomaly, pixel
+
+    rng = np.random.default_rng(3)
+    masks = [rng.random((12, 10)) > 0.85 for _ in range(3)] + [None, None]
+    maps = [rng.random((12, 10)) + (0.6 * m if m is not None else 0) for m in masks]
+    labels = [m is not None for m in masks]
+    scores = [float(a.max()) for a in maps]
+    curves: dict = {}
+    out = evaluate_anomaly(labels, scores, masks, maps, curves=curves)
+    fpr, pro = pro_curve(masks, maps)
+    assert np.array_equal(curves["pro"][0], fpr) and np.array_equal(curves["pro"][1], pro)
+    assert out["aupro"] == aupro(masks, maps)
+    sorts = []
+    for mod in (anomaly, pixel):
+        real = mod._pixel_counts
+        monkeypatch.setattr(mod, "_pixel_counts", lambda px, real=real: sorts.append(1) or real(px))
+    sink = ExactSink(len(masks))
+    sink.add(0, np.asarray(scores), maps, masks)
+    sink.finish(np.asarray(labels), np.asarray(scores), None, None)
+    got = sink.pro_curve()
+    assert len(sorts) == 1 and np.array_equal(got[0], fpr) and np.array_equal(got[1], pro)
+    # without defect pixels there is no curve, as before
+    none = ExactSink(2)
+    none.add(0, np.zeros(2), [np.zeros((4, 4)), np.ones((4, 4))], [None, None])
+    none.finish(np.array([False, True]), np.array([0.0, 1.0]), None, None)
+    assert none.pro_curve() is None

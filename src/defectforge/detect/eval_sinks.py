@@ -24,6 +24,7 @@ class ExactSink:
         self.masks: list[Any] = [None] * n
         self.scores = np.full(n, np.nan)
         self.n_maps = 0
+        self.curves: dict[str, Any] = {}  # the PRO curve of finish's sort
 
     def add(self, start: int, sc: np.ndarray, maps: list[np.ndarray] | None, masks: list[Any]) -> None:
         self.scores[start:start + len(sc)] = sc
@@ -41,7 +42,8 @@ class ExactSink:
 
         pix = self.has_maps
         metrics = evaluate_anomaly(is_def, scores, self.masks if pix else None, self.maps if pix else None,
-                                   threshold=thr, pixel_threshold=pthr if pix else None, nan_on_undefined=True)
+                                   threshold=thr, pixel_threshold=pthr if pix else None, nan_on_undefined=True,
+                                   curves=self.curves)
         if pix:
             metrics["pixel_metrics_max_error"] = {"pixel_auroc": 0.0, "pixel_ap": 0.0, "aupro": 0.0}
         return metrics, ((self.masks, self.maps) if pix else (None, None)), {}
@@ -49,6 +51,8 @@ class ExactSink:
     def pro_curve(self) -> tuple[np.ndarray, np.ndarray] | None:
         from defectforge.metrics import pro_curve
 
+        if "pro" in self.curves:  # kept from finish: no second global sort
+            return self.curves["pro"]
         if self.has_maps and any(m is not None and m.any() for m in self.masks):
             return pro_curve(self.masks, self.maps)
         return None

@@ -246,7 +246,7 @@ def select_threshold(labels_val: Any, scores_val: Any,
 def evaluate_anomaly(labels: Any, scores: Any, masks: Any = None, maps: Any = None,
                      fpr_limit: float = 0.3, *, threshold: float | None = None,
                      pixel_threshold: float | None = None,
-                     nan_on_undefined: bool = False) -> dict[str, Any]:
+                     nan_on_undefined: bool = False, curves: dict[str, Any] | None = None) -> dict[str, Any]:
     """All anomaly metrics of one test set in one dict.
 
     Keys (always present):
@@ -262,6 +262,9 @@ def evaluate_anomaly(labels: Any, scores: Any, masks: Any = None, maps: Any = No
 
     An undefined metric raises :class:`UndefinedMetricError`, so every float returned is
     finite; with ``nan_on_undefined=True`` it is NaN instead.
+
+    ``curves``: a dict that receives the exact PRO curve ``(fpr, pro)`` under ``"pro"`` where
+    AUPRO is defined (the :func:`pro_curve` of the same maps, from the same one global sort).
     """
     y = _labels_1d(labels)
     s = _scores_1d(scores, y.shape[0])
@@ -298,7 +301,10 @@ def evaluate_anomaly(labels: Any, scores: Any, masks: Any = None, maps: Any = No
     if msg is not None:
         out["aupro"] = _undefined(msg, nan_on_undefined)
     else:
-        out["aupro"] = _area_to_limit(*_pro_from_counts(px, fps, pro_sum), fpr_limit)
+        curve = _pro_from_counts(px, fps, pro_sum)
+        out["aupro"] = _area_to_limit(*curve, fpr_limit)
+        if curves is not None:
+            curves["pro"] = curve
     if pixel_threshold is not None:
         out["pixel_f1_at_threshold"] = f1_at(px.fg, px.scores, pixel_threshold,
                                              nan_on_undefined=nan_on_undefined)
