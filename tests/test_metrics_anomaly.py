@@ -339,3 +339,27 @@ def test_evaluate_anomaly_nan_on_undefined_for_a_single_class_test_set():
                 "pixel_ap", "aupro"):
         assert np.isnan(res[key]), key
     assert (res["n_good"], res["n_defect"]) == (3, 0)
+
+
+def test_packed_key_order_gives_the_argsort_counts(monkeypatch):
+    """Large float32 score arrays are ordered by one sort of packed 64-bit keys: the same
+    counts and thresholds as argsort's order, weight sums equal up to summation order."""
+    from defectforge.metrics import _checks
+
+    rng = np.random.default_rng(5)
+    n = _checks.PACKED_SORT_MIN * 3
+    cases = [rng.random(n, dtype=np.float32) - 0.5,
+             np.round(rng.standard_normal(n), 1).astype(np.float32),  # many ties
+             np.r_[np.zeros(n, np.float32), np.float32(-0.0), np.float32(np.inf), np.float32(-np.inf),
+                   -np.ones(5, np.float32), np.float32(1e-45)].astype(np.float32)]
+    for x in cases:
+        order = _checks._descending_order(x)
+        assert np.all(np.diff(x[order]) <= 0) and np.array_equal(np.sort(order), np.arange(x.size))
+        labels, weights = rng.random(x.size) < 0.2, rng.random(x.size)
+        packed = _checks._threshold_counts(labels, x, weights)
+        monkeypatch.setattr(_checks, "PACKED_SORT_MIN", 1 << 40)  # argsort
+        plain = _checks._threshold_counts(labels, x, weights)
+        monkeypatch.undo()
+        for a, b in zip(packed[:3], plain[:3]):
+            assert np.array_equal(a, b)
+        np.testing.assert_allclose(packed[3], plain[3], rtol=1e-12)

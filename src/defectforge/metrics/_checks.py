@@ -102,6 +102,36 @@ def _class_counts_message(metric: str, n_pos: int, n_neg: int, what: str = "imag
 # --------------------------------------------------------------------------- core curve
 
 
+#: from this many float32 scores on, the order comes from one sort of packed 64-bit keys
+PACKED_SORT_MIN = 1 << 16
+
+
+def _descending_order(scores: np.ndarray) -> np.ndarray:
+    """Indices that sort ``scores`` in descending order (tied scores in any order).
+
+    Large float32 arrays (pixel scores): one in-place sort of 64-bit keys, the score's bits
+    mapped to an order-preserving unsigned integer in the high half and the index in the low
+    half, whose low halves then are the order. numpy sorts integer keys with its vectorised
+    sort; ``argsort`` is not vectorised (60 M pixel scores: ~4 s against ~12 s, and no more
+    memory than ``argsort``'s result). Otherwise ``argsort``.
+    """
+    n = scores.shape[0]
+    if scores.dtype != np.float32 or not PACKED_SORT_MIN <= n < 2**32:
+        return np.argsort(scores)[::-1]
+    key = scores.view(np.uint32).astype(np.uint64)
+    neg = key >= 0x80000000  # negative floats: all bits flipped; others: the sign bit set
+    key[neg] ^= np.uint64(0xFFFFFFFF)
+    key[~neg] |= np.uint64(0x80000000)
+    del neg
+    key <<= np.uint64(32)
+    step = 1 << 22
+    for a in range(0, n, step):  # the index in the low half, without an n-long temporary
+        key[a:a + step] |= np.arange(a, min(n, a + step), dtype=np.uint64)
+    key.sort()
+    key &= np.uint64(0xFFFFFFFF)
+    return key.view(np.int64)[::-1]
+
+
 def _threshold_counts(labels: np.ndarray, scores: np.ndarray, weights: np.ndarray | None = None
                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
     """Cumulative (fps, tps, thresholds, weight_sum) at each distinct score, descending.
@@ -111,7 +141,7 @@ def _threshold_counts(labels: np.ndarray, scores: np.ndarray, weights: np.ndarra
     never matters. ``weight_sum[i]`` is the cumulative sum of ``weights`` in the same order
     (``None`` without weights). One O(n log n) sort.
     """
-    order = np.argsort(scores)[::-1]  # stability is not needed: only run ends are used
+    order = _descending_order(scores)  # stability is not needed: only run ends are used
     s = scores[order]
     run_end = np.empty(s.shape[0], dtype=bool)
     np.not_equal(s[1:], s[:-1], out=run_end[:-1])
