@@ -112,21 +112,20 @@ def _descending_order(scores: np.ndarray) -> np.ndarray:
     Large float32 arrays (pixel scores): one in-place sort of 64-bit keys, the score's bits
     mapped to an order-preserving unsigned integer in the high half and the index in the low
     half, whose low halves then are the order. numpy sorts integer keys with its vectorised
-    sort; ``argsort`` is not vectorised (60 M pixel scores: ~4 s against ~12 s, and no more
-    memory than ``argsort``'s result). Otherwise ``argsort``.
+    sort; ``argsort`` is not vectorised (60 M pixel scores: ~3.4 s against ~12 s; memory:
+    ``argsort``'s result plus chunks of 4 M keys). Otherwise ``argsort``.
     """
     n = scores.shape[0]
     if scores.dtype != np.float32 or not PACKED_SORT_MIN <= n < 2**32:
         return np.argsort(scores)[::-1]
-    key = scores.view(np.uint32).astype(np.uint64)
-    neg = key >= 0x80000000  # negative floats: all bits flipped; others: the sign bit set
-    key[neg] ^= np.uint64(0xFFFFFFFF)
-    key[~neg] |= np.uint64(0x80000000)
-    del neg
-    key <<= np.uint64(32)
-    step = 1 << 22
-    for a in range(0, n, step):  # the index in the low half, without an n-long temporary
-        key[a:a + step] |= np.arange(a, min(n, a + step), dtype=np.uint64)
+    bits, key, step = scores.view(np.uint32), np.empty(n, dtype=np.uint64), 1 << 22
+    for a in range(0, n, step):  # by chunks: no temporary as long as the scores
+        k = bits[a:a + step].astype(np.uint64)
+        # negative floats: every bit flipped; the others: the sign bit set (it is 0)
+        k ^= np.where(k >= 0x80000000, np.uint64(0xFFFFFFFF), np.uint64(0x80000000))
+        k <<= np.uint64(32)
+        k |= np.arange(a, a + k.shape[0], dtype=np.uint64)
+        key[a:a + k.shape[0]] = k
     key.sort()
     key &= np.uint64(0xFFFFFFFF)
     return key.view(np.int64)[::-1]
