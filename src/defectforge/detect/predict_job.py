@@ -94,12 +94,12 @@ class PredictTask(DetectorTask):
         """Writes the panels and masks of ``chunk`` from its prediction ``pred``; its CSV rows."""
         import numpy as np
 
-        from defectforge.data.image_io import read_image, write_image, write_mask
-        from defectforge.report.panels import prediction_panel
-
         from concurrent.futures import ThreadPoolExecutor
 
         import torch
+
+        from defectforge.data.image_io import read_image, write_image, write_mask
+        from defectforge.report.panels import prediction_panel
 
         thr = "" if self.img_thr is None else f"{self.img_thr:.6g}"
 
@@ -123,10 +123,9 @@ class PredictTask(DetectorTask):
             return list(pool.map(one, items))  # input order
 
 
-def done_rows(out: Path, thr: str | None = None) -> list[list[str]]:
+def done_rows(out: Path) -> list[list[str]]:
     """Complete rows of an earlier, interrupted run into ``out`` (a torn last line and rows
-    whose heatmap or mask is missing are dropped); with ``thr``, refuses rows scored at another
-    threshold (folders of versions that wrote no ``predict.json``)."""
+    whose heatmap or mask is missing are dropped)."""
     from defectforge.errors import InputError
 
     path = out / "scores.csv"
@@ -139,8 +138,6 @@ def done_rows(out: Path, thr: str | None = None) -> list[list[str]]:
         raise InputError(path, "exists but is not a scores file of 'detect predict'; choose another --out")
     done = [r for r in rows[1:] if len(r) == len(SCORE_HEADER)
             and (not r[4] or (out / r[4]).is_file()) and (out / r[5]).is_file()]
-    if thr is not None and any(r[3] != thr for r in done):
-        raise InputError(path, "was written with another model (threshold differs); choose another --out")
     return done
 
 
@@ -224,8 +221,10 @@ def predict_files(model_path: str | Path, files: Sequence[Path], out: str | Path
     settings = run_settings(model_path, model, thresholds, check_heatmaps(heatmaps))
     done = done_rows(out)
     stored = check_resume(out, settings) if done else None
-    if done and stored is None:  # an earlier version's folder: only its threshold can be compared
-        done = done_rows(out, thr)
+    if done and stored is None and any(r[3] != thr for r in done):  # an earlier version's folder: only its
+        from defectforge.errors import InputError  # threshold can be compared
+
+        raise InputError(out / "scores.csv", "was written with another model (threshold differs); choose another --out")
     if stored and stored.get("scale") and thresholds[2] is None:  # the earlier rows' colour scale
         from defectforge.report.panels import MapScale
 
@@ -243,7 +242,7 @@ def predict_files(model_path: str | Path, files: Sequence[Path], out: str | Path
 
         first = model.predict([Sample(path=Path(p)) for p, _ in chunks[0]])
         thresholds = run_thresholds(model, threshold, pixel_threshold, first.anomaly_map)
-    if not done or stored:  # before any new row: what a resume must match
+    if not done:  # before any new row: what a resume must match (a resume keeps the stored file)
         atomic_write_json(out / RUN_FILE, {**settings, "scale": None if thresholds[2] is None
                                            else thresholds[2].to_dict()})
     task = PredictTask(model_path, out, thresholds, model, device, heatmaps)
