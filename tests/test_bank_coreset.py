@@ -62,16 +62,25 @@ def test_same_selection_as_bruteforce(kind, n, d, extra, seed, block, dim, overw
 
 def test_two_threads_share_the_visits_and_choose_the_same_rows():
     """With two threads the worker takes part of the rows of large visits (its exact
-    distances are counted apart), and the choice is the one-thread choice, index for index."""
+    distances are counted apart), and the choice is the one-thread choice, index for index.
+    Whether the worker gets a core depends on the machine's load (``make test`` runs test
+    files side by side): every run must give the same choice and the same pairs, and in at
+    least one of up to five runs the worker must have taken rows."""
     rng = np.random.default_rng(3)
     x = (rng.standard_normal((6000, 48)) * rng.uniform(0.2, 3.0, 48)).astype(np.float32)
     one: dict = {}
-    two: dict = {}
     a = greedy_kcenter(x, 600, seed=2, threads=1, stats=one)
-    b = greedy_kcenter(x, 600, seed=2, threads=2, stats=two)
-    assert np.array_equal(a, b)
-    assert one["worker_exact_distances"] == 0 and two["worker_exact_distances"] > 0
-    assert one["exact_distances"] == two["exact_distances"]  # the same pairs, shared out
+    assert one["worker_exact_distances"] == 0
+    shared = []
+    for _ in range(5):
+        two: dict = {}
+        b = greedy_kcenter(x, 600, seed=2, threads=2, stats=two)
+        assert np.array_equal(a, b)
+        assert one["exact_distances"] == two["exact_distances"]  # the same pairs, shared out
+        shared.append(two["worker_exact_distances"])
+        if shared[-1] > 0:
+            break
+    assert shared[-1] > 0, f"the second thread never took rows in {len(shared)} runs"
 
 
 @pytest.mark.parametrize("d", [127, 128, 129, 152, 300])
