@@ -107,7 +107,7 @@ def test_train_detector_refuses_unlabelled_or_other_class_synthetic(real, unlabe
 
 
 def _mem_known() -> None:
-    from defectforge.supervised.train import _mem_available
+    from defectforge.supervised.train_data import _mem_available
 
     if _mem_available() is None:
         pytest.skip("available memory is unknown here (no /proc/meminfo): check_memory cannot refuse")

@@ -116,7 +116,7 @@ def test_bad_input(tmp_path, monkeypatch):
         train_detector(data, tmp_path / "c", _cfg(), classes=["scratch"])
     with pytest.raises(InputError, match="no defect samples"):
         train_detector([s for s in data if not s.is_defect], tmp_path / "d", _cfg())
-    monkeypatch.setattr("defectforge.supervised.train._mem_available", lambda: 1000)
+    monkeypatch.setattr("defectforge.supervised.train_data._mem_available", lambda: 1000)
     with pytest.raises(ConfigError, match="GiB"):
         train_detector(data, tmp_path / "e", _cfg())
     assert not (tmp_path / "e" / "model.pt").exists()

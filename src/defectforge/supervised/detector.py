@@ -24,7 +24,8 @@ import numpy as np
 from defectforge.data.sample import Box, Sample
 from defectforge.detect.base import Prediction
 from defectforge.estimator import Estimator
-from defectforge.supervised.train import TrainConfig, _resize
+from defectforge.supervised.train import TrainConfig
+from defectforge.supervised.train_data import _resize
 
 
 def boxes_prediction(boxes: list[list[Box]]) -> Prediction:

@@ -250,7 +250,7 @@ def train_ultralytics(train: Sequence[Sample], out_dir: str | Path, arch: str = 
     """
     from defectforge._atomic import atomic_write_bytes, atomic_write_text
     from defectforge.errors import InputError
-    from defectforge.supervised.train import _fingerprint
+    from defectforge.supervised.train_data import _fingerprint
 
     spec = resolve_model(arch)
     if epochs < 1 or batch_size < 1 or patience < 1:
