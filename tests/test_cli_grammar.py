@@ -190,6 +190,8 @@ def test_every_shared_option_name_has_one_meaning_and_one_type():
         for name in names:
             if not name.startswith("--"):
                 assert SHORT.get(name) in names, f"{path}: {name} stands for {SHORT.get(name)}, not {names}"
+        for short, long in SHORT.items():  # and wherever the long option is, its short one is too
+            assert long not in names or short in names, f"{path}: {long} without {short}"
     shared = [n for n, paths in uses.items() if len(paths) > 1 and n.startswith("--")]
     missing = sorted(set(shared) - set(OPTIONS))
     assert not missing, f"option names used by several commands but not in the table: {missing}"
@@ -214,6 +216,22 @@ def test_argument_keys_mean_what_the_option_of_that_name_means():
     for path, (name,), vtype in args:
         if name in OPTIONS:
             assert vtype == OPTIONS[name][0], f"{path}: argument {name[2:]} is {vtype}, the option is {OPTIONS[name][0]}"
+
+
+def test_arguments_are_named_in_capitals_in_help():
+    """docs/cli.md: arguments name what they are in ``--help`` (``DATA``, ``MODEL``, ``IMAGES``...)."""
+    from typer.core import TyperArgument
+
+    seen = set()
+    for path, cmd in _commands().items():
+        for p in cmd.params:
+            if isinstance(p, TyperArgument):
+                want = "MODEL" if p.name == "model_path" else p.name.upper()  # the docs' one renamed key
+                assert p.metavar == want, f"{path}: argument {p.name} shows as {p.metavar!r}"
+                seen.add(p.metavar)
+    assert {"DATA", "MODEL", "IMAGES", "CLOUDS", "BASE_MODEL"} <= seen
+    r = runner.invoke(app, ["detect", "predict", "--help"], env={"COLUMNS": "200"})
+    assert r.exit_code == 0 and "{MODEL} {IMAGES}..." in r.output
 
 
 def test_docs_table_lists_every_option_name():
@@ -309,3 +327,18 @@ def test_ctrl_c_names_the_command_that_resumes(tmp_path, monkeypatch):
     assert "checkpoints are kept" in lora and lora.endswith("--out o --resume")
     fit = interrupted_line(root, ["detect", "fit", "d", "--out", "m.dfm"])
     assert "start over" in fit and "resume" not in fit
+
+
+def test_help_texts_render_as_written():
+    """Rich markup must not eat a help text's ``[extra]`` and click does not %-format, so a
+    ``%%`` would print doubled: every bracketed word of a help text shows in ``--help``."""
+    import re
+
+    for path, cmd in _commands().items():
+        texts = [p.help or "" for p in cmd.params] + [cmd.help or ""]
+        out = " ".join(runner.invoke(app, [*path.split(), "--help"], env={"COLUMNS": "2000"}).output.split())
+        for t in texts:
+            assert "%%" not in t, f"{path}: '%%' in a help text"
+            for word in re.findall(r"\[[^\]\s/]+\]", t):
+                assert word.replace("\\", "") in out, f"{path}: {word} missing from --help"
+    assert "[yolo]" in " ".join(runner.invoke(app, ["train-detector", "--help"], env={"COLUMNS": "2000"}).output.split())

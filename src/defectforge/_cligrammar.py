@@ -68,7 +68,7 @@ OPTIONS: dict[str, tuple[str, str]] = {
     "--steps": ("int", "training steps (`lora train`, `detect3d fit` with pointnet)"),
     "--points": ("int", "points per generated part / sampled mesh"),
     "--prompt": ("str", "a text prompt given to a model (diffusion training prompt; CLIP text for filtering)"),
-    "--kind": ("str", "diffusion model kind (`sdxl`, `sd15`, `auto`)"),
+    "--kind": ("str", "diffusion model kind: `sdxl` or `sd` (Stable Diffusion 1.x/2.x); `diffusion check` also `auto` (read from the folder)"),
     "--llm-url": ("str", "OpenAI-compatible base URL of a language model"),
     "--llm-model": ("str", "model name at `--llm-url`"),
     "--base-model": ("path", "a local diffusers model folder (the base model a LoRA is trained on)"),

@@ -193,7 +193,7 @@ def _subset(dataset: Dataset, limits: dict[str, int]) -> Dataset:
 
 
 def demo_cmd(
-    out: Path = typer.Option(Path("demo_out"), "--out", help="Output folder for report.html and summary.json."),
+    out: Path = typer.Option(Path("demo_out"), "--out", "-o", help="Output folder for report.html and summary.json."),
     seed: int = typer.Option(0, help="Seed for synthesis and coresets."),
     quick: bool = typer.Option(False, help="A subset of the sample and smaller settings (about a minute; used by the tests)."),
     device: str = typer.Option("cpu", "--device", help="Where PatchCore and ExDD run: auto, cpu, cuda[:N]."),

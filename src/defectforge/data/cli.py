@@ -23,7 +23,7 @@ FORMAT_CHOICES = ("mvtec", "manifest", "labelme", "yolo", "coco")
 
 @data_app.command("check")
 def check_cmd(
-    path: Path = typer.Argument(..., help="Dataset folder or file (format detected)."),
+    path: Path = typer.Argument(..., metavar="PATH", help="Dataset folder or file (format detected)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the report as JSON here ('-': stdout, the table goes to stderr)."),
     format: Optional[str] = typer.Option(None, "--format", "-f", help=f"Force a format: {', '.join(FORMAT_CHOICES)}."),
     decode: bool = typer.Option(False, "--decode", help="Fully decode every image (finds truncated files; slower)."),
@@ -119,8 +119,8 @@ def size_summary(sizes: dict[str, int], top: int = 5) -> str:
 
 @data_app.command("convert")
 def convert_cmd(
-    src: Path = typer.Argument(..., help="Source dataset (format detected unless --from)."),
-    dst: Path = typer.Argument(..., help="Destination folder (must be empty or absent unless --overwrite)."),
+    src: Path = typer.Argument(..., metavar="SRC", help="Source dataset (format detected unless --from)."),
+    dst: Path = typer.Argument(..., metavar="DST", help="Destination folder (must be empty or absent unless --overwrite)."),
     to: str = typer.Option(..., "--to", help="Output format: mvtec, manifest, yolo, coco (or labelme)."),
     from_: Optional[str] = typer.Option(None, "--from", help="Force the source format."),
     mode: Optional[str] = typer.Option(None, "--mode", help="yolo: segment (default) | detect; coco: rle (default) | polygon."),

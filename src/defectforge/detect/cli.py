@@ -35,7 +35,7 @@ def _run_nn_backend_option():
 
 @detect_app.command("fit")
 def fit_cmd(
-    data: Path = typer.Argument(..., help="Dataset (MVTec folder, manifest CSV, ...); its train split is used."),
+    data: Path = typer.Argument(..., metavar="DATA", help="Dataset (MVTec folder, manifest CSV, ...); its train split is used."),
     out: Path = typer.Option(..., "--out", "-o", help="Model file to write."),
     model: str = typer.Option("exdd", "--model", "-m", help="A registered 2D detector: exdd, patchcore, ..."),
     backbone: str = typer.Option("efficientnet_lite0", "--backbone", help="efficientnet_lite0|efficientnet_lite2|wide_resnet50_2|any timm name."),
@@ -44,11 +44,11 @@ def fit_cmd(
     image_size: Optional[str] = typer.Option(None, "--image-size", help=IMAGE_SIZE_HELP + "; default 256."),
     normal_ratio: Optional[float] = typer.Option(None, "--normal-ratio", help="Coreset ratio of the normal bank."),
     defect_ratio: Optional[float] = typer.Option(None, "--defect-ratio", help="Coreset ratio of the defect bank (ExDD)."),
-    image_score: Optional[str] = typer.Option(None, "--image-score", help="auto (default for exdd: the best on a validation split carved from train) | weighted (paper) | max (of the map) | patch_max | topk (top-1 %% mean of the ratio map) | fusion (nearest-normal score + ratio map, calibrated on validation)."),
+    image_score: Optional[str] = typer.Option(None, "--image-score", help="auto (default for exdd: the best on a validation split carved from train) | weighted (paper) | max (of the map) | patch_max | topk (top-1 % mean of the ratio map) | fusion (nearest-normal score + ratio map, calibrated on validation)."),
     defect_val: Optional[str] = typer.Option(
         None, "--defect-val", help="How real defect images validate the image score (exdd): crossfit (default: "
                                    "5 folds, each scored by a defect bank built without it; all stay in the bank) | "
-                                   "holdout (20 %% kept out of the bank)."),
+                                   "holdout (20 % kept out of the bank)."),
     defect_val_split: Optional[str] = typer.Option(
         None, "--defect-val-split", help="How those real defect images are cut (exdd): auto (default: whole groups, "
                                          "the manifest's group column, where every one has a group) | group | image."),
@@ -193,7 +193,7 @@ def _collect_images(paths: List[Path]) -> list[Path]:
 @detect_app.command("predict")
 def predict_cmd(
     model_path: Path = typer.Argument(..., metavar="MODEL", help="Model file from 'detect fit'."),
-    images: List[Path] = typer.Argument(..., help="Image files, folders or quoted glob patterns ('parts/*.jpg')."),
+    images: List[Path] = typer.Argument(..., metavar="IMAGES", help="Image files, folders or quoted glob patterns ('parts/*.jpg')."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (heatmaps/, masks/, scores.csv)."),
     threshold: Optional[float] = typer.Option(None, "--threshold", help="Image score threshold for 'anomalous' (default: the model's, chosen on validation)."),
     pixel_threshold: Optional[float] = typer.Option(None, "--pixel-threshold", help="Map threshold for masks/ (default: the model's)."),
@@ -232,7 +232,7 @@ def predict_cmd(
 @detect_app.command("eval")
 def eval_cmd(
     model_path: Path = typer.Argument(..., metavar="MODEL", help="Model file from 'detect fit'."),
-    data: Path = typer.Argument(..., help="Dataset with a labelled test split."),
+    data: Path = typer.Argument(..., metavar="DATA", help="Dataset with a labelled test split."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Metrics JSON to write ('-': stdout)."),
     report: Optional[Path] = typer.Option(None, "--report", help="Folder for report.html."),
     split: str = typer.Option("test", "--split", help="Split to evaluate (never the one fitted on)."),

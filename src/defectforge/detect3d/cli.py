@@ -43,7 +43,7 @@ def write_score_ply(path: Path, points, scores) -> Path:
 
 @detect3d_app.command("fit")
 def fit_cmd(
-    data: Path = typer.Argument(..., help="3D dataset folder (Real3D-AD, Anomaly-ShapeNet, MulSen-AD layout or synth3d output)."),
+    data: Path = typer.Argument(..., metavar="DATA", help="3D dataset folder (Real3D-AD, Anomaly-ShapeNet, MulSen-AD layout or synth3d output)."),
     out: Path = typer.Option(..., "--out", "-o", help="Model file to write."),
     model: str = typer.Option("fpfh", "--model", "-m", help="A registered 3D detector: fpfh (training-free), pointnet (trained), ..."),
     classes: Optional[List[str]] = typer.Option(None, "--class", "-c", help="Only these categories (repeatable)."),
@@ -85,7 +85,7 @@ def fit_cmd(
 @detect3d_app.command("predict")
 def predict_cmd(
     model_path: Path = typer.Argument(..., metavar="MODEL", help="Model file from 'detect3d fit'."),
-    clouds: List[Path] = typer.Argument(..., help="Point-cloud files (PLY, PCD, TXT/XYZ, NPY, meshes)."),
+    clouds: List[Path] = typer.Argument(..., metavar="CLOUDS", help="Point-cloud files (PLY, PCD, TXT/XYZ, NPY, meshes)."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder."),
     category: Optional[str] = typer.Option(None, "--class", "-c", help="Category detector to use (needed when the file holds several)."),
     workers: Optional[int] = typer.Option(None, "--workers", "-j", min=1,
@@ -120,7 +120,7 @@ def predict_cmd(
 @detect3d_app.command("eval")
 def eval_cmd(
     model_path: Path = typer.Argument(..., metavar="MODEL", help="Model file from 'detect3d fit'."),
-    data: Path = typer.Argument(..., help="3D dataset folder; its test split is evaluated."),
+    data: Path = typer.Argument(..., metavar="DATA", help="3D dataset folder; its test split is evaluated."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the metrics as JSON here ('-': stdout)."),
     report: Optional[Path] = typer.Option(None, "--report", help="Write an HTML report into this folder."),
     format: Optional[str] = typer.Option(None, "--format", "-f"),

@@ -11,7 +11,7 @@ from defectforge.engine.cli import address_option, engine_option
 
 
 def experiment_cmd(
-    name: str = typer.Argument(..., help="exdd-augmentation | synsur-regimes | filtering-ablation"),
+    name: str = typer.Argument(..., metavar="NAME", help="exdd-augmentation | synsur-regimes | filtering-ablation"),
     data: Path = typer.Option(..., "--data", help="Dataset with train and test splits (e.g. shared/datasets/bsdata)."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (journal, results.csv/.md, report.html)."),
     seeds: List[int] = typer.Option([0, 1, 2], "--seed", help="Seeds (repeatable)."),
@@ -29,7 +29,7 @@ def experiment_cmd(
     filter_n: int = typer.Option(50, help="Filtering ablation: synthetic set size."),
     filter_detector: Optional[List[str]] = typer.Option(None, help="Filtering ablation: exdd and/or supervised "
                                                         "(default both)."),
-    generator: str = typer.Option("pitting", help="synth2d generator for the synthetic sets."),
+    generator: str = typer.Option("pitting", "--generator", "-g", help="synth2d generator for the synthetic sets."),
     generator_params: Optional[str] = typer.Option(None, "--generator-params",
                                                    help="The generator's parameters as a JSON object, e.g. "
                                                         "'{\"blend\": \"matched\"}'."),

@@ -31,7 +31,7 @@ def _quotas(items: list[str] | None) -> dict[str, int] | None:
 
 @filter_app.command("select")
 def select_cmd(
-    synthetic: Path = typer.Argument(..., help="Synthetic set (manifest/MVTec/YOLO/COCO/labelme)."),
+    synthetic: Path = typer.Argument(..., metavar="SYNTHETIC", help="Synthetic set (manifest/MVTec/YOLO/COCO/labelme)."),
     real: Path = typer.Option(..., "--real", help="Real set; its train-split defects are the reference."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (scores.csv, kept/, report.html)."),
     rule: Optional[List[str]] = typer.Option(None, "--keep", help="Rule COLUMN OP VALUE, VALUE a number or pNN "
@@ -41,7 +41,7 @@ def select_cmd(
     quota: Optional[List[str]] = typer.Option(None, help="Per-type quota TYPE=N (repeatable)."),
     min_diversity: Optional[float] = typer.Option(None, help="Skip samples closer than this to a kept one."),
     clip_dir: Optional[Path] = typer.Option(None, help="Local transformers CLIP dir -> clipscore column (w=2.5)."),
-    prompt: Optional[str] = typer.Option(None, help="Prompt for CLIPScore."),
+    prompt: Optional[str] = typer.Option(None, "--prompt", "-p", help="Prompt for CLIPScore."),
     dreamsim_dir: Optional[Path] = typer.Option(None, help="Local DreamSim cache dir -> dreamsim_distance column."),
     overwrite: bool = typer.Option(False, help="Replace a non-empty output folder."),
     workers: Optional[int] = typer.Option(None, "--workers", "-j", min=1,
@@ -84,8 +84,8 @@ def select_cmd(
 
 @filter_app.command("quality")
 def quality_cmd(
-    real: Path = typer.Argument(..., help="Real set (its train-split defects are used)."),
-    synthetic: Path = typer.Argument(..., help="Synthetic set."),
+    real: Path = typer.Argument(..., metavar="REAL", help="Real set (its train-split defects are used)."),
+    synthetic: Path = typer.Argument(..., metavar="SYNTHETIC", help="Synthetic set."),
     k: int = typer.Option(5, help="k for precision/recall/density/coverage."),
     subsets: int = typer.Option(100, help="KID subsets."),
     seed: int = typer.Option(0),

@@ -32,7 +32,7 @@ def _floats(text: str, name: str) -> tuple[float, float]:
 
 @recipe_app.command("search")
 def search_cmd(
-    data: Path = typer.Argument(..., help="Dataset (any format load_dataset reads); only its train split is read."),
+    data: Path = typer.Argument(..., metavar="DATA", help="Dataset (any format load_dataset reads); only its train split is read."),
     out: Path = typer.Option(..., "--out", "-o", help="Search folder (study.db, best_recipe.yaml, report.html); "
                                                       "rerun to resume."),
     detector: str = typer.Option("exdd", "--detector", help="exdd, or a box architecture (fcos-lite0, "

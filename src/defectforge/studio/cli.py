@@ -13,7 +13,7 @@ def register(app: typer.Typer) -> None:
 
 
 def studio(
-    project: Path = typer.Argument(Path("."), help="Project folder: datasets, synthetic sets and models live here."),
+    project: Path = typer.Argument(Path("."), metavar="PROJECT", help="Project folder: datasets, synthetic sets and models live here."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind; any other than 127.0.0.1/localhost needs the printed token."),
     port: int = typer.Option(8765, "--port", help="Port to listen on."),
     llm_url: str = typer.Option(None, "--llm-url", help="OpenAI-compatible base URL for the 3D describe box (rule parser otherwise)."),

@@ -10,10 +10,10 @@ import typer
 
 
 def train_detector_cmd(
-    data: Path = typer.Argument(..., help="Dataset (YOLO, COCO, manifest, MVTec, labelme); boxes from masks when needed."),
+    data: Path = typer.Argument(..., metavar="DATA", help="Dataset (YOLO, COCO, manifest, MVTec, labelme); boxes from masks when needed."),
     out: Path = typer.Option(..., "--out", "-o", help="Run folder (checkpoints, model.pt, metrics.json, report.html)."),
     arch: str = typer.Option("fasterrcnn-lite0", help="fasterrcnn-lite0 | retinanet-lite0 | fcos-lite0 | yolox-nano | "
-                             "yolox-tiny (needs yolox-datamint) | yolov8n | yolo11n (ultralytics, extra [yolo])"),
+                             "yolox-tiny (needs yolox-datamint) | yolov8n | yolo11n (ultralytics, extra \\[yolo])"),
     synthetic: Optional[List[Path]] = typer.Option(None, help="Extra synthetic set(s) added to TRAIN (never to val/test)."),
     image_size: str = typer.Option("256", "--image-size", help="N: the shorter image side (HxW is not taken here)."),
     epochs: int = typer.Option(20),

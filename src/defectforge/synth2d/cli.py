@@ -25,7 +25,7 @@ def register(app: typer.Typer) -> None:
 
 
 def synth(
-    data: Optional[Path] = typer.Argument(None, help="Dataset (any format load_dataset reads); not needed with --config."),
+    data: Optional[Path] = typer.Argument(None, metavar="DATA", help="Dataset (any format load_dataset reads); not needed with --config."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (resumed when it holds the same run); "
                                                                   "default: 'out' of the config."),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML recipe (see defectforge.synth2d.config); "

@@ -55,7 +55,7 @@ def part_size_mm(units: str | None, part_diag: float | None, first_diag: float, 
 
 
 def synth3d_cmd(
-    input: str = typer.Argument(..., help="Cloud/mesh file (ply pcd xyz txt npy obj stl), a folder of them, or part:NAME with NAME one of flange, bracket, stepped_shaft, spur_gear, hex_bolt, plate_pockets, pipe_elbow, all."),
+    input: str = typer.Argument(..., metavar="INPUT", help="Cloud/mesh file (ply pcd xyz txt npy obj stl), a folder of them, or part:NAME with NAME one of flange, bracket, stepped_shaft, spur_gear, hex_bolt, plate_pockets, pipe_elbow, all."),
     instructions: Path = typer.Option(None, "--instructions", "-i", help="YAML/JSON instruction file."),
     describe: str = typer.Option(None, "--describe", "-d", help='Short description, e.g. "two 5 mm scratches on the top face and a dent near the hole".'),
     n: int = typer.Option(50, "--n", help="Number of defective samples."),

@@ -33,7 +33,7 @@ def register(app: typer.Typer) -> None:
 
 @lora_app.command("train")
 def lora_train(
-    data: Path = typer.Argument(..., help="Dataset with real defect masks (any format load_dataset reads)."),
+    data: Path = typer.Argument(..., metavar="DATA", help="Dataset with real defect masks (any format load_dataset reads)."),
     model: Path = typer.Option(..., "--base-model", help="Local inpainting model folder (diffusers layout) to train on."),
     prompt: str = typer.Option(..., "--prompt", "-p", help="Instance prompt, e.g. 'dkf pitting on ground steel'."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (checkpoints, weights, samples.png)."),
@@ -127,7 +127,7 @@ def diffusion_check(
 
 @diffusion_app.command("prompts")
 def diffusion_prompts(
-    defect_type: str = typer.Argument(..., help="Defect type, e.g. pitting."),
+    defect_type: str = typer.Argument(..., metavar="DEFECT_TYPE", help="Defect type, e.g. pitting."),
     material: Optional[str] = typer.Option(None, "--material"),
     vlm_url: Optional[str] = typer.Option(None, "--vlm-url", help="OpenAI-compatible base URL (…/v1)."),
     vlm_model: Optional[str] = typer.Option(None, "--vlm-model"),
@@ -136,7 +136,7 @@ def diffusion_prompts(
     image: list[Path] = typer.Option([], "--image", help="Real defect image (repeat)."),
     n: int = typer.Option(6, "--n", min=1, max=32),
     timeout: float = typer.Option(60.0, "--timeout"),
-    out: Optional[Path] = typer.Option(None, "--out", help="Write the prompt set as JSON here."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the prompt set as JSON here."),
 ) -> None:
     """Show (or save) the prompts the generator would use: templates, or a VLM's with --vlm-url."""
     from defectforge._atomic import atomic_write_json
@@ -158,7 +158,7 @@ def diffusion_prompts(
 
 @diffusion_app.command("tiny")
 def diffusion_tiny(
-    out: Path = typer.Argument(..., help="Folder to write the tiny random pipeline to (replaced)."),
+    out: Path = typer.Argument(..., metavar="OUT", help="Folder to write the tiny random pipeline to (replaced)."),
     kind: str = typer.Option("sdxl", "--kind", help="sdxl | sd"),
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
