@@ -85,6 +85,45 @@ def test_coco_file_name_outside_refused(tmp_path):
     check_lists(root, "instances_train.json", "outside the dataset folder", tmp=tmp_path)
 
 
+def test_symlinks_out_of_the_dataset_are_refused_in_every_format(tmp_path):
+    """A link inside the dataset whose target is outside it is an escape like ``..``: manifest
+    rows (lexically inside), MVTec and YOLO folders (found by listing) and YOLO label files."""
+    secret = image(tmp_path / "outside" / "secret.png", seed=9)
+    root = small_manifest(tmp_path / "m", 1, 1).parent
+    (root / "images" / "g0.png").unlink()
+    (root / "images" / "g0.png").symlink_to(secret)
+    line = one_line_error(invoke("data", "convert", root, tmp_path / "out", "--to", "manifest"),
+                          "split.csv", "a link to", "secret.png", "outside the dataset folder", "--allow-outside-root")
+    assert "images/g0.png" in line and not (tmp_path / "out").exists()
+    check_lists(root, "a link to", tmp=tmp_path)
+    assert invoke("data", "convert", root, tmp_path / "out", "--to", "manifest", "--allow-outside-root").exit_code == 0
+
+    mv = tmp_path / "mv"
+    image(mv / "train" / "good" / "a.png")
+    (mv / "train" / "good" / "b.png").symlink_to(secret)
+    with pytest.raises(InputError, match=r"b.png: image \(a link to .*secret.png\) is outside the dataset folder"):
+        load_dataset(mv)
+    assert [s.name for s in load_dataset(mv, allow_outside_root=True)] == ["a", "b"]
+
+    label = yolo(tmp_path / "y", "0 0.5 0.5 0.2 0.2\n")
+    (tmp_path / "outside" / "host.txt").write_text("vm\n")
+    label.unlink()
+    label.symlink_to(tmp_path / "outside" / "host.txt")
+    with pytest.raises(InputError, match=r"label file \(a link to .*host.txt\) is outside the dataset folder") as e:
+        load_dataset(tmp_path / "y")
+    assert "vm" not in str(e.value)  # the target is not read, so its text cannot leak into the error
+
+
+def test_links_that_stay_inside_the_dataset_still_work(tmp_path):
+    root = small_manifest(tmp_path / "m", 1, 1).parent
+    (root / "images" / "copy.png").symlink_to(root / "images" / "g0.png")
+    with open(root / "split.csv", "a") as fh:
+        fh.write("images/copy.png,train,good,\n")
+    assert "copy" in [s.name for s in load_dataset(root)]
+    (tmp_path / "alias").symlink_to(root)  # the dataset folder itself reached through a link
+    assert len(load_dataset(tmp_path / "alias")) == len(load_dataset(root))
+
+
 # ----------------------------------------------------------------- item 7: COCO
 
 

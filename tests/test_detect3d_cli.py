@@ -44,6 +44,29 @@ def test_fit_predict_eval(tree, tmp_path):
     np.testing.assert_allclose(ply.points, txt[:, :3], atol=1e-4)
     rows = (out / "scores.csv").read_text().splitlines()
     assert rows[0].startswith("file,score") and len(rows) == 3
+    # rerun into the same folder: fine; into the clouds' own folder or a foreign one: one line, inputs kept
+    assert runner.invoke(app, ["detect3d", "predict", str(model), *map(str, clouds), "--out", str(out)]).exit_code == 0
+    test_dir = tree / "flange" / "test"
+    kept = {f.name: f.read_bytes() for f in test_dir.iterdir()}
+    res = runner.invoke(app, ["detect3d", "predict", str(model), str(clouds[0]), "--out", str(test_dir)])
+    assert res.exit_code == 2 and "overlaps the input" in res.output
+    assert {f.name: f.read_bytes() for f in test_dir.iterdir()} == kept
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "6_bulge.txt").write_text("mine")
+    (foreign / "notes.md").write_text("mine")
+    res = runner.invoke(app, ["detect3d", "predict", str(model), str(clouds[0]), "--out", str(foreign)])
+    assert res.exit_code == 2 and "notes.md" in res.output and (foreign / "6_bulge.txt").read_text() == "mine"
+    (foreign / "notes.md").unlink()  # only names this run writes, but a scores.csv of something else
+    (foreign / "scores.csv").write_text("a,b\n1,2\n")
+    res = runner.invoke(app, ["detect3d", "predict", str(model), str(clouds[0]), "--out", str(foreign)])
+    assert res.exit_code == 2 and "not a scores file of 'detect3d predict'" in res.output
+    # two clouds of one stem (other folders) get two outputs, not one
+    twin = tmp_path / "twin" / "6_bulge.pcd"
+    twin.parent.mkdir()
+    twin.write_bytes(clouds[0].read_bytes())
+    res = runner.invoke(app, ["detect3d", "predict", str(model), str(clouds[0]), str(twin), "--out", str(tmp_path / "p2")])
+    assert res.exit_code == 0 and (tmp_path / "p2" / "6_bulge.txt").is_file() and (tmp_path / "p2" / "6_bulge_1.txt").is_file()
     js = tmp_path / "m.json"
     rep = tmp_path / "rep"
     res = runner.invoke(app, ["detect3d", "eval", str(model), str(tree), "--json", str(js), "--report", str(rep)])

@@ -140,6 +140,36 @@ def test_predict_writes_as_it_goes_and_resumes(tmp_path, folders):
     assert r.exit_code == 2 and "scores.csv" in r.output and "threshold differs" in r.output
 
 
+def test_predict_never_writes_over_its_inputs_or_a_foreign_folder(tmp_path, folders):
+    """An --out that holds the inputs (a dataset folder with its masks/, an image inside
+    masks/) or other files is refused in one line before anything is written; inputs unchanged."""
+    import hashlib
+    import shutil
+
+    model = tmp_path / "m.dfm"
+    assert _fit([str(folders / "real")], model).exit_code == 0
+    ds = tmp_path / "ds"
+    shutil.copytree(folders / "real", ds)
+    gt = sorted((ds / "ground_truth").rglob("*.png"))
+    before = {f: hashlib.sha256(f.read_bytes()).hexdigest() for f in sorted(ds.rglob("*")) if f.is_file()}
+    runner = CliRunner()
+    for images, out in ((ds / "train" / "blob", ds), (gt[0], gt[0].parent.parent)):
+        r = runner.invoke(app, ["detect", "predict", str(model), str(images), "--out", str(out)])
+        assert r.exit_code == 2 and "overlaps the input" in r.output, r.output
+        assert len(r.output.strip().splitlines()) == 1
+    foreign = tmp_path / "notes"
+    (foreign / "masks").mkdir(parents=True)
+    (foreign / "masks" / "q00.png").write_bytes(b"mine")
+    r = runner.invoke(app, ["detect", "predict", str(model), str(folders / "images"), "--out", str(foreign)])
+    assert r.exit_code == 2 and "did not write (masks)" in r.output and "choose an empty or new --out" in r.output
+    assert (foreign / "masks" / "q00.png").read_bytes() == b"mine" and not (foreign / "scores.csv").exists()
+    assert {f: hashlib.sha256(f.read_bytes()).hexdigest() for f in sorted(ds.rglob("*")) if f.is_file()} == before
+    # an earlier run's folder (and an empty one) are fine: the resume above relies on it
+    (tmp_path / "empty").mkdir()
+    r = runner.invoke(app, ["detect", "predict", str(model), str(folders / "images"), "--out", str(tmp_path / "empty")])
+    assert r.exit_code == 0, r.output
+
+
 def test_a_resumed_run_keeps_the_first_runs_colour_scale(tmp_path, folders):
     """Without a pixel threshold the first chunk's maps fix the colours; a resume reuses them."""
     from defectforge.detect.predict_job import RUN_FILE, predict_files

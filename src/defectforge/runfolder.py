@@ -76,6 +76,24 @@ def check_no_overlap(out: str | Path, inputs: Iterable[str | Path | None]) -> No
                                   "its own inputs; choose a separate --out folder")
 
 
+def check_scoring_out(out: str | Path, inputs: Iterable[str | Path], own: Callable[[str], bool], job: str) -> None:
+    """Refuse the output folder of a scoring job (``detect predict``, ``detect3d predict``)
+    where its files would replace what is not its own: a folder that is, holds or lies inside
+    one of ``inputs`` (an input and an output of the same name would be one file), or a
+    non-empty folder with a top-level entry that ``own(name)`` does not claim as an earlier
+    run's (hidden staging leftovers aside). One line, before anything is written."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise InputError(out, "output path exists and is not a folder")
+    check_no_overlap(out, inputs)
+    if out.is_dir():
+        foreign = sorted(p.name for p in out.iterdir() if not p.name.startswith(".") and not own(p.name))
+        if foreign:
+            more = ", ..." if len(foreign) > 3 else ""
+            raise InputError(out, f"folder holds what an earlier '{job}' run did not write ({', '.join(foreign[:3])}"
+                                  f"{more}): its outputs could replace them; choose an empty or new --out")
+
+
 def write_artifact(path: str | Path, data: bytes | str | Callable[[Any], None], mode: str = "wb") -> Path:
     """Write one file atomically: ``bytes``, ``str`` (UTF-8), or ``func(fh)`` writing into a
     temporary file that replaces ``path`` only once complete. No lock needed (workers)."""

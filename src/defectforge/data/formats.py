@@ -149,7 +149,7 @@ def load_dataset(path: str | Path, format: str | None = None, *, allow_outside_r
     if fmt == "mvtec":
         from defectforge.data.mvtec import read_mvtec
 
-        return read_mvtec(p)
+        return read_mvtec(p, problems)
     if fmt == "coco":
         from defectforge.data.coco import read_coco
 

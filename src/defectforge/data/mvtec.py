@@ -20,6 +20,7 @@ from pathlib import Path
 
 from defectforge.data._files import export_image, export_mask, image_suffix, list_images, staged_dir, unique_name
 from defectforge.data.image_io import IMAGE_SUFFIXES, write_image
+from defectforge.data.problems import ReadProblems, strict
 from defectforge.data.sample import GOOD, Dataset, Sample
 from defectforge.errors import InputError
 
@@ -52,8 +53,10 @@ def _mask_index(folder: Path) -> dict[str, Path]:
     return out
 
 
-def read_mvtec(root: str | Path) -> Dataset:
-    """Read an MVTec-style folder into a :class:`Dataset` (train, val, test in that order)."""
+def read_mvtec(root: str | Path, problems: ReadProblems | None = None) -> Dataset:
+    """Read an MVTec-style folder into a :class:`Dataset` (train, val, test in that order);
+    an image or mask that is a link out of the folder is a problem (``problems``)."""
+    problems = strict(problems)
     root = Path(root)
     if not root.exists():
         raise InputError(root, "folder not found")
@@ -76,8 +79,12 @@ def read_mvtec(root: str | Path) -> Dataset:
                 masks = _mask_index(gt / label)
                 masks.update(_mask_index(gt / split / label))
             for img in list_images(d / label):
-                samples.append(Sample(label=label, split=split, path=img, mask_path=masks.get(img.stem)))
-    return Dataset(samples, root=root, format="mvtec")
+                mask = masks.get(img.stem)
+                if problems.outside(img, (root,), img, "image") or (
+                        mask is not None and problems.outside(mask, (root,), mask, "mask")):
+                    continue
+                samples.append(Sample(label=label, split=split, path=img, mask_path=mask))
+    return Dataset(samples, root=root, format="mvtec", read_problems=problems.items)
 
 
 def mvtec_place(sample: Sample) -> tuple[str, str]:

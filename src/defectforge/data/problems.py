@@ -9,8 +9,11 @@ problem (exit code 1) instead of stopping at the first.
 Paths that leave the dataset folder (``../../etc/passwd`` in a manifest, a labelme
 ``imagePath`` or COCO ``file_name`` pointing elsewhere, an absolute path) are refused unless
 ``allow_outside_root`` (``--allow-outside-root``): a dataset handed over by someone else must
-not make an export copy arbitrary files of this machine. The test is lexical (``..`` and
-absolute paths), so symlinks inside the dataset keep working.
+not make an export copy arbitrary files of this machine. Symlinks are followed: a link
+inside the dataset whose target lies outside it (``images/a.jpg -> /etc/...``) is refused the
+same way, also for the formats found by listing folders (MVTec, YOLO images and label files);
+links whose targets stay inside the dataset keep working. A dataset whose files are links into
+a cache elsewhere (git-annex, DVC) needs ``--allow-outside-root``.
 """
 
 from __future__ import annotations
@@ -47,6 +50,8 @@ class ReadProblems:
         if self.allow_outside_root or is_inside(path, roots):
             return False
         root = next((r for r in roots if r is not None), None)
+        if is_inside(path, roots, links=False):  # inside by its name: a symlink leads out
+            what = f"{what} (a link to {os.path.realpath(path)})"
         self.add(file, f"{what} is outside the dataset folder {root} ({OUTSIDE_HINT})", "outside root")
         return True
 
@@ -56,13 +61,15 @@ def strict(problems: ReadProblems | None) -> ReadProblems:
     return problems if problems is not None else ReadProblems()
 
 
-def is_inside(path: Path, roots: Iterable[Path | None]) -> bool:
-    """Whether ``path`` (made absolute, ``..`` folded, symlinks not followed) is under a root."""
-    p = os.path.normpath(os.path.abspath(path))
+def is_inside(path: Path, roots: Iterable[Path | None], links: bool = True) -> bool:
+    """Whether ``path`` (made absolute, ``..`` folded; symlinks of the path and the roots
+    followed unless ``links=False``) is under a root."""
+    norm = os.path.realpath if links else (lambda q: os.path.normpath(os.path.abspath(q)))
+    p = norm(path)
     for r in roots:
         if r is None:
             continue
-        base = os.path.normpath(os.path.abspath(r))
+        base = norm(r)
         if p == base or p.startswith(base.rstrip(os.sep) + os.sep):
             return True
     return False

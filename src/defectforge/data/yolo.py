@@ -195,6 +195,9 @@ def read_yolo(root: str | Path, problems: ReadProblems | None = None) -> Dataset
     for split, idir in splits:
         for img in list_images(idir):
             txt = _labels_path(img, idir)
+            if problems.outside(img, (root,), img, "image") or (
+                    txt.is_file() and problems.outside(txt, (root,), txt, "label file")):
+                continue
             if not txt.is_file() or not txt.read_bytes().strip():
                 samples.append(Sample(label=GOOD, split=split, path=img))
                 continue

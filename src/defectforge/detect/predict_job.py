@@ -209,9 +209,12 @@ def predict_files(model_path: str | Path, files: Sequence[Path], out: str | Path
     from defectforge.data._files import unique_name
     from defectforge.engine.local import LocalEngine
     from defectforge.report.panels import run_thresholds
-    from defectforge.runfolder import remove_leftovers
+    from defectforge.runfolder import check_scoring_out, remove_leftovers
 
     out = Path(out)
+    earlier = (out / "scores.csv").is_file()  # written before any image: an earlier run's folder has it
+    check_scoring_out(out, files, lambda name: earlier and name in ("scores.csv", RUN_FILE, "heatmaps", "masks"),
+                      "detect predict")
     if model is None:
         from defectforge.detect.base import load_detector
 

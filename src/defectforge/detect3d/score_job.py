@@ -92,17 +92,26 @@ def predict_clouds(model_path: str | Path, category: str, clouds: Sequence[Path]
                    progress: Callable[[str, int, int | None], None] | None = None,
                    runtime: dict[str, Any] | None = None) -> Path:
     """Score ``clouds`` with ``models[category]`` of ``model_path`` into ``out`` (per cloud
-    ``<stem>.txt`` and ``<stem>.ply``; ``scores.csv`` in input order; workers of other
+    ``<stem>.txt`` and ``<stem>.ply``, ``<stem>_1`` for a second cloud of one stem; ``scores.csv`` in input
+    order; the folder must be new, empty or an earlier run's; workers of other
     processes load the model with ``runtime``, e.g. ``{"device": "cuda"}``). Returns its path."""
     import csv
     import io
 
     from defectforge._atomic import atomic_write_text
-    from defectforge.runfolder import remove_leftovers
+    from defectforge.data._files import unique_name
+    from defectforge.errors import InputError
+    from defectforge.runfolder import check_scoring_out, remove_leftovers
 
     out = Path(out)
+    used: set[str] = set()  # two clouds of one stem (other folders) get two names, not one file
+    items = [(category, str(p), unique_name(Path(p).stem, "", used)) for p in clouds]
+    own = {"scores.csv", *(f"{name}{ext}" for _, _, name in items for ext in (".txt", ".ply"))}
+    check_scoring_out(out, clouds, own.__contains__, "detect3d predict")
+    scores = out / "scores.csv"
+    if scores.is_file() and scores.read_bytes()[:200].split(b"\n")[0].decode("utf-8", "replace") != ",".join(SCORE_HEADER):
+        raise InputError(scores, "exists but is not a scores file of 'detect3d predict'; choose another --out")
     out.mkdir(parents=True, exist_ok=True)
-    items = [(category, str(p), Path(p).stem) for p in clouds]
     rows = scored(CloudScoreTask(model_path, models, out, runtime), items, engine, chunk, progress, "predict")
     remove_leftovers(out)  # temporary files a killed worker left behind
     buf = io.StringIO()
