@@ -270,7 +270,8 @@ def read_coco_file(json_path: str | Path, image_root: str | Path | None = None, 
             samples.append(Sample(label=GOOD, split=split, path=path, meta=meta))
             continue
         first = cats.get(kept[0].get("category_id"), str(kept[0].get("category_id")))
-        samples.append(Sample(label=first, split=split, path=path, boxes=boxes, mask_array=mask, meta=meta))
+        samples.append(Sample(label=first, split=split, path=path, boxes=boxes, mask_array=mask, meta=meta,
+                              label_path=p))
     return samples
 
 

@@ -179,7 +179,7 @@ def read_labelme(json_path: str | Path, image_dir: str | Path | None = None, spl
     mask = _mask_from_data(data, p, hw, problems=problems)
     label = labelme_label(data)
     return Sample(label=label, split=split, path=img, image_array=arr,
-                  mask_array=mask if label != GOOD else None,
+                  mask_array=mask if label != GOOD else None, label_path=p,
                   meta={} if img is not None else {"name": p.stem})
 
 
