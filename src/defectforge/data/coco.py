@@ -232,7 +232,11 @@ def read_coco_file(json_path: str | Path, image_root: str | Path | None = None, 
     by_image = _annotations(data, p, {im["id"] for im in images}, cats, problems)
     samples: list[Sample] = []
     for im in images:
-        path = _resolve_image(str(im["file_name"]), p, root, split, iroot)
+        if not isinstance(im["file_name"], str) or not im["file_name"].strip():
+            problems.add(p, f"image {im['id']}: file_name {im['file_name']!r} is not a file name (COCO file_names "
+                            "are strings)")
+            continue
+        path = _resolve_image(im["file_name"], p, root, split, iroot)
         if problems.outside(path, (root, iroot), p, f"image {im['id']}: file_name {im['file_name']}"):
             continue
         anns = by_image.get(im["id"], [])
