@@ -16,8 +16,15 @@ from typing import IO, Any, Iterator
 
 @contextlib.contextmanager
 def atomic_open(path: str | Path, mode: str = "w", **kwargs: Any) -> Iterator[IO]:
-    """Open a temporary file for writing that replaces ``path`` on successful close."""
+    """Open a temporary file for writing that replaces ``path`` on successful close.
+
+    A ``path`` that is a folder is an :class:`~defectforge.errors.InputError` naming it (not
+    the temporary file, which the rename would name)."""
     path = Path(path)
+    if path.is_dir():
+        from defectforge.errors import InputError
+
+        raise InputError(path, "is a folder, not a file: give a file name to write to")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -26,7 +33,12 @@ def atomic_open(path: str | Path, mode: str = "w", **kwargs: Any) -> Iterator[IO
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        try:
+            os.replace(tmp, path)
+        except IsADirectoryError:  # made a folder while we wrote
+            from defectforge.errors import InputError
+
+            raise InputError(path, "is a folder, not a file: give a file name to write to") from None
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)

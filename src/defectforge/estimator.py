@@ -297,6 +297,8 @@ def load_models(path: str | Path, family: type[Estimator], **runtime: Any) -> di
             if exc.path is None:  # a check inside _set_state: name the model file
                 raise InputError(path, exc.problem) from None
             raise
+        except ConfigError as exc:  # a parameter of the file (unknown backbone, ...): name the file
+            raise InputError(path, f"model file holds an invalid setting: {exc}") from None
         except DefectforgeError:
             raise
         except (KeyError, TypeError, AttributeError, ValueError, RuntimeError) as exc:

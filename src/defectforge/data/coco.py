@@ -58,23 +58,46 @@ def load_coco_json(p: Path) -> dict[str, Any]:
     return data
 
 
-def is_coco_file(p: Path) -> bool:
-    try:
-        data = read_json(p)
-    except InputError:
-        return False
+def _looks_coco(data: Any) -> bool:
     return isinstance(data, dict) and isinstance(data.get("images"), list) and (
         "annotations" in data or "categories" in data)
 
 
+def is_coco_file(p: Path) -> bool:
+    """Whether ``p`` parses as a COCO file (``False`` for a file that does not parse: callers that
+    must not lose such a file use :func:`coco_files`, which reports it)."""
+    try:
+        data = read_json(p)
+    except InputError:
+        return False
+    return _looks_coco(data)
+
+
 def coco_files(root: Path) -> list[Path]:
-    """COCO JSON files of a dataset folder: ``annotations/*.json``, else ``*.json``."""
+    """COCO JSON files of a dataset folder: ``annotations/*.json``, else ``*.json``.
+
+    A ``.json`` that does not parse (truncated, not UTF-8) where annotation files are expected
+    (in ``annotations/``, or beside COCO files in the folder) raises :class:`InputError`
+    naming it: leaving it out would silently drop a whole split."""
     root = Path(root)
     for d in (root / "annotations", root):
-        if d.is_dir():
-            found = [p for p in sorted(d.glob("*.json")) if not p.name.startswith(".") and is_coco_file(p)]
-            if found:
-                return found
+        if not d.is_dir():
+            continue
+        found, broken = [], []
+        for p in sorted(d.glob("*.json")):
+            if p.name.startswith(".") or not p.is_file():
+                continue
+            try:
+                data = read_json(p)
+            except InputError as exc:
+                broken.append(exc)
+                continue
+            if _looks_coco(data):
+                found.append(p)
+        if broken and (found or d.name == "annotations"):
+            raise broken[0]
+        if found:
+            return found
     return []
 
 
@@ -209,7 +232,11 @@ def read_coco_file(json_path: str | Path, image_root: str | Path | None = None, 
     by_image = _annotations(data, p, {im["id"] for im in images}, cats, problems)
     samples: list[Sample] = []
     for im in images:
-        path = _resolve_image(str(im["file_name"]), p, root, split, iroot)
+        if not isinstance(im["file_name"], str) or not im["file_name"].strip():
+            problems.add(p, f"image {im['id']}: file_name {im['file_name']!r} is not a file name (COCO file_names "
+                            "are strings)")
+            continue
+        path = _resolve_image(im["file_name"], p, root, split, iroot)
         if problems.outside(path, (root, iroot), p, f"image {im['id']}: file_name {im['file_name']}"):
             continue
         anns = by_image.get(im["id"], [])
@@ -247,7 +274,8 @@ def read_coco_file(json_path: str | Path, image_root: str | Path | None = None, 
             samples.append(Sample(label=GOOD, split=split, path=path, meta=meta))
             continue
         first = cats.get(kept[0].get("category_id"), str(kept[0].get("category_id")))
-        samples.append(Sample(label=first, split=split, path=path, boxes=boxes, mask_array=mask, meta=meta))
+        samples.append(Sample(label=first, split=split, path=path, boxes=boxes, mask_array=mask, meta=meta,
+                              label_path=p))
     return samples
 
 

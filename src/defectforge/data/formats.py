@@ -80,8 +80,9 @@ def _manifest_files_found(csv_path: Path, limit: int = 20) -> tuple[int, int]:
 def _detect(p: Path, skip_manifest: bool = False) -> str | None:
     """The first matching format of the detection order (``None`` for a folder that matches
     nothing when ``skip_manifest``; :class:`InputError` otherwise)."""
+    from defectforge.data._files import read_json
     from defectforge.data.coco import coco_files, is_coco_file
-    from defectforge.data.labelme import is_labelme_file
+    from defectforge.data.labelme import is_labelme_file, looks_labelme
     from defectforge.data.manifest import find_manifest
     from defectforge.data.mvtec import looks_like_mvtec
     from defectforge.data.yolo import looks_like_yolo
@@ -108,15 +109,25 @@ def _detect(p: Path, skip_manifest: bool = False) -> str | None:
         return "manifest"
     if coco_files(p):
         return "coco"
-    jsons = sorted(q for q in p.glob("*.json") if not q.name.startswith("."))
-    if jsons and is_labelme_file(jsons[0]):
-        return "labelme"
+    jsons = sorted(q for q in p.glob("*.json") if not q.name.startswith(".") and q.is_file())
+    broken = None  # the first *.json that does not parse: named when nothing else matches
+    for q in jsons:
+        try:
+            data = read_json(q)
+        except InputError as exc:
+            broken = broken or exc
+            continue
+        if looks_labelme(data):
+            return "labelme"
+        break  # the first JSON that parses decides (not labelme: the folder is not labelme)
     if looks_like_yolo(p):
         return "yolo"
     if looks_like_mvtec(p):
         return "mvtec"
     if skip_manifest:
         return None
+    if broken is not None:
+        raise InputError(broken.path, f"{broken.problem} (while detecting the dataset layout of {p})")
     raise InputError(p, f"unknown dataset layout; looked for {_LOOKED_FOR}")
 
 

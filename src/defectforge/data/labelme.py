@@ -38,13 +38,18 @@ def load_labelme(json_path: str | Path) -> dict[str, Any]:
     return data
 
 
+def looks_labelme(data: Any) -> bool:
+    """Whether parsed JSON is a labelme document: an object with ``shapes`` and ``imagePath``."""
+    return isinstance(data, dict) and isinstance(data.get("shapes"), list) and "imagePath" in data
+
+
 def is_labelme_file(path: Path) -> bool:
-    """Cheap test: a JSON object with ``shapes`` and ``imagePath`` keys."""
+    """Cheap test: a JSON object with ``shapes`` and ``imagePath`` keys (``False`` when it does not parse)."""
     try:
         data = read_json(path)
     except InputError:
         return False
-    return isinstance(data, dict) and isinstance(data.get("shapes"), list) and "imagePath" in data
+    return looks_labelme(data)
 
 
 def _shape_hw(data: dict[str, Any], p: Path, shape: tuple[int, int] | None) -> tuple[int, int]:
@@ -174,7 +179,7 @@ def read_labelme(json_path: str | Path, image_dir: str | Path | None = None, spl
     mask = _mask_from_data(data, p, hw, problems=problems)
     label = labelme_label(data)
     return Sample(label=label, split=split, path=img, image_array=arr,
-                  mask_array=mask if label != GOOD else None,
+                  mask_array=mask if label != GOOD else None, label_path=p,
                   meta={} if img is not None else {"name": p.stem})
 
 

@@ -56,6 +56,13 @@ class Sample:
     arrays were given (``Sample(image=arr, ...)``). ``mask`` is ``None`` when no mask
     exists; for a good sample that means "all background". ``boxes`` is ``None`` when
     boxes are not given and should be derived from the mask (:meth:`derived_boxes`).
+
+    Every mask any command gets is checked against its image's size here, in
+    :attr:`image` and :attr:`mask` (the image's header, when only the mask is read): a
+    mask file of another size, or a mask drawn at the size an annotation file declares
+    (``label_path``: labelme ``imageWidth``/``imageHeight``, COCO ``width``/``height``) that
+    the image file does not have, is an :class:`~defectforge.errors.InputError` naming
+    both files.
     """
 
     label: str = GOOD
@@ -66,12 +73,18 @@ class Sample:
     boxes: list[Box] | None = None
     image_array: np.ndarray | None = field(default=None, repr=False)
     mask_array: np.ndarray | None = field(default=None, repr=False)
+    #: the annotation file (labelme / COCO JSON) ``mask_array`` was drawn from, named in size errors
+    label_path: Path | None = None
+    #: ``mask_array`` was found to match the image file's size (so the header is read once)
+    _size_ok: bool = field(default=False, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.path is not None:
             self.path = Path(self.path)
         if self.mask_path is not None:
             self.mask_path = Path(self.mask_path)
+        if self.label_path is not None:
+            self.label_path = Path(self.label_path)
         if self.mask_array is not None:
             self.mask_array = np.asarray(self.mask_array) > 0
 
@@ -82,7 +95,39 @@ class Sample:
             return self.image_array
         if self.path is None:
             raise ValueError("sample has neither an image array nor a path")
-        return read_image(self.path)
+        img = read_image(self.path)
+        if self.mask_array is not None and not self._size_ok:
+            self._check_size(self.mask_array.shape, img.shape[:2], None)
+            self._size_ok = True
+        return img
+
+    def _file_hw(self) -> tuple[int, int] | None:
+        """``(H, W)`` of the image file from its header; ``None`` when there is no readable file
+        (reading the image itself then reports that)."""
+        if self.path is None or not self.path.is_file():
+            return None
+        from defectforge.data._files import header_size
+        from defectforge.errors import InputError
+
+        try:
+            return header_size(self.path)
+        except InputError:
+            return None
+
+    def _check_size(self, mask_hw: tuple[int, ...], image_hw: tuple[int, ...], mask_file: Path | None) -> None:
+        """Refuse a mask whose ``(H, W)`` differs from the image's, naming the mask (or the
+        annotation file it was drawn from) and the image."""
+        (mh, mw), (ih, iw) = tuple(mask_hw[:2]), tuple(image_hw[:2])
+        if (mh, mw) == (ih, iw):
+            return
+        from defectforge.errors import InputError
+
+        image = f"the image is {iw}x{ih}"
+        if self.path is not None and self.image_array is None:
+            image += f" ({self.path})"
+        if mask_file is None and self.label_path is not None:
+            raise InputError(self.label_path, f"declares the image size {mw}x{mh} (WxH), but {image}")
+        raise InputError(mask_file or self.mask_path or self.path, f"mask is {mw}x{mh} (WxH) but {image}")
 
     def rgb(self) -> np.ndarray:
         """The image as ``H x W x 3`` uint8."""
@@ -90,11 +135,21 @@ class Sample:
 
     @property
     def mask(self) -> np.ndarray | None:
+        """The boolean mask (``None`` when there is none), checked against the image's size."""
         if self.mask_array is not None:
+            if self.image_array is None and not self._size_ok:
+                hw = self._file_hw()
+                if hw is not None:
+                    self._check_size(self.mask_array.shape, hw, None)
+                    self._size_ok = True
             return self.mask_array
         if self.mask_path is None:
             return None
-        return read_mask(self.mask_path)
+        m = read_mask(self.mask_path)
+        hw = self.image_array.shape[:2] if self.image_array is not None else self._file_hw()
+        if hw is not None:
+            self._check_size(m.shape, hw, self.mask_path)
+        return m
 
     def mask_or_empty(self, shape: tuple[int, int] | None = None) -> np.ndarray:
         """The mask, or an all-False mask of the image's (or the given) shape."""
@@ -109,13 +164,8 @@ class Sample:
         """A copy with pixels in memory (image and mask), checked for matching sizes."""
         img = self.image
         m = self.mask
-        if m is not None and m.shape != img.shape[:2]:
-            from defectforge.errors import InputError
-
-            raise InputError(
-                self.mask_path or self.path,
-                f"mask is {m.shape[1]}x{m.shape[0]} (WxH) but the image is {img.shape[1]}x{img.shape[0]}",
-            )
+        if m is not None:
+            self._check_size(m.shape, img.shape[:2], self.mask_path)
         return replace(self, image_array=img, mask_array=m, meta=dict(self.meta))
 
     # -- labels ---------------------------------------------------------------

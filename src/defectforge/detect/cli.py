@@ -235,7 +235,12 @@ def eval_cmd(
     data: Path = typer.Argument(..., metavar="DATA", help="Dataset with a labelled test split."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Metrics JSON to write ('-': stdout)."),
     report: Optional[Path] = typer.Option(None, "--report", help="Folder for report.html."),
-    split: str = typer.Option("test", "--split", help="Split to evaluate (never the one fitted on)."),
+    split: str = typer.Option("test", "--split", help="Split to evaluate (never the one fitted on: images the model "
+                              "was fitted on are refused, see --allow-train-split)."),
+    allow_train_split: bool = typer.Option(False, "--allow-train-split",
+                                           help="Evaluate even images the model was fitted on (a sanity check of "
+                                                "the fit; such metrics are optimistic, near 1.0, not a measure of "
+                                                "new parts). Warned about and recorded in the JSON."),
     format: Optional[str] = typer.Option(None, "--format", "-f", help="Force the dataset format."),
     image_only: bool = typer.Option(False, "--image-only", help="Image metrics only (for data without masks)."),
     pixel_path: str = typer.Option("auto", "--pixel-path", help="Pixel metrics: exact (all maps in memory), binned (bounded memory, stated max error) or auto (exact up to 100 M pixels)."),
@@ -249,7 +254,11 @@ def eval_cmd(
     ray_address: Optional[str] = address_option(),
     compare: Optional[List[Path]] = typer.Option(None, "--compare", help="Other model file(s) to evaluate on the same images: overlaid curves and bootstrap intervals in the report and JSON."),
 ) -> None:
-    """Evaluate a model on the test split: metrics JSON and an HTML report."""
+    """Evaluate a model on the test split: metrics JSON and an HTML report.
+
+    A split holding images the model was fitted on (its model file records them) is refused:
+    a memory bank scores its own images as normal, so AUROC would be near 1.0 and mean
+    nothing. ``--allow-train-split`` evaluates them anyway, with a warning."""
     from defectforge._jsonout import console_for, write_json_out
     from defectforge.data.formats import load_dataset
     from defectforge.detect.base import load_detector
@@ -265,6 +274,14 @@ def eval_cmd(
     if nn_backend is not None:
         given["nn_backend"] = nn_backend
     ds = load_dataset(data, format=format)
+    fitted = {}
+    for path, d in [(model_path, det), *((o, None) for o in compare or [])]:
+        n = _check_fitted_on(path, d if d is not None else load_detector(path, device=device), ds, data, split,
+                             allow_train_split, console_for(json_out))
+        if n:
+            fitted[str(path)] = n
+    if fitted:
+        given["fitted_images_evaluated"] = fitted
     with rich_progress() as bar, open_engine(engine, ray_address, workers) as eng:
         res = evaluate_detector(det, ds, split=split, pixel_metrics=not image_only, engine=eng,
                                 model_path=str(model_path), progress=bar, pixel_path=pixel_path)
@@ -290,6 +307,32 @@ def eval_cmd(
     con = console_for(json_out)
     con.print("  ".join(f"{k} {out[k]:.4f}" if isinstance(out[k], float) else f"{k} {out[k]}"
                         for k in ("image_auroc", "pixel_auroc", "aupro", "n_images")))
+
+
+def _check_fitted_on(model_path: Path, det, ds, data: Path, split: str, allow: bool, con) -> int:
+    """How many images of ``split`` the model was fitted on; refused (one-line error) unless
+    ``allow``, then warned about. A model file that does not record it (older files) gets a
+    warning when the split is ``train``."""
+    from defectforge.detect.fitted import fitted_overlap
+    from defectforge.errors import InputError
+
+    samples = [s for s in ds if s.split == split]
+    found = fitted_overlap(getattr(det, "fit_info_", None) or {}, samples, data, split)
+    if found is None:
+        if split == "train":
+            con.print(f"[yellow]warning:[/] {model_path} does not record which images it was fitted on; 'detect fit' "
+                      f"fits on the train split, and metrics of images it was fitted on are meaningless (near 1.0)")
+        return 0
+    n, first = found
+    if not n:
+        return 0
+    what = (f"{n} of the {len(samples)} images of split {split!r} (e.g. {getattr(first, 'path', None) or first.name}) "
+            f"are images {model_path} was fitted on")
+    if not allow:
+        raise InputError(data, f"{what}: a memory bank scores its own images as normal, so the metrics would mean "
+                               "nothing; evaluate a held-out split (--split test), or pass --allow-train-split")
+    con.print(f"[yellow]warning:[/] {what}; their metrics are optimistic (--allow-train-split)")
+    return n
 
 
 def _set_nn_backend(det, nn_backend: str | None) -> None:

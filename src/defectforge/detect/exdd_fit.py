@@ -77,6 +77,7 @@ class BankFitMixin:
         from defectforge.bank.coreset import coreset_size
         from defectforge.bank.features import random_projection, to_rgb
         from defectforge.detect.exdd import EmptyDefectMaskWarning
+        from defectforge.detect.fitted import FITTED_KEY, image_keys
 
         self._validate_params()
         c = self.config
@@ -85,6 +86,7 @@ class BankFitMixin:
             def_sets = {str(k): list(v) for k, v in defects.items()}
         else:
             def_sets = {"defects": list(defects)} if defects is not None else {}
+        fitted = image_keys([*normal, *(x for items in def_sets.values() for x in items)])  # detect eval refuses them
         if len(normal) == 0:
             raise ConfigError("fit needs at least one normal (defect-free) training image")
         rng = np.random.default_rng(c.seed)
@@ -187,6 +189,7 @@ class BankFitMixin:
             "synthetic_filter": drop.info() if drop else None,
             "seconds_features": round(t1 - t0, 3), "seconds_coreset": round(t2 - t1, 3),
             "seconds_defect_bank": round(t3 - t2, 3), "image_score": self._score_info,
+            FITTED_KEY: fitted,
         }
         return self
 

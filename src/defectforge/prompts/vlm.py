@@ -108,6 +108,7 @@ def build_prompts(defect_type: str, cfg: VLMConfig | None = None,
                   material: str | None = None) -> PromptSet:
     """Prompts for ``defect_type``: from the VLM when ``cfg`` is given and it answers properly,
     otherwise from the templates (with a :class:`PromptFallbackWarning` if the VLM failed).
+    An image that cannot be read raises :class:`~defectforge.errors.InputError` naming it.
 
     ``images`` overrides ``cfg.images``; ``client`` overrides the transport (tests, custom auth).
     """
@@ -115,8 +116,10 @@ def build_prompts(defect_type: str, cfg: VLMConfig | None = None,
     if cfg is None:
         return fallback
     imgs = list(images) if images is not None else list(cfg.images)
+    # the user's images are read first, outside the fallback: a missing or corrupt image is an
+    # InputError naming it (before any VLM call), not a VLM failure hidden behind template prompts
+    msgs = build_messages(defect_type, cfg.description, imgs, cfg.n_prompts, cfg.max_image_side)
     try:
-        msgs = build_messages(defect_type, cfg.description, imgs, cfg.n_prompts, cfg.max_image_side)
         cl = client if client is not None else make_client(cfg)
         reply = cl.complete_json(msgs, VLMPromptReply)
         if not isinstance(reply, VLMPromptReply):

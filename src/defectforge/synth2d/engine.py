@@ -199,7 +199,10 @@ class Engine:
             rec.status = "failed"
         except DefectforgeError as exc:
             rec.status = "error"
-            rec.error = str(exc) if good.path is None else f"{good.path}: {getattr(exc, 'problem', str(exc))}"
+            if good.path is None or getattr(exc, "path", None) is not None:  # an error that names its own file
+                rec.error = str(exc)  # (a generator's texture folder, a mask) keeps it, not the host image's
+            else:
+                rec.error = f"{good.path}: {getattr(exc, 'problem', str(exc))}"
         return rec
 
     def samples(self, n: int) -> list[Sample]:
