@@ -175,3 +175,16 @@ def test_synth3d_manifest_good_rows_still_load(tmp_path):
     root = _synth3d_folder(tmp_path / "s3", [("00000.txt", 5), ("sub/00001.txt", "0"), ("00002.txt", "")])
     ds = load_dataset3d(root)
     assert sorted(s.label for s in ds.samples if s.split == "test") == ["dent", "good", "good"]
+
+
+def test_cloud_with_absurd_coordinates_is_one_line(tmp_path):
+    p = tmp_path / "huge.npy"
+    rng = np.random.default_rng(0)
+    np.save(p, rng.random((3000, 3)) * 1e302)
+    from defectforge.synth3d.cloud import check_cloud
+
+    with pytest.raises(InputError, match=r"huge.npy: coordinates up to .* are beyond 1e\+15"):
+        check_cloud(np.load(p), p)
+    check_cloud(1e9 + np.random.default_rng(1).random((100, 3)) * 3000, p)  # far from the origin: fine
+    res = invoke("synth3d", p, "-o", tmp_path / "o", "--n", "1", "--points", "2000", "-d", "one scratch")
+    one_line_error(res, "huge.npy", "coordinates up to")
