@@ -84,3 +84,9 @@ def test_finite_values_still_pass_the_check(tmp_path):
                 lambda: run_thresholds(None, float("nan"))):
         with pytest.raises(ConfigError, match="nan"):
             bad()
+
+
+def test_diffusion_kind_is_checked(tmp_path):
+    (tmp_path / "model_index.json").write_text('{"_class_name": "StableDiffusionXLInpaintPipeline"}')
+    res = invoke("diffusion", "check", tmp_path, "--kind", "bogus")
+    one_line_error(res, "--kind must be one of auto, sdxl, sd", "'bogus'")
