@@ -125,3 +125,66 @@ def test_deeply_nested_instruction_file_one_line(tmp_path):
     p.write_text("[" * 100_000 + "]" * 100_000)
     res = invoke("synth3d", "part:flange", "--instructions", p, "--n", "1", "--points", "2000", "--out", tmp_path / "o")
     one_line_error(res, "inst.json")
+
+
+def _synth3d_folder(root, rows):
+    """A tiny synth3d output folder: ``manifest.csv`` with ``rows`` (file, n_defect_points), clouds
+    ``00000.txt``... beside it and one good training cloud."""
+    rng = np.random.default_rng(0)
+    (root / "train").mkdir(parents=True)
+    pts = rng.random((200, 3))
+    np.savetxt(root / "train" / "t.txt", pts)
+    lines = ["file,part,defects,instruction,seed,n_points,n_defect_points"]
+    for name, ndef in rows:
+        target = root / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        np.savetxt(target, np.c_[pts, np.zeros(len(pts))])
+        lines.append(f"{name},flange,dent,a dent,0,200,{ndef}")
+    (root / "manifest.csv").write_text("\n".join(lines) + "\n")
+    return root
+
+
+@pytest.mark.parametrize("escape", ["../outside/lab.txt", "ABS"])
+def test_synth3d_manifest_path_leaving_the_folder_is_refused(tmp_path, escape):
+    from defectforge.detect3d.data import load_dataset3d
+
+    outside = tmp_path / "outside" / "lab.txt"
+    root = _synth3d_folder(tmp_path / "s3", [("00000.txt", 5)])
+    _synth3d_folder(tmp_path / "other", [("../outside/lab.txt", 5)])  # writes the outside cloud
+    assert outside.is_file()
+    name = str(outside) if escape == "ABS" else escape
+    with open(root / "manifest.csv", "a") as fh:
+        fh.write(f"{name},flange,dent,a dent,0,200,5\n")
+    with pytest.raises(InputError, match=r"manifest.csv: line 3: file .*lab.txt is outside the dataset folder"):
+        load_dataset3d(root)
+    res = invoke("detect3d", "fit", root, "-o", tmp_path / "m.pt")
+    one_line_error(res, "manifest.csv", "lab.txt", "outside the dataset folder")
+    assert not (tmp_path / "m.pt").exists()
+
+
+@pytest.mark.parametrize("value", ["abc", "nan", "-3", "1.5", "inf"])
+def test_synth3d_manifest_bad_defect_count_one_line(tmp_path, value):
+    root = _synth3d_folder(tmp_path / "s3", [("00000.txt", value)])
+    res = invoke("detect3d", "fit", root, "-o", tmp_path / "m.pt")
+    one_line_error(res, "manifest.csv", "line 2", "n_defect_points", repr(value))
+
+
+def test_synth3d_manifest_good_rows_still_load(tmp_path):
+    from defectforge.detect3d.data import load_dataset3d
+
+    root = _synth3d_folder(tmp_path / "s3", [("00000.txt", 5), ("sub/00001.txt", "0"), ("00002.txt", "")])
+    ds = load_dataset3d(root)
+    assert sorted(s.label for s in ds.samples if s.split == "test") == ["dent", "good", "good"]
+
+
+def test_cloud_with_absurd_coordinates_is_one_line(tmp_path):
+    p = tmp_path / "huge.npy"
+    rng = np.random.default_rng(0)
+    np.save(p, rng.random((3000, 3)) * 1e302)
+    from defectforge.synth3d.cloud import check_cloud
+
+    with pytest.raises(InputError, match=r"huge.npy: coordinates up to .* are beyond 1e\+15"):
+        check_cloud(np.load(p), p)
+    check_cloud(1e9 + np.random.default_rng(1).random((100, 3)) * 3000, p)  # far from the origin: fine
+    res = invoke("synth3d", p, "-o", tmp_path / "o", "--n", "1", "--points", "2000", "-d", "one scratch")
+    one_line_error(res, "huge.npy", "coordinates up to")

@@ -265,3 +265,12 @@ def test_manifest_boxes_must_have_area(tmp_path, cell, expect):
     manifest(tmp_path / "ds", [("a.png", "train", "dent", "", cell)], header=("file", "split", "label", "mask", "boxes"))
     one_line_error(invoke("data", "convert", tmp_path / "ds", tmp_path / "out", "--to", "coco"),
                    "split.csv", "line 2", expect)
+
+
+def test_manifest_path_with_nul_byte(tmp_path):
+    root = tmp_path / "ds"
+    image(root / "images" / "a.png")
+    manifest(root, [("images/a.png", "train", "good", ""), ("images/a\0b.png", "train", "good", "")])
+    res = invoke("data", "convert", root, tmp_path / "conv", "--to", "manifest")
+    one_line_error(res, "split.csv", "line 3", "NUL byte")
+    check_lists(root / "split.csv", "line 3", "NUL byte", tmp=tmp_path)

@@ -67,3 +67,60 @@ def test_fit_refuses_non_finite_features(tmp_path):
             prm.fill_(float("nan"))
     with pytest.raises(InputError, match="bank_normal holds .* non-finite"):
         m.fit(list(load_dataset(root)))
+
+
+def _tampered_params(src, dst, **params):
+    obj = torch.load(src, map_location="cpu", weights_only=True)
+    entry = obj["models"][next(iter(obj["models"]))] if "models" in obj else obj
+    entry["params"].update(params)
+    torch.save(obj, dst)
+    return dst
+
+
+@pytest.mark.parametrize("change,expect", [
+    ({"threshold": lambda _: "abc"}, "threshold 'abc' is not a number"),
+    ({"grid": lambda _: [0, 0]}, "feature grid 0x0 does not fit the input size"),
+    ({"grid": lambda _: [2, 0]}, "feature grid 2x0 does not fit"),
+    ({"grid": lambda _: ["a", 1]}, "feature grid ['a', 1] is not two integers"),
+])
+def test_tampered_threshold_type_and_grid_refused_at_load(fitted, tmp_path, change, expect):
+    model, probe = fitted
+    bad = _tampered(model, tmp_path / "bad.dfm", **change)
+    one_line_error(invoke("detect", "predict", bad, probe, "--out", tmp_path / "pred"), "bad.dfm", expect)
+    assert not (tmp_path / "pred").exists()
+
+
+def test_tampered_nan_parameter_refused_at_load(fitted, tmp_path):
+    model, probe = fitted
+    bad = _tampered_params(model, tmp_path / "bad.dfm", sigma=float("nan"))
+    one_line_error(invoke("detect", "predict", bad, probe, "--out", tmp_path / "pred"), "bad.dfm",
+                   "parameter sigma is nan")
+
+
+@pytest.fixture(scope="module")
+def fitted3d(tmp_path_factory):
+    d = tmp_path_factory.mktemp("m3d")
+    from defectforge.synth3d.parts import make_part
+
+    part = make_part("flange", 3000, np.random.default_rng(0))
+    (d / "ds" / "flange" / "train").mkdir(parents=True)
+    (d / "ds" / "flange" / "test").mkdir(parents=True)
+    np.savetxt(d / "ds" / "flange" / "train" / "template.txt", part.points)
+    np.savetxt(d / "ds" / "flange" / "test" / "good_0.txt", part.points)
+    res = invoke("detect3d", "fit", d / "ds", "-o", d / "m3.pt")
+    assert res.exit_code == 0, res.output
+    return d / "m3.pt", d / "ds" / "flange" / "test" / "good_0.txt"
+
+
+@pytest.mark.parametrize("params,expect", [
+    ({"n_groups": -1}, "parameter n_groups must be positive, got -1"),
+    ({"voxel": float("nan")}, "parameter voxel is nan"),
+    ({"ks": (40, 0, 120)}, "parameter ks must be positive"),
+])
+def test_tampered_3d_model_refused_at_load(fitted3d, tmp_path, params, expect):
+    model, cloud = fitted3d
+    bad = _tampered_params(model, tmp_path / "bad3.pt", **params)
+    one_line_error(invoke("detect3d", "predict", bad, cloud, "-o", tmp_path / "pred"), "bad3.pt", expect)
+    assert not (tmp_path / "pred").exists()
+    res = invoke("detect3d", "predict", model, cloud, "-o", tmp_path / "ok")
+    assert res.exit_code == 0, res.output

@@ -189,3 +189,20 @@ def test_unreadable_checkpoint_is_a_one_line_error(real, tmp_path):
     line = _one_error_line(r.output)
     assert "checkpoint.pt" in line and "cannot read the checkpoint" in line
     assert not (out / "model.pt").exists()
+
+
+@pytest.mark.parametrize("content", ["config_only", "garbage_weights", "empty"])
+def test_clip_dir_that_does_not_load_is_one_line_naming_it(tmp_path, content):
+    pytest.importorskip("transformers")
+    from defectforge.errors import InputError
+    from defectforge.filter.embed import load_clip
+
+    d = tmp_path / "clip"
+    d.mkdir()
+    if content != "empty":
+        (d / "config.json").write_text('{"model_type": "clip"}')
+    if content == "garbage_weights":
+        (d / "model.safetensors").write_bytes(b"not safetensors at all")
+    with pytest.raises(InputError, match=r"clip: not a loadable transformers CLIP folder") as e:
+        load_clip(d)
+    assert "\n" not in str(e.value)

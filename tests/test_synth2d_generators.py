@@ -188,3 +188,74 @@ def test_pitting_with_real_masks_as_is_and_jittered():
     gj = get_generator("pitting", mask="real", jitter=True).fit(real)
     rj = gj.generate(_image(), np.random.default_rng(0))
     assert rj.mask.any() and rj.meta["clusters"][0]["shape"] == "real"
+
+
+def _numeric_fields(name):
+    """``(field, default)`` of every float / float-range parameter of generator ``name``."""
+    from defectforge.synth2d import generator_class
+
+    cfg = generator_class(name).Config
+    out = []
+    for f, info in cfg.model_fields.items():
+        d = info.default
+        items = d if isinstance(d, tuple) else (d,)
+        if items and all(isinstance(x, float) for x in items):
+            out.append((f, d))
+    return out
+
+
+@pytest.mark.parametrize("name", [n for n in list_generators() if n != "inpaint-diffusion"])
+def test_every_float_parameter_of_every_generator_refuses_nan_and_inf(name):
+    fields = _numeric_fields(name)
+    assert fields, name
+    for f, d in fields:
+        for bad in (float("nan"), float("inf")):
+            value = (bad, d[1]) if isinstance(d, tuple) else bad
+            with pytest.raises(ConfigError, match=f"generator '{name}': {f}.*finite"):
+                get_generator(name, **{f: value})
+
+
+def test_ranges_need_low_le_high_and_sizes_are_bounded():
+    with pytest.raises(ConfigError, match=r"darkness: a range \[low, high\] needs low <= high, got \[0.5, 0.2\]"):
+        get_generator("pitting", darkness=(0.5, 0.2))
+    with pytest.raises(ConfigError, match=r"pits_per_cluster: must be between 1 and 100, got \[1000000, 1000000\]"):
+        get_generator("pitting", pits_per_cluster=(1_000_000, 1_000_000))
+    with pytest.raises(ConfigError, match="clusters: must be between 1 and 50"):
+        get_generator("pitting", clusters=(1, 10_000))
+    with pytest.raises(ConfigError, match="area: must be between"):
+        get_generator("cutpaste", area=(0.1, 50.0))
+    get_generator("pitting", pits_per_cluster=(1, 100), clusters=(1, 50), area=(1.0, 1e6))  # the bounds themselves
+
+
+def _synth_config(tmp_path, params):
+    from badinput_kit import small_manifest
+
+    root = small_manifest(tmp_path / "ds", 2, 2, split="train").parent
+    cfg = tmp_path / "g.yaml"
+    import yaml
+
+    cfg.write_text(yaml.safe_dump({"source": {"path": str(root)}, "n": 2,
+                                   "generators": [{"name": "pitting", "params": params}]}))
+    return cfg
+
+
+@pytest.mark.parametrize("params,needle", [
+    ({"darkness": [float("nan"), 0.5]}, "darkness.0: Input should be a finite number"),
+    ({"pits_per_cluster": [1_000_000, 1_000_000]}, "pits_per_cluster: must be between 1 and 100"),
+])
+def test_synth_config_with_bad_generator_params_is_one_line_naming_the_file(tmp_path, params, needle):
+    from badinput_kit import invoke, one_line_error
+
+    cfg = _synth_config(tmp_path, params)
+    res = invoke("synth", "-o", tmp_path / "out", "--config", cfg)
+    one_line_error(res, "g.yaml", "generators[0] 'pitting'", needle)
+    assert not (tmp_path / "out").exists()
+
+
+def test_experiment_generator_params_nan_is_one_line(tmp_path):
+    from badinput_kit import invoke, one_line_error, small_manifest
+
+    root = small_manifest(tmp_path / "ds", 2, 2, split="train").parent
+    res = invoke("experiment", "synsur-regimes", "--data", root, "-o", tmp_path / "out",
+                 "--generator-params", '{"darkness": [NaN, 0.5]}')
+    one_line_error(res, "generator 'pitting'", "darkness.0", "finite")

@@ -165,3 +165,23 @@ def test_impossible_absolute_size_names_units_and_fix():
     msg = str(exc.value)
     assert "impossible size length=120 (x diag)" in msg and "0.25 mm" in msg and "--units" in msg
     assert parse_description("a 1 inch scratch", part_diag=254.0).defects[0].params["length"] == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize("loc,match", [
+    ({"kind": "point", "xyz": [float("nan"), 0, 0]}, r"location.point.xyz.0: Input should be a finite number"),
+    ({"kind": "point", "xyz": [0, float("inf"), 0]}, r"location.point.xyz.1: Input should be a finite number"),
+    ({"kind": "point", "xyz": [1e308, 1e308, 1e308], "normalized": True}, r"must lie within -10..10"),
+    ({"kind": "box", "min": [float("nan"), 0, 0], "max": [1, 1, 1]}, r"finite number"),
+])
+def test_non_finite_or_absurd_point_is_refused(loc, match):
+    with pytest.raises(ConfigError, match=match):
+        validate_instructions({"version": 1, "defects": [{"type": "scratch", "location": loc}]})
+
+
+def test_instruction_file_with_nan_point_is_one_line_naming_it(tmp_path):
+    from badinput_kit import invoke, one_line_error
+
+    f = tmp_path / "pt.yaml"
+    f.write_text("version: 1\ndefects:\n- type: scratch\n  location: {kind: point, xyz: [.nan, 0, 0]}\n")
+    res = invoke("synth3d", "part:flange", "-o", tmp_path / "o", "--n", "1", "--points", "2000", "-i", f)
+    one_line_error(res, "pt.yaml", "instruction 1 (scratch)", "finite")

@@ -132,6 +132,30 @@ def effective_yaml(ctx, path_params: frozenset[str] = frozenset()) -> str:
     return yaml.safe_dump(doc, sort_keys=False, default_flow_style=False)
 
 
+def check_finite(ctx, values: dict[str, Any]) -> None:
+    """Refuse NaN and infinity in every float option and argument of a command (one line,
+    exit code 2, naming the option, and the ``--config`` file when the value came from one):
+    ``--threshold nan`` would otherwise flag nothing, ``--lr nan`` train weights that are all NaN.
+    Called for every job command by :func:`with_config`, so no command checks this itself."""
+    import math
+
+    from defectforge.errors import ConfigError, InputError
+
+    for param in ctx.command.params:
+        value = values.get(param.name)
+        items = value if isinstance(value, (list, tuple)) else (value,)
+        bad = next((v for v in items if isinstance(v, float) and not math.isfinite(v)), None)
+        if bad is None:
+            continue
+        name = next((o for o in param.opts if o.startswith("--")), param.name.upper())
+        problem = f"{name} must be a finite number, got {bad}"
+        source = ctx.get_parameter_source(param.name)
+        loaded = ctx.meta.get("defectforge.config")
+        if loaded is not None and source is not None and source.name == "DEFAULT_MAP":
+            raise InputError(loaded[0], f"{config_key(param)}: {problem}")
+        raise ConfigError(problem)
+
+
 def with_config(fn):
     """``fn`` (a typer command function) with ``--config`` and ``--print-config`` added."""
     if getattr(fn, _MARK, False):
@@ -183,6 +207,7 @@ def with_config(fn):
             sys.stdout.write(effective_yaml(ctx, path_params))
             sys.stdout.flush()
             raise typer.Exit(0)
+        check_finite(ctx, kwargs)  # NaN/inf in any float option: one line, before the job starts
         if isinstance(kwargs.get("device"), str):  # one reading of --device: auto | cpu | cuda[:N]
             from defectforge._device import resolve_device
 

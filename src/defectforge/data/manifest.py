@@ -92,6 +92,10 @@ def read_manifest(csv_path: str | Path, problems: ReadProblems | None = None) ->
                     raise InputError(p, f"line {line}: empty '{col}'")
             label = cells[idx["label"]]
             mask_rel = cells[idx["mask"]] if "mask" in idx else ""
+            nul = next((c for c, v in (("file", cells[idx["file"]]), ("mask", mask_rel)) if "\0" in v), None)
+            if nul is not None:  # no file system takes such a name (and pathlib raises on it)
+                problems.add(p, f"line {line}: the {nul} path contains a NUL byte")
+                continue
             if problems.outside(root / cells[idx["file"]], (root,), p, f"line {line}: file {cells[idx['file']]}"):
                 continue
             if mask_rel and problems.outside(root / mask_rel, (root,), p, f"line {line}: mask {mask_rel}"):

@@ -289,11 +289,11 @@ class ExDD(BankFitMixin, PatchScoreMixin, Detector):
                 "pixel_threshold": self.pixel_threshold_, "fit_info": dict(self.fit_info_)}
 
     def _set_state(self, state: dict[str, Any]) -> None:
-        from defectforge.detect.model_checks import check_finite_state, check_input_size
+        from defectforge.detect.model_checks import check_finite_state, check_grid, check_input_size, check_params
 
         self.layers_ = tuple(state["layers"])
         self.input_size_ = tuple(int(v) for v in state["input_size"])
-        self.grid_ = tuple(int(v) for v in state["grid"])
+        self.grid_ = state["grid"]  # checked below
         self.feature_dim_ = int(state["feature_dim"])
         self.bank_normal_ = state["bank_normal"].numpy().astype(np.float32, copy=False)
         self.bank_defect_ = state["bank_defect"].numpy().astype(np.float32, copy=False)
@@ -310,6 +310,8 @@ class ExDD(BankFitMixin, PatchScoreMixin, Detector):
             raise ValueError("bank width does not match the recorded feature dimension")
         # a tampered or corrupt file: refused before any allocation or scoring (the loader names the file)
         check_input_size(None, self.input_size_)
+        self.grid_ = check_grid(None, self.grid_, self.input_size_)
+        check_params(None, self.get_params(), positive=("image_size", "batch_size", "num_neighbors"))
         check_finite_state(None, {"bank_normal": self.bank_normal_, "bank_defect": self.bank_defect_},
                            {"threshold": self.threshold_, "pixel_threshold": self.pixel_threshold_})
         self._make_indexes()

@@ -43,5 +43,33 @@ def check_finite_state(path: str | Path | None, banks: Mapping[str, np.ndarray],
             bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
             raise InputError(path, f"{name} holds {bad:,} non-finite value(s) (NaN/inf); {cause}")
     for name, value in (thresholds or {}).items():
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float, np.number))):
+            raise InputError(path, f"{name} {value!r} is not a number; {cause}")
         if value is not None and isinstance(value, float) and math.isnan(value):
             raise InputError(path, f"{name} is NaN; {cause}")
+
+
+def check_params(path: str | Path | None, params: Mapping[str, Any], positive: tuple[str, ...] = (),
+                 cause: str = "the model file is corrupt") -> None:
+    """Parameters read from a model file: every float finite (a NaN ``sigma`` would break
+    every prediction), and each parameter in ``positive`` (a number or a tuple of them) > 0."""
+    for name, value in params.items():
+        items = value if isinstance(value, (list, tuple)) else (value,)
+        for x in items:
+            if isinstance(x, float) and not math.isfinite(x):
+                raise InputError(path, f"parameter {name} is {x}; {cause}")
+        if name in positive and value is not None:
+            if not items or any(isinstance(x, bool) or not isinstance(x, (int, float)) or not x > 0 for x in items):
+                raise InputError(path, f"parameter {name} must be positive, got {value!r}; {cause}")
+
+
+def check_grid(path: str | Path | None, grid: Any, input_size: tuple[int, int]) -> tuple[int, int]:
+    """``(h, w)`` of the feature grid: two positive ints no larger than the input size."""
+    try:
+        h, w = (int(v) for v in grid)
+    except (TypeError, ValueError):
+        raise InputError(path, f"feature grid {grid!r} is not two integers; the model file is corrupt") from None
+    if not (0 < h <= input_size[0] and 0 < w <= input_size[1]):
+        raise InputError(path, f"feature grid {h}x{w} does not fit the input size {input_size[0]}x{input_size[1]}; "
+                               "the model file is corrupt")
+    return h, w

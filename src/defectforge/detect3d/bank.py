@@ -198,6 +198,13 @@ class FPFHBank(Detector3D):
                 "stats": dict(self.stats_), "fit_info": dict(self.fit_info_)}
 
     def _set_state(self, state: dict[str, Any]) -> None:
+        from defectforge.detect.model_checks import check_finite_state, check_params
+
+        # a tampered or corrupt file (n_groups -1, NaN voxel): refused at load (the loader names the file)
+        check_params(None, self.get_params(), positive=("ks", "normal_k", "n_groups", "group_size", "coreset_ratio",
+                                                        "smooth_k", "top_k", "voxel", "max_points", "max_scale_ratio"))
+        check_finite_state(None, {}, {"threshold": state.get("threshold"), "point_threshold": state.get("point_threshold"),
+                                      "category_scale": state.get("category_scale")})
         self.sdn_ = self._new_sdn()
         self.sdn_.category_scale = float(state["category_scale"])
         self.bank_ = state["bank"].numpy().astype(np.float32)

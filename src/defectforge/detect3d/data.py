@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -272,6 +273,8 @@ def load_mulsen(root: str | Path) -> Dataset3D:
 
 def load_synth3d(root: str | Path) -> Dataset3D:
     """``defectforge synth3d`` output (manifest.csv + ``<name>.txt``) as test samples."""
+    from defectforge.data.problems import is_inside
+
     root = Path(root)
     man = root / "manifest.csv"
     if not man.is_file():
@@ -279,16 +282,18 @@ def load_synth3d(root: str | Path) -> Dataset3D:
     rows = list(csv.DictReader(io.StringIO(man.read_text(encoding="utf-8"))))
     samples = []
     cats = set()
-    for r in rows:
+    for line, r in enumerate(rows, start=2):
         if "file" not in r:
             raise InputError(man, "manifest has no 'file' column")
-        p = root / r["file"]
+        p = root / (r["file"] or "")
+        if not is_inside(p, [root]):  # ../x or /abs in a manifest handed over by someone else
+            raise InputError(man, f"line {line}: file {r['file']} is outside the dataset folder {root}")
         if not p.is_file():
             raise InputError(man, f"listed file {r['file']} is missing")
         part = r.get("part") or "default"
         cat = part if "/" not in part and "\\" not in part else Path(part).stem
         cats.add(cat)
-        n_def = int(float(r.get("n_defect_points") or 0))
+        n_def = _defect_count(r.get("n_defect_points"), man, line)
         label = (r.get("defects") or "defect").split(",")[0].split("(")[0].strip() or "defect"
         samples.append(Cloud3DSample(cat, "test", label if n_def > 0 else GOOD, p, None, "embedded" if n_def > 0 else "none"))
     only = next(iter(cats)) if len(cats) == 1 else None
@@ -296,6 +301,20 @@ def load_synth3d(root: str | Path) -> Dataset3D:
         for p in _clouds(folder):
             samples.append(Cloud3DSample(only or "default", split, GOOD, p))
     return _finish(samples, root, "synth3d")
+
+
+def _defect_count(value: str | None, man: Path, line: int) -> int:
+    """The ``n_defect_points`` cell of a synth3d manifest: a whole number >= 0 (empty = 0)."""
+    text = (value or "").strip()
+    if not text:
+        return 0
+    try:
+        f = float(text)
+    except ValueError:
+        f = float("nan")
+    if not math.isfinite(f) or f < 0 or f != int(f):
+        raise InputError(man, f"line {line}: n_defect_points {text!r} is not a whole number >= 0")
+    return int(f)
 
 
 def _finish(samples: list[Cloud3DSample], root: Path, fmt: str) -> Dataset3D:

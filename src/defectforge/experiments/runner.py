@@ -81,9 +81,9 @@ class ExperimentSettings:
     def check(self) -> None:
         if not self.seeds:
             raise ConfigError("at least one seed is needed")
-        if any(n < 0 for n in self.n_synth) or any(r <= 0 for r in self.ratios):
-            raise ConfigError("n_synth must be >= 0 and ratios > 0")
-        if self.filter_pool_factor < 1.0:
+        if any(n < 0 for n in self.n_synth) or not all(0 < r < math.inf for r in self.ratios):
+            raise ConfigError(f"n_synth must be >= 0 and ratios finite and > 0, got ratios {list(self.ratios)}")
+        if not 1.0 <= self.filter_pool_factor < math.inf:
             raise ConfigError("filter_pool_factor must be >= 1 (the pool must hold at least filter_n samples)")
         bad = [d for d in self.filter_detectors if d not in ("exdd", "supervised")]
         if bad:

@@ -153,8 +153,19 @@ def load_clip(path: str | Path, size: int = 224, device: str = "cpu") -> ClipSco
         from transformers import CLIPModel, CLIPTokenizer
     except ImportError as exc:
         raise ConfigError("CLIPScore needs transformers (pip install 'defectforge[diffusion]')") from exc
-    model = CLIPModel.from_pretrained(str(p), local_files_only=True).eval().to(device)
-    tok = CLIPTokenizer.from_pretrained(str(p), local_files_only=True)
+    bad_folder: tuple[type[BaseException], ...] = (OSError, ValueError, TypeError, KeyError)
+    try:
+        from safetensors import SafetensorError
+
+        bad_folder += (SafetensorError,)
+    except ImportError:
+        pass
+    try:
+        model = CLIPModel.from_pretrained(str(p), local_files_only=True).eval().to(device)
+        tok = CLIPTokenizer.from_pretrained(str(p), local_files_only=True)
+    except bad_folder as exc:  # no/foreign/corrupt weights or config
+        first = " ".join(str(exc).split())[:200]
+        raise InputError(p, f"not a loadable transformers CLIP folder ({type(exc).__name__}: {first})") from None
     cfg = model.config.vision_config
     mean = torch.tensor([0.48145466, 0.4578275, 0.40821073], device=device).view(1, 3, 1, 1)
     std = torch.tensor([0.26862954, 0.26130258, 0.27577711], device=device).view(1, 3, 1, 1)

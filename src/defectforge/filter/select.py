@@ -16,6 +16,7 @@ Every rejected sample gets a reason.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -74,6 +75,8 @@ class SelectionPolicy:
             raise ConfigError(f"top_k must be >= 0, got {self.top_k}")
         if self.quotas and any(v < 0 for v in self.quotas.values()):
             raise ConfigError(f"quotas must be >= 0, got {self.quotas}")
+        if self.min_diversity is not None and not 0 <= self.min_diversity < math.inf:  # NaN would keep everything
+            raise ConfigError(f"min_diversity must be a finite distance >= 0, got {self.min_diversity}")
 
 
 def _column(rows: Sequence[dict[str, Any]], col: str) -> np.ndarray:

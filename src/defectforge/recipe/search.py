@@ -26,6 +26,7 @@ validation mAP@0.5 over epochs (reported each epoch, for pruning).
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -117,8 +118,11 @@ class SearchSettings:
         check_val_split(self.val_split)
         if not (0 < self.val_defects < 1) or not (0 < self.val_good < 1):
             raise ConfigError("--val-defects and --val-good must be fractions in (0, 1)")
+        for name, v in (("--min-gain", self.min_gain), ("--normal-ratio", self.normal_ratio)):
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise ConfigError(f"{name} must be a finite number, got {v!r}")
         lo, hi = self.ratio_range
-        if not (0 < lo <= hi):
+        if not (0 < lo <= hi < math.inf):
             raise ConfigError(f"--ratio-range must be 0 < LO <= HI, got {lo},{hi}")
         check_generators(list(self.generators))
         if self.detector != "exdd":

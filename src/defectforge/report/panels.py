@@ -166,8 +166,12 @@ def run_thresholds(model, threshold: float | None = None, pixel_threshold: float
     def finite(v):
         return None if v is None or not np.isfinite(v) else float(v)
 
+    from defectforge.errors import ConfigError
     from defectforge.report.threshold import model_thresholds
 
+    for name, v in (("threshold", threshold), ("pixel_threshold", pixel_threshold)):
+        if v is not None and not np.isfinite(v):  # given NaN would flag nothing, silently
+            raise ConfigError(f"{name} must be a finite number, got {v}")
     m_thr, m_pthr = model_thresholds(model)
     thr = finite(threshold if threshold is not None else m_thr)
     pthr = finite(pixel_threshold if pixel_threshold is not None else m_pthr)

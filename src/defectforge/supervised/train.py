@@ -97,7 +97,7 @@ class TrainConfig:
         from defectforge.data.splits import check_val_split
 
         check_val_split(self.val_split)
-        if self.lr <= 0:
+        if not 0 < self.lr < math.inf:  # NaN too: it would train weights that are all NaN
             raise ConfigError(f"lr must be > 0, got {self.lr}")
         if self.image_size < 32:
             raise ConfigError(f"image_size must be >= 32, got {self.image_size}")

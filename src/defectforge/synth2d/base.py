@@ -14,11 +14,12 @@ parties add theirs with ``@register_generator("name")``. Seeding is only through
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Sequence
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from defectforge.errors import ConfigError, InputError
 from defectforge.registry import Registry
@@ -49,12 +50,35 @@ class RealDefect:
 
 
 class GeneratorConfig(BaseModel):
-    """Common options for every generator (subclasses add their own fields)."""
+    """Common options for every generator (subclasses add their own fields).
 
-    model_config = ConfigDict(extra="forbid")
+    Every number must be finite (NaN/inf refused for every float parameter of every
+    generator); a ``[low, high]`` range needs ``low <= high``; and a field named in
+    :attr:`limits` (sizes and counts) must lie within its bounds, so an absurd value (a
+    million pits per cluster) is one line instead of minutes of rendering."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    limits: ClassVar[dict[str, tuple[float, float]]] = {}
+    """``{field: (min, max)}``: bounds for every number of that field (a value or a range)."""
 
     defect_type: str = "defect"
     """Label written for samples of this generator (e.g. ``"pitting"``)."""
+
+    @model_validator(mode="after")
+    def _check_numbers(self) -> "GeneratorConfig":
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            nums = value if isinstance(value, tuple) else (value,)
+            if not nums or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in nums):
+                continue
+            if isinstance(value, tuple) and len(value) == 2 and value[0] > value[1]:
+                raise ValueError(f"{name}: a range [low, high] needs low <= high, got {list(value)}")
+            lo, hi = self.limits.get(name, (-math.inf, math.inf))
+            if not all(lo <= x <= hi for x in nums):
+                shown = list(value) if isinstance(value, tuple) else value
+                raise ValueError(f"{name}: must be between {lo:g} and {hi:g}, got {shown}")
+        return self
 
 
 class Generator:
@@ -166,7 +190,8 @@ def _pydantic_msg(exc: ValidationError) -> str:
     parts = []
     for e in exc.errors():
         loc = ".".join(str(x) for x in e.get("loc", ()))
-        parts.append(f"{loc}: {e.get('msg')}" if loc else str(e.get("msg")))
+        msg = str(e.get("msg")).removeprefix("Value error, ")  # our own validators' text, as written
+        parts.append(f"{loc}: {msg}" if loc else msg)
     return "; ".join(parts)
 
 

@@ -147,4 +147,24 @@ def load_config(path: str | Path) -> SynthConfig:
         src["path"] = str((p.parent / str(src["path"])).resolve())
     if data.get("out") and not Path(str(data["out"])).is_absolute():
         data["out"] = str((p.parent / str(data["out"])).resolve())
-    return parse_config(data, p)
+    cfg = parse_config(data, p)
+    check_generator_params(cfg, p)
+    return cfg
+
+
+def check_generator_params(cfg: SynthConfig, where: str | Path) -> None:
+    """Each generator's ``params`` checked by its config model (finite numbers, ranges
+    low <= high, bounded sizes and counts) when the file is read, so a bad value is one line
+    naming the file instead of a failure deep in rendering. A generator name that is not
+    registered is left to the run (which names the choices)."""
+    from defectforge.synth2d.base import _pydantic_msg, generator_class
+
+    for i, g in enumerate(cfg.generators):
+        try:
+            cls = generator_class(g.name)
+        except ConfigError:
+            continue
+        try:
+            cls.Config(**g.params)
+        except ValidationError as exc:
+            raise InputError(where, f"invalid synth config: generators[{i}] {g.name!r}: {_pydantic_msg(exc)}") from None

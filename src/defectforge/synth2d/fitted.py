@@ -40,6 +40,8 @@ Range = tuple[float, float]
 
 
 class FittedConfig(GeneratorConfig, PL.ContextOptions):
+    limits = {"scale": (0.01, 10.0)}
+    """Bounds: the real outline scaled by at most 10x."""
     scale: Range = (0.8, 1.25)
     rotate: float = Field(15.0, ge=0, le=180, description="max rotation of a real outline, degrees (+-)")
     flip: bool = True

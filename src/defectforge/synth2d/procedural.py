@@ -76,6 +76,9 @@ class ProceduralConfig(GeneratorConfig):
 
 # -- pitting ----------------------------------------------------------------------------------
 class PittingConfig(ProceduralConfig):
+    limits = {"area": (1.0, 1e6), "clusters": (1, 50), "pits_per_cluster": (1, 100), "aspect": (0.01, 100.0),
+              "blur": (0.0, 50.0)}
+    """Bounds: area in px^2 (<= 1e6), at most 50 clusters of at most 100 pits, blur sigma <= 50 px."""
     defect_type: str = "pitting"
     mask: Literal["cluster", "real", "ellipse"] = "cluster"
     jitter: bool = Field(True, description="with mask='real': jitter real masks (affine + elastic) or reuse as is")
@@ -182,6 +185,8 @@ class Pitting(Generator):
 
 # -- scratch ----------------------------------------------------------------------------------
 class ScratchConfig(ProceduralConfig):
+    limits = {"length": (0.0, 2.0), "width": (0.0, 500.0)}
+    """Bounds: length <= 2 image diagonals, width <= 500 px."""
     defect_type: str = "scratch"
     length: Range = (0.05, 0.3)  # fraction of the image diagonal
     width: Range = (1.0, 4.0)
@@ -217,6 +222,8 @@ class Scratch(Generator):
 
 # -- crack ------------------------------------------------------------------------------------
 class CrackConfig(ProceduralConfig):
+    limits = {"length": (0.0, 2.0), "width": (0.0, 500.0), "branch_prob": (0.0, 1.0)}
+    """Bounds: length <= 2 image diagonals, width <= 500 px, branch probability in [0, 1]."""
     defect_type: str = "crack"
     length: Range = (0.06, 0.25)
     width: Range = (1.0, 3.0)
@@ -244,6 +251,8 @@ class Crack(Generator):
 
 # -- stain ------------------------------------------------------------------------------------
 class StainConfig(ProceduralConfig):
+    limits = {"size": (0.0, 2.0)}
+    """Bounds: size <= 2 shorter image sides."""
     defect_type: str = "stain"
     size: Range = (0.05, 0.2)  # fraction of the shorter image side
     offset: Range = (8.0, 35.0)  # grey levels
@@ -276,6 +285,8 @@ class Stain(Generator):
 
 # -- dent -------------------------------------------------------------------------------------
 class DentConfig(ProceduralConfig):
+    limits = {"size": (0.0, 2.0), "aspect": (0.01, 100.0)}
+    """Bounds: size <= 2 shorter image sides."""
     defect_type: str = "dent"
     size: Range = (0.04, 0.15)
     depth: Range = (1.5, 5.0)

@@ -78,6 +78,8 @@ def _color_jitter(patch: np.ndarray, rng: np.random.Generator, amount: float) ->
 
 # -- texture (DRAEM) --------------------------------------------------------------------------
 class TextureConfig(GeneratorConfig):
+    limits = {"size": (0.0, 2.0), "opacity": (0.0, 1.0)}
+    """Bounds: blob window <= 2 shorter image sides, opacity in [0, 1]."""
     defect_type: str = "texture"
     source: Literal["self", "skimage", "folder"] = "self"
     folder: str | None = None
@@ -130,6 +132,8 @@ class Texture(Generator):
 
 # -- CutPaste ---------------------------------------------------------------------------------
 class CutPasteConfig(GeneratorConfig):
+    limits = {"area": (0.0, 1.0), "aspect": (0.01, 100.0)}
+    """Bounds: area a fraction of the image area (<= 1)."""
     defect_type: str = "cutpaste"
     area: Range = (0.02, 0.15)  # fraction of the image area
     aspect: Range = (0.3, 3.3)
@@ -160,6 +164,8 @@ class CutPaste(Generator):
 
 
 class ScarConfig(GeneratorConfig):
+    limits = {"width": (0.0, 1000.0), "length": (0.0, 1000.0)}
+    """Bounds: width and length <= 1000 px."""
     defect_type: str = "scar"
     width: Range = (2.0, 16.0)
     length: Range = (10.0, 25.0)
@@ -194,6 +200,8 @@ class CutPasteScar(Generator):
 
 # -- real-defect transplant -------------------------------------------------------------------
 class TransplantConfig(GeneratorConfig, PL.ContextOptions):
+    limits = {"scale": (0.01, 10.0)}
+    """Bounds: the real defect scaled by at most 10x."""
     defect_type: str = "defect"
     scale: Range = (0.8, 1.25)
     rotate: float = 20.0

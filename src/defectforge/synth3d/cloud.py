@@ -64,6 +64,10 @@ def bbox_diag(points: np.ndarray) -> float:
     return float(np.linalg.norm(points.max(axis=0) - points.min(axis=0)))
 
 
+MAX_COORD = 1e15
+"""Largest coordinate magnitude :func:`check_cloud` accepts (far-from-origin scans near 1e9 keep working)."""
+
+
 def check_cloud(points: np.ndarray, source: str | Path | None = "point cloud", min_points: int = MIN_POINTS) -> np.ndarray:
     """Return ``points`` as (N, 3) float64 or raise :class:`InputError` naming ``source``.
 
@@ -84,6 +88,10 @@ def check_cloud(points: np.ndarray, source: str | Path | None = "point cloud", m
     bad = ~np.isfinite(arr).all(axis=1)
     if bad.any():
         raise InputError(source, f"{int(bad.sum())} of {len(arr)} points have NaN or infinite coordinates")
+    big = float(np.abs(arr).max())
+    if big > MAX_COORD:  # squared distances (normals, KD-trees) would overflow to inf
+        raise InputError(source, f"coordinates up to {big:.3g} are beyond {MAX_COORD:.0e}: not a scan in any "
+                                 "length unit (rescale the cloud)")
     diag = bbox_diag(arr)
     if diag < 1e-9:
         raise InputError(source, f"point cloud is degenerate: bounding-box diagonal {diag:.3g} (all points at one place)")

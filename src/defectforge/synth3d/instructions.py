@@ -46,7 +46,7 @@ def _operator_enum(schema: dict[str, Any]) -> None:
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # NaN/inf in any number: refused
 
 
 class RandomLocation(_Strict):
@@ -84,6 +84,12 @@ class PointLocation(_Strict):
     xyz: tuple[float, float, float]
     radius: float = Field(0.05, gt=0, le=1.0)
     normalized: bool = False
+
+    @model_validator(mode="after")
+    def _in_range(self) -> "PointLocation":
+        if self.normalized and max(abs(v) for v in self.xyz) > 10:  # 0..1 spans the part; far beyond misses it
+            raise ValueError(f"normalised coordinates {list(self.xyz)} must lie within -10..10 (0..1 spans the part)")
+        return self
 
 
 Location = Annotated[Union[RandomLocation, RegionLocation, BoxLocation, PointLocation], Field(discriminator="kind")]
@@ -167,7 +173,7 @@ def validate_instructions(obj: Any, source: str = "instructions") -> Instruction
                 spec = defects[loc[1]] if loc[1] < len(defects) and isinstance(defects[loc[1]], dict) else {}
                 where = _label(loc[1], spec)
                 loc = loc[2:]
-            msgs.append(f"{where}: {'.'.join(str(x) for x in loc) or 'value'}: {err['msg']}")
+            msgs.append(f"{where}: {'.'.join(str(x) for x in loc) or 'value'}: {str(err['msg']).removeprefix('Value error, ')}")
         raise ConfigError("; ".join(msgs)) from None
     for i, spec in enumerate(inst.defects):
         check_params(spec, i)
@@ -283,7 +289,10 @@ def location_candidates(surface: Surface, loc: Any, tags: np.ndarray | None = No
     if isinstance(loc, PointLocation):
         xyz = np.asarray(loc.xyz, dtype=np.float64)
         if loc.normalized:
-            xyz = lo + xyz * (hi - lo)
+            with np.errstate(over="ignore", invalid="ignore"):
+                xyz = lo + xyz * (hi - lo)
+        if not np.isfinite(xyz).all():  # finite but absurd (1e308 normalised): overflows
+            raise ConfigError(f"point {list(loc.xyz)} is out of range: its coordinates overflow on this part")
         r = loc.radius * surface.diag
         idx = np.asarray(surface.tree.query_ball_point(xyz, r), dtype=np.int64)
         if len(idx) == 0:

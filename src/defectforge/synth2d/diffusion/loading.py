@@ -94,6 +94,15 @@ def _weight_variants(folder: Path) -> set[str | None]:
     return found
 
 
+def check_kind(kind: str, allowed: tuple[str, ...] = ("auto", "sdxl", "sd")) -> str:
+    """``kind`` when it is one of ``allowed``, else a one-line :class:`ConfigError` naming ``--kind``."""
+    if kind not in allowed:
+        from defectforge.errors import ConfigError
+
+        raise ConfigError(f"--kind must be one of {', '.join(allowed)}, got {kind!r}")
+    return kind
+
+
 def _kind_from_index(index: dict) -> str | None:
     cls = str(index.get("_class_name", ""))
     if "XL" in cls or "text_encoder_2" in index:
@@ -112,6 +121,7 @@ def check_model_folder(path: str | Path, kind: Kind = "auto", variant: str | Non
     ``fp16`` that every model has) and lists every missing piece as ``"<subfolder>/<file>"``.
     ``need_weights=False`` checks only configs and tokenizers (for a single-file config folder).
     """
+    check_kind(kind)
     root = Path(path)
     rep = FolderReport(path=root)
     index_path = root / "model_index.json"
