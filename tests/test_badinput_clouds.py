@@ -188,3 +188,9 @@ def test_cloud_with_absurd_coordinates_is_one_line(tmp_path):
     check_cloud(1e9 + np.random.default_rng(1).random((100, 3)) * 3000, p)  # far from the origin: fine
     res = invoke("synth3d", p, "-o", tmp_path / "o", "--n", "1", "--points", "2000", "-d", "one scratch")
     one_line_error(res, "huge.npy", "coordinates up to")
+
+
+def test_synth3d_manifest_not_utf8_names_the_file(tmp_path):
+    root = _synth3d_folder(tmp_path / "s3", [("00000.txt", 5)])
+    (root / "manifest.csv").write_bytes(b"\xff\xfe" + (root / "manifest.csv").read_bytes())
+    one_line_error(invoke("detect3d", "fit", root, "-o", tmp_path / "m.pt"), "manifest.csv", "not a UTF-8 text file")

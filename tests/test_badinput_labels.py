@@ -274,3 +274,17 @@ def test_manifest_path_with_nul_byte(tmp_path):
     res = invoke("data", "convert", root, tmp_path / "conv", "--to", "manifest")
     one_line_error(res, "split.csv", "line 3", "NUL byte")
     check_lists(root / "split.csv", "line 3", "NUL byte", tmp=tmp_path)
+
+
+def test_labelme_mask_shape_that_is_not_an_image_is_one_line(tmp_path):
+    import base64
+
+    folder = tmp_path / "lm"
+    p = labelme(folder, [[2, 2], [20, 2], [20, 15]])
+    doc = json.loads(p.read_text())
+    doc["shapes"] = [{"label": "dent", "points": [[2, 2], [10, 10]], "shape_type": "mask",
+                      "mask": base64.b64encode(b"not a png at all").decode()}]
+    p.write_text(json.dumps(doc))
+    one_line_error(invoke("data", "convert", folder, tmp_path / "out", "--to", "manifest"),
+                   "a.json", "shape 0", "'mask' shape's base64 data is not an image")
+    assert not (tmp_path / "out").exists()

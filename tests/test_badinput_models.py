@@ -40,6 +40,7 @@ def _nan_bank(bank):
     ({"input_size": lambda _: [0, 32]}, "model input size 0x32 is not positive"),
     ({"bank_normal": _nan_bank}, "bank_normal holds 1 non-finite value(s)"),
     ({"threshold": lambda _: float("nan")}, "threshold is NaN"),
+    ({"bank_normal": lambda b: b[:0].clone()}, "the normal memory bank is empty"),
 ])
 def test_tampered_model_refused_at_load(fitted, tmp_path, change, expect):
     model, probe = fitted

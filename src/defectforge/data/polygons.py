@@ -81,7 +81,10 @@ def draw_shape(draw: ImageDraw.ImageDraw, shape_type: str, points: Sequence[Sequ
     elif shape_type == "mask":
         if mask_b64 is None or canvas is None:
             raise ValueError("a 'mask' shape needs its base64 PNG and the canvas")
-        sub = np.asarray(Image.open(io.BytesIO(base64.b64decode(mask_b64))))
+        try:
+            sub = np.asarray(Image.open(io.BytesIO(base64.b64decode(mask_b64))))
+        except OSError as exc:  # PIL's UnidentifiedImageError, a truncated PNG
+            raise ValueError(f"the 'mask' shape's base64 data is not an image ({exc.__class__.__name__})") from None
         if sub.ndim == 3:
             sub = sub.max(axis=2)
         x0, y0 = int(round(xy[0][0])), int(round(xy[0][1]))

@@ -308,6 +308,10 @@ class ExDD(BankFitMixin, PatchScoreMixin, Detector):
         self._fusion = info["fusion"] if info else None
         if self.bank_normal_.ndim != 2 or self.bank_normal_.shape[1] != self.feature_dim_:
             raise ValueError("bank width does not match the recorded feature dimension")
+        if len(self.bank_normal_) == 0:  # a fit never writes one: nothing could be scored against it
+            from defectforge.errors import InputError
+
+            raise InputError(None, "the normal memory bank is empty; the model file is corrupt")
         # a tampered or corrupt file: refused before any allocation or scoring (the loader names the file)
         check_input_size(None, self.input_size_)
         self.grid_ = check_grid(None, self.grid_, self.input_size_)

@@ -44,6 +44,7 @@ import numpy as np
 
 from defectforge.detect3d.ground_truth import (  # noqa: F401 (MATCH_TOL re-exported)
     MATCH_TOL, check_labels, labels_from_coords, labels_from_table)
+from defectforge.data._files import read_text
 from defectforge.errors import InputError
 from defectforge.synth3d.cloud import PointCloud, check_cloud
 
@@ -279,7 +280,7 @@ def load_synth3d(root: str | Path) -> Dataset3D:
     man = root / "manifest.csv"
     if not man.is_file():
         raise InputError(root, "no manifest.csv: not a synth3d output folder")
-    rows = list(csv.DictReader(io.StringIO(man.read_text(encoding="utf-8"))))
+    rows = list(csv.DictReader(io.StringIO(read_text(man))))  # read_text: not UTF-8 names the file
     samples = []
     cats = set()
     for line, r in enumerate(rows, start=2):
