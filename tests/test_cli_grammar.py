@@ -342,3 +342,35 @@ def test_help_texts_render_as_written():
             for word in re.findall(r"\[[^\]\s/]+\]", t):
                 assert word.replace("\\", "") in out, f"{path}: {word} missing from --help"
     assert "[yolo]" in " ".join(runner.invoke(app, ["train-detector", "--help"], env={"COLUMNS": "2000"}).output.split())
+
+
+def test_a_warning_of_ours_is_one_line_without_source(tmp_path):
+    """A defectforge warning on the command line reads ``warning: <what>``, not the source line of
+    the library that raised it; the formatter is restored after the command."""
+    import warnings
+
+    import numpy as np
+
+    from defectforge.data import write_image
+
+    root = tmp_path / "ds"
+    write_image(root / "train" / "good" / "a.png", np.full((24, 32, 3), 90, np.uint8))
+    write_image(root / "test" / "dent" / "b.png", np.full((24, 32, 3), 90, np.uint8))
+    mask = np.zeros((24, 32), np.uint8)
+    mask[4:9, 5:12] = 120
+    mask[10:14, 5:12] = 255  # two non-zero values: a non-binary mask
+    write_image(root / "ground_truth" / "dent" / "b_mask.png", mask)
+    import subprocess
+    import sys
+
+    before = warnings.formatwarning
+    r = subprocess.run([sys.executable, "-m", "defectforge", "data", "convert", str(root), str(tmp_path / "out"),
+                        "--to", "manifest"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if "not binary" in ln]
+    assert lines and all(ln.startswith("warning: ") and "NonBinaryMaskWarning" not in ln for ln in lines), r.stderr
+    assert "read_mask(" not in r.stderr
+    with warnings.catch_warnings():  # in-process: the formatter is restored after the command
+        warnings.simplefilter("ignore")
+        assert runner.invoke(app, ["data", "check", str(root)]).exit_code in (0, 1)
+    assert warnings.formatwarning is before

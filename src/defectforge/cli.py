@@ -47,6 +47,16 @@ class _Group(TyperGroup):
         return super().parse_args(ctx, args)
 
     def invoke(self, ctx):
+        import warnings
+
+        default_format = warnings.formatwarning
+
+        def one_line(message, category, filename, lineno, line=None):  # ours: what happened, not where
+            if category.__module__.startswith("defectforge"):
+                return f"warning: {message}\n"
+            return default_format(message, category, filename, lineno, line)
+
+        warnings.formatwarning = one_line
         try:
             return super().invoke(ctx)
         except (DefectforgeError, OSError, UnicodeDecodeError) as exc:
@@ -60,6 +70,8 @@ class _Group(TyperGroup):
 
             print(interrupted_line(self, ctx.meta.get("defectforge.args", [])), file=sys.stderr)
             raise typer.Exit(130) from None
+        finally:
+            warnings.formatwarning = default_format
 
 
 _app = typer.Typer(
