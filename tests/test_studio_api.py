@@ -390,3 +390,64 @@ def test_data_mounts_are_read_only_and_listed(tmp_path):
     r = c.put("/api/upload", params={"path": "@real/x.png", "kind": "image"}, content=_png(np.zeros((4, 4), np.uint8)))
     assert r.status_code == 403 and "read-only" in r.json()["error"]
     assert c.get("/api/dataset", params={"path": "@nope"}).status_code == 403
+
+
+# -- bad input found by an audit of the API (2026-12-07): one JSON error {error, field}, never a 500
+
+
+@pytest.mark.parametrize("path", ["datasets/\x00x", "a" * 300 + ".png", "d/" * 3000])
+def test_nul_bytes_and_overlong_paths_are_refused_not_500(client, path):
+    r = client.get("/api/dataset", params={"path": path})
+    assert r.status_code == 403 and r.json()["field"] == "path"
+
+
+def test_request_validation_errors_use_the_error_format(client):
+    r = client.post("/api/jobs", content=b"{not json", headers={"content-type": "application/json"})
+    assert r.status_code == 422 and r.json()["error"] and "detail" not in r.json()
+    r = client.post("/api/author3d/describe", content=b'{"text": "a 2 mm dent", "part_diag_mm": NaN}',
+                    headers={"content-type": "application/json"})
+    assert r.status_code == 422 and r.json()["field"] == "part_diag_mm", r.json()
+
+
+def test_generator_folder_parameters_stay_in_the_project(tmp_path, client):
+    outside = tmp_path.parent / (tmp_path.name + "_tex")
+    outside.mkdir()
+    for params, status in (({"source": "folder", "folder": str(outside)}, 403),
+                           ({"source": "folder", "folder": "../" + outside.name}, 403),
+                           ({"source": "folder", "folder": "nope"}, 400)):
+        r = client.post("/api/author2d/preview", json={"dataset": "@sample", "index": 0, "generator": "texture",
+                                                       "params": params, "click": [20, 20]})
+        assert r.status_code == status, r.json()
+        assert status == 403 or r.json()["field"] == "folder"
+    r = client.post("/api/jobs", json={"kind": "synth", "out": "o", "config": {
+        "source": {"path": "@sample"}, "generators": [{"name": "texture", "params": {"source": "folder",
+                                                                                   "folder": str(outside)}}]}})
+    assert r.status_code == 403
+
+
+@pytest.mark.parametrize("n,field", [(10**30, "config.n"), ("abc", "config.n"), (None, "config.n"), (0, "config.n")])
+def test_synth3d_job_counts_are_checked_at_submit(client, n, field):
+    from defectforge.synth3d.instructions import InstructionSet
+
+    inst = InstructionSet.model_validate({"defects": [{"type": "dent"}]}).model_dump(mode="json")
+    r = client.post("/api/jobs", json={"kind": "synth3d", "out": "o3", "config": {"n": n, "instructions": inst}})
+    assert r.status_code == 400 and r.json()["field"] == field, r.json()
+    r = client.post("/api/jobs", json={"kind": "synth3d", "out": "o3", "config": {"input": "part:nope",
+                                                                                "instructions": inst}})
+    assert r.status_code == 400 and "nope" in r.json()["error"]
+
+
+def test_bad_mask_png_and_malformed_result_files_are_400(tmp_path, client):
+    r = client.post("/api/author2d/preview", json={"dataset": "@sample", "index": 0, "generator": "scratch",
+                                                   "mask_png": "notbase64!!"})
+    assert r.status_code == 400 and r.json()["field"] == "mask_png"
+    r = client.post("/api/author2d/preview", json={"dataset": "@sample", "index": 0, "generator": "scratch",
+                                                   "mask_png": base64.b64encode(b"not a png").decode()})
+    assert r.status_code == 400 and r.json()["field"] == "mask_png" and "/tmp" not in r.json()["error"]
+    (tmp_path / "pr").mkdir()
+    (tmp_path / "pr" / "scores.csv").write_text("file,score,anomalous,threshold,heatmap,mask\na.png,abc,0,,,m.png\n")
+    r = client.get("/api/results", params={"path": "pr"})
+    assert r.status_code == 400 and "line 2: score 'abc'" in r.json()["error"]
+    (tmp_path / "ev.json").write_text(json.dumps({"per_image": [{"file": "/etc/passwd", "score": "x"}]}))
+    r = client.get("/api/results", params={"path": "ev.json"})
+    assert r.status_code == 400 and "per_image[0]" in r.json()["error"]

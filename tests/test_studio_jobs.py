@@ -368,3 +368,14 @@ def test_cancel_reaches_the_child_when_the_server_ignores_sigint():
         signal.signal(signal.SIGINT, old)
     assert inherited == "False"  # what a plain child of such a server gets: SIGINT ignored
     assert fixed == "True"
+
+
+def test_a_failed_cli_job_says_why_even_for_a_usage_error(tmp_path):
+    """click prints a usage error inside a box; the job's message is its text, not the box's border."""
+    c = TestClient(create_app(tmp_path))
+    cfg = {"command": "detect fit", "args": {"data": ["@sample", "@sample"], "out": "models/m.pt"}}
+    j = c.post("/api/jobs", json={"kind": "cli", "config": cfg}).json()
+    done = _wait(c, j["id"], ("done", "failed"), timeout=120)
+    assert done["status"] == "failed"
+    assert "exited with 2" in done["message"] and "unexpected extra argument" in done["message"].lower(), done["message"]
+    assert "╰" not in done["message"]

@@ -97,6 +97,19 @@ def create_app(project: str | Path, token: str | None = None, llm=None,
     async def user_error(request: Request, exc: DefectforgeError):
         return JSONResponse({"error": str(exc), "field": getattr(exc, "field", None)}, status_code=400)
 
+    from fastapi.exceptions import RequestValidationError
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(request: Request, exc: RequestValidationError):  # the page reads {error, field}
+        errs = exc.errors()
+        first = errs[0] if errs else {}
+        loc = [str(x) for x in first.get("loc", ()) if x not in ("body", "query", "path")]
+        field = ".".join(loc) or None
+        msg = str(first.get("msg", "invalid request")).removeprefix("Value error, ")
+        more = f" (and {len(errs) - 1} more)" if len(errs) > 1 else ""
+        return JSONResponse({"error": f"{field}: {msg}{more}" if field else f"{msg}{more}", "field": field},
+                            status_code=422)
+
     @app.exception_handler(Exception)
     async def bug(request: Request, exc: Exception):  # shown in the page instead of a bare 500
         return JSONResponse({"error": f"internal error: {exc.__class__.__name__}: {exc}", "field": None},

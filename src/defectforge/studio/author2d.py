@@ -52,13 +52,14 @@ def _engine(st, ds_path: Path, ds, split: str, req: Preview2D):
     from defectforge.synth2d.config import parse_config
     from defectforge.synth2d.engine import prepare
 
-    key = (str(ds_path), split, req.generator, json.dumps(req.params, sort_keys=True), req.real_defects)
+    params = forms.project_params(st.paths, req.generator, req.params)  # folder parameters stay in the project
+    key = (str(ds_path), split, req.generator, json.dumps(params, sort_keys=True), req.real_defects)
     eng = st.engines.get(key)
     if eng is None:
-        forms.make_generator(req.generator, req.params)  # field-level errors first
+        forms.make_generator(req.generator, params)  # field-level errors first
         cfg = parse_config({"source": {"path": str(ds_path), "split": split, "real_defects": req.real_defects,
                                        "roi": "none"},
-                            "generators": [{"name": req.generator, "params": req.params}], "n": 1, "seed": 0})
+                            "generators": [{"name": req.generator, "params": params}], "n": 1, "seed": 0})
         eng, _facts = prepare(cfg, ds)
         st.engines.put(key, eng)
     return eng
@@ -69,15 +70,22 @@ def _region(req: Preview2D, shape: tuple[int, int]) -> np.ndarray | None:
     H, W = shape
     if req.mask_png:
         data = req.mask_png.split(",", 1)[1] if req.mask_png.startswith("data:") else req.mask_png
-        raw = base64.b64decode(data, validate=False)
+        try:
+            raw = base64.b64decode(data, validate=False)
+        except ValueError:  # binascii.Error: bad padding
+            raise forms.FieldError("mask_png", "the drawn mask is not base64 (a PNG data URL)") from None
         if len(raw) > MAX_MASK_BYTES:
-            raise InputError("mask", f"drawn mask over {MAX_MASK_BYTES // 2**20} MiB")
+            raise forms.FieldError("mask_png", f"drawn mask over {MAX_MASK_BYTES // 2**20} MiB")
         from defectforge.data.image_io import read_image
 
         with tempfile.TemporaryDirectory() as td:  # decoded with the CLI's checks (bombs refused)
             p = Path(td) / "mask.png"
             p.write_bytes(raw)
-            arr = read_image(p)
+            try:
+                arr = read_image(p)
+            except InputError as exc:  # the server's temp file is no name for the client
+                why = exc.problem.replace(str(p), "the mask")
+                raise forms.FieldError("mask_png", f"the drawn mask is not a readable PNG ({why})") from None
         m = arr.max(axis=2) > 0 if arr.ndim == 3 else arr > 0
         if m.shape != (H, W):
             m = cv2.resize(m.astype(np.uint8), (W, H), interpolation=cv2.INTER_NEAREST) > 0

@@ -152,7 +152,7 @@ def preview(request: Request, req: Run3D) -> dict[str, Any]:
 
 class Describe(BaseModel):
     text: str = Field(max_length=2000)
-    part_diag_mm: float | None = Field(None, gt=0)
+    part_diag_mm: float | None = Field(None, gt=0, allow_inf_nan=False)
     seed: int | None = Field(None, ge=0)
     use_llm: bool = True
 

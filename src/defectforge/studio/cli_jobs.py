@@ -161,7 +161,10 @@ def run(st, job: dict[str, Any], cancelled: Callable[[], bool],
     follow()
     tail = _tail(log)
     if proc.returncode != 0:
-        err = next((ln for ln in reversed(tail) if ln.startswith("error:")), tail[-1] if tail else "")
+        err = next((ln for ln in reversed(tail) if ln.startswith("error:")), None)
+        if err is None:  # a usage error: click prints it inside a box, whose last line is only its border
+            boxed = [ln.strip().strip("│").strip() for ln in tail if ln.strip().startswith("│")]
+            err = " ".join(b for b in boxed if b) or (tail[-1] if tail else "")
         how = f"exited with {proc.returncode}" if proc.returncode > 0 else f"was killed by signal {-proc.returncode}" + (
             " (SIGKILL: often the out-of-memory killer)" if proc.returncode == -9 else "")
         raise DefectforgeError(f"{job['config']['command']} {how}: {err}")

@@ -74,6 +74,28 @@ def make_generator(name: str, params: dict[str, Any]):
         raise FieldError(field, f"generator {name!r}: {field or 'params'}: {err['msg']}") from None
 
 
+def project_params(paths: Any, name: str, params: dict[str, Any]) -> dict[str, Any]:
+    """``params`` of generator ``name`` with its file/folder parameters (``Config.path_fields``,
+    e.g. texture's ``folder``) resolved inside the project like every client path: ``..``,
+    absolute paths and links out of it are refused (403), a missing one is a field error."""
+    from defectforge.synth2d.base import GENERATORS
+
+    if name not in GENERATORS:
+        return params
+    out = dict(params)
+    for key in getattr(GENERATORS.get(name).Config, "path_fields", ()):
+        value = out.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, str):
+            raise FieldError(key, f"generator {name!r}: {key} must be a path inside the project, got {value!r}")
+        full = paths.resolve(value)
+        if not full.exists():
+            raise FieldError(key, f"generator {name!r}: {key} {value!r} not found in the project folder")
+        out[key] = str(full)
+    return out
+
+
 class FieldError(ConfigError):
     """A configuration error that belongs to one form field (shown next to it)."""
 

@@ -25,7 +25,8 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from defectforge._atomic import atomic_write_json
-from defectforge.errors import DefectforgeError, InputError
+from defectforge.errors import ConfigError, DefectforgeError, InputError
+from defectforge.studio import forms
 from defectforge.studio.forms import FieldError
 from defectforge.studio.paths import PathRefused
 
@@ -58,6 +59,9 @@ def _paths(st, kind: str, config: dict[str, Any], out: str) -> tuple[dict[str, A
         if roi not in ("auto", "border", "none"):
             src["roi"] = str(st.paths.resolve(str(roi), must_exist=True))
         cfg.pop("out", None)
+        for gen in cfg.get("generators") or []:  # a generator's folder/file parameters are project paths too
+            if isinstance(gen, dict) and isinstance(gen.get("params"), dict):
+                gen["params"] = forms.project_params(st.paths, str(gen.get("name")), gen["params"])
         from defectforge.synth2d.config import parse_config
 
         parse_config(cfg)  # schema errors now, not when the job starts
@@ -72,8 +76,19 @@ def _paths(st, kind: str, config: dict[str, Any], out: str) -> tuple[dict[str, A
         from defectforge.synth3d.instructions import validate_instructions
 
         validate_instructions(cfg.get("instructions"), source="job instructions")
+        from defectforge.synth3d.pipeline import check_counts, resolve_inputs
+
         for key, default in (("n", 10), ("seed", 0), ("n_points", 20000)):
-            cfg[key] = int(cfg.get(key, default))
+            cfg[key] = cfg.get(key, default)
+            if isinstance(cfg[key], float) and cfg[key].is_integer():
+                cfg[key] = int(cfg[key])  # 10.0 from a JSON client
+        try:
+            check_counts(cfg["n"], cfg["seed"], cfg["n_points"])
+        except ConfigError as exc:  # named after the form's field
+            opt = str(exc).split(" ", 1)[0]
+            raise FieldError("config." + {"--n": "n", "--seed": "seed", "--points": "n_points"}[opt], str(exc)) from None
+        if inp.startswith("part:"):
+            resolve_inputs(inp)  # an unknown part now, not when the job runs
     return cfg, dst
 
 

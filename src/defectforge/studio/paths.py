@@ -22,6 +22,10 @@ class PathRefused(InputError):
     """A client path that would leave the project folder (or write into the bundled sample)."""
 
 
+MAX_PATH = 1024
+"""The longest client path accepted (names of at most 255 bytes, as most file systems allow)."""
+
+
 class ProjectPaths:
     """Resolves client paths against ``root`` (the project) and the bundled sample."""
 
@@ -45,6 +49,10 @@ class ProjectPaths:
         """The absolute path of client path ``rel`` (refused if it escapes its root)."""
         if not isinstance(rel, str) or not rel.strip():
             raise PathRefused(None, "empty path")
+        if "\x00" in rel:
+            raise PathRefused(rel.replace("\x00", "\\0"), "a path may not hold a NUL byte")
+        if len(rel) > MAX_PATH or any(len(part.encode("utf-8")) > 255 for part in rel.replace("\\", "/").split("/")):
+            raise PathRefused(rel[:80] + "...", f"path too long (at most {MAX_PATH} characters, 255 bytes a name)")
         text = rel.strip().replace("\\", "/")
         base = self.root
         head = text.split("/", 1)[0]

@@ -32,6 +32,15 @@ def _rows(st, path: str) -> tuple[Path, list[dict[str, str]]]:
     need = {"file", "score", "anomalous", "heatmap", "mask"}
     if rows and not need <= set(rows[0]):
         raise InputError(f, f"scores.csv lacks columns {sorted(need - set(rows[0]))}")
+    for line, r in enumerate(rows, start=2):  # a hand-edited or foreign file: one line, not a 500
+        for col, kind in (("score", float), ("anomalous", int), ("threshold", float)):
+            value = r.get(col) or ""
+            if col == "threshold" and not value:
+                continue
+            try:
+                kind(value)
+            except ValueError:
+                raise InputError(f, f"line {line}: {col} {value!r} is not a number") from None
     return out, rows
 
 

@@ -42,6 +42,12 @@ def _read(st, rel: str) -> tuple[Path, dict[str, Any]]:
         raise InputError(f, "not valid JSON: open a 'detect eval --json' output") from None
     if not isinstance(data, dict) or not isinstance(data.get("per_image"), list):
         raise FieldError("path", f"{rel} has no per-image scores: open a 'detect eval --json' output")
+    for k, r in enumerate(data["per_image"]):  # a hand-edited or foreign file: one line, not a 500
+        if not isinstance(r, dict) or not isinstance(r.get("name"), str):
+            raise InputError(f, f"per_image[{k}] has no 'name' (a string)")
+        score = r.get("score")
+        if isinstance(score, bool) or not isinstance(score, (int, float)) or score != score:
+            raise InputError(f, f"per_image[{k}] ({r['name']}): score {score!r} is not a number")
     return f, data
 
 

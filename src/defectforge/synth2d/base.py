@@ -62,6 +62,10 @@ class GeneratorConfig(BaseModel):
     limits: ClassVar[dict[str, tuple[float, float]]] = {}
     """``{field: (min, max)}``: bounds for every number of that field (a value or a range)."""
 
+    path_fields: ClassVar[tuple[str, ...]] = ()
+    """Fields that name a file or folder (a front end such as the studio resolves them inside its
+    project, as it does every other path a client gives)."""
+
     defect_type: str = "defect"
     """Label written for samples of this generator (e.g. ``"pitting"``)."""
 

@@ -95,6 +95,19 @@ def _describe_instructions(inst: InstructionSet) -> str:
     return "+".join(f"{d.count}x{d.type}" if d.count > 1 else d.type for d in inst.defects)
 
 
+MAX_SAMPLES, MAX_POINTS = 1_000_000, 10_000_000
+"""The most clouds one run makes, and the most points a part is sampled with."""
+
+
+def check_counts(n: Any, seed: Any, n_points: Any) -> None:
+    """Refuse a run size, seed or point count that is not a whole number in its range (one line;
+    a run of 1e30 clouds would otherwise fill memory before its first sample)."""
+    for name, value, lo, hi in (("--n", n, 1, MAX_SAMPLES), ("--seed", seed, 0, 2**63 - 1),
+                                ("--points", n_points, 100, MAX_POINTS)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not lo <= value <= hi:
+            raise ConfigError(f"{name} must be a whole number from {lo:,} to {hi:,}, got {value!r}")
+
+
 def run_synthesis(input_spec: str, instructions: InstructionSet | Callable[[float], InstructionSet], n: int, seed: int,
                   out_dir: str | Path, *,
                   n_points: int = 20000, progress: Callable[[str, int, int | None], None] | None = None,
@@ -109,8 +122,7 @@ def run_synthesis(input_spec: str, instructions: InstructionSet | Callable[[floa
     this process); every engine writes the same bytes. ``sources`` are the resolved
     ``input_spec`` when the caller already read them (so a file is not read twice).
     """
-    if n < 1:
-        raise ConfigError(f"--n must be at least 1, got {n}")
+    check_counts(n, seed, n_points)
     sources = resolve_inputs(input_spec) if sources is None else sources  # given: already resolved (and read)
     out = Path(out_dir)
     if not 0.0 <= scan_noise <= 0.05:
