@@ -374,8 +374,11 @@ def test_a_failed_cli_job_says_why_even_for_a_usage_error(tmp_path):
     """click prints a usage error inside a box; the job's message is its text, not the box's border."""
     c = TestClient(create_app(tmp_path))
     cfg = {"command": "detect fit", "args": {"data": ["@sample", "@sample"], "out": "models/m.pt"}}
+    r = c.post("/api/jobs", json={"kind": "cli", "config": cfg})  # a list for one value: refused at submit
+    assert r.status_code == 400 and "data takes one value" in r.json()["error"]
+    cfg = {"command": "detect fit", "args": {"data": "@sample", "out": "models/m.pt", "seed": "x"}}
     j = c.post("/api/jobs", json={"kind": "cli", "config": cfg}).json()
     done = _wait(c, j["id"], ("done", "failed"), timeout=120)
     assert done["status"] == "failed"
-    assert "exited with 2" in done["message"] and "unexpected extra argument" in done["message"].lower(), done["message"]
+    assert "exited with 2" in done["message"] and "Invalid value for '--seed'" in done["message"], done["message"]
     assert "╰" not in done["message"]

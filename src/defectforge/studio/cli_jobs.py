@@ -92,6 +92,8 @@ def argv(st, config: dict[str, Any]) -> list[str]:
     for key, f in form.items():
         if key not in args or args[key] is None:
             continue
+        if isinstance(args[key], list) and not f["multiple"]:  # the child would fail on the extra value
+            raise FieldError("config", f"{name}: {key} takes one value, got a list of {len(args[key])}")
         values = args[key] if isinstance(args[key], list) else [args[key]]
         if f["path"]:
             values = [str(st.paths.resolve(str(v), write=key in WRITES, must_exist=key not in WRITES)) for v in values]
