@@ -61,17 +61,13 @@ def make_generator(name: str, params: dict[str, Any]):
     from defectforge.synth2d.base import GENERATORS
 
     cls = GENERATORS.get(name)
-    for f in generator_form(name)["fields"]:
-        v = params.get(f["name"])
-        if f["kind"] == "range" and isinstance(v, (list, tuple)) and len(v) == 2:
-            if all(isinstance(x, (int, float)) for x in v) and v[0] > v[1]:
-                raise FieldError(f["name"], f"generator {name!r}: {f['name']}: range {list(v)} has low > high")
-    try:
+    try:  # the config model checks types, finiteness, ranges (low <= high) and bounds, per field
         return cls(config=cls.Config(**params))
     except ValidationError as exc:
         err = exc.errors()[0]
         field = str(err["loc"][0]) if err.get("loc") else None
-        raise FieldError(field, f"generator {name!r}: {field or 'params'}: {err['msg']}") from None
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        raise FieldError(field, f"generator {name!r}: {field or 'params'}: {msg}") from None
 
 
 def project_params(paths: Any, name: str, params: dict[str, Any]) -> dict[str, Any]:

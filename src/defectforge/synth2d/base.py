@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Sequence
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator
 
 from defectforge.errors import ConfigError, InputError
 from defectforge.registry import Registry
@@ -69,20 +69,20 @@ class GeneratorConfig(BaseModel):
     defect_type: str = "defect"
     """Label written for samples of this generator (e.g. ``"pitting"``)."""
 
-    @model_validator(mode="after")
-    def _check_numbers(self) -> "GeneratorConfig":
-        for name in type(self).model_fields:
-            value = getattr(self, name)
-            nums = value if isinstance(value, tuple) else (value,)
-            if not nums or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in nums):
-                continue
-            if isinstance(value, tuple) and len(value) == 2 and value[0] > value[1]:
-                raise ValueError(f"{name}: a range [low, high] needs low <= high, got {list(value)}")
-            lo, hi = self.limits.get(name, (-math.inf, math.inf))
-            if not all(lo <= x <= hi for x in nums):
-                shown = list(value) if isinstance(value, tuple) else value
-                raise ValueError(f"{name}: must be between {lo:g} and {hi:g}, got {shown}")
-        return self
+    @field_validator("*")
+    @classmethod
+    def _check_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        """Per field, so that an error names its field (``loc``) for every caller."""
+        nums = value if isinstance(value, tuple) else (value,)
+        if not nums or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in nums):
+            return value
+        if isinstance(value, tuple) and len(value) == 2 and value[0] > value[1]:
+            raise ValueError(f"a range [low, high] needs low <= high, got {list(value)}")
+        lo, hi = cls.limits.get(info.field_name, (-math.inf, math.inf))
+        if not all(lo <= x <= hi for x in nums):
+            shown = list(value) if isinstance(value, tuple) else value
+            raise ValueError(f"must be between {lo:g} and {hi:g}, got {shown}")
+        return value
 
 
 class Generator:

@@ -79,8 +79,8 @@ def _color_jitter(patch: np.ndarray, rng: np.random.Generator, amount: float) ->
 # -- texture (DRAEM) --------------------------------------------------------------------------
 class TextureConfig(GeneratorConfig):
     limits = {"size": (0.0, 2.0), "opacity": (0.0, 1.0)}
-    path_fields = ("folder",)
     """Bounds: blob window <= 2 shorter image sides, opacity in [0, 1]."""
+    path_fields = ("folder",)
     defect_type: str = "texture"
     source: Literal["self", "skimage", "folder"] = "self"
     folder: str | None = None
