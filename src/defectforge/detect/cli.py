@@ -274,10 +274,10 @@ def eval_cmd(
     if nn_backend is not None:
         given["nn_backend"] = nn_backend
     ds = load_dataset(data, format=format)
+    compared = [(other, load_detector(other, device=device)) for other in compare or []]  # loaded once
     fitted = {}
-    for path, d in [(model_path, det), *((o, None) for o in compare or [])]:
-        n = _check_fitted_on(path, d if d is not None else load_detector(path, device=device), ds, data, split,
-                             allow_train_split, console_for(json_out))
+    for path, d in [(model_path, det), *compared]:  # before any scoring: refused or warned about
+        n = _check_fitted_on(path, d, ds, data, split, allow_train_split, console_for(json_out))
         if n:
             fitted[str(path)] = n
     if fitted:
@@ -288,20 +288,19 @@ def eval_cmd(
     out = metrics_json(res, {"model": str(model_path), "detector": det.name, "data": str(data), "split": split,
                              **given})
     others = {}
-    for other in compare or []:  # the same data, split and evaluation for every compared model
-        o = load_detector(other, device=device)
+    for other, o in compared:  # the same data, split and evaluation for every compared model
         others[other.name] = evaluate_detector(o, ds, split=split, pixel_metrics=not image_only, pixel_path=pixel_path)
     if others:
         from defectforge.report.compare import add_comparison_section, comparison_rows
 
-        compared = {model_path.name: res, **others}
-        out["comparison"] = comparison_rows(compared)
+        results = {model_path.name: res, **others}
+        out["comparison"] = comparison_rows(results)
     if json_out is not None:
         write_json_out(json_out, out)
     if report is not None:
         rep = Report(f"defectforge detect eval: {det.name}", report, subtitle=f"{model_path} on {data} ({split})")
         if others:
-            add_comparison_section(rep, compared)
+            add_comparison_section(rep, results)
         add_eval_section(rep, det.name, res)
         rep.save()
     con = console_for(json_out)
