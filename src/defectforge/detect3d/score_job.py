@@ -109,8 +109,10 @@ def predict_clouds(model_path: str | Path, category: str, clouds: Sequence[Path]
     own = {"scores.csv", *(f"{name}{ext}" for _, _, name in items for ext in (".txt", ".ply"))}
     check_scoring_out(out, clouds, own.__contains__, "detect3d predict")
     scores = out / "scores.csv"
-    if scores.is_file() and scores.read_bytes()[:200].split(b"\n")[0].decode("utf-8", "replace") != ",".join(SCORE_HEADER):
-        raise InputError(scores, "exists but is not a scores file of 'detect3d predict'; choose another --out")
+    if scores.is_file():
+        with open(scores, encoding="utf-8", errors="replace") as fh:
+            if fh.readline().rstrip("\r\n") != ",".join(SCORE_HEADER):
+                raise InputError(scores, "exists but is not a scores file of 'detect3d predict'; choose another --out")
     out.mkdir(parents=True, exist_ok=True)
     rows = scored(CloudScoreTask(model_path, models, out, runtime), items, engine, chunk, progress, "predict")
     remove_leftovers(out)  # temporary files a killed worker left behind

@@ -76,17 +76,16 @@ def _paths(st, kind: str, config: dict[str, Any], out: str) -> tuple[dict[str, A
         from defectforge.synth3d.instructions import validate_instructions
 
         validate_instructions(cfg.get("instructions"), source="job instructions")
-        from defectforge.synth3d.pipeline import check_counts, resolve_inputs
+        from defectforge.synth3d.pipeline import check_count, resolve_inputs
 
         for key, default in (("n", 10), ("seed", 0), ("n_points", 20000)):
             cfg[key] = cfg.get(key, default)
             if isinstance(cfg[key], float) and cfg[key].is_integer():
                 cfg[key] = int(cfg[key])  # 10.0 from a JSON client
-        try:
-            check_counts(cfg["n"], cfg["seed"], cfg["n_points"])
-        except ConfigError as exc:  # named after the form's field
-            opt = str(exc).split(" ", 1)[0]
-            raise FieldError("config." + {"--n": "n", "--seed": "seed", "--points": "n_points"}[opt], str(exc)) from None
+            try:
+                check_count(key, cfg[key])
+            except ConfigError as exc:  # named after the form's field
+                raise FieldError(f"config.{key}", str(exc)) from None
         if inp.startswith("part:"):
             resolve_inputs(inp)  # an unknown part now, not when the job runs
     return cfg, dst

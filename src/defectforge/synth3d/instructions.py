@@ -288,11 +288,8 @@ def location_candidates(surface: Surface, loc: Any, tags: np.ndarray | None = No
         return idx
     if isinstance(loc, PointLocation):
         xyz = np.asarray(loc.xyz, dtype=np.float64)
-        if loc.normalized:
-            with np.errstate(over="ignore", invalid="ignore"):
-                xyz = lo + xyz * (hi - lo)
-        if not np.isfinite(xyz).all():  # finite but absurd (1e308 normalised): overflows
-            raise ConfigError(f"point {list(loc.xyz)} is out of range: its coordinates overflow on this part")
+        if loc.normalized:  # within -10..10 (validated) on a part within 1e15 (check_cloud): finite
+            xyz = lo + xyz * (hi - lo)
         r = loc.radius * surface.diag
         idx = np.asarray(surface.tree.query_ball_point(xyz, r), dtype=np.int64)
         if len(idx) == 0:

@@ -99,13 +99,23 @@ MAX_SAMPLES, MAX_POINTS = 1_000_000, 10_000_000
 """The most clouds one run makes, and the most points a part is sampled with."""
 
 
+COUNTS = {"n": ("--n", 1, MAX_SAMPLES), "seed": ("--seed", 0, 2**63 - 1), "n_points": ("--points", 100, MAX_POINTS)}
+"""run parameter -> (its option, lowest, highest)."""
+
+
+def check_count(key: str, value: Any) -> None:
+    """Refuse a run size, seed or point count (``key`` of :data:`COUNTS`) that is not a whole
+    number in its range (one line; a run of 1e30 clouds would otherwise fill memory before its
+    first sample)."""
+    name, lo, hi = COUNTS[key]
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not lo <= value <= hi:
+        raise ConfigError(f"{name} must be a whole number from {lo:,} to {hi:,}, got {value!r}")
+
+
 def check_counts(n: Any, seed: Any, n_points: Any) -> None:
-    """Refuse a run size, seed or point count that is not a whole number in its range (one line;
-    a run of 1e30 clouds would otherwise fill memory before its first sample)."""
-    for name, value, lo, hi in (("--n", n, 1, MAX_SAMPLES), ("--seed", seed, 0, 2**63 - 1),
-                                ("--points", n_points, 100, MAX_POINTS)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not lo <= value <= hi:
-            raise ConfigError(f"{name} must be a whole number from {lo:,} to {hi:,}, got {value!r}")
+    """:func:`check_count` of each."""
+    for key, value in (("n", n), ("seed", seed), ("n_points", n_points)):
+        check_count(key, value)
 
 
 def run_synthesis(input_spec: str, instructions: InstructionSet | Callable[[float], InstructionSet], n: int, seed: int,
