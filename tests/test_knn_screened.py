@@ -121,3 +121,22 @@ def test_auto_picks_screened_where_bf16_is_native(monkeypatch):
     monkeypatch.setattr(knn, "PRUNED_MIN_ROWS", 20000)
     monkeypatch.setattr(knn_screened, "has_fast_bf16", lambda: False)
     assert NearestNeighbors(bank, "auto").backend == "faiss"
+
+
+def test_auto_screens_larger_banks_only_with_amx(monkeypatch):
+    """Without AMX tiles (AVX512-BF16 alone) the screened search is used up to
+    ``SCREENED_MAX_ROWS_AVX512`` rows, with them up to ``SCREENED_MAX_ROWS``; past that the pruned
+    search (the same neighbours either way)."""
+    rng = np.random.default_rng(6)
+    bank = _data(rng, 3000, 8)
+    monkeypatch.setattr(knn, "SCREENED_MIN_ROWS", 1000)
+    monkeypatch.setattr(knn, "SCREENED_MAX_ROWS_AVX512", 2500)
+    monkeypatch.setattr(knn_screened, "has_fast_bf16", lambda: True)
+    monkeypatch.setattr(knn_screened, "has_amx", lambda: True)
+    assert knn.screened_max_rows() == knn.SCREENED_MAX_ROWS
+    assert NearestNeighbors(bank, "auto").backend == "screened"
+    monkeypatch.setattr(knn_screened, "has_amx", lambda: False)
+    assert knn.screened_max_rows() == 2500
+    assert NearestNeighbors(bank, "auto").backend == "pruned"
+    assert NearestNeighbors(bank[:2499], "auto").backend == "screened"
+    assert knn.SCREENED_MAX_ROWS_AVX512 <= knn.SCREENED_MAX_ROWS

@@ -9,7 +9,9 @@ Interchangeable backends, all exact and fp32 except the opt-in ``"ivf"``:
   product (AMX / AVX512-BF16) screens, direct float32 distances decide; the same neighbours
   and distances as ``"pruned"``.
 - ``"auto"`` (the detectors' default), on the CPU: ``"screened"`` for banks of
-  ``SCREENED_MIN_ROWS`` to ``SCREENED_MAX_ROWS`` rows when the CPU multiplies bfloat16
+  ``SCREENED_MIN_ROWS`` up to :func:`screened_max_rows` rows (``SCREENED_MAX_ROWS`` with Intel
+  AMX tiles, ``SCREENED_MAX_ROWS_AVX512`` with AVX512-BF16 alone, where the product is several
+  times slower) when the CPU multiplies bfloat16
   natively and the product passes the screen's accuracy check; otherwise ``"pruned"`` for banks
   of at least ``PRUNED_MIN_ROWS`` rows, else ``"faiss"`` (each where it is measured fastest:
   on a CPU without bfloat16 units faiss's flat search was 1.3-5x slower than ``"pruned"`` from
@@ -38,7 +40,12 @@ from defectforge.errors import ConfigError
 
 PRUNED_MIN_ROWS = 1024
 SCREENED_MIN_ROWS = 1024
-SCREENED_MAX_ROWS = 65536
+SCREENED_MAX_ROWS = 65536  # with AMX tiles (the Intel Xeon of 2026-12-05, docs/detectors.md)
+#: without AMX (AVX512-BF16 only): the screened search's product and scan grow with the bank, the
+#: pruned search's work much less; on the AMD EPYC (Zen 4) of 2026-12-07, 2 threads, PatchCore's
+#: BSData bank cut to N rows: screened / pruned 21.8 / 35.3 ms per image at 9,151 rows, 39.0 / 47.2
+#: at 16,384, 63.9 / 52.2 at 24,576, 142.3 / 67.2 at 45,504 (docs/bench/scale_amd.md)
+SCREENED_MAX_ROWS_AVX512 = 20480
 IVF_PROBES = 8
 BACKENDS = ("auto", "faiss", "pruned", "screened", "torch", "ivf")
 
@@ -55,11 +62,20 @@ def check_backend(backend: str) -> tuple[str, int]:
                       f"got {backend!r}")
 
 
+def screened_max_rows() -> int:
+    """Bank rows up to which ``"auto"`` uses the screened search (speed only: both searches
+    return the same neighbours): ``SCREENED_MAX_ROWS`` on a CPU with AMX tiles, else at most
+    ``SCREENED_MAX_ROWS_AVX512``."""
+    from defectforge.bank.knn_screened import has_amx
+
+    return SCREENED_MAX_ROWS if has_amx() else min(SCREENED_MAX_ROWS, SCREENED_MAX_ROWS_AVX512)
+
+
 def _auto_backend(bank: np.ndarray):
     """``(name, index or None)`` that ``"auto"`` picks for ``bank`` on the CPU."""
     from defectforge.bank.knn_screened import has_fast_bf16
 
-    if SCREENED_MIN_ROWS <= len(bank) < SCREENED_MAX_ROWS and has_fast_bf16():
+    if SCREENED_MIN_ROWS <= len(bank) < screened_max_rows() and has_fast_bf16():
         try:
             return "screened", _cpu_index("screened", bank)
         except ConfigError:  # this machine's product is not accurate enough for the screen

@@ -41,6 +41,17 @@ _SLACK = 1e-3  # relative margin over the direct float32 sums' rounding (~1e-5)
 _OUT_BYTES = 8 << 20  # the screening product's output per block of queries (measured: 8 MB best)
 
 
+def has_amx() -> bool:
+    """Whether this CPU has Intel AMX tiles (the fastest bfloat16 products; AVX512-BF16 alone,
+    e.g. AMD Zen 4, is several times slower per core)."""
+    import torch
+
+    try:
+        return bool(torch.cpu._is_amx_tile_supported())
+    except Exception:  # pragma: no cover - older torch without the probe
+        return False
+
+
 def has_fast_bf16() -> bool:
     """Whether this CPU multiplies bfloat16 matrices natively (AMX tiles or AVX512-BF16)."""
     import torch
