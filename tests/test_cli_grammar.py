@@ -374,3 +374,17 @@ def test_a_warning_of_ours_is_one_line_without_source(tmp_path):
         warnings.simplefilter("ignore")
         assert runner.invoke(app, ["data", "check", str(root)]).exit_code in (0, 1)
     assert warnings.formatwarning is before
+
+
+def test_a_plain_warning_raised_by_our_code_is_ours():
+    """A ``UserWarning`` attributed to a line of defectforge (e.g. the experiment runner's
+    skipped few-real regime) is one line too; a library's stays in Python's format."""
+    import os
+
+    import defectforge.experiments.runner as runner_mod
+    from defectforge.cli import is_ours
+
+    assert is_ours(UserWarning, runner_mod.__file__)
+    assert is_ours(UserWarning, os.path.relpath(runner_mod.__file__))
+    assert not is_ours(UserWarning, os.__file__)
+    assert not is_ours(DeprecationWarning, "/somewhere/else/defectforge_plugin.py")

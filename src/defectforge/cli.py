@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import importlib
 import itertools
+import os
 import sys
 
 import typer
@@ -29,6 +30,15 @@ from defectforge import __version__
 from defectforge._cliconfig import add_config_options
 from defectforge._cliutil import print_error
 from defectforge.errors import DefectforgeError, user_error_message
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def is_ours(category: type, filename: str) -> bool:
+    """Whether a warning is defectforge's: a warning class of ours, or any warning (e.g. a plain
+    ``UserWarning``) attributed to a line of this package."""
+    return category.__module__.startswith("defectforge") or os.path.abspath(str(filename)).startswith(_PACKAGE_DIR)
 
 
 class _Group(TyperGroup):
@@ -52,7 +62,7 @@ class _Group(TyperGroup):
         default_format = warnings.formatwarning
 
         def one_line(message, category, filename, lineno, line=None):  # ours: what happened, not where
-            if category.__module__.startswith("defectforge"):
+            if is_ours(category, filename):
                 return f"warning: {message}\n"
             return default_format(message, category, filename, lineno, line)
 
