@@ -80,11 +80,17 @@ def prepare(cmd: str, data: Path, test_images: list[str]) -> tuple[list[str] | N
     return argv, note
 
 
+def _take_sigint() -> None:
+    """In the child: SIGINT back to its default, so that Python turns it into KeyboardInterrupt
+    (a benchmark started in the background, ``nohup ... &``, inherits it ignored)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def run(argv: list[str], timeout: float, env: dict) -> tuple[int | None, float, str]:
     """``(exit code or None when stopped, seconds, last non-empty output line)``."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(argv, cwd=WORK, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=_take_sigint)
     try:
         out, _ = proc.communicate(timeout=timeout)
         code = proc.returncode
@@ -108,7 +114,7 @@ def write_page(rows: list[dict], args, started: str, up0: str, up1: str) -> None
     lines = ["# Benchmark: the README's tour on full BSData, command by command", "",
              f"- Date: {started} UTC; machine: {os.uname().machine}, {os.cpu_count()} CPUs; "
              f"{args.machine}",
-             f"- Command: `python bench/bench_tour.py --timeout {args.timeout:g}` (venv already built; "
+             f"- Command: `python bench/bench_tour.py {shlex.join(args.argv)}` (venv already built; "
              "the commands read from README.md's tour, run one after another in a fresh folder)",
              f"- Load: before `{up0}`; after `{up1}`",
              "- Data: full BSData (`../shared/datasets/bsdata`: TRAIN 402 good / 63 pitting, TEST 268 / 104)", "",
@@ -134,6 +140,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--machine", default="", help="a few words on the machine, for the page")
     ap.add_argument("--out", type=Path, default=REPO / "docs" / "bench" / "tour.md")
     args = ap.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     if not (args.data / "split.csv").is_file():
         sys.exit(f"BSData not found at {args.data}")
     import shutil
