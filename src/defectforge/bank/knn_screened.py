@@ -57,8 +57,8 @@ def has_fast_bf16() -> bool:
     import torch
 
     try:
-        return bool(torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported())
-    except Exception:  # pragma: no cover - older torch without the probes
+        return has_amx() or bool(torch.cpu._is_avx512_bf16_supported())
+    except Exception:  # pragma: no cover - older torch without the probe
         return False
 
 

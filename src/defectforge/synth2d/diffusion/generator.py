@@ -50,8 +50,9 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 class InpaintDiffusionConfig(GeneratorConfig):
-    path_fields = ("model", "single_file_config", "mask_dir")
     """Settings of the ``inpaint-diffusion`` generator. Fields left unset take the preset's value."""
+
+    path_fields = ("model", "single_file_config", "mask_dir")
 
     preset: Literal["exdd", "synsur", "none"] = "exdd"
     # model
