@@ -44,6 +44,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 DATA = REPO.parent / "shared" / "datasets" / "bsdata"
 
+from bench_predict_parts import _ms  # noqa: E402  (best of reps, ms per item)
+
 
 def _uptime() -> str:
     return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
@@ -61,16 +63,6 @@ def _cpu() -> str:
     from defectforge.bank.knn_screened import has_amx, has_fast_bf16
 
     return f"{name}, {os.cpu_count()} CPUs, bfloat16 products: {has_fast_bf16()}, AMX: {has_amx()}"
-
-
-def _best_ms(fn, reps: int = 5) -> float:
-    fn()  # warm-up
-    best = float("inf")
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return 1000 * best
 
 
 def fitted_models(data: Path, models_dir: Path) -> dict:
@@ -117,20 +109,20 @@ def parts_ms(model, items: list) -> dict[str, float]:
     c, n = model.config, len(items)
     ex = model.extractor
     rgbs = [to_rgb(s) for s in items]
-    out = {"decode": _best_ms(lambda: [to_rgb(s) for s in items], 1) / n,
-           "resize + normalise": _best_ms(lambda: to_tensor(rgbs, model.input_size_, ex.mean, ex.std), 3) / n}
+    out = {"decode": _ms(lambda: [to_rgb(s) for s in items], n, 1),
+           "resize + normalise": _ms(lambda: to_tensor(rgbs, model.input_size_, ex.mean, ex.std), n, 3)}
     rows = [model._rows(rgbs[s:s + 16]) for s in range(0, n, 16)]
-    out["resize + backbone + embedding"] = _best_ms(
-        lambda: [model._rows(rgbs[s:s + 16]) for s in range(0, n, 16)], 3) / n
-    out[f"search, normal bank ({len(model.bank_normal_):,} rows, {model._nn_normal.backend})"] = _best_ms(
-        lambda: [model._nn_normal.search(r, 1) for r in rows], 3) / n
+    out["resize + backbone + embedding"] = _ms(
+        lambda: [model._rows(rgbs[s:s + 16]) for s in range(0, n, 16)], n, 3)
+    out[f"search, normal bank ({len(model.bank_normal_):,} rows, {model._nn_normal.backend})"] = _ms(
+        lambda: [model._nn_normal.search(r, 1) for r in rows], n, 3)
     if model._nn_defect is not None:
-        out[f"search, defect bank ({len(model.bank_defect_):,} rows)"] = _best_ms(
-            lambda: [model._nn_defect.search(r, 1) for r in rows], 3) / n
+        out[f"search, defect bank ({len(model.bank_defect_):,} rows)"] = _ms(
+            lambda: [model._nn_defect.search(r, 1) for r in rows], n, 3)
     h, w = model.grid_
     dn = [model._nn_normal.search(r, 1)[0][:, 0].reshape(-1, h, w) for r in rows]
-    out["maps (upsample + blur)"] = _best_ms(
-        lambda: [patch_maps_to_input(d, model.input_size_, c.map_upsample, c.sigma) for d in dn], 3) / n
+    out["maps (upsample + blur)"] = _ms(
+        lambda: [patch_maps_to_input(d, model.input_size_, c.map_upsample, c.sigma) for d in dn], n, 3)
     return out
 
 
@@ -144,9 +136,9 @@ def product_ms(n_q: int, width: int, n_b: int) -> dict[str, float]:
     out = {}
     ab, bb = a.bfloat16(), b.bfloat16().contiguous()
     o16 = torch.empty(n_q, n_b, dtype=torch.bfloat16)
-    out["bfloat16"] = _best_ms(lambda: torch.mm(ab, bb, out=o16))
+    out["bfloat16"] = _ms(lambda: torch.mm(ab, bb, out=o16), 1, 5)
     o32 = torch.empty(n_q, n_b)
-    out["float32"] = _best_ms(lambda: torch.mm(a, b, out=o32))
+    out["float32"] = _ms(lambda: torch.mm(a, b, out=o32), 1, 5)
     try:  # 8-bit inputs and output (oneDNN); the fastest integer product torch has on x86
         prev = torch.backends.quantized.engine
         torch.backends.quantized.engine = "onednn"
@@ -157,7 +149,7 @@ def product_ms(n_q: int, width: int, n_b: int) -> dict[str, float]:
                                             torch.qint8)
             packed = torch.ops.quantized.linear_prepack(wq, None)
             xq = torch.quantize_per_tensor(a, float(a.abs().max()) / 127, 128, torch.quint8)
-            out["int8 (8-bit output)"] = _best_ms(lambda: torch.ops.quantized.linear(xq, packed, 1.0, 128))
+            out["int8 (8-bit output)"] = _ms(lambda: torch.ops.quantized.linear(xq, packed, 1.0, 128), 1, 5)
         torch.backends.quantized.engine = prev
     except Exception as e:  # pragma: no cover - engine missing
         out["int8 (8-bit output)"] = float("nan")
