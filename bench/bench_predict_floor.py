@@ -8,7 +8,7 @@ TRAIN split, 256 px) and on ``--n`` TEST images:
    same protocol as ``bench_scale.py``), with the default exact search and with the opt-in
    approximate ``ivf`` search;
 2. **its parts**, one after the other on all threads: decoding, resize + normalise, backbone +
-   embedding, the search of the normal bank and of the defect bank, maps, and the rest;
+   embedding, the search of the normal bank and of the defect bank, and the maps;
 3. **the screening product alone** (every query row against every bank row, the arithmetic a
    flat exact search cannot avoid) at the bank's shape: bfloat16 (what the ``screened`` search
    runs), float32, and 8-bit integers (oneDNN's quantized linear with an 8-bit output, the fastest
@@ -103,7 +103,7 @@ def predict_ms(model, items: list) -> float:
 
 
 def parts_ms(model, items: list) -> dict[str, float]:
-    """Predict's parts, one after the other on all threads, per image (best of 3)."""
+    """Predict's parts, one after the other on all threads, per image (best of 3 or 5 passes)."""
     from defectforge.bank.features import to_rgb, to_tensor
     from defectforge.detect.scoring import patch_maps_to_input
 
