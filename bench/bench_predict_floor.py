@@ -32,7 +32,6 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -46,10 +45,7 @@ sys.path.insert(0, str(REPO / "bench"))
 DATA = REPO.parent / "shared" / "datasets" / "bsdata"
 
 from bench_predict_parts import _ms  # noqa: E402  (best of reps, ms per item)
-
-
-def _uptime() -> str:
-    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+from bench_scale import _samples, _uptime, time_predict, train_images  # noqa: E402
 
 
 def _cpu() -> str:
@@ -69,7 +65,6 @@ def _cpu() -> str:
 def fitted_models(data: Path, models_dir: Path) -> dict:
     """ExDD and PatchCore at the defaults on all TRAIN images (loaded from ``models_dir`` when
     fitted there before)."""
-    from bench_scale import _samples, train_images
     from defectforge.detect.exdd import ExDD, PatchCore
 
     normal = train_images(data, 402)
@@ -89,17 +84,6 @@ def fitted_models(data: Path, models_dir: Path) -> dict:
         model.save(path)
         out[name] = (model, fit_s)
     return out
-
-
-def predict_ms(model, items: list) -> float:
-    model.predict(items[:2])  # warm-up
-    runs = []
-    for _ in range(3):
-        t0 = time.perf_counter()
-        for s in range(0, len(items), 16):
-            model.predict(items[s:s + 16])
-        runs.append(1000 * (time.perf_counter() - t0) / len(items))
-    return float(np.median(runs))
 
 
 def parts_ms(model, items: list) -> dict[str, float]:
@@ -220,10 +204,10 @@ def write_page(res: dict, path: Path, command: str, notes: Path | None = None) -
               "before any scan, refinement, map or score.", ""]
     if notes is not None and notes.exists():
         L += [notes.read_text(encoding="utf-8").rstrip(), ""]
+    from defectforge._atomic import atomic_write_text
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("\n".join(L) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    atomic_write_text(path, "\n".join(L) + "\n")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -245,7 +229,6 @@ def main(argv: list[str] | None = None) -> None:
         return
     import torch
 
-    from bench_scale import _samples
     from defectforge.bank.features import to_rgb
 
     up0 = _uptime()
@@ -256,7 +239,7 @@ def main(argv: list[str] | None = None) -> None:
     res = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": _cpu(), "n": len(items),
            "threads": torch.get_num_threads(), "uptime_before": up0, "models": {}}
     for name, (model, fit_s) in fitted_models(args.data, models_dir).items():
-        r = {"fit_s": fit_s, "predict_ms": predict_ms(model, items)}
+        r = {"fit_s": fit_s, "predict_ms": time_predict(model, items)[0]}
         r["parts"] = parts_ms(model, items)
         r["backbone_ms"] = next(v for k, v in r["parts"].items() if k.startswith("resize + backbone"))
         qs = [model._rows([to_rgb(s)]) for s in items[:8]]
@@ -266,7 +249,7 @@ def main(argv: list[str] | None = None) -> None:
         qs = np.concatenate(qs).astype(np.float32)
         r["prunable"] = prunable(np.ascontiguousarray(model.bank_normal_, np.float32), qs)
         model.set_params(nn_backend="ivf")  # last: the opt-in approximate search, for comparison
-        r["predict_ivf_ms"] = predict_ms(model, items)
+        r["predict_ivf_ms"] = time_predict(model, items)[0]
         res["models"][name] = r
         print(name, json.dumps({k: v for k, v in r.items() if k != "prunable"}, default=str), flush=True)
     res["uptime_after"] = _uptime()

@@ -88,6 +88,22 @@ def train_images(data: Path, n: int) -> list:
 
 
 # --------------------------------------------------------------------------- workers
+def time_predict(model, items: list, reps: int = 3) -> tuple[float, list[float]]:
+    """``(median, per-pass)`` ms per image of ``model.predict`` over ``items`` in chunks of 16,
+    after a 2-image warm-up (first-call allocations); the median of ``reps`` passes, as this
+    VM's speed drifts."""
+    import numpy as np
+
+    model.predict(items[:2])
+    runs = []
+    for _ in range(max(1, reps)):
+        t0 = time.perf_counter()
+        for s in range(0, len(items), 16):
+            model.predict(items[s:s + 16])
+        runs.append(1000 * (time.perf_counter() - t0) / len(items))
+    return float(np.median(runs)), runs
+
+
 def worker_defectforge(args) -> dict:
     import warnings
 
@@ -112,14 +128,7 @@ def worker_defectforge(args) -> dict:
     fit_s = time.perf_counter() - t0
     rss_fit = _rss_mb()
     timed = test[:: max(1, len(test) // args.predict_n)][: args.predict_n]
-    model.predict(timed[:2])  # warm-up (first-call allocations), not timed
-    runs = []
-    for _ in range(max(1, args.predict_reps)):  # the median of a few passes: this VM's speed drifts
-        t0 = time.perf_counter()
-        for s in range(0, len(timed), 16):
-            model.predict(timed[s:s + 16])
-        runs.append(1000 * (time.perf_counter() - t0) / len(timed))
-    pred_ms = float(np.median(runs))
+    pred_ms, runs = time_predict(model, timed, args.predict_reps)
     label = args.model + _suffix(args)
     res = {"model": label, "n_images": args.n, "device": args.device, "fit_s": round(fit_s, 2),
            "predict_ms": round(pred_ms, 2), "predict_ms_runs": [round(v, 2) for v in runs],
