@@ -80,6 +80,9 @@ def _put_centre(Y, sqn, nrm, eps, r, Cy, k):
 
 
 PAR_PAIRS = 1024  # a visit with fewer row-centre pairs stays on one thread (read by LazyState.run)
+#: for tests: in every shared visit the main thread waits until the worker has taken rows before
+#: it takes any (read by LazyState.run); the choice is the same, only who does what is fixed
+WORKER_FIRST = False
 
 
 @njit(cache=True, nogil=True)
@@ -266,7 +269,7 @@ class LazyState:
         self.par = int(threads) >= 2
         if self.par:  # the worker's own scratch row, bounds, group minima and counters
             self.worker_buffers = self._thread_buffers()
-        # the hand-off to the worker: sequence, -, rows to, centres, groups, done, listening, next row
+        # the hand-off to the worker: sequence, worker first, rows to, centres, groups, done, listening, next row
         self.pj = np.zeros(8, np.int64)
 
     def _visit_buffers(self) -> tuple:
@@ -315,6 +318,7 @@ class LazyState:
             worker = threading.Thread(target=_worker, name="defectforge-coreset", daemon=True,
                                       args=(self.pj, *self._args()[:8], self.C, self.mind, self.sel, self.YcT,
                                             self.nc, self.ncn, lb, gmin, scratch, counts))
+            self.pj[1] = int(bool(WORKER_FIRST))
             worker.start()
             self.pj[6] = max(1, PAR_PAIRS)  # a worker listens: visits of this many pairs or more share their rows
         try:

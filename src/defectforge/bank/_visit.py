@@ -194,12 +194,18 @@ def _visit_rows(pj, x, Y, sqn, nrm, gam, eps, eps_max, plan, s, e, C, mind, sel,
                 scratch, counts):
     """:func:`_rows` for a visit's rows ``s:e``; shared with the worker, ``PAR_ROWS`` rows at a
     time, when one listens (``pj[6]``: the fewest row-centre pairs worth sharing, 0 for none)
-    and the visit is that large. Returns when every row is done."""
+    and the visit is that large (``pj[1] > 0``, for tests: the worker takes the first rows).
+    Returns when every row is done."""
     if pj[6] > 0 and (e - s) * cnt >= pj[6]:  # shared with the worker, PAR_ROWS rows at a time
         seq = pj[0] + 1
         pj[2], pj[3], pj[4] = e, cnt, ng
         pj[7] = s  # the next rows to take
         store_release(pj, 0, seq)
+        spins = 0
+        while pj[1] > 0 and load_acquire(pj, 7) == s:  # tests: the worker takes the first rows
+            spins += 1
+            if spins > SPINS:
+                yield_cpu()
         _take_rows(pj, x, Y, sqn, nrm, gam, eps, eps_max, plan, C, mind, sel, YcT, nc, ncn, lb, gmin, scratch, counts)
         spins = 0
         while load_acquire(pj, 5) != seq:
