@@ -31,6 +31,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 from bench_diffusion import best_of  # noqa: E402  (the same timing helper)
+from _machine import uptime  # noqa: E402
 
 DATA = REPO.parent / "shared" / "datasets" / "bsdata"
 
@@ -60,7 +61,7 @@ def main(argv: list[str] | None = None) -> None:
     from defectforge.data import load_dataset
     from defectforge.detect import load_detector
 
-    up0 = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    up0 = uptime()
     test = [s for s in load_dataset(args.data) if s.split == "test"][: args.n]
     rgbs = [to_rgb(s) for s in test]
     lines = ["| model | bank | rows | backend | build s | search ms/image | vs reference | rows given a full distance "
@@ -123,7 +124,7 @@ def main(argv: list[str] | None = None) -> None:
                 metric_lines.append(f"| {path.name} | {backend} | " + " | ".join(
                     f"{r[k]:.7f}" for k in ("image_auroc", "pixel_auroc", "aupro", "image_ap", "pixel_ap", "f1_max"))
                     + f" | {r['n_images']} | {time.perf_counter() - t0:.0f} |")
-    up1 = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    up1 = uptime()
     print(f"{len(rgbs)} BSData test images, {os.cpu_count()} CPUs, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
     print(f"uptime before: {up0}\nuptime after:  {up1}\n")
     print("\n".join(lines) + "\n\n" + "\n".join(pred_lines))

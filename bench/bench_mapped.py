@@ -19,6 +19,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
+from _machine import uptime  # noqa: E402
 WORK = REPO / "bench" / "_work"
 
 
@@ -59,7 +60,7 @@ def main() -> None:
 
     WORK.mkdir(parents=True, exist_ok=True)
     res = {"n_images": args.n, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-           "uptime_before": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()}
+           "uptime_before": uptime()}
     for mode in ("memory", "mapped"):
         out = WORK / f"mapped_{args.n}_{mode}.json"
         subprocess.run([sys.executable, __file__, "--n", str(args.n), "--worker", mode, "--out", str(out)], check=True)
@@ -67,7 +68,7 @@ def main() -> None:
     a, b = (np.load(WORK / f"mapped_{args.n}_{m}.npy") for m in ("memory", "mapped"))
     res["banks_identical"] = bool(a.shape == b.shape and np.array_equal(a, b))
     res["bank_rows"] = int(a.shape[0])
-    res["uptime_after"] = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    res["uptime_after"] = uptime()
     (WORK / f"mapped_{args.n}.json").write_text(json.dumps(res, indent=1))
     print(json.dumps(res, indent=1))
 

@@ -45,7 +45,8 @@ sys.path.insert(0, str(REPO / "bench"))
 DATA = REPO.parent / "shared" / "datasets" / "bsdata"
 
 from bench_predict_parts import _ms  # noqa: E402  (best of reps, ms per item)
-from bench_scale import _samples, _uptime, time_predict, train_images  # noqa: E402
+from _machine import uptime  # noqa: E402
+from bench_scale import _samples, time_predict, train_images  # noqa: E402
 
 
 def _cpu() -> str:
@@ -231,7 +232,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from defectforge.bank.features import to_rgb
 
-    up0 = _uptime()
+    up0 = uptime()
     models_dir = args.models_dir or Path(tempfile.mkdtemp(prefix="predict_floor_"))
     models_dir.mkdir(parents=True, exist_ok=True)
     test = _samples(args.data, "test")
@@ -252,7 +253,7 @@ def main(argv: list[str] | None = None) -> None:
         r["predict_ivf_ms"] = time_predict(model, items)[0]
         res["models"][name] = r
         print(name, json.dumps({k: v for k, v in r.items() if k != "prunable"}, default=str), flush=True)
-    res["uptime_after"] = _uptime()
+    res["uptime_after"] = uptime()
     res["command"] = ("python bench/bench_predict_floor.py " + " ".join(argv if argv is not None else sys.argv[1:])).strip()
     args.results.mkdir(parents=True, exist_ok=True)
     (args.results / "result.json").write_text(json.dumps(res, indent=1, default=str))

@@ -24,18 +24,14 @@ import argparse
 import os
 import shutil
 import statistics
-import subprocess
+import sys
 import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-
-def _uptime() -> str:
-    try:
-        return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
-    except OSError:
-        return "n/a"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import uptime  # noqa: E402  (the load line every bench records)
 
 
 def main() -> None:
@@ -58,7 +54,7 @@ def main() -> None:
     settings = ["before", "png (level 6)", "png", "jpg", "none", "model only"]
     times: dict[str, list[float]] = {k: [] for k in settings}
     sizes: dict[str, float] = {}
-    before = _uptime()
+    before = uptime()
     started = datetime.now(timezone.utc)
     tmp = Path(tempfile.mkdtemp(prefix="bench_predict_outputs_"))
     try:
@@ -86,7 +82,7 @@ def main() -> None:
                 print(k, rep, f"{times[k][-1]:.1f} ms/image", flush=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    after = _uptime()
+    after = uptime()
     base = statistics.median(times["model only"])
     lines = ["# Benchmark: what `detect predict` writes per image", "",
              f"- Date: {started:%Y-%m-%d %H:%M} UTC; machine: {os.uname().machine}, {os.cpu_count()} CPUs",

@@ -21,6 +21,9 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import uptime  # noqa: E402  (the load line every bench records)
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -70,15 +73,6 @@ def write_page(path: Path, lines: list[str]) -> int:
     return 0
 
 
-def _uptime() -> str:
-    import subprocess
-
-    try:
-        return subprocess.run(["uptime"], capture_output=True, text=True, timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "load average " + ", ".join(f"{x:.2f}" for x in os.getloadavg())
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "datasets" / "bsdata")
@@ -105,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"BSData not found at {args.data}", file=sys.stderr)
         return 2
     tmp = Path(tempfile.mkdtemp(prefix="bench_ray_"))
-    uptime_before = _uptime()
+    uptime_before = uptime()
     t = time.perf_counter()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
     ray_start = time.perf_counter() - t
@@ -151,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         print("no-op", noop[-1], flush=True)
     ray.shutdown()
     shutil.rmtree(tmp, ignore_errors=True)
-    uptime_after = _uptime()
+    uptime_after = uptime()
 
     by = {(j, lab): r for j, lab, r in rows}
     lines = ["# Ray engine", "",

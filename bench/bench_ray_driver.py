@@ -35,10 +35,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "bench" / "ray_driver.md")
     args = ap.parse_args(argv)
     import ray
-    from bench_ray import _uptime, write_page  # this folder is on sys.path when run as a script
+    from _machine import uptime  # this folder is on sys.path when run as a script
+    from bench_ray import write_page
 
     sizes = [int(x) for x in args.sizes.split(",")]
-    up0 = _uptime()
+    up0 = uptime()
     ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
 
     @ray.remote(num_cpus=0, max_concurrency=10000)
@@ -88,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
             os.fsync(fh.fileno())
     journal_ms = 1000 * (time.perf_counter() - t0) / args.steps
     jpath.unlink()
-    up1 = _uptime()
+    up1 = uptime()
 
     lines = ["# Ray engine: driver cost per item against references in flight", "",
              f"`python bench/bench_ray_driver.py --sizes {args.sizes} --steps {args.steps}` on "

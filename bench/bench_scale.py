@@ -35,19 +35,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 from bench_exdd import _metrics, _samples  # noqa: E402  (same data reading and metrics as bench_exdd)
+from _machine import uptime  # noqa: E402
 
 DATA = REPO.parent / "shared" / "datasets" / "bsdata"
 WORK = REPO / "bench" / "_work"
 #: one JSON file per run, committed (so the tables can be rebuilt in a later checkout)
 RESULTS = REPO / "bench" / "results" / "scale"
 DEFAULT_SIZES = "50,100,200,402,800,1600,3200"
-
-
-def _uptime() -> str:
-    try:
-        return subprocess.run(["uptime"], capture_output=True, text=True, timeout=10).stdout.strip()
-    except Exception:
-        return "n/a"
 
 
 def _rss_mb() -> float:
@@ -120,7 +114,7 @@ def worker_defectforge(args) -> dict:
     if args.coreset_max is not None:
         kw["coreset_max"] = args.coreset_max  # 0: no cap (the ratio alone); default: the model's cap
     model = PatchCore(**kw) if args.model == "patchcore" else ExDD(**kw)
-    up = _uptime()
+    up = uptime()
     t0 = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -133,7 +127,7 @@ def worker_defectforge(args) -> dict:
     res = {"model": label, "n_images": args.n, "device": args.device, "fit_s": round(fit_s, 2),
            "predict_ms": round(pred_ms, 2), "predict_ms_runs": [round(v, 2) for v in runs],
            "peak_rss_fit_mb": round(rss_fit, 1), "uptime_before": up,
-           "uptime_after": _uptime(), "fit_info": model.fit_info_, "n_predict": len(timed)}
+           "uptime_after": uptime(), "fit_info": model.fit_info_, "n_predict": len(timed)}
     if args.metrics:
         from defectforge.detect.evaluate import _resize
 
@@ -155,9 +149,9 @@ def worker_anomalib(args) -> dict:
     from defectforge.bank.features import input_size_for
 
     ns = argparse.Namespace(data=args.data, short=256, ratio=0.1, limit=args.n)
-    up = _uptime()
+    up = uptime()
     res = run(ns)
-    res.update({"model": "anomalib-patchcore", "n_images": args.n, "uptime_before": up, "uptime_after": _uptime(),
+    res.update({"model": "anomalib-patchcore", "n_images": args.n, "uptime_before": up, "uptime_after": uptime(),
                 "input_size": list(input_size_for((460, 1130), 256))})
     return res
 
@@ -188,7 +182,7 @@ def _run(py: str, model: str, n: int, args) -> dict | None:
         proc = subprocess.run(cmd, env=env, timeout=args.timeout, capture_output=True, text=True)
     except subprocess.TimeoutExpired:
         res = {"model": model, "n_images": n, "device": args.device, "timeout_s": args.timeout,
-               "uptime_after": _uptime()}
+               "uptime_after": uptime()}
         out.write_text(json.dumps(res, indent=2))
         return res
     if proc.returncode != 0 or not out.is_file():

@@ -29,6 +29,9 @@ import uvicorn
 from defectforge._atomic import atomic_write_text
 from defectforge.studio.app import create_app
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import uptime  # noqa: E402  (the load line every bench records)
+
 
 def serve(project: Path, mounts: dict | None = None) -> tuple[str, uvicorn.Server]:
     with socket.socket() as s:
@@ -108,16 +111,6 @@ def responsiveness(c: httpx.Client, n: int, kind: str = "synth") -> dict:
             "progress_polls": seen_progress}
 
 
-def _uptime() -> str:
-    import subprocess
-
-    try:
-        return subprocess.run(["uptime"], capture_output=True, text=True, timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        la = os.getloadavg()
-        return f"load average: {la[0]:.2f}, {la[1]:.2f}, {la[2]:.2f}"
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--bsdata", type=Path, default=Path("../shared/datasets/bsdata"))
@@ -125,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--points", type=int, default=100_000)
     ap.add_argument("--out", type=Path, default=Path("docs/bench/studio.md"))
     args = ap.parse_args(argv)
-    up0 = _uptime()
+    up0 = uptime()
     rows = []
     if args.bsdata.is_dir():  # an empty project with BSData mounted read-only, as a person would start it
         td_bs = tempfile.TemporaryDirectory()
@@ -156,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
                         f"{rr['progress_polls']} polls; a thumbnail meanwhile: median {rr['thumb_median']:.3f} s, "
                         f"max {rr['thumb_max']:.3f} s |")
         srv.should_exit = True
-    up1 = _uptime()
+    up1 = uptime()
     text = "\n".join([
         "# studio", "",
         f"`python bench/bench_studio.py --repeats {args.repeats} --points {args.points}` on {dt.date.today().isoformat()}, "

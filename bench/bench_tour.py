@@ -29,6 +29,9 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import uptime  # noqa: E402  (the load line every bench records)
+
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "datasets" / "bsdata"
 WORK = REPO / "bench" / "_work" / "tour"
@@ -154,7 +157,7 @@ def main(argv: list[str] | None = None) -> None:
                COLUMNS="200")
     only = {int(v) for v in args.only.split(",") if v.strip()}
     started = time.strftime("%Y-%m-%d %H:%M", time.gmtime())
-    up0 = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    up0 = uptime()
     rows: list[dict] = []
     for i, cmd in enumerate(tour_commands(REPO / "README.md"), 1):
         if only and i not in only:
@@ -167,9 +170,9 @@ def main(argv: list[str] | None = None) -> None:
         code, secs, last = run(argv_, args.timeout, env)
         rows.append({"cmd": cmd, "code": code, "secs": secs, "last": last, "note": note})
         print(f"    exit {code} in {secs:.1f} s: {last}", flush=True)
-        up1 = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+        up1 = uptime()
         write_page(rows, args, started, up0, up1)
-    up1 = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    up1 = uptime()
     write_page(rows, args, started, up0, up1)
     print("wrote", args.out)
 
