@@ -21,10 +21,9 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _machine import uptime  # noqa: E402  (the load line every bench records)
-
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+from _machine import uptime  # noqa: E402  (the load line every bench records)
 
 
 class Clock:

@@ -29,10 +29,10 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "bench"))
 from _machine import uptime  # noqa: E402  (the load line every bench records)
 
-REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "datasets" / "bsdata"
 WORK = REPO / "bench" / "_work" / "tour"
 
